@@ -1,0 +1,42 @@
+// Shared helpers for fwdbench kernels.
+//
+// Conventions (every kernel file follows them):
+// - One `extern "C" __global__` entry per kernel, taking one `Params` struct by value; the
+//   Rust mirror lives in src/exec/cuda/kernels/<file>.rs as a #[repr(C)] struct with the
+//   same field order. Device pointers are `uint64_t`-sized pointers; sizes are int32 or
+//   int64 as documented per field.
+// - Activations are bf16 row-major with an explicit row stride ("ld", in elements), so a
+//   kernel can read or write a column window of a wider buffer (e.g. q inside fused qkv).
+// - Arithmetic in fp32; one rounding to bf16 per stored value.
+#pragma once
+#include <cuda_bf16.h>
+#include <stdint.h>
+
+typedef __nv_bfloat16 bf16;
+
+__device__ __forceinline__ float to_f32(bf16 x) { return __bfloat162float(x); }
+__device__ __forceinline__ bf16 to_bf16(float x) { return __float2bfloat16_rn(x); }
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+// Sum over a block of `blockDim.x` threads (a multiple of 32, at most 1024); every thread
+// gets the result. `scratch` must hold 32 floats.
+__device__ __forceinline__ float block_sum(float v, float* scratch) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
+    v = warp_sum(v);
+    __syncthreads();
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    v = lane < nwarps ? scratch[lane] : 0.f;
+    return warp_sum(v);
+}

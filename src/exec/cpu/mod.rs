@@ -1,0 +1,3 @@
+//! The f32 CPU reference executor.
+
+pub mod ops;

@@ -1,0 +1,3 @@
+//! The CUDA engine: kernels from `kernels/` (sm_90a cubins), cuBLASLt GEMMs, CUDA graphs.
+
+pub mod kernels;

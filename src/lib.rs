@@ -1,0 +1,13 @@
+//! fwdbench: how fast is one forward of this model, at this shape, on this many GPUs?
+//!
+//! The crate is organised around a static forward plan (see `plan`): model configs
+//! (`config`) and deployments (`dist`) turn into the ordered ops of one forward on one rank
+//! (`model`), which the cost model, the memory planner and the executors (`exec::cpu`,
+//! `exec::cuda`) all consume.
+
+pub mod config;
+pub mod dist;
+pub mod exec;
+pub mod model;
+pub mod plan;
+pub mod weights;
