@@ -81,14 +81,18 @@ pub enum RopeStyle {
     Interleaved,
 }
 
+/// YaRN context extension, resolved the way HF `_compute_yarn_parameters` does.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct YarnConfig {
     pub factor: f64,
     pub original_max_position_embeddings: usize,
     pub beta_fast: f64,
     pub beta_slow: f64,
-    pub mscale: f64,
-    pub mscale_all_dim: f64,
+    /// Multiplier on cos and sin, already resolved from `attention_factor` /
+    /// `mscale` / `mscale_all_dim` by the config parser.
+    pub attention_factor: f64,
+    /// Round the correction range to whole dims (HF `truncate`, default true).
+    pub truncate: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -130,8 +134,12 @@ impl RopeConfig {
                     dim * ((y.original_max_position_embeddings as f64) / (beta * 2.0 * std::f64::consts::PI)).ln()
                         / (2.0 * self.theta.ln())
                 };
-                let low = correction_dim(y.beta_fast).floor().max(0.0);
-                let high = correction_dim(y.beta_slow).ceil().min(dim - 1.0);
+                let (mut low, mut high) = (correction_dim(y.beta_fast), correction_dim(y.beta_slow));
+                if y.truncate {
+                    low = low.floor();
+                    high = high.ceil();
+                }
+                let (low, high) = (low.max(0.0), high.min(dim - 1.0));
                 let high = if (high - low).abs() < 1e-12 { high + 0.001 } else { high };
                 base.iter()
                     .enumerate()
@@ -149,7 +157,7 @@ impl RopeConfig {
     pub fn attention_factor(&self) -> f64 {
         match self.scaling {
             RopeScaling::None => 1.0,
-            RopeScaling::Yarn(y) => yarn_mscale(y.factor, y.mscale) / yarn_mscale(y.factor, y.mscale_all_dim),
+            RopeScaling::Yarn(y) => y.attention_factor,
         }
     }
 }
