@@ -1,0 +1,66 @@
+//! HF names shared by the Llama-style families (Qwen, DeepSeek, Sigma, Grok's embedding).
+
+use super::blocks::attention::{AttnNames, AttnSpec};
+use super::blocks::mlp::GatedNames;
+use super::{Hf, WEIGHT_INIT};
+use crate::config::model::{Activation, GqaConfig, ModelConfig};
+
+pub fn embed_tokens(cfg: &ModelConfig) -> Hf {
+    Hf::new("model.embed_tokens.weight", cfg.vocab_size, cfg.hidden_size, WEIGHT_INIT)
+}
+
+pub fn lm_head(cfg: &ModelConfig) -> Option<Hf> {
+    (!cfg.tie_word_embeddings).then(|| Hf::new("lm_head.weight", cfg.vocab_size, cfg.hidden_size, WEIGHT_INIT))
+}
+
+/// `prefix.{gate,up,down}_proj.weight` of a SiLU-gated MLP of width `inter`.
+pub fn gated(prefix: &str, hidden: usize, inter: usize) -> GatedNames {
+    GatedNames {
+        gate: Hf::new(format!("{prefix}.gate_proj.weight"), inter, hidden, WEIGHT_INIT),
+        up: Hf::new(format!("{prefix}.up_proj.weight"), inter, hidden, WEIGHT_INIT),
+        down: Hf::new(format!("{prefix}.down_proj.weight"), hidden, inter, WEIGHT_INIT),
+    }
+}
+
+/// Separate `q/k/v/o_proj` tensors under `prefix` (e.g. `model.layers.3.self_attn`).
+pub fn gqa_names(prefix: &str, hidden: usize, a: &GqaConfig, qk_norm_names: Option<(&str, &str)>) -> AttnNames {
+    let (nq, nkv, dh) = (a.num_heads, a.num_kv_heads, a.head_dim);
+    let proj = |n: &str, rows: usize| (Hf::new(format!("{prefix}.{n}_proj.weight"), rows, hidden, WEIGHT_INIT), 0);
+    let bias = |n: &str, len: usize| (Hf::vector(format!("{prefix}.{n}_proj.bias"), len, WEIGHT_INIT), 0);
+    AttnNames {
+        q: proj("q", nq * dh),
+        k: proj("k", nkv * dh),
+        v: proj("v", nkv * dh),
+        o: Hf::new(format!("{prefix}.o_proj.weight"), hidden, nq * dh, WEIGHT_INIT),
+        qkv_bias: a.qkv_bias.then(|| [bias("q", nq * dh), bias("k", nkv * dh), bias("v", nkv * dh)]),
+        o_bias: a.o_bias.then(|| Hf::vector(format!("{prefix}.o_proj.bias"), hidden, WEIGHT_INIT)),
+        qk_norm: qk_norm_names.filter(|_| a.qk_norm).map(|(q, k)| {
+            (Hf::vector(format!("{prefix}.{q}.weight"), dh, super::NORM_INIT), Hf::vector(format!("{prefix}.{k}.weight"), dh, super::NORM_INIT))
+        }),
+        aug_q: None,
+    }
+}
+
+pub fn gqa_spec(cfg: &ModelConfig, a: &GqaConfig) -> AttnSpec {
+    AttnSpec {
+        q_heads: a.num_heads,
+        k_heads: a.num_kv_heads,
+        v_heads: a.num_kv_heads,
+        head_dim: a.head_dim,
+        rope: a.rope,
+        scale: a.softmax_scale,
+        softcap: a.logit_softcap,
+        norm_eps: cfg.norm.eps,
+        aug_act: Activation::Silu,
+    }
+}
+
+/// `model.layers.N.{input,post_attention}_layernorm` / `model.norm`.
+pub fn llama_norm(layer: Option<usize>, slot: super::NormSlot) -> (String, Option<String>) {
+    let name = match (layer, slot) {
+        (Some(l), super::NormSlot::Input) => format!("model.layers.{l}.input_layernorm.weight"),
+        (Some(l), _) => format!("model.layers.{l}.post_attention_layernorm.weight"),
+        (None, _) => "model.norm.weight".to_string(),
+    };
+    (name, None)
+}

@@ -1,0 +1,102 @@
+//! Sigma, both architectures (models.md §5). V2: GQA + per-head q/k RMSNorm + sigmoid-routed
+//! MoE with correction bias (DeepSeek's router with one group). V1: DiffQKV attention
+//! (separate K and V head counts, augmented Q through a gated MLP) in a dense Llama block.
+
+use super::blocks::attention::{attention, AttnSpec};
+use super::blocks::mlp::gated_mlp;
+use super::blocks::moe::{moe, router_init, MoeNames};
+use super::common_names::{embed_tokens, gated, gqa_names, gqa_spec, lm_head, llama_norm};
+use super::{Builder, Hf, LayerGraph, NormSlot, WEIGHT_INIT};
+use crate::config::model::{AttentionConfig, FfnKind, GqaConfig, ModelConfig};
+use crate::plan::{Init, View};
+
+pub struct Sigma<'a>(pub &'a ModelConfig);
+
+impl LayerGraph for Sigma<'_> {
+    fn embed_table(&self) -> Hf {
+        embed_tokens(self.0)
+    }
+    fn lm_head(&self) -> Option<Hf> {
+        lm_head(self.0)
+    }
+    fn norm(&self, layer: Option<usize>, slot: NormSlot) -> (String, Option<String>) {
+        llama_norm(layer, slot)
+    }
+    fn attention(&self, b: &mut Builder, layer: usize, x: View) -> View {
+        let h = self.0.hidden_size;
+        let prefix = format!("model.layers.{layer}.self_attn");
+        match &self.0.attention {
+            AttentionConfig::Gqa(a) => {
+                let names = gqa_names(&prefix, h, a, Some(("q_layernorm", "k_layernorm")));
+                attention(b, x, &names, &gqa_spec(self.0, a))
+            }
+            AttentionConfig::DiffQkv(d) => {
+                // Reuse the GQA names for q/o, then give k and v their own head counts.
+                let as_gqa = GqaConfig {
+                    num_heads: d.num_heads,
+                    num_kv_heads: d.num_heads,
+                    head_dim: d.head_dim,
+                    qkv_bias: false,
+                    o_bias: false,
+                    qk_norm: false,
+                    logit_softcap: None,
+                    rope: Some(d.rope),
+                    softmax_scale: d.softmax_scale,
+                };
+                let mut names = gqa_names(&prefix, h, &as_gqa, None);
+                names.k = (Hf::new(format!("{prefix}.k_proj.weight"), d.num_k_heads * d.head_dim, h, WEIGHT_INIT), 0);
+                names.v = (Hf::new(format!("{prefix}.v_proj.weight"), d.num_v_heads * d.head_dim, h, WEIGHT_INIT), 0);
+                let q_width = d.num_heads * d.head_dim;
+                names.aug_q = d.aug_q_intermediate.map(|aug| {
+                    (
+                        Hf::new(format!("{prefix}.q_gate_proj.weight"), aug, q_width, WEIGHT_INIT),
+                        Hf::new(format!("{prefix}.q_up_proj.weight"), aug, q_width, WEIGHT_INIT),
+                        Hf::new(format!("{prefix}.q_down_proj.weight"), q_width, aug, WEIGHT_INIT),
+                    )
+                });
+                let spec = AttnSpec {
+                    q_heads: d.num_heads,
+                    k_heads: d.num_k_heads,
+                    v_heads: d.num_v_heads,
+                    head_dim: d.head_dim,
+                    rope: Some(d.rope),
+                    scale: d.softmax_scale,
+                    softcap: None,
+                    norm_eps: self.0.norm.eps,
+                    aug_act: self.0.mlp.as_ref().map(|m| m.activation).unwrap_or(crate::config::model::Activation::Silu),
+                };
+                attention(b, x, &names, &spec)
+            }
+            AttentionConfig::Mla(_) => unreachable!("Sigma configs never resolve to MLA"),
+        }
+    }
+    fn ffn(&self, b: &mut Builder, layer: usize, x: View) -> View {
+        let h = self.0.hidden_size;
+        let p = format!("model.layers.{layer}.mlp");
+        match self.0.layer_ffn[layer] {
+            FfnKind::Dense => {
+                let mlp = self.0.mlp.as_ref().expect("dense layer has an MLP config");
+                gated_mlp(b, x, "mlp", &gated(&p, h, mlp.intermediate_size), mlp.activation)
+            }
+            FfnKind::Moe => {
+                let m = self.0.moe.as_ref().expect("sparse layer has a MoE config");
+                let im = m.expert_intermediate_size;
+                let expert_prefix = p.clone();
+                let names = MoeNames {
+                    router: Hf::new(format!("{p}.gate.weight"), m.num_experts, h, router_init()),
+                    correction_bias: m
+                        .router
+                        .correction_bias
+                        .then(|| Hf::vector(format!("{p}.gate.e_score_correction_bias"), m.num_experts, Init::normal(0.02))),
+                    expert: Box::new(move |e| {
+                        let g = gated(&format!("{expert_prefix}.experts.{e}"), h, im);
+                        (g.gate, g.up, g.down)
+                    }),
+                    shared: m.shared.as_ref().map(|s| gated(&format!("{p}.shared_experts"), h, s.intermediate_size)),
+                    shared_gate: None,
+                };
+                moe(b, x, m, &names)
+            }
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! Plan ops. Each variant is one kernel family (or one collective); the CPU reference,
+//! the CUDA executor and the cost model implement every variant, under the same name.
+
+use serde::Serialize;
+
+use super::{CacheId, TensorId, View, WeightId};
+use crate::config::model::{Activation, NormKind, RopeConfig, RouterConfig};
+
+/// The ranks a collective spans (see `RankLayout::group_ranks`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Group {
+    World,
+    /// The ranks sharing one attention tensor-parallel group (all ranks when dp = 1).
+    AttnTp,
+    /// One rank per data-parallel group, with the same attention-TP rank.
+    DpPeers,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CollectiveDim {
+    /// Concatenate/split along rows (tokens).
+    Rows,
+    /// Concatenate/split along columns (vocab shards of the logits).
+    Cols,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Collective {
+    /// Sum in place over the group.
+    AllReduce,
+    /// `out` = the group's inputs concatenated in rank order.
+    AllGather(CollectiveDim),
+    /// Sum over the group, then each rank keeps its row block of the sum.
+    ReduceScatterRows,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Op {
+    /// `out[t] = scale * table[ids[t] - vocab_start]` (0 outside this rank's vocab rows),
+    /// plus `pos_table[position[t]]` for learned positions.
+    Embed { out: View, table: WeightId, vocab_start: usize, pos_table: Option<WeightId>, scale: f32 },
+    /// `x += delta` in place when `delta` is set (the residual add), then `out = norm(x)`.
+    Norm { x: View, delta: Option<View>, weight: WeightId, bias: Option<WeightId>, kind: NormKind, eps: f32, out: View },
+    /// `out = alpha * x . W^T + bias`, W `[n, k]`; out may be bf16 or f32.
+    Linear { x: View, weight: WeightId, bias: Option<WeightId>, alpha: f32, out: View },
+    /// In place: `x += bias` then the activation (GPT's fc1 when not fused into the GEMM).
+    BiasAct { x: View, bias: Option<WeightId>, act: Activation },
+    /// `out = act(x[:, :n]) * x[:, n:2n]` with `n = out.cols`.
+    ActMul { x: View, out: View, act: Activation },
+    /// `acc += (gate ? sigmoid(gate) : 1) * x` (row-wise gate, one column).
+    Add { acc: View, x: View, gate: Option<View> },
+    /// Per-head RMSNorm in place (QK-norm): `heads` blocks of `head_dim` columns.
+    HeadNorm { x: View, heads: usize, head_dim: usize, weight: WeightId, eps: f32 },
+    /// Rotary embedding in place on `heads` heads spaced `head_stride` apart; each head's
+    /// rotary part starts `rope_offset` columns into the head. Positions: `Plan::positions`.
+    Rope { x: View, heads: usize, head_stride: usize, rope_offset: usize, rope: RopeConfig },
+    /// Causal attention over the cache: writes this forward's K/V into `cache` at the
+    /// positions after `past`, then each query attends to every cached key up to its own
+    /// position. Query head h uses K head `h*k_heads/q_heads`, V head `h*v_heads/q_heads`.
+    Attention {
+        q: View,
+        k: View,
+        v: View,
+        cache: CacheId,
+        out: View,
+        q_heads: usize,
+        k_heads: usize,
+        v_heads: usize,
+        d_qk: usize,
+        d_v: usize,
+        scale: f32,
+        softcap: Option<f32>,
+    },
+    /// MLA: write `[latent ; k_pe]` (576 wide for V3) into the latent cache.
+    MlaCacheWrite { latent: View, k_pe: View, cache: CacheId },
+    /// MLA in MHA form (prefill): keys `[k_nope_h ; k_pe]` and values from the expanded
+    /// `kv` `[tokens, heads * (d_nope + d_v)]`; q `[tokens, heads * (d_nope + d_rope)]`.
+    MlaPrefillAttention { q: View, kv: View, k_pe: View, out: View, heads: usize, d_nope: usize, d_rope: usize, d_v: usize, scale: f32 },
+    /// MLA absorbed form (decode): query `[q_lat_h ; q_pe_h]` against the cached
+    /// `[c_kv ; k_pe]`, value = cached `c_kv`; out `[tokens, heads * kv_lora_rank]`.
+    MlaDecodeAttention { q_lat: View, q_pe: View, q_pe_stride: usize, cache: CacheId, out: View, heads: usize, kv_lora_rank: usize, d_rope: usize, scale: f32 },
+    /// Per-head matmul with a `[heads, a, b]` weight: `out_h = x_h . W_h` (`x_h` has `a`
+    /// values, `out_h` has `b`), or `x_h . W_h^T` when `transpose` (`x_h` has `b`, `out_h` `a`).
+    /// `x_stride`: columns between consecutive heads of x (>= the head's width).
+    HeadMatmul { x: View, x_stride: usize, weight: WeightId, heads: usize, transpose: bool, out: View },
+    /// Router: fp32 logits `x . W^T` (W `[experts, hidden]`, fp32), then top-k selection
+    /// and weights per `router` into `ids` (i32 `[T, k]`) and `weights` (f32 `[T, k]`).
+    Route { x: View, weight: WeightId, correction_bias: Option<WeightId>, logits: View, ids: View, weights: View, router: RouterConfig, top_k: usize },
+    /// Routed experts on this rank: `out[t] = sum_j w[t,j] * expert_{ids[t,j]}(x[t])` over
+    /// the selected experts in `[expert_start, expert_start + local_experts)`.
+    /// `w13` `[local, 2*inter, hidden]` (gate rows then up rows), `w2` `[local, hidden, inter]`.
+    Experts { x: View, ids: View, weights: View, w13: WeightId, w2: WeightId, expert_start: usize, local_experts: usize, top_k: usize, inter: usize, act: Activation, out: View },
+    /// `out[i] = x[rows[i]]`.
+    GatherRows { x: View, rows: Vec<usize>, out: View },
+    /// A collective over `group`. AllReduce works in place on `x` (`out == x`).
+    Collective { kind: Collective, group: Group, x: View, out: View },
+}
+
+impl Op {
+    /// Short kernel-family name, the same in profiles, the cost model and `fwdbench kernel`.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            Op::Embed { .. } => "embed",
+            Op::Norm { .. } => "norm",
+            Op::Linear { .. } => "linear",
+            Op::BiasAct { .. } => "bias_act",
+            Op::ActMul { .. } => "act_mul",
+            Op::Add { .. } => "add",
+            Op::HeadNorm { .. } => "head_norm",
+            Op::Rope { .. } => "rope",
+            Op::Attention { .. } => "attention",
+            Op::MlaCacheWrite { .. } => "mla_cache_write",
+            Op::MlaPrefillAttention { .. } => "mla_prefill_attention",
+            Op::MlaDecodeAttention { .. } => "mla_decode_attention",
+            Op::HeadMatmul { .. } => "head_matmul",
+            Op::Route { .. } => "route",
+            Op::Experts { .. } => "experts",
+            Op::GatherRows { .. } => "gather_rows",
+            Op::Collective { kind: Collective::AllReduce, .. } => "all_reduce",
+            Op::Collective { kind: Collective::AllGather(_), .. } => "all_gather",
+            Op::Collective { kind: Collective::ReduceScatterRows, .. } => "reduce_scatter",
+        }
+    }
+
+    /// Tensors this op reads.
+    pub fn inputs(&self) -> Vec<TensorId> {
+        let v = |x: &View| x.id;
+        match self {
+            Op::Embed { .. } => vec![],
+            Op::Norm { x, delta, .. } => std::iter::once(x.id).chain(delta.map(|d| d.id)).collect(),
+            Op::Linear { x, .. } | Op::BiasAct { x, .. } | Op::ActMul { x, .. } => vec![v(x)],
+            Op::Add { acc, x, gate } => [acc.id, x.id].into_iter().chain(gate.map(|g| g.id)).collect(),
+            Op::HeadNorm { x, .. } | Op::Rope { x, .. } => vec![v(x)],
+            Op::Attention { q, k, v: vv, .. } => vec![q.id, k.id, vv.id],
+            Op::MlaCacheWrite { latent, k_pe, .. } => vec![latent.id, k_pe.id],
+            Op::MlaPrefillAttention { q, kv, k_pe, .. } => vec![q.id, kv.id, k_pe.id],
+            Op::MlaDecodeAttention { q_lat, q_pe, .. } => vec![q_lat.id, q_pe.id],
+            Op::HeadMatmul { x, .. } => vec![v(x)],
+            Op::Route { x, .. } => vec![v(x)],
+            Op::Experts { x, ids, weights, .. } => vec![x.id, ids.id, weights.id],
+            Op::GatherRows { x, .. } => vec![v(x)],
+            Op::Collective { x, .. } => vec![v(x)],
+        }
+    }
+
+    /// Tensors this op writes (in-place ops write their input).
+    pub fn outputs(&self) -> Vec<TensorId> {
+        match self {
+            Op::Embed { out, .. }
+            | Op::Linear { out, .. }
+            | Op::ActMul { out, .. }
+            | Op::Attention { out, .. }
+            | Op::MlaPrefillAttention { out, .. }
+            | Op::MlaDecodeAttention { out, .. }
+            | Op::HeadMatmul { out, .. }
+            | Op::Experts { out, .. }
+            | Op::GatherRows { out, .. }
+            | Op::Collective { out, .. } => vec![out.id],
+            Op::Norm { x, delta, out, .. } => {
+                if delta.is_some() {
+                    vec![x.id, out.id]
+                } else {
+                    vec![out.id]
+                }
+            }
+            Op::BiasAct { x, .. } | Op::HeadNorm { x, .. } | Op::Rope { x, .. } => vec![x.id],
+            Op::Add { acc, .. } => vec![acc.id],
+            Op::MlaCacheWrite { .. } => vec![],
+            Op::Route { logits, ids, weights, .. } => vec![logits.id, ids.id, weights.id],
+        }
+    }
+
+    /// Weights this op reads.
+    pub fn weights(&self) -> Vec<WeightId> {
+        match self {
+            Op::Embed { table, pos_table, .. } => std::iter::once(*table).chain(*pos_table).collect(),
+            Op::Norm { weight, bias, .. } | Op::Linear { weight, bias, .. } => std::iter::once(*weight).chain(*bias).collect(),
+            Op::BiasAct { bias, .. } => bias.iter().copied().collect(),
+            Op::HeadNorm { weight, .. } | Op::HeadMatmul { weight, .. } => vec![*weight],
+            Op::Route { weight, correction_bias, .. } => std::iter::once(*weight).chain(*correction_bias).collect(),
+            Op::Experts { w13, w2, .. } => vec![*w13, *w2],
+            _ => vec![],
+        }
+    }
+}
