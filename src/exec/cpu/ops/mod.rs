@@ -8,12 +8,24 @@
 //! panic with a message naming the operand.
 
 mod act;
+mod attention;
 mod gemm;
 mod norm;
+mod rope;
 
 pub use act::{act_mul, activate, round_bf16, sigmoid, softcap};
+pub use attention::{attention, AttnShape};
 pub use gemm::{linear, matmul_nn, matmul_nt};
 pub use norm::{layer_norm, rms_norm};
+pub use rope::{apply_rope, RopeTable};
+
+/// Numerically stable softmax of `logits` computed in f64 (max subtracted first).
+pub(crate) fn softmax_f64(logits: impl Iterator<Item = f64> + Clone) -> Vec<f64> {
+    let max = logits.clone().fold(f64::NEG_INFINITY, f64::max);
+    let exps: Vec<f64> = logits.map(|l| (l - max).exp()).collect();
+    let sum: f64 = exps.iter().sum();
+    exps.into_iter().map(|e| e / sum).collect()
+}
 
 #[cfg(test)]
 pub(crate) mod test_util {
