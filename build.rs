@@ -40,9 +40,8 @@ fn main() {
     println!("cargo:rerun-if-changed=kernels");
     println!("cargo:rerun-if-changed=.cuda/lib");
 
-    let mut sources: Vec<PathBuf> = fs::read_dir(root.join("kernels"))
-        .map(|rd| rd.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
+    let mut sources: Vec<PathBuf> =
+        fs::read_dir(root.join("kernels")).map(|rd| rd.flatten().map(|e| e.path()).collect()).unwrap_or_default();
     sources.retain(|p| p.extension().is_some_and(|e| e == "cu"));
     sources.sort();
     for s in &sources {
@@ -77,7 +76,14 @@ fn main() {
                 let stem = src.file_stem().unwrap().to_string_lossy().to_string();
                 let cubin = out.join(format!("{stem}.cubin"));
                 let output = Command::new(&nvcc)
-                    .args(["-cubin", "-gencode=arch=compute_90a,code=sm_90a", "-std=c++17", "-O3", "-lineinfo", "-Xptxas=-v"])
+                    .args([
+                        "-cubin",
+                        "-gencode=arch=compute_90a,code=sm_90a",
+                        "-std=c++17",
+                        "-O3",
+                        "-lineinfo",
+                        "-Xptxas=-v",
+                    ])
                     .arg("-I")
                     .arg(root.join("kernels"))
                     .arg("-o")

@@ -124,9 +124,7 @@ impl RopeConfig {
     /// (HF `_compute_yarn_parameters`).
     pub fn inv_freqs(&self) -> Vec<f64> {
         let dim = self.rotary_dim as f64;
-        let base: Vec<f64> = (0..self.rotary_dim / 2)
-            .map(|i| self.theta.powf(-(2.0 * i as f64) / dim))
-            .collect();
+        let base: Vec<f64> = (0..self.rotary_dim / 2).map(|i| self.theta.powf(-(2.0 * i as f64) / dim)).collect();
         match self.scaling {
             RopeScaling::None => base,
             RopeScaling::Yarn(y) => {

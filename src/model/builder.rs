@@ -98,7 +98,9 @@ impl<'a> Builder<'a> {
             Some(l) => format!("layers.{l}.{name}"),
             None => name.to_string(),
         };
-        debug_assert!(pieces.iter().all(|p| p.dst_index < count && p.dst_row + p.rows <= rows && p.dst_col + p.cols <= cols));
+        debug_assert!(pieces
+            .iter()
+            .all(|p| p.dst_index < count && p.dst_row + p.rows <= rows && p.dst_col + p.cols <= cols));
         self.weights.push(WeightInfo { name: full_name, count, rows, cols, dtype, pieces });
         WeightId(self.weights.len() - 1)
     }
@@ -166,7 +168,16 @@ impl Hf {
         self.rows_at(0, self.rows, 0, 0)
     }
     #[allow(clippy::too_many_arguments)]
-    pub fn block(&self, src_row: usize, src_col: usize, rows: usize, cols: usize, dst_index: usize, dst_row: usize, dst_col: usize) -> WeightPiece {
+    pub fn block(
+        &self,
+        src_row: usize,
+        src_col: usize,
+        rows: usize,
+        cols: usize,
+        dst_index: usize,
+        dst_row: usize,
+        dst_col: usize,
+    ) -> WeightPiece {
         debug_assert!(src_row + rows <= self.rows && src_col + cols <= self.cols, "{}: block out of range", self.name);
         WeightPiece {
             hf_name: self.name.clone(),

@@ -35,7 +35,10 @@ pub fn gqa_names(prefix: &str, hidden: usize, a: &GqaConfig, qk_norm_names: Opti
         qkv_bias: a.qkv_bias.then(|| [bias("q", nq * dh), bias("k", nkv * dh), bias("v", nkv * dh)]),
         o_bias: a.o_bias.then(|| Hf::vector(format!("{prefix}.o_proj.bias"), hidden, WEIGHT_INIT)),
         qk_norm: qk_norm_names.filter(|_| a.qk_norm).map(|(q, k)| {
-            (Hf::vector(format!("{prefix}.{q}.weight"), dh, super::NORM_INIT), Hf::vector(format!("{prefix}.{k}.weight"), dh, super::NORM_INIT))
+            (
+                Hf::vector(format!("{prefix}.{q}.weight"), dh, super::NORM_INIT),
+                Hf::vector(format!("{prefix}.{k}.weight"), dh, super::NORM_INIT),
+            )
         }),
         aug_q: None,
     }

@@ -5,7 +5,7 @@
 use super::blocks::mla::mla;
 use super::blocks::mlp::gated_mlp;
 use super::blocks::moe::{moe, router_init, MoeNames};
-use super::common_names::{embed_tokens, gated, lm_head, llama_norm};
+use super::common_names::{embed_tokens, gated, llama_norm, lm_head};
 use super::{Builder, Hf, LayerGraph, NormSlot, NORM_INIT, WEIGHT_INIT};
 use crate::config::model::{AttentionConfig, FfnKind, ModelConfig};
 use crate::plan::{Init, View};
@@ -40,10 +40,9 @@ impl LayerGraph for DeepSeek<'_> {
                 let expert_prefix = p.clone();
                 let names = MoeNames {
                     router: Hf::new(format!("{p}.gate.weight"), m.num_experts, h, router_init()),
-                    correction_bias: m
-                        .router
-                        .correction_bias
-                        .then(|| Hf::vector(format!("{p}.gate.e_score_correction_bias"), m.num_experts, Init::normal(0.02))),
+                    correction_bias: m.router.correction_bias.then(|| {
+                        Hf::vector(format!("{p}.gate.e_score_correction_bias"), m.num_experts, Init::normal(0.02))
+                    }),
                     expert: Box::new(move |e| {
                         let g = gated(&format!("{expert_prefix}.experts.{e}"), h, im);
                         (g.gate, g.up, g.down)

@@ -18,7 +18,8 @@ impl LayerGraph for Gpt3<'_> {
         self.0.learned_positions.map(|rows| Hf::new("transformer.wpe.weight", rows, self.0.hidden_size, WEIGHT_INIT))
     }
     fn lm_head(&self) -> Option<Hf> {
-        (!self.0.tie_word_embeddings).then(|| Hf::new("lm_head.weight", self.0.vocab_size, self.0.hidden_size, WEIGHT_INIT))
+        (!self.0.tie_word_embeddings)
+            .then(|| Hf::new("lm_head.weight", self.0.vocab_size, self.0.hidden_size, WEIGHT_INIT))
     }
     fn norm(&self, layer: Option<usize>, slot: NormSlot) -> (String, Option<String>) {
         let base = match (layer, slot) {

@@ -43,7 +43,9 @@ impl LayerGraph for Grok1<'_> {
             router: Hf::new(format!("{p}.gate.weight"), m.num_experts, h, router_init()),
             correction_bias: None,
             expert: Box::new(move |e| {
-                let w = |n: &str, rows, cols| Hf::new(format!("{expert_prefix}.experts.{e}.{n}.weight"), rows, cols, WEIGHT_INIT);
+                let w = |n: &str, rows, cols| {
+                    Hf::new(format!("{expert_prefix}.experts.{e}.{n}.weight"), rows, cols, WEIGHT_INIT)
+                };
                 (w("w1", im, h), w("w3", im, h), w("w2", h, im))
             }),
             shared: None,

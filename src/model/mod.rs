@@ -25,7 +25,9 @@ pub const NORM_INIT: Init = Init { mean: 1.0, std: 0.02 };
 pub enum PlanError {
     #[error("{what} ({value}) is not divisible by {by_what} ({by}); choose a deployment whose {by_what} divides it")]
     NotDivisible { what: &'static str, value: usize, by_what: &'static str, by: usize },
-    #[error("sequence length {seq} exceeds the model's max_position_embeddings ({max}) for its learned position table")]
+    #[error(
+        "sequence length {seq} exceeds the model's max_position_embeddings ({max}) for its learned position table"
+    )]
     TooLong { seq: usize, max: usize },
     #[error("shape has zero {0}: batch and sequence length must be at least 1")]
     Empty(&'static str),
@@ -146,11 +148,15 @@ pub fn build_plan(cfg: &ModelConfig, layout: RankLayout, shape: Shape, opts: Pla
     let real = cfg.vocab_size.saturating_sub(vocab_start).min(shard);
     let table_pieces = if real > 0 { vec![table_hf.rows_at(vocab_start, real, 0, 0)] } else { vec![] };
     let table = b.weight("embed.tokens", [1, shard, hidden], DType::BF16, table_pieces);
-    let pos_table = graph.pos_table().map(|hf| b.weight("embed.positions", [1, hf.rows, hidden], DType::BF16, vec![hf.whole()]));
+    let pos_table =
+        graph.pos_table().map(|hf| b.weight("embed.positions", [1, hf.rows, hidden], DType::BF16, vec![hf.whole()]));
     let resid = b.act("embed", tokens, hidden);
     b.op("embed", Op::Embed { out: resid, table, vocab_start, pos_table, scale: cfg.embedding_scale });
     if layout.attn_tp > 1 {
-        b.op("embed.all_reduce", Op::Collective { kind: Collective::AllReduce, group: Group::AttnTp, x: resid, out: resid });
+        b.op(
+            "embed.all_reduce",
+            Op::Collective { kind: Collective::AllReduce, group: Group::AttnTp, x: resid, out: resid },
+        );
     }
 
     let mut pending: Option<View> = None;
@@ -167,7 +173,15 @@ pub fn build_plan(cfg: &ModelConfig, layout: RankLayout, shape: Shape, opts: Pla
         let h2 = norm(&mut b, &*graph, Some(layer), NormSlot::PreFfn, resid, Some(a), tokens);
         let ffn_in = if layout.dp > 1 {
             let full = b.act("ffn.dp_gather", b.ffn_tokens(), hidden);
-            b.op("ffn.dp_gather", Op::Collective { kind: Collective::AllGather(CollectiveDim::Rows), group: Group::DpPeers, x: h2, out: full });
+            b.op(
+                "ffn.dp_gather",
+                Op::Collective {
+                    kind: Collective::AllGather(CollectiveDim::Rows),
+                    group: Group::DpPeers,
+                    x: h2,
+                    out: full,
+                },
+            );
             full
         } else {
             h2
@@ -204,7 +218,15 @@ pub fn build_plan(cfg: &ModelConfig, layout: RankLayout, shape: Shape, opts: Pla
     b.op("lm_head", Op::Linear { x: head_in, weight: head, bias: None, alpha: cfg.output_scale, out: local_logits });
     let logits = if layout.attn_tp > 1 {
         let all = b.tensor("lm_head.gather", rows, shard * layout.attn_tp, DType::F32);
-        b.op("lm_head.gather", Op::Collective { kind: Collective::AllGather(CollectiveDim::Cols), group: Group::AttnTp, x: local_logits, out: all });
+        b.op(
+            "lm_head.gather",
+            Op::Collective {
+                kind: Collective::AllGather(CollectiveDim::Cols),
+                group: Group::AttnTp,
+                x: local_logits,
+                out: all,
+            },
+        );
         all
     } else {
         local_logits
@@ -228,7 +250,15 @@ pub fn build_plan(cfg: &ModelConfig, layout: RankLayout, shape: Shape, opts: Pla
     })
 }
 
-fn norm(b: &mut Builder, graph: &dyn LayerGraph, layer: Option<usize>, slot: NormSlot, x: View, delta: Option<View>, rows: usize) -> View {
+fn norm(
+    b: &mut Builder,
+    graph: &dyn LayerGraph,
+    layer: Option<usize>,
+    slot: NormSlot,
+    x: View,
+    delta: Option<View>,
+    rows: usize,
+) -> View {
     let hidden = b.cfg.hidden_size;
     let (w_name, b_name) = graph.norm(layer, slot);
     let tag = match slot {
@@ -240,7 +270,12 @@ fn norm(b: &mut Builder, graph: &dyn LayerGraph, layer: Option<usize>, slot: Nor
     };
     let weight = b.weight(tag, [1, 1, hidden], DType::BF16, vec![Hf::vector(w_name, hidden, NORM_INIT).whole()]);
     let bias = match (b.cfg.norm.kind, b_name) {
-        (NormKind::LayerNorm, Some(name)) => Some(b.weight(&format!("{tag}_bias"), [1, 1, hidden], DType::BF16, vec![Hf::vector(name, hidden, WEIGHT_INIT).whole()])),
+        (NormKind::LayerNorm, Some(name)) => Some(b.weight(
+            &format!("{tag}_bias"),
+            [1, 1, hidden],
+            DType::BF16,
+            vec![Hf::vector(name, hidden, WEIGHT_INIT).whole()],
+        )),
         _ => None,
     };
     let out = b.act(tag, rows, hidden);
@@ -261,7 +296,10 @@ fn reduce_ffn(b: &mut Builder, f: View, tokens: usize) -> View {
     let hidden = b.cfg.hidden_size;
     if layout.attn_tp == 1 {
         let mine = b.act("ffn.reduce_scatter", tokens, hidden);
-        b.op("ffn.reduce_scatter", Op::Collective { kind: Collective::ReduceScatterRows, group: Group::World, x: f, out: mine });
+        b.op(
+            "ffn.reduce_scatter",
+            Op::Collective { kind: Collective::ReduceScatterRows, group: Group::World, x: f, out: mine },
+        );
         return mine;
     }
     b.op("ffn.all_reduce", Op::Collective { kind: Collective::AllReduce, group: Group::World, x: f, out: f });

@@ -5,7 +5,7 @@
 use super::blocks::attention::attention;
 use super::blocks::mlp::gated_mlp;
 use super::blocks::moe::{moe, router_init, MoeNames};
-use super::common_names::{embed_tokens, gated, gqa_names, gqa_spec, lm_head, llama_norm};
+use super::common_names::{embed_tokens, gated, gqa_names, gqa_spec, llama_norm, lm_head};
 use super::{Builder, Hf, LayerGraph, NormSlot};
 use crate::config::model::{AttentionConfig, FfnKind, ModelConfig};
 use crate::plan::View;
@@ -24,7 +24,8 @@ impl LayerGraph for Qwen<'_> {
     }
     fn attention(&self, b: &mut Builder, layer: usize, x: View) -> View {
         let AttentionConfig::Gqa(a) = &self.0.attention else { unreachable!("Qwen configs resolve to GQA") };
-        let names = gqa_names(&format!("model.layers.{layer}.self_attn"), self.0.hidden_size, a, Some(("q_norm", "k_norm")));
+        let names =
+            gqa_names(&format!("model.layers.{layer}.self_attn"), self.0.hidden_size, a, Some(("q_norm", "k_norm")));
         attention(b, x, &names, &gqa_spec(self.0, a))
     }
     fn ffn(&self, b: &mut Builder, layer: usize, x: View) -> View {

@@ -5,7 +5,7 @@
 use super::blocks::attention::{attention, AttnSpec};
 use super::blocks::mlp::gated_mlp;
 use super::blocks::moe::{moe, router_init, MoeNames};
-use super::common_names::{embed_tokens, gated, gqa_names, gqa_spec, lm_head, llama_norm};
+use super::common_names::{embed_tokens, gated, gqa_names, gqa_spec, llama_norm, lm_head};
 use super::{Builder, Hf, LayerGraph, NormSlot, WEIGHT_INIT};
 use crate::config::model::{AttentionConfig, FfnKind, GqaConfig, ModelConfig};
 use crate::plan::{Init, View};
@@ -63,7 +63,12 @@ impl LayerGraph for Sigma<'_> {
                     scale: d.softmax_scale,
                     softcap: None,
                     norm_eps: self.0.norm.eps,
-                    aug_act: self.0.mlp.as_ref().map(|m| m.activation).unwrap_or(crate::config::model::Activation::Silu),
+                    aug_act: self
+                        .0
+                        .mlp
+                        .as_ref()
+                        .map(|m| m.activation)
+                        .unwrap_or(crate::config::model::Activation::Silu),
                 };
                 attention(b, x, &names, &spec)
             }
@@ -84,10 +89,9 @@ impl LayerGraph for Sigma<'_> {
                 let expert_prefix = p.clone();
                 let names = MoeNames {
                     router: Hf::new(format!("{p}.gate.weight"), m.num_experts, h, router_init()),
-                    correction_bias: m
-                        .router
-                        .correction_bias
-                        .then(|| Hf::vector(format!("{p}.gate.e_score_correction_bias"), m.num_experts, Init::normal(0.02))),
+                    correction_bias: m.router.correction_bias.then(|| {
+                        Hf::vector(format!("{p}.gate.e_score_correction_bias"), m.num_experts, Init::normal(0.02))
+                    }),
                     expert: Box::new(move |e| {
                         let g = gated(&format!("{expert_prefix}.experts.{e}"), h, im);
                         (g.gate, g.up, g.down)

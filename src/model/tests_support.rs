@@ -57,7 +57,12 @@ pub fn tiny_mla_moe() -> ModelConfig {
             qk_nope_head_dim: 8,
             qk_rope_head_dim: 4,
             v_head_dim: 8,
-            rope: RopeConfig { theta: 10000.0, style: RopeStyle::Interleaved, rotary_dim: 4, scaling: RopeScaling::None },
+            rope: RopeConfig {
+                theta: 10000.0,
+                style: RopeStyle::Interleaved,
+                rotary_dim: 4,
+                scaling: RopeScaling::None,
+            },
             softmax_scale: 12f32.powf(-0.5),
         }),
         post_branch_norms: false,

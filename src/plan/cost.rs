@@ -106,14 +106,16 @@ pub fn op_cost(plan: &Plan, op: &Op, num_experts: usize) -> OpCost {
             let w = plan.weight(*weight);
             c.flops = 2.0 * plan.rows(*x) as f64 * (w.rows * w.cols) as f64;
             c.weight_bytes = w_bytes(*weight);
-            c.act_bytes = view_bytes(plan, x) + view_bytes(plan, logits) + view_bytes(plan, ids) + view_bytes(plan, weights);
+            c.act_bytes =
+                view_bytes(plan, x) + view_bytes(plan, logits) + view_bytes(plan, ids) + view_bytes(plan, weights);
         }
         Op::Experts { x, w13, w2, local_experts, top_k, inter, out, .. } => {
             let tokens = plan.rows(*x);
             let hidden = plan.weight(*w2).rows;
             let routed_local = tokens as f64 * *top_k as f64 * *local_experts as f64 / num_experts.max(1) as f64;
             c.flops = routed_local * 6.0 * (hidden * inter) as f64;
-            let touched = expected_touched(num_experts.max(1), *top_k, tokens) * *local_experts as f64 / num_experts.max(1) as f64;
+            let touched = expected_touched(num_experts.max(1), *top_k, tokens) * *local_experts as f64
+                / num_experts.max(1) as f64;
             let per_expert = (w_bytes(*w13) + w_bytes(*w2)) / *local_experts as f64;
             c.weight_bytes = touched * per_expert;
             c.act_bytes = view_bytes(plan, x) + view_bytes(plan, out) + routed_local * (3 * inter * 2) as f64;
@@ -185,7 +187,14 @@ pub struct PhaseCost {
 impl PhaseCost {
     pub fn of(plan: &Plan, cfg: &ModelConfig) -> Self {
         let (_, t) = plan_cost(plan, cfg);
-        PhaseCost { phase: plan.shape.phase, flops: t.flops, weight_bytes: t.weight_bytes, kv_bytes: t.kv_bytes, act_bytes: t.act_bytes, comm_bytes: t.comm_bytes }
+        PhaseCost {
+            phase: plan.shape.phase,
+            flops: t.flops,
+            weight_bytes: t.weight_bytes,
+            kv_bytes: t.kv_bytes,
+            act_bytes: t.act_bytes,
+            comm_bytes: t.comm_bytes,
+        }
     }
     /// Bytes that count towards memory-bandwidth utilisation: weights and KV read.
     pub fn mbu_bytes(&self) -> f64 {

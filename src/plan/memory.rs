@@ -61,11 +61,8 @@ pub fn plan_memory(plan: &Plan) -> MemoryPlan {
     for i in order {
         let size = plan.tensors[i].bytes().div_ceil(ALIGN) * ALIGN;
         let (first, last) = life[i];
-        let mut busy: Vec<(usize, usize)> = placed
-            .iter()
-            .filter(|(_, _, f, l)| !(*l < first || last < *f))
-            .map(|(o, s, _, _)| (*o, *s))
-            .collect();
+        let mut busy: Vec<(usize, usize)> =
+            placed.iter().filter(|(_, _, f, l)| !(*l < first || last < *f)).map(|(o, s, _, _)| (*o, *s)).collect();
         busy.sort();
         let mut offset = 0;
         for (o, s) in busy {
@@ -94,7 +91,13 @@ mod tests {
     fn live_tensors_never_overlap() {
         use crate::config::model::*;
         let cfg = crate::model::tests_support::tiny_dense();
-        let plan = crate::model::build_plan(&cfg, crate::plan::RankLayout::single(), crate::plan::Shape::prefill(2, 5), Default::default()).unwrap();
+        let plan = crate::model::build_plan(
+            &cfg,
+            crate::plan::RankLayout::single(),
+            crate::plan::Shape::prefill(2, 5),
+            Default::default(),
+        )
+        .unwrap();
         let mem = plan_memory(&plan);
         let life = lifetimes(&plan);
         for a in 0..plan.tensors.len() {

@@ -79,21 +79,62 @@ pub enum Op {
     MlaCacheWrite { latent: View, k_pe: View, cache: CacheId },
     /// MLA in MHA form (prefill): keys `[k_nope_h ; k_pe]` and values from the expanded
     /// `kv` `[tokens, heads * (d_nope + d_v)]`; q `[tokens, heads * (d_nope + d_rope)]`.
-    MlaPrefillAttention { q: View, kv: View, k_pe: View, out: View, heads: usize, d_nope: usize, d_rope: usize, d_v: usize, scale: f32 },
+    MlaPrefillAttention {
+        q: View,
+        kv: View,
+        k_pe: View,
+        out: View,
+        heads: usize,
+        d_nope: usize,
+        d_rope: usize,
+        d_v: usize,
+        scale: f32,
+    },
     /// MLA absorbed form (decode): query `[q_lat_h ; q_pe_h]` against the cached
     /// `[c_kv ; k_pe]`, value = cached `c_kv`; out `[tokens, heads * kv_lora_rank]`.
-    MlaDecodeAttention { q_lat: View, q_pe: View, q_pe_stride: usize, cache: CacheId, out: View, heads: usize, kv_lora_rank: usize, d_rope: usize, scale: f32 },
+    MlaDecodeAttention {
+        q_lat: View,
+        q_pe: View,
+        q_pe_stride: usize,
+        cache: CacheId,
+        out: View,
+        heads: usize,
+        kv_lora_rank: usize,
+        d_rope: usize,
+        scale: f32,
+    },
     /// Per-head matmul with a `[heads, a, b]` weight: `out_h = x_h . W_h` (`x_h` has `a`
     /// values, `out_h` has `b`), or `x_h . W_h^T` when `transpose` (`x_h` has `b`, `out_h` `a`).
     /// `x_stride`: columns between consecutive heads of x (>= the head's width).
     HeadMatmul { x: View, x_stride: usize, weight: WeightId, heads: usize, transpose: bool, out: View },
     /// Router: fp32 logits `x . W^T` (W `[experts, hidden]`, fp32), then top-k selection
     /// and weights per `router` into `ids` (i32 `[T, k]`) and `weights` (f32 `[T, k]`).
-    Route { x: View, weight: WeightId, correction_bias: Option<WeightId>, logits: View, ids: View, weights: View, router: RouterConfig, top_k: usize },
+    Route {
+        x: View,
+        weight: WeightId,
+        correction_bias: Option<WeightId>,
+        logits: View,
+        ids: View,
+        weights: View,
+        router: RouterConfig,
+        top_k: usize,
+    },
     /// Routed experts on this rank: `out[t] = sum_j w[t,j] * expert_{ids[t,j]}(x[t])` over
     /// the selected experts in `[expert_start, expert_start + local_experts)`.
     /// `w13` `[local, 2*inter, hidden]` (gate rows then up rows), `w2` `[local, hidden, inter]`.
-    Experts { x: View, ids: View, weights: View, w13: WeightId, w2: WeightId, expert_start: usize, local_experts: usize, top_k: usize, inter: usize, act: Activation, out: View },
+    Experts {
+        x: View,
+        ids: View,
+        weights: View,
+        w13: WeightId,
+        w2: WeightId,
+        expert_start: usize,
+        local_experts: usize,
+        top_k: usize,
+        inter: usize,
+        act: Activation,
+        out: View,
+    },
     /// `out[i] = x[rows[i]]`.
     GatherRows { x: View, rows: Vec<usize>, out: View },
     /// A collective over `group`. AllReduce works in place on `x` (`out == x`).
@@ -178,7 +219,9 @@ impl Op {
     pub fn weights(&self) -> Vec<WeightId> {
         match self {
             Op::Embed { table, pos_table, .. } => std::iter::once(*table).chain(*pos_table).collect(),
-            Op::Norm { weight, bias, .. } | Op::Linear { weight, bias, .. } => std::iter::once(*weight).chain(*bias).collect(),
+            Op::Norm { weight, bias, .. } | Op::Linear { weight, bias, .. } => {
+                std::iter::once(*weight).chain(*bias).collect()
+            }
             Op::BiasAct { bias, .. } => bias.iter().copied().collect(),
             Op::HeadNorm { weight, .. } | Op::HeadMatmul { weight, .. } => vec![*weight],
             Op::Route { weight, correction_bias, .. } => std::iter::once(*weight).chain(*correction_bias).collect(),

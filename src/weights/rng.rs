@@ -26,7 +26,7 @@ pub fn tensor_seed(global_seed: u64, name: &str) -> u64 {
 }
 
 /// sqrt(3) / 65536: scales a centred sum of four 16-bit uniforms to unit variance.
-pub const IRWIN_HALL_SCALE: f32 = 2.642_985_8e-5;
+pub const IRWIN_HALL_SCALE: f32 = 2.642_899_7e-5;
 
 /// A standard-normal-like value (mean 0, variance 1, bounded by 2*sqrt(3)).
 #[inline]

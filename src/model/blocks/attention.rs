@@ -59,7 +59,8 @@ pub fn attention(b: &mut Builder, x: View, names: &AttnNames, spec: &AttnSpec) -
     let mut pieces = Vec::new();
     let mut bias_pieces = Vec::new();
     let mut row = 0;
-    for (i, (src, first, count)) in [(&names.q, q0, nq), (&names.k, k0, nk), (&names.v, v0, nv)].into_iter().enumerate() {
+    for (i, (src, first, count)) in [(&names.q, q0, nq), (&names.k, k0, nk), (&names.v, v0, nv)].into_iter().enumerate()
+    {
         if i == 0 && !q_in_fused {
             continue;
         }
@@ -71,21 +72,33 @@ pub fn attention(b: &mut Builder, x: View, names: &AttnNames, spec: &AttnSpec) -
         row += count * dh;
     }
     let w_qkv = b.weight("attn.qkv", [1, fused_rows, hidden], DType::BF16, pieces);
-    let b_qkv = names.qkv_bias.as_ref().map(|_| b.weight("attn.qkv_bias", [1, 1, fused_rows], DType::BF16, bias_pieces));
+    let b_qkv =
+        names.qkv_bias.as_ref().map(|_| b.weight("attn.qkv_bias", [1, 1, fused_rows], DType::BF16, bias_pieces));
     let qkv = b.linear("attn.qkv", x, w_qkv, b_qkv);
 
     let q = match &names.aug_q {
         None => b.window(qkv, 0, nq * dh),
         Some((gate, up, down)) => {
             let full_q = spec.q_heads * dh;
-            let w_q = b.weight("attn.q_proj", [1, full_q, hidden], DType::BF16, vec![names.q.0.rows_at(names.q.1, full_q, 0, 0)]);
+            let w_q = b.weight(
+                "attn.q_proj",
+                [1, full_q, hidden],
+                DType::BF16,
+                vec![names.q.0.rows_at(names.q.1, full_q, 0, 0)],
+            );
             let q_full = b.linear("attn.q_proj", x, w_q, None);
             let aug = gate.rows;
-            let w_gu = b.weight("attn.aug_q_gate_up", [1, 2 * aug, full_q], DType::BF16, vec![gate.rows_at(0, aug, 0, 0), up.rows_at(0, aug, 0, aug)]);
+            let w_gu = b.weight(
+                "attn.aug_q_gate_up",
+                [1, 2 * aug, full_q],
+                DType::BF16,
+                vec![gate.rows_at(0, aug, 0, 0), up.rows_at(0, aug, 0, aug)],
+            );
             let gu = b.linear("attn.aug_q_gate_up", q_full, w_gu, None);
             let act = b.act("attn.aug_q_act", tokens, aug);
             b.op("attn.aug_q_act", Op::ActMul { x: gu, out: act, act: spec.aug_act });
-            let w_down = b.weight("attn.aug_q_down", [1, nq * dh, aug], DType::BF16, vec![down.rows_at(q0 * dh, nq * dh, 0, 0)]);
+            let w_down =
+                b.weight("attn.aug_q_down", [1, nq * dh, aug], DType::BF16, vec![down.rows_at(q0 * dh, nq * dh, 0, 0)]);
             b.linear("attn.aug_q_down", act, w_down, None)
         }
     };

@@ -27,26 +27,48 @@ pub fn mla(b: &mut Builder, x: View, prefix: &str, mla: &MlaConfig, init: Init, 
         }
     };
     let fused_rows = q_part_rows + rkv + dr;
-    let w_a = b.weight("attn.qkv_a", [1, fused_rows, hidden], DType::BF16, vec![q_piece, kv_a.rows_at(0, rkv + dr, 0, q_part_rows)]);
+    let w_a = b.weight(
+        "attn.qkv_a",
+        [1, fused_rows, hidden],
+        DType::BF16,
+        vec![q_piece, kv_a.rows_at(0, rkv + dr, 0, q_part_rows)],
+    );
     let fused = b.linear("attn.qkv_a", x, w_a, None);
 
     let q = match mla.q_lora_rank {
         Some(rq) => {
-            let w_norm = b.weight("attn.q_a_norm", [1, 1, rq], DType::BF16, vec![Hf::vector(format!("{prefix}.q_a_layernorm.weight"), rq, norm_init).whole()]);
+            let w_norm = b.weight(
+                "attn.q_a_norm",
+                [1, 1, rq],
+                DType::BF16,
+                vec![Hf::vector(format!("{prefix}.q_a_layernorm.weight"), rq, norm_init).whole()],
+            );
             let cq = b.act("attn.q_a_norm", tokens, rq);
             let cq_in = b.window(fused, 0, rq);
-            b.op("attn.q_a_norm", Op::Norm { x: cq_in, delta: None, weight: w_norm, bias: None, kind: b.cfg.norm.kind, eps, out: cq });
+            b.op(
+                "attn.q_a_norm",
+                Op::Norm { x: cq_in, delta: None, weight: w_norm, bias: None, kind: b.cfg.norm.kind, eps, out: cq },
+            );
             let q_b = Hf::new(format!("{prefix}.q_b_proj.weight"), mla.num_heads * dqk, rq, init);
-            let w_qb = b.weight("attn.q_b", [1, nh * dqk, rq], DType::BF16, vec![q_b.rows_at(h0 * dqk, nh * dqk, 0, 0)]);
+            let w_qb =
+                b.weight("attn.q_b", [1, nh * dqk, rq], DType::BF16, vec![q_b.rows_at(h0 * dqk, nh * dqk, 0, 0)]);
             b.linear("attn.q_b", cq, w_qb, None)
         }
         None => b.window(fused, 0, nh * dqk),
     };
 
-    let w_kv_norm = b.weight("attn.kv_a_norm", [1, 1, rkv], DType::BF16, vec![Hf::vector(format!("{prefix}.kv_a_layernorm.weight"), rkv, norm_init).whole()]);
+    let w_kv_norm = b.weight(
+        "attn.kv_a_norm",
+        [1, 1, rkv],
+        DType::BF16,
+        vec![Hf::vector(format!("{prefix}.kv_a_layernorm.weight"), rkv, norm_init).whole()],
+    );
     let latent = b.act("attn.kv_a_norm", tokens, rkv);
     let latent_in = b.window(fused, q_part_rows, rkv);
-    b.op("attn.kv_a_norm", Op::Norm { x: latent_in, delta: None, weight: w_kv_norm, bias: None, kind: b.cfg.norm.kind, eps, out: latent });
+    b.op(
+        "attn.kv_a_norm",
+        Op::Norm { x: latent_in, delta: None, weight: w_kv_norm, bias: None, kind: b.cfg.norm.kind, eps, out: latent },
+    );
     let k_pe = b.window(fused, q_part_rows + rkv, dr);
 
     b.op("attn.rope_q", Op::Rope { x: q, heads: nh, head_stride: dqk, rope_offset: dn, rope: mla.rope });
@@ -66,12 +88,27 @@ pub fn mla(b: &mut Builder, x: View, prefix: &str, mla: &MlaConfig, init: Init, 
     let kv_b = Hf::new(format!("{prefix}.kv_b_proj.weight"), mla.num_heads * (dn + dv), rkv, init);
     let o = match b.shape.phase {
         Phase::Prefill => {
-            let w_kvb = b.weight("attn.kv_b", [1, nh * (dn + dv), rkv], DType::BF16, vec![kv_b.rows_at(h0 * (dn + dv), nh * (dn + dv), 0, 0)]);
+            let w_kvb = b.weight(
+                "attn.kv_b",
+                [1, nh * (dn + dv), rkv],
+                DType::BF16,
+                vec![kv_b.rows_at(h0 * (dn + dv), nh * (dn + dv), 0, 0)],
+            );
             let kv = b.linear("attn.kv_b", latent, w_kvb, None);
             let out = b.act("attn.core", tokens, nh * dv);
             b.op(
                 "attn.core",
-                Op::MlaPrefillAttention { q, kv, k_pe, out, heads: nh, d_nope: dn, d_rope: dr, d_v: dv, scale: mla.softmax_scale },
+                Op::MlaPrefillAttention {
+                    q,
+                    kv,
+                    k_pe,
+                    out,
+                    heads: nh,
+                    d_nope: dn,
+                    d_rope: dr,
+                    d_v: dv,
+                    scale: mla.softmax_scale,
+                },
             );
             out
         }
@@ -82,15 +119,31 @@ pub fn mla(b: &mut Builder, x: View, prefix: &str, mla: &MlaConfig, init: Init, 
             let w_uv = b.weight("attn.w_uv", [nh, dv, rkv], DType::BF16, w_uv_pieces);
             let q_lat = b.act("attn.q_absorb", tokens, nh * rkv);
             let q_nope = b.window(q, 0, (nh - 1) * dqk + dn);
-            b.op("attn.q_absorb", Op::HeadMatmul { x: q_nope, x_stride: dqk, weight: w_uk, heads: nh, transpose: false, out: q_lat });
+            b.op(
+                "attn.q_absorb",
+                Op::HeadMatmul { x: q_nope, x_stride: dqk, weight: w_uk, heads: nh, transpose: false, out: q_lat },
+            );
             let o_lat = b.act("attn.core", tokens, nh * rkv);
             let q_pe = b.window(q, dn, (nh - 1) * dqk + dr);
             b.op(
                 "attn.core",
-                Op::MlaDecodeAttention { q_lat, q_pe, q_pe_stride: dqk, cache, out: o_lat, heads: nh, kv_lora_rank: rkv, d_rope: dr, scale: mla.softmax_scale },
+                Op::MlaDecodeAttention {
+                    q_lat,
+                    q_pe,
+                    q_pe_stride: dqk,
+                    cache,
+                    out: o_lat,
+                    heads: nh,
+                    kv_lora_rank: rkv,
+                    d_rope: dr,
+                    scale: mla.softmax_scale,
+                },
             );
             let out = b.act("attn.v_absorb", tokens, nh * dv);
-            b.op("attn.v_absorb", Op::HeadMatmul { x: o_lat, x_stride: rkv, weight: w_uv, heads: nh, transpose: true, out });
+            b.op(
+                "attn.v_absorb",
+                Op::HeadMatmul { x: o_lat, x_stride: rkv, weight: w_uv, heads: nh, transpose: true, out },
+            );
             out
         }
     };

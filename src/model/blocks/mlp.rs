@@ -21,7 +21,12 @@ pub fn ffn_share(b: &Builder, total: usize) -> (usize, usize) {
 pub fn gated_mlp(b: &mut Builder, x: View, tag: &str, names: &GatedNames, act: Activation) -> View {
     let hidden = b.cfg.hidden_size;
     let (i0, ni) = ffn_share(b, names.gate.rows);
-    let w13 = b.weight(&format!("{tag}.gate_up"), [1, 2 * ni, hidden], DType::BF16, vec![names.gate.rows_at(i0, ni, 0, 0), names.up.rows_at(i0, ni, 0, ni)]);
+    let w13 = b.weight(
+        &format!("{tag}.gate_up"),
+        [1, 2 * ni, hidden],
+        DType::BF16,
+        vec![names.gate.rows_at(i0, ni, 0, 0), names.up.rows_at(i0, ni, 0, ni)],
+    );
     let gu = b.linear(&format!("{tag}.gate_up"), x, w13, None);
     let rows = b.rows(x);
     let h = b.act(&format!("{tag}.act"), rows, ni);
@@ -40,7 +45,8 @@ pub fn plain_mlp(b: &mut Builder, x: View, fc: (&Hf, &Hf), proj: (&Hf, &Hf), act
     b.op("mlp.fc_act", Op::BiasAct { x: h, bias: Some(b_fc), act });
     let w_proj = b.weight("mlp.proj", [1, hidden, ni], DType::BF16, vec![proj.0.cols_at(i0, ni, 0, 0)]);
     let first = b.layout.rank == 0;
-    let b_proj = b.weight("mlp.proj_bias", [1, 1, hidden], DType::BF16, if first { vec![proj.1.whole()] } else { vec![] });
+    let b_proj =
+        b.weight("mlp.proj_bias", [1, 1, hidden], DType::BF16, if first { vec![proj.1.whole()] } else { vec![] });
     b.linear("mlp.proj", h, w_proj, Some(b_proj))
 }
 

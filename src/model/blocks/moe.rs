@@ -38,7 +38,16 @@ pub fn moe(b: &mut Builder, x: View, moe: &MoeConfig, names: &MoeNames) -> View 
     let weights = b.tensor("moe.topk_weights", tokens, moe.top_k, DType::F32);
     b.op(
         "moe.route",
-        Op::Route { x, weight: w_router, correction_bias: bias, logits, ids, weights, router: moe.router.clone(), top_k: moe.top_k },
+        Op::Route {
+            x,
+            weight: w_router,
+            correction_bias: bias,
+            logits,
+            ids,
+            weights,
+            router: moe.router.clone(),
+            top_k: moe.top_k,
+        },
     );
 
     let mut w13_pieces = Vec::with_capacity(2 * e_local);
@@ -54,7 +63,19 @@ pub fn moe(b: &mut Builder, x: View, moe: &MoeConfig, names: &MoeNames) -> View 
     let out = b.act("moe.experts", tokens, hidden);
     b.op(
         "moe.experts",
-        Op::Experts { x, ids, weights, w13, w2, expert_start: e0, local_experts: e_local, top_k: moe.top_k, inter: ni, act: moe.activation, out },
+        Op::Experts {
+            x,
+            ids,
+            weights,
+            w13,
+            w2,
+            expert_start: e0,
+            local_experts: e_local,
+            top_k: moe.top_k,
+            inter: ni,
+            act: moe.activation,
+            out,
+        },
     );
 
     if let Some(shared) = &names.shared {

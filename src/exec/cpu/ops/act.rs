@@ -15,9 +15,7 @@ pub fn activate(x: f32, act: Activation) -> f32 {
     let x = x as f64;
     let y = match act {
         Activation::Silu => x / (1.0 + (-x).exp()),
-        Activation::GeluTanh => {
-            0.5 * x * (1.0 + (SQRT_2_OVER_PI * (x + 0.044_715 * x * x * x)).tanh())
-        }
+        Activation::GeluTanh => 0.5 * x * (1.0 + (SQRT_2_OVER_PI * (x + 0.044_715 * x * x * x)).tanh()),
         Activation::GeluErf => 0.5 * x * (1.0 + libm::erf(x / std::f64::consts::SQRT_2)),
     };
     y as f32
@@ -66,23 +64,11 @@ mod tests {
         assert_close(&[activate(-2.0, Activation::Silu)], &[-0.238_405_84], 1e-7);
         assert_close(&[activate(1.0, Activation::GeluErf)], &[0.841_344_8], 1e-7);
         assert_close(&[activate(1.0, Activation::GeluTanh)], &[0.841_192], 1e-7);
-        assert_close(
-            &[activate(-3.0, Activation::GeluErf)],
-            &[-0.004_049_694],
-            1e-9,
-        );
-        assert_close(
-            &[activate(-3.0, Activation::GeluTanh)],
-            &[-0.003_637_392],
-            1e-9,
-        );
+        assert_close(&[activate(-3.0, Activation::GeluErf)], &[-0.004_049_694], 1e-9);
+        assert_close(&[activate(-3.0, Activation::GeluTanh)], &[-0.003_637_392], 1e-9);
         // Far from zero every activation is the identity (positive) or zero (negative).
         for act in [Activation::Silu, Activation::GeluTanh, Activation::GeluErf] {
-            assert_close(
-                &[activate(30.0, act), activate(-30.0, act)],
-                &[30.0, 0.0],
-                1e-6,
-            );
+            assert_close(&[activate(30.0, act), activate(-30.0, act)], &[30.0, 0.0], 1e-6);
         }
     }
 

@@ -33,40 +33,15 @@ pub fn attention(
     scale: f32,
     softcap: Option<f32>,
 ) -> Vec<f32> {
-    let AttnShape {
-        q_heads,
-        k_heads,
-        v_heads,
-        d_qk,
-        d_v,
-    } = *shape;
+    let AttnShape { q_heads, k_heads, v_heads, d_qk, d_v } = *shape;
     assert!(
         q_heads > 0 && k_heads > 0 && v_heads > 0 && k_heads <= q_heads && v_heads <= q_heads,
         "attention: head counts {shape:?} need 0 < k_heads, v_heads <= q_heads"
     );
-    assert_eq!(
-        q.len(),
-        n_q * q_heads * d_qk,
-        "attention: q has {} values, expected n_q*q_heads*d_qk",
-        q.len()
-    );
-    assert_eq!(
-        k.len(),
-        n_kv * k_heads * d_qk,
-        "attention: k has {} values, expected n_kv*k_heads*d_qk",
-        k.len()
-    );
-    assert_eq!(
-        v.len(),
-        n_kv * v_heads * d_v,
-        "attention: v has {} values, expected n_kv*v_heads*d_v",
-        v.len()
-    );
-    assert!(
-        q_pos0 + n_q <= n_kv,
-        "attention: queries reach position {} but only {n_kv} keys are given",
-        q_pos0 + n_q
-    );
+    assert_eq!(q.len(), n_q * q_heads * d_qk, "attention: q has {} values, expected n_q*q_heads*d_qk", q.len());
+    assert_eq!(k.len(), n_kv * k_heads * d_qk, "attention: k has {} values, expected n_kv*k_heads*d_qk", k.len());
+    assert_eq!(v.len(), n_kv * v_heads * d_v, "attention: v has {} values, expected n_kv*v_heads*d_v", v.len());
+    assert!(q_pos0 + n_q <= n_kv, "attention: queries reach position {} but only {n_kv} keys are given", q_pos0 + n_q);
 
     let (q_row, k_row, v_row) = (q_heads * d_qk, k_heads * d_qk, v_heads * d_v);
     let mut out = vec![0.0f32; n_q * q_heads * d_v];
@@ -87,11 +62,7 @@ pub fn attention(
             let probs = softmax_f64(scores);
             let o = &mut out[(i * q_heads + h) * d_v..][..d_v];
             for (d, o) in o.iter_mut().enumerate() {
-                let acc: f64 = probs
-                    .iter()
-                    .enumerate()
-                    .map(|(j, p)| p * v[j * v_row + vh * d_v + d] as f64)
-                    .sum();
+                let acc: f64 = probs.iter().enumerate().map(|(j, p)| p * v[j * v_row + vh * d_v + d] as f64).sum();
                 *o = acc as f32;
             }
         }
@@ -106,13 +77,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn mha(heads: usize, d: usize) -> AttnShape {
-        AttnShape {
-            q_heads: heads,
-            k_heads: heads,
-            v_heads: heads,
-            d_qk: d,
-            d_v: d,
-        }
+        AttnShape { q_heads: heads, k_heads: heads, v_heads: heads, d_qk: d, d_v: d }
     }
 
     /// Copy each head of a `[n, heads·d]` tensor so head `h` of the result is head
@@ -176,35 +141,15 @@ mod tests {
         let (n, shape) = (6, mha(2, 4));
         let (q, k, v) = (values(n * 8, 4), values(n * 8, 5), values(n * 8, 6));
         let prefill = attention(&q, n, 0, &k, &v, n, &shape, 0.5, Some(5.0));
-        let decode = attention(
-            &q[(n - 2) * 8..],
-            2,
-            n - 2,
-            &k,
-            &v,
-            n,
-            &shape,
-            0.5,
-            Some(5.0),
-        );
+        let decode = attention(&q[(n - 2) * 8..], 2, n - 2, &k, &v, n, &shape, 0.5, Some(5.0));
         assert_eq!(decode, prefill[(n - 2) * 8..]);
     }
 
     #[test]
     fn gqa_equals_mha_with_repeated_kv_heads() {
         let (n, d) = (4, 3);
-        let gqa = AttnShape {
-            q_heads: 6,
-            k_heads: 2,
-            v_heads: 2,
-            d_qk: d,
-            d_v: d,
-        };
-        let (q, k, v) = (
-            values(n * 6 * d, 7),
-            values(n * 2 * d, 8),
-            values(n * 2 * d, 9),
-        );
+        let gqa = AttnShape { q_heads: 6, k_heads: 2, v_heads: 2, d_qk: d, d_v: d };
+        let (q, k, v) = (values(n * 6 * d, 7), values(n * 2 * d, 8), values(n * 2 * d, 9));
         let got = attention(&q, n, 0, &k, &v, n, &gqa, 0.4, None);
         // Query heads 0..3 share KV head 0, heads 3..6 share KV head 1.
         let k_rep = gather_heads(&k, n, 2, d, 6, |h| h / 3);
@@ -217,28 +162,12 @@ mod tests {
     fn diffqkv_maps_k_and_v_heads_separately() {
         // Sigma v1 ratios: 8 query heads, 1 K head, 4 V heads, different V dim.
         let n = 3;
-        let shape = AttnShape {
-            q_heads: 8,
-            k_heads: 1,
-            v_heads: 4,
-            d_qk: 4,
-            d_v: 2,
-        };
-        let (q, k, v) = (
-            values(n * 8 * 4, 10),
-            values(n * 4, 11),
-            values(n * 4 * 2, 12),
-        );
+        let shape = AttnShape { q_heads: 8, k_heads: 1, v_heads: 4, d_qk: 4, d_v: 2 };
+        let (q, k, v) = (values(n * 8 * 4, 10), values(n * 4, 11), values(n * 4 * 2, 12));
         let got = attention(&q, n, 0, &k, &v, n, &shape, 0.5, None);
         let k_rep = gather_heads(&k, n, 1, 4, 8, |_| 0);
         let v_rep = gather_heads(&v, n, 4, 2, 8, |h| h * 4 / 8);
-        let mha_shape = AttnShape {
-            q_heads: 8,
-            k_heads: 8,
-            v_heads: 8,
-            d_qk: 4,
-            d_v: 2,
-        };
+        let mha_shape = AttnShape { q_heads: 8, k_heads: 8, v_heads: 8, d_qk: 4, d_v: 2 };
         let want = attention(&q, n, 0, &k_rep, &v_rep, n, &mha_shape, 0.5, None);
         assert_eq!(got, want);
         // The map is really h·nv/nq: query heads 2 and 3 read V head 1, so with a V that is
@@ -255,17 +184,7 @@ mod tests {
     #[test]
     #[should_panic(expected = "only 3 keys")]
     fn too_few_keys_panics() {
-        attention(
-            &[0.0; 2],
-            2,
-            2,
-            &[0.0; 3],
-            &[0.0; 3],
-            3,
-            &mha(1, 1),
-            1.0,
-            None,
-        );
+        attention(&[0.0; 2], 2, 2, &[0.0; 3], &[0.0; 3], 3, &mha(1, 1), 1.0, None);
     }
 
     proptest! {

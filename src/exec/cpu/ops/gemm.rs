@@ -5,15 +5,7 @@
 //! is already `[k, n]` (attention probabilities times values, MLA weight absorption).
 
 /// `c[m, n] = alpha · a[m, k] · b` where `b` is described by its row and column strides.
-fn sgemm(
-    a: &[f32],
-    m: usize,
-    k: usize,
-    b: &[f32],
-    n: usize,
-    b_strides: (isize, isize),
-    alpha: f32,
-) -> Vec<f32> {
+fn sgemm(a: &[f32], m: usize, k: usize, b: &[f32], n: usize, b_strides: (isize, isize), alpha: f32) -> Vec<f32> {
     let mut c = vec![0.0f32; m * n];
     if m == 0 || n == 0 || k == 0 {
         return c;
@@ -42,18 +34,8 @@ fn sgemm(
 }
 
 fn check_operands(x: &[f32], m: usize, k: usize, w: &[f32], n: usize) {
-    assert_eq!(
-        x.len(),
-        m * k,
-        "gemm: x has {} values, expected m*k = {m}*{k}",
-        x.len()
-    );
-    assert_eq!(
-        w.len(),
-        k * n,
-        "gemm: w has {} values, expected k*n = {k}*{n}",
-        w.len()
-    );
+    assert_eq!(x.len(), m * k, "gemm: x has {} values, expected m*k = {m}*{k}", x.len());
+    assert_eq!(w.len(), k * n, "gemm: w has {} values, expected k*n = {k}*{n}", w.len());
 }
 
 /// `[m, k] · [n, k]ᵀ -> [m, n]`.
@@ -70,24 +52,11 @@ pub fn matmul_nn(x: &[f32], m: usize, k: usize, w: &[f32], n: usize) -> Vec<f32>
 }
 
 /// `alpha · x[m, k] · w[n, k]ᵀ + bias[n]` (the bias is not scaled by `alpha`).
-pub fn linear(
-    x: &[f32],
-    m: usize,
-    k: usize,
-    w: &[f32],
-    n: usize,
-    bias: Option<&[f32]>,
-    alpha: f32,
-) -> Vec<f32> {
+pub fn linear(x: &[f32], m: usize, k: usize, w: &[f32], n: usize, bias: Option<&[f32]>, alpha: f32) -> Vec<f32> {
     check_operands(x, m, k, w, n);
     let mut out = sgemm(x, m, k, w, n, (1, k as isize), alpha);
     if let Some(bias) = bias {
-        assert_eq!(
-            bias.len(),
-            n,
-            "linear: bias has {} values, expected n = {n}",
-            bias.len()
-        );
+        assert_eq!(bias.len(), n, "linear: bias has {} values, expected n = {n}", bias.len());
         for row in out.chunks_exact_mut(n) {
             row.iter_mut().zip(bias).for_each(|(o, b)| *o += b);
         }
@@ -106,9 +75,7 @@ mod tests {
         let mut out = vec![0.0f32; m * n];
         for i in 0..m {
             for j in 0..n {
-                let dot: f64 = (0..k)
-                    .map(|p| x[i * k + p] as f64 * w[j * k + p] as f64)
-                    .sum();
+                let dot: f64 = (0..k).map(|p| x[i * k + p] as f64 * w[j * k + p] as f64).sum();
                 out[i * n + j] = dot as f32;
             }
         }
@@ -130,10 +97,7 @@ mod tests {
         // x = [[1,2],[3,4]], w = [[1,0],[0,1],[1,1]] -> x·wᵀ = [[1,2,3],[3,4,7]]
         let x = [1.0, 2.0, 3.0, 4.0];
         let w = [1.0, 0.0, 0.0, 1.0, 1.0, 1.0];
-        assert_eq!(
-            matmul_nt(&x, 2, 2, &w, 3),
-            vec![1.0, 2.0, 3.0, 3.0, 4.0, 7.0]
-        );
+        assert_eq!(matmul_nt(&x, 2, 2, &w, 3), vec![1.0, 2.0, 3.0, 3.0, 4.0, 7.0]);
     }
 
     #[test]

@@ -4,18 +4,8 @@
 
 fn check_rows(x: &[f32], cols: usize, param: &[f32], op: &str, what: &str) {
     assert!(cols > 0, "{op}: cols must be positive");
-    assert_eq!(
-        x.len() % cols,
-        0,
-        "{op}: x has {} values, not a multiple of cols = {cols}",
-        x.len()
-    );
-    assert_eq!(
-        param.len(),
-        cols,
-        "{op}: {what} has {} values, expected cols = {cols}",
-        param.len()
-    );
+    assert_eq!(x.len() % cols, 0, "{op}: x has {} values, not a multiple of cols = {cols}", x.len());
+    assert_eq!(param.len(), cols, "{op}: {what} has {} values, expected cols = {cols}", param.len());
 }
 
 /// `x / sqrt(mean(x²) + eps) · weight`, per row of `cols` values.
@@ -25,11 +15,7 @@ pub fn rms_norm(x: &[f32], cols: usize, weight: &[f32], eps: f32) -> Vec<f32> {
     for row in x.chunks_exact(cols) {
         let mean_square = row.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / cols as f64;
         let inv_rms = 1.0 / (mean_square + eps as f64).sqrt();
-        out.extend(
-            row.iter()
-                .zip(weight)
-                .map(|(&v, &w)| (v as f64 * inv_rms * w as f64) as f32),
-        );
+        out.extend(row.iter().zip(weight).map(|(&v, &w)| (v as f64 * inv_rms * w as f64) as f32));
     }
     out
 }
@@ -73,11 +59,7 @@ mod tests {
         assert_eq!(&out[..3], &[0.0; 3]);
         assert_close(&out[3..], &[1.0, -1.0, 1.0], 1e-6);
         // eps enters under the root: mean square 1 with eps 3 halves the output.
-        assert_close(
-            &rms_norm(&[1.0, -1.0], 2, &[1.0; 2], 3.0),
-            &[0.5, -0.5],
-            1e-6,
-        );
+        assert_close(&rms_norm(&[1.0, -1.0], 2, &[1.0; 2], 3.0), &[0.5, -0.5], 1e-6);
     }
 
     #[test]
@@ -93,13 +75,7 @@ mod tests {
     #[test]
     fn layer_norm_hand_computed() {
         // Row (1, 2, 3): mean 2, var 2/3, std 0.8164966.
-        let out = layer_norm(
-            &[1.0, 2.0, 3.0],
-            3,
-            &[1.0, 1.0, 2.0],
-            &[0.0, 1.0, -1.0],
-            0.0,
-        );
+        let out = layer_norm(&[1.0, 2.0, 3.0], 3, &[1.0, 1.0, 2.0], &[0.0, 1.0, -1.0], 0.0);
         assert_close(&out, &[-1.224_744_9, 1.0, 1.449_489_7], 1e-6);
     }
 
@@ -110,10 +86,7 @@ mod tests {
         for row in out.chunks(32) {
             let mean = row.iter().sum::<f32>() / 32.0;
             let var = row.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / 32.0;
-            assert!(
-                mean.abs() < 1e-5 && (var - 1.0).abs() < 1e-4,
-                "mean {mean} var {var}"
-            );
+            assert!(mean.abs() < 1e-5 && (var - 1.0).abs() < 1e-4, "mean {mean} var {var}");
         }
     }
 

@@ -25,11 +25,7 @@ impl RopeTable {
     /// Angles are formed in f64 (an f32 `position · freq` loses about 1e-2 rad at position
     /// 1.6e5) and rounded once to f32.
     pub fn new(cfg: &RopeConfig, max_positions: usize) -> Self {
-        assert!(
-            cfg.rotary_dim.is_multiple_of(2),
-            "RopeTable: rotary_dim {} must be even",
-            cfg.rotary_dim
-        );
+        assert!(cfg.rotary_dim.is_multiple_of(2), "RopeTable: rotary_dim {} must be even", cfg.rotary_dim);
         let inv_freqs = cfg.inv_freqs();
         let factor = cfg.attention_factor();
         let pairs = inv_freqs.len();
@@ -42,12 +38,7 @@ impl RopeTable {
                 sin.push((angle.sin() * factor) as f32);
             }
         }
-        RopeTable {
-            rotary_dim: cfg.rotary_dim,
-            max_positions,
-            cos,
-            sin,
-        }
+        RopeTable { rotary_dim: cfg.rotary_dim, max_positions, cos, sin }
     }
 
     pub fn rotary_dim(&self) -> usize {
@@ -85,17 +76,8 @@ pub fn apply_rope(
 ) {
     let dim = table.rotary_dim();
     let half = dim / 2;
-    assert_eq!(
-        positions.len(),
-        rows,
-        "apply_rope: {} positions for {rows} rows",
-        positions.len()
-    );
-    assert!(
-        x.len() >= rows * row_stride,
-        "apply_rope: x has {} values, fewer than rows*row_stride",
-        x.len()
-    );
+    assert_eq!(positions.len(), rows, "apply_rope: {} positions for {rows} rows", positions.len());
+    assert!(x.len() >= rows * row_stride, "apply_rope: x has {} values, fewer than rows*row_stride", x.len());
     for &h in head_offsets {
         assert!(
             h + dim <= row_stride,
@@ -132,12 +114,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn cfg(rotary_dim: usize, style: RopeStyle) -> RopeConfig {
-        RopeConfig {
-            theta: 10_000.0,
-            style,
-            rotary_dim,
-            scaling: RopeScaling::None,
-        }
+        RopeConfig { theta: 10_000.0, style, rotary_dim, scaling: RopeScaling::None }
     }
 
     /// Rotation written as complex multiplication `(re + i·im) · e^{i·p·f}` in f64, with the
@@ -197,21 +174,9 @@ mod tests {
         let mut inter = orig.clone();
         apply_rope(&mut half, 8, 1, &[7], &[0], &table, RopeStyle::RotateHalf);
         apply_rope(&mut inter, 8, 1, &[7], &[0], &table, RopeStyle::Interleaved);
-        assert_close(
-            &half,
-            &complex_rotation(&orig, 7, &inv_freqs, |i| (i, i + 4)),
-            1e-6,
-        );
-        assert_close(
-            &inter,
-            &complex_rotation(&orig, 7, &inv_freqs, |i| (2 * i, 2 * i + 1)),
-            1e-6,
-        );
-        let max_diff = half
-            .iter()
-            .zip(&inter)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0, f32::max);
+        assert_close(&half, &complex_rotation(&orig, 7, &inv_freqs, |i| (i, i + 4)), 1e-6);
+        assert_close(&inter, &complex_rotation(&orig, 7, &inv_freqs, |i| (2 * i, 2 * i + 1)), 1e-6);
+        let max_diff = half.iter().zip(&inter).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
         assert!(max_diff > 0.1, "styles agree: {max_diff}");
     }
 
@@ -222,38 +187,18 @@ mod tests {
         let table = RopeTable::new(&cfg(4, RopeStyle::RotateHalf), 8);
         let orig = values(2 * 18, 9);
         let mut x = orig.clone();
-        apply_rope(
-            &mut x,
-            18,
-            2,
-            &[3, 5],
-            &[0, 12],
-            &table,
-            RopeStyle::Interleaved,
-        );
+        apply_rope(&mut x, 18, 2, &[3, 5], &[0, 12], &table, RopeStyle::Interleaved);
         for r in 0..2 {
             let row = |v: &[f32]| v[r * 18..(r + 1) * 18].to_vec();
             let (got, was) = (row(&x), row(&orig));
             assert_eq!(got[4..12], was[4..12], "row {r}: unrotated dims changed");
-            assert_eq!(
-                got[16..18],
-                was[16..18],
-                "row {r}: dims past rotary_dim changed"
-            );
+            assert_eq!(got[16..18], was[16..18], "row {r}: dims past rotary_dim changed");
             assert_ne!(got[0..4], was[0..4]);
             assert_ne!(got[12..16], was[12..16]);
         }
         // Each row uses its own position.
         let mut single = orig[18..36].to_vec();
-        apply_rope(
-            &mut single,
-            18,
-            1,
-            &[5],
-            &[0, 12],
-            &table,
-            RopeStyle::Interleaved,
-        );
+        apply_rope(&mut single, 18, 1, &[5], &[0, 12], &table, RopeStyle::Interleaved);
         assert_eq!(single, x[18..36]);
     }
 
@@ -267,10 +212,7 @@ mod tests {
             attention_factor: 1.5,
             truncate: true,
         };
-        let rope = RopeConfig {
-            scaling: RopeScaling::Yarn(yarn),
-            ..cfg(64, RopeStyle::Interleaved)
-        };
+        let rope = RopeConfig { scaling: RopeScaling::Yarn(yarn), ..cfg(64, RopeStyle::Interleaved) };
         let table = RopeTable::new(&rope, 100);
         let freqs = rope.inv_freqs();
         for i in [0, 20, 31] {
@@ -287,15 +229,7 @@ mod tests {
     #[should_panic(expected = "outside the table")]
     fn position_past_table_panics() {
         let table = RopeTable::new(&cfg(4, RopeStyle::RotateHalf), 2);
-        apply_rope(
-            &mut [0.0; 4],
-            4,
-            1,
-            &[2],
-            &[0],
-            &table,
-            RopeStyle::RotateHalf,
-        );
+        apply_rope(&mut [0.0; 4], 4, 1, &[2], &[0], &table, RopeStyle::RotateHalf);
     }
 
     proptest! {

@@ -44,17 +44,9 @@ pub fn route(
         logits.len()
     );
     if let Some(bias) = correction_bias {
-        assert_eq!(
-            bias.len(),
-            num_experts,
-            "route: correction bias has {} values, expected {num_experts}",
-            bias.len()
-        );
+        assert_eq!(bias.len(), num_experts, "route: correction bias has {} values, expected {num_experts}", bias.len());
     }
-    assert!(
-        num_experts > 0 && top_k > 0,
-        "route: needs at least one expert and top_k >= 1"
-    );
+    assert!(num_experts > 0 && top_k > 0, "route: needs at least one expert and top_k >= 1");
     let n_group = cfg.n_group.max(1);
     assert!(
         num_experts.is_multiple_of(n_group) && cfg.topk_group <= n_group,
@@ -62,15 +54,8 @@ pub fn route(
         cfg.topk_group
     );
     let group_size = num_experts / n_group;
-    let selectable = if n_group > 1 {
-        cfg.topk_group * group_size
-    } else {
-        num_experts
-    };
-    assert!(
-        top_k <= selectable,
-        "route: top_k = {top_k} exceeds the {selectable} experts left after group selection"
-    );
+    let selectable = if n_group > 1 { cfg.topk_group * group_size } else { num_experts };
+    assert!(top_k <= selectable, "route: top_k = {top_k} exceeds the {selectable} experts left after group selection");
 
     let mut ids = Vec::with_capacity(tokens * top_k);
     let mut weights = Vec::with_capacity(tokens * top_k);
@@ -80,10 +65,7 @@ pub fn route(
             None => token_logits.to_vec(),
         };
         let scores: Vec<f32> = match cfg.scoring {
-            Scoring::Softmax => softmax_f64(capped.iter().map(|&l| l as f64))
-                .into_iter()
-                .map(|p| p as f32)
-                .collect(),
+            Scoring::Softmax => softmax_f64(capped.iter().map(|&l| l as f64)).into_iter().map(|p| p as f32).collect(),
             Scoring::Sigmoid => capped.iter().map(|&l| sigmoid(l)).collect(),
         };
         let mut choice: Vec<f32> = match correction_bias {
@@ -119,10 +101,7 @@ pub fn route(
             w.iter_mut().for_each(|x| *x /= denom);
         }
         ids.extend_from_slice(chosen);
-        weights.extend(
-            w.iter()
-                .map(|&x| (x * cfg.routed_scaling_factor as f64) as f32),
-        );
+        weights.extend(w.iter().map(|&x| (x * cfg.routed_scaling_factor as f64) as f32));
     }
     Routing { ids, weights }
 }
@@ -181,14 +160,7 @@ mod tests {
 
     #[test]
     fn ties_pick_lower_index_first() {
-        let r = route(
-            &[1.0, 2.0, 2.0, 0.0, 2.0],
-            1,
-            5,
-            3,
-            &softmax_cfg(false),
-            None,
-        );
+        let r = route(&[1.0, 2.0, 2.0, 0.0, 2.0], 1, 5, 3, &softmax_cfg(false), None);
         assert_eq!(r.ids, vec![1, 2, 4]);
         let r = route(&[1.0, 3.0, 1.0, 1.0], 1, 4, 3, &softmax_cfg(false), None);
         assert_eq!(r.ids, vec![1, 0, 2]);
@@ -197,10 +169,7 @@ mod tests {
     #[test]
     fn grok_softcap_flattens_router_logits() {
         // Soft-cap 1 maps logits (0, 10) to (0, tanh 10 ≈ 1): probs (1, e) / (1 + e).
-        let cfg = RouterConfig {
-            logit_softcap: Some(1.0),
-            ..softmax_cfg(false)
-        };
+        let cfg = RouterConfig { logit_softcap: Some(1.0), ..softmax_cfg(false) };
         let r = route(&[0.0, 10.0], 1, 2, 1, &cfg, None);
         let e = std::f32::consts::E;
         assert_eq!(r.ids, vec![1]);
@@ -211,11 +180,7 @@ mod tests {
     fn correction_bias_moves_selection_but_not_weights() {
         let logits = [2.0, 1.0, 0.0, -1.0];
         let bias = [0.0, 0.0, 0.0, 5.0];
-        let cfg = RouterConfig {
-            norm_topk_prob: false,
-            routed_scaling_factor: 1.0,
-            ..deepseek_v3_cfg(1, 1)
-        };
+        let cfg = RouterConfig { norm_topk_prob: false, routed_scaling_factor: 1.0, ..deepseek_v3_cfg(1, 1) };
         let r = route(&logits, 1, 4, 2, &cfg, Some(&bias));
         assert_eq!(r.ids, vec![3, 0]);
         assert_close(&r.weights, &[sigmoid(-1.0), sigmoid(2.0)], 1e-7);
@@ -236,9 +201,7 @@ mod tests {
     fn top2sum_groups_hand_computed() {
         // 4 groups of 3. Group 0 holds the single best expert but a weak second one, group 2
         // two good ones.
-        let logits = [
-            3.0, -5.0, -5.0, 0.0, 0.0, -1.0, 2.0, 2.0, -5.0, -2.0, -2.0, -2.0,
-        ];
+        let logits = [3.0, -5.0, -5.0, 0.0, 0.0, -1.0, 2.0, 2.0, -5.0, -2.0, -2.0, -2.0];
         let r = route(&logits, 1, 12, 2, &deepseek_v3_cfg(4, 1), None);
         assert_eq!(r.ids, vec![6, 7]);
         // Top-2 sums: g0 = 0.953 + 0.007 = 0.960, g1 = 0.5 + 0.5 = 1.0, g2 = 1.762, g3 = 0.238;
@@ -246,10 +209,7 @@ mod tests {
         let r = route(&logits, 1, 12, 3, &deepseek_v3_cfg(4, 2), None);
         assert_eq!(r.ids, vec![6, 7, 3]);
         // Max scoring ranks group 0 first.
-        let cfg = RouterConfig {
-            group_score: GroupScore::Max,
-            ..deepseek_v3_cfg(4, 2)
-        };
+        let cfg = RouterConfig { group_score: GroupScore::Max, ..deepseek_v3_cfg(4, 2) };
         let r = route(&logits, 1, 12, 3, &cfg, None);
         assert_eq!(r.ids, vec![0, 6, 7]);
     }
