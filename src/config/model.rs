@@ -120,35 +120,50 @@ pub fn yarn_mscale(scale: f64, m: f64) -> f64 {
 }
 
 impl RopeConfig {
+    /// The unscaled frequencies `theta^(-2i/rotary_dim)`, `i in 0..rotary_dim/2`.
+    pub fn base_inv_freqs(&self) -> Vec<f64> {
+        let dim = self.rotary_dim as f64;
+        (0..self.rotary_dim / 2).map(|i| self.theta.powf(-(2.0 * i as f64) / dim)).collect()
+    }
+
+    /// YaRN's ramp bounds `(low, high)` over pair indices (HF `find_correction_range`): pairs
+    /// at or below `low` keep their frequency, pairs at or above `high` are divided by the
+    /// factor, pairs between interpolate linearly. None without YaRN.
+    pub fn yarn_correction_range(&self) -> Option<(f64, f64)> {
+        let RopeScaling::Yarn(y) = self.scaling else {
+            return None;
+        };
+        let dim = self.rotary_dim as f64;
+        let correction_dim = |rotations: f64| {
+            let context_over_wavelength =
+                y.original_max_position_embeddings as f64 / (rotations * 2.0 * std::f64::consts::PI);
+            dim * context_over_wavelength.ln() / (2.0 * self.theta.ln())
+        };
+        let (mut low, mut high) = (correction_dim(y.beta_fast), correction_dim(y.beta_slow));
+        if y.truncate {
+            low = low.floor();
+            high = high.ceil();
+        }
+        Some((low.max(0.0), high.min(dim - 1.0)))
+    }
+
     /// Inverse frequencies for pair index `i in 0..rotary_dim/2`, YaRN-corrected when set
     /// (HF `_compute_yarn_parameters`).
     pub fn inv_freqs(&self) -> Vec<f64> {
-        let dim = self.rotary_dim as f64;
-        let base: Vec<f64> = (0..self.rotary_dim / 2).map(|i| self.theta.powf(-(2.0 * i as f64) / dim)).collect();
-        match self.scaling {
-            RopeScaling::None => base,
-            RopeScaling::Yarn(y) => {
-                let correction_dim = |beta: f64| {
-                    dim * ((y.original_max_position_embeddings as f64) / (beta * 2.0 * std::f64::consts::PI)).ln()
-                        / (2.0 * self.theta.ln())
-                };
-                let (mut low, mut high) = (correction_dim(y.beta_fast), correction_dim(y.beta_slow));
-                if y.truncate {
-                    low = low.floor();
-                    high = high.ceil();
-                }
-                let (low, high) = (low.max(0.0), high.min(dim - 1.0));
-                let high = if (high - low).abs() < 1e-12 { high + 0.001 } else { high };
-                base.iter()
-                    .enumerate()
-                    .map(|(i, f)| {
-                        let ramp = ((i as f64 - low) / (high - low)).clamp(0.0, 1.0);
-                        // ramp 0 (high-frequency dims) keeps f; ramp 1 interpolates f/factor.
-                        f / y.factor * ramp + f * (1.0 - ramp)
-                    })
-                    .collect()
-            }
-        }
+        let base = self.base_inv_freqs();
+        let (RopeScaling::Yarn(y), Some((low, high))) = (self.scaling, self.yarn_correction_range()) else {
+            return base;
+        };
+        // HF nudges an empty range to avoid dividing by zero.
+        let high = if high == low { high + 0.001 } else { high };
+        base.iter()
+            .enumerate()
+            .map(|(i, f)| {
+                let ramp = ((i as f64 - low) / (high - low)).clamp(0.0, 1.0);
+                // ramp 0 (high-frequency dims) keeps f; ramp 1 interpolates f/factor.
+                f / y.factor * ramp + f * (1.0 - ramp)
+            })
+            .collect()
     }
 
     /// Multiplier applied to cos and sin ("attention_factor").

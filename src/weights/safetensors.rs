@@ -50,7 +50,8 @@ impl SafetensorsWeights {
                 return Err(unreadable(&file, "file is shorter than the 8-byte header length"));
             }
             let header_len = u64::from_le_bytes(map[..8].try_into().expect("8 bytes")) as usize;
-            let header = map.get(8..8 + header_len).ok_or_else(|| unreadable(&file, "header length exceeds the file"))?;
+            let header =
+                map.get(8..8 + header_len).ok_or_else(|| unreadable(&file, "header length exceeds the file"))?;
             let entries: HashMap<String, serde_json::Value> =
                 serde_json::from_slice(header).map_err(|e| unreadable(&file, format!("bad header: {e}")))?;
             let index = out.files.len();
@@ -58,13 +59,19 @@ impl SafetensorsWeights {
                 if name == "__metadata__" {
                     continue;
                 }
-                let e: Entry = serde_json::from_value(value).map_err(|err| unreadable(&file, format!("tensor {name}: {err}")))?;
+                let e: Entry =
+                    serde_json::from_value(value).map_err(|err| unreadable(&file, format!("tensor {name}: {err}")))?;
                 let elem = dtype_size(&e.dtype).unwrap_or(1);
                 let numel: usize = e.shape.iter().product();
-                if e.data_offsets[1] - e.data_offsets[0] != numel * elem || 8 + header_len + e.data_offsets[1] > map.len() {
+                if e.data_offsets[1] - e.data_offsets[0] != numel * elem
+                    || 8 + header_len + e.data_offsets[1] > map.len()
+                {
                     return Err(unreadable(&file, format!("tensor {name}: data offsets do not match its shape")));
                 }
-                out.tensors.insert(name, Tensor { file: index, dtype: e.dtype, shape: e.shape, start: 8 + header_len + e.data_offsets[0] });
+                out.tensors.insert(
+                    name,
+                    Tensor { file: index, dtype: e.dtype, shape: e.shape, start: 8 + header_len + e.data_offsets[0] },
+                );
             }
             out.files.push((file, map, header_len));
         }
@@ -92,7 +99,10 @@ impl SafetensorsWeights {
         if path.extension().is_some_and(|x| x == "json") {
             let text = std::fs::read_to_string(path).map_err(|e| unreadable(path, e))?;
             let index: serde_json::Value = serde_json::from_str(&text).map_err(|e| unreadable(path, e))?;
-            let map = index.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| unreadable(path, "no 'weight_map' object"))?;
+            let map = index
+                .get("weight_map")
+                .and_then(|m| m.as_object())
+                .ok_or_else(|| unreadable(path, "no 'weight_map' object"))?;
             let dir = path.parent().unwrap_or(Path::new("."));
             let mut files: Vec<PathBuf> = map.values().filter_map(|v| v.as_str()).map(|f| dir.join(f)).collect();
             files.sort();
@@ -132,7 +142,10 @@ fn read_value(bytes: &[u8], dtype: &str, index: usize) -> f32 {
 
 impl WeightSource for SafetensorsWeights {
     fn fill(&self, p: &WeightPiece, dst: &mut [f32], dst_ld: usize) -> Result<(), WeightError> {
-        let t = self.tensors.get(&p.hf_name).ok_or_else(|| WeightError::Missing { file: self.describe_file(None), name: p.hf_name.clone() })?;
+        let t = self
+            .tensors
+            .get(&p.hf_name)
+            .ok_or_else(|| WeightError::Missing { file: self.describe_file(None), name: p.hf_name.clone() })?;
         let expected: Vec<usize> = if p.hf_rows == 1 && t.shape.len() == 1 {
             vec![p.hf_cols]
         } else if p.transposed_in_file {
@@ -141,10 +154,19 @@ impl WeightSource for SafetensorsWeights {
             vec![p.hf_rows, p.hf_cols]
         };
         if t.shape != expected {
-            return Err(WeightError::Shape { file: self.describe_file(Some(t)), name: p.hf_name.clone(), found: t.shape.clone(), expected });
+            return Err(WeightError::Shape {
+                file: self.describe_file(Some(t)),
+                name: p.hf_name.clone(),
+                found: t.shape.clone(),
+                expected,
+            });
         }
         if dtype_size(&t.dtype).is_none() {
-            return Err(WeightError::DType { file: self.describe_file(Some(t)), name: p.hf_name.clone(), dtype: t.dtype.clone() });
+            return Err(WeightError::DType {
+                file: self.describe_file(Some(t)),
+                name: p.hf_name.clone(),
+                dtype: t.dtype.clone(),
+            });
         }
         let bytes = &self.files[t.file].1[t.start..];
         for r in 0..p.rows {
@@ -201,7 +223,10 @@ mod tests {
         let path = dir.path().join("m.safetensors");
         let f32s: Vec<u8> = (0..6).flat_map(|i| (i as f32).to_le_bytes()).collect();
         let bf16s: Vec<u8> = (0..6).flat_map(|i| half::bf16::from_f32(i as f32).to_le_bytes()).collect();
-        write_file(&path, &[("a", "F32", vec![2, 3], f32s.clone()), ("b", "BF16", vec![2, 3], bf16s), ("c", "F32", vec![3, 2], f32s)]);
+        write_file(
+            &path,
+            &[("a", "F32", vec![2, 3], f32s.clone()), ("b", "BF16", vec![2, 3], bf16s), ("c", "F32", vec![3, 2], f32s)],
+        );
         let w = SafetensorsWeights::open(&path).unwrap();
         let mut dst = vec![0f32; 4];
         w.fill(&piece("a", 2, 3, false), &mut dst, 2).unwrap();

@@ -119,7 +119,15 @@ impl<'a> CpuRun<'a> {
             }
             Op::Linear { x, weight, bias, alpha, out } => {
                 let w = plan.weight(*weight);
-                let y = ops::linear(&self.read(*x), rows(x), x.cols, self.w(*weight), w.rows, bias.map(|b| self.w(b)), *alpha);
+                let y = ops::linear(
+                    &self.read(*x),
+                    rows(x),
+                    x.cols,
+                    self.w(*weight),
+                    w.rows,
+                    bias.map(|b| self.w(b)),
+                    *alpha,
+                );
                 // The weight may be wider than the output window (padded vocab shards).
                 if out.cols == w.rows {
                     self.write(*out, &y);
@@ -177,7 +185,8 @@ impl<'a> CpuRun<'a> {
                 let (kw, vw) = (k_heads * d_qk, v_heads * d_v);
                 let n = plan.shape.new_tokens_per_seq();
                 let past = plan.shape.past();
-                let shape = AttnShape { q_heads: *q_heads, k_heads: *k_heads, v_heads: *v_heads, d_qk: *d_qk, d_v: *d_v };
+                let shape =
+                    AttnShape { q_heads: *q_heads, k_heads: *k_heads, v_heads: *v_heads, d_qk: *d_qk, d_v: *d_v };
                 let mut result = Vec::with_capacity(rows(q) * q_heads * d_v);
                 for b in 0..plan.local_batch {
                     let kc = &mut caches.k[cache.0][b * info.max_seq * kw..(b + 1) * info.max_seq * kw];
@@ -187,7 +196,17 @@ impl<'a> CpuRun<'a> {
                     let qb = &qs[b * n * q.cols..(b + 1) * n * q.cols];
                     let kc = &caches.k[cache.0][b * info.max_seq * kw..];
                     let vc = &caches.v[cache.0][b * info.max_seq * vw..];
-                    let o = ops::attention(qb, n, past, &kc[..(past + n) * kw], &vc[..(past + n) * vw], past + n, &shape, *scale, *softcap);
+                    let o = ops::attention(
+                        qb,
+                        n,
+                        past,
+                        &kc[..(past + n) * kw],
+                        &vc[..(past + n) * vw],
+                        past + n,
+                        &shape,
+                        *scale,
+                        *softcap,
+                    );
                     result.extend(o);
                 }
                 self.write(*out, &result);
@@ -253,7 +272,8 @@ impl<'a> CpuRun<'a> {
                         query.extend_from_slice(&qp[t * q_pe.cols + h * q_pe_stride..][..*d_rope]);
                     }
                     let keys = &caches.k[cache.0][t * info.max_seq * width..][..ctx * width];
-                    let values: Vec<f32> = keys.chunks(width).flat_map(|r| r[..*kv_lora_rank].iter().copied()).collect();
+                    let values: Vec<f32> =
+                        keys.chunks(width).flat_map(|r| r[..*kv_lora_rank].iter().copied()).collect();
                     result.extend(ops::attention(&query, 1, ctx - 1, keys, &values, ctx, &shape, *scale, None));
                 }
                 self.write(*out, &result);
@@ -266,9 +286,14 @@ impl<'a> CpuRun<'a> {
                 let t_all = rows(x);
                 let mut y = vec![0f32; t_all * heads * out_w];
                 for h in 0..*heads {
-                    let xh: Vec<f32> = (0..t_all).flat_map(|t| xs[t * x.cols + h * x_stride..][..in_w].iter().copied()).collect();
+                    let xh: Vec<f32> =
+                        (0..t_all).flat_map(|t| xs[t * x.cols + h * x_stride..][..in_w].iter().copied()).collect();
                     let wh = &self.w(*weight)[h * a * b..(h + 1) * a * b];
-                    let yh = if *transpose { ops::matmul_nt(&xh, t_all, b, wh, a) } else { ops::matmul_nn(&xh, t_all, a, wh, b) };
+                    let yh = if *transpose {
+                        ops::matmul_nt(&xh, t_all, b, wh, a)
+                    } else {
+                        ops::matmul_nn(&xh, t_all, a, wh, b)
+                    };
                     for t in 0..t_all {
                         y[(t * heads + h) * out_w..][..out_w].copy_from_slice(&yh[t * out_w..(t + 1) * out_w]);
                     }
@@ -297,14 +322,18 @@ impl<'a> CpuRun<'a> {
                     if picks.is_empty() {
                         continue;
                     }
-                    let xe: Vec<f32> = picks.iter().flat_map(|(t, _)| xs[t * hidden..(t + 1) * hidden].iter().copied()).collect();
+                    let xe: Vec<f32> =
+                        picks.iter().flat_map(|(t, _)| xs[t * hidden..(t + 1) * hidden].iter().copied()).collect();
                     let w13e = &self.w(*w13)[local * 2 * inter * hidden..(local + 1) * 2 * inter * hidden];
                     let gu = ops::matmul_nt(&xe, picks.len(), hidden, w13e, 2 * inter);
                     let h = ops::act_mul(&gu, picks.len(), *inter, *act);
                     let w2e = &self.w(*w2)[local * hidden * inter..(local + 1) * hidden * inter];
                     let ye = ops::matmul_nt(&h, picks.len(), *inter, w2e, hidden);
                     for (i, (t, wt)) in picks.iter().enumerate() {
-                        y[t * hidden..(t + 1) * hidden].iter_mut().zip(&ye[i * hidden..(i + 1) * hidden]).for_each(|(o, v)| *o += wt * v);
+                        y[t * hidden..(t + 1) * hidden]
+                            .iter_mut()
+                            .zip(&ye[i * hidden..(i + 1) * hidden])
+                            .for_each(|(o, v)| *o += wt * v);
                     }
                 }
                 self.write(*out, &y);
@@ -331,7 +360,11 @@ impl<'a> CpuRun<'a> {
                     Collective::AllGather(CollectiveDim::Cols) => {
                         let parts = comm.exchange(&members, &mine);
                         let r = rows(x);
-                        let y: Vec<f32> = (0..r).flat_map(|i| parts.iter().flat_map(move |p| p[i * x.cols..(i + 1) * x.cols].iter().copied())).collect();
+                        let y: Vec<f32> = (0..r)
+                            .flat_map(|i| {
+                                parts.iter().flat_map(move |p| p[i * x.cols..(i + 1) * x.cols].iter().copied())
+                            })
+                            .collect();
                         self.write(*out, &y);
                     }
                     Collective::ReduceScatterRows => {
