@@ -148,8 +148,11 @@ pub fn build_plan(cfg: &ModelConfig, layout: RankLayout, shape: Shape, opts: Pla
     let real = cfg.vocab_size.saturating_sub(vocab_start).min(shard);
     let table_pieces = if real > 0 { vec![table_hf.rows_at(vocab_start, real, 0, 0)] } else { vec![] };
     let table = b.weight("embed.tokens", [1, shard, hidden], DType::BF16, table_pieces);
-    let pos_table =
-        graph.pos_table().map(|hf| b.weight("embed.positions", [1, hf.rows, hidden], DType::BF16, vec![hf.whole()]));
+    // Positions are added once per group, before the vocab-parallel all-reduce.
+    let pos_table = graph
+        .pos_table()
+        .filter(|_| layout.attn_tp_rank() == 0)
+        .map(|hf| b.weight("embed.positions", [1, hf.rows, hidden], DType::BF16, vec![hf.whole()]));
     let resid = b.act("embed", tokens, hidden);
     b.op("embed", Op::Embed { out: resid, table, vocab_start, pos_table, scale: cfg.embedding_scale });
     if layout.attn_tp > 1 {

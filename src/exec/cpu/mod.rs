@@ -4,6 +4,7 @@
 //! threads joined by `dist::thread_comm`.
 
 pub mod ops;
+pub mod run;
 
 use crate::dist::thread_comm::ThreadComm;
 use crate::plan::{CacheInfo, Collective, CollectiveDim, Op, Plan, View};
