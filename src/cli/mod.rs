@@ -1,0 +1,49 @@
+//! The `fwdbench` command line: one file per subcommand.
+
+mod check;
+mod count;
+mod info;
+mod inputs;
+mod run;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "fwdbench", version, about = "How fast is one forward of this model, at this shape, on this many GPUs?")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Time prefill and decode forwards over a grid of (batch, sequence) shapes.
+    Run(run::RunArgs),
+    /// Parameters, FLOPs, bytes and memory of a model on a deployment, from its plan.
+    Count(count::CountArgs),
+    /// Run a forward on given token ids and compare its logits with expected ones.
+    Check(check::CheckArgs),
+    /// What this build and this machine have: kernels, CUDA libraries, GPUs.
+    Info(info::InfoArgs),
+}
+
+pub fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run(a) => run::run(a),
+        Command::Count(a) => count::count(a),
+        Command::Check(a) => check::check(a),
+        Command::Info(a) => info::info(a),
+    }
+}
+
+/// `key=value` pairs of a repeated `--set` flag.
+pub fn parse_sets(sets: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+    sets.iter()
+        .map(|s| {
+            s.split_once('=')
+                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                .ok_or_else(|| anyhow::anyhow!("--set {s}: expected key=value, e.g. --set num_hidden_layers=4"))
+        })
+        .collect()
+}
