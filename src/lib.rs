@@ -5,6 +5,9 @@
 //! (`model`), which the cost model, the memory planner and the executors (`exec::cpu`,
 //! `exec::cuda`) all consume.
 
+pub mod bench;
+pub mod check;
+pub mod cli;
 pub mod config;
 pub mod dist;
 pub mod exec;

@@ -1,15 +1,22 @@
 //! The `fwdbench` command line: one file per subcommand.
 
 mod check;
+mod common;
 mod count;
 mod info;
 mod inputs;
 mod run;
 
+pub use run::RunArgs;
+
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "fwdbench", version, about = "How fast is one forward of this model, at this shape, on this many GPUs?")]
+#[command(
+    name = "fwdbench",
+    version,
+    about = "How fast is one forward of this model, at this shape, on this many GPUs?"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -23,10 +23,10 @@ pub fn rank_layouts(tp: usize, ep: usize, dp: usize) -> Result<Vec<RankLayout>, 
             return Err(LayoutError::Zero(name));
         }
     }
-    if tp % ep != 0 {
+    if !tp.is_multiple_of(ep) {
         return Err(LayoutError::NotMultiple { tp, what: "ep_size", value: ep });
     }
-    if tp % dp != 0 {
+    if !tp.is_multiple_of(dp) {
         return Err(LayoutError::NotMultiple { tp, what: "dp_size", value: dp });
     }
     Ok((0..tp).map(|rank| RankLayout { world: tp, rank, attn_tp: tp / dp, dp, ep, moe_tp: tp / ep }).collect())

@@ -8,19 +8,13 @@ use crate::plan::{
 };
 
 /// Options that change what a plan computes, not how it is sharded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct PlanOptions {
     /// Compute logits at every prefill position (checks against HF) instead of only the
     /// last position of each sequence (what a server does).
     pub all_logits: bool,
     /// Cache capacity per sequence; default: the shape's context.
     pub cache_len: Option<usize>,
-}
-
-impl Default for PlanOptions {
-    fn default() -> Self {
-        PlanOptions { all_logits: false, cache_len: None }
-    }
 }
 
 /// Contiguous share `[start, start + len)` of `total` items for `part` of `parts`.

@@ -80,7 +80,7 @@ pub fn vocab_shard(vocab: usize, attn_tp: usize) -> usize {
 pub fn check_layout(cfg: &ModelConfig, layout: &RankLayout, shape: &Shape) -> Result<(), PlanError> {
     use crate::config::model::AttentionConfig;
     let div = |what, value: usize, by_what, by: usize| {
-        if by == 0 || value % by != 0 {
+        if by == 0 || !value.is_multiple_of(by) {
             Err(PlanError::NotDivisible { what, value, by_what, by })
         } else {
             Ok(())

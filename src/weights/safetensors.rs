@@ -181,6 +181,26 @@ impl WeightSource for SafetensorsWeights {
     }
 }
 
+impl SafetensorsWeights {
+    /// A whole tensor as f32 with its shape (expected logits, small inputs).
+    pub fn read_tensor(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>), WeightError> {
+        let t = self
+            .tensors
+            .get(name)
+            .ok_or_else(|| WeightError::Missing { file: self.describe_file(None), name: name.into() })?;
+        if dtype_size(&t.dtype).is_none() {
+            return Err(WeightError::DType {
+                file: self.describe_file(Some(t)),
+                name: name.into(),
+                dtype: t.dtype.clone(),
+            });
+        }
+        let bytes = &self.files[t.file].1[t.start..];
+        let n: usize = t.shape.iter().product();
+        Ok((t.shape.clone(), (0..n).map(|i| read_value(bytes, &t.dtype, i)).collect()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -24,6 +24,9 @@ pub enum RunError {
 /// (every new token, or the last one of each prefill sequence).
 pub type Logits = Vec<Vec<Vec<f32>>>;
 
+/// One rank's share: its first sequence, its logits and which (sequence, position) each row is.
+type RankLogits = (usize, Vec<f32>, Vec<(usize, usize)>);
+
 /// A model sharded over threads; keeps each rank's KV caches between forwards.
 pub struct CpuModel<'a> {
     pub cfg: &'a ModelConfig,
@@ -55,7 +58,7 @@ impl<'a> CpuModel<'a> {
         let comms = ThreadComm::group(self.layouts.len());
         let cfg = self.cfg;
         let round = self.round_bf16;
-        let results: Vec<Result<Option<(usize, Vec<f32>, Vec<(usize, usize)>)>, RunError>> = std::thread::scope(|s| {
+        let results: Vec<Result<Option<RankLogits>, RunError>> = std::thread::scope(|s| {
             let handles: Vec<_> = self
                 .layouts
                 .iter()

@@ -1,4 +1,6 @@
 //! The CUDA engine: kernels from `kernels/` (sm_90a cubins), cuBLASLt GEMMs, CUDA graphs.
 
+pub mod check;
 pub mod cubins;
+pub mod device;
 pub mod kernels;

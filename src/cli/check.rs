@@ -1,0 +1,99 @@
+//! `fwdbench check`: one forward on given token ids against expected logits.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use clap::{Args, ValueEnum};
+
+use super::common::{layouts, DeployArgs};
+use crate::check::{compare, cpu_logits, expected_rows, CheckMode};
+use crate::config::hf::load_model_config;
+use crate::weights::SafetensorsWeights;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Device {
+    Cpu,
+    Cuda,
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  fwdbench check --config tests/fixtures/qwen3/config.json --weights tests/fixtures/qwen3/model.safetensors \\\n      --input tests/fixtures/qwen3/input.json --expect tests/fixtures/qwen3/logits.safetensors\n  fwdbench check ... --deploy tp2 --decode --device cuda"
+)]
+pub struct CheckArgs {
+    /// HF-style config.json.
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Weights: a .safetensors file, an index json, or a folder of shards.
+    #[arg(long)]
+    pub weights: PathBuf,
+    /// Token ids: {"input_ids": [[...], ...]}.
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Expected logits: a safetensors file with tensor "logits" [batch, seq, vocab].
+    #[arg(long)]
+    pub expect: PathBuf,
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub device: Device,
+    /// Prefill all but the last token, then one decode step; compare the last position.
+    #[arg(long)]
+    pub decode: bool,
+    /// Largest accepted relative L2 error (default 1e-4 on the CPU, 2e-2 on CUDA).
+    #[arg(long)]
+    pub tol: Option<f64>,
+    /// Smallest accepted top-1 agreement.
+    #[arg(long, default_value_t = 0.99)]
+    pub min_top1: f64,
+    #[command(flatten)]
+    pub deploy: DeployArgs,
+}
+
+pub fn check(args: CheckArgs) -> anyhow::Result<()> {
+    let cfg = load_model_config(&args.config, &[])?;
+    let (_, dep) = args.deploy.load()?;
+    let layouts = layouts(&dep)?;
+    let weights = SafetensorsWeights::open(&args.weights)?;
+    let expected = SafetensorsWeights::open(&args.expect)?;
+    let (shape, want) =
+        expected.read_tensor("logits").with_context(|| format!("--expect {}", args.expect.display()))?;
+    let ids = super::inputs::read_ids_json(&args.input)?;
+    let (batch, seq) = (ids.len(), ids[0].len());
+    if shape != [batch, seq, cfg.vocab_size] {
+        bail!(
+            "--expect {}: logits have shape {shape:?}, expected [{batch}, {seq}, {}] from --input and --config",
+            args.expect.display(),
+            cfg.vocab_size
+        );
+    }
+    if let Some(bad) = ids.iter().flatten().find(|&&i| i < 0 || i as usize >= cfg.vocab_size) {
+        bail!("--input {}: token id {bad} is outside the vocabulary [0, {})", args.input.display(), cfg.vocab_size);
+    }
+    let mode = if args.decode { CheckMode::Decode } else { CheckMode::Prefill };
+    let got = match args.device {
+        Device::Cpu => cpu_logits(&cfg, layouts, &weights, &ids, mode)?,
+        Device::Cuda => crate::exec::cuda::check::cuda_logits(&cfg, &layouts, &weights, &ids, mode)?,
+    };
+    let got: Vec<f32> = got.into_iter().flatten().flatten().collect();
+    let want = expected_rows(&want, batch, seq, cfg.vocab_size, mode);
+    let a = compare(&got, &want, cfg.vocab_size);
+    let tol = args.tol.unwrap_or(if args.device == Device::Cpu { 1e-4 } else { 2e-2 });
+    let ok = a.rel_l2 <= tol && a.top1 >= args.min_top1;
+    println!(
+        "check {} {} {:?} on {:?} ({} ranks): rel-L2 {:.3e} (tol {:.0e}), max abs {:.3e}, top-1 {:.1}% of {} rows: {}",
+        args.config.display(),
+        if args.decode { "decode" } else { "prefill" },
+        args.deploy.deploy,
+        args.device,
+        dep.tp_size,
+        a.rel_l2,
+        tol,
+        a.max_abs,
+        100.0 * a.top1,
+        a.rows,
+        if ok { "PASS" } else { "FAIL" }
+    );
+    if !ok {
+        bail!("logits differ from {} beyond tolerance", args.expect.display());
+    }
+    Ok(())
+}

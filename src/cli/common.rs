@@ -1,0 +1,79 @@
+//! Flags and loading shared by several subcommands.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::Args;
+
+use crate::config::hf::load_model_config;
+use crate::config::model::ModelConfig;
+use crate::config::run_conf::{load_run_conf, ConfLayers, Deployment, RunConf};
+use crate::plan::RankLayout;
+
+/// Which deployment: layered YAML under `--conf-dir`.
+#[derive(Debug, Clone, Args)]
+pub struct DeployArgs {
+    /// Deployment, a file of conf/deploy/ (tp1, tp2, tp2ep2, tp2ep2dp2, tp8, tp8ep8, tp8ep8dp8, tp16ep16).
+    #[arg(long, default_value = "tp1")]
+    pub deploy: String,
+    /// Base layer, conf/<base>.yaml.
+    #[arg(long, default_value = "base")]
+    pub base: String,
+    /// Attention backend layer, conf/backend/<backend>.yaml.
+    #[arg(long)]
+    pub backend: Option<String>,
+    /// Optional layer, conf/optional/<optional>.yaml.
+    #[arg(long)]
+    pub optional: Option<String>,
+    /// Folder holding base.yaml, deploy/, backend/, optional/.
+    #[arg(long, default_value = "conf")]
+    pub conf_dir: PathBuf,
+    /// Override a conf key (SGLang server-argument name), e.g. --conf tp_size=2. Repeatable.
+    #[arg(long = "conf", value_name = "KEY=VALUE")]
+    pub conf_sets: Vec<String>,
+}
+
+impl DeployArgs {
+    pub fn load(&self) -> anyhow::Result<(RunConf, Deployment)> {
+        let layers = ConfLayers {
+            base: self.base.clone(),
+            deploy: self.deploy.clone(),
+            backend: self.backend.clone(),
+            optional: self.optional.clone(),
+        };
+        let sets = super::parse_sets(&self.conf_sets)?;
+        let conf = load_run_conf(&self.conf_dir, &layers, &sets)?;
+        let dep = conf.deployment()?;
+        Ok((conf, dep))
+    }
+}
+
+/// Every rank of a deployment (all nodes).
+pub fn layouts(dep: &Deployment) -> anyhow::Result<Vec<RankLayout>> {
+    Ok(crate::dist::rank_layouts(dep.tp_size, dep.ep_size, dep.dp_size)?)
+}
+
+/// `model_conf/<model>/config_<mconf>.json` with `--set` overrides applied.
+pub fn load_model(
+    model_dir: &Path,
+    model: &str,
+    mconf: &str,
+    sets: &[String],
+) -> anyhow::Result<(PathBuf, ModelConfig)> {
+    let dir = model_dir.join(model);
+    let path = dir.join(format!("config_{mconf}.json"));
+    if !dir.is_dir() {
+        let known: Vec<String> = std::fs::read_dir(model_dir)
+            .map(|rd| {
+                rd.flatten()
+                    .filter(|e| e.path().is_dir())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        anyhow::bail!("--model {model}: no folder {} (known models: {})", dir.display(), known.join(", "));
+    }
+    let overrides = super::parse_sets(sets)?;
+    let cfg = load_model_config(&path, &overrides).with_context(|| format!("--model {model} --mconf {mconf}"))?;
+    Ok((dir, cfg))
+}
