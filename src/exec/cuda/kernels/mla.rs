@@ -1,0 +1,240 @@
+//! Launch parameters for `kernels/mla.cu`: the latent cache write, the MHA-form key builder
+//! and absorbed-form split-KV MLA decode with its combine.
+
+use super::attn_decode::choose_splits;
+use cudarc::driver::{DeviceRepr, LaunchConfig};
+
+/// Mirrors `MlaCacheWriteParams`: cache[b, pos, :] = [latent[t, 0:L] ; k_pe[t, 0:R]].
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct MlaCacheWriteParams {
+    pub latent: u64,
+    pub latent_ld: i32,
+    pub _pad0: i32,
+    pub k_pe: u64,
+    pub k_pe_ld: i32,
+    pub rows: i32,
+    pub kv_lora_rank: i32,
+    pub rope_dim: i32,
+    /// `bf16*` [batch, max_seq, kv_lora_rank + rope_dim].
+    pub cache: u64,
+    pub max_seq: i32,
+    pub tokens_per_seq: i32,
+    pub past: i32,
+}
+unsafe impl DeviceRepr for MlaCacheWriteParams {}
+pub const MLA_CACHE_WRITE: (&str, &str) = ("mla", "mla_cache_write");
+
+pub fn mla_cache_write_launch(rows: i32) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (rows.max(0) as u32, 1, 1),
+        block_dim: (64, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+/// Mirrors `MlaBuildKParams`: k_out[t, h, :] = [kv[t, h, 0:d_nope] ; k_pe[t, 0:d_rope]],
+/// where a `kv` row holds per head [k_nope (d_nope) | v (d_v)].
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct MlaBuildKParams {
+    pub kv: u64,
+    pub kv_ld: i32,
+    pub _pad0: i32,
+    pub k_pe: u64,
+    pub k_pe_ld: i32,
+    pub _pad1: i32,
+    /// `bf16*` [rows, heads, d_nope + d_rope].
+    pub k_out: u64,
+    pub rows: i32,
+    pub heads: i32,
+    pub d_nope: i32,
+    pub d_v: i32,
+    pub d_rope: i32,
+}
+unsafe impl DeviceRepr for MlaBuildKParams {}
+pub const MLA_BUILD_K: (&str, &str) = ("mla", "mla_build_k");
+
+pub fn mla_build_k_launch(rows: i32) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (rows.max(0) as u32, 1, 1),
+        block_dim: (128, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+/// Mirrors `MlaDecodeParams` (absorbed form): score = scale * (q_lat.c_kv + q_pe.k_pe) over the
+/// cache [batch, max_seq, kv_lora_rank + rope_dim]; o = softmax . c_kv, `kv_lora_rank` wide.
+/// `kv_lora_rank <= 512`, `rope_dim <= 64`, both multiples of 8.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct MlaDecodeParams {
+    pub q_lat: u64,
+    pub q_lat_batch_stride: i32,
+    pub q_lat_head_stride: i32,
+    pub q_pe: u64,
+    pub q_pe_batch_stride: i32,
+    pub q_pe_head_stride: i32,
+    pub cache: u64,
+    pub max_seq: i32,
+    pub n_kv: i32,
+    pub batch: i32,
+    pub heads: i32,
+    pub kv_lora_rank: i32,
+    pub rope_dim: i32,
+    pub scale: f32,
+    /// C pads here to align the next pointer.
+    pub _pad0: i32,
+    pub o: u64,
+    pub o_batch_stride: i32,
+    pub o_head_stride: i32,
+    /// fp32 partials, [`mla_scratch_bytes`]; may be 0 when `num_splits == 1`.
+    pub scratch: u64,
+    pub num_splits: i32,
+}
+unsafe impl DeviceRepr for MlaDecodeParams {}
+
+/// Mirrors `MlaCombineParams`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct MlaCombineParams {
+    pub scratch: u64,
+    pub o: u64,
+    pub o_batch_stride: i32,
+    pub o_head_stride: i32,
+    pub batch: i32,
+    pub heads: i32,
+    pub kv_lora_rank: i32,
+    pub num_splits: i32,
+}
+unsafe impl DeviceRepr for MlaCombineParams {}
+pub const MLA_COMBINE: (&str, &str) = ("mla", "mla_combine");
+
+/// One compiled MLA decode shape: `heads_per_cta` heads as mma M rows, `warps` warps,
+/// `block_n` cache rows per tile, `stages` tiles in the cp.async ring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MlaDecodeVariant {
+    pub kernel: (&'static str, &'static str),
+    pub heads_per_cta: i32,
+    pub warps: i32,
+    pub block_n: i32,
+    pub stages: i32,
+}
+
+impl MlaDecodeVariant {
+    /// Q tile + ring of cache tiles (576 + 8 padded columns), the P tile, and two fp32 row
+    /// statistics arrays per column part (`warps / m-tiles` parts).
+    pub const fn smem_bytes(&self) -> u32 {
+        let row = 512 + 64 + 8;
+        let parts = self.warps / (self.heads_per_cta / 16);
+        ((self.heads_per_cta * row
+            + self.stages * self.block_n * row
+            + self.heads_per_cta * (self.block_n + 8))
+            * 2
+            + 2 * parts * self.heads_per_cta * 4) as u32
+    }
+}
+
+pub const MLA_DECODE_M64: MlaDecodeVariant = MlaDecodeVariant {
+    kernel: ("mla", "mla_decode_m64"),
+    heads_per_cta: 64,
+    warps: 8,
+    block_n: 32,
+    stages: 3,
+};
+pub const MLA_DECODE_M16: MlaDecodeVariant = MlaDecodeVariant {
+    kernel: ("mla", "mla_decode_m16"),
+    heads_per_cta: 16,
+    warps: 4,
+    block_n: 64,
+    stages: 2,
+};
+
+/// 64 heads per CTA when there are more than 32 heads (each cached row then serves 64 heads),
+/// else 16 (small TP shards, test fixtures).
+pub fn mla_select(heads: i32) -> MlaDecodeVariant {
+    if heads > 32 {
+        MLA_DECODE_M64
+    } else {
+        MLA_DECODE_M16
+    }
+}
+
+/// Split count for MLA decode: one resident CTA per SM, at most one split per 64 cache rows.
+pub fn mla_num_splits(batch: i32, heads: i32, n_kv: i32, sm_count: i32) -> i32 {
+    let hpc = mla_select(heads).heads_per_cta;
+    let head_tiles = (heads + hpc - 1) / hpc;
+    choose_splits(
+        batch as i64 * head_tiles as i64,
+        sm_count as i64,
+        n_kv,
+        64,
+        64,
+    )
+}
+
+/// fp32 scratch: partial o [batch, heads, splits, kv_lora_rank] then lse [batch, heads, splits];
+/// 0 when `num_splits <= 1`.
+pub fn mla_scratch_bytes(batch: i32, heads: i32, kv_lora_rank: i32, num_splits: i32) -> usize {
+    if num_splits <= 1 {
+        return 0;
+    }
+    batch as usize * heads as usize * num_splits as usize * (kv_lora_rank as usize + 1) * 4
+}
+
+/// Grid (splits, head tiles, batch); raise the function's max dynamic smem attribute first.
+pub fn mla_decode_launch(
+    variant: &MlaDecodeVariant,
+    batch: i32,
+    heads: i32,
+    num_splits: i32,
+) -> LaunchConfig {
+    let tiles = (heads + variant.heads_per_cta - 1) / variant.heads_per_cta;
+    LaunchConfig {
+        grid_dim: (num_splits as u32, tiles as u32, batch as u32),
+        block_dim: (32 * variant.warps as u32, 1, 1),
+        shared_mem_bytes: variant.smem_bytes(),
+    }
+}
+
+/// Grid (heads, batch); returns at once when `num_splits <= 1`.
+pub fn mla_combine_launch(batch: i32, heads: i32) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (heads as u32, batch as u32, 1),
+        block_dim: (128, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn params_match_c_layout() {
+        assert_eq!(std::mem::size_of::<MlaCacheWriteParams>(), 64);
+        assert_eq!(std::mem::size_of::<MlaBuildKParams>(), 64);
+        assert_eq!(std::mem::size_of::<MlaDecodeParams>(), 104);
+        assert_eq!(std::mem::offset_of!(MlaDecodeParams, o), 72);
+        assert_eq!(std::mem::offset_of!(MlaDecodeParams, num_splits), 96);
+        assert_eq!(std::mem::offset_of!(MlaCacheWriteParams, k_pe), 16);
+        assert_eq!(std::mem::offset_of!(MlaBuildKParams, k_out), 32);
+        assert_eq!(std::mem::size_of::<MlaCombineParams>(), 40);
+    }
+
+    #[test]
+    fn smem_matches_kernel_shapes() {
+        // attn::MlaShape<4, 2, 32, 3> and <1, 4, 64, 2> in mla.cu.
+        assert_eq!(MLA_DECODE_M64.smem_bytes(), 193_024);
+        assert_eq!(MLA_DECODE_M16.smem_bytes(), 171_008);
+    }
+
+    #[test]
+    fn splits() {
+        assert_eq!(mla_num_splits(64, 128, 4096, 132), 1);
+        assert!(mla_num_splits(1, 128, 4096, 132) > 32);
+        assert_eq!(mla_select(16), MLA_DECODE_M16);
+        assert_eq!(mla_select(128), MLA_DECODE_M64);
+        assert_eq!(mla_scratch_bytes(2, 16, 512, 3), 2 * 16 * 3 * 513 * 4);
+    }
+}
