@@ -234,6 +234,38 @@ static void batch_poison(Batch& b, const Model& m) {
     CK(cudaMemset(b.total, 0x7f, 4));
 }
 
+static MoeGemmParams gemm13_params(const Batch& b, const Model& m) {
+    MoeGemmParams g1{};
+    g1.a = b.x;
+    g1.a_ld = b.x_ld;
+    g1.a_rows_are_tokens = 1;
+    g1.top_k = m.top_k;
+    g1.sorted_slots = b.sorted;
+    g1.block_expert = b.block_expert;
+    g1.total_padded = b.total;
+    g1.w = m.w13;
+    g1.w_expert_stride = (long long)2 * m.inter * m.hidden;
+    g1.n = 2 * m.inter;
+    g1.k = m.hidden;
+    g1.c = b.h13;
+    g1.c_ld = 2 * m.inter;
+    g1.max_blocks_m = (int)b.max_blocks;
+    return g1;
+}
+static MoeGemmParams gemm2_params(const Batch& b, const Model& m) {
+    MoeGemmParams g2 = gemm13_params(b, m);
+    g2.a = b.act;
+    g2.a_ld = m.inter;
+    g2.a_rows_are_tokens = 0;
+    g2.w = m.w2;
+    g2.w_expert_stride = (long long)m.hidden * m.inter;
+    g2.n = m.hidden;
+    g2.k = m.inter;
+    g2.c = b.c2;
+    g2.c_ld = m.hidden;
+    return g2;
+}
+
 // The five launches. `ev` (6 events) brackets each stage when given.
 static void run_pipeline(const Batch& b, const Model& m, cudaStream_t st, cudaEvent_t* ev = nullptr) {
     auto mark = [&](int i) {
@@ -257,21 +289,7 @@ static void run_pipeline(const Batch& b, const Model& m, cudaStream_t st, cudaEv
     CK(cudaGetLastError());
     mark(1);
 
-    MoeGemmParams g1{};
-    g1.a = b.x;
-    g1.a_ld = b.x_ld;
-    g1.a_rows_are_tokens = 1;
-    g1.top_k = m.top_k;
-    g1.sorted_slots = b.sorted;
-    g1.block_expert = b.block_expert;
-    g1.total_padded = b.total;
-    g1.w = m.w13;
-    g1.w_expert_stride = (long long)2 * m.inter * m.hidden;
-    g1.n = 2 * m.inter;
-    g1.k = m.hidden;
-    g1.c = b.h13;
-    g1.c_ld = 2 * m.inter;
-    g1.max_blocks_m = (int)b.max_blocks;
+    const MoeGemmParams g1 = gemm13_params(b, m);
     g.fn<<<dim3((g1.n + g.bn - 1) / g.bn, (unsigned)b.max_blocks), g.threads, g.smem, st>>>(g1);
     CK(cudaGetLastError());
     mark(2);
@@ -280,16 +298,7 @@ static void run_pipeline(const Batch& b, const Model& m, cudaStream_t st, cudaEv
     CK(cudaGetLastError());
     mark(3);
 
-    MoeGemmParams g2 = g1;
-    g2.a = b.act;
-    g2.a_ld = m.inter;
-    g2.a_rows_are_tokens = 0;
-    g2.w = m.w2;
-    g2.w_expert_stride = (long long)m.hidden * m.inter;
-    g2.n = m.hidden;
-    g2.k = m.inter;
-    g2.c = b.c2;
-    g2.c_ld = m.hidden;
+    const MoeGemmParams g2 = gemm2_params(b, m);
     g.fn<<<dim3((g2.n + g.bn - 1) / g.bn, (unsigned)b.max_blocks), g.threads, g.smem, st>>>(g2);
     CK(cudaGetLastError());
     mark(4);
@@ -581,8 +590,88 @@ static void check_graph(const Model& m, int tokens, int bm, cudaStream_t st) {
     batch_free(b);
 }
 
+// ---------------------------------------------------------------- config sweep (argument "sweep")
+template <class Cfg, int MIN_BLOCKS>
+__global__ void __launch_bounds__(Cfg::THREADS, MIN_BLOCKS) gemm_variant(const MoeGemmParams p) {
+    moe_gemm_body<Cfg>(p);
+}
+struct Variant {
+    const char* name;
+    GemmEntry e;
+};
+template <class Cfg, int MIN_BLOCKS>
+static Variant variant(const char* name) {
+    CK(cudaFuncSetAttribute(gemm_variant<Cfg, MIN_BLOCKS>, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::SMEM_BYTES));
+    return {name, {gemm_variant<Cfg, MIN_BLOCKS>, Cfg::BM, Cfg::BN, Cfg::THREADS, Cfg::SMEM_BYTES}};
+}
+
+static float time_gemm(const GemmEntry& g, const MoeGemmParams& p, long long blocks, cudaStream_t st, void* flush,
+                       size_t flush_bytes) {
+    cudaEvent_t e0, e1;
+    CK(cudaEventCreate(&e0));
+    CK(cudaEventCreate(&e1));
+    std::vector<float> v;
+    for (int it = 0; it < 13; ++it) {
+        CK(cudaMemsetAsync(flush, it, flush_bytes, st));
+        CK(cudaEventRecord(e0, st));
+        g.fn<<<dim3((p.n + g.bn - 1) / g.bn, (unsigned)blocks), g.threads, g.smem, st>>>(p);
+        CK(cudaEventRecord(e1, st));
+        CK(cudaStreamSynchronize(st));
+        float ms;
+        CK(cudaEventElapsedTime(&ms, e0, e1));
+        if (it >= 3) v.push_back(ms * 1000.f);
+    }
+    CK(cudaGetLastError());
+    CK(cudaEventDestroy(e0));
+    CK(cudaEventDestroy(e1));
+    return median(v);
+}
+
+static void sweep(Model& m, cudaStream_t st, void* flush, size_t flush_bytes) {
+    std::vector<Variant> vs = {
+        variant<MoeGemmConfig<16, 32, 1, 1, 4, 8>, 4>("m16_n32_k4_s8"),
+        variant<MoeGemmConfig<16, 32, 1, 1, 2, 8>, 4>("m16_n32_k2_s8"),
+        variant<MoeGemmConfig<16, 32, 1, 1, 2, 6>, 6>("m16_n32_k2_s6"),
+        variant<MoeGemmConfig<64, 128, 2, 2, 1, 4>, 2>("m64_n128_2x2_s4"),
+        variant<MoeGemmConfig<64, 256, 1, 4, 1, 3>, 1>("m64_n256_1x4_s3"),
+        variant<MoeGemmConfig<64, 256, 2, 4, 1, 3>, 1>("m64_n256_2x4_s3"),
+        variant<MoeGemmConfig<64, 256, 2, 4, 1, 4>, 1>("m64_n256_2x4_s4"),
+        variant<MoeGemmConfig<128, 128, 2, 4, 1, 3>, 2>("m128_n128_2x4_s3"),
+        variant<MoeGemmConfig<128, 128, 2, 2, 1, 3>, 2>("m128_n128_2x2_s3"),
+        variant<MoeGemmConfig<128, 256, 2, 4, 1, 3>, 1>("m128_n256_2x4_s3"),
+        variant<MoeGemmConfig<128, 256, 2, 4, 1, 4>, 1>("m128_n256_2x4_s4"),
+    };
+    for (int T : {1, 64, 4096}) {
+        for (int bm : {16, 64, 128}) {
+            if ((T < 4096) != (bm == 16)) continue;
+            Batch b;
+            batch_make(b, m, T, bm, 0, 0, false, ROUTE_UNIFORM, 99 + T);
+            batch_poison(b, m);
+            run_pipeline(b, m, st);
+            CK(cudaStreamSynchronize(st));
+            std::vector<char> touched(m.num_local, 0);
+            long long pairs = 0;
+            for (int id : b.ids) touched[id - m.expert_start] = 1, ++pairs;
+            const double gb = std::count(touched.begin(), touched.end(), 1) * m.expert_bytes() / 1e9;
+            const MoeGemmParams p13 = gemm13_params(b, m), p2 = gemm2_params(b, m);
+            for (const Variant& v : vs) {
+                if (v.e.bm != bm) continue;
+                const float t13 = time_gemm(v.e, p13, b.max_blocks, st, flush, flush_bytes);
+                const float t2 = time_gemm(v.e, p2, b.max_blocks, st, flush, flush_bytes);
+                const double fl13 = 2.0 * pairs * 2 * m.inter * m.hidden, fl2 = 2.0 * pairs * m.hidden * m.inter;
+                printf("sweep %-12s T=%-5d %-18s g13 %8.1f us %6.0f GB/s %6.1f TF | g2 %8.1f us %6.0f GB/s %6.1f TF\n",
+                       m.name.c_str(), T, v.name, t13, gb * 2 / 3 / (t13 * 1e-6), fl13 / t13 * 1e-6, t2,
+                       gb / 3 / (t2 * 1e-6), fl2 / t2 * 1e-6);
+                fflush(stdout);
+            }
+            batch_free(b);
+        }
+    }
+}
+
 int main(int argc, char** argv) {
     const bool quick = argc > 1 && strcmp(argv[1], "quick") == 0;
+    const bool do_sweep = argc > 1 && strcmp(argv[1], "sweep") == 0;
     cudaDeviceProp prop;
     CK(cudaGetDeviceProperties(&prop, 0));
     printf("device: %s, %d SMs, L2 %d MB\n", prop.name, prop.multiProcessorCount, prop.l2CacheSize >> 20);
@@ -592,6 +681,22 @@ int main(int argc, char** argv) {
     cudaStream_t st;
     CK(cudaStreamCreate(&st));
     const int all_bm[3] = {16, 64, 128};
+    if (do_sweep) {
+        size_t flush_bytes = 256u << 20;
+        void* flush;
+        CK(cudaMalloc(&flush, flush_bytes));
+        Model ds{"deepseek_v3", 256, 256, 0, 8, 7168, 2048, ACT_SILU};
+        ds.seed = 101;
+        model_alloc(ds);
+        sweep(ds, st, flush, flush_bytes);
+        model_free(ds);
+        Model qw{"qwen3_235b", 128, 128, 0, 8, 4096, 1536, ACT_SILU};
+        qw.seed = 102;
+        model_alloc(qw);
+        sweep(qw, st, flush, flush_bytes);
+        model_free(qw);
+        return 0;
+    }
 
     // ---- small and odd shapes, every block_m
     {
