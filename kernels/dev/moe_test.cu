@@ -1,7 +1,8 @@
 // Standalone test + timing harness for kernels/moe.cu (not built by build.rs).
 //
 //   nvcc -gencode=arch=compute_90a,code=sm_90a -O3 -std=c++17 -I kernels kernels/dev/moe_test.cu -o /tmp/t && /tmp/t
-//   (optional argument "quick": skips the real-model shapes and the timing table)
+//   (optional argument "quick": small shapes only, no timing; "sweep": times GEMM tile
+//   variants of the template on DeepSeek/Qwen decode and prefill, to pick the entries)
 //
 // Runs the whole pipeline align -> gemm13 -> act_mul -> gemm2 -> combine (act_mul is this
 // file's own copy of kernels/act.cu's math) on hashed random data (never zeros) with every
