@@ -4,3 +4,4 @@
 pub mod attn_decode;
 pub mod attn_prefill;
 pub mod mla;
+pub mod moe;

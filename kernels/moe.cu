@@ -1,0 +1,502 @@
+// Fused-MoE expert computation on one rank (the routed experts this rank owns).
+//
+// Math, for each token t with router choices (topk_ids[t, j], topk_weights[t, j]), j < k:
+//   y[t] = sum_{j : topk_ids[t,j] - e0 in [0, E_local)}
+//            topk_weights[t,j] * W2[e] . ( act(W13[e][0:I] . x[t]) * (W13[e][I:2I] . x[t]) )
+// with e = topk_ids[t,j] - e0. Choices of non-local experts add nothing: another rank owns
+// them and the engine all-reduces afterwards.
+//
+// Call sequence (one stream, graph-capturable: no host sync, every size is a worst case
+// known when the graph is captured; src/exec/cuda/kernels/moe.rs gives buffer sizes):
+//   1. moe_align    topk_ids -> slots (s = t*k + j) grouped by local expert, each expert's
+//                   group padded to a multiple of block_m; sorted_slots, block_expert,
+//                   slot_to_sorted, total_padded.
+//   2. moe_gemm_mBM h13[r] = x[sorted_slots[r] / k] . W13[e]^T   (gather from x, [*, 2I])
+//   3. act_mul      (kernels/act.cu) a[r] = act(h13[r, 0:I]) * h13[r, I:2I]       ([*, I])
+//   4. moe_gemm_mBM c2[r] = a[r] . W2[e]^T                        (rows already sorted)
+//   5. moe_combine  y[t] = sum_j w[t,j] * c2[slot_to_sorted[t*k+j]]
+//
+// Padding rows (sorted_slots[r] == -1) are never written by moe_gemm, so h13 / a / c2 hold
+// whatever was there before in those rows; moe_gemm reads an A row only when its slot is
+// >= 0 (padding rows of A are zero-filled in shared memory), and moe_combine reads only
+// real rows, so that garbage (even NaN) never reaches y.
+//
+// Dtypes: x, W13, W2, h13, a, c2, y bf16; topk_weights fp32; accumulation fp32 (mma.sync
+// m16n8k16 bf16 -> fp32); one rounding per stored value (h13, c2, y).
+//
+// Cost per layer, R = number of local (token, expert) pairs, U = distinct local experts
+// touched: FLOPs 2*R*3*H*I (plus padding rows' wasted MMA work, at most E_local*(BM-1)
+// rows); weight bytes U*3*H*I*2 (decode: these dominate, the goal is HBM bandwidth);
+// activation bytes ~ R*(H + 2I + I + H)*2.
+//
+// Launch shapes (see the *_launch functions in moe.rs):
+//   moe_align   grid E_local, 512 threads, smem 4*E_local bytes.
+//   moe_gemm_m* grid (ceil(n/BN), max_blocks_m), config per entry below; blocks past
+//               total_padded exit at once.
+//   moe_combine grid tokens, 256 threads.
+//
+// GEMM versions (one template, three entries; the Rust side picks by tokens*k/E):
+//   moe_gemm_m16   BM 16, BN 32, BK 64, 4 warps splitting K inside each 64-wide tile, 8
+//                  stages: decode; each expert has a handful of rows, the kernel streams
+//                  weights, many small CTAs keep every SM's loads in flight.
+//   moe_gemm_m64   BM 64, BN 128, 4 warps (2x2, warp tile 32x64), 4 stages: mid-size.
+//   moe_gemm_m128  BM 128, BN 128, 4 warps (2x2, warp tile 64x64), 3 stages, 2 CTAs/SM:
+//                  prefill.
+// Measured on H200 (kernels/dev/moe_test.cu sweep): decode streams the touched weights at
+// 3.4-4.4 TB/s; prefill GEMMs reach 240-300 TFLOP/s of useful work (about 400 issued,
+// counting padding rows), which is near what mma.sync sustains on Hopper: 128x256 tiles,
+// 8-warp 64x32 tiles, 4 stages and the grouped raster below all landed within 10% of each
+// other. Going further needs wgmma + TMA (a different kernel), not a retune.
+// All: cp.async 16-byte copies into XOR-swizzled shared tiles (ldmatrix conflict-free),
+// multi-stage pipeline, ldmatrix.x4 fragments, mma.sync.m16n8k16 bf16.
+#include "common.cuh"
+
+// ------------------------------------------------------------------------------------
+// Params (mirrored in src/exec/cuda/kernels/moe.rs; keep field order and padding).
+
+struct MoeAlignParams {
+    const int* topk_ids;     // [tokens, top_k] global expert ids
+    int tokens;
+    int top_k;
+    int expert_start;        // first global expert id owned by this rank
+    int num_local_experts;
+    int block_m;             // rows per GEMM m-block (16, 64 or 128: the gemm entry used)
+    int pad0;
+    int* sorted_slots;       // [max_sorted] slot index t*k+j, or -1 for padding
+    int* block_expert;       // [max_sorted / block_m] local expert of each m-block, or -1
+    int* slot_to_sorted;     // [tokens * top_k] sorted position, or -1 when not local
+    int* total_padded;       // [1] number of sorted rows in use (multiple of block_m)
+    int max_sorted;          // capacity of sorted_slots (moe_max_sorted), multiple of block_m
+    int pad1;
+};
+
+struct MoeGemmParams {
+    const bf16* a;           // A rows: x [tokens, a_ld] or sorted activations [max_sorted, a_ld]
+    int a_ld;
+    int a_rows_are_tokens;   // 1: A row of sorted row r is a[sorted_slots[r] / top_k]; 0: a[r]
+    int top_k;
+    int pad0;
+    const int* sorted_slots;
+    const int* block_expert;
+    const int* total_padded;
+    const bf16* w;           // [E_local, n, k] row-major ([out, in] per expert)
+    long long w_expert_stride;  // elements between consecutive experts' matrices
+    int n;                   // output features (any value, masked)
+    int k;                   // input features, multiple of 8
+    bf16* c;                 // [max_sorted, c_ld], sorted order; padding rows not written
+    int c_ld;
+    int max_blocks_m;        // gridDim.y
+};
+
+struct MoeCombineParams {
+    const bf16* c2;          // [max_sorted, c2_ld] expert outputs in sorted order
+    int c2_ld;
+    int pad0;
+    const int* slot_to_sorted;  // [tokens * top_k]
+    const float* topk_weights;  // [tokens, top_k]
+    int tokens;
+    int top_k;               // at most MOE_MAX_TOP_K
+    int hidden;
+    int pad1;
+    bf16* y;                 // [tokens, y_ld]
+    int y_ld;
+    int accumulate;          // 1: y += routed sum; 0: y = routed sum
+};
+
+#define MOE_ALIGN_THREADS 512
+#define MOE_COMBINE_THREADS 256
+#define MOE_MAX_TOP_K 32
+#define MOE_GROUP_M 8
+
+// ------------------------------------------------------------------------------------
+// moe_align: one CTA per local expert. Every CTA counts all experts (cheap: topk_ids is
+// T*k ints, L2-resident) so it knows its own offset without a second launch or a grid
+// barrier; then it scans the slots in order and writes its own group, which makes the
+// order inside each group the slot order, independent of scheduling.
+
+__device__ __forceinline__ int block_sum_int(int v, int* scratch) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    __syncthreads();
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    v = lane < nwarps ? scratch[lane] : 0;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+extern "C" __global__ void __launch_bounds__(MOE_ALIGN_THREADS) moe_align(const MoeAlignParams p) {
+    extern __shared__ int s_count[];  // [num_local_experts]
+    __shared__ int s_scratch[32];
+    __shared__ int s_warp_count[MOE_ALIGN_THREADS / 32];
+
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int num_local = p.num_local_experts, me = blockIdx.x, bm = p.block_m;
+    const int slots = p.tokens * p.top_k;
+    const int nchunks = (slots + blockDim.x - 1) / blockDim.x;
+
+    for (int e = tid; e < num_local; e += blockDim.x) s_count[e] = 0;
+    __syncthreads();
+
+    // Pass 1: per-expert counts. Lanes holding the same expert add once per warp.
+    for (int chunk = 0; chunk < nchunks; ++chunk) {
+        const int slot = chunk * blockDim.x + tid;
+        int local = -1;
+        if (slot < slots) {
+            local = p.topk_ids[slot] - p.expert_start;
+            if (local < 0 || local >= num_local) local = -1;
+        }
+        const unsigned peers = __match_any_sync(0xffffffffu, local);
+        if (local >= 0 && lane == __ffs(peers) - 1) atomicAdd(&s_count[local], __popc(peers));
+        // Non-local slots get -1; chunks are shared out round-robin over the CTAs.
+        if (slot < slots && local < 0 && chunk % gridDim.x == me) p.slot_to_sorted[slot] = -1;
+    }
+    __syncthreads();
+
+    // Offsets: my group starts after the padded groups of experts < me.
+    int before = 0, all = 0;
+    for (int e = tid; e < num_local; e += blockDim.x) {
+        const int padded = (s_count[e] + bm - 1) / bm * bm;
+        all += padded;
+        if (e < me) before += padded;
+    }
+    const int offset = block_sum_int(before, s_scratch);
+    const int total = block_sum_int(all, s_scratch);
+    const int my_count = s_count[me];
+    const int my_padded = (my_count + bm - 1) / bm * bm;
+
+    if (me == 0 && tid == 0) p.total_padded[0] = total;
+    for (int b = offset / bm + tid; b < (offset + my_padded) / bm; b += blockDim.x) p.block_expert[b] = me;
+    for (int r = offset + my_count + tid; r < offset + my_padded; r += blockDim.x) p.sorted_slots[r] = -1;
+    // The unused tail (past total) is shared out over the CTAs.
+    const int max_blocks = p.max_sorted / bm;
+    for (int b = total / bm + me * blockDim.x + tid; b < max_blocks; b += gridDim.x * blockDim.x)
+        p.block_expert[b] = -1;
+    for (int r = total + me * blockDim.x + tid; r < p.max_sorted; r += gridDim.x * blockDim.x)
+        p.sorted_slots[r] = -1;
+
+    // Pass 2: my slots in slot order. `placed` is block-uniform, so the early exit is too.
+    int placed = 0;
+    for (int chunk = 0; chunk < nchunks && placed < my_count; ++chunk) {
+        const int slot = chunk * blockDim.x + tid;
+        const bool mine = slot < slots && p.topk_ids[slot] - p.expert_start == me;
+        const unsigned ballot = __ballot_sync(0xffffffffu, mine);
+        if (lane == 0) s_warp_count[warp] = __popc(ballot);
+        __syncthreads();
+        int warp_base = 0, chunk_total = 0;
+        for (int w = 0; w < (int)(blockDim.x >> 5); ++w) {
+            const int c = s_warp_count[w];
+            warp_base += w < warp ? c : 0;
+            chunk_total += c;
+        }
+        if (mine) {
+            const int pos = offset + placed + warp_base + __popc(ballot & ((1u << lane) - 1u));
+            p.sorted_slots[pos] = slot;
+            p.slot_to_sorted[slot] = pos;
+        }
+        placed += chunk_total;
+        __syncthreads();  // s_warp_count is rewritten by the next chunk
+    }
+}
+
+// ------------------------------------------------------------------------------------
+// moe_gemm: grouped GEMM over m-blocks, each block a single expert.
+
+__device__ __forceinline__ void cp_async16(void* smem_dst, const void* gmem_src, bool valid) {
+    const unsigned dst = (unsigned)__cvta_generic_to_shared(smem_dst);
+    const int src_bytes = valid ? 16 : 0;  // 0: the 16 bytes are zero-filled, nothing is read
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(gmem_src), "r"(src_bytes));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* smem_src) {
+    const unsigned addr = (unsigned)__cvta_generic_to_shared(smem_src);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr));
+}
+
+__device__ __forceinline__ void mma_bf16_16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// Tiles are BK = 64 bf16 wide: one 128-byte row = 8 chunks of 16 bytes. Chunk c of row r
+// lives at chunk c ^ (r & 7), so the 8 rows an ldmatrix phase reads hit 8 distinct bank
+// groups, and a warp's cp.async stores (4 full rows) stay conflict-free too.
+__device__ __forceinline__ int swz(int row, int chunk) { return row * 64 + ((chunk ^ (row & 7)) << 3); }
+
+template <int BM_, int BN_, int WARPS_M_, int WARPS_N_, int WARPS_K_, int STAGES_>
+struct MoeGemmConfig {
+    static constexpr int BM = BM_, BN = BN_, BK = 64;
+    static constexpr int WARPS_M = WARPS_M_, WARPS_N = WARPS_N_, WARPS_K = WARPS_K_, STAGES = STAGES_;
+    static constexpr int THREADS = 32 * WARPS_M * WARPS_N * WARPS_K;
+    static constexpr int WM = BM / WARPS_M, WN = BN / WARPS_N;
+    static constexpr int MI = WM / 16, NI = WN / 8;
+    static constexpr int K_STEPS = BK / 16 / WARPS_K;  // k16 steps per warp per tile
+    static constexpr int A_CHUNKS = BM * BK / 8 / THREADS, B_CHUNKS = BN * BK / 8 / THREADS;
+    static constexpr int STAGE_ELEMS = (BM + BN) * BK;
+    static constexpr int PIPE_BYTES = STAGES * STAGE_ELEMS * 2;
+    static constexpr int REDUCE_BYTES = (WARPS_K - 1) * WARPS_M * WARPS_N * MI * NI * 4 * 32 * 4;
+    static constexpr int SMEM_BYTES = PIPE_BYTES > REDUCE_BYTES ? PIPE_BYTES : REDUCE_BYTES;
+    static_assert(BM % (16 * WARPS_M) == 0 && BN % (16 * WARPS_N) == 0, "warp tile must be 16-aligned");
+    static_assert(NI % 2 == 0, "B fragments load two n8 tiles per ldmatrix.x4");
+    static_assert((BK / 16) % WARPS_K == 0, "K split must divide the k16 steps of a tile");
+    static_assert(BM * BK / 8 % THREADS == 0 && BN * BK / 8 % THREADS == 0, "whole chunks per thread");
+    static_assert(THREADS % 8 == 0, "a thread keeps one chunk column across its rows");
+};
+
+template <class Cfg>
+__device__ __forceinline__ void moe_gemm_body(const MoeGemmParams& p) {
+    constexpr int BM = Cfg::BM, BN = Cfg::BN, BK = Cfg::BK, STAGES = Cfg::STAGES, MI = Cfg::MI, NI = Cfg::NI;
+    extern __shared__ __align__(128) unsigned char smem_raw[];
+    __shared__ int s_row_slot[BM];
+    bf16* smem = reinterpret_cast<bf16*>(smem_raw);
+
+    // CTA raster. The hardware dispatches CTAs roughly in linear order; walking a group of
+    // MOE_GROUP_M m-blocks across all n-tiles before the next group means an expert's weight
+    // tile is read by all of its m-blocks at about the same time (one HBM read, then L2
+    // hits), and the group's A rows stay in L2 across n-tiles. Plain (x = n, y = m) order
+    // re-reads every weight tile from HBM for each m-block of a large expert.
+    const int n_tiles = gridDim.x, m_blocks = gridDim.y;
+    const int linear = blockIdx.y * n_tiles + blockIdx.x;
+    const int group = linear / (MOE_GROUP_M * n_tiles);
+    const int group_first = group * MOE_GROUP_M;
+    const int group_rows = min(MOE_GROUP_M, m_blocks - group_first);
+    const int in_group = linear - group_first * n_tiles;
+    const int m_block = group_first + in_group % group_rows, n_block = in_group / group_rows;
+    if (m_block * BM >= p.total_padded[0]) return;
+    const int expert = p.block_expert[m_block];
+    if (expert < 0) return;
+
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int warp_k = warp / (Cfg::WARPS_M * Cfg::WARPS_N);
+    const int warp_mn = warp % (Cfg::WARPS_M * Cfg::WARPS_N);
+    const int warp_m = warp_mn / Cfg::WARPS_N, warp_n = warp_mn % Cfg::WARPS_N;
+    const int row0 = m_block * BM;
+
+    for (int r = tid; r < BM; r += Cfg::THREADS) s_row_slot[r] = p.sorted_slots[row0 + r];
+
+    // Each thread copies the same chunk column of fixed rows in every k-tile. A rows are
+    // gathered, so keep their source row (-1: padding, zero-filled); B rows are consecutive,
+    // so one base pointer serves all of a thread's rows. Few live registers either way.
+    const int chunk_col = tid & 7, thread_row = tid >> 3;
+    constexpr int ROW_STEP = Cfg::THREADS / 8;
+    int a_row[Cfg::A_CHUNKS];
+#pragma unroll
+    for (int i = 0; i < Cfg::A_CHUNKS; ++i) {
+        const int r = thread_row + i * ROW_STEP;
+        const int slot = p.sorted_slots[row0 + r];
+        a_row[i] = slot < 0 ? -1 : (p.a_rows_are_tokens ? slot / p.top_k : row0 + r);
+    }
+    const int n_first = n_block * BN + thread_row;
+    const bf16* b_base = p.w + expert * p.w_expert_stride + (long long)n_first * p.k + chunk_col * 8;
+
+    auto load_tile = [&](int stage, int k_tile) {
+        bf16* sa = smem + stage * Cfg::STAGE_ELEMS;
+        bf16* sb = sa + BM * BK;
+        const int k0 = k_tile * BK;
+        const bool k_ok = k0 + chunk_col * 8 < p.k;  // k % 8 == 0: chunks are all in or all out
+#pragma unroll
+        for (int i = 0; i < Cfg::A_CHUNKS; ++i) {
+            const bool ok = a_row[i] >= 0 && k_ok;
+            const bf16* src = ok ? p.a + (long long)a_row[i] * p.a_ld + k0 + chunk_col * 8 : p.a;
+            cp_async16(sa + swz(thread_row + i * ROW_STEP, chunk_col), src, ok);
+        }
+#pragma unroll
+        for (int i = 0; i < Cfg::B_CHUNKS; ++i) {
+            const bool ok = n_first + i * ROW_STEP < p.n && k_ok;
+            const bf16* src = ok ? b_base + (long long)i * ROW_STEP * p.k + k0 : p.w;
+            cp_async16(sb + swz(thread_row + i * ROW_STEP, chunk_col), src, ok);
+        }
+    };
+
+    float acc[MI][NI][4];
+#pragma unroll
+    for (int mi = 0; mi < MI; ++mi)
+#pragma unroll
+        for (int ni = 0; ni < NI; ++ni)
+#pragma unroll
+            for (int q = 0; q < 4; ++q) acc[mi][ni][q] = 0.f;
+
+    const int k_tiles = (p.k + BK - 1) / BK;
+#pragma unroll
+    for (int s = 0; s < STAGES - 1; ++s) {
+        if (s < k_tiles) load_tile(s, s);
+        cp_async_commit();
+    }
+
+    for (int kt = 0; kt < k_tiles; ++kt) {
+        cp_async_wait<STAGES - 2>();
+        __syncthreads();  // tile kt visible to all; the stage refilled below was drained at kt-1
+        {
+            const int next = kt + STAGES - 1;
+            if (next < k_tiles) load_tile(next % STAGES, next);
+            cp_async_commit();
+        }
+        const bf16* sa = smem + (kt % STAGES) * Cfg::STAGE_ELEMS;
+        const bf16* sb = sa + BM * BK;
+#pragma unroll
+        for (int ks = 0; ks < Cfg::K_STEPS; ++ks) {
+            const int kk = ks * Cfg::WARPS_K + warp_k;  // k16 step inside the tile
+            uint32_t af[MI][4];
+            uint32_t bfr[NI][2];
+#pragma unroll
+            for (int mi = 0; mi < MI; ++mi) {
+                const int r = warp_m * Cfg::WM + mi * 16 + (lane & 15);
+                ldmatrix_x4(af[mi], sa + swz(r, kk * 2 + (lane >> 4)));
+            }
+#pragma unroll
+            for (int nj = 0; nj < NI / 2; ++nj) {
+                const int r = warp_n * Cfg::WN + nj * 16 + (lane & 7) + ((lane >> 4) << 3);
+                uint32_t t[4];
+                ldmatrix_x4(t, sb + swz(r, kk * 2 + ((lane >> 3) & 1)));
+                bfr[2 * nj][0] = t[0];
+                bfr[2 * nj][1] = t[1];
+                bfr[2 * nj + 1][0] = t[2];
+                bfr[2 * nj + 1][1] = t[3];
+            }
+#pragma unroll
+            for (int mi = 0; mi < MI; ++mi)
+#pragma unroll
+                for (int ni = 0; ni < NI; ++ni) mma_bf16_16816(acc[mi][ni], af[mi], bfr[ni][0], bfr[ni][1]);
+        }
+    }
+    cp_async_wait<0>();
+
+    if constexpr (Cfg::WARPS_K > 1) {
+        // Warps that split K hand their partial tiles to warp_k == 0 through shared memory
+        // (the pipeline buffers are free now). Layout [partial][value][lane]: conflict-free.
+        __syncthreads();
+        float* red = reinterpret_cast<float*>(smem_raw);
+        constexpr int VALS = MI * NI * 4;
+        if (warp_k > 0) {
+            float* dst = red + ((warp_k - 1) * Cfg::WARPS_M * Cfg::WARPS_N + warp_mn) * VALS * 32;
+#pragma unroll
+            for (int mi = 0; mi < MI; ++mi)
+#pragma unroll
+                for (int ni = 0; ni < NI; ++ni)
+#pragma unroll
+                    for (int q = 0; q < 4; ++q) dst[((mi * NI + ni) * 4 + q) * 32 + lane] = acc[mi][ni][q];
+        }
+        __syncthreads();
+        if (warp_k > 0) return;
+#pragma unroll
+        for (int part = 0; part < Cfg::WARPS_K - 1; ++part) {
+            const float* src = red + (part * Cfg::WARPS_M * Cfg::WARPS_N + warp_mn) * VALS * 32;
+#pragma unroll
+            for (int mi = 0; mi < MI; ++mi)
+#pragma unroll
+                for (int ni = 0; ni < NI; ++ni)
+#pragma unroll
+                    for (int q = 0; q < 4; ++q) acc[mi][ni][q] += src[((mi * NI + ni) * 4 + q) * 32 + lane];
+        }
+    } else {
+        __syncthreads();  // s_row_slot written before the main loop; make the order explicit
+    }
+
+    // Epilogue: accumulator (row lane/4 [+8], cols 2*(lane%4) + {0,1}) -> bf16, real rows only.
+    const bool pair_ok = (p.c_ld % 2 == 0) && ((reinterpret_cast<uintptr_t>(p.c) & 3) == 0);
+#pragma unroll
+    for (int mi = 0; mi < MI; ++mi) {
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+            const int r = warp_m * Cfg::WM + mi * 16 + (lane >> 2) + half * 8;
+            if (s_row_slot[r] < 0) continue;
+            bf16* c_row = p.c + (long long)(row0 + r) * p.c_ld;
+#pragma unroll
+            for (int ni = 0; ni < NI; ++ni) {
+                const int col = n_block * BN + warp_n * Cfg::WN + ni * 8 + (lane & 3) * 2;
+                const float v0 = acc[mi][ni][half * 2], v1 = acc[mi][ni][half * 2 + 1];
+                if (pair_ok && col + 1 < p.n) {
+                    *reinterpret_cast<__nv_bfloat162*>(c_row + col) = __floats2bfloat162_rn(v0, v1);
+                } else {
+                    if (col < p.n) c_row[col] = to_bf16(v0);
+                    if (col + 1 < p.n) c_row[col + 1] = to_bf16(v1);
+                }
+            }
+        }
+    }
+}
+
+using MoeGemmM16 = MoeGemmConfig<16, 32, 1, 1, 4, 8>;
+using MoeGemmM64 = MoeGemmConfig<64, 128, 2, 2, 1, 4>;
+using MoeGemmM128 = MoeGemmConfig<128, 128, 2, 2, 1, 3>;
+
+extern "C" __global__ void __launch_bounds__(MoeGemmM16::THREADS, 4) moe_gemm_m16(const MoeGemmParams p) {
+    moe_gemm_body<MoeGemmM16>(p);
+}
+extern "C" __global__ void __launch_bounds__(MoeGemmM64::THREADS, 2) moe_gemm_m64(const MoeGemmParams p) {
+    moe_gemm_body<MoeGemmM64>(p);
+}
+extern "C" __global__ void __launch_bounds__(MoeGemmM128::THREADS, 2) moe_gemm_m128(const MoeGemmParams p) {
+    moe_gemm_body<MoeGemmM128>(p);
+}
+
+// ------------------------------------------------------------------------------------
+// moe_combine: one CTA per token; 8 bf16 per thread per step when layouts allow it.
+
+extern "C" __global__ void __launch_bounds__(MOE_COMBINE_THREADS) moe_combine(const MoeCombineParams p) {
+    __shared__ int s_pos[MOE_MAX_TOP_K];
+    __shared__ float s_w[MOE_MAX_TOP_K];
+    __shared__ int s_used;
+    const int t = blockIdx.x, tid = threadIdx.x;
+    if (tid == 0) {
+        // Compact to the local choices, keeping j order so the fp32 sum order is fixed.
+        int used = 0;
+        for (int j = 0; j < p.top_k; ++j) {
+            const int pos = p.slot_to_sorted[t * p.top_k + j];
+            if (pos >= 0) {
+                s_pos[used] = pos;
+                s_w[used] = p.topk_weights[t * p.top_k + j];
+                ++used;
+            }
+        }
+        s_used = used;
+    }
+    __syncthreads();
+    const int used = s_used;
+    bf16* y = p.y + (long long)t * p.y_ld;
+
+    const bool vec = p.hidden % 8 == 0 && p.c2_ld % 8 == 0 && p.y_ld % 8 == 0 &&
+                     ((reinterpret_cast<uintptr_t>(p.c2) | reinterpret_cast<uintptr_t>(p.y)) & 15) == 0;
+    if (vec) {
+        for (int h = tid * 8; h < p.hidden; h += MOE_COMBINE_THREADS * 8) {
+            float sum[8];
+            if (p.accumulate) {
+                const uint4 raw = *reinterpret_cast<const uint4*>(y + h);
+                const bf16* v = reinterpret_cast<const bf16*>(&raw);
+#pragma unroll
+                for (int q = 0; q < 8; ++q) sum[q] = to_f32(v[q]);
+            } else {
+#pragma unroll
+                for (int q = 0; q < 8; ++q) sum[q] = 0.f;
+            }
+            for (int j = 0; j < used; ++j) {
+                const uint4 raw = *reinterpret_cast<const uint4*>(p.c2 + (long long)s_pos[j] * p.c2_ld + h);
+                const bf16* v = reinterpret_cast<const bf16*>(&raw);
+                const float w = s_w[j];
+#pragma unroll
+                for (int q = 0; q < 8; ++q) sum[q] = fmaf(w, to_f32(v[q]), sum[q]);
+            }
+            uint4 out;
+            bf16* o = reinterpret_cast<bf16*>(&out);
+#pragma unroll
+            for (int q = 0; q < 8; ++q) o[q] = to_bf16(sum[q]);
+            *reinterpret_cast<uint4*>(y + h) = out;
+        }
+    } else {
+        for (int h = tid; h < p.hidden; h += MOE_COMBINE_THREADS) {
+            float sum = p.accumulate ? to_f32(y[h]) : 0.f;
+            for (int j = 0; j < used; ++j) sum = fmaf(s_w[j], to_f32(p.c2[(long long)s_pos[j] * p.c2_ld + h]), sum);
+            y[h] = to_bf16(sum);
+        }
+    }
+}

@@ -1,0 +1,387 @@
+//! Launch parameters and sizes for `kernels/moe.cu`: the routed experts a rank owns, as a
+//! fused-MoE pipeline of grouped GEMMs (bf16 in and out, fp32 accumulation).
+//!
+//! # Call sequence (one stream, graph-capturable)
+//!
+//! Sizes are worst cases fixed by the captured batch size `T`, never by the routing, so
+//! nothing is read back to the host. With `k = top_k`, `E = num_local_experts`, `e0` the
+//! first local expert id, `H` hidden, `I` the expert intermediate size (per rank, after any
+//! moe_tp split) and `bm = choose_block_m(T, k, num_experts)`:
+//!
+//! | buffer | dtype | elements |
+//! | --- | --- | --- |
+//! | `sorted_slots` | i32 | `S = moe_max_sorted(T, k, E, bm)` |
+//! | `block_expert` | i32 | `moe_max_blocks(T, k, E, bm)` = `S / bm` |
+//! | `slot_to_sorted` | i32 | `T * k` |
+//! | `total_padded` | i32 | 1 |
+//! | `h13` (gate ‖ up) | bf16 | `S * 2I` |
+//! | `act` | bf16 | `S * I` |
+//! | `c2` (expert outputs, sorted) | bf16 | `S * H` |
+//!
+//! 1. `moe_align` ([`MOE_ALIGN`], [`moe_align_launch`]): `topk_ids [T, k]` → the slots
+//!    `t*k + j` grouped by local expert in slot order, each group padded to a multiple of
+//!    `bm` (`sorted_slots`, `-1` for padding), `block_expert`, `slot_to_sorted`,
+//!    `total_padded`.
+//! 2. `moe_gemm_m{bm}` ([`moe_gemm_entry`], [`moe_gemm_launch`]) with `a = x` (`a_ld` = x's
+//!    row stride), `a_rows_are_tokens = 1`, `w = W13 [E, 2I, H]`, `w_expert_stride = 2I*H`,
+//!    `n = 2I`, `k = H`, `c = h13`, `c_ld = 2I`.
+//! 3. `act_mul` (kernels/act.cu) over all `S` rows of `h13` → `act`: `act(h13[r, 0:I]) *
+//!    h13[r, I:2I]` (SiLU for DeepSeek/Qwen/Sigma, GELU for Grok). Padding rows hold garbage
+//!    and produce garbage; nothing downstream reads them.
+//! 4. `moe_gemm_m{bm}` with `a = act`, `a_ld = I`, `a_rows_are_tokens = 0`,
+//!    `w = W2 [E, H, I]`, `w_expert_stride = H*I`, `n = H`, `k = I`, `c = c2`, `c_ld = H`.
+//! 5. `moe_combine` ([`MOE_COMBINE`], [`moe_combine_launch`]): `y[t] = (accumulate ? y[t] :
+//!    0) + Σ_j w[t,j] · c2[slot_to_sorted[t*k+j]]` over the local choices; under expert
+//!    parallelism the engine then all-reduces `y`.
+//!
+//! Both GEMMs must use the entry whose `block_m` was given to `moe_align`. Padding rows of
+//! `h13`, `act` and `c2` are never written; the GEMM zero-fills padding rows of A instead of
+//! reading them, so poisoned (NaN) buffers are fine.
+//!
+//! Before the first launch of a GEMM entry, raise its dynamic shared memory limit
+//! (`CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES`) to [`MoeGemmTile::smem_bytes`].
+
+use cudarc::driver::LaunchConfig;
+
+/// Threads per CTA of `moe_align` (`MOE_ALIGN_THREADS` in moe.cu).
+pub const MOE_ALIGN_THREADS: u32 = 512;
+/// Threads per CTA of `moe_combine` (`MOE_COMBINE_THREADS` in moe.cu).
+pub const MOE_COMBINE_THREADS: u32 = 256;
+/// Largest `top_k` `moe_combine` accepts (`MOE_MAX_TOP_K` in moe.cu).
+pub const MOE_MAX_TOP_K: usize = 32;
+/// CUDA's limit on `gridDim.y`, which carries the m-blocks of the GEMM.
+const MAX_GRID_Y: usize = 65_535;
+
+/// Mirrors `MoeAlignParams` in kernels/moe.cu (72 bytes).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct MoeAlignParams {
+    /// `[tokens, top_k]` i32 global expert ids.
+    pub topk_ids: u64,
+    pub tokens: i32,
+    pub top_k: i32,
+    /// First global expert id this rank owns.
+    pub expert_start: i32,
+    pub num_local_experts: i32,
+    /// 16, 64 or 128: the `block_m` of the GEMM entry that follows.
+    pub block_m: i32,
+    pub _pad0: i32,
+    /// `[max_sorted]` i32 out.
+    pub sorted_slots: u64,
+    /// `[max_sorted / block_m]` i32 out.
+    pub block_expert: u64,
+    /// `[tokens * top_k]` i32 out.
+    pub slot_to_sorted: u64,
+    /// `[1]` i32 out.
+    pub total_padded: u64,
+    /// [`moe_max_sorted`] for this batch.
+    pub max_sorted: i32,
+    pub _pad1: i32,
+}
+unsafe impl cudarc::driver::DeviceRepr for MoeAlignParams {}
+
+/// Mirrors `MoeGemmParams` in kernels/moe.cu (88 bytes).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct MoeGemmParams {
+    /// bf16 A rows: tokens (`a_rows_are_tokens = 1`) or sorted rows (0).
+    pub a: u64,
+    /// Row stride of `a` in elements, a multiple of 8.
+    pub a_ld: i32,
+    pub a_rows_are_tokens: i32,
+    pub top_k: i32,
+    pub _pad0: i32,
+    pub sorted_slots: u64,
+    pub block_expert: u64,
+    pub total_padded: u64,
+    /// bf16 `[E_local, n, k]` row-major.
+    pub w: u64,
+    /// Elements between consecutive experts in `w` (int64).
+    pub w_expert_stride: i64,
+    /// Output features; any value (masked).
+    pub n: i32,
+    /// Input features; a multiple of 8.
+    pub k: i32,
+    /// bf16 `[max_sorted, c_ld]`, sorted order; padding rows untouched.
+    pub c: u64,
+    pub c_ld: i32,
+    /// Grid height: [`moe_max_blocks`].
+    pub max_blocks_m: i32,
+}
+unsafe impl cudarc::driver::DeviceRepr for MoeGemmParams {}
+
+/// Mirrors `MoeCombineParams` in kernels/moe.cu (64 bytes).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct MoeCombineParams {
+    /// bf16 `[max_sorted, c2_ld]`.
+    pub c2: u64,
+    pub c2_ld: i32,
+    pub _pad0: i32,
+    /// i32 `[tokens * top_k]`.
+    pub slot_to_sorted: u64,
+    /// f32 `[tokens, top_k]`.
+    pub topk_weights: u64,
+    pub tokens: i32,
+    /// At most [`MOE_MAX_TOP_K`].
+    pub top_k: i32,
+    pub hidden: i32,
+    pub _pad1: i32,
+    /// bf16 `[tokens, y_ld]`.
+    pub y: u64,
+    pub y_ld: i32,
+    /// 1: `y += routed sum`; 0: `y = routed sum`.
+    pub accumulate: i32,
+}
+unsafe impl cudarc::driver::DeviceRepr for MoeCombineParams {}
+
+pub const MOE_ALIGN: (&str, &str) = ("moe", "moe_align");
+pub const MOE_GEMM_M16: (&str, &str) = ("moe", "moe_gemm_m16");
+pub const MOE_GEMM_M64: (&str, &str) = ("moe", "moe_gemm_m64");
+pub const MOE_GEMM_M128: (&str, &str) = ("moe", "moe_gemm_m128");
+pub const MOE_COMBINE: (&str, &str) = ("moe", "moe_combine");
+
+/// Shape errors caught before a launch (the kernels assume them and would read out of
+/// bounds or misalign their 16-byte copies otherwise).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MoeShapeError {
+    #[error("MoE GEMM block_m {0} has no kernel; use 16, 64 or 128 (choose_block_m picks one)")]
+    UnsupportedBlockM(usize),
+    #[error("MoE GEMM {what} = {value} must be a multiple of 8 (16-byte rows); pad the buffer or the model dimension")]
+    NotMultipleOf8 { what: &'static str, value: usize },
+    #[error("MoE GEMM needs {blocks} m-blocks, over CUDA's grid limit of 65535; split the batch or use a larger block_m")]
+    TooManyBlocks { blocks: usize },
+    #[error("MoE top_k {0} is over the kernels' limit of 32")]
+    TopKTooLarge(usize),
+}
+
+/// One GEMM entry's tile and launch shape (must match the `MoeGemmConfig` in moe.cu).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MoeGemmTile {
+    pub entry: (&'static str, &'static str),
+    pub block_m: usize,
+    pub block_n: usize,
+    pub threads: u32,
+    /// Dynamic shared memory per CTA (above 48 KiB: raise the function's limit first).
+    pub smem_bytes: u32,
+}
+
+/// The GEMM entry for `block_m`.
+pub fn moe_gemm_entry(block_m: usize) -> Result<MoeGemmTile, MoeShapeError> {
+    // Pipeline bytes = stages * (BM + BN) * 64 (BK) * 2 (bf16).
+    let tile = match block_m {
+        16 => MoeGemmTile {
+            entry: MOE_GEMM_M16,
+            block_m,
+            block_n: 32,
+            threads: 128,
+            smem_bytes: 8 * 48 * 128,
+        },
+        64 => MoeGemmTile {
+            entry: MOE_GEMM_M64,
+            block_m,
+            block_n: 128,
+            threads: 128,
+            smem_bytes: 4 * 192 * 128,
+        },
+        128 => MoeGemmTile {
+            entry: MOE_GEMM_M128,
+            block_m,
+            block_n: 128,
+            threads: 128,
+            smem_bytes: 3 * 256 * 128,
+        },
+        other => return Err(MoeShapeError::UnsupportedBlockM(other)),
+    };
+    Ok(tile)
+}
+
+/// Rows of the sorted buffers: every local (token, choice) pair plus, per expert that can be
+/// non-empty, up to `block_m - 1` padding rows. At most `min(E, T*k)` experts are non-empty,
+/// which keeps decode buffers (and the GEMM grid) small; at least one block so grids are
+/// never empty.
+pub fn moe_max_sorted(
+    tokens: usize,
+    top_k: usize,
+    num_local_experts: usize,
+    block_m: usize,
+) -> usize {
+    let slots = tokens * top_k;
+    let nonempty_groups = num_local_experts.min(slots);
+    let rows = slots + nonempty_groups * (block_m - 1);
+    rows.div_ceil(block_m).max(1) * block_m
+}
+
+/// m-blocks of the sorted buffers (`block_expert` length, GEMM grid height).
+pub fn moe_max_blocks(
+    tokens: usize,
+    top_k: usize,
+    num_local_experts: usize,
+    block_m: usize,
+) -> usize {
+    moe_max_sorted(tokens, top_k, num_local_experts, block_m) / block_m
+}
+
+/// `block_m` for a batch, from the expected rows per expert `T*k/num_experts`.
+/// `num_experts` is the model's routed expert count (not the local count: under expert
+/// parallelism an expert's expected load is the same, the rank just owns fewer experts).
+/// Few rows: 16, the weight-streaming decode kernel (its padding costs no HBM bytes, only
+/// tensor-core time that is free there). Up to ~96 rows: 64. More: 128, the prefill tile.
+pub fn choose_block_m(tokens: usize, top_k: usize, num_experts: usize) -> usize {
+    let rows_per_expert = (tokens * top_k) as f64 / num_experts.max(1) as f64;
+    if rows_per_expert <= 8.0 {
+        16
+    } else if rows_per_expert <= 96.0 {
+        64
+    } else {
+        128
+    }
+}
+
+/// One CTA per local expert (each counts all slots, then places its own group).
+pub fn moe_align_launch(num_local_experts: usize) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (num_local_experts.max(1) as u32, 1, 1),
+        block_dim: (MOE_ALIGN_THREADS, 1, 1),
+        shared_mem_bytes: (4 * num_local_experts) as u32,
+    }
+}
+
+/// Checks what the GEMM assumes: `k`, `a_ld` multiples of 8 and a grid height CUDA accepts.
+pub fn check_moe_gemm(k: usize, a_ld: usize, max_blocks_m: usize) -> Result<(), MoeShapeError> {
+    if !k.is_multiple_of(8) {
+        return Err(MoeShapeError::NotMultipleOf8 {
+            what: "k",
+            value: k,
+        });
+    }
+    if !a_ld.is_multiple_of(8) {
+        return Err(MoeShapeError::NotMultipleOf8 {
+            what: "a_ld",
+            value: a_ld,
+        });
+    }
+    if max_blocks_m > MAX_GRID_Y {
+        return Err(MoeShapeError::TooManyBlocks {
+            blocks: max_blocks_m,
+        });
+    }
+    Ok(())
+}
+
+/// Grid `(ceil(n / BN), max_blocks_m)`; blocks past `total_padded` exit at once.
+pub fn moe_gemm_launch(
+    block_m: usize,
+    n: usize,
+    max_blocks_m: usize,
+) -> Result<LaunchConfig, MoeShapeError> {
+    let tile = moe_gemm_entry(block_m)?;
+    if max_blocks_m > MAX_GRID_Y {
+        return Err(MoeShapeError::TooManyBlocks {
+            blocks: max_blocks_m,
+        });
+    }
+    Ok(LaunchConfig {
+        grid_dim: (
+            n.div_ceil(tile.block_n) as u32,
+            max_blocks_m.max(1) as u32,
+            1,
+        ),
+        block_dim: (tile.threads, 1, 1),
+        shared_mem_bytes: tile.smem_bytes,
+    })
+}
+
+/// One CTA per token.
+pub fn moe_combine_launch(tokens: usize, top_k: usize) -> Result<LaunchConfig, MoeShapeError> {
+    if top_k > MOE_MAX_TOP_K {
+        return Err(MoeShapeError::TopKTooLarge(top_k));
+    }
+    Ok(LaunchConfig {
+        grid_dim: (tokens.max(1) as u32, 1, 1),
+        block_dim: (MOE_COMBINE_THREADS, 1, 1),
+        shared_mem_bytes: 0,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn params_match_the_c_structs() {
+        // Offsets by hand from moe.cu: pointers 8-aligned, explicit pad fields.
+        assert_eq!(std::mem::size_of::<MoeAlignParams>(), 72);
+        assert_eq!(std::mem::size_of::<MoeGemmParams>(), 88);
+        assert_eq!(std::mem::size_of::<MoeCombineParams>(), 64);
+    }
+
+    #[test]
+    fn block_m_follows_rows_per_expert() {
+        // DeepSeek-V3 (256 experts, k 8): decode, mid, prefill.
+        assert_eq!(choose_block_m(1, 8, 256), 16);
+        assert_eq!(choose_block_m(64, 8, 256), 16);
+        assert_eq!(choose_block_m(1024, 8, 256), 64);
+        assert_eq!(choose_block_m(4096, 8, 256), 128);
+        // Grok-1 (8 experts, k 2): even a small batch fills blocks.
+        assert_eq!(choose_block_m(512, 2, 8), 128);
+    }
+
+    #[test]
+    fn decode_buffers_stay_small() {
+        // T = 1, k = 8, 256 experts: at most 8 non-empty groups of one 16-row block.
+        assert_eq!(moe_max_sorted(1, 8, 256, 16), 128);
+        assert_eq!(moe_max_blocks(1, 8, 256, 16), 8);
+    }
+
+    #[test]
+    fn bad_shapes_are_refused() {
+        assert_eq!(
+            moe_gemm_entry(32),
+            Err(MoeShapeError::UnsupportedBlockM(32))
+        );
+        assert!(check_moe_gemm(7168, 7168, 100).is_ok());
+        assert_eq!(
+            check_moe_gemm(100, 104, 1),
+            Err(MoeShapeError::NotMultipleOf8 {
+                what: "k",
+                value: 100
+            })
+        );
+        assert!(matches!(
+            moe_gemm_launch(16, 4096, 70_000),
+            Err(MoeShapeError::TooManyBlocks { .. })
+        ));
+        assert!(moe_combine_launch(4, 33).is_err());
+    }
+
+    #[test]
+    fn gemm_launch_covers_n() {
+        let cfg = moe_gemm_launch(128, 7168 + 8, 40).unwrap();
+        assert_eq!(cfg.grid_dim, (57, 40, 1));
+        assert_eq!(cfg.block_dim, (128, 1, 1));
+        assert_eq!(cfg.shared_mem_bytes, 98_304);
+    }
+
+    proptest! {
+        /// The sorted length the routing actually needs never exceeds the bound, and the
+        /// bound is a whole number of blocks.
+        #[test]
+        fn max_sorted_bounds_any_routing(
+            ids in proptest::collection::vec(0usize..40, 1..300),
+            num_local in 1usize..40,
+            block_m in prop_oneof![Just(16usize), Just(64), Just(128)],
+        ) {
+            let top_k = 1;
+            let mut counts = vec![0usize; num_local];
+            for &id in &ids {
+                if id < num_local { counts[id] += 1; }
+            }
+            let used: usize = counts.iter().map(|c| c.div_ceil(block_m) * block_m).sum();
+            let bound = moe_max_sorted(ids.len(), top_k, num_local, block_m);
+            prop_assert!(used <= bound);
+            prop_assert_eq!(bound % block_m, 0);
+        }
+    }
+}
