@@ -3,4 +3,6 @@
 pub mod check;
 pub mod cubins;
 pub mod device;
+pub mod gemm;
 pub mod kernels;
+pub mod memory;

@@ -1,0 +1,176 @@
+//! cuBLASLt GEMMs with descriptors, layouts and the chosen algorithm cached per shape
+//! (cudarc's safe wrapper rebuilds them and re-runs the heuristic on every call).
+//!
+//! Everything is row-major in fwdbench and column-major in cuBLAS, so `out = x . W^T`
+//! (`x [m, k]`, `W [n, k]`, `out [m, n]`) is issued as the column-major
+//! `out^T [n, m] = op(W) [n, k] . x^T [k, m]` with `op = T`: no copies, any row strides.
+//! bf16 inputs, fp32 accumulation and scale, bf16 or fp32 output, optional bias epilogue,
+//! strided batches (per-head matmuls of MLA's absorbed form).
+
+use std::collections::HashMap;
+use std::ffi::c_void;
+
+use anyhow::{anyhow, Context};
+use cudarc::cublaslt::result as lt;
+use cudarc::cublaslt::sys;
+use cudarc::driver::CudaStream;
+
+use super::memory::DeviceBuffer;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct GemmShape {
+    /// Rows of the row-major output (tokens).
+    pub m: usize,
+    /// Columns of the output.
+    pub n: usize,
+    pub k: usize,
+    /// Row strides (elements) of x, W and out.
+    pub ldx: usize,
+    pub ldw: usize,
+    pub ldo: usize,
+    /// `W` is `[n, k]` (used transposed, a Linear) when true, `[k, n]` when false.
+    pub w_is_n_by_k: bool,
+    pub out_f32: bool,
+    pub bias: bool,
+    /// Strided batch: (count, x stride, W stride, out stride) in elements.
+    pub batch: Option<(usize, usize, usize, usize)>,
+}
+
+struct Prepared {
+    desc: sys::cublasLtMatmulDesc_t,
+    layouts: [sys::cublasLtMatrixLayout_t; 3],
+    algo: sys::cublasLtMatmulAlgo_t,
+}
+
+impl Drop for Prepared {
+    fn drop(&mut self) {
+        // SAFETY: created in `prepare`, destroyed once here.
+        unsafe {
+            for l in self.layouts {
+                let _ = lt::destroy_matrix_layout(l);
+            }
+            let _ = lt::destroy_matmul_desc(self.desc);
+        }
+    }
+}
+
+pub struct Gemm {
+    handle: sys::cublasLtHandle_t,
+    workspace: DeviceBuffer,
+    cache: HashMap<GemmShape, Prepared>,
+}
+
+const WORKSPACE_BYTES: usize = 32 << 20;
+
+fn lt_err(e: cudarc::cublaslt::result::CublasError) -> anyhow::Error {
+    anyhow!("cuBLASLt: {e:?}")
+}
+
+impl Gemm {
+    pub fn new() -> anyhow::Result<Self> {
+        let handle = lt::create_handle().map_err(lt_err).context("creating the cuBLASLt handle")?;
+        Ok(Gemm { handle, workspace: DeviceBuffer::new(WORKSPACE_BYTES)?, cache: HashMap::new() })
+    }
+
+    fn prepare(&mut self, s: &GemmShape) -> anyhow::Result<&Prepared> {
+        if !self.cache.contains_key(s) {
+            let p = self.build(s).with_context(|| format!("no cuBLASLt algorithm for {s:?}"))?;
+            self.cache.insert(*s, p);
+        }
+        Ok(&self.cache[s])
+    }
+
+    fn build(&self, s: &GemmShape) -> anyhow::Result<Prepared> {
+        use sys::cudaDataType_t::{CUDA_R_16BF, CUDA_R_32F};
+        let out_type = if s.out_f32 { CUDA_R_32F } else { CUDA_R_16BF };
+        // SAFETY: plain descriptor calls with valid pointers to locals.
+        unsafe {
+            let desc = lt::create_matmul_desc(sys::cublasComputeType_t::CUBLAS_COMPUTE_32F, CUDA_R_32F).map_err(lt_err)?;
+            let trans_a = if s.w_is_n_by_k { sys::cublasOperation_t::CUBLAS_OP_T } else { sys::cublasOperation_t::CUBLAS_OP_N };
+            let set = |attr, v: *const c_void, size| lt::set_matmul_desc_attribute(desc, attr, v, size).map_err(lt_err);
+            set(sys::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_TRANSA, &trans_a as *const _ as _, 4)?;
+            if s.bias {
+                let epi = sys::cublasLtEpilogue_t::CUBLASLT_EPILOGUE_BIAS;
+                set(sys::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_EPILOGUE, &epi as *const _ as _, 4)?;
+                let bias_type = out_type;
+                set(sys::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type as *const _ as _, 4)?;
+            }
+            // Column-major: A = W (op T: stored k x n; op N: stored n x k), B = x^T (k x m), D = out^T (n x m).
+            let (a_rows, a_cols) = if s.w_is_n_by_k { (s.k, s.n) } else { (s.n, s.k) };
+            let a = lt::create_matrix_layout(CUDA_R_16BF, a_rows as u64, a_cols as u64, s.ldw as i64).map_err(lt_err)?;
+            let b = lt::create_matrix_layout(CUDA_R_16BF, s.k as u64, s.m as u64, s.ldx as i64).map_err(lt_err)?;
+            let d = lt::create_matrix_layout(out_type, s.n as u64, s.m as u64, s.ldo as i64).map_err(lt_err)?;
+            if let Some((count, sx, sw, so)) = s.batch {
+                for (layout, stride) in [(a, sw), (b, sx), (d, so)] {
+                    let count = count as i32;
+                    let stride = stride as i64;
+                    lt::set_matrix_layout_attribute(layout, sys::cublasLtMatrixLayoutAttribute_t::CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &count as *const _ as _, 4)
+                        .map_err(lt_err)?;
+                    lt::set_matrix_layout_attribute(
+                        layout,
+                        sys::cublasLtMatrixLayoutAttribute_t::CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET,
+                        &stride as *const _ as _,
+                        8,
+                    )
+                    .map_err(lt_err)?;
+                }
+            }
+            let pref = lt::create_matmul_pref().map_err(lt_err)?;
+            let ws = WORKSPACE_BYTES;
+            lt::set_matmul_pref_attribute(pref, sys::cublasLtMatmulPreferenceAttributes_t::CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws as *const _ as _, 8)
+                .map_err(lt_err)?;
+            let heuristic = lt::get_matmul_algo_heuristic(self.handle, desc, a, b, d, d, pref).map_err(lt_err);
+            let _ = lt::destroy_matmul_pref(pref);
+            Ok(Prepared { desc, layouts: [a, b, d], algo: heuristic?.algo })
+        }
+    }
+
+    /// Chooses (and caches) the algorithm ahead of a graph capture.
+    pub fn warm(&mut self, s: &GemmShape) -> anyhow::Result<()> {
+        self.prepare(s).map(|_| ())
+    }
+
+    /// `out = alpha * x . op(W) (+ bias)`; pointers are device addresses.
+    pub fn run(&mut self, stream: &CudaStream, s: &GemmShape, x: u64, w: u64, out: u64, bias: Option<u64>, alpha: f32) -> anyhow::Result<()> {
+        let handle = self.handle;
+        let ws = self.workspace.ptr;
+        let p = self.prepare(s)?;
+        let beta = 0f32;
+        // SAFETY: pointers come from live device buffers sized by the plan; layouts match.
+        unsafe {
+            if let Some(b) = bias {
+                lt::set_matmul_desc_attribute(p.desc, sys::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_BIAS_POINTER, &b as *const _ as _, 8)
+                    .map_err(lt_err)?;
+            }
+            lt::matmul(
+                handle,
+                p.desc,
+                &alpha as *const f32 as _,
+                &beta as *const f32 as _,
+                w as *const c_void,
+                p.layouts[0],
+                x as *const c_void,
+                p.layouts[1],
+                out as *const c_void,
+                p.layouts[2],
+                out as *mut c_void,
+                p.layouts[2],
+                &p.algo,
+                ws as *mut c_void,
+                WORKSPACE_BYTES,
+                stream.cu_stream() as _,
+            )
+            .map_err(lt_err)
+        }
+    }
+}
+
+impl Drop for Gemm {
+    fn drop(&mut self) {
+        self.cache.clear();
+        // SAFETY: the handle is destroyed once, after every descriptor.
+        unsafe {
+            let _ = lt::destroy_handle(self.handle);
+        }
+    }
+}
