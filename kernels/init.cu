@@ -102,9 +102,9 @@ __device__ __forceinline__ void fill_normal(const Params& p) {
          i += static_cast<long long>(gridDim.x) * blockDim.x) {
         const RowChunk rc = split_index(i, per_row, fits32);
         const long long r = rc.row, c0 = rc.chunk * 8;
-        const long long sr = p.src_row0 + r, sc = p.src_col0 + c0;
-        const unsigned long long index0 =
-            static_cast<unsigned long long>(p.transposed ? sc * p.src_ld + sr : sr * p.src_ld + sc);
+        // Unsigned (wrapping) index arithmetic, like the u64 indices of rng.rs.
+        const unsigned long long sr = p.src_row0 + r, sc = p.src_col0 + c0, src_ld = p.src_ld;
+        const unsigned long long index0 = p.transposed ? sc * src_ld + sr : sr * src_ld + sc;
         unsigned long long im = index0 * RNG_INDEX_MUL;
         const int n = static_cast<int>(min(8ll, p.cols - c0));
         T* d = p.dst + r * p.dst_ld + c0;
