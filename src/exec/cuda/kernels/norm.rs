@@ -25,7 +25,7 @@ pub struct RmsNormParams {
     pub _pad1: i32,
     /// bf16 `[cols]`.
     pub weight: u64,
-    /// bf16, may alias neither `x` nor `delta`.
+    /// bf16; may equal `x` (each thread reads a value before writing its output).
     pub out: u64,
     pub out_ld: i32,
     pub rows: i32,
