@@ -1,0 +1,64 @@
+// Strided bf16 copies.
+//
+//   gather_rows: dst[i, :] = src[rows_idx[i], :]   i < n_rows  (e.g. the last token of each
+//                sequence before the LM head)
+//   copy_2d:     dst[r, c] = src[r, c]             r < rows, c < cols (window copies that
+//                assemble concatenations, e.g. [q_nope | q_pe])
+// Widths are `cols` values; src_ld / dst_ld are row strides in elements. src and dst must
+// not overlap (src is read through the read-only cache).
+//
+// dtypes: bf16, bit-exact copies. Bytes per call: 4 * rows * cols (+4 per gathered row).
+// Launch: 1-D grid-stride over (row, 8-value chunk), 256 threads; 16-byte vectors when both
+// sides' rows are 16-byte aligned and cols % 8 == 0, 2-byte copies otherwise.
+#include "kern_util.cuh"
+
+struct GatherRowsParams {
+    const bf16* src;
+    int src_ld;
+    bf16* dst;
+    int dst_ld;
+    const int* rows_idx;
+    int n_rows;
+    int cols;
+};
+
+struct Copy2dParams {
+    const bf16* src;
+    int src_ld;
+    bf16* dst;
+    int dst_ld;
+    int rows;
+    int cols;
+};
+
+// Copies `rows` rows; `row_of(r)` maps a destination row to its source row.
+template <typename RowOf>
+__device__ __forceinline__ void copy_rows(const bf16* src, long long src_ld, bf16* dst, long long dst_ld, int rows,
+                                          int cols, RowOf row_of) {
+    const bool vec = (cols & 7) == 0 && rows_aligned16(src, src_ld) && rows_aligned16(dst, dst_ld);
+    const int width = vec ? 8 : 1;
+    const long long per_row = cols / width;
+    const long long total = static_cast<long long>(rows) * per_row;
+    const bool fits32 = total < (1ll << 32);
+    for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < total;
+         i += static_cast<long long>(gridDim.x) * blockDim.x) {
+        const RowChunk rc = split_index(i, per_row, fits32);
+        const long long c = rc.chunk * width;
+        const bf16* s = src + row_of(rc.row) * src_ld + c;
+        bf16* d = dst + rc.row * dst_ld + c;
+        if (vec)
+            *reinterpret_cast<uint4*>(d) = __ldg(reinterpret_cast<const uint4*>(s));
+        else
+            *d = *s;
+    }
+}
+
+extern "C" __global__ void gather_rows(const GatherRowsParams p) {
+    const int* idx = p.rows_idx;
+    copy_rows(p.src, p.src_ld, p.dst, p.dst_ld, p.n_rows, p.cols,
+              [idx](long long r) { return static_cast<long long>(__ldg(idx + r)); });
+}
+
+extern "C" __global__ void copy_2d(const Copy2dParams p) {
+    copy_rows(p.src, p.src_ld, p.dst, p.dst_ld, p.rows, p.cols, [](long long r) { return r; });
+}

@@ -1,0 +1,87 @@
+//! `kernels/misc.cu`: strided bf16 copies (`gather_rows`, `copy_2d`), plus the launch
+//! shape shared by every 1-D grid-stride kernel that walks (row, 8-value chunk) pairs
+//! (embed, act, init, misc, rope).
+
+use cudarc::driver::{DeviceRepr, LaunchConfig};
+
+/// Threads per block of the chunk-walking kernels.
+pub const CHUNK_THREADS: u32 = 256;
+/// Grid cap for those kernels: beyond it the grid-stride loop covers the rest, so the
+/// cap only bounds block-scheduling overhead (the H200 holds ~1000 such blocks at once).
+pub const MAX_CHUNK_BLOCKS: u64 = 32768;
+
+/// One thread per `work_items` item, 256 threads per block, capped grid.
+pub fn grid_stride_launch(work_items: u64) -> LaunchConfig {
+    let blocks = work_items.div_ceil(u64::from(CHUNK_THREADS)).clamp(1, MAX_CHUNK_BLOCKS);
+    LaunchConfig { grid_dim: (blocks as u32, 1, 1), block_dim: (CHUNK_THREADS, 1, 1), shared_mem_bytes: 0 }
+}
+
+/// Launch shape for a kernel walking `rows` rows of `cols` values in chunks of 8 (what it
+/// uses when rows are 16-byte aligned; otherwise it walks single values with the same grid).
+pub fn chunked_launch(rows: usize, cols: usize) -> LaunchConfig {
+    grid_stride_launch((rows as u64).saturating_mul((cols as u64).div_ceil(8)))
+}
+
+/// `dst[i, :] = src[rows_idx[i], :]` for `i < n_rows`, `cols` values per row.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GatherRowsParams {
+    /// bf16, row stride `src_ld`.
+    pub src: u64,
+    pub src_ld: i32,
+    pub _pad0: i32,
+    /// bf16, row stride `dst_ld`; must not overlap `src`.
+    pub dst: u64,
+    pub dst_ld: i32,
+    pub _pad1: i32,
+    /// int32 `[n_rows]`, source row of each destination row.
+    pub rows_idx: u64,
+    pub n_rows: i32,
+    pub cols: i32,
+}
+unsafe impl DeviceRepr for GatherRowsParams {}
+pub const GATHER_ROWS: (&str, &str) = ("misc", "gather_rows");
+pub fn gather_rows_launch(n_rows: usize, cols: usize) -> LaunchConfig {
+    chunked_launch(n_rows, cols)
+}
+
+/// `dst[r, c] = src[r, c]` for a `rows x cols` window; buffers must not overlap.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Copy2dParams {
+    pub src: u64,
+    pub src_ld: i32,
+    pub _pad0: i32,
+    pub dst: u64,
+    pub dst_ld: i32,
+    pub rows: i32,
+    pub cols: i32,
+    pub _pad1: i32,
+}
+unsafe impl DeviceRepr for Copy2dParams {}
+pub const COPY_2D: (&str, &str) = ("misc", "copy_2d");
+pub fn copy_2d_launch(rows: usize, cols: usize) -> LaunchConfig {
+    chunked_launch(rows, cols)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::mem::{offset_of, size_of};
+
+    #[test]
+    fn layouts_match_c() {
+        assert_eq!(size_of::<GatherRowsParams>(), 48);
+        assert_eq!(offset_of!(GatherRowsParams, rows_idx), 32);
+        assert_eq!(size_of::<Copy2dParams>(), 40);
+        assert_eq!(offset_of!(Copy2dParams, cols), 32);
+    }
+
+    #[test]
+    fn chunked_grid_covers_small_and_caps_large() {
+        assert_eq!(chunked_launch(0, 0).grid_dim.0, 1);
+        assert_eq!(chunked_launch(1, 7).grid_dim.0, 1);
+        assert_eq!(chunked_launch(8192, 7168).grid_dim.0, 8192 * 896 / 256);
+        assert_eq!(chunked_launch(1 << 20, 1 << 16).grid_dim.0, MAX_CHUNK_BLOCKS as u32);
+    }
+}

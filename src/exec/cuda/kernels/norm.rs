@@ -1,0 +1,144 @@
+//! `kernels/norm.cu`: RMSNorm (with the fused residual add), LayerNorm and the per-head
+//! RMSNorm of QK-norm.
+
+use cudarc::driver::{DeviceRepr, LaunchConfig};
+
+use super::misc::MAX_CHUNK_BLOCKS;
+
+/// 16-byte vectors of a row each thread keeps in registers (`NORM_VPT` in norm.cu).
+pub const NORM_VECS_PER_THREAD: usize = 4;
+/// Same for one head in `head_rms_norm` (`HEAD_NORM_VPT` in norm.cu).
+pub const HEAD_NORM_VECS_PER_THREAD: usize = 4;
+
+/// If `delta`: `x = bf16(x + delta)` (stored back); then
+/// `out = bf16(w * bf16(x * rsqrt(mean(x^2) + eps)))`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RmsNormParams {
+    /// bf16 `[rows, cols]`, row stride `x_ld`; updated in place when `delta` is set.
+    pub x: u64,
+    pub x_ld: i32,
+    pub _pad0: i32,
+    /// bf16, nullable (0): no residual add.
+    pub delta: u64,
+    pub delta_ld: i32,
+    pub _pad1: i32,
+    /// bf16 `[cols]`.
+    pub weight: u64,
+    /// bf16; may equal `x` (each thread reads a value before writing its output).
+    pub out: u64,
+    pub out_ld: i32,
+    pub rows: i32,
+    pub cols: i32,
+    pub eps: f32,
+}
+unsafe impl DeviceRepr for RmsNormParams {}
+pub const RMS_NORM: (&str, &str) = ("norm", "rms_norm");
+
+/// Residual as in [`RmsNormParams`]; `out = bf16((x - mean) * rsqrt(var + eps) * w + b)`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LayerNormParams {
+    pub x: u64,
+    pub x_ld: i32,
+    pub _pad0: i32,
+    pub delta: u64,
+    pub delta_ld: i32,
+    pub _pad1: i32,
+    pub weight: u64,
+    pub bias: u64,
+    pub out: u64,
+    pub out_ld: i32,
+    pub rows: i32,
+    pub cols: i32,
+    pub eps: f32,
+}
+unsafe impl DeviceRepr for LayerNormParams {}
+pub const LAYER_NORM: (&str, &str) = ("norm", "layer_norm");
+
+/// One block per row, sized so the row fits in registers
+/// (`ceil(cols / 8) <= threads * NORM_VECS_PER_THREAD`) up to 1024 threads (cols <= 32768);
+/// wider rows still work through the kernel's re-reading path.
+pub fn rms_norm_launch(rows: usize, cols: usize) -> LaunchConfig {
+    let vectors = cols.div_ceil(8);
+    let threads = vectors.div_ceil(NORM_VECS_PER_THREAD).div_ceil(32).clamp(1, 32) * 32;
+    LaunchConfig {
+        grid_dim: (rows.clamp(1, i32::MAX as usize) as u32, 1, 1),
+        block_dim: (threads as u32, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+pub fn layer_norm_launch(rows: usize, cols: usize) -> LaunchConfig {
+    rms_norm_launch(rows, cols)
+}
+
+/// In place: for each row and head h, RMSNorm (HF cast order) of
+/// `x[row, col_offset + h*head_dim ..][..head_dim]` with `weight[head_dim]`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HeadRmsNormParams {
+    pub x: u64,
+    pub ld: i32,
+    pub rows: i32,
+    pub col_offset: i32,
+    pub n_heads: i32,
+    pub head_dim: i32,
+    pub _pad0: i32,
+    pub weight: u64,
+    pub eps: f32,
+    pub _pad1: i32,
+}
+unsafe impl DeviceRepr for HeadRmsNormParams {}
+pub const HEAD_RMS_NORM: (&str, &str) = ("norm", "head_rms_norm");
+
+/// 256 threads; each warp covers `32 / lanes` heads where `lanes` is the smallest power of
+/// two >= head_dim / 8 (one warp per head when head_dim is not a multiple of 8).
+pub fn head_rms_norm_launch(rows: usize, n_heads: usize, head_dim: usize) -> LaunchConfig {
+    let heads_per_warp = if head_dim.is_multiple_of(8) && head_dim / 8 <= 32 * HEAD_NORM_VECS_PER_THREAD {
+        32 / (head_dim / 8).next_power_of_two().clamp(1, 32)
+    } else {
+        1
+    };
+    let warps = (rows as u64).saturating_mul(n_heads as u64).div_ceil(heads_per_warp as u64);
+    let blocks = warps.div_ceil(8).clamp(1, MAX_CHUNK_BLOCKS);
+    LaunchConfig { grid_dim: (blocks as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::mem::{offset_of, size_of};
+
+    #[test]
+    fn layouts_match_c() {
+        assert_eq!(size_of::<RmsNormParams>(), 64);
+        assert_eq!(offset_of!(RmsNormParams, delta), 16);
+        assert_eq!(offset_of!(RmsNormParams, weight), 32);
+        assert_eq!(offset_of!(RmsNormParams, eps), 60);
+        assert_eq!(size_of::<LayerNormParams>(), 72);
+        assert_eq!(offset_of!(LayerNormParams, bias), 40);
+        assert_eq!(offset_of!(LayerNormParams, eps), 68);
+        assert_eq!(size_of::<HeadRmsNormParams>(), 48);
+        assert_eq!(offset_of!(HeadRmsNormParams, weight), 32);
+        assert_eq!(offset_of!(HeadRmsNormParams, eps), 40);
+    }
+
+    #[test]
+    fn norm_block_holds_the_row_in_registers() {
+        for cols in [1, 7, 512, 1536, 4096, 5120, 7168, 12288, 16384, 32768] {
+            let threads = rms_norm_launch(3, cols).block_dim.0 as usize;
+            assert_eq!(threads % 32, 0);
+            assert!(cols.div_ceil(8) <= threads * NORM_VECS_PER_THREAD, "cols {cols}");
+        }
+        assert_eq!(rms_norm_launch(8192, 7168).block_dim.0, 224);
+        assert_eq!(rms_norm_launch(1, 1 << 20).block_dim.0, 1024);
+    }
+
+    #[test]
+    fn head_norm_packs_heads_into_warps() {
+        // head_dim 128: 16 lanes per head, 2 heads per warp, 16 per 256-thread block.
+        assert_eq!(head_rms_norm_launch(8, 64, 128).grid_dim.0, 8 * 64 / 16);
+        assert_eq!(head_rms_norm_launch(8, 64, 7).grid_dim.0, 8 * 64 / 8);
+        assert_eq!(head_rms_norm_launch(0, 0, 64).grid_dim.0, 1);
+    }
+}

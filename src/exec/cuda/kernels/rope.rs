@@ -1,0 +1,98 @@
+//! `kernels/rope.cu`: rotary position embedding on column windows of q/k rows, driven by a
+//! host-computed cos/sin table so every executor rotates with identical values.
+
+use cudarc::driver::{DeviceRepr, LaunchConfig};
+
+use super::misc::grid_stride_launch;
+use crate::config::model::{RopeConfig, RopeStyle};
+
+/// In place on `rows` rows: head h's rotary part starts at column
+/// `col_offset + h*head_stride + rope_offset` and spans `rotary_dim` values.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RopeParams {
+    /// bf16, row stride `ld`.
+    pub x: u64,
+    pub ld: i32,
+    pub rows: i32,
+    pub col_offset: i32,
+    pub n_heads: i32,
+    pub head_stride: i32,
+    pub rope_offset: i32,
+    pub rotary_dim: i32,
+    pub _pad0: i32,
+    /// int32 `[rows]`.
+    pub positions: u64,
+    /// fp32 `[max_position, rotary_dim]` from [`cos_sin_table`].
+    pub cos_sin: u64,
+    /// [`style_code`].
+    pub interleaved: i32,
+    pub _pad1: i32,
+}
+unsafe impl DeviceRepr for RopeParams {}
+pub const ROPE: (&str, &str) = ("rope", "rope");
+
+/// The kernel's `interleaved` flag for a rotary style.
+pub fn style_code(style: RopeStyle) -> i32 {
+    match style {
+        RopeStyle::RotateHalf => 0,
+        RopeStyle::Interleaved => 1,
+    }
+}
+
+/// One thread per group of 4 pairs (single pairs when rotary_dim/2 is not a multiple of 4).
+pub fn rope_launch(rows: usize, n_heads: usize, rotary_dim: usize) -> LaunchConfig {
+    let half = rotary_dim / 2;
+    let groups = if half.is_multiple_of(4) { half / 4 } else { half };
+    grid_stride_launch((rows as u64).saturating_mul(n_heads as u64).saturating_mul(groups as u64))
+}
+
+/// The table the kernel reads: row `pos` holds `cos(pos * f_i) * attention_factor` for
+/// `i < rotary_dim/2`, then the matching sines; angles in f64, rounded once to f32.
+pub fn cos_sin_table(rope: &RopeConfig, max_position: usize) -> Vec<f32> {
+    let inv_freqs = rope.inv_freqs();
+    let factor = rope.attention_factor();
+    let half = inv_freqs.len();
+    let mut table = vec![0f32; max_position * 2 * half];
+    for (pos, row) in table.chunks_exact_mut(2 * half.max(1)).enumerate().take(max_position) {
+        for (i, f) in inv_freqs.iter().enumerate() {
+            let angle = pos as f64 * f;
+            row[i] = (angle.cos() * factor) as f32;
+            row[half + i] = (angle.sin() * factor) as f32;
+        }
+    }
+    table
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::model::RopeScaling;
+    use std::mem::{offset_of, size_of};
+
+    #[test]
+    fn layout_matches_c() {
+        assert_eq!(size_of::<RopeParams>(), 64);
+        assert_eq!(offset_of!(RopeParams, rotary_dim), 32);
+        assert_eq!(offset_of!(RopeParams, positions), 40);
+        assert_eq!(offset_of!(RopeParams, interleaved), 56);
+    }
+
+    #[test]
+    fn table_rows_hold_cos_then_sin() {
+        let rope =
+            RopeConfig { theta: 10000.0, style: RopeStyle::RotateHalf, rotary_dim: 8, scaling: RopeScaling::None };
+        let t = cos_sin_table(&rope, 3);
+        assert_eq!(t.len(), 3 * 8);
+        assert_eq!(&t[0..8], &[1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0]);
+        assert_eq!(t[8], 1f64.cos() as f32);
+        assert_eq!(t[12], 1f64.sin() as f32);
+        assert_eq!(t[16 + 1], (2.0 * 10000f64.powf(-0.25)).cos() as f32);
+    }
+
+    #[test]
+    fn launch_counts_groups_of_four_pairs() {
+        assert_eq!(rope_launch(8192, 128, 64).grid_dim.0, (8192 * 128 * 8 / 256) as u32);
+        assert_eq!(rope_launch(3, 3, 6).grid_dim.0, 1);
+    }
+}

@@ -1,0 +1,87 @@
+//! `kernels/route.cu`: MoE routing (scores, correction bias, group-limited top-k, weights).
+
+use cudarc::driver::{DeviceRepr, LaunchConfig};
+
+use crate::config::model::{GroupScore, Scoring};
+
+/// Most experts the kernel handles (16 per lane of a warp).
+pub const MOE_ROUTE_MAX_EXPERTS: usize = 512;
+/// Most experts per token (one output slot per lane).
+pub const MOE_ROUTE_MAX_TOP_K: usize = 32;
+/// Tokens per block: one warp each.
+const ROUTE_WARPS: usize = 4;
+
+/// Per token: soft-cap, softmax/sigmoid scores, `+ correction_bias` for selection,
+/// group-limited masking when `n_group > 1`, top-k (ties to the lower index), weights =
+/// unbiased scores, renormalised when `renormalize != 0`, times `routed_scaling`.
+/// See the head comment of route.cu for the exact arithmetic the CPU reference mirrors.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MoeRouteParams {
+    /// fp32 `[tokens, num_experts]`, row stride `ld`.
+    pub logits: u64,
+    pub ld: i32,
+    pub tokens: i32,
+    pub num_experts: i32,
+    pub top_k: i32,
+    /// [`scoring_code`].
+    pub scoring: i32,
+    /// `cap * tanh(l / cap)` when > 0.
+    pub softcap: f32,
+    /// fp32 `[num_experts]`, nullable (0).
+    pub correction_bias: u64,
+    pub n_group: i32,
+    pub topk_group: i32,
+    /// [`group_score_code`].
+    pub group_score: i32,
+    pub renormalize: i32,
+    pub routed_scaling: f32,
+    pub _pad0: i32,
+    /// int32 `[tokens, top_k]`.
+    pub out_ids: u64,
+    /// fp32 `[tokens, top_k]`.
+    pub out_weights: u64,
+}
+unsafe impl DeviceRepr for MoeRouteParams {}
+pub const MOE_ROUTE: (&str, &str) = ("route", "moe_route");
+
+pub fn scoring_code(scoring: Scoring) -> i32 {
+    match scoring {
+        Scoring::Softmax => 0,
+        Scoring::Sigmoid => 1,
+    }
+}
+
+pub fn group_score_code(score: GroupScore) -> i32 {
+    match score {
+        GroupScore::Top2Sum => 0,
+        GroupScore::Max => 1,
+    }
+}
+
+/// 128 threads (4 tokens) per block.
+pub fn moe_route_launch(tokens: usize) -> LaunchConfig {
+    let blocks = tokens.div_ceil(ROUTE_WARPS).clamp(1, 65535);
+    LaunchConfig { grid_dim: (blocks as u32, 1, 1), block_dim: (32 * ROUTE_WARPS as u32, 1, 1), shared_mem_bytes: 0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::mem::{offset_of, size_of};
+
+    #[test]
+    fn layout_matches_c() {
+        assert_eq!(size_of::<MoeRouteParams>(), 80);
+        assert_eq!(offset_of!(MoeRouteParams, softcap), 28);
+        assert_eq!(offset_of!(MoeRouteParams, correction_bias), 32);
+        assert_eq!(offset_of!(MoeRouteParams, routed_scaling), 56);
+        assert_eq!(offset_of!(MoeRouteParams, out_ids), 64);
+    }
+
+    #[test]
+    fn one_warp_per_token() {
+        assert_eq!(moe_route_launch(8192).grid_dim.0, 2048);
+        assert_eq!(moe_route_launch(1).grid_dim.0, 1);
+    }
+}
