@@ -39,6 +39,17 @@ fn main() {
     }
     println!("cargo:rerun-if-changed=kernels");
     println!("cargo:rerun-if-changed=.cuda/lib");
+    println!("cargo:rerun-if-changed=.git/HEAD");
+    println!("cargo:rerun-if-changed=.git/refs/heads");
+    let rev = Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|| "unknown".into());
+    println!("cargo:rustc-env=FWDBENCH_GIT_REV={rev}");
 
     let mut sources: Vec<PathBuf> =
         fs::read_dir(root.join("kernels")).map(|rd| rd.flatten().map(|e| e.path()).collect()).unwrap_or_default();

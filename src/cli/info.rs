@@ -12,7 +12,7 @@ pub fn info(_: InfoArgs) -> anyhow::Result<()> {
     println!(
         "fwdbench {} ({})",
         env!("CARGO_PKG_VERSION"),
-        option_env!("FWDBENCH_GIT_REV").unwrap_or("unknown revision")
+        env!("FWDBENCH_GIT_REV")
     );
     if cubins::KERNELS_BUILT {
         let names: Vec<&str> = cubins::CUBINS.iter().map(|(n, _)| *n).collect();

@@ -27,7 +27,6 @@ pub fn read_ids_json(path: &Path) -> anyhow::Result<Vec<Vec<i32>>> {
 }
 
 /// Seeded random ids in `[0, vocab)`.
-#[allow(dead_code)] // used by the timing loop
 pub fn random_ids(batch: usize, len: usize, vocab: usize, seed: u64) -> Vec<Vec<i32>> {
     let key = crate::weights::rng::mix64(seed ^ 0x1d5);
     (0..batch)

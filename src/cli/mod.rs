@@ -4,7 +4,8 @@ mod check;
 mod common;
 mod count;
 mod info;
-mod inputs;
+mod kernel;
+pub mod inputs;
 mod run;
 
 pub use run::RunArgs;
@@ -32,6 +33,8 @@ pub enum Command {
     Check(check::CheckArgs),
     /// What this build and this machine have: kernels, CUDA libraries, GPUs.
     Info(info::InfoArgs),
+    /// Per-kernel checks against the CPU reference.
+    Kernel(kernel::KernelArgs),
 }
 
 pub fn main() -> anyhow::Result<()> {
@@ -41,6 +44,7 @@ pub fn main() -> anyhow::Result<()> {
         Command::Count(a) => count::count(a),
         Command::Check(a) => check::check(a),
         Command::Info(a) => info::info(a),
+        Command::Kernel(a) => kernel::kernel(a),
     }
 }
 

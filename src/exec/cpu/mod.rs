@@ -30,7 +30,20 @@ impl KvCaches {
 
 /// All weights of a plan, materialised in f32.
 pub fn load_weights(plan: &Plan, src: &dyn WeightSource, round_bf16: bool) -> Result<Vec<Vec<f32>>, WeightError> {
-    plan.weights.iter().map(|w| materialize(w, src, round_bf16)).collect()
+    // Large 2-layer configs hold billions of values: spread the weights over the cores.
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(plan.weights.len().max(1));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let slots: Vec<std::sync::Mutex<Option<Result<Vec<f32>, WeightError>>>> = plan.weights.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(w) = plan.weights.get(i) else { break };
+                *slots[i].lock().expect("weight slot") = Some(materialize(w, src, round_bf16));
+            });
+        }
+    });
+    slots.into_iter().map(|m| m.into_inner().expect("weight slot").expect("every weight materialised")).collect()
 }
 
 pub struct CpuRun<'a> {

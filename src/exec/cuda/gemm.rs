@@ -86,7 +86,7 @@ impl Gemm {
         // SAFETY: plain descriptor calls with valid pointers to locals.
         unsafe {
             let desc = lt::create_matmul_desc(sys::cublasComputeType_t::CUBLAS_COMPUTE_32F, CUDA_R_32F).map_err(lt_err)?;
-            let trans_a = if s.w_is_n_by_k { sys::cublasOperation_t::CUBLAS_OP_T } else { sys::cublasOperation_t::CUBLAS_OP_N };
+            let trans_a: i32 = s.w_is_n_by_k as i32; // 1 = T, 0 = N
             let set = |attr, v: *const c_void, size| lt::set_matmul_desc_attribute(desc, attr, v, size).map_err(lt_err);
             set(sys::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_TRANSA, &trans_a as *const _ as _, 4)?;
             if s.bias {

@@ -3,6 +3,10 @@
 pub mod check;
 pub mod cubins;
 pub mod device;
+pub mod engine;
 pub mod gemm;
+pub mod gpu;
 pub mod kernels;
 pub mod memory;
+pub mod verify;
+pub mod weights;

@@ -28,7 +28,8 @@ pub fn moe(b: &mut Builder, x: View, moe: &MoeConfig, names: &MoeNames) -> View 
     let (e0, e_local) = split(e_total, b.layout.ep, b.layout.ep_rank());
     let (i0, ni) = split(moe.expert_intermediate_size, b.layout.moe_tp, b.layout.moe_tp_rank());
 
-    let w_router = b.weight("moe.router", [1, e_total, hidden], DType::F32, vec![names.router.whole()]);
+    // bf16 like every GEMM operand; the logits come out in fp32 (as SGLang computes them).
+    let w_router = b.weight("moe.router", [1, e_total, hidden], DType::BF16, vec![names.router.whole()]);
     let bias = names
         .correction_bias
         .as_ref()

@@ -6,7 +6,7 @@ use cudarc::driver::{DeviceRepr, LaunchConfig};
 /// Mirrors `DecodeAttentionParams`. One query per sequence; K cache
 /// [batch, max_seq, k_heads, d_qk], V cache [batch, max_seq, v_heads, d_v]; keys `0..n_kv`.
 #[repr(C)]
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct DecodeAttentionParams {
     pub q: u64,
     pub q_batch_stride: i32,
@@ -34,7 +34,7 @@ unsafe impl DeviceRepr for DecodeAttentionParams {}
 
 /// Mirrors `DecodeCombineParams` (same scratch, o and sizes as the decode launch).
 #[repr(C)]
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct DecodeCombineParams {
     pub scratch: u64,
     pub o: u64,

@@ -6,7 +6,7 @@ use cudarc::driver::{DeviceRepr, LaunchConfig};
 /// Mirrors `KvCacheWriteParams`. Token row `t` of `src` goes to sequence
 /// `t / tokens_per_seq`, position `past + t % tokens_per_seq` of the caches.
 #[repr(C)]
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct KvCacheWriteParams {
     /// `const bf16*`: fused qkv (or kv) rows, `src_ld` elements apart.
     pub src: u64,
@@ -43,7 +43,7 @@ pub fn kv_cache_write_launch(rows: i32) -> LaunchConfig {
 /// 16-byte aligned (multiples of 8 elements), `d_qk`, `d_v` multiples of 8, `n_q <= n_kv`.
 /// Query `i` sits at position `n_kv - n_q + i` and sees keys `0..=` that position.
 #[repr(C)]
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct FlashPrefillParams {
     pub q: u64,
     pub q_batch_stride: i64,

@@ -6,7 +6,7 @@ use cudarc::driver::{DeviceRepr, LaunchConfig};
 
 /// Mirrors `MlaCacheWriteParams`: cache[b, pos, :] = [latent[t, 0:L] ; k_pe[t, 0:R]].
 #[repr(C)]
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct MlaCacheWriteParams {
     pub latent: u64,
     pub latent_ld: i32,
@@ -36,7 +36,7 @@ pub fn mla_cache_write_launch(rows: i32) -> LaunchConfig {
 /// Mirrors `MlaBuildKParams`: k_out[t, h, :] = [kv[t, h, 0:d_nope] ; k_pe[t, 0:d_rope]],
 /// where a `kv` row holds per head [k_nope (d_nope) | v (d_v)].
 #[repr(C)]
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct MlaBuildKParams {
     pub kv: u64,
     pub kv_ld: i32,
@@ -67,7 +67,7 @@ pub fn mla_build_k_launch(rows: i32) -> LaunchConfig {
 /// cache [batch, max_seq, kv_lora_rank + rope_dim]; o = softmax . c_kv, `kv_lora_rank` wide.
 /// `kv_lora_rank <= 512`, `rope_dim <= 64`, both multiples of 8.
 #[repr(C)]
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct MlaDecodeParams {
     pub q_lat: u64,
     pub q_lat_batch_stride: i32,
@@ -96,7 +96,7 @@ unsafe impl DeviceRepr for MlaDecodeParams {}
 
 /// Mirrors `MlaCombineParams`.
 #[repr(C)]
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct MlaCombineParams {
     pub scratch: u64,
     pub o: u64,

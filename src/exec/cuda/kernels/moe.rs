@@ -54,7 +54,7 @@ const MAX_GRID_Y: usize = 65_535;
 
 /// Mirrors `MoeAlignParams` in kernels/moe.cu (72 bytes).
 #[repr(C)]
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct MoeAlignParams {
     /// `[tokens, top_k]` i32 global expert ids.
     pub topk_ids: u64,
@@ -82,7 +82,7 @@ unsafe impl cudarc::driver::DeviceRepr for MoeAlignParams {}
 
 /// Mirrors `MoeGemmParams` in kernels/moe.cu (88 bytes).
 #[repr(C)]
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct MoeGemmParams {
     /// bf16 A rows: tokens (`a_rows_are_tokens = 1`) or sorted rows (0).
     pub a: u64,
@@ -112,7 +112,7 @@ unsafe impl cudarc::driver::DeviceRepr for MoeGemmParams {}
 
 /// Mirrors `MoeCombineParams` in kernels/moe.cu (64 bytes).
 #[repr(C)]
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct MoeCombineParams {
     /// bf16 `[max_sorted, c2_ld]`.
     pub c2: u64,

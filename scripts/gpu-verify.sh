@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# The whole GPU verification and benchmark suite, in one call on an H200 (see
+# docs/perf.md). Expects .device/ from scripts/build-device.sh; writes logs under $OUT
+# (or ./results/verify). Summary last.
+#   scripts/gpu-verify.sh [checks|bench|all]   (default all)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+# Logs go to a scratch folder, packed into one archive under $OUT (few files come back).
+final=${OUT:-results/verify}
+out=$(mktemp -d)
+mkdir -p "$final"
+bin=.device/fwdbench
+mode=${1:-all}
+want() { [ "$mode" = all ] || [ "$mode" = "$1" ]; }
+declare -a summary
+start=$(date +%s)
+step() { # name, command...
+  local name=$1; shift
+  local t0=$(date +%s)
+  if "$@" >>"$out/$name.log" 2>&1; then r=PASS; else r="FAIL(rc=$?)"; fi
+  summary+=("$(printf '%-44s %-10s %4ss' "$name" "$r" $(( $(date +%s) - t0 )))")
+  tail -n 3 "$out/$name.log"
+}
+
+nvidia-smi -L | tee "$out/gpu.txt"
+$bin info | tee -a "$out/gpu.txt"
+
+if want checks; then
+# 1. Kernel harnesses (every kernel vs a CPU reference on odd sizes, then timings).
+step harness_elementwise timeout 90 .device/elementwise_test
+step harness_attention timeout 150 .device/attention_test
+step harness_moe timeout 90 .device/moe_test quick
+
+# 2. Every plan op on the GPU vs the CPU reference, on random data: the fixture configs
+#    (odd sizes: head dims 24, vocab 264..296) and the real 2-layer configs (fewer
+#    experts so the CPU reference stays fast; every dim is the real one).
+for f in tests/fixtures/*/config.json; do
+  n=$(basename "$(dirname "$f")")
+  step "kernel_check_$n" timeout 120 $bin kernel check --config "$f" --bsz 3 --seq 37
+done
+declare -A reduce=(
+  [gpt3]="" [qwen_dense]="" [sigma_v1]=""
+  [qwen]="--set num_experts=16" [sigma]="--set n_routed_experts=16"
+  [deepseek]="--set n_routed_experts=16" [grok]="--set num_local_experts=4"
+)
+for m in gpt3 grok qwen qwen_dense deepseek sigma sigma_v1; do
+  step "kernel_check_${m}_2l" timeout 300 $bin kernel check --model $m --mconf 2l ${reduce[$m]} --bsz 3 --seq 37
+done
+
+# 3. GPU logits vs the HF / reference fixtures, prefill and decode.
+for d in tests/fixtures/*/; do
+  n=$(basename "$d"); [ -f "$d/config.json" ] || continue
+  for phase in prefill decode; do
+    flag=""; [ $phase = decode ] && flag=--decode
+    step "check_cuda_${n}_$phase" $bin check --device cuda $flag --config "$d/config.json" \
+      --weights "$d/model.safetensors" --input "$d/input.json" --expect "$d/logits.safetensors"
+  done
+done
+
+fi
+
+# 4. fwdbench run on the 2-layer config of every family, default grid.
+if want bench; then
+  for m in gpt3 grok qwen qwen_dense deepseek sigma sigma_v1; do
+    step "run_${m}_2l" timeout 300 $bin run --model $m --mconf 2l --deploy tp1 --save --results-dir "$out/results" --profile decode
+  done
+  cp -r "$out/results/csv" "$out/csv" 2>/dev/null || true
+fi
+
+tar czf "$final/verify-logs.tgz" -C "$out" .
+grep -h -A 40 "^phase" "$out"/run_*_2l.log > "$final/run-tables.txt" 2>/dev/null || true
+echo
+echo "=== fwdbench GPU verification: $(( $(date +%s) - start ))s ==="
+printf '%s\n' "${summary[@]}"
+fails=$(printf '%s\n' "${summary[@]}" | grep -c FAIL)
+echo "SUMMARY: $(( ${#summary[@]} - fails )) passed, $fails failed"

@@ -1,0 +1,75 @@
+//! One GPU: context, one non-default stream, the loaded cubins and the cuBLASLt handle.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use anyhow::{anyhow, Context};
+use cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute};
+use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaStream, DeviceRepr, LaunchConfig, PushKernelArg};
+use cudarc::nvrtc::Ptx;
+
+use super::cubins::CUBINS;
+use super::gemm::Gemm;
+
+pub type KernelName = (&'static str, &'static str);
+
+pub struct Gpu {
+    pub ctx: Arc<CudaContext>,
+    pub stream: Arc<CudaStream>,
+    modules: HashMap<&'static str, Arc<CudaModule>>,
+    funcs: RefCell<HashMap<KernelName, CudaFunction>>,
+    pub gemm: RefCell<Gemm>,
+    pub sm_count: i32,
+    pub name: String,
+}
+
+impl Gpu {
+    pub fn new(ordinal: usize) -> anyhow::Result<Self> {
+        super::device::require_cuda()?;
+        let ctx = CudaContext::new(ordinal).with_context(|| format!("cannot open GPU {ordinal}"))?;
+        // The engine orders its own work on one stream; per-slice events would only cost
+        // host time and break graph capture.
+        // SAFETY: called before any slice exists.
+        unsafe { ctx.disable_event_tracking() };
+        let stream = ctx.new_stream()?;
+        let mut modules = HashMap::new();
+        for (name, bytes) in CUBINS {
+            let m = ctx.load_module(Ptx::from_binary(bytes.to_vec())).with_context(|| format!("loading kernels/{name}.cu (sm_90a cubin)"))?;
+            modules.insert(*name, m);
+        }
+        let sm_count = ctx.attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?;
+        let name = ctx.name()?;
+        Ok(Gpu { ctx, stream, modules, funcs: RefCell::new(HashMap::new()), gemm: RefCell::new(Gemm::new()?), sm_count, name })
+    }
+
+    fn func(&self, k: KernelName, smem: u32) -> anyhow::Result<CudaFunction> {
+        if let Some(f) = self.funcs.borrow().get(&k) {
+            return Ok(f.clone());
+        }
+        let m = self.modules.get(k.0).ok_or_else(|| anyhow!("kernel module {} was not built", k.0))?;
+        let f = m.load_function(k.1).with_context(|| format!("kernel {}::{} missing from its cubin", k.0, k.1))?;
+        // Raise the dynamic shared memory limit once to the Hopper maximum.
+        f.set_attribute(CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, 227 * 1024)
+            .with_context(|| format!("{}::{} needs {smem} bytes of shared memory", k.0, k.1))?;
+        self.funcs.borrow_mut().insert(k, f.clone());
+        Ok(f)
+    }
+
+    pub fn launch<P: DeviceRepr>(&self, k: KernelName, cfg: LaunchConfig, params: P) -> anyhow::Result<()> {
+        if cfg.grid_dim.0 == 0 || cfg.grid_dim.1 == 0 || cfg.grid_dim.2 == 0 {
+            return Ok(());
+        }
+        let f = self.func(k, cfg.shared_mem_bytes)?;
+        let mut b = self.stream.launch_builder(&f);
+        b.arg(&params);
+        // SAFETY: params mirror the kernel's C struct (size-checked in tests); pointers
+        // are live device buffers sized by the plan.
+        unsafe { b.launch(cfg) }.with_context(|| format!("launching {}::{}", k.0, k.1))?;
+        Ok(())
+    }
+
+    pub fn sync(&self) -> anyhow::Result<()> {
+        self.stream.synchronize().context("a kernel failed (stream synchronize)")
+    }
+}
