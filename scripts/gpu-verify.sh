@@ -2,7 +2,7 @@
 # The whole GPU verification and benchmark suite, in one call on an H200 (see
 # docs/perf.md). Expects .device/ from scripts/build-device.sh; writes logs under $OUT
 # (or ./results/verify). Summary last.
-#   scripts/gpu-verify.sh [checks|bench|all]   (default all)
+#   scripts/gpu-verify.sh [checks|bench|fixtures|hf|all]   (default all: checks + bench)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
@@ -12,11 +12,16 @@ out=$(mktemp -d)
 mkdir -p "$final"
 bin=.device/fwdbench
 mode=${1:-all}
-want() { [ "$mode" = all ] || [ "$mode" = "$1" ]; }
+want() { [ "$mode" = "$1" ] || { [ "$mode" = all ] && [ "$1" != hf ] && [ "$1" != fixtures ]; }; }
+want_fixtures() { want checks || want fixtures; }
 declare -a summary
 start=$(date +%s)
+budget=${VERIFY_BUDGET_S:-540}
 step() { # name, command...
   local name=$1; shift
+  if [ $(( $(date +%s) - start )) -gt "$budget" ]; then
+    summary+=("$(printf '%-44s %-10s' "$name" "SKIP(time)")"); return
+  fi
   local t0=$(date +%s)
   if "$@" >>"$out/$name.log" 2>&1; then r=PASS; else r="FAIL(rc=$?)"; fi
   summary+=("$(printf '%-44s %-10s %4ss' "$name" "$r" $(( $(date +%s) - t0 )))")
@@ -26,28 +31,14 @@ step() { # name, command...
 nvidia-smi -L | tee "$out/gpu.txt"
 $bin info | tee -a "$out/gpu.txt"
 
-if want checks; then
-# 1. Kernel harnesses (every kernel vs a CPU reference on odd sizes, then timings).
-step harness_elementwise timeout 90 .device/elementwise_test
-step harness_attention timeout 150 .device/attention_test
-step harness_moe timeout 90 .device/moe_test quick
-
+if want_fixtures; then
 # 2. Every plan op on the GPU vs the CPU reference, on random data: the fixture configs
 #    (odd sizes: head dims 24, vocab 264..296) and the real 2-layer configs (fewer
 #    experts so the CPU reference stays fast; every dim is the real one).
 for f in tests/fixtures/*/config.json; do
   n=$(basename "$(dirname "$f")")
-  step "kernel_check_$n" timeout 120 $bin kernel check --config "$f" --bsz 3 --seq 37
+  step "kernel_check_$n" timeout 120 $bin kernel check --config "$f" --bsz 3 --seq 29
 done
-declare -A reduce=(
-  [gpt3]="" [qwen_dense]="" [sigma_v1]=""
-  [qwen]="--set num_experts=16" [sigma]="--set n_routed_experts=16"
-  [deepseek]="--set n_routed_experts=16" [grok]="--set num_local_experts=4"
-)
-for m in gpt3 grok qwen qwen_dense deepseek sigma sigma_v1; do
-  step "kernel_check_${m}_2l" timeout 300 $bin kernel check --model $m --mconf 2l ${reduce[$m]} --bsz 3 --seq 37
-done
-
 # 3. GPU logits vs the HF / reference fixtures, prefill and decode.
 for d in tests/fixtures/*/; do
   n=$(basename "$d"); [ -f "$d/config.json" ] || continue
@@ -68,10 +59,51 @@ if want bench; then
   cp -r "$out/results/csv" "$out/csv" 2>/dev/null || true
 fi
 
+if want checks; then
+declare -A reduce=(
+  [gpt3]="" [qwen_dense]="" [sigma_v1]=""
+  [qwen]="--set num_experts=16" [sigma]="--set n_routed_experts=16"
+  [deepseek]="--set n_routed_experts=16" [grok]="--set num_local_experts=4"
+)
+for m in gpt3 grok qwen qwen_dense deepseek sigma sigma_v1; do
+  step "kernel_check_${m}_2l" timeout 300 $bin kernel check --model $m --mconf 2l ${reduce[$m]} --bsz 3 --seq 37
+done
+
+fi
+
+if want_fixtures; then
+step harness_elementwise timeout 90 .device/elementwise_test
+fi
+if want checks; then
+# 1. Kernel harnesses (every kernel vs a CPU reference on odd sizes, then timings).
+step harness_attention timeout 150 .device/attention_test
+step harness_moe timeout 90 .device/moe_test quick
+
+fi
+
+# 5. HF transformers eager bf16 on the same GPU, same configs (random weights), against
+#    fwdbench at prefill 1 x 2048 and decode 8 x 2048 (GPT-3: decode over 2047, its
+#    learned positions end at 2048).
+if want hf; then
+  for m in grok qwen qwen_dense deepseek sigma sigma_v1; do
+    step "hf_$m" timeout 120 python3 python/reference/hf_latency.py --config model_conf/$m/config_2l.json \
+      --device cuda --seq 2048 --prefill-bsz 1 --decode-bsz 8 --iters 5
+  done
+  step hf_gpt3_prefill timeout 90 python3 python/reference/hf_latency.py --config model_conf/gpt3/config_2l.json \
+    --device cuda --seq 2048 --prefill-bsz 1 --phases prefill --iters 5
+  step hf_gpt3_decode timeout 90 python3 python/reference/hf_latency.py --config model_conf/gpt3/config_2l.json \
+    --device cuda --seq 2047 --decode-bsz 8 --phases decode --iters 5
+  printf '{8};{2047}\n' > "$out/gpt3_decode.csv"
+  step run_gpt3_decode_2047 $bin run --model gpt3 --mconf 2l --shapes "$out/gpt3_decode.csv" --results-dir "$out/results"
+  grep -h '"latency_ms"' "$out"/hf_*.log > "$final/hf.jsonl" 2>/dev/null || true
+  grep -h "^decode\|^prefill" "$out/run_gpt3_decode_2047.log" >> "$final/hf.jsonl" 2>/dev/null || true
+fi
+
 tar czf "$final/verify-logs.tgz" -C "$out" .
 grep -h -A 40 "^phase" "$out"/run_*_2l.log > "$final/run-tables.txt" 2>/dev/null || true
 echo
 echo "=== fwdbench GPU verification: $(( $(date +%s) - start ))s ==="
 printf '%s\n' "${summary[@]}"
 fails=$(printf '%s\n' "${summary[@]}" | grep -c FAIL)
-echo "SUMMARY: $(( ${#summary[@]} - fails )) passed, $fails failed"
+skips=$(printf '%s\n' "${summary[@]}" | grep -c SKIP)
+echo "SUMMARY: $(( ${#summary[@]} - fails - skips )) passed, $fails failed, $skips skipped"

@@ -79,7 +79,7 @@ pub fn check(args: CheckArgs) -> anyhow::Result<()> {
     let tol = args.tol.unwrap_or(if args.device == Device::Cpu { 1e-4 } else { 2e-2 });
     let ok = a.rel_l2 <= tol && a.top1 >= args.min_top1;
     println!(
-        "check {} {} {:?} on {:?} ({} ranks): rel-L2 {:.3e} (tol {:.0e}), max abs {:.3e}, top-1 {:.1}% of {} rows: {}",
+        "check {} {} {:?} on {:?} ({} ranks): rel-L2 {:.3e} (tol {:.0e}), max abs {:.3e}, top-1 {:.1}% ({:.1}% strict) of {} rows: {}",
         args.config.display(),
         if args.decode { "decode" } else { "prefill" },
         args.deploy.deploy,
@@ -89,6 +89,7 @@ pub fn check(args: CheckArgs) -> anyhow::Result<()> {
         tol,
         a.max_abs,
         100.0 * a.top1,
+        100.0 * a.top1_strict,
         a.rows,
         if ok { "PASS" } else { "FAIL" }
     );

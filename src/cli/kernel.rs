@@ -27,8 +27,9 @@ pub enum KernelCommand {
 #[derive(Debug, Args)]
 #[command(after_help = "Example:\n  fwdbench kernel check --model deepseek --mconf 2l --set n_routed_experts=16 --bsz 2 --seq 37")]
 pub struct KernelCheckArgs {
-    #[arg(long)]
-    pub model: String,
+    /// A model of model_conf/ (or give --config).
+    #[arg(long, required_unless_present = "config")]
+    pub model: Option<String>,
     #[arg(long, default_value = "2l")]
     pub mconf: String,
     #[arg(long, default_value = "model_conf")]
@@ -56,7 +57,7 @@ pub fn kernel(args: KernelArgs) -> anyhow::Result<()> {
 fn check(a: KernelCheckArgs) -> anyhow::Result<()> {
     let cfg = match &a.config {
         Some(path) => crate::config::hf::load_model_config(path, &super::parse_sets(&a.sets)?)?,
-        None => load_model(&a.model_dir, &a.model, &a.mconf, &a.sets)?.1,
+        None => load_model(&a.model_dir, a.model.as_deref().unwrap_or_default(), &a.mconf, &a.sets)?.1,
     };
     let opts = PlanOptions { all_logits: false, cache_len: Some(a.seq + 1) };
     let prefill = build_plan(&cfg, RankLayout::single(), Shape::prefill(a.bsz, a.seq), opts)?;
@@ -65,7 +66,7 @@ fn check(a: KernelCheckArgs) -> anyhow::Result<()> {
     let step_ids = vec![ids.iter().flat_map(|r| r[..a.seq].iter().copied()).collect(), ids.iter().map(|r| r[a.seq]).collect()];
     let gpu = Gpu::new(0)?;
     let results = check_ops(&gpu, &cfg, &[prefill, decode], &step_ids, a.seed)?;
-    let label = a.config.as_ref().map(|p| p.display().to_string()).unwrap_or(format!("{} {}", a.model, a.mconf));
+    let label = a.config.as_ref().map(|p| p.display().to_string()).unwrap_or(format!("{} {}", a.model.as_deref().unwrap_or_default(), a.mconf));
     let failed: Vec<_> = results.iter().filter(|r| !r.pass).collect();
     let mut worst: std::collections::BTreeMap<&str, f64> = Default::default();
     for r in &results {

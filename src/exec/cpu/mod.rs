@@ -19,7 +19,7 @@ pub struct KvCaches {
 }
 
 impl KvCaches {
-    fn ensure(&mut self, caches: &[CacheInfo]) {
+    pub fn ensure(&mut self, caches: &[CacheInfo]) {
         if self.k.len() == caches.len() {
             return;
         }

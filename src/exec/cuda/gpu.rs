@@ -18,7 +18,8 @@ pub struct Gpu {
     pub ctx: Arc<CudaContext>,
     pub stream: Arc<CudaStream>,
     modules: HashMap<&'static str, Arc<CudaModule>>,
-    funcs: RefCell<HashMap<KernelName, CudaFunction>>,
+    /// Loaded functions and the dynamic shared memory limit each was raised to.
+    funcs: RefCell<HashMap<KernelName, (CudaFunction, u32)>>,
     pub gemm: RefCell<Gemm>,
     pub sm_count: i32,
     pub name: String,
@@ -44,15 +45,25 @@ impl Gpu {
     }
 
     fn func(&self, k: KernelName, smem: u32) -> anyhow::Result<CudaFunction> {
-        if let Some(f) = self.funcs.borrow().get(&k) {
-            return Ok(f.clone());
-        }
-        let m = self.modules.get(k.0).ok_or_else(|| anyhow!("kernel module {} was not built", k.0))?;
-        let f = m.load_function(k.1).with_context(|| format!("kernel {}::{} missing from its cubin", k.0, k.1))?;
-        // Raise the dynamic shared memory limit once to the Hopper maximum.
-        f.set_attribute(CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, 227 * 1024)
-            .with_context(|| format!("{}::{} needs {smem} bytes of shared memory", k.0, k.1))?;
-        self.funcs.borrow_mut().insert(k, f.clone());
+        let cached = self.funcs.borrow().get(&k).cloned();
+        let (f, raised) = match cached {
+            Some(entry) => entry,
+            None => {
+                let m = self.modules.get(k.0).ok_or_else(|| anyhow!("kernel module {} was not built", k.0))?;
+                let f = m.load_function(k.1).with_context(|| format!("kernel {}::{} missing from its cubin", k.0, k.1))?;
+                (f, 0)
+            }
+        };
+        // Opt in to the dynamic shared memory a launch asks for (static + dynamic above
+        // 48 KiB fails without it), raising the per-function limit as needed.
+        let raised = if smem > raised {
+            f.set_attribute(CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, smem as i32)
+                .with_context(|| format!("{}::{} needs {smem} bytes of dynamic shared memory", k.0, k.1))?;
+            smem
+        } else {
+            raised
+        };
+        self.funcs.borrow_mut().insert(k, (f.clone(), raised));
         Ok(f)
     }
 

@@ -84,6 +84,7 @@ pub fn check_ops(gpu: &Gpu, cfg: &ModelConfig, plans: &[Plan], ids: &[Vec<i32>],
         let ptrs = dev_weights.bind(gpu, plan, &Values::Random { seed })?;
         let bound = BoundPlan::new(gpu, plan.clone(), &ptrs, &dev_caches, experts)?;
         let mut cpu = CpuRun::new(plan, &cpu_w, None);
+        cpu_caches.ensure(&plan.caches);
         let step_ids = &ids[p];
         cpu.write(plan.full(plan.input_ids), &step_ids.iter().map(|&i| i as f32).collect::<Vec<_>>());
         bound.set_ids(step_ids)?;

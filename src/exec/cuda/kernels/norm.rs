@@ -61,7 +61,9 @@ pub const LAYER_NORM: (&str, &str) = ("norm", "layer_norm");
 /// wider rows still work through the kernel's re-reading path.
 pub fn rms_norm_launch(rows: usize, cols: usize) -> LaunchConfig {
     let vectors = cols.div_ceil(8);
-    let threads = vectors.div_ceil(NORM_VECS_PER_THREAD).div_ceil(32).clamp(1, 32) * 32;
+    // At most 512 threads: at 72-80 registers a 1024-thread block exceeds the register file;
+    // wider rows take the kernel's re-reading path.
+    let threads = vectors.div_ceil(NORM_VECS_PER_THREAD).div_ceil(32).clamp(1, 16) * 32;
     LaunchConfig {
         grid_dim: (rows.clamp(1, i32::MAX as usize) as u32, 1, 1),
         block_dim: (threads as u32, 1, 1),
