@@ -544,21 +544,21 @@ static void test_init() {
         uint32_t unit, value;
     };
     const Golden golden[] = {
-        {0x35f7803b9f2ef067ull, 0x0000000000000000ull, 0x3d7ed616u, 0x3aa31860u},
-        {0x35f7803b9f2ef067ull, 0x0000000000000001ull, 0xbf723282u, 0xbc9b019bu},
-        {0x35f7803b9f2ef067ull, 0x0000000000003039ull, 0x3fd26acdu, 0x3d06aac0u},
-        {0x35f7803b9f2ef067ull, 0x0000010000000000ull, 0x3d1888a0u, 0x3a433e3du},
-        {0x35f7803b9f2ef067ull, 0xffffffffffffffffull, 0xbf1bafc9u, 0xbc474767u},
-        {0x0000000000000000ull, 0x0000000000000000ull, 0x3fb6de87u, 0x3cea1298u},
-        {0x0000000000000000ull, 0x0000000000000001ull, 0xbece52e0u, 0xbc040c14u},
-        {0x0000000000000000ull, 0x0000000000003039ull, 0xbdfff914u, 0xbb23d29cu},
-        {0x0000000000000000ull, 0x0000010000000000ull, 0x3e6ebbabu, 0x3b98ca07u},
-        {0x0000000000000000ull, 0xffffffffffffffffull, 0xbf0de5c0u, 0xbc35a0f5u},
-        {0xdeadbeefcafef00dull, 0x0000000000000000ull, 0xbf5a39a7u, 0xbc8baa04u},
-        {0xdeadbeefcafef00dull, 0x0000000000000001ull, 0xc00678c4u, 0xbd2c1fb3u},
-        {0xdeadbeefcafef00dull, 0x0000000000003039ull, 0xbf8e72ebu, 0xbcb655a7u},
-        {0xdeadbeefcafef00dull, 0x0000010000000000ull, 0xbf391afdu, 0xbc6cef58u},
-        {0xdeadbeefcafef00dull, 0xffffffffffffffffull, 0xbfddbd7bu, 0xbd0de9e8u},
+        {0x35f7803b9f2ef067ull, 0x0000000000000000ull, 0x3d7ed3f6u, 0x3aa31704u},
+        {0x35f7803b9f2ef067ull, 0x0000000000000001ull, 0xbf72307du, 0xbc9b0050u},
+        {0x35f7803b9f2ef067ull, 0x0000000000003039ull, 0x3fd2690cu, 0x3d06a9a1u},
+        {0x35f7803b9f2ef067ull, 0x0000010000000000ull, 0x3d18875au, 0x3a433c9cu},
+        {0x35f7803b9f2ef067ull, 0xffffffffffffffffull, 0xbf1bae7du, 0xbc4745beu},
+        {0x0000000000000000ull, 0x0000000000000000ull, 0x3fb6dd01u, 0x3cea10a5u},
+        {0x0000000000000000ull, 0x0000000000000001ull, 0xbece5128u, 0xbc040afbu},
+        {0x0000000000000000ull, 0x0000000000003039ull, 0xbdfff6f2u, 0xbb23d13eu},
+        {0x0000000000000000ull, 0x0000010000000000ull, 0x3e6eb9aeu, 0x3b98c8c1u},
+        {0x0000000000000000ull, 0xffffffffffffffffull, 0xbf0de492u, 0xbc359f73u},
+        {0xdeadbeefcafef00dull, 0x0000000000000000ull, 0xbf5a37d5u, 0xbc8ba8dau},
+        {0xdeadbeefcafef00dull, 0x0000000000000001ull, 0xc00677a5u, 0xbd2c1e44u},
+        {0xdeadbeefcafef00dull, 0x0000000000003039ull, 0xbf8e71bbu, 0xbcb65422u},
+        {0xdeadbeefcafef00dull, 0x0000010000000000ull, 0xbf391972u, 0xbc6ced5eu},
+        {0xdeadbeefcafef00dull, 0xffffffffffffffffull, 0xbfddbba2u, 0xbd0de8b9u},
     };
     {
         Stats st;

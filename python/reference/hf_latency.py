@@ -92,7 +92,9 @@ class Runner:
         if self.vocab <= 0:
             raise LatencyError(f"{args.config}: vocab_size is missing or not positive")
         limit = cfg.get("n_positions") or cfg.get("max_position_embeddings")
-        if limit and args.seq + 1 > int(limit):
+        # A decode step needs one position past the cached ones; a prefill only --seq.
+        needed = args.seq + (1 if "decode" in args.phases else 0)
+        if limit and needed > int(limit):
             raise LatencyError(
                 f"{args.config}: --seq {args.seq} (+1 decode token) exceeds the model's {limit} positions; "
                 "lower --seq or raise max_position_embeddings / n_positions"

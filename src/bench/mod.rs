@@ -32,9 +32,20 @@ pub const PEAK_TFLOPS: f64 = 989.0;
 pub const COPY_GBS: f64 = 4277.0;
 const FLUSH_BYTES: usize = 256 << 20;
 
-pub fn run_grid(args: &RunArgs, cfg: &ModelConfig, model_dir: &Path, dep: &Deployment, ranks: &[RankLayout], shapes: &[(usize, usize)]) -> anyhow::Result<()> {
+pub fn run_grid(
+    args: &RunArgs,
+    cfg: &ModelConfig,
+    model_dir: &Path,
+    dep: &Deployment,
+    ranks: &[RankLayout],
+    shapes: &[(usize, usize)],
+) -> anyhow::Result<()> {
     if ranks.len() > 1 {
-        bail!("--deploy {} needs {} GPUs: multi-GPU runs (NCCL) are not built yet; use a tp1 deployment", args.deploy.deploy, ranks.len());
+        bail!(
+            "--deploy {} needs {} GPUs: multi-GPU runs (NCCL) are not built yet; use a tp1 deployment",
+            args.deploy.deploy,
+            ranks.len()
+        );
     }
     let gpu = Gpu::new(0)?;
     let mut reporter = Reporter::new(args, &gpu.name, dep)?;
@@ -73,17 +84,37 @@ fn input_ids(args: &RunArgs, cfg: &ModelConfig, model_dir: &Path, shape: &Shape)
 fn fill_caches(gpu: &Gpu, caches: &DeviceCaches, seed: u64) -> anyhow::Result<()> {
     for (i, buf) in caches.k.iter().chain(caches.v.iter().flatten()).enumerate() {
         let elems = buf.bytes / 2;
-        let p = FillNormalParams { dst: buf.ptr, dst_ld: 1, rows: elems as i64, cols: 1, seed: seed ^ (i as u64 + 1), mean: 0.0, std: 1.0, src_ld: 1, ..Default::default() };
+        let p = FillNormalParams {
+            dst: buf.ptr,
+            dst_ld: 1,
+            rows: elems as i64,
+            cols: 1,
+            seed: seed ^ (i as u64 + 1),
+            mean: 0.0,
+            std: 1.0,
+            src_ld: 1,
+            ..Default::default()
+        };
         gpu.launch(FILL_NORMAL_BF16, fill_normal_launch(elems, 1), p)?;
     }
     gpu.sync()
 }
 
 #[allow(clippy::too_many_arguments)]
-fn time_shape(gpu: &Gpu, cfg: &ModelConfig, layout: RankLayout, shape: Shape, args: &RunArgs, weights: &mut DeviceWeights, flush: &DeviceBuffer, ids: &[i32]) -> anyhow::Result<Row> {
+fn time_shape(
+    gpu: &Gpu,
+    cfg: &ModelConfig,
+    layout: RankLayout,
+    shape: Shape,
+    args: &RunArgs,
+    weights: &mut DeviceWeights,
+    flush: &DeviceBuffer,
+    ids: &[i32],
+) -> anyhow::Result<Row> {
     let plan = build_plan(cfg, layout, shape, PlanOptions::default())?;
     let need = plan_memory(&plan);
-    let missing_weights: usize = plan.weights.iter().filter(|w| !weights.map.contains_key(&w.name)).map(|w| w.bytes()).sum();
+    let missing_weights: usize =
+        plan.weights.iter().filter(|w| !weights.map.contains_key(&w.name)).map(|w| w.bytes()).sum();
     let (free, _) = gpu.ctx.mem_get_info()?;
     let need_bytes = missing_weights + need.kv_bytes + need.arena_bytes + RESERVED_BYTES as usize / 2;
     if need_bytes > free {
@@ -147,7 +178,13 @@ fn time_shape(gpu: &Gpu, cfg: &ModelConfig, layout: RankLayout, shape: Shape, ar
 }
 
 /// Used by the profile writer: one op's time, eagerly.
-pub fn time_op(gpu: &Gpu, bound: &BoundPlan, i: usize, start: &cudarc::driver::CudaEvent, end: &cudarc::driver::CudaEvent) -> anyhow::Result<f64> {
+pub fn time_op(
+    gpu: &Gpu,
+    bound: &BoundPlan,
+    i: usize,
+    start: &cudarc::driver::CudaEvent,
+    end: &cudarc::driver::CudaEvent,
+) -> anyhow::Result<f64> {
     start.record(&gpu.stream)?;
     bound.run_op(gpu, i)?;
     end.record(&gpu.stream)?;

@@ -75,7 +75,8 @@ struct Meta {
     rev: String,
 }
 
-const HEADER: &str = "phase    bsz    seq   tokens   median_ms    p10_ms    p90_ms  TFLOP/s    MFU     GB/s    MBU  bound";
+const HEADER: &str =
+    "phase    bsz    seq   tokens   median_ms    p10_ms    p90_ms  TFLOP/s    MFU     GB/s    MBU  bound";
 
 fn now_secs() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
@@ -96,18 +97,45 @@ impl Reporter {
         fs::create_dir_all(&raw_dir).with_context(|| format!("cannot create {}", raw_dir.display()))?;
         let raw_path = raw_dir.join(format!("{}_{}_{}_{}.log", meta.model, meta.mconf, meta.deploy, now_secs()));
         let mut raw = File::create(&raw_path).with_context(|| format!("cannot write {}", raw_path.display()))?;
-        writeln!(raw, "# fwdbench {} on {} ({}), model {} {}, deploy {}", meta.rev, meta.gpu, meta.backend, meta.model, meta.mconf, meta.deploy)?;
+        writeln!(
+            raw,
+            "# fwdbench {} on {} ({}), model {} {}, deploy {}",
+            meta.rev, meta.gpu, meta.backend, meta.model, meta.mconf, meta.deploy
+        )?;
         let csv = if args.save {
             let dir = args.results_dir.join("csv");
             fs::create_dir_all(&dir)?;
             let path: PathBuf = dir.join(format!("{}_{}.csv", meta.model, meta.mconf));
             let new = !path.exists();
-            let file = OpenOptions::new().create(true).append(true).open(&path).with_context(|| format!("cannot append to {}", path.display()))?;
+            let file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .with_context(|| format!("cannot append to {}", path.display()))?;
             let mut w = csv::WriterBuilder::new().has_headers(false).from_writer(file);
             if new {
                 w.write_record([
-                    "model", "mconf", "base", "deploy", "backend", "phase", "bsz", "seq_len", "latency_ms", "mfu", "p10_ms", "p90_ms", "min_ms", "tflops", "gbs", "mbu",
-                    "bound", "cuda_graph", "gpu", "git_rev", "timestamp",
+                    "model",
+                    "mconf",
+                    "base",
+                    "deploy",
+                    "backend",
+                    "phase",
+                    "bsz",
+                    "seq_len",
+                    "latency_ms",
+                    "mfu",
+                    "p10_ms",
+                    "p90_ms",
+                    "min_ms",
+                    "tflops",
+                    "gbs",
+                    "mbu",
+                    "bound",
+                    "cuda_graph",
+                    "gpu",
+                    "git_rev",
+                    "timestamp",
                 ])?;
             }
             Some(w)
@@ -189,7 +217,14 @@ impl Reporter {
 }
 
 /// Per-op times of one eager forward into results/<model>_profile/.
-pub fn write_profile(args: &RunArgs, gpu: &Gpu, bound: &BoundPlan, cfg: &ModelConfig, start: &cudarc::driver::CudaEvent, end: &cudarc::driver::CudaEvent) -> anyhow::Result<()> {
+pub fn write_profile(
+    args: &RunArgs,
+    gpu: &Gpu,
+    bound: &BoundPlan,
+    cfg: &ModelConfig,
+    start: &cudarc::driver::CudaEvent,
+    end: &cudarc::driver::CudaEvent,
+) -> anyhow::Result<()> {
     let dir = args.results_dir.join(format!("{}_profile", args.model));
     fs::create_dir_all(&dir)?;
     let s = bound.plan.shape;
@@ -197,10 +232,8 @@ pub fn write_profile(args: &RunArgs, gpu: &Gpu, bound: &BoundPlan, cfg: &ModelCo
     let mut w = csv::Writer::from_path(&path).with_context(|| format!("cannot write {}", path.display()))?;
     w.write_record(["index", "layer", "name", "kind", "ms", "gflop", "mb"])?;
     let (costs, _) = plan_cost(&bound.plan, cfg);
-    for i in 0..bound.op_count() {
+    for (i, (p, c)) in bound.plan.ops.iter().zip(&costs).enumerate() {
         let ms = super::time_op(gpu, bound, i, start, end)?;
-        let p = &bound.plan.ops[i];
-        let c = &costs[i];
         w.write_record([
             i.to_string(),
             p.site.layer.map(|l| l.to_string()).unwrap_or_default(),

@@ -22,7 +22,13 @@ impl Stats {
         assert!(!times_ms.is_empty(), "no timings");
         let mut s = times_ms.to_vec();
         s.sort_by(|a, b| a.total_cmp(b));
-        Stats { median_ms: percentile(&s, 0.5), p10_ms: percentile(&s, 0.1), p90_ms: percentile(&s, 0.9), min_ms: s[0], iters: s.len() }
+        Stats {
+            median_ms: percentile(&s, 0.5),
+            p10_ms: percentile(&s, 0.1),
+            p90_ms: percentile(&s, 0.9),
+            min_ms: s[0],
+            iters: s.len(),
+        }
     }
 }
 

@@ -9,11 +9,7 @@ use crate::exec::cuda::cubins;
 pub struct InfoArgs {}
 
 pub fn info(_: InfoArgs) -> anyhow::Result<()> {
-    println!(
-        "fwdbench {} ({})",
-        env!("CARGO_PKG_VERSION"),
-        env!("FWDBENCH_GIT_REV")
-    );
+    println!("fwdbench {} ({})", env!("CARGO_PKG_VERSION"), env!("FWDBENCH_GIT_REV"));
     if cubins::KERNELS_BUILT {
         let names: Vec<&str> = cubins::CUBINS.iter().map(|(n, _)| *n).collect();
         println!("kernels: built for sm_90a by {} ({})", cubins::NVCC_VERSION, names.join(", "));

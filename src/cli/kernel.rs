@@ -25,7 +25,9 @@ pub enum KernelCommand {
 }
 
 #[derive(Debug, Args)]
-#[command(after_help = "Example:\n  fwdbench kernel check --model deepseek --mconf 2l --set n_routed_experts=16 --bsz 2 --seq 37")]
+#[command(
+    after_help = "Example:\n  fwdbench kernel check --model deepseek --mconf 2l --set n_routed_experts=16 --bsz 2 --seq 37"
+)]
 pub struct KernelCheckArgs {
     /// A model of model_conf/ (or give --config).
     #[arg(long, required_unless_present = "config")]
@@ -63,10 +65,15 @@ fn check(a: KernelCheckArgs) -> anyhow::Result<()> {
     let prefill = build_plan(&cfg, RankLayout::single(), Shape::prefill(a.bsz, a.seq), opts)?;
     let decode = build_plan(&cfg, RankLayout::single(), Shape::decode(a.bsz, a.seq), opts)?;
     let ids = crate::cli::inputs::random_ids(a.bsz, a.seq + 1, cfg.vocab_size, a.seed);
-    let step_ids = vec![ids.iter().flat_map(|r| r[..a.seq].iter().copied()).collect(), ids.iter().map(|r| r[a.seq]).collect()];
+    let step_ids =
+        vec![ids.iter().flat_map(|r| r[..a.seq].iter().copied()).collect(), ids.iter().map(|r| r[a.seq]).collect()];
     let gpu = Gpu::new(0)?;
     let results = check_ops(&gpu, &cfg, &[prefill, decode], &step_ids, a.seed)?;
-    let label = a.config.as_ref().map(|p| p.display().to_string()).unwrap_or(format!("{} {}", a.model.as_deref().unwrap_or_default(), a.mconf));
+    let label = a.config.as_ref().map(|p| p.display().to_string()).unwrap_or(format!(
+        "{} {}",
+        a.model.as_deref().unwrap_or_default(),
+        a.mconf
+    ));
     let failed: Vec<_> = results.iter().filter(|r| !r.pass).collect();
     let mut worst: std::collections::BTreeMap<&str, f64> = Default::default();
     for r in &results {
@@ -74,7 +81,15 @@ fn check(a: KernelCheckArgs) -> anyhow::Result<()> {
         *e = e.max(r.rel_l2);
     }
     for r in &failed {
-        println!("FAIL {label} op {} {} ({}): rel-L2 {:.3e}, max abs {:.3e}{}", r.index, r.name, r.kind, r.rel_l2, r.max_abs, if r.nan { ", NaN/unwritten" } else { "" });
+        println!(
+            "FAIL {label} op {} {} ({}): rel-L2 {:.3e}, max abs {:.3e}{}",
+            r.index,
+            r.name,
+            r.kind,
+            r.rel_l2,
+            r.max_abs,
+            if r.nan { ", NaN/unwritten" } else { "" }
+        );
     }
     let kinds: Vec<String> = worst.iter().map(|(k, v)| format!("{k} {v:.1e}")).collect();
     println!(

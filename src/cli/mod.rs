@@ -4,8 +4,8 @@ mod check;
 mod common;
 mod count;
 mod info;
-mod kernel;
 pub mod inputs;
+mod kernel;
 mod run;
 
 pub use run::RunArgs;

@@ -78,3 +78,34 @@ mod tests {
         assert_ne!(tensor_seed(1, "a"), a);
     }
 }
+
+#[cfg(test)]
+mod golden {
+    /// (seed, index, unit bits, value(mean 0, std 0.02) bits). The same table sits in
+    /// kernels/dev/elementwise_test.cu, so the GPU generator is pinned to these numbers.
+    const GOLDEN: [(u64, u64, u32, u32); 15] = [
+        (0x35f7803b9f2ef067, 0x0000000000000000, 0x3d7ed3f6, 0x3aa31704),
+        (0x35f7803b9f2ef067, 0x0000000000000001, 0xbf72307d, 0xbc9b0050),
+        (0x35f7803b9f2ef067, 0x0000000000003039, 0x3fd2690c, 0x3d06a9a1),
+        (0x35f7803b9f2ef067, 0x0000010000000000, 0x3d18875a, 0x3a433c9c),
+        (0x35f7803b9f2ef067, 0xffffffffffffffff, 0xbf1bae7d, 0xbc4745be),
+        (0x0000000000000000, 0x0000000000000000, 0x3fb6dd01, 0x3cea10a5),
+        (0x0000000000000000, 0x0000000000000001, 0xbece5128, 0xbc040afb),
+        (0x0000000000000000, 0x0000000000003039, 0xbdfff6f2, 0xbb23d13e),
+        (0x0000000000000000, 0x0000010000000000, 0x3e6eb9ae, 0x3b98c8c1),
+        (0x0000000000000000, 0xffffffffffffffff, 0xbf0de492, 0xbc359f73),
+        (0xdeadbeefcafef00d, 0x0000000000000000, 0xbf5a37d5, 0xbc8ba8da),
+        (0xdeadbeefcafef00d, 0x0000000000000001, 0xc00677a5, 0xbd2c1e44),
+        (0xdeadbeefcafef00d, 0x0000000000003039, 0xbf8e71bb, 0xbcb65422),
+        (0xdeadbeefcafef00d, 0x0000010000000000, 0xbf391972, 0xbc6ced5e),
+        (0xdeadbeefcafef00d, 0xffffffffffffffff, 0xbfddbba2, 0xbd0de8b9),
+    ];
+
+    #[test]
+    fn generator_matches_the_pinned_values() {
+        for (seed, index, unit, value) in GOLDEN {
+            assert_eq!(super::unit_value(seed, index).to_bits(), unit, "unit_value({seed:#x}, {index:#x})");
+            assert_eq!(super::value(seed, index, 0.0, 0.02).to_bits(), value, "value({seed:#x}, {index:#x})");
+        }
+    }
+}

@@ -28,12 +28,15 @@ impl KvCaches {
     }
 }
 
+/// One weight's result, filled by whichever thread materialises it.
+type Slot = std::sync::Mutex<Option<Result<Vec<f32>, WeightError>>>;
+
 /// All weights of a plan, materialised in f32.
 pub fn load_weights(plan: &Plan, src: &dyn WeightSource, round_bf16: bool) -> Result<Vec<Vec<f32>>, WeightError> {
     // Large 2-layer configs hold billions of values: spread the weights over the cores.
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(plan.weights.len().max(1));
     let next = std::sync::atomic::AtomicUsize::new(0);
-    let slots: Vec<std::sync::Mutex<Option<Result<Vec<f32>, WeightError>>>> = plan.weights.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    let slots: Vec<Slot> = plan.weights.iter().map(|_| std::sync::Mutex::new(None)).collect();
     std::thread::scope(|s| {
         for _ in 0..threads {
             s.spawn(|| loop {

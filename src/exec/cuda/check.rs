@@ -13,7 +13,13 @@ use crate::model::{build_plan, PlanOptions};
 use crate::plan::{RankLayout, Shape};
 use crate::weights::WeightSource;
 
-pub fn cuda_logits(cfg: &ModelConfig, layouts: &[RankLayout], src: &dyn WeightSource, ids: &[Vec<i32>], mode: CheckMode) -> anyhow::Result<Logits> {
+pub fn cuda_logits(
+    cfg: &ModelConfig,
+    layouts: &[RankLayout],
+    src: &dyn WeightSource,
+    ids: &[Vec<i32>],
+    mode: CheckMode,
+) -> anyhow::Result<Logits> {
     if layouts.len() != 1 {
         bail!("check --device cuda runs one GPU for now: use --deploy tp1 (sharded plans are checked on the CPU)");
     }
@@ -23,12 +29,18 @@ pub fn cuda_logits(cfg: &ModelConfig, layouts: &[RankLayout], src: &dyn WeightSo
     let mut weights = DeviceWeights::default();
     let values = Values::Source(src);
     let steps: Vec<(Shape, PlanOptions, Vec<i32>)> = match mode {
-        CheckMode::Prefill => vec![(Shape::prefill(batch, seq), PlanOptions { all_logits: true, cache_len: None }, ids.concat())],
+        CheckMode::Prefill => {
+            vec![(Shape::prefill(batch, seq), PlanOptions { all_logits: true, cache_len: None }, ids.concat())]
+        }
         CheckMode::Decode => {
             let opts = PlanOptions { all_logits: false, cache_len: Some(seq) };
             let mut s = Vec::new();
             if seq > 1 {
-                s.push((Shape::prefill(batch, seq - 1), opts, ids.iter().flat_map(|r| r[..seq - 1].iter().copied()).collect()));
+                s.push((
+                    Shape::prefill(batch, seq - 1),
+                    opts,
+                    ids.iter().flat_map(|r| r[..seq - 1].iter().copied()).collect(),
+                ));
             }
             s.push((Shape::decode(batch, seq - 1), opts, ids.iter().map(|r| r[seq - 1]).collect()));
             s

@@ -36,9 +36,12 @@ impl DeviceCaches {
     }
 }
 
+/// A kernel launch with its parameters captured (each kernel has its own Params type).
+type Launcher = Box<dyn Fn(&Gpu, KernelName, cudarc::driver::LaunchConfig) -> anyhow::Result<()>>;
+
 /// One prepared device call of an op.
 enum Call {
-    Kernel(KernelName, cudarc::driver::LaunchConfig, Box<dyn Fn(&Gpu, KernelName, cudarc::driver::LaunchConfig) -> anyhow::Result<()>>),
+    Kernel(KernelName, cudarc::driver::LaunchConfig, Launcher),
     Gemm { shape: GemmShape, x: u64, w: u64, out: u64, bias: Option<u64>, alpha: f32 },
 }
 
@@ -53,7 +56,11 @@ pub struct BoundPlan {
     calls: Vec<Vec<Call>>,
 }
 
-fn kernel<P: cudarc::driver::DeviceRepr + Copy + 'static>(k: KernelName, cfg: cudarc::driver::LaunchConfig, p: P) -> Call {
+fn kernel<P: cudarc::driver::DeviceRepr + Copy + 'static>(
+    k: KernelName,
+    cfg: cudarc::driver::LaunchConfig,
+    p: P,
+) -> Call {
     Call::Kernel(k, cfg, Box::new(move |gpu, k, cfg| gpu.launch(k, cfg, p)))
 }
 
@@ -88,7 +95,8 @@ fn scratch_bytes(plan: &Plan, op: &Op, sm: i32, experts_total: usize) -> usize {
     let rows = |v: &View| plan.rows(*v);
     match op {
         Op::Attention { q, q_heads, k_heads, d_v, .. } if plan.shape.phase == Phase::Decode => {
-            let splits = attn_decode::decode_num_splits(rows(q) as i32, *k_heads as i32, plan.shape.context() as i32, sm);
+            let splits =
+                attn_decode::decode_num_splits(rows(q) as i32, *k_heads as i32, plan.shape.context() as i32, sm);
             a(attn_decode::decode_scratch_bytes(rows(q) as i32, *q_heads as i32, *d_v as i32, splits))
         }
         Op::MlaDecodeAttention { q_lat, heads, kv_lora_rank, .. } => {
@@ -102,7 +110,13 @@ fn scratch_bytes(plan: &Plan, op: &Op, sm: i32, experts_total: usize) -> usize {
             let bm = moe::choose_block_m(t, *top_k, experts_total.max(1));
             let max_sorted = moe::moe_max_sorted(t, *top_k, *local_experts, bm);
             let blocks = moe::moe_max_blocks(t, *top_k, *local_experts, bm);
-            a(max_sorted * 4) + a(blocks * 4) + a(t * top_k * 4) + a(4) + a(max_sorted * 2 * inter * 2) + a(max_sorted * inter * 2) + a(max_sorted * hidden * 2)
+            a(max_sorted * 4)
+                + a(blocks * 4)
+                + a(t * top_k * 4)
+                + a(4)
+                + a(max_sorted * 2 * inter * 2)
+                + a(max_sorted * inter * 2)
+                + a(max_sorted * hidden * 2)
         }
         _ => 0,
     }
@@ -110,13 +124,20 @@ fn scratch_bytes(plan: &Plan, op: &Op, sm: i32, experts_total: usize) -> usize {
 
 impl BoundPlan {
     /// Allocates the plan's arena and scratch and prepares every call.
-    pub fn new(gpu: &Gpu, plan: Plan, weights: &[u64], caches: &DeviceCaches, experts_total: usize) -> anyhow::Result<Self> {
+    pub fn new(
+        gpu: &Gpu,
+        plan: Plan,
+        weights: &[u64],
+        caches: &DeviceCaches,
+        experts_total: usize,
+    ) -> anyhow::Result<Self> {
         if plan.layout.world > 1 {
             bail!("multi-GPU execution (NCCL collectives) is not built yet: run with a tp1 deployment");
         }
         let memory = plan_memory(&plan);
         let arena = DeviceBuffer::zeroed(memory.arena_bytes).context("allocating the activation arena")?;
-        let scratch_need = plan.ops.iter().map(|p| scratch_bytes(&plan, &p.op, gpu.sm_count, experts_total)).max().unwrap_or(0);
+        let scratch_need =
+            plan.ops.iter().map(|p| scratch_bytes(&plan, &p.op, gpu.sm_count, experts_total)).max().unwrap_or(0);
         let scratch = DeviceBuffer::zeroed(scratch_need)?;
         let ids = DeviceBuffer::zeroed(plan.tensor(plan.input_ids).rows * 4)?;
         let mut aux = Vec::new();
@@ -147,7 +168,11 @@ impl BoundPlan {
                         scale: *scale,
                         ..Default::default()
                     };
-                    c.push(kernel(embed::EMBED_TOKENS, embed::embed_tokens_launch(ctx.rows(*out) as usize, out.cols), p));
+                    c.push(kernel(
+                        embed::EMBED_TOKENS,
+                        embed::embed_tokens_launch(ctx.rows(*out) as usize, out.cols),
+                        p,
+                    ));
                 }
                 Op::Norm { x, delta, weight, bias, kind, eps, out } => {
                     let (rows, cols) = (ctx.rows(*x), x.cols as i32);
@@ -206,7 +231,14 @@ impl BoundPlan {
                         batch: None,
                     };
                     gpu.gemm.borrow_mut().warm(&shape)?;
-                    c.push(Call::Gemm { shape, x: ctx.ptr(*x), w: ctx.w(*weight), out: ctx.ptr(*out), bias: bias.map(|b| ctx.w(b)), alpha: *alpha });
+                    c.push(Call::Gemm {
+                        shape,
+                        x: ctx.ptr(*x),
+                        w: ctx.w(*weight),
+                        out: ctx.ptr(*out),
+                        bias: bias.map(|b| ctx.w(b)),
+                        alpha: *alpha,
+                    });
                 }
                 Op::HeadMatmul { x, x_stride, weight, heads, transpose, out } => {
                     let w = plan.weight(*weight);
@@ -225,7 +257,14 @@ impl BoundPlan {
                         batch: Some((*heads, *x_stride, a * b, n)),
                     };
                     gpu.gemm.borrow_mut().warm(&shape)?;
-                    c.push(Call::Gemm { shape, x: ctx.ptr(*x), w: ctx.w(*weight), out: ctx.ptr(*out), bias: None, alpha: 1.0 });
+                    c.push(Call::Gemm {
+                        shape,
+                        x: ctx.ptr(*x),
+                        w: ctx.w(*weight),
+                        out: ctx.ptr(*out),
+                        bias: None,
+                        alpha: 1.0,
+                    });
                 }
                 Op::BiasAct { x, bias, act: a } => {
                     let p = act::BiasActParams {
@@ -278,7 +317,11 @@ impl BoundPlan {
                         eps: *eps,
                         ..Default::default()
                     };
-                    c.push(kernel(norm::HEAD_RMS_NORM, norm::head_rms_norm_launch(ctx.rows(*x) as usize, *heads, *head_dim), p));
+                    c.push(kernel(
+                        norm::HEAD_RMS_NORM,
+                        norm::head_rms_norm_launch(ctx.rows(*x) as usize, *heads, *head_dim),
+                        p,
+                    ));
                 }
                 Op::Rope { x, heads, head_stride, rope_offset, rope: cfg } => {
                     let key = format!("{cfg:?}");
@@ -368,7 +411,12 @@ impl BoundPlan {
                                 scale: *scale,
                                 softcap,
                             };
-                            let cfg = attn_prefill::flash_prefill_launch(&variant, plan.local_batch as i32, n_new, *q_heads as i32);
+                            let cfg = attn_prefill::flash_prefill_launch(
+                                &variant,
+                                plan.local_batch as i32,
+                                n_new,
+                                *q_heads as i32,
+                            );
                             c.push(kernel(variant.kernel, cfg, p));
                         }
                         Phase::Decode => {
@@ -398,7 +446,14 @@ impl BoundPlan {
                                 scratch: scratch.ptr,
                                 num_splits: splits,
                             };
-                            let cfg = attn_decode::decode_attention_launch(&variant, rows, *q_heads as i32, *k_heads as i32, *v_heads as i32, splits);
+                            let cfg = attn_decode::decode_attention_launch(
+                                &variant,
+                                rows,
+                                *q_heads as i32,
+                                *k_heads as i32,
+                                *v_heads as i32,
+                                splits,
+                            );
                             c.push(kernel(variant.kernel, cfg, p));
                             let p = attn_decode::DecodeCombineParams {
                                 scratch: scratch.ptr,
@@ -410,7 +465,11 @@ impl BoundPlan {
                                 d_v: *d_v as i32,
                                 num_splits: splits,
                             };
-                            c.push(kernel(attn_decode::DECODE_COMBINE, attn_decode::decode_combine_launch(rows, *q_heads as i32), p));
+                            c.push(kernel(
+                                attn_decode::DECODE_COMBINE,
+                                attn_decode::decode_combine_launch(rows, *q_heads as i32),
+                                p,
+                            ));
                         }
                     }
                 }
@@ -449,7 +508,8 @@ impl BoundPlan {
                         ..Default::default()
                     };
                     c.push(kernel(mla::MLA_BUILD_K, mla::mla_build_k_launch(rows), p));
-                    let variant = attn_prefill::select_variant(dqk, *d_v as i32).with_context(|| format!("no prefill attention kernel for MLA dims {dqk}/{d_v}"))?;
+                    let variant = attn_prefill::select_variant(dqk, *d_v as i32)
+                        .with_context(|| format!("no prefill attention kernel for MLA dims {dqk}/{d_v}"))?;
                     let n = plan.shape.new_tokens_per_seq() as i32;
                     let (ldq, ldkv, ldo) = (ctx.ld(*q), ctx.ld(*kv), ctx.ld(*out));
                     let k_row = *heads as i32 * dqk;
@@ -481,7 +541,11 @@ impl BoundPlan {
                         scale: *scale,
                         softcap: 0.0,
                     };
-                    c.push(kernel(variant.kernel, attn_prefill::flash_prefill_launch(&variant, plan.local_batch as i32, n, *heads as i32), p));
+                    c.push(kernel(
+                        variant.kernel,
+                        attn_prefill::flash_prefill_launch(&variant, plan.local_batch as i32, n, *heads as i32),
+                        p,
+                    ));
                 }
                 Op::MlaDecodeAttention { q_lat, q_pe, q_pe_stride, cache, out, heads, kv_lora_rank, d_rope, scale } => {
                     let info = &plan.caches[cache.0];
@@ -539,7 +603,14 @@ impl BoundPlan {
                         batch: None,
                     };
                     gpu.gemm.borrow_mut().warm(&shape)?;
-                    c.push(Call::Gemm { shape, x: ctx.ptr(*x), w: ctx.w(*weight), out: ctx.ptr(*logits), bias: None, alpha: 1.0 });
+                    c.push(Call::Gemm {
+                        shape,
+                        x: ctx.ptr(*x),
+                        w: ctx.w(*weight),
+                        out: ctx.ptr(*logits),
+                        bias: None,
+                        alpha: 1.0,
+                    });
                     let p = route::MoeRouteParams {
                         logits: ctx.ptr(*logits),
                         ld: ctx.ld(*logits),
@@ -560,7 +631,19 @@ impl BoundPlan {
                     };
                     c.push(kernel(route::MOE_ROUTE, route::moe_route_launch(ctx.rows(*x) as usize), p));
                 }
-                Op::Experts { x, ids: in_ids, weights: in_w, w13, w2, expert_start, local_experts, top_k, inter, act: a, out } => {
+                Op::Experts {
+                    x,
+                    ids: in_ids,
+                    weights: in_w,
+                    w13,
+                    w2,
+                    expert_start,
+                    local_experts,
+                    top_k,
+                    inter,
+                    act: a,
+                    out,
+                } => {
                     let t = ctx.rows(*x) as usize;
                     let hidden = plan.weight(*w2).rows;
                     let bm = moe::choose_block_m(t, *top_k, experts_total.max(1));
@@ -689,7 +772,9 @@ impl BoundPlan {
         for call in &self.calls[i] {
             match call {
                 Call::Kernel(k, cfg, f) => f(gpu, *k, *cfg)?,
-                Call::Gemm { shape, x, w, out, bias, alpha } => gpu.gemm.borrow_mut().run(&gpu.stream, shape, *x, *w, *out, *bias, *alpha)?,
+                Call::Gemm { shape, x, w, out, bias, alpha } => {
+                    gpu.gemm.borrow_mut().run(&gpu.stream, shape, *x, *w, *out, *bias, *alpha)?
+                }
             }
         }
         Ok(())
@@ -720,7 +805,9 @@ impl BoundPlan {
         Ok(match t.dtype {
             DType::F32 => self.arena.download_at(off, t.rows * t.cols)?,
             DType::I32 => self.arena.download_at::<i32>(off, t.rows * t.cols)?.into_iter().map(|v| v as f32).collect(),
-            DType::BF16 => self.arena.download_at::<half::bf16>(off, t.rows * t.cols)?.into_iter().map(|v| v.to_f32()).collect(),
+            DType::BF16 => {
+                self.arena.download_at::<half::bf16>(off, t.rows * t.cols)?.into_iter().map(|v| v.to_f32()).collect()
+            }
         })
     }
 

@@ -85,7 +85,8 @@ impl Gemm {
         let out_type = if s.out_f32 { CUDA_R_32F } else { CUDA_R_16BF };
         // SAFETY: plain descriptor calls with valid pointers to locals.
         unsafe {
-            let desc = lt::create_matmul_desc(sys::cublasComputeType_t::CUBLAS_COMPUTE_32F, CUDA_R_32F).map_err(lt_err)?;
+            let desc =
+                lt::create_matmul_desc(sys::cublasComputeType_t::CUBLAS_COMPUTE_32F, CUDA_R_32F).map_err(lt_err)?;
             let trans_a: i32 = s.w_is_n_by_k as i32; // 1 = T, 0 = N
             let set = |attr, v: *const c_void, size| lt::set_matmul_desc_attribute(desc, attr, v, size).map_err(lt_err);
             set(sys::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_TRANSA, &trans_a as *const _ as _, 4)?;
@@ -93,19 +94,29 @@ impl Gemm {
                 let epi = sys::cublasLtEpilogue_t::CUBLASLT_EPILOGUE_BIAS;
                 set(sys::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_EPILOGUE, &epi as *const _ as _, 4)?;
                 let bias_type = out_type;
-                set(sys::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type as *const _ as _, 4)?;
+                set(
+                    sys::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE,
+                    &bias_type as *const _ as _,
+                    4,
+                )?;
             }
             // Column-major: A = W (op T: stored k x n; op N: stored n x k), B = x^T (k x m), D = out^T (n x m).
             let (a_rows, a_cols) = if s.w_is_n_by_k { (s.k, s.n) } else { (s.n, s.k) };
-            let a = lt::create_matrix_layout(CUDA_R_16BF, a_rows as u64, a_cols as u64, s.ldw as i64).map_err(lt_err)?;
+            let a =
+                lt::create_matrix_layout(CUDA_R_16BF, a_rows as u64, a_cols as u64, s.ldw as i64).map_err(lt_err)?;
             let b = lt::create_matrix_layout(CUDA_R_16BF, s.k as u64, s.m as u64, s.ldx as i64).map_err(lt_err)?;
             let d = lt::create_matrix_layout(out_type, s.n as u64, s.m as u64, s.ldo as i64).map_err(lt_err)?;
             if let Some((count, sx, sw, so)) = s.batch {
                 for (layout, stride) in [(a, sw), (b, sx), (d, so)] {
                     let count = count as i32;
                     let stride = stride as i64;
-                    lt::set_matrix_layout_attribute(layout, sys::cublasLtMatrixLayoutAttribute_t::CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &count as *const _ as _, 4)
-                        .map_err(lt_err)?;
+                    lt::set_matrix_layout_attribute(
+                        layout,
+                        sys::cublasLtMatrixLayoutAttribute_t::CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT,
+                        &count as *const _ as _,
+                        4,
+                    )
+                    .map_err(lt_err)?;
                     lt::set_matrix_layout_attribute(
                         layout,
                         sys::cublasLtMatrixLayoutAttribute_t::CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET,
@@ -117,8 +128,13 @@ impl Gemm {
             }
             let pref = lt::create_matmul_pref().map_err(lt_err)?;
             let ws = WORKSPACE_BYTES;
-            lt::set_matmul_pref_attribute(pref, sys::cublasLtMatmulPreferenceAttributes_t::CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws as *const _ as _, 8)
-                .map_err(lt_err)?;
+            lt::set_matmul_pref_attribute(
+                pref,
+                sys::cublasLtMatmulPreferenceAttributes_t::CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                &ws as *const _ as _,
+                8,
+            )
+            .map_err(lt_err)?;
             let heuristic = lt::get_matmul_algo_heuristic(self.handle, desc, a, b, d, d, pref).map_err(lt_err);
             let _ = lt::destroy_matmul_pref(pref);
             Ok(Prepared { desc, layouts: [a, b, d], algo: heuristic?.algo })
@@ -131,7 +147,17 @@ impl Gemm {
     }
 
     /// `out = alpha * x . op(W) (+ bias)`; pointers are device addresses.
-    pub fn run(&mut self, stream: &CudaStream, s: &GemmShape, x: u64, w: u64, out: u64, bias: Option<u64>, alpha: f32) -> anyhow::Result<()> {
+    #[allow(clippy::too_many_arguments)]
+    pub fn run(
+        &mut self,
+        stream: &CudaStream,
+        s: &GemmShape,
+        x: u64,
+        w: u64,
+        out: u64,
+        bias: Option<u64>,
+        alpha: f32,
+    ) -> anyhow::Result<()> {
         let handle = self.handle;
         let ws = self.workspace.ptr;
         let p = self.prepare(s)?;
@@ -139,8 +165,13 @@ impl Gemm {
         // SAFETY: pointers come from live device buffers sized by the plan; layouts match.
         unsafe {
             if let Some(b) = bias {
-                lt::set_matmul_desc_attribute(p.desc, sys::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_BIAS_POINTER, &b as *const _ as _, 8)
-                    .map_err(lt_err)?;
+                lt::set_matmul_desc_attribute(
+                    p.desc,
+                    sys::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_BIAS_POINTER,
+                    &b as *const _ as _,
+                    8,
+                )
+                .map_err(lt_err)?;
             }
             lt::matmul(
                 handle,

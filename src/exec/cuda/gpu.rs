@@ -36,12 +36,22 @@ impl Gpu {
         let stream = ctx.new_stream()?;
         let mut modules = HashMap::new();
         for (name, bytes) in CUBINS {
-            let m = ctx.load_module(Ptx::from_binary(bytes.to_vec())).with_context(|| format!("loading kernels/{name}.cu (sm_90a cubin)"))?;
+            let m = ctx
+                .load_module(Ptx::from_binary(bytes.to_vec()))
+                .with_context(|| format!("loading kernels/{name}.cu (sm_90a cubin)"))?;
             modules.insert(*name, m);
         }
         let sm_count = ctx.attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?;
         let name = ctx.name()?;
-        Ok(Gpu { ctx, stream, modules, funcs: RefCell::new(HashMap::new()), gemm: RefCell::new(Gemm::new()?), sm_count, name })
+        Ok(Gpu {
+            ctx,
+            stream,
+            modules,
+            funcs: RefCell::new(HashMap::new()),
+            gemm: RefCell::new(Gemm::new()?),
+            sm_count,
+            name,
+        })
     }
 
     fn func(&self, k: KernelName, smem: u32) -> anyhow::Result<CudaFunction> {
@@ -50,7 +60,8 @@ impl Gpu {
             Some(entry) => entry,
             None => {
                 let m = self.modules.get(k.0).ok_or_else(|| anyhow!("kernel module {} was not built", k.0))?;
-                let f = m.load_function(k.1).with_context(|| format!("kernel {}::{} missing from its cubin", k.0, k.1))?;
+                let f =
+                    m.load_function(k.1).with_context(|| format!("kernel {}::{} missing from its cubin", k.0, k.1))?;
                 (f, 0)
             }
         };

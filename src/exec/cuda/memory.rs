@@ -15,7 +15,8 @@ impl DeviceBuffer {
     pub fn new(bytes: usize) -> anyhow::Result<Self> {
         let bytes = bytes.max(256);
         // SAFETY: a plain allocation on the current context.
-        let ptr = unsafe { result::malloc_sync(bytes) }.with_context(|| format!("cudaMalloc of {:.2} GB failed", bytes as f64 / 1e9))?;
+        let ptr = unsafe { result::malloc_sync(bytes) }
+            .with_context(|| format!("cudaMalloc of {:.2} GB failed", bytes as f64 / 1e9))?;
         Ok(DeviceBuffer { ptr, bytes })
     }
     pub fn zeroed(bytes: usize) -> anyhow::Result<Self> {

@@ -42,8 +42,13 @@ fn upload_tensor(bound: &BoundPlan, plan: &Plan, id: TensorId, values: &[f32]) -
     unsafe {
         match plan.tensor(id).dtype {
             DType::F32 => cudarc::driver::result::memcpy_htod_sync(ptr, values)?,
-            DType::I32 => cudarc::driver::result::memcpy_htod_sync(ptr, &values.iter().map(|v| *v as i32).collect::<Vec<_>>())?,
-            DType::BF16 => cudarc::driver::result::memcpy_htod_sync(ptr, &values.iter().map(|v| half::bf16::from_f32(*v)).collect::<Vec<_>>())?,
+            DType::I32 => {
+                cudarc::driver::result::memcpy_htod_sync(ptr, &values.iter().map(|v| *v as i32).collect::<Vec<_>>())?
+            }
+            DType::BF16 => cudarc::driver::result::memcpy_htod_sync(
+                ptr,
+                &values.iter().map(|v| half::bf16::from_f32(*v)).collect::<Vec<_>>(),
+            )?,
         }
     }
     Ok(())
@@ -72,7 +77,13 @@ fn upload_caches(dev: &DeviceCaches, cpu: &KvCaches) -> anyhow::Result<()> {
 
 /// Checks every op of each plan in turn (a prefill then a decode shares the KV caches);
 /// `ids[p]` are plan p's input ids, flattened.
-pub fn check_ops(gpu: &Gpu, cfg: &ModelConfig, plans: &[Plan], ids: &[Vec<i32>], seed: u64) -> anyhow::Result<Vec<OpCheck>> {
+pub fn check_ops(
+    gpu: &Gpu,
+    cfg: &ModelConfig,
+    plans: &[Plan],
+    ids: &[Vec<i32>],
+    seed: u64,
+) -> anyhow::Result<Vec<OpCheck>> {
     let src = RandomWeights { seed };
     let experts = cfg.moe.as_ref().map(|m| m.num_experts).unwrap_or(0);
     let mut dev_weights = DeviceWeights::default();
@@ -137,7 +148,8 @@ pub fn check_ops(gpu: &Gpu, cfg: &ModelConfig, plans: &[Plan], ids: &[Vec<i32>],
                     pairs.push((v, &cpu_caches.v[c]));
                 }
                 for (dev, host) in pairs {
-                    let got: Vec<f32> = dev.download::<half::bf16>(host.len())?.into_iter().map(|v| v.to_f32()).collect();
+                    let got: Vec<f32> =
+                        dev.download::<half::bf16>(host.len())?.into_iter().map(|v| v.to_f32()).collect();
                     let a = compare(&got, host, host.len().max(1));
                     nan |= got.iter().any(|v| v.is_nan());
                     worst = worst.max(a.rel_l2);
@@ -148,7 +160,8 @@ pub fn check_ops(gpu: &Gpu, cfg: &ModelConfig, plans: &[Plan], ids: &[Vec<i32>],
             let tol = if routed { 2e-2 } else { BF16_TOL };
             results.push(OpCheck {
                 index: i,
-                name: plan.ops[i].site.name.clone() + &plan.ops[i].site.layer.map(|l| format!("@{l}")).unwrap_or_default(),
+                name: plan.ops[i].site.name.clone()
+                    + &plan.ops[i].site.layer.map(|l| format!("@{l}")).unwrap_or_default(),
                 kind: op.kind_name(),
                 rel_l2: worst,
                 max_abs,

@@ -63,26 +63,10 @@ pub struct DecodeVariant {
 }
 
 pub const DECODE_VARIANTS: [DecodeVariant; 4] = [
-    DecodeVariant {
-        kernel: ("attn_decode", "decode_attention_d32"),
-        max_d: 32,
-        max_stages: 3,
-    },
-    DecodeVariant {
-        kernel: ("attn_decode", "decode_attention_d64"),
-        max_d: 64,
-        max_stages: 3,
-    },
-    DecodeVariant {
-        kernel: ("attn_decode", "decode_attention_d128"),
-        max_d: 128,
-        max_stages: 3,
-    },
-    DecodeVariant {
-        kernel: ("attn_decode", "decode_attention_d256"),
-        max_d: 256,
-        max_stages: 2,
-    },
+    DecodeVariant { kernel: ("attn_decode", "decode_attention_d32"), max_d: 32, max_stages: 3 },
+    DecodeVariant { kernel: ("attn_decode", "decode_attention_d64"), max_d: 64, max_stages: 3 },
+    DecodeVariant { kernel: ("attn_decode", "decode_attention_d128"), max_d: 128, max_stages: 3 },
+    DecodeVariant { kernel: ("attn_decode", "decode_attention_d256"), max_d: 256, max_stages: 2 },
 ];
 
 /// The bucket for these head dims, or `None` when a dim exceeds 256 or is not a positive
@@ -92,10 +76,7 @@ pub fn select_variant(d_qk: i32, d_v: i32) -> Option<DecodeVariant> {
     if !valid(d_qk) || !valid(d_v) {
         return None;
     }
-    DECODE_VARIANTS
-        .iter()
-        .copied()
-        .find(|v| d_qk.max(d_v) <= v.max_d)
+    DECODE_VARIANTS.iter().copied().find(|v| d_qk.max(d_v) <= v.max_d)
 }
 
 /// `(module, kernel)` name of the decode entry for these head dims.
@@ -133,10 +114,7 @@ pub fn decode_smem_bytes(variant: &DecodeVariant, q_heads: i32, k_heads: i32, v_
     let v_tiles = decode_max_v_heads(q_heads, k_heads, v_heads) as usize;
     let merge = 4 * 16 * 2 * 4 + 4 * 16 * variant.max_d as usize * 4;
     let ring = |stages: usize| (16 * row + stages * (BLOCK_N * row + v_tiles * BLOCK_N * row)) * 2;
-    let stages = (1..=variant.max_stages as usize)
-        .rev()
-        .find(|&s| ring(s).max(merge) <= MAX_SMEM)
-        .unwrap_or(1);
+    let stages = (1..=variant.max_stages as usize).rev().find(|&s| ring(s).max(merge) <= MAX_SMEM).unwrap_or(1);
     ring(stages).max(merge) as u32
 }
 
@@ -144,23 +122,11 @@ pub fn decode_smem_bytes(variant: &DecodeVariant, q_heads: i32, k_heads: i32, v_
 /// resident CTAs per SM; at most one split per 128 keys and 128 splits. `batch * k_heads`
 /// CTAs per split (one head tile per K head, i.e. K groups of <= 16 q heads).
 pub fn decode_num_splits(batch: i32, k_heads: i32, n_kv: i32, sm_count: i32) -> i32 {
-    choose_splits(
-        batch as i64 * k_heads as i64,
-        2 * sm_count as i64,
-        n_kv,
-        128,
-        128,
-    )
+    choose_splits(batch as i64 * k_heads as i64, 2 * sm_count as i64, n_kv, 128, 128)
 }
 
 /// Shared by decode and MLA: `base_ctas` CTAs per split, `slots` resident CTAs on the GPU.
-pub(crate) fn choose_splits(
-    base_ctas: i64,
-    slots: i64,
-    n_kv: i32,
-    min_keys: i32,
-    overhead_keys: i64,
-) -> i32 {
+pub(crate) fn choose_splits(base_ctas: i64, slots: i64, n_kv: i32, min_keys: i32, overhead_keys: i64) -> i32 {
     let max_splits = ((n_kv + min_keys - 1) / min_keys).clamp(1, 128);
     let (mut best, mut best_cost) = (1, i64::MAX);
     for s in 1..=max_splits {
@@ -194,11 +160,7 @@ pub fn decode_attention_launch(
     num_splits: i32,
 ) -> LaunchConfig {
     LaunchConfig {
-        grid_dim: (
-            num_splits as u32,
-            (k_heads * decode_head_tiles(q_heads, k_heads)) as u32,
-            batch as u32,
-        ),
+        grid_dim: (num_splits as u32, (k_heads * decode_head_tiles(q_heads, k_heads)) as u32, batch as u32),
         block_dim: (32 * WARPS, 1, 1),
         shared_mem_bytes: decode_smem_bytes(variant, q_heads, k_heads, v_heads),
     }
@@ -206,11 +168,7 @@ pub fn decode_attention_launch(
 
 /// Grid (q_heads, batch); returns at once when `num_splits <= 1`.
 pub fn decode_combine_launch(batch: i32, q_heads: i32) -> LaunchConfig {
-    LaunchConfig {
-        grid_dim: (q_heads as u32, batch as u32, 1),
-        block_dim: (128, 1, 1),
-        shared_mem_bytes: 0,
-    }
+    LaunchConfig { grid_dim: (q_heads as u32, batch as u32, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 }
 }
 
 #[cfg(test)]
@@ -236,15 +194,9 @@ mod tests {
     #[test]
     fn smem_shrinks_ring_for_diffqkv() {
         let d128 = select_variant(128, 128).unwrap();
-        assert_eq!(
-            decode_smem_bytes(&d128, 64, 8, 8),
-            (16 * 136 + 3 * 2 * 64 * 136) * 2
-        );
+        assert_eq!(decode_smem_bytes(&d128, 64, 8, 8), (16 * 136 + 3 * 2 * 64 * 136) * 2);
         // 4 V tiles per stage: 3 stages would exceed 227 KiB, 2 fit.
-        assert_eq!(
-            decode_smem_bytes(&d128, 32, 4, 16),
-            (16 * 136 + 2 * 5 * 64 * 136) * 2
-        );
+        assert_eq!(decode_smem_bytes(&d128, 32, 4, 16), (16 * 136 + 2 * 5 * 64 * 136) * 2);
         for v in DECODE_VARIANTS {
             assert!(decode_smem_bytes(&v, 32, 4, 16) as usize <= MAX_SMEM);
         }

@@ -32,11 +32,7 @@ pub const KV_CACHE_WRITE: (&str, &str) = ("attn_prefill", "kv_cache_write");
 
 /// One block per token row.
 pub fn kv_cache_write_launch(rows: i32) -> LaunchConfig {
-    LaunchConfig {
-        grid_dim: (rows.max(0) as u32, 1, 1),
-        block_dim: (128, 1, 1),
-        shared_mem_bytes: 0,
-    }
+    LaunchConfig { grid_dim: (rows.max(0) as u32, 1, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 }
 }
 
 /// Mirrors `FlashPrefillParams`. Strides are in elements; base pointers and strides must be
@@ -101,20 +97,8 @@ impl PrefillVariant {
 
 /// Smallest first: [`select_variant`] returns the first that holds the dims.
 pub const PREFILL_VARIANTS: [PrefillVariant; 5] = [
-    PrefillVariant {
-        kernel: ("attn_prefill", "flash_prefill_d32"),
-        max_d_qk: 32,
-        max_d_v: 32,
-        warps: 4,
-        block_n: 64,
-    },
-    PrefillVariant {
-        kernel: ("attn_prefill", "flash_prefill_d64"),
-        max_d_qk: 64,
-        max_d_v: 64,
-        warps: 8,
-        block_n: 64,
-    },
+    PrefillVariant { kernel: ("attn_prefill", "flash_prefill_d32"), max_d_qk: 32, max_d_v: 32, warps: 4, block_n: 64 },
+    PrefillVariant { kernel: ("attn_prefill", "flash_prefill_d64"), max_d_qk: 64, max_d_v: 64, warps: 8, block_n: 64 },
     PrefillVariant {
         kernel: ("attn_prefill", "flash_prefill_d128"),
         max_d_qk: 128,
@@ -145,10 +129,7 @@ pub fn select_variant(d_qk: i32, d_v: i32) -> Option<PrefillVariant> {
     if !valid(d_qk) || !valid(d_v) {
         return None;
     }
-    PREFILL_VARIANTS
-        .iter()
-        .copied()
-        .find(|v| d_qk <= v.max_d_qk && d_v <= v.max_d_v)
+    PREFILL_VARIANTS.iter().copied().find(|v| d_qk <= v.max_d_qk && d_v <= v.max_d_v)
 }
 
 /// `(module, kernel)` name of the prefill entry for these head dims.
@@ -158,19 +139,10 @@ pub fn select(d_qk: i32, d_v: i32) -> Option<(&'static str, &'static str)> {
 
 /// Grid (query blocks, q heads, batch); the caller must raise the kernel's max dynamic smem
 /// attribute to `shared_mem_bytes` (above the 48 KiB default) once per function.
-pub fn flash_prefill_launch(
-    variant: &PrefillVariant,
-    batch: i32,
-    n_q: i32,
-    q_heads: i32,
-) -> LaunchConfig {
+pub fn flash_prefill_launch(variant: &PrefillVariant, batch: i32, n_q: i32, q_heads: i32) -> LaunchConfig {
     let bm = variant.block_m();
     LaunchConfig {
-        grid_dim: (
-            ((n_q + bm - 1) / bm).max(0) as u32,
-            q_heads as u32,
-            batch as u32,
-        ),
+        grid_dim: (((n_q + bm - 1) / bm).max(0) as u32, q_heads as u32, batch as u32),
         block_dim: (32 * variant.warps as u32, 1, 1),
         shared_mem_bytes: variant.smem_bytes(),
     }
@@ -193,22 +165,10 @@ mod tests {
         assert_eq!(select(16, 16), Some(("attn_prefill", "flash_prefill_d32")));
         assert_eq!(select(24, 16), Some(("attn_prefill", "flash_prefill_d32")));
         assert_eq!(select(64, 64), Some(("attn_prefill", "flash_prefill_d64")));
-        assert_eq!(
-            select(128, 128),
-            Some(("attn_prefill", "flash_prefill_d128"))
-        );
-        assert_eq!(
-            select(192, 128),
-            Some(("attn_prefill", "flash_prefill_d192_128"))
-        );
-        assert_eq!(
-            select(192, 192),
-            Some(("attn_prefill", "flash_prefill_d256"))
-        );
-        assert_eq!(
-            select(256, 256),
-            Some(("attn_prefill", "flash_prefill_d256"))
-        );
+        assert_eq!(select(128, 128), Some(("attn_prefill", "flash_prefill_d128")));
+        assert_eq!(select(192, 128), Some(("attn_prefill", "flash_prefill_d192_128")));
+        assert_eq!(select(192, 192), Some(("attn_prefill", "flash_prefill_d256")));
+        assert_eq!(select(256, 256), Some(("attn_prefill", "flash_prefill_d256")));
         assert_eq!(select(264, 128), None);
         assert_eq!(select(20, 16), None);
     }

@@ -26,11 +26,7 @@ unsafe impl DeviceRepr for MlaCacheWriteParams {}
 pub const MLA_CACHE_WRITE: (&str, &str) = ("mla", "mla_cache_write");
 
 pub fn mla_cache_write_launch(rows: i32) -> LaunchConfig {
-    LaunchConfig {
-        grid_dim: (rows.max(0) as u32, 1, 1),
-        block_dim: (64, 1, 1),
-        shared_mem_bytes: 0,
-    }
+    LaunchConfig { grid_dim: (rows.max(0) as u32, 1, 1), block_dim: (64, 1, 1), shared_mem_bytes: 0 }
 }
 
 /// Mirrors `MlaBuildKParams`: k_out[t, h, :] = [kv[t, h, 0:d_nope] ; k_pe[t, 0:d_rope]],
@@ -56,11 +52,7 @@ unsafe impl DeviceRepr for MlaBuildKParams {}
 pub const MLA_BUILD_K: (&str, &str) = ("mla", "mla_build_k");
 
 pub fn mla_build_k_launch(rows: i32) -> LaunchConfig {
-    LaunchConfig {
-        grid_dim: (rows.max(0) as u32, 1, 1),
-        block_dim: (128, 1, 1),
-        shared_mem_bytes: 0,
-    }
+    LaunchConfig { grid_dim: (rows.max(0) as u32, 1, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 }
 }
 
 /// Mirrors `MlaDecodeParams` (absorbed form): score = scale * (q_lat.c_kv + q_pe.k_pe) over the
@@ -127,28 +119,15 @@ impl MlaDecodeVariant {
     pub const fn smem_bytes(&self) -> u32 {
         let row = 512 + 64 + 8;
         let parts = self.warps / (self.heads_per_cta / 16);
-        ((self.heads_per_cta * row
-            + self.stages * self.block_n * row
-            + self.heads_per_cta * (self.block_n + 8))
-            * 2
+        ((self.heads_per_cta * row + self.stages * self.block_n * row + self.heads_per_cta * (self.block_n + 8)) * 2
             + 2 * parts * self.heads_per_cta * 4) as u32
     }
 }
 
-pub const MLA_DECODE_M64: MlaDecodeVariant = MlaDecodeVariant {
-    kernel: ("mla", "mla_decode_m64"),
-    heads_per_cta: 64,
-    warps: 8,
-    block_n: 32,
-    stages: 3,
-};
-pub const MLA_DECODE_M16: MlaDecodeVariant = MlaDecodeVariant {
-    kernel: ("mla", "mla_decode_m16"),
-    heads_per_cta: 16,
-    warps: 4,
-    block_n: 64,
-    stages: 2,
-};
+pub const MLA_DECODE_M64: MlaDecodeVariant =
+    MlaDecodeVariant { kernel: ("mla", "mla_decode_m64"), heads_per_cta: 64, warps: 8, block_n: 32, stages: 3 };
+pub const MLA_DECODE_M16: MlaDecodeVariant =
+    MlaDecodeVariant { kernel: ("mla", "mla_decode_m16"), heads_per_cta: 16, warps: 4, block_n: 64, stages: 2 };
 
 /// 64 heads per CTA when there are more than 32 heads (each cached row then serves 64 heads),
 /// else 16 (small TP shards, test fixtures).
@@ -164,13 +143,7 @@ pub fn mla_select(heads: i32) -> MlaDecodeVariant {
 pub fn mla_num_splits(batch: i32, heads: i32, n_kv: i32, sm_count: i32) -> i32 {
     let hpc = mla_select(heads).heads_per_cta;
     let head_tiles = (heads + hpc - 1) / hpc;
-    choose_splits(
-        batch as i64 * head_tiles as i64,
-        sm_count as i64,
-        n_kv,
-        64,
-        64,
-    )
+    choose_splits(batch as i64 * head_tiles as i64, sm_count as i64, n_kv, 64, 64)
 }
 
 /// fp32 scratch: partial o [batch, heads, splits, kv_lora_rank] then lse [batch, heads, splits];
@@ -183,12 +156,7 @@ pub fn mla_scratch_bytes(batch: i32, heads: i32, kv_lora_rank: i32, num_splits: 
 }
 
 /// Grid (splits, head tiles, batch); raise the function's max dynamic smem attribute first.
-pub fn mla_decode_launch(
-    variant: &MlaDecodeVariant,
-    batch: i32,
-    heads: i32,
-    num_splits: i32,
-) -> LaunchConfig {
+pub fn mla_decode_launch(variant: &MlaDecodeVariant, batch: i32, heads: i32, num_splits: i32) -> LaunchConfig {
     let tiles = (heads + variant.heads_per_cta - 1) / variant.heads_per_cta;
     LaunchConfig {
         grid_dim: (num_splits as u32, tiles as u32, batch as u32),
@@ -199,11 +167,7 @@ pub fn mla_decode_launch(
 
 /// Grid (heads, batch); returns at once when `num_splits <= 1`.
 pub fn mla_combine_launch(batch: i32, heads: i32) -> LaunchConfig {
-    LaunchConfig {
-        grid_dim: (heads as u32, batch as u32, 1),
-        block_dim: (128, 1, 1),
-        shared_mem_bytes: 0,
-    }
+    LaunchConfig { grid_dim: (heads as u32, batch as u32, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 }
 }
 
 #[cfg(test)]

@@ -149,7 +149,9 @@ pub enum MoeShapeError {
     UnsupportedBlockM(usize),
     #[error("MoE GEMM {what} = {value} must be a multiple of 8 (16-byte rows); pad the buffer or the model dimension")]
     NotMultipleOf8 { what: &'static str, value: usize },
-    #[error("MoE GEMM needs {blocks} m-blocks, over CUDA's grid limit of 65535; split the batch or use a larger block_m")]
+    #[error(
+        "MoE GEMM needs {blocks} m-blocks, over CUDA's grid limit of 65535; split the batch or use a larger block_m"
+    )]
     TooManyBlocks { blocks: usize },
     #[error("MoE top_k {0} is over the kernels' limit of 32")]
     TopKTooLarge(usize),
@@ -170,27 +172,9 @@ pub struct MoeGemmTile {
 pub fn moe_gemm_entry(block_m: usize) -> Result<MoeGemmTile, MoeShapeError> {
     // Pipeline bytes = stages * (BM + BN) * 64 (BK) * 2 (bf16).
     let tile = match block_m {
-        16 => MoeGemmTile {
-            entry: MOE_GEMM_M16,
-            block_m,
-            block_n: 32,
-            threads: 128,
-            smem_bytes: 8 * 48 * 128,
-        },
-        64 => MoeGemmTile {
-            entry: MOE_GEMM_M64,
-            block_m,
-            block_n: 128,
-            threads: 128,
-            smem_bytes: 4 * 192 * 128,
-        },
-        128 => MoeGemmTile {
-            entry: MOE_GEMM_M128,
-            block_m,
-            block_n: 128,
-            threads: 128,
-            smem_bytes: 3 * 256 * 128,
-        },
+        16 => MoeGemmTile { entry: MOE_GEMM_M16, block_m, block_n: 32, threads: 128, smem_bytes: 8 * 48 * 128 },
+        64 => MoeGemmTile { entry: MOE_GEMM_M64, block_m, block_n: 128, threads: 128, smem_bytes: 4 * 192 * 128 },
+        128 => MoeGemmTile { entry: MOE_GEMM_M128, block_m, block_n: 128, threads: 128, smem_bytes: 3 * 256 * 128 },
         other => return Err(MoeShapeError::UnsupportedBlockM(other)),
     };
     Ok(tile)
@@ -200,12 +184,7 @@ pub fn moe_gemm_entry(block_m: usize) -> Result<MoeGemmTile, MoeShapeError> {
 /// non-empty, up to `block_m - 1` padding rows. At most `min(E, T*k)` experts are non-empty,
 /// which keeps decode buffers (and the GEMM grid) small; at least one block so grids are
 /// never empty.
-pub fn moe_max_sorted(
-    tokens: usize,
-    top_k: usize,
-    num_local_experts: usize,
-    block_m: usize,
-) -> usize {
+pub fn moe_max_sorted(tokens: usize, top_k: usize, num_local_experts: usize, block_m: usize) -> usize {
     let slots = tokens * top_k;
     let nonempty_groups = num_local_experts.min(slots);
     let rows = slots + nonempty_groups * (block_m - 1);
@@ -213,12 +192,7 @@ pub fn moe_max_sorted(
 }
 
 /// m-blocks of the sorted buffers (`block_expert` length, GEMM grid height).
-pub fn moe_max_blocks(
-    tokens: usize,
-    top_k: usize,
-    num_local_experts: usize,
-    block_m: usize,
-) -> usize {
+pub fn moe_max_blocks(tokens: usize, top_k: usize, num_local_experts: usize, block_m: usize) -> usize {
     moe_max_sorted(tokens, top_k, num_local_experts, block_m) / block_m
 }
 
@@ -250,43 +224,25 @@ pub fn moe_align_launch(num_local_experts: usize) -> LaunchConfig {
 /// Checks what the GEMM assumes: `k`, `a_ld` multiples of 8 and a grid height CUDA accepts.
 pub fn check_moe_gemm(k: usize, a_ld: usize, max_blocks_m: usize) -> Result<(), MoeShapeError> {
     if !k.is_multiple_of(8) {
-        return Err(MoeShapeError::NotMultipleOf8 {
-            what: "k",
-            value: k,
-        });
+        return Err(MoeShapeError::NotMultipleOf8 { what: "k", value: k });
     }
     if !a_ld.is_multiple_of(8) {
-        return Err(MoeShapeError::NotMultipleOf8 {
-            what: "a_ld",
-            value: a_ld,
-        });
+        return Err(MoeShapeError::NotMultipleOf8 { what: "a_ld", value: a_ld });
     }
     if max_blocks_m > MAX_GRID_Y {
-        return Err(MoeShapeError::TooManyBlocks {
-            blocks: max_blocks_m,
-        });
+        return Err(MoeShapeError::TooManyBlocks { blocks: max_blocks_m });
     }
     Ok(())
 }
 
 /// Grid `(ceil(n / BN), max_blocks_m)`; blocks past `total_padded` exit at once.
-pub fn moe_gemm_launch(
-    block_m: usize,
-    n: usize,
-    max_blocks_m: usize,
-) -> Result<LaunchConfig, MoeShapeError> {
+pub fn moe_gemm_launch(block_m: usize, n: usize, max_blocks_m: usize) -> Result<LaunchConfig, MoeShapeError> {
     let tile = moe_gemm_entry(block_m)?;
     if max_blocks_m > MAX_GRID_Y {
-        return Err(MoeShapeError::TooManyBlocks {
-            blocks: max_blocks_m,
-        });
+        return Err(MoeShapeError::TooManyBlocks { blocks: max_blocks_m });
     }
     Ok(LaunchConfig {
-        grid_dim: (
-            n.div_ceil(tile.block_n) as u32,
-            max_blocks_m.max(1) as u32,
-            1,
-        ),
+        grid_dim: (n.div_ceil(tile.block_n) as u32, max_blocks_m.max(1) as u32, 1),
         block_dim: (tile.threads, 1, 1),
         shared_mem_bytes: tile.smem_bytes,
     })
@@ -337,22 +293,10 @@ mod tests {
 
     #[test]
     fn bad_shapes_are_refused() {
-        assert_eq!(
-            moe_gemm_entry(32),
-            Err(MoeShapeError::UnsupportedBlockM(32))
-        );
+        assert_eq!(moe_gemm_entry(32), Err(MoeShapeError::UnsupportedBlockM(32)));
         assert!(check_moe_gemm(7168, 7168, 100).is_ok());
-        assert_eq!(
-            check_moe_gemm(100, 104, 1),
-            Err(MoeShapeError::NotMultipleOf8 {
-                what: "k",
-                value: 100
-            })
-        );
-        assert!(matches!(
-            moe_gemm_launch(16, 4096, 70_000),
-            Err(MoeShapeError::TooManyBlocks { .. })
-        ));
+        assert_eq!(check_moe_gemm(100, 104, 1), Err(MoeShapeError::NotMultipleOf8 { what: "k", value: 100 }));
+        assert!(matches!(moe_gemm_launch(16, 4096, 70_000), Err(MoeShapeError::TooManyBlocks { .. })));
         assert!(moe_combine_launch(4, 33).is_err());
     }
 
