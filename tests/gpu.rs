@@ -30,8 +30,10 @@ fn gpu_logits_match_fixtures() {
         let dir = Path::new("tests/fixtures").join(name);
         let cfg = load_model_config(&dir.join("config.json"), &[]).unwrap();
         let weights = SafetensorsWeights::open(&dir.join("model.safetensors")).unwrap();
-        let (shape, want) = SafetensorsWeights::open(&dir.join("logits.safetensors")).unwrap().read_tensor("logits").unwrap();
-        let ids: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("input.json")).unwrap()).unwrap();
+        let (shape, want) =
+            SafetensorsWeights::open(&dir.join("logits.safetensors")).unwrap().read_tensor("logits").unwrap();
+        let ids: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("input.json")).unwrap()).unwrap();
         let ids: Vec<Vec<i32>> = ids["input_ids"]
             .as_array()
             .unwrap()

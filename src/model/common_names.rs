@@ -67,3 +67,53 @@ pub fn llama_norm(layer: Option<usize>, slot: super::NormSlot) -> (String, Optio
     };
     (name, None)
 }
+
+/// The feed-forward of a Llama-style layer (Qwen, DeepSeek, Sigma): a SiLU-gated MLP in
+/// dense layers, a routed MoE in sparse ones, under `model.layers.N.mlp`. `shared` names
+/// the shared-expert module (`shared_expert` in Qwen2-MoE, `shared_experts` in DeepSeek
+/// and Sigma); Qwen2-MoE's sigmoid gate sits at `shared_expert_gate`.
+pub fn llama_ffn(
+    b: &mut super::Builder,
+    cfg: &ModelConfig,
+    layer: usize,
+    x: crate::plan::View,
+    shared: &str,
+) -> crate::plan::View {
+    use super::blocks::mlp::gated_mlp;
+    use super::blocks::moe::{moe, router_init, MoeNames};
+    use crate::config::model::FfnKind;
+    let h = cfg.hidden_size;
+    let p = format!("model.layers.{layer}.mlp");
+    match cfg.layer_ffn[layer] {
+        FfnKind::Dense => {
+            let mlp = cfg.mlp.as_ref().expect("dense layer has an MLP config");
+            gated_mlp(b, x, "mlp", &gated(&p, h, mlp.intermediate_size), mlp.activation)
+        }
+        FfnKind::Moe => {
+            let m = cfg.moe.as_ref().expect("sparse layer has a MoE config");
+            let im = m.expert_intermediate_size;
+            let expert_prefix = p.clone();
+            let names = MoeNames {
+                router: Hf::new(format!("{p}.gate.weight"), m.num_experts, h, router_init()),
+                correction_bias: m.router.correction_bias.then(|| {
+                    Hf::vector(
+                        format!("{p}.gate.e_score_correction_bias"),
+                        m.num_experts,
+                        crate::plan::Init::normal(0.02),
+                    )
+                }),
+                expert: Box::new(move |e| {
+                    let g = gated(&format!("{expert_prefix}.experts.{e}"), h, im);
+                    (g.gate, g.up, g.down)
+                }),
+                shared: m.shared.as_ref().map(|s| gated(&format!("{p}.{shared}"), h, s.intermediate_size)),
+                shared_gate: m
+                    .shared
+                    .as_ref()
+                    .filter(|s| s.sigmoid_gate)
+                    .map(|_| Hf::new(format!("{p}.{shared}_gate.weight"), 1, h, WEIGHT_INIT)),
+            };
+            moe(b, x, m, &names)
+        }
+    }
+}

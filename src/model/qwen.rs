@@ -3,11 +3,9 @@
 //! softmax-routed experts (Qwen2-MoE adds a shared expert behind a sigmoid gate).
 
 use super::blocks::attention::attention;
-use super::blocks::mlp::gated_mlp;
-use super::blocks::moe::{moe, router_init, MoeNames};
-use super::common_names::{embed_tokens, gated, gqa_names, gqa_spec, llama_norm, lm_head};
+use super::common_names::{embed_tokens, gqa_names, gqa_spec, llama_ffn, llama_norm, lm_head};
 use super::{Builder, Hf, LayerGraph, NormSlot};
-use crate::config::model::{AttentionConfig, FfnKind, ModelConfig};
+use crate::config::model::{AttentionConfig, ModelConfig};
 use crate::plan::View;
 
 pub struct Qwen<'a>(pub &'a ModelConfig);
@@ -29,33 +27,6 @@ impl LayerGraph for Qwen<'_> {
         attention(b, x, &names, &gqa_spec(self.0, a))
     }
     fn ffn(&self, b: &mut Builder, layer: usize, x: View) -> View {
-        let h = self.0.hidden_size;
-        let p = format!("model.layers.{layer}.mlp");
-        match self.0.layer_ffn[layer] {
-            FfnKind::Dense => {
-                let mlp = self.0.mlp.as_ref().expect("dense layer has an MLP config");
-                gated_mlp(b, x, "mlp", &gated(&p, h, mlp.intermediate_size), mlp.activation)
-            }
-            FfnKind::Moe => {
-                let m = self.0.moe.as_ref().expect("sparse layer has a MoE config");
-                let im = m.expert_intermediate_size;
-                let expert_prefix = p.clone();
-                let names = MoeNames {
-                    router: Hf::new(format!("{p}.gate.weight"), m.num_experts, h, router_init()),
-                    correction_bias: None,
-                    expert: Box::new(move |e| {
-                        let g = gated(&format!("{expert_prefix}.experts.{e}"), h, im);
-                        (g.gate, g.up, g.down)
-                    }),
-                    shared: m.shared.as_ref().map(|s| gated(&format!("{p}.shared_expert"), h, s.intermediate_size)),
-                    shared_gate: m
-                        .shared
-                        .as_ref()
-                        .filter(|s| s.sigmoid_gate)
-                        .map(|_| Hf::new(format!("{p}.shared_expert_gate.weight"), 1, h, super::WEIGHT_INIT)),
-                };
-                moe(b, x, m, &names)
-            }
-        }
+        llama_ffn(b, self.0, layer, x, "shared_expert")
     }
 }

@@ -3,12 +3,10 @@
 //! (separate K and V head counts, augmented Q through a gated MLP) in a dense Llama block.
 
 use super::blocks::attention::{attention, AttnSpec};
-use super::blocks::mlp::gated_mlp;
-use super::blocks::moe::{moe, router_init, MoeNames};
-use super::common_names::{embed_tokens, gated, gqa_names, gqa_spec, llama_norm, lm_head};
+use super::common_names::{embed_tokens, gqa_names, gqa_spec, llama_ffn, llama_norm, lm_head};
 use super::{Builder, Hf, LayerGraph, NormSlot, WEIGHT_INIT};
-use crate::config::model::{AttentionConfig, FfnKind, GqaConfig, ModelConfig};
-use crate::plan::{Init, View};
+use crate::config::model::{AttentionConfig, GqaConfig, ModelConfig};
+use crate::plan::View;
 
 pub struct Sigma<'a>(pub &'a ModelConfig);
 
@@ -76,31 +74,6 @@ impl LayerGraph for Sigma<'_> {
         }
     }
     fn ffn(&self, b: &mut Builder, layer: usize, x: View) -> View {
-        let h = self.0.hidden_size;
-        let p = format!("model.layers.{layer}.mlp");
-        match self.0.layer_ffn[layer] {
-            FfnKind::Dense => {
-                let mlp = self.0.mlp.as_ref().expect("dense layer has an MLP config");
-                gated_mlp(b, x, "mlp", &gated(&p, h, mlp.intermediate_size), mlp.activation)
-            }
-            FfnKind::Moe => {
-                let m = self.0.moe.as_ref().expect("sparse layer has a MoE config");
-                let im = m.expert_intermediate_size;
-                let expert_prefix = p.clone();
-                let names = MoeNames {
-                    router: Hf::new(format!("{p}.gate.weight"), m.num_experts, h, router_init()),
-                    correction_bias: m.router.correction_bias.then(|| {
-                        Hf::vector(format!("{p}.gate.e_score_correction_bias"), m.num_experts, Init::normal(0.02))
-                    }),
-                    expert: Box::new(move |e| {
-                        let g = gated(&format!("{expert_prefix}.experts.{e}"), h, im);
-                        (g.gate, g.up, g.down)
-                    }),
-                    shared: m.shared.as_ref().map(|s| gated(&format!("{p}.shared_experts"), h, s.intermediate_size)),
-                    shared_gate: None,
-                };
-                moe(b, x, m, &names)
-            }
-        }
+        llama_ffn(b, self.0, layer, x, "shared_experts")
     }
 }
