@@ -1,7 +1,7 @@
 //! Checks and readers shared by several families.
 
 use super::keys::{Keys, Result};
-use crate::config::model::{Activation, MoeConfig, NormConfig, NormKind};
+use crate::config::model::{Activation, FfnKind, MlpConfig, MoeConfig, NormConfig, NormKind};
 
 /// `hidden_act` / `activation_function` names -> the activations fwdbench implements.
 pub(crate) fn activation(keys: &Keys, key: &str, default: Activation) -> Result<Activation> {
@@ -103,4 +103,19 @@ pub(crate) fn reject_true(keys: &Keys, key: &str, detail: &str) -> Result<()> {
         return Err(keys.unsupported(key, true, detail));
     }
     Ok(())
+}
+
+/// The SiLU-gated dense MLP of a model whose dense layers are only some of its layers:
+/// `intermediate_size` is required (and read) only when some layer is dense.
+pub(crate) fn dense_mlp_if_used(
+    keys: &Keys,
+    layer_ffn: &[FfnKind],
+    act: Activation,
+    what: &str,
+) -> Result<Option<MlpConfig>> {
+    if !layer_ffn.contains(&FfnKind::Dense) {
+        return Ok(None);
+    }
+    let width = keys.positive("intermediate_size", what)?;
+    Ok(Some(MlpConfig { intermediate_size: width, activation: act, gated: true, bias: false }))
 }

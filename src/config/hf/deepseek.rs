@@ -10,7 +10,7 @@
 //! The softmax scale is `(dn + dr)^-0.5`, times `mscale(factor, mscale_all_dim)^2` under
 //! YaRN when `mscale_all_dim` is set (HF `yarn_apply_mscale`; 0.1352338 for V3).
 
-use super::common::{activation, check_moe, reject_true, rms_norm};
+use super::common::{activation, check_moe, dense_mlp_if_used, reject_true, rms_norm};
 use super::keys::{Keys, Result};
 use super::rope::parse_rope;
 use crate::config::model::*;
@@ -89,12 +89,7 @@ pub(crate) fn parse(keys: &Keys, v2: bool) -> Result<ModelConfig> {
         Some(e) if layer_ffn.contains(&FfnKind::Moe) => Some(moe(keys, defaults, e, act)?),
         _ => None,
     };
-    let mlp = if layer_ffn.contains(&FfnKind::Dense) {
-        let width = keys.positive("intermediate_size", "the dense layers' MLP width (18432 for V3)")?;
-        Some(MlpConfig { intermediate_size: width, activation: act, gated: true, bias: false })
-    } else {
-        None
-    };
+    let mlp = dense_mlp_if_used(keys, &layer_ffn, act, "the dense layers' MLP width (18432 for V3)")?;
 
     Ok(ModelConfig {
         family: Family::DeepseekV3,

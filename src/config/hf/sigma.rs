@@ -1,6 +1,6 @@
 //! Sigma V2 (MoE, models.md §5.1) and Sigma v1 (DiffQKV, §5.2).
 
-use super::common::{activation, check_gqa_heads, check_moe, head_dim, rms_norm};
+use super::common::{activation, check_gqa_heads, check_moe, dense_mlp_if_used, head_dim, rms_norm};
 use super::keys::{Keys, Result};
 use super::rope::parse_rope;
 use crate::config::model::*;
@@ -85,12 +85,7 @@ pub(crate) fn parse_v2(keys: &Keys) -> Result<ModelConfig> {
     } else {
         None
     };
-    let mlp = if layer_ffn.contains(&FfnKind::Dense) {
-        let width = keys.positive("intermediate_size", "the dense layers' MLP width (first_k_dense_replace > 0)")?;
-        Some(MlpConfig { intermediate_size: width, activation: act, gated: true, bias: false })
-    } else {
-        None
-    };
+    let mlp = dense_mlp_if_used(keys, &layer_ffn, act, "the dense layers' MLP width (first_k_dense_replace > 0)")?;
 
     Ok(ModelConfig {
         family: Family::SigmaV2,
