@@ -107,8 +107,9 @@ pub fn check_ops(
                 }
                 upload_tensor(&bound, plan, id, &cpu.acts[id.0])?;
             }
-            cpu_caches.k.iter_mut().chain(cpu_caches.v.iter_mut()).for_each(|c| bf16_round(c));
-            if !cpu_caches.k.is_empty() {
+            // Only ops that touch a KV cache need the CPU's caches mirrored first.
+            if matches!(op, Op::Attention { .. } | Op::MlaCacheWrite { .. } | Op::MlaDecodeAttention { .. }) {
+                cpu_caches.k.iter_mut().chain(cpu_caches.v.iter_mut()).for_each(|c| bf16_round(c));
                 upload_caches(&dev_caches, &cpu_caches)?;
             }
             let inputs = op.inputs();
