@@ -23,7 +23,7 @@ use crate::exec::cuda::weights::{DeviceWeights, Values};
 use crate::model::{build_plan, PlanOptions};
 use crate::plan::cost::PhaseCost;
 use crate::plan::memory::{plan_memory, RESERVED_BYTES};
-use crate::plan::{Phase, Plan, RankLayout, Shape};
+use crate::plan::{Phase, RankLayout, Shape};
 pub use report::{Reporter, Row};
 pub use stats::Stats;
 
@@ -189,8 +189,4 @@ pub fn time_op(
     bound.run_op(gpu, i)?;
     end.record(&gpu.stream)?;
     Ok(start.elapsed_ms(end)? as f64)
-}
-
-pub fn plan_label(plan: &Plan) -> String {
-    format!("{} b{} s{}", plan.shape.phase.name(), plan.shape.batch, plan.shape.seq)
 }

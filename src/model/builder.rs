@@ -112,9 +112,13 @@ impl<'a> Builder<'a> {
         self.opts.cache_len.unwrap_or(self.shape.context()).max(self.shape.context())
     }
 
+    pub fn rows(&self, v: View) -> usize {
+        self.tensors[v.id.0].rows
+    }
+
     /// `out = x . W^T (+ bias)` into a new bf16 tensor of `weight`'s row count.
     pub fn linear(&mut self, name: &str, x: View, weight: WeightId, bias: Option<WeightId>) -> View {
-        let rows = self.tensors[x.id.0].rows;
+        let rows = self.rows(x);
         let n = self.weights[weight.0].rows;
         let out = self.act(name, rows, n);
         self.op(name, Op::Linear { x, weight, bias, alpha: 1.0, out });

@@ -14,7 +14,7 @@ mod sigma;
 use thiserror::Error;
 
 use crate::config::model::{Family, ModelConfig, NormKind};
-use crate::plan::{Collective, CollectiveDim, DType, Group, Init, Op, Plan, RankLayout, Shape, TensorId, View};
+use crate::plan::{Collective, CollectiveDim, DType, Group, Init, Op, Plan, RankLayout, Shape, View};
 pub use builder::{Builder, Hf, PlanOptions};
 
 /// Init scales: weights like a trained model's (std 0.02), norm weights near one.
@@ -310,12 +310,6 @@ fn reduce_ffn(b: &mut Builder, f: View, tokens: usize) -> View {
     let mine = b.act("ffn.dp_slice", tokens, hidden);
     b.op("ffn.dp_slice", Op::GatherRows { x: f, rows: (first..first + tokens).collect(), out: mine });
     mine
-}
-
-impl Plan {
-    pub fn input_ids_tensor(&self) -> TensorId {
-        self.input_ids
-    }
 }
 
 #[cfg(test)]

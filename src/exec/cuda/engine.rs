@@ -73,10 +73,18 @@ struct Ctx<'a> {
     weights: &'a [u64],
 }
 
+/// Device address of a view: the arena base, the tensor's planned offset, the column.
+fn view_ptr(plan: &Plan, mem: &MemoryPlan, arena: u64, v: View) -> u64 {
+    arena + (mem.offsets[v.id.0] + v.col * plan.tensor(v.id).dtype.bytes()) as u64
+}
+
 impl Ctx<'_> {
     fn ptr(&self, v: View) -> u64 {
-        let t = self.plan.tensor(v.id);
-        self.arena + (self.mem.offsets[v.id.0] + v.col * t.dtype.bytes()) as u64
+        view_ptr(self.plan, self.mem, self.arena, v)
+    }
+    /// Start of the whole tensor a view belongs to (kernels that take a column offset).
+    fn base(&self, v: View) -> u64 {
+        self.ptr(self.plan.full(v.id))
     }
     fn ld(&self, v: View) -> i32 {
         self.plan.tensor(v.id).cols as i32
@@ -307,7 +315,7 @@ impl BoundPlan {
                 }
                 Op::HeadNorm { x, heads, head_dim, weight, eps } => {
                     let p = norm::HeadRmsNormParams {
-                        x: ctx.arena + (ctx.mem.offsets[x.id.0]) as u64,
+                        x: ctx.base(*x),
                         ld: ctx.ld(*x),
                         rows: ctx.rows(*x),
                         col_offset: x.col as i32,
@@ -336,7 +344,7 @@ impl BoundPlan {
                         }
                     };
                     let p = rope::RopeParams {
-                        x: ctx.arena + (ctx.mem.offsets[x.id.0]) as u64,
+                        x: ctx.base(*x),
                         ld: ctx.ld(*x),
                         rows: ctx.rows(*x),
                         col_offset: x.col as i32,
@@ -358,7 +366,7 @@ impl BoundPlan {
                     let past = plan.shape.past() as i32;
                     let rows = ctx.rows(*q);
                     // k and v are windows of the fused qkv buffer (same tensor as q).
-                    let base = ctx.arena + ctx.mem.offsets[k.id.0] as u64;
+                    let base = ctx.base(*k);
                     let p = attn_prefill::KvCacheWriteParams {
                         src: base,
                         src_ld: ctx.ld(*k),
@@ -787,8 +795,7 @@ impl BoundPlan {
 
     /// Device address and row stride of an activation, for reading results back.
     pub fn tensor_ptr(&self, v: View) -> u64 {
-        let t = self.plan.tensor(v.id);
-        self.arena.ptr + (self.memory.offsets[v.id.0] + v.col * t.dtype.bytes()) as u64
+        view_ptr(&self.plan, &self.memory, self.arena.ptr, v)
     }
 
     /// The logits `[rows, vocab]` in f32 (after a synchronised forward).
@@ -809,9 +816,5 @@ impl BoundPlan {
                 self.arena.download_at::<half::bf16>(off, t.rows * t.cols)?.into_iter().map(|v| v.to_f32()).collect()
             }
         })
-    }
-
-    pub fn op_count(&self) -> usize {
-        self.calls.len()
     }
 }

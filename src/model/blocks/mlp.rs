@@ -49,9 +49,3 @@ pub fn plain_mlp(b: &mut Builder, x: View, fc: (&Hf, &Hf), proj: (&Hf, &Hf), act
         b.weight("mlp.proj_bias", [1, 1, hidden], DType::BF16, if first { vec![proj.1.whole()] } else { vec![] });
     b.linear("mlp.proj", h, w_proj, Some(b_proj))
 }
-
-impl Builder<'_> {
-    pub fn rows(&self, v: View) -> usize {
-        self.tensors[v.id.0].rows
-    }
-}
