@@ -26,7 +26,7 @@
 //   num_splits == 1 writes o directly; otherwise fp32 partials go to scratch
 //   (`mla_scratch_bytes`) and mla_combine merges them (returns at once for num_splits == 1).
 // v1: mma.sync m16n8k16 + ldmatrix + cp.async; a wgmma/TMA version (FlashMLA) is future work.
-#include "attn_util.cuh"
+#include "attention_util.cuh"
 
 struct MlaCacheWriteParams {
     const bf16* latent;

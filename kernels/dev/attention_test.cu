@@ -1,4 +1,4 @@
-// Standalone check and benchmark for kernels/{attn_prefill,attn_decode,mla}.cu.
+// Standalone check and benchmark for kernels/{attention_prefill,attention_decode,mla}.cu.
 // Build/run on the H200:
 //   nvcc -gencode=arch=compute_90a,code=sm_90a -O3 -std=c++17 -I kernels \
 //        kernels/dev/attention_test.cu -o /tmp/t && /tmp/t [--no-bench]
@@ -7,8 +7,8 @@
 // every element must come back finite. Tolerance for bf16 outputs: rel-L2 <= 1e-2 (P is rounded
 // to bf16 before P.V and the output once more; expect ~3e-3); the copy kernels must be exact.
 // The host-side variant tables and size formulas below mirror src/exec/cuda/kernels/*.rs.
-#include "../attn_prefill.cu"
-#include "../attn_decode.cu"
+#include "../attention_prefill.cu"
+#include "../attention_decode.cu"
 #include "../mla.cu"
 
 #include <algorithm>

@@ -109,7 +109,7 @@ pub fn op_cost(plan: &Plan, op: &Op, num_experts: usize) -> OpCost {
             c.act_bytes =
                 view_bytes(plan, x) + view_bytes(plan, logits) + view_bytes(plan, ids) + view_bytes(plan, weights);
         }
-        Op::Experts { x, w13, w2, local_experts, top_k, inter, out, .. } => {
+        Op::Moe { x, w13, w2, local_experts, top_k, inter, out, .. } => {
             let tokens = plan.rows(*x);
             let hidden = plan.weight(*w2).rows;
             let routed_local = tokens as f64 * *top_k as f64 * *local_experts as f64 / num_experts.max(1) as f64;

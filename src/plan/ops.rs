@@ -122,7 +122,7 @@ pub enum Op {
     /// Routed experts on this rank: `out[t] = sum_j w[t,j] * expert_{ids[t,j]}(x[t])` over
     /// the selected experts in `[expert_start, expert_start + local_experts)`.
     /// `w13` `[local, 2*inter, hidden]` (gate rows then up rows), `w2` `[local, hidden, inter]`.
-    Experts {
+    Moe {
         x: View,
         ids: View,
         weights: View,
@@ -159,7 +159,7 @@ impl Op {
             Op::MlaDecodeAttention { .. } => "mla_decode_attention",
             Op::HeadMatmul { .. } => "head_matmul",
             Op::Route { .. } => "route",
-            Op::Experts { .. } => "experts",
+            Op::Moe { .. } => "moe",
             Op::GatherRows { .. } => "gather_rows",
             Op::Collective { kind: Collective::AllReduce, .. } => "all_reduce",
             Op::Collective { kind: Collective::AllGather(_), .. } => "all_gather",
@@ -182,7 +182,7 @@ impl Op {
             Op::MlaDecodeAttention { q_lat, q_pe, .. } => vec![q_lat.id, q_pe.id],
             Op::HeadMatmul { x, .. } => vec![v(x)],
             Op::Route { x, .. } => vec![v(x)],
-            Op::Experts { x, ids, weights, .. } => vec![x.id, ids.id, weights.id],
+            Op::Moe { x, ids, weights, .. } => vec![x.id, ids.id, weights.id],
             Op::GatherRows { x, .. } => vec![v(x)],
             Op::Collective { x, .. } => vec![v(x)],
         }
@@ -198,7 +198,7 @@ impl Op {
             | Op::MlaPrefillAttention { out, .. }
             | Op::MlaDecodeAttention { out, .. }
             | Op::HeadMatmul { out, .. }
-            | Op::Experts { out, .. }
+            | Op::Moe { out, .. }
             | Op::GatherRows { out, .. }
             | Op::Collective { out, .. } => vec![out.id],
             Op::Norm { x, delta, out, .. } => {
@@ -225,7 +225,7 @@ impl Op {
             Op::BiasAct { bias, .. } => bias.iter().copied().collect(),
             Op::HeadNorm { weight, .. } | Op::HeadMatmul { weight, .. } => vec![*weight],
             Op::Route { weight, correction_bias, .. } => std::iter::once(*weight).chain(*correction_bias).collect(),
-            Op::Experts { w13, w2, .. } => vec![*w13, *w2],
+            Op::Moe { w13, w2, .. } => vec![*w13, *w2],
             _ => vec![],
         }
     }

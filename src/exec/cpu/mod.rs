@@ -326,7 +326,7 @@ impl<'a> CpuRun<'a> {
                 self.write(*ids, &r.ids.iter().map(|&i| i as f32).collect::<Vec<_>>());
                 self.write(*weights, &r.weights);
             }
-            Op::Experts { x, ids, weights, w13, w2, expert_start, local_experts, top_k, inter, act, out } => {
+            Op::Moe { x, ids, weights, w13, w2, expert_start, local_experts, top_k, inter, act, out } => {
                 let xs = self.read(*x);
                 let (idv, wv) = (self.read(*ids), self.read(*weights));
                 let hidden = x.cols;

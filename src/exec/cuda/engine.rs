@@ -8,7 +8,7 @@ use anyhow::{bail, Context};
 
 use super::gemm::GemmShape;
 use super::gpu::{Gpu, KernelName};
-use super::kernels::{act, attn_decode, attn_prefill, embed, misc, mla, moe, norm, rope, route};
+use super::kernels::{act, attention_decode, attention_prefill, embed, misc, mla, moe, norm, rope, route};
 use super::memory::DeviceBuffer;
 use crate::config::model::NormKind;
 use crate::plan::memory::{plan_memory, MemoryPlan};
@@ -104,15 +104,15 @@ fn scratch_bytes(plan: &Plan, op: &Op, sm: i32, experts_total: usize) -> usize {
     match op {
         Op::Attention { q, q_heads, k_heads, d_v, .. } if plan.shape.phase == Phase::Decode => {
             let splits =
-                attn_decode::decode_num_splits(rows(q) as i32, *k_heads as i32, plan.shape.context() as i32, sm);
-            a(attn_decode::decode_scratch_bytes(rows(q) as i32, *q_heads as i32, *d_v as i32, splits))
+                attention_decode::decode_num_splits(rows(q) as i32, *k_heads as i32, plan.shape.context() as i32, sm);
+            a(attention_decode::decode_scratch_bytes(rows(q) as i32, *q_heads as i32, *d_v as i32, splits))
         }
         Op::MlaDecodeAttention { q_lat, heads, kv_lora_rank, .. } => {
             let splits = mla::mla_num_splits(rows(q_lat) as i32, *heads as i32, plan.shape.context() as i32, sm);
             a(mla::mla_scratch_bytes(rows(q_lat) as i32, *heads as i32, *kv_lora_rank as i32, splits))
         }
         Op::MlaPrefillAttention { q, heads, d_nope, d_rope, .. } => a(rows(q) * heads * (d_nope + d_rope) * 2),
-        Op::Experts { x, w2, local_experts, top_k, inter, .. } => {
+        Op::Moe { x, w2, local_experts, top_k, inter, .. } => {
             let t = rows(x);
             let hidden = plan.weight(*w2).rows;
             let bm = moe::choose_block_m(t, *top_k, experts_total.max(1));
@@ -367,7 +367,7 @@ impl BoundPlan {
                     let rows = ctx.rows(*q);
                     // k and v are windows of the fused qkv buffer (same tensor as q).
                     let base = ctx.base(*k);
-                    let p = attn_prefill::KvCacheWriteParams {
+                    let p = attention_prefill::KvCacheWriteParams {
                         src: base,
                         src_ld: ctx.ld(*k),
                         rows,
@@ -383,15 +383,19 @@ impl BoundPlan {
                         tokens_per_seq: n_new,
                         past,
                     };
-                    c.push(kernel(attn_prefill::KV_CACHE_WRITE, attn_prefill::kv_cache_write_launch(rows), p));
+                    c.push(kernel(
+                        attention_prefill::KV_CACHE_WRITE,
+                        attention_prefill::kv_cache_write_launch(rows),
+                        p,
+                    ));
                     let (kw, vw) = (info.k_elems_per_token() as i32, info.v_elems_per_token() as i32);
                     let softcap = softcap.unwrap_or(0.0);
                     match plan.shape.phase {
                         Phase::Prefill => {
-                            let variant = attn_prefill::select_variant(*d_qk as i32, *d_v as i32)
+                            let variant = attention_prefill::select_variant(*d_qk as i32, *d_v as i32)
                                 .with_context(|| format!("no prefill attention kernel for head dims {d_qk}/{d_v}"))?;
                             let ld_q = ctx.ld(*q);
-                            let p = attn_prefill::FlashPrefillParams {
+                            let p = attention_prefill::FlashPrefillParams {
                                 q: ctx.ptr(*q),
                                 q_batch_stride: (n_new * ld_q) as i64,
                                 q_token_stride: ld_q,
@@ -419,7 +423,7 @@ impl BoundPlan {
                                 scale: *scale,
                                 softcap,
                             };
-                            let cfg = attn_prefill::flash_prefill_launch(
+                            let cfg = attention_prefill::flash_prefill_launch(
                                 &variant,
                                 plan.local_batch as i32,
                                 n_new,
@@ -428,11 +432,11 @@ impl BoundPlan {
                             c.push(kernel(variant.kernel, cfg, p));
                         }
                         Phase::Decode => {
-                            let variant = attn_decode::select_variant(*d_qk as i32, *d_v as i32)
+                            let variant = attention_decode::select_variant(*d_qk as i32, *d_v as i32)
                                 .with_context(|| format!("no decode attention kernel for head dims {d_qk}/{d_v}"))?;
                             let n_kv = past + 1;
-                            let splits = attn_decode::decode_num_splits(rows, *k_heads as i32, n_kv, gpu.sm_count);
-                            let p = attn_decode::DecodeAttentionParams {
+                            let splits = attention_decode::decode_num_splits(rows, *k_heads as i32, n_kv, gpu.sm_count);
+                            let p = attention_decode::DecodeAttentionParams {
                                 q: ctx.ptr(*q),
                                 q_batch_stride: ctx.ld(*q),
                                 q_head_stride: *d_qk as i32,
@@ -454,7 +458,7 @@ impl BoundPlan {
                                 scratch: scratch.ptr,
                                 num_splits: splits,
                             };
-                            let cfg = attn_decode::decode_attention_launch(
+                            let cfg = attention_decode::decode_attention_launch(
                                 &variant,
                                 rows,
                                 *q_heads as i32,
@@ -463,7 +467,7 @@ impl BoundPlan {
                                 splits,
                             );
                             c.push(kernel(variant.kernel, cfg, p));
-                            let p = attn_decode::DecodeCombineParams {
+                            let p = attention_decode::DecodeCombineParams {
                                 scratch: scratch.ptr,
                                 o: ctx.ptr(*out),
                                 o_batch_stride: ctx.ld(*out),
@@ -474,8 +478,8 @@ impl BoundPlan {
                                 num_splits: splits,
                             };
                             c.push(kernel(
-                                attn_decode::DECODE_COMBINE,
-                                attn_decode::decode_combine_launch(rows, *q_heads as i32),
+                                attention_decode::DECODE_COMBINE,
+                                attention_decode::decode_combine_launch(rows, *q_heads as i32),
                                 p,
                             ));
                         }
@@ -516,12 +520,12 @@ impl BoundPlan {
                         ..Default::default()
                     };
                     c.push(kernel(mla::MLA_BUILD_K, mla::mla_build_k_launch(rows), p));
-                    let variant = attn_prefill::select_variant(dqk, *d_v as i32)
+                    let variant = attention_prefill::select_variant(dqk, *d_v as i32)
                         .with_context(|| format!("no prefill attention kernel for MLA dims {dqk}/{d_v}"))?;
                     let n = plan.shape.new_tokens_per_seq() as i32;
                     let (ldq, ldkv, ldo) = (ctx.ld(*q), ctx.ld(*kv), ctx.ld(*out));
                     let k_row = *heads as i32 * dqk;
-                    let p = attn_prefill::FlashPrefillParams {
+                    let p = attention_prefill::FlashPrefillParams {
                         q: ctx.ptr(*q),
                         q_batch_stride: (n * ldq) as i64,
                         q_token_stride: ldq,
@@ -551,7 +555,7 @@ impl BoundPlan {
                     };
                     c.push(kernel(
                         variant.kernel,
-                        attn_prefill::flash_prefill_launch(&variant, plan.local_batch as i32, n, *heads as i32),
+                        attention_prefill::flash_prefill_launch(&variant, plan.local_batch as i32, n, *heads as i32),
                         p,
                     ));
                 }
@@ -639,7 +643,7 @@ impl BoundPlan {
                     };
                     c.push(kernel(route::MOE_ROUTE, route::moe_route_launch(ctx.rows(*x) as usize), p));
                 }
-                Op::Experts {
+                Op::Moe {
                     x,
                     ids: in_ids,
                     weights: in_w,

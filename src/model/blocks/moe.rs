@@ -64,7 +64,7 @@ pub fn moe(b: &mut Builder, x: View, moe: &MoeConfig, names: &MoeNames) -> View 
     let out = b.act("moe.experts", tokens, hidden);
     b.op(
         "moe.experts",
-        Op::Experts {
+        Op::Moe {
             x,
             ids,
             weights,

@@ -12,14 +12,14 @@ mod attention;
 mod gemm;
 mod norm;
 mod rope;
-mod router;
+mod route;
 
 pub use act::{act_mul, activate, round_bf16, sigmoid, softcap};
 pub use attention::{attention, AttnShape};
 pub use gemm::{linear, matmul_nn, matmul_nt};
 pub use norm::{layer_norm, rms_norm};
 pub use rope::{apply_rope, RopeTable};
-pub use router::{route, Routing};
+pub use route::{route, Routing};
 
 /// Numerically stable softmax of `logits` computed in f64 (max subtracted first).
 pub(crate) fn softmax_f64(logits: impl Iterator<Item = f64> + Clone) -> Vec<f64> {

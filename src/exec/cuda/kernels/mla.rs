@@ -1,7 +1,7 @@
 //! Launch parameters for `kernels/mla.cu`: the latent cache write, the MHA-form key builder
 //! and absorbed-form split-KV MLA decode with its combine.
 
-use super::attn_decode::choose_splits;
+use super::attention_decode::choose_splits;
 use cudarc::driver::{DeviceRepr, LaunchConfig};
 
 /// Mirrors `MlaCacheWriteParams`: cache[b, pos, :] = [latent[t, 0:L] ; k_pe[t, 0:R]].

@@ -2,8 +2,8 @@
 //! Each struct is `#[repr(C)]` and mirrors the `Params` struct the kernel takes by value.
 
 pub mod act;
-pub mod attn_decode;
-pub mod attn_prefill;
+pub mod attention_decode;
+pub mod attention_prefill;
 pub mod embed;
 pub mod init;
 pub mod misc;

@@ -17,7 +17,7 @@
 //   FLOPs (causal, n_q == n_kv = s): ~ 2 * b * q_heads * s^2 * (d_qk + d_v) / 2.
 //   Launch: grid (ceil(n_q / BM), q_heads, batch), block 32 * NWARPS, dynamic smem per entry.
 //
-// Versions (one entry per compiled head-dim bucket; Rust `attn_prefill::select` picks the
+// Versions (one entry per compiled head-dim bucket; Rust `attention_prefill::select` picks the
 // smallest bucket that holds (d_qk, d_v); any d_qk, d_v <= bucket works because loads
 // zero-fill the columns past d, so the larger buckets are the generic fallback):
 //   flash_prefill_d32      d_qk, d_v <= 32   (test fixtures)      4 warps, BM 64,  BN 64
@@ -28,7 +28,7 @@
 // v1 (this): FA2-style mma.sync m16n8k16, ldmatrix, cp.async double-buffered K/V tiles, one
 // q head per CTA, each warp owns 16 query rows, heavy (late) query blocks scheduled first,
 // warps skip key tiles wholly in their causal future. FA3-style wgmma/TMA is future work.
-#include "attn_util.cuh"
+#include "attention_util.cuh"
 
 struct KvCacheWriteParams {
     const bf16* src;
@@ -297,7 +297,7 @@ __device__ __forceinline__ void flash_prefill_impl(const FlashPrefillParams& p) 
 }  // namespace attn
 
 // Shapes per entry: (DQK, DV, NWARPS, BN, Q kept in registers). Keep in sync with
-// src/exec/cuda/kernels/attn_prefill.rs (`PREFILL_VARIANTS`).
+// src/exec/cuda/kernels/attention_prefill.rs (`PREFILL_VARIANTS`).
 #define FLASH_PREFILL_ENTRY(NAME, DQK, DV, NWARPS, BN, QREG)                               \
     extern "C" __global__ void __launch_bounds__(NWARPS * 32) NAME(const FlashPrefillParams p) { \
         attn::flash_prefill_impl<DQK, DV, NWARPS, BN, QREG>(p);                            \

@@ -1,4 +1,4 @@
-// Helpers shared by the attention kernels (attn_prefill.cu, attn_decode.cu, mla.cu):
+// Helpers shared by the attention kernels (attention_prefill.cu, attention_decode.cu, mla.cu):
 // cp.async tile loads, ldmatrix / mma.sync m16n8k16 bf16 wrappers, and the split-KV
 // combine step.
 //

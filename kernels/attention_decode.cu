@@ -20,7 +20,7 @@
 //   (`decode_scratch_bytes`) and `decode_combine` merges them (it returns at once when
 //   num_splits == 1, so a captured graph may always launch both).
 //
-// Versions: one entry per head-dim bucket; Rust `attn_decode::select` picks the smallest bucket
+// Versions: one entry per head-dim bucket; Rust `attention_decode::select` picks the smallest bucket
 // holding max(d_qk, d_v); loads zero-fill columns past d, so any d <= bucket (multiple of 8) works:
 //   decode_attention_d32 / _d64 / _d128 (up to 3-stage ring, BN 64, q in registers), _d256
 //   (up to 2 stages). The ring depth actually used is what fits the launch's dynamic smem, so
@@ -28,7 +28,7 @@
 //
 // decode_combine: o[b, h, :] = sum_s w_s o_s / sum_s w_s, w_s = exp2(lse_s - max lse).
 //   Launch: grid (q_heads, batch), block 128.
-#include "attn_util.cuh"
+#include "attention_util.cuh"
 
 struct DecodeAttentionParams {
     const bf16* q;
@@ -289,7 +289,7 @@ __device__ __forceinline__ void decode_impl(const DecodeAttentionParams& p) {
 
 }  // namespace attn
 
-// (DQK, DV, ring stages, q in registers). Keep in sync with attn_decode.rs (`DECODE_VARIANTS`).
+// (DQK, DV, ring stages, q in registers). Keep in sync with attention_decode.rs (`DECODE_VARIANTS`).
 #define DECODE_ENTRY(NAME, DQK, DV, STAGES, QREG)                                                    \
     extern "C" __global__ void __launch_bounds__(attn::DECODE_WARPS * 32) NAME(const DecodeAttentionParams p) { \
         attn::decode_impl<DQK, DV, STAGES, QREG>(p);                                                 \

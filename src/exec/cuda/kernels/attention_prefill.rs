@@ -1,4 +1,4 @@
-//! Launch parameters for `kernels/attn_prefill.cu`: the KV-cache write and causal flash
+//! Launch parameters for `kernels/attention_prefill.cu`: the KV-cache write and causal flash
 //! prefill attention (one entry per head-dim bucket, chosen by [`select`]).
 
 use cudarc::driver::{DeviceRepr, LaunchConfig};
@@ -28,7 +28,7 @@ pub struct KvCacheWriteParams {
     pub past: i32,
 }
 unsafe impl DeviceRepr for KvCacheWriteParams {}
-pub const KV_CACHE_WRITE: (&str, &str) = ("attn_prefill", "kv_cache_write");
+pub const KV_CACHE_WRITE: (&str, &str) = ("attention_prefill", "kv_cache_write");
 
 /// One block per token row.
 pub fn kv_cache_write_launch(rows: i32) -> LaunchConfig {
@@ -97,24 +97,36 @@ impl PrefillVariant {
 
 /// Smallest first: [`select_variant`] returns the first that holds the dims.
 pub const PREFILL_VARIANTS: [PrefillVariant; 5] = [
-    PrefillVariant { kernel: ("attn_prefill", "flash_prefill_d32"), max_d_qk: 32, max_d_v: 32, warps: 4, block_n: 64 },
-    PrefillVariant { kernel: ("attn_prefill", "flash_prefill_d64"), max_d_qk: 64, max_d_v: 64, warps: 8, block_n: 64 },
     PrefillVariant {
-        kernel: ("attn_prefill", "flash_prefill_d128"),
+        kernel: ("attention_prefill", "flash_prefill_d32"),
+        max_d_qk: 32,
+        max_d_v: 32,
+        warps: 4,
+        block_n: 64,
+    },
+    PrefillVariant {
+        kernel: ("attention_prefill", "flash_prefill_d64"),
+        max_d_qk: 64,
+        max_d_v: 64,
+        warps: 8,
+        block_n: 64,
+    },
+    PrefillVariant {
+        kernel: ("attention_prefill", "flash_prefill_d128"),
         max_d_qk: 128,
         max_d_v: 128,
         warps: 8,
         block_n: 64,
     },
     PrefillVariant {
-        kernel: ("attn_prefill", "flash_prefill_d192_128"),
+        kernel: ("attention_prefill", "flash_prefill_d192_128"),
         max_d_qk: 192,
         max_d_v: 128,
         warps: 8,
         block_n: 64,
     },
     PrefillVariant {
-        kernel: ("attn_prefill", "flash_prefill_d256"),
+        kernel: ("attention_prefill", "flash_prefill_d256"),
         max_d_qk: 256,
         max_d_v: 256,
         warps: 4,
@@ -162,13 +174,13 @@ mod tests {
 
     #[test]
     fn select_picks_smallest_bucket() {
-        assert_eq!(select(16, 16), Some(("attn_prefill", "flash_prefill_d32")));
-        assert_eq!(select(24, 16), Some(("attn_prefill", "flash_prefill_d32")));
-        assert_eq!(select(64, 64), Some(("attn_prefill", "flash_prefill_d64")));
-        assert_eq!(select(128, 128), Some(("attn_prefill", "flash_prefill_d128")));
-        assert_eq!(select(192, 128), Some(("attn_prefill", "flash_prefill_d192_128")));
-        assert_eq!(select(192, 192), Some(("attn_prefill", "flash_prefill_d256")));
-        assert_eq!(select(256, 256), Some(("attn_prefill", "flash_prefill_d256")));
+        assert_eq!(select(16, 16), Some(("attention_prefill", "flash_prefill_d32")));
+        assert_eq!(select(24, 16), Some(("attention_prefill", "flash_prefill_d32")));
+        assert_eq!(select(64, 64), Some(("attention_prefill", "flash_prefill_d64")));
+        assert_eq!(select(128, 128), Some(("attention_prefill", "flash_prefill_d128")));
+        assert_eq!(select(192, 128), Some(("attention_prefill", "flash_prefill_d192_128")));
+        assert_eq!(select(192, 192), Some(("attention_prefill", "flash_prefill_d256")));
+        assert_eq!(select(256, 256), Some(("attention_prefill", "flash_prefill_d256")));
         assert_eq!(select(264, 128), None);
         assert_eq!(select(20, 16), None);
     }

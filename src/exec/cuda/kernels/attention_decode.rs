@@ -1,4 +1,4 @@
-//! Launch parameters for `kernels/attn_decode.cu`: split-KV decode attention over the KV cache
+//! Launch parameters for `kernels/attention_decode.cu`: split-KV decode attention over the KV cache
 //! (one entry per head-dim bucket, chosen by [`select`]) and the split combine.
 
 use cudarc::driver::{DeviceRepr, LaunchConfig};
@@ -46,7 +46,7 @@ pub struct DecodeCombineParams {
     pub num_splits: i32,
 }
 unsafe impl DeviceRepr for DecodeCombineParams {}
-pub const DECODE_COMBINE: (&str, &str) = ("attn_decode", "decode_combine");
+pub const DECODE_COMBINE: (&str, &str) = ("attention_decode", "decode_combine");
 
 /// Keys per tile (16 per warp, 4 warps) and the sm_90 per-block dynamic smem limit.
 const BLOCK_N: usize = 64;
@@ -63,10 +63,10 @@ pub struct DecodeVariant {
 }
 
 pub const DECODE_VARIANTS: [DecodeVariant; 4] = [
-    DecodeVariant { kernel: ("attn_decode", "decode_attention_d32"), max_d: 32, max_stages: 3 },
-    DecodeVariant { kernel: ("attn_decode", "decode_attention_d64"), max_d: 64, max_stages: 3 },
-    DecodeVariant { kernel: ("attn_decode", "decode_attention_d128"), max_d: 128, max_stages: 3 },
-    DecodeVariant { kernel: ("attn_decode", "decode_attention_d256"), max_d: 256, max_stages: 2 },
+    DecodeVariant { kernel: ("attention_decode", "decode_attention_d32"), max_d: 32, max_stages: 3 },
+    DecodeVariant { kernel: ("attention_decode", "decode_attention_d64"), max_d: 64, max_stages: 3 },
+    DecodeVariant { kernel: ("attention_decode", "decode_attention_d128"), max_d: 128, max_stages: 3 },
+    DecodeVariant { kernel: ("attention_decode", "decode_attention_d256"), max_d: 256, max_stages: 2 },
 ];
 
 /// The bucket for these head dims, or `None` when a dim exceeds 256 or is not a positive
