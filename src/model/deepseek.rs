@@ -3,28 +3,22 @@
 //! correction bias, group-limited top-k, scaling, one shared expert) after.
 
 use super::blocks::mla::mla;
-use super::common_names::{embed_tokens, llama_ffn, llama_norm, lm_head};
-use super::{Builder, Hf, LayerGraph, NormSlot, NORM_INIT, WEIGHT_INIT};
+use super::llama::ffn;
+use super::{Builder, LayerGraph, NORM_INIT, WEIGHT_INIT};
 use crate::config::model::{AttentionConfig, ModelConfig};
 use crate::plan::View;
 
 pub struct DeepSeek<'a>(pub &'a ModelConfig);
 
 impl LayerGraph for DeepSeek<'_> {
-    fn embed_table(&self) -> Hf {
-        embed_tokens(self.0)
-    }
-    fn lm_head(&self) -> Option<Hf> {
-        lm_head(self.0)
-    }
-    fn norm(&self, layer: Option<usize>, slot: NormSlot) -> (String, Option<String>) {
-        llama_norm(layer, slot)
+    fn config(&self) -> &ModelConfig {
+        self.0
     }
     fn attention(&self, b: &mut Builder, layer: usize, x: View) -> View {
         let AttentionConfig::Mla(a) = &self.0.attention else { unreachable!("DeepSeek configs resolve to MLA") };
         mla(b, x, &format!("model.layers.{layer}.self_attn"), a, WEIGHT_INIT, NORM_INIT, self.0.norm.eps)
     }
     fn ffn(&self, b: &mut Builder, layer: usize, x: View) -> View {
-        llama_ffn(b, self.0, layer, x, "shared_experts")
+        ffn(b, self.0, layer, x, "shared_experts")
     }
 }

@@ -2,8 +2,9 @@
 //! pre-LayerNorm, MHA with fused biased `c_attn`, GELU (tanh) MLP, tied LM head. All
 //! layers use dense causal attention (no public spec of GPT-3's banded sparse layers).
 
-use super::blocks::attention::{attention, AttnNames, AttnSpec};
+use super::blocks::attention::{attention, AttnNames};
 use super::blocks::mlp::plain_mlp;
+use super::llama::gqa_spec;
 use super::{Builder, Hf, LayerGraph, NormSlot, WEIGHT_INIT};
 use crate::config::model::{AttentionConfig, ModelConfig};
 use crate::plan::View;
@@ -11,15 +12,14 @@ use crate::plan::View;
 pub struct Gpt3<'a>(pub &'a ModelConfig);
 
 impl LayerGraph for Gpt3<'_> {
+    fn config(&self) -> &ModelConfig {
+        self.0
+    }
     fn embed_table(&self) -> Hf {
         Hf::new("transformer.wte.weight", self.0.vocab_size, self.0.hidden_size, WEIGHT_INIT)
     }
     fn pos_table(&self) -> Option<Hf> {
         self.0.learned_positions.map(|rows| Hf::new("transformer.wpe.weight", rows, self.0.hidden_size, WEIGHT_INIT))
-    }
-    fn lm_head(&self) -> Option<Hf> {
-        (!self.0.tie_word_embeddings)
-            .then(|| Hf::new("lm_head.weight", self.0.vocab_size, self.0.hidden_size, WEIGHT_INIT))
     }
     fn norm(&self, layer: Option<usize>, slot: NormSlot) -> (String, Option<String>) {
         let base = match (layer, slot) {
@@ -45,18 +45,7 @@ impl LayerGraph for Gpt3<'_> {
             qk_norm: None,
             aug_q: None,
         };
-        let spec = AttnSpec {
-            q_heads: a.num_heads,
-            k_heads: a.num_kv_heads,
-            v_heads: a.num_kv_heads,
-            head_dim: a.head_dim,
-            rope: a.rope,
-            scale: a.softmax_scale,
-            softcap: a.logit_softcap,
-            norm_eps: self.0.norm.eps,
-            aug_act: crate::config::model::Activation::Silu,
-        };
-        attention(b, x, &names, &spec)
+        attention(b, x, &names, &gqa_spec(self.0, a))
     }
     fn ffn(&self, b: &mut Builder, layer: usize, x: View) -> View {
         let mlp = self.0.mlp.as_ref().expect("GPT-3 has a dense MLP");

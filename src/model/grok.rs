@@ -3,21 +3,17 @@
 //! top-2 MoE with GELU-gated experts (`w2(gelu(w1 x) * w3 x)`) and an fp32 softmax router
 //! (optionally soft-capped, as SGLang does), logits times 1/sqrt(3).
 
-use super::blocks::attention::attention;
 use super::blocks::moe::{moe, router_init, MoeNames};
-use super::common_names::{embed_tokens, gqa_names, gqa_spec, lm_head};
+use super::llama::gqa_attention;
 use super::{Builder, Hf, LayerGraph, NormSlot, WEIGHT_INIT};
-use crate::config::model::{AttentionConfig, ModelConfig};
+use crate::config::model::ModelConfig;
 use crate::plan::View;
 
 pub struct Grok1<'a>(pub &'a ModelConfig);
 
 impl LayerGraph for Grok1<'_> {
-    fn embed_table(&self) -> Hf {
-        embed_tokens(self.0)
-    }
-    fn lm_head(&self) -> Option<Hf> {
-        lm_head(self.0)
+    fn config(&self) -> &ModelConfig {
+        self.0
     }
     fn norm(&self, layer: Option<usize>, slot: NormSlot) -> (String, Option<String>) {
         let name = match (layer, slot) {
@@ -30,9 +26,7 @@ impl LayerGraph for Grok1<'_> {
         (name, None)
     }
     fn attention(&self, b: &mut Builder, layer: usize, x: View) -> View {
-        let AttentionConfig::Gqa(a) = &self.0.attention else { unreachable!("Grok configs resolve to GQA") };
-        let names = gqa_names(&format!("model.layers.{layer}.self_attn"), self.0.hidden_size, a, None);
-        attention(b, x, &names, &gqa_spec(self.0, a))
+        gqa_attention(b, self.0, layer, x, None)
     }
     fn ffn(&self, b: &mut Builder, layer: usize, x: View) -> View {
         let m = self.0.moe.as_ref().expect("Grok-1 layers are MoE");

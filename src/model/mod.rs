@@ -4,10 +4,10 @@
 
 pub mod blocks;
 pub mod builder;
-mod common_names;
 mod deepseek;
 mod gpt3;
 mod grok;
+mod llama;
 mod qwen;
 mod sigma;
 
@@ -46,16 +46,24 @@ pub enum NormSlot {
 }
 
 /// What a family supplies to the shared decoder skeleton.
+/// The embedding, LM head and norm names default to the Llama layout.
 pub trait LayerGraph {
-    fn embed_table(&self) -> Hf;
+    fn config(&self) -> &ModelConfig;
+    fn embed_table(&self) -> Hf {
+        llama::embed_tokens(self.config())
+    }
     /// Learned absolute positions (GPT).
     fn pos_table(&self) -> Option<Hf> {
         None
     }
     /// Separate LM head; None when tied to the embedding.
-    fn lm_head(&self) -> Option<Hf>;
+    fn lm_head(&self) -> Option<Hf> {
+        llama::lm_head(self.config())
+    }
     /// HF names of a norm's weight and (LayerNorm) bias.
-    fn norm(&self, layer: Option<usize>, slot: NormSlot) -> (String, Option<String>);
+    fn norm(&self, layer: Option<usize>, slot: NormSlot) -> (String, Option<String>) {
+        llama::llama_norm(layer, slot)
+    }
     fn attention(&self, b: &mut Builder, layer: usize, x: View) -> View;
     fn ffn(&self, b: &mut Builder, layer: usize, x: View) -> View;
 }

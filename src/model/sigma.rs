@@ -3,31 +3,22 @@
 //! (separate K and V head counts, augmented Q through a gated MLP) in a dense Llama block.
 
 use super::blocks::attention::{attention, AttnSpec};
-use super::common_names::{embed_tokens, gqa_names, gqa_spec, llama_ffn, llama_norm, lm_head};
-use super::{Builder, Hf, LayerGraph, NormSlot, WEIGHT_INIT};
+use super::llama::{ffn, gqa_attention, gqa_names};
+use super::{Builder, Hf, LayerGraph, WEIGHT_INIT};
 use crate::config::model::{AttentionConfig, GqaConfig, ModelConfig};
 use crate::plan::View;
 
 pub struct Sigma<'a>(pub &'a ModelConfig);
 
 impl LayerGraph for Sigma<'_> {
-    fn embed_table(&self) -> Hf {
-        embed_tokens(self.0)
-    }
-    fn lm_head(&self) -> Option<Hf> {
-        lm_head(self.0)
-    }
-    fn norm(&self, layer: Option<usize>, slot: NormSlot) -> (String, Option<String>) {
-        llama_norm(layer, slot)
+    fn config(&self) -> &ModelConfig {
+        self.0
     }
     fn attention(&self, b: &mut Builder, layer: usize, x: View) -> View {
         let h = self.0.hidden_size;
         let prefix = format!("model.layers.{layer}.self_attn");
         match &self.0.attention {
-            AttentionConfig::Gqa(a) => {
-                let names = gqa_names(&prefix, h, a, Some(("q_layernorm", "k_layernorm")));
-                attention(b, x, &names, &gqa_spec(self.0, a))
-            }
+            AttentionConfig::Gqa(_) => gqa_attention(b, self.0, layer, x, Some(("q_layernorm", "k_layernorm"))),
             AttentionConfig::DiffQkv(d) => {
                 // Reuse the GQA names for q/o, then give k and v their own head counts.
                 let as_gqa = GqaConfig {
@@ -74,6 +65,6 @@ impl LayerGraph for Sigma<'_> {
         }
     }
     fn ffn(&self, b: &mut Builder, layer: usize, x: View) -> View {
-        llama_ffn(b, self.0, layer, x, "shared_experts")
+        ffn(b, self.0, layer, x, "shared_experts")
     }
 }

@@ -1,7 +1,7 @@
 //! Checks and readers shared by several families.
 
 use super::keys::{Keys, Result};
-use crate::config::model::{Activation, FfnKind, MlpConfig, MoeConfig, NormConfig, NormKind};
+use crate::config::model::*;
 
 /// `hidden_act` / `activation_function` names -> the activations fwdbench implements.
 pub(crate) fn activation(keys: &Keys, key: &str, default: Activation) -> Result<Activation> {
@@ -118,4 +118,120 @@ pub(crate) fn dense_mlp_if_used(
     }
     let width = keys.positive("intermediate_size", what)?;
     Ok(Some(MlpConfig { intermediate_size: width, activation: act, gated: true, bias: false }))
+}
+
+/// The sizes every Llama-style config gives under the same keys (GPT-2 and Grok differ in
+/// how they name or default some of them and read those themselves).
+pub(crate) struct Dims {
+    pub hidden: usize,
+    pub num_layers: usize,
+    pub num_heads: usize,
+    pub vocab_size: usize,
+}
+
+impl Dims {
+    /// `hidden_hint` says what `hidden_size` is, with the family's value where it helps.
+    pub(crate) fn read(keys: &Keys, hidden_hint: &str) -> Result<Self> {
+        Ok(Dims {
+            hidden: keys.positive("hidden_size", hidden_hint)?,
+            num_layers: keys.positive("num_hidden_layers", "the number of decoder layers")?,
+            num_heads: keys.positive("num_attention_heads", "the number of query heads")?,
+            vocab_size: keys.positive("vocab_size", "the vocabulary size")?,
+        })
+    }
+
+    /// The resolved config with the defaults all rotary families share (no learned
+    /// positions, unscaled embeddings and logits, pre-norm only); Grok overrides some of
+    /// them with struct-update syntax.
+    pub(crate) fn config(
+        &self,
+        family: Family,
+        max_pos: usize,
+        norm: NormConfig,
+        attention: AttentionConfig,
+        ffn: Ffn,
+        tie_word_embeddings: bool,
+    ) -> ModelConfig {
+        ModelConfig {
+            family,
+            architecture: String::new(),
+            vocab_size: self.vocab_size,
+            hidden_size: self.hidden,
+            num_layers: self.num_layers,
+            max_position_embeddings: max_pos,
+            learned_positions: None,
+            embedding_scale: 1.0,
+            norm,
+            attention,
+            post_branch_norms: false,
+            mlp: ffn.mlp,
+            moe: ffn.moe,
+            layer_ffn: ffn.layer_ffn,
+            tie_word_embeddings,
+            output_scale: 1.0,
+        }
+    }
+}
+
+/// The feed-forward side of a config: which kind each layer uses and the two kinds' shapes.
+pub(crate) struct Ffn {
+    pub mlp: Option<MlpConfig>,
+    pub moe: Option<MoeConfig>,
+    pub layer_ffn: Vec<FfnKind>,
+}
+
+/// `max_position_embeddings`, required.
+pub(crate) fn max_positions(keys: &Keys) -> Result<usize> {
+    keys.positive("max_position_embeddings", "the context length")
+}
+
+/// GQA attention with the common defaults: no biases, no QK-norm, no soft-cap, and the
+/// softmax scale `head_dim^-0.5`.
+pub(crate) fn gqa(num_heads: usize, num_kv_heads: usize, head_dim: usize, rope: Option<RopeConfig>) -> GqaConfig {
+    GqaConfig {
+        num_heads,
+        num_kv_heads,
+        head_dim,
+        qkv_bias: false,
+        o_bias: false,
+        qk_norm: false,
+        logit_softcap: None,
+        rope,
+        softmax_scale: (head_dim as f64).powf(-0.5) as f32,
+    }
+}
+
+/// A softmax top-k router with nothing else switched on (Qwen, Grok); others update fields.
+pub(crate) fn softmax_router() -> RouterConfig {
+    RouterConfig {
+        scoring: Scoring::Softmax,
+        logit_softcap: None,
+        norm_topk_prob: false,
+        correction_bias: false,
+        n_group: 1,
+        topk_group: 1,
+        group_score: GroupScore::Max,
+        routed_scaling_factor: 1.0,
+    }
+}
+
+/// `scoring_func`: "sigmoid" or "softmax".
+pub(crate) fn scoring(keys: &Keys, default: &str) -> Result<Scoring> {
+    match keys.str("scoring_func")?.unwrap_or(default) {
+        "sigmoid" => Ok(Scoring::Sigmoid),
+        "softmax" => Ok(Scoring::Softmax),
+        other => Err(keys.unsupported("scoring_func", format!("\"{other}\""), "use \"sigmoid\" or \"softmax\"")),
+    }
+}
+
+/// `n_shared_experts` experts of the routed width, fused into one MLP (DeepSeek, Sigma V2).
+pub(crate) fn shared_experts(keys: &Keys, default: usize, expert_width: usize) -> Result<Option<SharedExpertConfig>> {
+    let n = keys.usize_or("n_shared_experts", default)?;
+    Ok((n > 0).then_some(SharedExpertConfig { intermediate_size: n * expert_width, sigmoid_gate: false }))
+}
+
+/// `routed_scaling_factor`, positive.
+pub(crate) fn routed_scaling(keys: &Keys, default: f64) -> Result<f32> {
+    let scaling = keys.f64_or("routed_scaling_factor", default)?;
+    Ok(keys.positive_f64("routed_scaling_factor", scaling)? as f32)
 }

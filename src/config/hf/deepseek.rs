@@ -10,7 +10,10 @@
 //! The softmax scale is `(dn + dr)^-0.5`, times `mscale(factor, mscale_all_dim)^2` under
 //! YaRN when `mscale_all_dim` is set (HF `yarn_apply_mscale`; 0.1352338 for V3).
 
-use super::common::{activation, check_moe, dense_mlp_if_used, reject_true, rms_norm};
+use super::common::{
+    activation, check_moe, dense_mlp_if_used, max_positions, reject_true, rms_norm, routed_scaling, scoring,
+    shared_experts, Dims, Ffn,
+};
 use super::keys::{Keys, Result};
 use super::rope::parse_rope;
 use crate::config::model::*;
@@ -49,11 +52,8 @@ const V2: RouterDefaults = RouterDefaults {
 
 pub(crate) fn parse(keys: &Keys, v2: bool) -> Result<ModelConfig> {
     let defaults = if v2 { &V2 } else { &V3 };
-    let hidden = keys.positive("hidden_size", "the model width")?;
-    let num_layers = keys.positive("num_hidden_layers", "the number of decoder layers")?;
-    let num_heads = keys.positive("num_attention_heads", "the number of attention heads")?;
-    let vocab_size = keys.positive("vocab_size", "the vocabulary size")?;
-    let max_pos = keys.positive("max_position_embeddings", "the context length")?;
+    let dims = Dims::read(keys, "the model width (7168 for V3)")?;
+    let max_pos = max_positions(keys)?;
     if !keys.contains_key("q_lora_rank") {
         return Err(keys.missing("q_lora_rank", "the query low-rank width, or null for a plain q projection"));
     }
@@ -81,7 +81,7 @@ pub(crate) fn parse(keys: &Keys, v2: bool) -> Result<ModelConfig> {
     let first_dense = keys.usize_or("first_k_dense_replace", defaults.first_k_dense_replace)?;
     let freq = keys.usize_or("moe_layer_freq", 1)?;
     let freq = keys.check_positive("moe_layer_freq", freq)?;
-    let layer_ffn: Vec<FfnKind> = (0..num_layers)
+    let layer_ffn: Vec<FfnKind> = (0..dims.num_layers)
         .map(|i| if num_experts.is_some() && i >= first_dense && i % freq == 0 { FfnKind::Moe } else { FfnKind::Dense })
         .collect();
 
@@ -91,43 +91,27 @@ pub(crate) fn parse(keys: &Keys, v2: bool) -> Result<ModelConfig> {
     };
     let mlp = dense_mlp_if_used(keys, &layer_ffn, act, "the dense layers' MLP width (18432 for V3)")?;
 
-    Ok(ModelConfig {
-        family: Family::DeepseekV3,
-        architecture: String::new(),
-        vocab_size,
-        hidden_size: hidden,
-        num_layers,
-        max_position_embeddings: max_pos,
-        learned_positions: None,
-        embedding_scale: 1.0,
-        norm: rms_norm(keys, "rms_norm_eps", 1e-6)?,
-        attention: AttentionConfig::Mla(MlaConfig {
-            num_heads,
-            q_lora_rank,
-            kv_lora_rank,
-            qk_nope_head_dim: dn,
-            qk_rope_head_dim: dr,
-            v_head_dim: dv,
-            rope: rope.rope,
-            softmax_scale: softmax_scale as f32,
-        }),
-        post_branch_norms: false,
-        mlp,
-        moe,
-        layer_ffn,
-        tie_word_embeddings: keys.bool_or("tie_word_embeddings", false)?,
-        output_scale: 1.0,
-    })
+    let attention = AttentionConfig::Mla(MlaConfig {
+        num_heads: dims.num_heads,
+        q_lora_rank,
+        kv_lora_rank,
+        qk_nope_head_dim: dn,
+        qk_rope_head_dim: dr,
+        v_head_dim: dv,
+        rope: rope.rope,
+        softmax_scale: softmax_scale as f32,
+    });
+    Ok(dims.config(
+        Family::DeepseekV3,
+        max_pos,
+        rms_norm(keys, "rms_norm_eps", 1e-6)?,
+        attention,
+        Ffn { mlp, moe, layer_ffn },
+        keys.bool_or("tie_word_embeddings", false)?,
+    ))
 }
-
 fn moe(keys: &Keys, defaults: &RouterDefaults, num_experts: usize, act: Activation) -> Result<MoeConfig> {
-    let scoring = match keys.str("scoring_func")?.unwrap_or(defaults.scoring) {
-        "sigmoid" => Scoring::Sigmoid,
-        "softmax" => Scoring::Softmax,
-        other => {
-            return Err(keys.unsupported("scoring_func", format!("\"{other}\""), "use \"sigmoid\" or \"softmax\""))
-        }
-    };
+    let scoring = scoring(keys, defaults.scoring)?;
     let (correction_bias, group_score, grouped) = match keys.str("topk_method")?.unwrap_or(defaults.topk_method) {
         "noaux_tc" => (true, GroupScore::Top2Sum, true),
         "group_limited_greedy" => (false, GroupScore::Max, true),
@@ -146,9 +130,7 @@ fn moe(keys: &Keys, defaults: &RouterDefaults, num_experts: usize, act: Activati
     } else {
         (1, 1)
     };
-    let shared_experts = keys.usize_or("n_shared_experts", defaults.n_shared_experts)?;
     let expert_width = keys.req_usize("moe_intermediate_size", "the routed experts' width (2048 for V3)")?;
-    let scaling = keys.f64_or("routed_scaling_factor", defaults.routed_scaling_factor)?;
     let moe = MoeConfig {
         num_experts,
         top_k: keys.req_usize("num_experts_per_tok", "experts per token (8 for V3)")?,
@@ -162,10 +144,9 @@ fn moe(keys: &Keys, defaults: &RouterDefaults, num_experts: usize, act: Activati
             n_group,
             topk_group,
             group_score,
-            routed_scaling_factor: keys.positive_f64("routed_scaling_factor", scaling)? as f32,
+            routed_scaling_factor: routed_scaling(keys, defaults.routed_scaling_factor)?,
         },
-        shared: (shared_experts > 0)
-            .then_some(SharedExpertConfig { intermediate_size: shared_experts * expert_width, sigmoid_gate: false }),
+        shared: shared_experts(keys, defaults.n_shared_experts, expert_width)?,
     };
     check_moe(keys, "n_routed_experts", &moe)?;
     if group_score == GroupScore::Top2Sum && num_experts / n_group < 2 {

@@ -5,7 +5,7 @@
 //! `n_positions`/`max_position_embeddings`). All layers are dense: the banded sparse
 //! layers of the GPT-3 paper have no public specification.
 
-use super::common::activation;
+use super::common::{activation, gqa};
 use super::keys::{Keys, Result};
 use crate::config::model::*;
 
@@ -67,15 +67,9 @@ pub(crate) fn parse(keys: &Keys) -> Result<ModelConfig> {
         embedding_scale: 1.0,
         norm: NormConfig { kind: NormKind::LayerNorm, eps: eps as f32 },
         attention: AttentionConfig::Gqa(GqaConfig {
-            num_heads,
-            num_kv_heads: num_heads,
-            head_dim,
             qkv_bias: true,
             o_bias: true,
-            qk_norm: false,
-            logit_softcap: None,
-            rope: None,
-            softmax_scale: (head_dim as f64).powf(-0.5) as f32,
+            ..gqa(num_heads, num_heads, head_dim, None)
         }),
         post_branch_norms: false,
         mlp: Some(MlpConfig { intermediate_size: intermediate, activation: act, gated: false, bias: true }),

@@ -16,7 +16,7 @@
 //! fp32 with no renormalisation, GELU-gated experts (`hidden_act`, default erf GELU as
 //! SGLang and the hpcai port run it).
 
-use super::common::{activation, check_gqa_heads, check_moe, head_dim, rms_norm};
+use super::common::{activation, check_gqa_heads, check_moe, gqa, head_dim, rms_norm, softmax_router, Dims, Ffn};
 use super::keys::{Keys, Result};
 use super::rope::parse_rope;
 use crate::config::model::*;
@@ -32,12 +32,10 @@ fn softcap(keys: &Keys, key: &str, default: Option<f64>) -> Result<Option<f32>> 
 }
 
 pub(crate) fn parse(keys: &Keys, hpcai: bool) -> Result<ModelConfig> {
-    let hidden = keys.positive("hidden_size", "the model width (6144 for Grok-1)")?;
-    let num_layers = keys.positive("num_hidden_layers", "the number of decoder layers")?;
-    let num_heads = keys.positive("num_attention_heads", "the number of query heads")?;
+    let dims = Dims::read(keys, "the model width (6144 for Grok-1)")?;
+    let (hidden, num_heads) = (dims.hidden, dims.num_heads);
     let num_kv = keys.positive("num_key_value_heads", "the number of key/value heads")?;
     check_gqa_heads(keys, "num_attention_heads", num_heads, "num_key_value_heads", num_kv)?;
-    let vocab_size = keys.positive("vocab_size", "the vocabulary size (131072 for Grok-1)")?;
     let max_pos = match keys.aliased_usize("max_position_embeddings", "context_len")? {
         Some(n) => keys.check_positive("max_position_embeddings", n)?,
         None => {
@@ -118,45 +116,21 @@ pub(crate) fn parse(keys: &Keys, hpcai: bool) -> Result<ModelConfig> {
         top_k,
         expert_intermediate_size: expert_intermediate,
         activation: activation(keys, "hidden_act", Activation::GeluErf)?,
-        router: RouterConfig {
-            scoring: Scoring::Softmax,
-            logit_softcap: router_cap,
-            norm_topk_prob: false,
-            correction_bias: false,
-            n_group: 1,
-            topk_group: 1,
-            group_score: GroupScore::Max,
-            routed_scaling_factor: 1.0,
-        },
+        router: RouterConfig { logit_softcap: router_cap, ..softmax_router() },
         shared: None,
     };
     check_moe(keys, experts_key, &moe)?;
+    let attention = GqaConfig {
+        logit_softcap: attn_cap,
+        softmax_scale: softmax_scale as f32,
+        ..gqa(num_heads, num_kv, dh, Some(rope))
+    };
+    let ffn = Ffn { mlp: None, moe: Some(moe), layer_ffn: vec![FfnKind::Moe; dims.num_layers] };
+    let norm = rms_norm(keys, "rms_norm_eps", 1e-5)?;
     Ok(ModelConfig {
-        family: Family::Grok1,
-        architecture: String::new(),
-        vocab_size,
-        hidden_size: hidden,
-        num_layers,
-        max_position_embeddings: max_pos,
-        learned_positions: None,
         embedding_scale: embedding_scale as f32,
-        norm: rms_norm(keys, "rms_norm_eps", 1e-5)?,
-        attention: AttentionConfig::Gqa(GqaConfig {
-            num_heads,
-            num_kv_heads: num_kv,
-            head_dim: dh,
-            qkv_bias: false,
-            o_bias: false,
-            qk_norm: false,
-            logit_softcap: attn_cap,
-            rope: Some(rope),
-            softmax_scale: softmax_scale as f32,
-        }),
         post_branch_norms: true,
-        mlp: None,
-        moe: Some(moe),
-        layer_ffn: vec![FfnKind::Moe; num_layers],
-        tie_word_embeddings: tie,
         output_scale: output_scale as f32,
+        ..dims.config(Family::Grok1, max_pos, norm, AttentionConfig::Gqa(attention), ffn, tie)
     })
 }

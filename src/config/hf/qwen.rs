@@ -11,7 +11,10 @@
 //! (`num_experts`, alias `num_local_experts`) is positive and `(i+1) % decoder_sparse_step
 //! == 0`, as HF decides; dense layers use `intermediate_size`.
 
-use super::common::{activation, check_gqa_heads, check_moe, head_dim, reject_true, rms_norm};
+use super::common::{
+    activation, check_gqa_heads, check_moe, dense_mlp_if_used, gqa, head_dim, max_positions, reject_true, rms_norm,
+    softmax_router, Dims, Ffn,
+};
 use super::keys::{Keys, Result};
 use super::rope::parse_rope;
 use crate::config::model::*;
@@ -20,16 +23,13 @@ pub(crate) fn parse(keys: &Keys, family: Family) -> Result<ModelConfig> {
     let is_moe = matches!(family, Family::Qwen2Moe | Family::Qwen3Moe);
     let qwen3 = matches!(family, Family::Qwen3 | Family::Qwen3Moe);
 
-    let hidden = keys.positive("hidden_size", "the model width")?;
-    let num_layers = keys.positive("num_hidden_layers", "the number of decoder layers")?;
-    let num_heads = keys.positive("num_attention_heads", "the number of query heads")?;
+    let dims = Dims::read(keys, "the model width")?;
     // HF's class defaults for kv heads are fixed numbers (32 or 4), not nq; an absent key
     // is more likely a mistake than a request for those, so ask for it.
     let num_kv = keys.positive("num_key_value_heads", "the number of key/value heads (GQA)")?;
-    check_gqa_heads(keys, "num_attention_heads", num_heads, "num_key_value_heads", num_kv)?;
-    let vocab_size = keys.positive("vocab_size", "the vocabulary size")?;
-    let max_pos = keys.positive("max_position_embeddings", "the context length")?;
-    let dh = head_dim(keys, hidden, num_heads, (family == Family::Qwen3).then_some(128))?;
+    check_gqa_heads(keys, "num_attention_heads", dims.num_heads, "num_key_value_heads", num_kv)?;
+    let max_pos = max_positions(keys)?;
+    let dh = head_dim(keys, dims.hidden, dims.num_heads, (family == Family::Qwen3).then_some(128))?;
     reject_true(keys, "use_sliding_window", "sliding-window attention is not implemented; set it to false")?;
     let act = activation(keys, "hidden_act", Activation::Silu)?;
 
@@ -43,48 +43,26 @@ pub(crate) fn parse(keys: &Keys, family: Family) -> Result<ModelConfig> {
     };
     let rope = parse_rope(keys, dh, RopeStyle::RotateHalf, max_pos)?.rope;
 
-    let (moe, layer_ffn) =
-        if is_moe { moe_layers(keys, family, num_layers, act)? } else { (None, vec![FfnKind::Dense; num_layers]) };
-    let mlp = if layer_ffn.contains(&FfnKind::Dense) {
-        let hint = if is_moe {
-            "the dense-layer MLP width; some layers are dense (mlp_only_layers / decoder_sparse_step)"
-        } else {
-            "the MLP width"
-        };
-        let intermediate = keys.positive("intermediate_size", hint)?;
-        Some(MlpConfig { intermediate_size: intermediate, activation: act, gated: true, bias: false })
+    let (moe, layer_ffn) = if is_moe {
+        moe_layers(keys, family, dims.num_layers, act)?
     } else {
-        None
+        (None, vec![FfnKind::Dense; dims.num_layers])
     };
-
-    Ok(ModelConfig {
+    let hint = if is_moe {
+        "the dense-layer MLP width; some layers are dense (mlp_only_layers / decoder_sparse_step)"
+    } else {
+        "the MLP width"
+    };
+    let mlp = dense_mlp_if_used(keys, &layer_ffn, act, hint)?;
+    let attention = GqaConfig { qkv_bias, o_bias, qk_norm: qwen3, ..gqa(dims.num_heads, num_kv, dh, Some(rope)) };
+    Ok(dims.config(
         family,
-        architecture: String::new(),
-        vocab_size,
-        hidden_size: hidden,
-        num_layers,
-        max_position_embeddings: max_pos,
-        learned_positions: None,
-        embedding_scale: 1.0,
-        norm: rms_norm(keys, "rms_norm_eps", 1e-6)?,
-        attention: AttentionConfig::Gqa(GqaConfig {
-            num_heads,
-            num_kv_heads: num_kv,
-            head_dim: dh,
-            qkv_bias,
-            o_bias,
-            qk_norm: qwen3,
-            logit_softcap: None,
-            rope: Some(rope),
-            softmax_scale: (dh as f64).powf(-0.5) as f32,
-        }),
-        post_branch_norms: false,
-        mlp,
-        moe,
-        layer_ffn,
-        tie_word_embeddings: keys.bool_or("tie_word_embeddings", false)?,
-        output_scale: 1.0,
-    })
+        max_pos,
+        rms_norm(keys, "rms_norm_eps", 1e-6)?,
+        AttentionConfig::Gqa(attention),
+        Ffn { mlp, moe, layer_ffn },
+        keys.bool_or("tie_word_embeddings", false)?,
+    ))
 }
 
 fn moe_layers(
@@ -133,16 +111,7 @@ fn moe_layers(
         top_k: keys.req_usize("num_experts_per_tok", "experts per token")?,
         expert_intermediate_size: keys.req_usize("moe_intermediate_size", "the routed experts' width")?,
         activation: act,
-        router: RouterConfig {
-            scoring: Scoring::Softmax,
-            logit_softcap: None,
-            norm_topk_prob: keys.bool_or("norm_topk_prob", false)?,
-            correction_bias: false,
-            n_group: 1,
-            topk_group: 1,
-            group_score: GroupScore::Max,
-            routed_scaling_factor: 1.0,
-        },
+        router: RouterConfig { norm_topk_prob: keys.bool_or("norm_topk_prob", false)?, ..softmax_router() },
         shared,
     };
     check_moe(keys, "num_experts", &moe)?;

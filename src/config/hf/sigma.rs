@@ -1,6 +1,9 @@
 //! Sigma V2 (MoE, models.md §5.1) and Sigma v1 (DiffQKV, §5.2).
 
-use super::common::{activation, check_gqa_heads, check_moe, dense_mlp_if_used, head_dim, rms_norm};
+use super::common::{
+    activation, check_gqa_heads, check_moe, dense_mlp_if_used, gqa, head_dim, max_positions, rms_norm, routed_scaling,
+    scoring, shared_experts, Dims, Ffn,
+};
 use super::keys::{Keys, Result};
 use super::rope::parse_rope;
 use crate::config::model::*;
@@ -18,14 +21,11 @@ use crate::config::model::*;
 // ---------------------------------------------------------------------------------------
 
 pub(crate) fn parse_v2(keys: &Keys) -> Result<ModelConfig> {
-    let hidden = keys.positive("hidden_size", "the model width (5120 for Sigma V2)")?;
-    let num_layers = keys.positive("num_hidden_layers", "the number of decoder layers")?;
-    let num_heads = keys.positive("num_attention_heads", "the number of query heads")?;
+    let dims = Dims::read(keys, "the model width (5120 for Sigma V2)")?;
     let num_kv = keys.positive("num_key_value_heads", "the number of key/value heads")?;
-    check_gqa_heads(keys, "num_attention_heads", num_heads, "num_key_value_heads", num_kv)?;
-    let vocab_size = keys.positive("vocab_size", "the vocabulary size")?;
-    let max_pos = keys.positive("max_position_embeddings", "the context length")?;
-    let dh = head_dim(keys, hidden, num_heads, None)?;
+    check_gqa_heads(keys, "num_attention_heads", dims.num_heads, "num_key_value_heads", num_kv)?;
+    let max_pos = max_positions(keys)?;
+    let dh = head_dim(keys, dims.hidden, dims.num_heads, None)?;
     let act = activation(keys, "hidden_act", Activation::Silu)?;
     let bias = keys.bool_or("attention_bias", false)?;
     let rope = parse_rope(keys, dh, RopeStyle::RotateHalf, max_pos)?.rope;
@@ -42,24 +42,16 @@ pub(crate) fn parse_v2(keys: &Keys) -> Result<ModelConfig> {
     };
     let first_dense = keys.usize_or("first_k_dense_replace", 0)?;
     let layer_ffn: Vec<FfnKind> =
-        (0..num_layers).map(|i| if i >= first_dense { FfnKind::Moe } else { FfnKind::Dense }).collect();
+        (0..dims.num_layers).map(|i| if i >= first_dense { FfnKind::Moe } else { FfnKind::Dense }).collect();
 
     let top_k = keys.req_usize("num_experts_per_tok", "experts per token (8 for Sigma V2)")?;
-    let scoring = match keys.str("scoring_func")?.unwrap_or("sigmoid") {
-        "sigmoid" => Scoring::Sigmoid,
-        "softmax" => Scoring::Softmax,
-        other => {
-            return Err(keys.unsupported("scoring_func", format!("\"{other}\""), "use \"sigmoid\" or \"softmax\""))
-        }
-    };
+    let scoring = scoring(keys, "sigmoid")?;
     let correction_bias = match keys.str("topk_method")?.unwrap_or("noaux_tc") {
         "noaux_tc" => true,
         "greedy" => false,
         other => return Err(keys.unsupported("topk_method", format!("\"{other}\""), "use \"noaux_tc\" or \"greedy\"")),
     };
     let expert_width = keys.req_usize("moe_intermediate_size", "the routed experts' width (2160 for Sigma V2)")?;
-    let shared_experts = keys.usize_or("n_shared_experts", 0)?;
-    let scaling = keys.f64_or("routed_scaling_factor", 1.0)?;
     let moe = MoeConfig {
         num_experts,
         top_k,
@@ -74,10 +66,9 @@ pub(crate) fn parse_v2(keys: &Keys) -> Result<ModelConfig> {
             n_group: 1,
             topk_group: 1,
             group_score: GroupScore::Top2Sum,
-            routed_scaling_factor: keys.positive_f64("routed_scaling_factor", scaling)? as f32,
+            routed_scaling_factor: routed_scaling(keys, 1.0)?,
         },
-        shared: (shared_experts > 0)
-            .then_some(SharedExpertConfig { intermediate_size: shared_experts * expert_width, sigmoid_gate: false }),
+        shared: shared_experts(keys, 0, expert_width)?,
     };
     let moe = if layer_ffn.contains(&FfnKind::Moe) {
         check_moe(keys, "n_routed_experts", &moe)?;
@@ -87,34 +78,20 @@ pub(crate) fn parse_v2(keys: &Keys) -> Result<ModelConfig> {
     };
     let mlp = dense_mlp_if_used(keys, &layer_ffn, act, "the dense layers' MLP width (first_k_dense_replace > 0)")?;
 
-    Ok(ModelConfig {
-        family: Family::SigmaV2,
-        architecture: String::new(),
-        vocab_size,
-        hidden_size: hidden,
-        num_layers,
-        max_position_embeddings: max_pos,
-        learned_positions: None,
-        embedding_scale: 1.0,
-        norm: rms_norm(keys, "rms_norm_eps", 1e-6)?,
-        attention: AttentionConfig::Gqa(GqaConfig {
-            num_heads,
-            num_kv_heads: num_kv,
-            head_dim: dh,
-            qkv_bias: bias,
-            o_bias: bias,
-            qk_norm: keys.bool_or("qk_layernorm", true)?,
-            logit_softcap: None,
-            rope: Some(rope),
-            softmax_scale: (dh as f64).powf(-0.5) as f32,
-        }),
-        post_branch_norms: false,
-        mlp,
-        moe,
-        layer_ffn,
-        tie_word_embeddings: keys.bool_or("tie_word_embeddings", false)?,
-        output_scale: 1.0,
-    })
+    let attention = GqaConfig {
+        qkv_bias: bias,
+        o_bias: bias,
+        qk_norm: keys.bool_or("qk_layernorm", true)?,
+        ..gqa(dims.num_heads, num_kv, dh, Some(rope))
+    };
+    Ok(dims.config(
+        Family::SigmaV2,
+        max_pos,
+        rms_norm(keys, "rms_norm_eps", 1e-6)?,
+        AttentionConfig::Gqa(attention),
+        Ffn { mlp, moe, layer_ffn },
+        keys.bool_or("tie_word_embeddings", false)?,
+    ))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -138,44 +115,38 @@ pub(crate) fn parse_v2(keys: &Keys) -> Result<ModelConfig> {
 // ---------------------------------------------------------------------------------------
 
 pub(crate) fn parse_v1(keys: &Keys) -> Result<ModelConfig> {
-    let hidden = keys.positive("hidden_size", "the model width (4096 for Sigma-10B)")?;
-    let num_layers = keys.positive("num_hidden_layers", "the number of decoder layers")?;
-    let num_heads = keys.positive("num_attention_heads", "the number of query heads")?;
+    let dims = Dims::read(keys, "the model width (4096 for Sigma-10B)")?;
+    let num_heads = dims.num_heads;
     let num_k = keys.positive("num_key_heads", "the number of K heads (4 for Sigma-10B)")?;
     let num_v = keys.positive("num_value_heads", "the number of V heads (16 for Sigma-10B)")?;
     check_gqa_heads(keys, "num_attention_heads", num_heads, "num_key_heads", num_k)?;
     check_gqa_heads(keys, "num_attention_heads", num_heads, "num_value_heads", num_v)?;
-    let vocab_size = keys.positive("vocab_size", "the vocabulary size (128256 for Sigma)")?;
-    let max_pos = keys.positive("max_position_embeddings", "the context length")?;
-    let dh = head_dim(keys, hidden, num_heads, None)?;
+    let max_pos = max_positions(keys)?;
+    let dh = head_dim(keys, dims.hidden, num_heads, None)?;
     let act = activation(keys, "hidden_act", Activation::Silu)?;
     let aug_q = keys.usize_or("aug_q_intermediate_size", 0)?;
     let intermediate = keys.positive("intermediate_size", "the FFN width (14336 for Sigma-10B)")?;
     let rope = parse_rope(keys, dh, RopeStyle::RotateHalf, max_pos)?.rope;
-    Ok(ModelConfig {
-        family: Family::SigmaV1,
-        architecture: String::new(),
-        vocab_size,
-        hidden_size: hidden,
-        num_layers,
-        max_position_embeddings: max_pos,
-        learned_positions: None,
-        embedding_scale: 1.0,
-        norm: rms_norm(keys, "rms_norm_eps", 1e-6)?,
-        attention: AttentionConfig::DiffQkv(DiffQkvConfig {
-            num_heads,
-            num_k_heads: num_k,
-            num_v_heads: num_v,
-            head_dim: dh,
-            aug_q_intermediate: (aug_q > 0).then_some(aug_q),
-            rope,
-            softmax_scale: (dh as f64).powf(-0.5) as f32,
-        }),
-        post_branch_norms: false,
+    let attention = AttentionConfig::DiffQkv(DiffQkvConfig {
+        num_heads,
+        num_k_heads: num_k,
+        num_v_heads: num_v,
+        head_dim: dh,
+        aug_q_intermediate: (aug_q > 0).then_some(aug_q),
+        rope,
+        softmax_scale: (dh as f64).powf(-0.5) as f32,
+    });
+    let ffn = Ffn {
         mlp: Some(MlpConfig { intermediate_size: intermediate, activation: act, gated: true, bias: false }),
         moe: None,
-        layer_ffn: vec![FfnKind::Dense; num_layers],
-        tie_word_embeddings: keys.bool_or("tie_word_embeddings", false)?,
-        output_scale: 1.0,
-    })
+        layer_ffn: vec![FfnKind::Dense; dims.num_layers],
+    };
+    Ok(dims.config(
+        Family::SigmaV1,
+        max_pos,
+        rms_norm(keys, "rms_norm_eps", 1e-6)?,
+        attention,
+        ffn,
+        keys.bool_or("tie_word_embeddings", false)?,
+    ))
 }

@@ -1,9 +1,11 @@
-//! HF names shared by the Llama-style families (Qwen, DeepSeek, Sigma, Grok's embedding).
+//! The Llama-style pieces Qwen, DeepSeek and Sigma share (and Grok borrows): embedding,
+//! LM head and norm names (the `LayerGraph` defaults), the GQA attention block under
+//! `self_attn`, and the dense-or-routed feed-forward under `mlp`.
 
 use super::blocks::attention::{AttnNames, AttnSpec};
 use super::blocks::mlp::GatedNames;
 use super::{Hf, WEIGHT_INIT};
-use crate::config::model::{Activation, GqaConfig, ModelConfig};
+use crate::config::model::{Activation, AttentionConfig, GqaConfig, ModelConfig};
 
 pub fn embed_tokens(cfg: &ModelConfig) -> Hf {
     Hf::new("model.embed_tokens.weight", cfg.vocab_size, cfg.hidden_size, WEIGHT_INIT)
@@ -44,6 +46,20 @@ pub fn gqa_names(prefix: &str, hidden: usize, a: &GqaConfig, qk_norm_names: Opti
     }
 }
 
+/// The GQA attention block of layer `layer` under `model.layers.N.self_attn`, with QK-norm
+/// weights named `qk_norm_names` when the config has QK-norm.
+pub fn gqa_attention(
+    b: &mut super::Builder,
+    cfg: &ModelConfig,
+    layer: usize,
+    x: crate::plan::View,
+    qk_norm_names: Option<(&str, &str)>,
+) -> crate::plan::View {
+    let AttentionConfig::Gqa(a) = &cfg.attention else { unreachable!("{:?} configs resolve to GQA", cfg.family) };
+    let names = gqa_names(&format!("model.layers.{layer}.self_attn"), cfg.hidden_size, a, qk_norm_names);
+    super::blocks::attention::attention(b, x, &names, &gqa_spec(cfg, a))
+}
+
 pub fn gqa_spec(cfg: &ModelConfig, a: &GqaConfig) -> AttnSpec {
     AttnSpec {
         q_heads: a.num_heads,
@@ -72,7 +88,7 @@ pub fn llama_norm(layer: Option<usize>, slot: super::NormSlot) -> (String, Optio
 /// dense layers, a routed MoE in sparse ones, under `model.layers.N.mlp`. `shared` names
 /// the shared-expert module (`shared_expert` in Qwen2-MoE, `shared_experts` in DeepSeek
 /// and Sigma); Qwen2-MoE's sigmoid gate sits at `shared_expert_gate`.
-pub fn llama_ffn(
+pub fn ffn(
     b: &mut super::Builder,
     cfg: &ModelConfig,
     layer: usize,
