@@ -208,3 +208,54 @@ def extend_kv(past, k: torch.Tensor, v: torch.Tensor):
     if past is None:
         return k, v
     return torch.cat((past[0], k), dim=2), torch.cat((past[1], v), dim=2)
+
+
+class DecoderModel(nn.Module):
+    """`model.embed_tokens`, `model.layers.N`, `model.norm`: the Hub layout all three
+    references share."""
+
+    def __init__(self, cfg, layers, norm: nn.Module):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.layers = nn.ModuleList(layers)
+        self.norm = norm
+
+
+class RotaryDecoderLM(nn.Module):
+    """A decoder-only LM with rotary positions over a `DecoderModel`: embedding (times
+    `embedding_scale`), the layers with an immutable KV cache, the final norm, the LM head
+    (tied unless `lm_head`), logits times `output_scale`. A layer is called as
+    `layer(x, cos, sin, past) -> (x, kv)`. `cfg` needs vocab_size, hidden_size, head_dim,
+    rope_theta, tie_word_embeddings and `raw` (the config dict, for rope scaling)."""
+
+    def __init__(self, cfg, layers, norm: nn.Module, where: str, embedding_scale: float = 1.0, output_scale: float = 1.0):
+        super().__init__()
+        self.cfg = cfg
+        self.model = DecoderModel(cfg, layers, norm)
+        self.lm_head = None if cfg.tie_word_embeddings else nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        inv_freq, factor = rope_inv_freq(cfg.raw, cfg.head_dim, cfg.rope_theta, where)
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+        self.rope_attention_factor = factor
+        self.embedding_scale = embedding_scale
+        self.output_scale = output_scale
+
+    def forward(self, input_ids: torch.Tensor, cache=None, last_only: bool = False):
+        """Logits `[B, S, V]` (or `[B, 1, V]` with last_only) and the extended KV cache."""
+        past_len = cache_len(cache)
+        x = self.model.embed_tokens(input_ids)
+        if self.embedding_scale != 1.0:
+            x = x * self.embedding_scale
+        pos = torch.arange(past_len, past_len + input_ids.shape[1], device=input_ids.device)
+        cos, sin = rope_cos_sin(self.inv_freq, pos, self.rope_attention_factor, x.dtype)
+        new_cache = []
+        for i, layer in enumerate(self.model.layers):
+            x, kv = layer(x, cos, sin, None if cache is None else cache[i])
+            new_cache.append(kv)
+        h = self.model.norm(x)
+        if last_only:
+            h = h[:, -1:]
+        w = self.model.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
+        logits = h @ w.t()
+        if self.output_scale != 1.0:
+            logits = logits * self.output_scale
+        return logits, new_cache
