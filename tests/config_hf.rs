@@ -475,3 +475,69 @@ fn load_applies_overrides_including_nested_keys() {
     let e = load_model_config(&bad, &[]).unwrap_err().to_string();
     assert!(e.contains("config_bad.json") && e.contains("line 3"), "{e}");
 }
+
+#[test]
+fn shipped_configs_have_no_unread_keys() {
+    // Every key of the configs we ship is read by its family (or is inert HF bookkeeping):
+    // a warning here means a parser ignores a key a user would expect to matter.
+    let mut files: Vec<std::path::PathBuf> = Vec::new();
+    for dir in ["model_conf", "tests/fixtures"] {
+        for entry in std::fs::read_dir(dir).unwrap().flatten() {
+            for f in std::fs::read_dir(entry.path()).into_iter().flatten().flatten() {
+                let name = f.file_name().to_string_lossy().to_string();
+                if name.starts_with("config") && name.ends_with(".json") {
+                    files.push(f.path());
+                }
+            }
+        }
+    }
+    assert!(files.len() >= 20, "found only {} configs", files.len());
+    let mut warnings = Vec::new();
+    for f in &files {
+        let loaded = fwdbench::config::hf::load_model_config_with_warnings(f, &[]).unwrap();
+        warnings.extend(loaded.warnings);
+    }
+    assert!(warnings.is_empty(), "{warnings:#?}");
+}
+
+#[test]
+fn typos_and_unread_overrides_are_warned_about_with_a_suggestion() {
+    let path = std::path::Path::new("model_conf/qwen/config_2l.json");
+    let set = |k: &str, v: &str| vec![(k.to_string(), v.to_string())];
+    let w =
+        fwdbench::config::hf::load_model_config_with_warnings(path, &set("num_hiden_layers", "4")).unwrap().warnings;
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(w[0].contains("--set num_hiden_layers") && w[0].contains("did you mean `num_hidden_layers`"), "{w:?}");
+    // A YaRN key without a type would silently mean no scaling: an error naming both.
+    let e = fwdbench::config::hf::load_model_config(path, &set("rope_scaling.factor", "4")).unwrap_err().to_string();
+    assert!(e.contains("rope_type") && e.contains("rope_scaling.factor") && e.contains("--set"), "{e}");
+    let yarn = vec![
+        ("rope_scaling.type".to_string(), "yarn".to_string()),
+        ("rope_scaling.factr".to_string(), "4".to_string()),
+    ];
+    let w = fwdbench::config::hf::load_model_config_with_warnings(path, &yarn).unwrap().warnings;
+    assert!(w.iter().any(|w| w.contains("rope_scaling.factr") && w.contains("did you mean `factor`")), "{w:?}");
+}
+
+#[test]
+fn sizes_are_bounded_and_errors_name_the_set_flag() {
+    let path = std::path::Path::new("model_conf/qwen/config_2l.json");
+    for (key, value) in [
+        ("num_hidden_layers", "18446744073709551615"),
+        ("num_hidden_layers", "1000000"),
+        ("moe_intermediate_size", "999999999999999"),
+        ("hidden_size", "1e9"),
+    ] {
+        let e = fwdbench::config::hf::load_model_config(path, &[(key.to_string(), value.to_string())])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(key) && e.contains("--set"), "{key}={value}: {e}");
+    }
+    // Each size in range, but their product is not a model anyone can plan.
+    let big = vec![
+        ("hidden_size".to_string(), "1048576".to_string()),
+        ("moe_intermediate_size".to_string(), "1048576".to_string()),
+    ];
+    let e = fwdbench::config::hf::load_model_config(path, &big).unwrap_err().to_string();
+    assert!(e.contains("parameters"), "{e}");
+}

@@ -21,7 +21,7 @@ use serde_json::Value;
 use thiserror::Error;
 
 use crate::config::model::{Family, ModelConfig};
-use keys::{show, Keys};
+use keys::{show, KeyLog, Keys};
 
 /// A model config that cannot be used, in one sentence naming the file and the key.
 #[derive(Debug, Error)]
@@ -51,8 +51,24 @@ pub enum ConfigError {
     BadOverride { file: String, key: String, detail: String },
 }
 
+/// A resolved model config and what its parse noticed (keys it does not read, typos).
+#[derive(Debug, Clone)]
+pub struct LoadedConfig {
+    pub config: ModelConfig,
+    /// One sentence each, naming the key and where it came from; for every subcommand to print.
+    pub warnings: Vec<String>,
+}
+
 /// Reads `path`, applies `key=value` overrides (`--set`), and resolves the model.
 pub fn load_model_config(path: &Path, overrides: &[(String, String)]) -> Result<ModelConfig, ConfigError> {
+    load_model_config_with_warnings(path, overrides).map(|l| l.config)
+}
+
+/// [`load_model_config`] plus the warnings about unknown or misspelled keys.
+pub fn load_model_config_with_warnings(
+    path: &Path,
+    overrides: &[(String, String)],
+) -> Result<LoadedConfig, ConfigError> {
     let file = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|err| ConfigError::Read { file: file.clone(), err })?;
     let mut json: Value = serde_json::from_str(&text).map_err(|e| ConfigError::Json {
@@ -60,7 +76,9 @@ pub fn load_model_config(path: &Path, overrides: &[(String, String)]) -> Result<
         message: format!("line {}, column {}: {e}", e.line(), e.column()),
     })?;
     apply_overrides(&mut json, overrides, &file)?;
-    parse_model_config(&json, &file)
+    let log = KeyLog::with_overrides(overrides.iter().map(|(k, _)| k.clone()));
+    let config = parse_logged(&json, &file, &log)?;
+    Ok(LoadedConfig { config, warnings: log.warnings.into_inner() })
 }
 
 /// Sets each `key=value` in `json`. The value is parsed as JSON (`8`, `true`, `null`,
@@ -157,9 +175,13 @@ fn detect_family(keys: &Keys) -> Result<(Family, String), ConfigError> {
 
 /// Resolves an already-parsed `config.json`; `source` names the file in messages.
 pub fn parse_model_config(json: &Value, source: &str) -> Result<ModelConfig, ConfigError> {
+    parse_logged(json, source, &KeyLog::default())
+}
+
+fn parse_logged(json: &Value, source: &str, log: &KeyLog) -> Result<ModelConfig, ConfigError> {
     let map =
         json.as_object().ok_or_else(|| ConfigError::NotAnObject { file: source.to_string(), found: show(json) })?;
-    let keys = Keys::new(map, source);
+    let keys = Keys::new(map, source, log);
     let (family, architecture) = detect_family(&keys)?;
     let model_type = keys.str("model_type")?.unwrap_or_default();
     let mut config = match family {
@@ -180,7 +202,82 @@ pub fn parse_model_config(json: &Value, source: &str) -> Result<ModelConfig, Con
     };
     config.architecture = architecture;
     debug_assert_eq!(config.layer_ffn.len(), config.num_layers);
+    check_total_size(&keys, &config)?;
+    warn_unread_keys(map, &keys, family);
     Ok(config)
+}
+
+/// Keys HF configs carry that do not change a forward pass (training, generation, tokens,
+/// bookkeeping); not worth a warning.
+const INERT_KEYS: &[&str] = &[
+    "architectures",
+    "model_type",
+    "torch_dtype",
+    "dtype",
+    "transformers_version",
+    "bos_token_id",
+    "eos_token_id",
+    "pad_token_id",
+    "initializer_range",
+    "use_cache",
+    "attention_dropout",
+    "hidden_dropout",
+    "resid_pdrop",
+    "embd_pdrop",
+    "attn_pdrop",
+    "summary_type",
+    "summary_use_proj",
+    "summary_activation",
+    "summary_proj_to_labels",
+    "summary_first_dropout",
+    "task_specific_params",
+    "auto_map",
+    "output_router_logits",
+    "router_aux_loss_coef",
+    "aux_loss_alpha",
+    "seq_aux",
+    "ep_size",
+    "pretraining_tp",
+    "sliding_window",
+    "max_window_layers",
+    "layer_types",
+    "use_bfloat16",
+    "tokenizer_class",
+    "name_or_path",
+    "quantization_config",
+    "num_nextn_predict_layers",
+    "router_jitter_noise",
+];
+
+/// Warns about keys of the file (or `--set`) that the family's parser never looked at: a
+/// misspelled key would otherwise be silently ignored and the model built with a default.
+fn warn_unread_keys(map: &serde_json::Map<String, Value>, keys: &Keys, family: Family) {
+    let asked = keys.log.asked();
+    let candidates: Vec<&str> = asked.iter().map(String::as_str).collect();
+    for key in map.keys() {
+        let from_set = keys.log.overridden.contains(key);
+        if asked.contains(key) || (!from_set && (INERT_KEYS.contains(&key.as_str()) || key.starts_with('_'))) {
+            continue;
+        }
+        let hint = super::did_you_mean(key, candidates.iter().copied())
+            .map(|k| format!("; did you mean `{k}`?"))
+            .unwrap_or_default();
+        let origin = if from_set { format!("--set {key}") } else { format!("key `{key}` in {}", keys.file) };
+        keys.log.warn(format!("{origin} is not read for {family:?} models and has no effect{hint}"));
+    }
+}
+
+/// Refuses a config whose parameter count is beyond any deployment, before anything is
+/// sized from it (each size is bounded on its own; their products need this check).
+fn check_total_size(keys: &Keys, cfg: &ModelConfig) -> Result<(), ConfigError> {
+    const MAX_PARAMS: f64 = 1e13;
+    let params = crate::config::model::approx_params(cfg);
+    if params > MAX_PARAMS {
+        return Err(keys.contradiction(format!(
+            "the sizes describe a model of about {params:.2e} parameters, more than the {MAX_PARAMS:.0e} fwdbench plans; check the sizes for an extra digit"
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -224,7 +321,8 @@ mod tests {
     #[test]
     fn unknown_architecture_falls_back_to_model_type() {
         let keys_json = json!({"architectures": ["Foo"], "model_type": "gpt2"});
-        let keys = Keys::new(keys_json.as_object().unwrap(), "f");
+        let log = KeyLog::default();
+        let keys = Keys::new(keys_json.as_object().unwrap(), "f", &log);
         assert_eq!(detect_family(&keys).unwrap().0, Family::Gpt3);
     }
 }

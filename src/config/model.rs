@@ -348,3 +348,36 @@ impl ModelConfig {
         self.layer_ffn.contains(&FfnKind::Moe)
     }
 }
+
+/// Parameters the config describes, in f64 (no overflow for absurd sizes): the embedding
+/// and head, and every layer's attention and feed-forward weights. Used to refuse configs
+/// too large to plan; `plan::cost::count_params` is the exact count.
+pub fn approx_params(cfg: &ModelConfig) -> f64 {
+    let h = cfg.hidden_size as f64;
+    let embed = cfg.vocab_size as f64 * h * if cfg.tie_word_embeddings { 1.0 } else { 2.0 };
+    let attention = match &cfg.attention {
+        AttentionConfig::Gqa(a) => (2 * a.num_heads + 2 * a.num_kv_heads) as f64 * a.head_dim as f64 * h,
+        AttentionConfig::DiffQkv(d) => {
+            let aug = d.aug_q_intermediate.unwrap_or(0) as f64 * 3.0 * (d.num_heads * d.head_dim) as f64;
+            (2 * d.num_heads + d.num_k_heads + d.num_v_heads) as f64 * d.head_dim as f64 * h + aug
+        }
+        AttentionConfig::Mla(m) => {
+            let qk = (m.qk_nope_head_dim + m.qk_rope_head_dim) as f64;
+            let q = match m.q_lora_rank {
+                Some(r) => r as f64 * (h + m.num_heads as f64 * qk),
+                None => h * m.num_heads as f64 * qk,
+            };
+            let kv = h * (m.kv_lora_rank + m.qk_rope_head_dim) as f64
+                + m.kv_lora_rank as f64 * m.num_heads as f64 * (m.qk_nope_head_dim + m.v_head_dim) as f64;
+            q + kv + m.num_heads as f64 * m.v_head_dim as f64 * h
+        }
+    };
+    let ffn = |kind: &FfnKind| match kind {
+        FfnKind::Dense => cfg.mlp.as_ref().map_or(0.0, |m| 3.0 * h * m.intermediate_size as f64),
+        FfnKind::Moe => cfg.moe.as_ref().map_or(0.0, |m| {
+            let shared = m.shared.as_ref().map_or(0.0, |s| s.intermediate_size as f64);
+            3.0 * h * (m.num_experts as f64 * m.expert_intermediate_size as f64 + shared) + h * m.num_experts as f64
+        }),
+    };
+    embed + cfg.layer_ffn.iter().map(|k| attention + ffn(k)).sum::<f64>()
+}

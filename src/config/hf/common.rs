@@ -114,6 +114,7 @@ pub(crate) fn dense_mlp_if_used(
     what: &str,
 ) -> Result<Option<MlpConfig>> {
     if !layer_ffn.contains(&FfnKind::Dense) {
+        keys.known_unused(&["intermediate_size"]);
         return Ok(None);
     }
     let width = keys.positive("intermediate_size", what)?;

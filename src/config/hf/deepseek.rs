@@ -54,6 +54,8 @@ pub(crate) fn parse(keys: &Keys, v2: bool) -> Result<ModelConfig> {
     let defaults = if v2 { &V2 } else { &V3 };
     let dims = Dims::read(keys, "the model width (7168 for V3)")?;
     let max_pos = max_positions(keys)?;
+    // HF's DeepSeek configs carry a kv-head count that MLA does not use.
+    keys.known_unused(&["num_key_value_heads"]);
     if !keys.contains_key("q_lora_rank") {
         return Err(keys.missing("q_lora_rank", "the query low-rank width, or null for a plain q projection"));
     }

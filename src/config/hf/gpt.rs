@@ -19,6 +19,8 @@ pub(crate) fn parse(keys: &Keys) -> Result<ModelConfig> {
     let positions =
         keys.req_aliased_usize("n_positions", "max_position_embeddings", "rows of the learned position table")?;
     let positions = keys.check_positive("n_positions", positions)?;
+    // GPT-2's `n_ctx` duplicates `n_positions` in older files.
+    keys.known_unused(&["n_ctx"]);
     let vocab_size = keys.positive("vocab_size", "the vocabulary size (50257 for the GPT-2 BPE)")?;
     if hidden % num_heads != 0 {
         return Err(keys.contradiction(format!(

@@ -67,7 +67,10 @@ pub(crate) fn parse(keys: &Keys, hpcai: bool) -> Result<ModelConfig> {
     };
     let top_k = keys.req_usize("num_experts_per_tok", "experts per token (2 for Grok-1)")?;
     let expert_intermediate = match keys.usize("moe_intermediate_size")? {
-        Some(n) => n,
+        Some(n) => {
+            keys.known_unused(&["intermediate_size"]);
+            n
+        }
         None => keys.req_usize("intermediate_size", "the expert width (32768 for Grok-1)")?,
     };
 

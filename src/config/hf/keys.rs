@@ -3,9 +3,53 @@
 //! HF writes `null` for "not set" (`n_inner`, `q_lora_rank`, `rope_scaling`), so a null
 //! value reads the same as an absent key everywhere.
 
+use std::cell::RefCell;
+use std::collections::BTreeSet;
+
 use serde_json::{Map, Value};
 
 use super::ConfigError;
+
+/// The largest value any size key may take; layer counts have their own, smaller bound.
+/// Far beyond every published model, small enough that products of a few sizes cannot
+/// overflow and that a typo (an extra digit) is caught here instead of in an allocation.
+pub(crate) const MAX_SIZE: usize = 1 << 24;
+pub(crate) const MAX_LAYERS: usize = 1024;
+
+fn size_limit(key: &str) -> usize {
+    match key {
+        "num_hidden_layers" | "n_layer" => MAX_LAYERS,
+        _ => MAX_SIZE,
+    }
+}
+
+/// What a parse asked for and where values came from: every key a parser looked up
+/// (present or not, so "did you mean" can compare against them), the keys `--set` wrote,
+/// and the warnings found on the way.
+#[derive(Debug, Default)]
+pub(crate) struct KeyLog {
+    asked: RefCell<BTreeSet<String>>,
+    pub overridden: BTreeSet<String>,
+    pub warnings: RefCell<Vec<String>>,
+}
+
+impl KeyLog {
+    pub fn with_overrides(overridden: impl IntoIterator<Item = String>) -> Self {
+        // A dotted override (`rope_scaling.factor`) also marks its top-level object.
+        let mut set = BTreeSet::new();
+        for key in overridden {
+            set.insert(key.split('.').next().unwrap_or(&key).to_string());
+            set.insert(key);
+        }
+        KeyLog { overridden: set, ..Default::default() }
+    }
+    pub fn asked(&self) -> BTreeSet<String> {
+        self.asked.borrow().clone()
+    }
+    pub fn warn(&self, text: String) {
+        self.warnings.borrow_mut().push(text);
+    }
+}
 
 pub(crate) type Result<T> = std::result::Result<T, ConfigError>;
 
@@ -13,6 +57,7 @@ pub(crate) type Result<T> = std::result::Result<T, ConfigError>;
 pub(crate) struct Keys<'a> {
     map: &'a Map<String, Value>,
     pub file: &'a str,
+    pub log: &'a KeyLog,
 }
 
 /// A short rendering of a JSON value for messages.
@@ -37,17 +82,35 @@ fn kind(value: &Value) -> &'static str {
 }
 
 impl<'a> Keys<'a> {
-    pub fn new(map: &'a Map<String, Value>, file: &'a str) -> Self {
-        Keys { map, file }
+    pub fn new(map: &'a Map<String, Value>, file: &'a str, log: &'a KeyLog) -> Self {
+        Keys { map, file, log }
     }
 
     pub fn get(&self, key: &str) -> Option<&'a Value> {
+        self.log.asked.borrow_mut().insert(key.to_string());
         self.map.get(key).filter(|v| !v.is_null())
     }
 
     /// Present in the file, even as null (where null itself carries meaning).
     pub fn contains_key(&self, key: &str) -> bool {
+        self.log.asked.borrow_mut().insert(key.to_string());
         self.map.contains_key(key)
+    }
+
+    /// Keys this family's configs carry that it deliberately does not use (HF writes them,
+    /// e.g. `intermediate_size` of an all-MoE model): not unknown, so never warned about.
+    pub fn known_unused(&self, keys: &[&str]) {
+        self.log.asked.borrow_mut().extend(keys.iter().map(|k| k.to_string()));
+    }
+
+    /// Where `key`'s value came from: the file, or `--set` over the file.
+    pub fn source(&self, key: &str) -> String {
+        let top = key.split('.').next().unwrap_or(key);
+        if self.log.overridden.contains(top) {
+            format!("{} with --set {key}", self.file)
+        } else {
+            self.file.to_string()
+        }
     }
 
     pub fn has(&self, key: &str) -> bool {
@@ -56,12 +119,12 @@ impl<'a> Keys<'a> {
 
     pub fn wrong_type(&self, key: &str, expected: &'static str) -> ConfigError {
         let found = self.get(key).map_or("null", kind);
-        ConfigError::WrongType { file: self.file.to_string(), key: key.to_string(), expected, found }
+        ConfigError::WrongType { file: self.source(key), key: key.to_string(), expected, found }
     }
 
     pub fn bad_value(&self, key: &str, value: impl ToString, expected: impl Into<String>) -> ConfigError {
         ConfigError::BadValue {
-            file: self.file.to_string(),
+            file: self.source(key),
             key: key.to_string(),
             value: value.to_string(),
             expected: expected.into(),
@@ -69,7 +132,7 @@ impl<'a> Keys<'a> {
     }
 
     pub fn missing(&self, key: &str, hint: impl Into<String>) -> ConfigError {
-        ConfigError::Missing { file: self.file.to_string(), key: key.to_string(), hint: hint.into() }
+        ConfigError::Missing { file: self.source(key), key: key.to_string(), hint: hint.into() }
     }
 
     pub fn contradiction(&self, detail: impl Into<String>) -> ConfigError {
@@ -78,7 +141,7 @@ impl<'a> Keys<'a> {
 
     pub fn unsupported(&self, key: &str, value: impl ToString, detail: impl Into<String>) -> ConfigError {
         ConfigError::Unsupported {
-            file: self.file.to_string(),
+            file: self.source(key),
             key: key.to_string(),
             value: value.to_string(),
             detail: detail.into(),
@@ -89,14 +152,17 @@ impl<'a> Keys<'a> {
         let Some(v) = self.get(key) else {
             return Ok(None);
         };
-        if let Some(n) = v.as_u64() {
-            return usize::try_from(n).map(Some).map_err(|_| self.bad_value(key, n, "a size that fits in memory"));
-        }
         // Some exporters write integral sizes as floats (4096.0); accept those.
-        match v.as_f64() {
-            Some(f) if f >= 0.0 && f.fract() == 0.0 && f < 1e15 => Ok(Some(f as usize)),
-            _ => Err(self.wrong_type(key, "a non-negative integer")),
+        let n = match (v.as_u64(), v.as_f64()) {
+            (Some(n), _) => n,
+            (None, Some(f)) if f >= 0.0 && f.fract() == 0.0 && f < 1e18 => f as u64,
+            _ => return Err(self.wrong_type(key, "a non-negative integer")),
+        };
+        let limit = size_limit(key);
+        if n > limit as u64 {
+            return Err(self.bad_value(key, n, format!("at most {limit}; no model fwdbench can plan is that large")));
         }
+        Ok(Some(n as usize))
     }
 
     pub fn req_usize(&self, key: &str, hint: &str) -> Result<usize> {

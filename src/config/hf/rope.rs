@@ -142,6 +142,7 @@ pub(crate) fn parse_rope(
         None => "default",
         Some(v) => v.as_str().ok_or_else(|| keys.bad_value(&merged.name("rope_type"), show(v), SUPPORTED_TYPES))?,
     };
+    check_rope_keys(keys, &merged, rope_type)?;
     let mut mscale_all_dim = None;
     let scaling = match rope_type {
         "default" => RopeScaling::None,
@@ -218,4 +219,47 @@ fn resolve_yarn(keys: &Keys, merged: &Merged, max_position_embeddings: usize) ->
         truncate,
     };
     Ok((yarn, mscale_all_dim))
+}
+
+const PLAIN_KEYS: &[&str] = &["rope_type", "rope_theta", "partial_rotary_factor"];
+const YARN_KEYS: &[&str] = &[
+    "factor",
+    "original_max_position_embeddings",
+    "mscale",
+    "mscale_all_dim",
+    "attention_factor",
+    "beta_fast",
+    "beta_slow",
+    "truncate",
+];
+
+/// A scaling key without a type would silently mean no scaling (YaRN off): refuse it. Keys
+/// no RoPE type reads are warned about, with the closest known key.
+fn check_rope_keys(keys: &Keys, merged: &Merged, rope_type: &str) -> Result<()> {
+    for key in merged.entries.keys() {
+        let key = key.as_str();
+        if PLAIN_KEYS.contains(&key) || (rope_type == "yarn" && YARN_KEYS.contains(&key)) {
+            continue;
+        }
+        if rope_type == "default" && YARN_KEYS.contains(&key) {
+            let object = merged.name(key);
+            let object = object.split('.').next().unwrap_or("rope_scaling");
+            return Err(keys.missing(
+                &format!("{object}.rope_type"),
+                format!(
+                    "`{}` is a YaRN setting, but no RoPE type is given; add \"type\": \"yarn\" or remove the scaling keys",
+                    merged.name(key)
+                ),
+            ));
+        }
+        let known = PLAIN_KEYS.iter().chain(YARN_KEYS).copied();
+        let hint =
+            crate::config::did_you_mean(key, known).map(|k| format!("; did you mean `{k}`?")).unwrap_or_default();
+        keys.log.warn(format!(
+            "`{}` in {} is not a RoPE setting fwdbench reads and has no effect{hint}",
+            merged.name(key),
+            keys.source(&merged.name(key))
+        ));
+    }
+    Ok(())
 }
