@@ -9,17 +9,9 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
-use serde::Deserialize;
 
 use super::{WeightError, WeightSource};
 use crate::plan::WeightPiece;
-
-#[derive(Debug, Deserialize)]
-struct Entry {
-    dtype: String,
-    shape: Vec<usize>,
-    data_offsets: [usize; 2],
-}
 
 struct Tensor {
     file: usize,
@@ -37,6 +29,25 @@ fn unreadable(path: &Path, reason: impl ToString) -> WeightError {
     WeightError::Unreadable { file: path.display().to_string(), reason: reason.to_string() }
 }
 
+/// What is wrong with a safetensors header, in words a user can act on.
+fn header_problem(e: safetensors::SafeTensorError) -> String {
+    use safetensors::SafeTensorError as E;
+    match e {
+        E::HeaderTooSmall => "the file is shorter than the 8-byte header length (truncated?)".into(),
+        E::InvalidHeaderLength => "the header length runs past the end of the file (truncated?)".into(),
+        E::HeaderTooLarge => "the header length is implausibly large (not a safetensors file?)".into(),
+        E::MetadataIncompleteBuffer => {
+            "the tensors' data does not end where the file ends (truncated, or trailing bytes)".into()
+        }
+        E::InvalidOffset(name) => {
+            format!("tensor {name}: its data offsets overlap another tensor, leave a gap or are reversed")
+        }
+        E::TensorInvalidInfo => "a tensor's data size differs from its dtype x shape".into(),
+        E::ValidationOverflow => "a tensor's shape is too large to address".into(),
+        other => format!("bad header: {other}"),
+    }
+}
+
 impl SafetensorsWeights {
     /// Opens a `.safetensors` file, a `model.safetensors.index.json`, or a folder holding either.
     pub fn open(path: &Path) -> Result<Self, WeightError> {
@@ -46,32 +57,15 @@ impl SafetensorsWeights {
             let handle = File::open(&file).map_err(|e| unreadable(&file, e))?;
             // SAFETY: the checkpoint is opened read-only and not modified while mapped.
             let map = unsafe { Mmap::map(&handle) }.map_err(|e| unreadable(&file, e))?;
-            if map.len() < 8 {
-                return Err(unreadable(&file, "file is shorter than the 8-byte header length"));
-            }
-            let header_len = u64::from_le_bytes(map[..8].try_into().expect("8 bytes")) as usize;
-            let header =
-                map.get(8..8 + header_len).ok_or_else(|| unreadable(&file, "header length exceeds the file"))?;
-            let entries: HashMap<String, serde_json::Value> =
-                serde_json::from_slice(header).map_err(|e| unreadable(&file, format!("bad header: {e}")))?;
+            // The safetensors crate validates the header with checked arithmetic: offsets in
+            // order, contiguous and inside the file, sizes equal to dtype x shape.
+            let (header_len, metadata) =
+                safetensors::SafeTensors::read_metadata(&map).map_err(|e| unreadable(&file, header_problem(e)))?;
             let index = out.files.len();
-            for (name, value) in entries {
-                if name == "__metadata__" {
-                    continue;
-                }
-                let e: Entry =
-                    serde_json::from_value(value).map_err(|err| unreadable(&file, format!("tensor {name}: {err}")))?;
-                let elem = dtype_size(&e.dtype).unwrap_or(1);
-                let numel: usize = e.shape.iter().product();
-                if e.data_offsets[1] - e.data_offsets[0] != numel * elem
-                    || 8 + header_len + e.data_offsets[1] > map.len()
-                {
-                    return Err(unreadable(&file, format!("tensor {name}: data offsets do not match its shape")));
-                }
-                out.tensors.insert(
-                    name,
-                    Tensor { file: index, dtype: e.dtype, shape: e.shape, start: 8 + header_len + e.data_offsets[0] },
-                );
+            for (name, info) in metadata.tensors() {
+                let dtype = format!("{:?}", info.dtype);
+                let start = 8 + header_len + info.data_offsets.0;
+                out.tensors.insert(name, Tensor { file: index, dtype, shape: info.shape.clone(), start });
             }
             out.files.push((file, map, header_len));
         }
@@ -104,7 +98,18 @@ impl SafetensorsWeights {
                 .and_then(|m| m.as_object())
                 .ok_or_else(|| unreadable(path, "no 'weight_map' object"))?;
             let dir = path.parent().unwrap_or(Path::new("."));
-            let mut files: Vec<PathBuf> = map.values().filter_map(|v| v.as_str()).map(|f| dir.join(f)).collect();
+            let mut files = Vec::new();
+            for value in map.values() {
+                let name = value.as_str().ok_or_else(|| unreadable(path, "weight_map values must be file names"))?;
+                // Shards sit beside the index; a path elsewhere is a corrupt or hostile index.
+                if name.contains(['/', '\\']) || name == ".." {
+                    return Err(unreadable(
+                        path,
+                        format!("weight_map names `{name}`, which is not a file beside the index"),
+                    ));
+                }
+                files.push(dir.join(name));
+            }
             files.sort();
             files.dedup();
             return Ok(files);
@@ -256,6 +261,67 @@ mod tests {
         // Conv1D: file [3, 2] holds the logical [2, 3] transposed.
         w.fill(&piece("c", 2, 3, true), &mut dst, 2).unwrap();
         assert_eq!(dst, vec![2.0, 4.0, 3.0, 5.0]);
+    }
+
+    fn header_bytes(header: &str, data_len: usize) -> Vec<u8> {
+        let mut out = (header.len() as u64).to_le_bytes().to_vec();
+        out.extend(header.as_bytes());
+        out.extend(vec![0u8; data_len]);
+        out
+    }
+
+    #[test]
+    fn malformed_headers_are_clear_errors_not_panics() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.safetensors");
+        let huge = u64::MAX - 3;
+        for (bytes, needle) in [
+            (vec![1, 2, 3], "shorter than the 8-byte"),
+            (header_bytes(r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#, 4), "truncated"),
+            (header_bytes(r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#, 12), "trailing"),
+            (header_bytes(r#"{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#, 8), "dtype x shape"),
+            (
+                header_bytes(&format!(r#"{{"a":{{"dtype":"F32","shape":[2],"data_offsets":[{huge},8]}}}}"#), 8),
+                "offsets",
+            ),
+            (
+                header_bytes(
+                    r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}"#,
+                    12,
+                ),
+                "offsets",
+            ),
+            (header_bytes(r#"{"a":{"dtype":"Q9","shape":[2],"data_offsets":[0,8]}}"#, 8), "bad header"),
+            (header_bytes("not json", 0), "bad header"),
+        ] {
+            std::fs::write(&path, bytes).unwrap();
+            let e = SafetensorsWeights::open(&path).err().expect("must fail").to_string();
+            assert!(e.contains("bad.safetensors") && e.contains(needle), "{needle}: {e}");
+        }
+        let len = 1u64 << 62;
+        let mut bytes = len.to_le_bytes().to_vec();
+        bytes.extend(b"{}");
+        std::fs::write(&path, bytes).unwrap();
+        assert!(SafetensorsWeights::open(&path).is_err());
+    }
+
+    #[test]
+    fn unsupported_dtypes_are_named_when_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.safetensors");
+        write_file(&path, &[("a", "I64", vec![2, 3], vec![0; 48])]);
+        let w = SafetensorsWeights::open(&path).unwrap();
+        let e = w.read_tensor("a").unwrap_err().to_string();
+        assert!(e.contains("'a' has dtype I64") && e.contains("BF16"), "{e}");
+    }
+
+    #[test]
+    fn index_names_outside_the_folder_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = dir.path().join("model.safetensors.index.json");
+        std::fs::write(&index, r#"{"weight_map":{"a":"../../etc/passwd"}}"#).unwrap();
+        let e = SafetensorsWeights::open(&index).err().expect("must fail").to_string();
+        assert!(e.contains("not a file beside the index"), "{e}");
     }
 
     #[test]
