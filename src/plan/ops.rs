@@ -134,6 +134,9 @@ pub enum Op {
         inter: usize,
         act: Activation,
         out: View,
+        /// The model's routed expert count (all ranks), which sets the expected rows per
+        /// expert and so the kernels' tile size.
+        experts_total: usize,
     },
     /// `out[i] = x[rows[i]]`.
     GatherRows { x: View, rows: Vec<usize>, out: View },
@@ -164,6 +167,25 @@ impl Op {
             Op::Collective { kind: Collective::AllReduce, .. } => "all_reduce",
             Op::Collective { kind: Collective::AllGather(_), .. } => "all_gather",
             Op::Collective { kind: Collective::ReduceScatterRows, .. } => "reduce_scatter",
+        }
+    }
+
+    /// The op family: one stem names it in the plan, `exec/cpu/ops/<stem>.rs`,
+    /// `exec/cuda/kernels/<stem>.rs` and `kernels/<stem>.cu` (cuBLASLt ops have no .cu,
+    /// attention splits its kernels into `attention_prefill` and `attention_decode`).
+    pub fn family(&self) -> &'static str {
+        match self {
+            Op::Embed { .. } => "embed",
+            Op::Norm { .. } | Op::HeadNorm { .. } => "norm",
+            Op::Linear { .. } | Op::HeadMatmul { .. } => "linear",
+            Op::BiasAct { .. } | Op::ActMul { .. } | Op::Add { .. } => "act",
+            Op::Rope { .. } => "rope",
+            Op::Attention { .. } => "attention",
+            Op::MlaCacheWrite { .. } | Op::MlaPrefillAttention { .. } | Op::MlaDecodeAttention { .. } => "mla",
+            Op::Route { .. } => "route",
+            Op::Moe { .. } => "moe",
+            Op::GatherRows { .. } => "misc",
+            Op::Collective { .. } => "collective",
         }
     }
 
