@@ -206,4 +206,43 @@ mod tests {
         assert!(mem.arena_bytes < naive, "reuse should beat one buffer per tensor");
         let _ = Family::Qwen3;
     }
+
+    #[test]
+    fn fits_counts_only_what_is_still_to_allocate() {
+        let f = Footprint { weight_bytes: 100 << 30, kv_bytes: 20 << 30, arena_bytes: 10 << 30, ..Default::default() };
+        let total = f.total_bytes();
+        assert!(fits(&f, 0, total + RESERVED_BYTES).is_ok());
+        let err = fits(&f, 0, total + RESERVED_BYTES - 1).unwrap_err();
+        assert_eq!(err.need, total + RESERVED_BYTES);
+        assert_eq!(err.new_weights, 100 << 30);
+        // The weights already on the GPU are not asked for again.
+        assert!(fits(&f, 100 << 30, total - (100 << 30) + RESERVED_BYTES).is_ok());
+        let msg = err.to_string();
+        assert!(msg.starts_with("does not fit: needs 142.8 GB more") && msg.contains("GB free;"), "{msg}");
+    }
+
+    #[test]
+    fn peak_of_plans_is_each_part_max() {
+        let a = Footprint { weight_bytes: 5, kv_bytes: 1, arena_bytes: 9, scratch_bytes: 0, workspace_bytes: 2 };
+        let b = Footprint { weight_bytes: 5, kv_bytes: 3, arena_bytes: 4, scratch_bytes: 7, workspace_bytes: 2 };
+        let p = a.max(b);
+        assert_eq!((p.kv_bytes, p.arena_bytes, p.scratch_bytes), (3, 9, 7));
+        assert_eq!(p.total_bytes(), 5 + 3 + 9 + 7 + 2);
+    }
+
+    #[test]
+    fn scratch_covers_the_largest_op() {
+        let cfg = crate::model::tests_support::tiny_mla_moe();
+        let layout = crate::plan::RankLayout::single();
+        let plan =
+            crate::model::build_plan(&cfg, layout, crate::plan::Shape::prefill(2, 5), Default::default()).unwrap();
+        let mem = plan_memory(&plan, Target::H200);
+        let moe = plan.ops.iter().find(|p| matches!(p.op, crate::plan::Op::Moe { .. })).expect("a MoE op");
+        let (_, moe_bytes) = crate::exec::cuda::kernels::moe::MoeScratch::of(&plan, &moe.op);
+        assert!(moe_bytes > 0 && mem.scratch_bytes >= moe_bytes);
+        assert_eq!(mem.scratch_bytes % ALIGN, 0);
+        assert_eq!(mem.workspace_bytes, CUBLASLT_WORKSPACE_BYTES);
+        let parts = mem.weight_bytes + mem.kv_bytes + mem.arena_bytes + mem.scratch_bytes + mem.workspace_bytes;
+        assert_eq!(mem.footprint().total_bytes(), parts as u64);
+    }
 }

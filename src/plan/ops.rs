@@ -252,3 +252,48 @@ impl Op {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::model::tests_support::{tiny_dense, tiny_mla_moe};
+    use crate::model::{build_plan, PlanOptions};
+    use crate::plan::{RankLayout, Shape};
+
+    /// The files a family's stem names; cuBLASLt ops have no .cu, attention's kernels are
+    /// split by phase, collectives have no single-GPU launch code yet.
+    fn family_files(stem: &str) -> Vec<String> {
+        let mut files = vec![format!("src/exec/cpu/ops/{stem}.rs")];
+        match stem {
+            "collective" => {}
+            "linear" => files.push(format!("src/exec/cuda/kernels/{stem}.rs")),
+            "attention" => files.extend(
+                ["src/exec/cuda/kernels/attention.rs", "kernels/attention_prefill.cu", "kernels/attention_decode.cu"]
+                    .map(String::from),
+            ),
+            _ => files.extend([format!("src/exec/cuda/kernels/{stem}.rs"), format!("kernels/{stem}.cu")]),
+        }
+        files
+    }
+
+    #[test]
+    fn every_family_stem_names_its_files() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut seen = std::collections::BTreeSet::new();
+        for cfg in [tiny_dense(), tiny_mla_moe()] {
+            for shape in [Shape::prefill(2, 5), Shape::decode(2, 5)] {
+                let plan = build_plan(&cfg, RankLayout::single(), shape, PlanOptions::default()).unwrap();
+                seen.extend(plan.ops.iter().map(|p| p.op.family()));
+            }
+        }
+        for stem in ["embed", "norm", "linear", "act", "rope", "attention", "mla", "route", "moe", "misc"] {
+            assert!(seen.contains(stem), "no tiny plan has a {stem} op");
+        }
+        for stem in seen.iter().copied().chain(["collective"]) {
+            for f in family_files(stem) {
+                assert!(root.join(&f).is_file(), "family {stem}: {f} is missing");
+            }
+        }
+    }
+}

@@ -444,6 +444,29 @@ mod tests {
     }
 
     #[test]
+    fn scratch_layout_is_aligned_disjoint_and_sized() {
+        // DeepSeek-V3 decode on one rank: T 1, k 8, 256 experts, I 2048, H 7168.
+        let (s, bytes) = MoeScratch::layout(1, 8, 256, 256, 2048, 7168);
+        assert_eq!((s.block_m, s.max_sorted, s.blocks), (16, 128, 8));
+        let parts = [
+            (s.sorted, 128 * 4),
+            (s.block_expert, 8 * 4),
+            (s.slot_to_sorted, 8 * 4),
+            (s.total, 4),
+            (s.h13, 128 * 2 * 2048 * 2),
+            (s.hact, 128 * 2048 * 2),
+            (s.c2, 128 * 7168 * 2),
+        ];
+        for w in parts.windows(2) {
+            assert_eq!(w[0].0 % 256, 0);
+            assert!(w[0].0 + w[0].1 <= w[1].0, "buffers overlap: {s:?}");
+        }
+        assert_eq!(bytes, s.c2 + 128 * 7168 * 2);
+        // The global expert count, not the local one, picks the tile (expert parallelism).
+        assert_eq!(MoeScratch::layout(1024, 8, 32, 256, 256, 512).0.block_m, 64);
+    }
+
+    #[test]
     fn bad_shapes_are_refused() {
         assert_eq!(moe_gemm_entry(32), Err(MoeShapeError::UnsupportedBlockM(32)));
         assert!(check_moe_gemm(7168, 7168, 100).is_ok());
