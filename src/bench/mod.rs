@@ -22,7 +22,7 @@ use crate::exec::cuda::memory::DeviceBuffer;
 use crate::exec::cuda::weights::{DeviceWeights, Values};
 use crate::model::{build_plan, PlanOptions};
 use crate::plan::cost::PhaseCost;
-use crate::plan::memory::{plan_memory, RESERVED_BYTES};
+use crate::plan::memory::{fits, plan_memory, Target};
 use crate::plan::{Phase, RankLayout, Shape};
 pub use report::{Reporter, Row};
 pub use stats::Stats;
@@ -112,29 +112,18 @@ fn time_shape(
     ids: &[i32],
 ) -> anyhow::Result<Row> {
     let plan = build_plan(cfg, layout, shape, PlanOptions::default())?;
-    let need = plan_memory(&plan);
-    let missing_weights: usize =
-        plan.weights.iter().filter(|w| !weights.map.contains_key(&w.name)).map(|w| w.bytes()).sum();
+    let need = plan_memory(&plan, Target { sm_count: gpu.sm_count });
+    let resident_weights: usize =
+        plan.weights.iter().filter(|w| weights.map.contains_key(&w.name)).map(|w| w.bytes()).sum();
     let (free, _) = gpu.ctx.mem_get_info()?;
-    let need_bytes = missing_weights + need.kv_bytes + need.arena_bytes + RESERVED_BYTES as usize / 2;
-    if need_bytes > free {
-        bail!(
-            "does not fit: needs {:.1} GB more (KV {:.1} GB, activations {:.1} GB, new weights {:.1} GB), {:.1} GB free",
-            need_bytes as f64 / 1e9,
-            need.kv_bytes as f64 / 1e9,
-            need.arena_bytes as f64 / 1e9,
-            missing_weights as f64 / 1e9,
-            free as f64 / 1e9
-        );
-    }
+    fits(&need.footprint(), (resident_weights + need.workspace_bytes) as u64, free as u64)?;
     let cost = PhaseCost::of(&plan, cfg);
-    let experts = cfg.moe.as_ref().map(|m| m.num_experts).unwrap_or(0);
     let caches = DeviceCaches::new(&plan.caches)?;
     if shape.phase == Phase::Decode {
         fill_caches(gpu, &caches, args.seed)?;
     }
     let ptrs = weights.bind(gpu, &plan, &Values::Random { seed: args.seed })?;
-    let bound = BoundPlan::new(gpu, plan, &ptrs, &caches, experts)?;
+    let bound = BoundPlan::new(gpu, plan, &ptrs, &caches)?;
     bound.set_ids(ids)?;
     for _ in 0..args.warmup.max(1) {
         bound.forward(gpu)?;

@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::common::{layouts, load_model, DeployArgs};
 use crate::model::{build_plan, PlanOptions};
 use crate::plan::cost::{count_params, PhaseCost};
-use crate::plan::memory::{plan_memory, H200_BYTES, RESERVED_BYTES};
+use crate::plan::memory::{fits, plan_memory, Footprint, Target, H200_BYTES, RESERVED_BYTES};
 use crate::plan::{RankLayout, Shape};
 
 #[derive(Debug, Args)]
@@ -68,7 +68,7 @@ pub fn report(args: &CountArgs) -> anyhow::Result<CountReport> {
     // Totals over every rank of one forward; memory of the busiest rank.
     let decode_valid = build_plan(&cfg, all[0], Shape::decode(args.bsz, args.seq), PlanOptions::default()).is_ok();
     let (mut prefill_flops, mut decode_flops) = (0.0, 0.0);
-    let (mut weights, mut kv, mut arena, mut pbytes, mut dbytes) = (0usize, 0usize, 0usize, 0f64, 0f64);
+    let (mut peak, mut pbytes, mut dbytes) = (Footprint::default(), 0f64, 0f64);
     for layout in &all {
         let prefill = build_plan(&cfg, *layout, Shape::prefill(args.bsz, args.seq), PlanOptions::default())?;
         // An invalid decode shape still counts memory from the prefill-sized cache.
@@ -78,14 +78,13 @@ pub fn report(args: &CountArgs) -> anyhow::Result<CountReport> {
         let (pc, dc) = (PhaseCost::of(&prefill, &cfg), PhaseCost::of(&decode, &cfg));
         prefill_flops += pc.flops;
         decode_flops += dc.flops;
-        let (pm, dm) = (plan_memory(&prefill), plan_memory(&decode));
-        weights = weights.max(pm.weight_bytes.max(dm.weight_bytes));
-        kv = kv.max(dm.kv_bytes);
-        arena = arena.max(pm.arena_bytes.max(dm.arena_bytes));
+        let (pm, dm) = (plan_memory(&prefill, Target::H200), plan_memory(&decode, Target::H200));
+        // The prefill's cache is the decode's minus one token: the decode holds the peak.
+        peak = peak.max(pm.footprint()).max(dm.footprint());
         pbytes = pbytes.max(pc.weight_bytes + pc.kv_bytes + pc.act_bytes);
         dbytes = dbytes.max(dc.weight_bytes + dc.kv_bytes + dc.act_bytes);
     }
-    let fits = (weights + kv + arena) as u64 + RESERVED_BYTES <= H200_BYTES;
+    let fits = fits(&peak, 0, H200_BYTES).is_ok();
     Ok(CountReport {
         model: format!("{} ({})", args.model, args.mconf),
         deploy: args.deploy.deploy.clone(),
@@ -95,9 +94,9 @@ pub fn report(args: &CountArgs) -> anyhow::Result<CountReport> {
         params_active: params.active,
         prefill_flops,
         decode_flops: decode_valid.then_some(decode_flops),
-        weight_bytes_per_rank: weights as f64,
-        kv_bytes_per_rank: kv as f64,
-        activation_bytes_per_rank: arena as f64,
+        weight_bytes_per_rank: peak.weight_bytes as f64,
+        kv_bytes_per_rank: peak.kv_bytes as f64,
+        activation_bytes_per_rank: peak.arena_bytes as f64,
         prefill_bytes_per_rank: pbytes,
         decode_bytes_per_rank: dbytes,
         ranks: all.len(),

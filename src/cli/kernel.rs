@@ -68,7 +68,7 @@ fn check(a: KernelCheckArgs) -> anyhow::Result<()> {
     let step_ids =
         vec![ids.iter().flat_map(|r| r[..a.seq].iter().copied()).collect(), ids.iter().map(|r| r[a.seq]).collect()];
     let gpu = Gpu::new(0)?;
-    let results = check_ops(&gpu, &cfg, &[prefill, decode], &step_ids, a.seed)?;
+    let results = check_ops(&gpu, &[prefill, decode], &step_ids, a.seed)?;
     let label = a.config.as_ref().map(|p| p.display().to_string()).unwrap_or(format!(
         "{} {}",
         a.model.as_deref().unwrap_or_default(),

@@ -134,6 +134,9 @@ pub enum Op {
         inter: usize,
         act: Activation,
         out: View,
+        /// The model's routed expert count (all ranks), which sets the expected rows per
+        /// expert and so the kernels' tile size.
+        experts_total: usize,
     },
     /// `out[i] = x[rows[i]]`.
     GatherRows { x: View, rows: Vec<usize>, out: View },
@@ -164,6 +167,25 @@ impl Op {
             Op::Collective { kind: Collective::AllReduce, .. } => "all_reduce",
             Op::Collective { kind: Collective::AllGather(_), .. } => "all_gather",
             Op::Collective { kind: Collective::ReduceScatterRows, .. } => "reduce_scatter",
+        }
+    }
+
+    /// The op family: one stem names it in the plan, `exec/cpu/ops/<stem>.rs`,
+    /// `exec/cuda/kernels/<stem>.rs` and `kernels/<stem>.cu` (cuBLASLt ops have no .cu,
+    /// attention splits its kernels into `attention_prefill` and `attention_decode`).
+    pub fn family(&self) -> &'static str {
+        match self {
+            Op::Embed { .. } => "embed",
+            Op::Norm { .. } | Op::HeadNorm { .. } => "norm",
+            Op::Linear { .. } | Op::HeadMatmul { .. } => "linear",
+            Op::BiasAct { .. } | Op::ActMul { .. } | Op::Add { .. } => "act",
+            Op::Rope { .. } => "rope",
+            Op::Attention { .. } => "attention",
+            Op::MlaCacheWrite { .. } | Op::MlaPrefillAttention { .. } | Op::MlaDecodeAttention { .. } => "mla",
+            Op::Route { .. } => "route",
+            Op::Moe { .. } => "moe",
+            Op::GatherRows { .. } => "misc",
+            Op::Collective { .. } => "collective",
         }
     }
 
@@ -227,6 +249,51 @@ impl Op {
             Op::Route { weight, correction_bias, .. } => std::iter::once(*weight).chain(*correction_bias).collect(),
             Op::Moe { w13, w2, .. } => vec![*w13, *w2],
             _ => vec![],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::model::tests_support::{tiny_dense, tiny_mla_moe};
+    use crate::model::{build_plan, PlanOptions};
+    use crate::plan::{RankLayout, Shape};
+
+    /// The files a family's stem names; cuBLASLt ops have no .cu, attention's kernels are
+    /// split by phase, collectives have no single-GPU launch code yet.
+    fn family_files(stem: &str) -> Vec<String> {
+        let mut files = vec![format!("src/exec/cpu/ops/{stem}.rs")];
+        match stem {
+            "collective" => {}
+            "linear" => files.push(format!("src/exec/cuda/kernels/{stem}.rs")),
+            "attention" => files.extend(
+                ["src/exec/cuda/kernels/attention.rs", "kernels/attention_prefill.cu", "kernels/attention_decode.cu"]
+                    .map(String::from),
+            ),
+            _ => files.extend([format!("src/exec/cuda/kernels/{stem}.rs"), format!("kernels/{stem}.cu")]),
+        }
+        files
+    }
+
+    #[test]
+    fn every_family_stem_names_its_files() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut seen = std::collections::BTreeSet::new();
+        for cfg in [tiny_dense(), tiny_mla_moe()] {
+            for shape in [Shape::prefill(2, 5), Shape::decode(2, 5)] {
+                let plan = build_plan(&cfg, RankLayout::single(), shape, PlanOptions::default()).unwrap();
+                seen.extend(plan.ops.iter().map(|p| p.op.family()));
+            }
+        }
+        for stem in ["embed", "norm", "linear", "act", "rope", "attention", "mla", "route", "moe", "misc"] {
+            assert!(seen.contains(stem), "no tiny plan has a {stem} op");
+        }
+        for stem in seen.iter().copied().chain(["collective"]) {
+            for f in family_files(stem) {
+                assert!(root.join(&f).is_file(), "family {stem}: {f} is missing");
+            }
         }
     }
 }

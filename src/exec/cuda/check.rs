@@ -25,7 +25,6 @@ pub fn cuda_logits(
     }
     let gpu = Gpu::new(0)?;
     let (batch, seq) = (ids.len(), ids[0].len());
-    let experts = cfg.moe.as_ref().map(|m| m.num_experts).unwrap_or(0);
     let mut weights = DeviceWeights::default();
     let values = Values::Source(src);
     let steps: Vec<(Shape, PlanOptions, Vec<i32>)> = match mode {
@@ -54,7 +53,7 @@ pub fn cuda_logits(
             caches = Some(DeviceCaches::new(&plan.caches)?);
         }
         let ptrs = weights.bind(&gpu, &plan, &values)?;
-        let bound = BoundPlan::new(&gpu, plan, &ptrs, caches.as_ref().expect("caches"), experts)?;
+        let bound = BoundPlan::new(&gpu, plan, &ptrs, caches.as_ref().expect("caches"))?;
         bound.set_ids(&step_ids)?;
         bound.forward(&gpu)?;
         gpu.sync()?;

@@ -16,6 +16,7 @@ use cudarc::cublaslt::sys;
 use cudarc::driver::CudaStream;
 
 use super::memory::DeviceBuffer;
+use crate::plan::memory::CUBLASLT_WORKSPACE_BYTES;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct GemmShape {
@@ -60,8 +61,6 @@ pub struct Gemm {
     cache: HashMap<GemmShape, Prepared>,
 }
 
-const WORKSPACE_BYTES: usize = 32 << 20;
-
 fn lt_err(e: cudarc::cublaslt::result::CublasError) -> anyhow::Error {
     anyhow!("cuBLASLt: {e:?}")
 }
@@ -69,7 +68,7 @@ fn lt_err(e: cudarc::cublaslt::result::CublasError) -> anyhow::Error {
 impl Gemm {
     pub fn new() -> anyhow::Result<Self> {
         let handle = lt::create_handle().map_err(lt_err).context("creating the cuBLASLt handle")?;
-        Ok(Gemm { handle, workspace: DeviceBuffer::new(WORKSPACE_BYTES)?, cache: HashMap::new() })
+        Ok(Gemm { handle, workspace: DeviceBuffer::new(CUBLASLT_WORKSPACE_BYTES)?, cache: HashMap::new() })
     }
 
     fn prepare(&mut self, s: &GemmShape) -> anyhow::Result<&Prepared> {
@@ -127,7 +126,7 @@ impl Gemm {
                 }
             }
             let pref = lt::create_matmul_pref().map_err(lt_err)?;
-            let ws = WORKSPACE_BYTES;
+            let ws = CUBLASLT_WORKSPACE_BYTES;
             lt::set_matmul_pref_attribute(
                 pref,
                 sys::cublasLtMatmulPreferenceAttributes_t::CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
@@ -188,7 +187,7 @@ impl Gemm {
                 p.layouts[2],
                 &p.algo,
                 ws as *mut c_void,
-                WORKSPACE_BYTES,
+                CUBLASLT_WORKSPACE_BYTES,
                 stream.cu_stream() as _,
             )
             .map_err(lt_err)

@@ -12,7 +12,6 @@ use super::engine::{BoundPlan, DeviceCaches};
 use super::gpu::Gpu;
 use super::weights::{DeviceWeights, Values};
 use crate::check::compare;
-use crate::config::model::ModelConfig;
 use crate::exec::cpu::{load_weights, CpuRun, KvCaches};
 use crate::plan::{DType, Op, Plan, TensorId};
 use crate::weights::RandomWeights;
@@ -77,15 +76,8 @@ fn upload_caches(dev: &DeviceCaches, cpu: &KvCaches) -> anyhow::Result<()> {
 
 /// Checks every op of each plan in turn (a prefill then a decode shares the KV caches);
 /// `ids[p]` are plan p's input ids, flattened.
-pub fn check_ops(
-    gpu: &Gpu,
-    cfg: &ModelConfig,
-    plans: &[Plan],
-    ids: &[Vec<i32>],
-    seed: u64,
-) -> anyhow::Result<Vec<OpCheck>> {
+pub fn check_ops(gpu: &Gpu, plans: &[Plan], ids: &[Vec<i32>], seed: u64) -> anyhow::Result<Vec<OpCheck>> {
     let src = RandomWeights { seed };
-    let experts = cfg.moe.as_ref().map(|m| m.num_experts).unwrap_or(0);
     let mut dev_weights = DeviceWeights::default();
     let mut cpu_caches = KvCaches::default();
     let dev_caches = DeviceCaches::new(&plans[0].caches)?;
@@ -93,7 +85,7 @@ pub fn check_ops(
     for (p, plan) in plans.iter().enumerate() {
         let cpu_w = load_weights(plan, &src, true)?;
         let ptrs = dev_weights.bind(gpu, plan, &Values::Random { seed })?;
-        let bound = BoundPlan::new(gpu, plan.clone(), &ptrs, &dev_caches, experts)?;
+        let bound = BoundPlan::new(gpu, plan.clone(), &ptrs, &dev_caches)?;
         let mut cpu = CpuRun::new(plan, &cpu_w, None);
         cpu_caches.ensure(&plan.caches);
         let step_ids = &ids[p];

@@ -76,6 +76,7 @@ pub fn moe(b: &mut Builder, x: View, moe: &MoeConfig, names: &MoeNames) -> View 
             inter: ni,
             act: moe.activation,
             out,
+            experts_total: e_total,
         },
     );
 

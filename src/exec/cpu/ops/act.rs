@@ -1,7 +1,9 @@
 //! Element-wise functions: activations, the gated-MLP product, soft-capping, sigmoid and
 //! bf16 rounding. Transcendentals run in f64 and round once to f32.
 
+use super::super::CpuRun;
 use crate::config::model::Activation;
+use crate::plan::Op;
 
 /// `sqrt(2/π)`, the GELU tanh-approximation constant.
 const SQRT_2_OVER_PI: f64 = 0.797_884_560_802_865_4;
@@ -47,6 +49,37 @@ pub fn softcap(x: f32, cap: f32) -> f32 {
 /// GPU run sees.
 pub fn round_bf16(x: f32) -> f32 {
     half::bf16::from_f32(x).to_f32()
+}
+
+/// `Op::BiasAct`, `Op::ActMul` and `Op::Add`.
+pub fn run(r: &mut CpuRun, op: &Op) {
+    match op {
+        Op::BiasAct { x, bias, act } => {
+            let mut xs = r.read(*x);
+            for row in xs.chunks_mut(x.cols) {
+                if let Some(b) = bias {
+                    row.iter_mut().zip(r.w(*b)).for_each(|(v, b)| *v += b);
+                }
+                row.iter_mut().for_each(|v| *v = activate(*v, *act));
+            }
+            r.write(*x, &xs);
+        }
+        Op::ActMul { x, out, act } => {
+            let y = act_mul(&r.read(*x), r.plan.rows(*x), out.cols, *act);
+            r.write(*out, &y);
+        }
+        Op::Add { acc, x, gate } => {
+            let mut a = r.read(*acc);
+            let xs = r.read(*x);
+            let g = gate.map(|g| r.read(g));
+            for (i, (row, xr)) in a.chunks_mut(acc.cols).zip(xs.chunks(x.cols)).enumerate() {
+                let s = g.as_ref().map(|g| sigmoid(g[i])).unwrap_or(1.0);
+                row.iter_mut().zip(xr).for_each(|(a, b)| *a += s * b);
+            }
+            r.write(*acc, &a);
+        }
+        _ => unreachable!("act::run got {op:?}"),
+    }
 }
 
 #[cfg(test)]

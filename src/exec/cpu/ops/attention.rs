@@ -4,7 +4,9 @@
 //! this one function: query head `h` reads K head `⌊h·nk/nq⌋` and V head `⌊h·nv/nq⌋`
 //! (FlexHeadFA's map, which is GQA's `h / (nq/nkv)` when nk = nv divides nq).
 
+use super::super::{CpuRun, KvCaches};
 use super::softmax_f64;
+use crate::plan::Op;
 
 /// Head counts and dims of one attention call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +70,35 @@ pub fn attention(
         }
     }
     out
+}
+
+/// `Op::Attention`: writes this forward's K/V into the cache after `past`, then every
+/// sequence's queries attend to the cache up to their own position.
+pub fn run(r: &mut CpuRun, op: &Op, caches: &mut KvCaches) {
+    let Op::Attention { q, k, v, cache, out, q_heads, k_heads, v_heads, d_qk, d_v, scale, softcap } = op else {
+        unreachable!("attention::run got {op:?}")
+    };
+    let plan = r.plan;
+    let info = &plan.caches[cache.0];
+    let (qs, ks, vs) = (r.read(*q), r.read(*k), r.read(*v));
+    let (kw, vw) = (k_heads * d_qk, v_heads * d_v);
+    let n = plan.shape.new_tokens_per_seq();
+    let past = plan.shape.past();
+    let shape = AttnShape { q_heads: *q_heads, k_heads: *k_heads, v_heads: *v_heads, d_qk: *d_qk, d_v: *d_v };
+    let mut result = Vec::with_capacity(plan.rows(*q) * q_heads * d_v);
+    for b in 0..plan.local_batch {
+        let kc = &mut caches.k[cache.0][b * info.max_seq * kw..(b + 1) * info.max_seq * kw];
+        kc[past * kw..(past + n) * kw].copy_from_slice(&ks[b * n * kw..(b + 1) * n * kw]);
+        let vc = &mut caches.v[cache.0][b * info.max_seq * vw..(b + 1) * info.max_seq * vw];
+        vc[past * vw..(past + n) * vw].copy_from_slice(&vs[b * n * vw..(b + 1) * n * vw]);
+        let qb = &qs[b * n * q.cols..(b + 1) * n * q.cols];
+        let kc = &caches.k[cache.0][b * info.max_seq * kw..];
+        let vc = &caches.v[cache.0][b * info.max_seq * vw..];
+        let o =
+            attention(qb, n, past, &kc[..(past + n) * kw], &vc[..(past + n) * vw], past + n, &shape, *scale, *softcap);
+        result.extend(o);
+    }
+    r.write(*out, &result);
 }
 
 #[cfg(test)]

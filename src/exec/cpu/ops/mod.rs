@@ -6,17 +6,25 @@
 //! attention sums) accumulate in f64 so the oracle is measurably better than the kernels it
 //! checks. Shape mismatches are programming errors inside fwdbench, not user input, so they
 //! panic with a message naming the operand.
+//!
+//! Each op family has one file named by its stem (`Op::family`), holding its math and the
+//! `run` that executes the family's plan ops on a [`super::CpuRun`].
 
-mod act;
-mod attention;
-mod gemm;
-mod norm;
-mod rope;
-mod route;
+pub(super) mod act;
+pub(super) mod attention;
+pub(super) mod collective;
+pub(super) mod embed;
+pub(super) mod linear;
+pub(super) mod misc;
+pub(super) mod mla;
+pub(super) mod moe;
+pub(super) mod norm;
+pub(super) mod rope;
+pub(super) mod route;
 
 pub use act::{act_mul, activate, round_bf16, sigmoid, softcap};
 pub use attention::{attention, AttnShape};
-pub use gemm::{linear, matmul_nn, matmul_nt};
+pub use linear::{linear, matmul_nn, matmul_nt};
 pub use norm::{layer_norm, rms_norm};
 pub use rope::{apply_rope, RopeTable};
 pub use route::{route, Routing};

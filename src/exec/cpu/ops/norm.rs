@@ -2,6 +2,10 @@
 //! the same precision as the normalisation (Grok's JAX order; HF rounds to the activation
 //! dtype in between, a difference that only matters for tolerances).
 
+use super::super::CpuRun;
+use crate::config::model::NormKind;
+use crate::plan::Op;
+
 fn check_rows(x: &[f32], cols: usize, param: &[f32], op: &str, what: &str) {
     assert!(cols > 0, "{op}: cols must be positive");
     assert_eq!(x.len() % cols, 0, "{op}: x has {} values, not a multiple of cols = {cols}", x.len());
@@ -37,6 +41,40 @@ pub fn layer_norm(x: &[f32], cols: usize, weight: &[f32], bias: &[f32], eps: f32
         );
     }
     out
+}
+
+/// `Op::Norm` (residual add in place first when `delta` is set) and `Op::HeadNorm`.
+pub fn run(r: &mut CpuRun, op: &Op) {
+    match op {
+        Op::Norm { x, delta, weight, bias, kind, eps, out } => {
+            let mut xs = r.read(*x);
+            if let Some(d) = delta {
+                xs.iter_mut().zip(r.read(*d)).for_each(|(a, b)| *a += b);
+                r.write(*x, &xs);
+            }
+            let y = match kind {
+                NormKind::RmsNorm => rms_norm(&xs, x.cols, r.w(*weight), *eps),
+                NormKind::LayerNorm => {
+                    let zeros = vec![0.0; x.cols];
+                    let b = bias.map(|b| r.w(b)).unwrap_or(&zeros);
+                    layer_norm(&xs, x.cols, r.w(*weight), b, *eps)
+                }
+            };
+            r.write(*out, &y);
+        }
+        Op::HeadNorm { x, heads, head_dim, weight, eps } => {
+            let mut xs = r.read(*x);
+            for row in xs.chunks_mut(x.cols) {
+                for h in 0..*heads {
+                    let seg = &mut row[h * head_dim..(h + 1) * head_dim];
+                    let y = rms_norm(seg, *head_dim, r.w(*weight), *eps);
+                    seg.copy_from_slice(&y);
+                }
+            }
+            r.write(*x, &xs);
+        }
+        _ => unreachable!("norm::run got {op:?}"),
+    }
 }
 
 #[cfg(test)]

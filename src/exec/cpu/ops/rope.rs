@@ -9,7 +9,9 @@
 //! (`[x0 x2 x4 .. | x1 x3 ..]`) and then rotates halves, so its output is a permutation of
 //! ours; q and k get the same permutation, so `q · k` and the attention output agree.
 
+use super::super::CpuRun;
 use crate::config::model::{RopeConfig, RopeStyle};
+use crate::plan::Op;
 
 /// `cos` and `sin` for every (position, pair), times the YaRN attention factor.
 #[derive(Debug, Clone, PartialEq)]
@@ -104,6 +106,18 @@ pub fn apply_rope(
             }
         }
     }
+}
+
+/// `Op::Rope` at the plan's positions.
+pub fn run(r: &mut CpuRun, op: &Op) {
+    let Op::Rope { x, heads, head_stride, rope_offset, rope } = op else { unreachable!("rope::run got {op:?}") };
+    let plan = r.plan;
+    let mut xs = r.read(*x);
+    let max_pos = plan.positions.iter().max().copied().unwrap_or(0) + 1;
+    let table = RopeTable::new(rope, max_pos);
+    let offsets: Vec<usize> = (0..*heads).map(|h| h * head_stride + rope_offset).collect();
+    apply_rope(&mut xs, x.cols, plan.rows(*x), &plan.positions, &offsets, &table, rope.style);
+    r.write(*x, &xs);
 }
 
 #[cfg(test)]

@@ -8,8 +8,10 @@
 //! * Sigma V2: as DeepSeek-V3 with one group (the caller turns renormalisation off for k = 1);
 //! * DeepSeek-V2: softmax, groups scored by their max.
 
-use super::{sigmoid, softcap, softmax_f64};
+use super::super::CpuRun;
+use super::{matmul_nt, sigmoid, softcap, softmax_f64};
 use crate::config::model::{GroupScore, RouterConfig, Scoring};
+use crate::plan::Op;
 
 /// Chosen experts per token: `ids[t·top_k + j]` with weight `weights[t·top_k + j]`, ordered
 /// by descending selection score (ties: lower expert index first).
@@ -104,6 +106,20 @@ pub fn route(
         weights.extend(w.iter().map(|&x| (x * cfg.routed_scaling_factor as f64) as f32));
     }
     Routing { ids, weights }
+}
+
+/// `Op::Route`: fp32 logits, then [`route`] into ids and weights.
+pub fn run(r: &mut CpuRun, op: &Op) {
+    let Op::Route { x, weight, correction_bias, logits, ids, weights, router, top_k } = op else {
+        unreachable!("route::run got {op:?}")
+    };
+    let e = r.plan.weight(*weight).rows;
+    let t_all = r.plan.rows(*x);
+    let l = matmul_nt(&r.read(*x), t_all, x.cols, r.w(*weight), e);
+    r.write(*logits, &l);
+    let routing = route(&l, t_all, e, *top_k, router, correction_bias.map(|b| r.w(b)));
+    r.write(*ids, &routing.ids.iter().map(|&i| i as f32).collect::<Vec<_>>());
+    r.write(*weights, &routing.weights);
 }
 
 #[cfg(test)]

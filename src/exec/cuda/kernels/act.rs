@@ -3,7 +3,9 @@
 use cudarc::driver::{DeviceRepr, LaunchConfig};
 
 use super::misc::chunked_launch;
+use super::prepare::{kernel, Call, Prep};
 use crate::config::model::Activation;
+use crate::plan::Op;
 
 /// The kernels' `act` value for "no activation" (bias_act only).
 pub const ACT_NONE: i32 = -1;
@@ -81,6 +83,58 @@ unsafe impl DeviceRepr for GatedAddParams {}
 pub const GATED_ADD: (&str, &str) = ("act", "gated_add");
 pub fn gated_add_launch(rows: usize, cols: usize) -> LaunchConfig {
     chunked_launch(rows, cols)
+}
+
+/// `act_mul` over `rows` rows of `[gate | up]` (`2 * inter` wide) into `inter` columns; the
+/// MoE pipeline runs the same launch on its sorted rows.
+pub fn act_mul_call(input: u64, in_ld: i32, out: u64, out_ld: i32, rows: usize, inter: usize, act: Activation) -> Call {
+    let p = ActMulParams {
+        r#in: input,
+        in_ld,
+        out,
+        out_ld,
+        rows: rows as i32,
+        inter: inter as i32,
+        act: activation_code(act),
+        ..Default::default()
+    };
+    kernel(ACT_MUL, act_mul_launch(rows, inter), p)
+}
+
+/// `Op::BiasAct`, `Op::ActMul` and `Op::Add`.
+pub fn prepare(cx: &mut Prep, op: &Op) -> anyhow::Result<Vec<Call>> {
+    Ok(vec![match op {
+        Op::BiasAct { x, bias, act } => {
+            let p = BiasActParams {
+                x: cx.ptr(*x),
+                ld: cx.ld(*x),
+                rows: cx.rows(*x),
+                cols: x.cols as i32,
+                bias: cx.w_or_null(*bias),
+                act: activation_code(*act),
+                ..Default::default()
+            };
+            kernel(BIAS_ACT, bias_act_launch(cx.rows(*x) as usize, x.cols), p)
+        }
+        Op::ActMul { x, out, act } => {
+            act_mul_call(cx.ptr(*x), cx.ld(*x), cx.ptr(*out), cx.ld(*out), cx.rows(*x) as usize, out.cols, *act)
+        }
+        Op::Add { acc, x, gate } => {
+            let p = GatedAddParams {
+                acc: cx.ptr(*acc),
+                acc_ld: cx.ld(*acc),
+                x: cx.ptr(*x),
+                x_ld: cx.ld(*x),
+                gate: gate.map(|g| cx.ptr(g)).unwrap_or(0),
+                gate_ld: gate.map(|g| cx.ld(g)).unwrap_or(0),
+                rows: cx.rows(*acc),
+                cols: acc.cols as i32,
+                ..Default::default()
+            };
+            kernel(GATED_ADD, gated_add_launch(cx.rows(*acc) as usize, acc.cols), p)
+        }
+        _ => unreachable!("act::prepare got {op:?}"),
+    }])
 }
 
 #[cfg(test)]

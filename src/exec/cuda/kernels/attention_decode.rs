@@ -1,5 +1,5 @@
 //! Launch parameters for `kernels/attention_decode.cu`: split-KV decode attention over the KV cache
-//! (one entry per head-dim bucket, chosen by [`select`]) and the split combine.
+//! (one entry per head-dim bucket, chosen by [`select_variant`]) and the split combine.
 
 use cudarc::driver::{DeviceRepr, LaunchConfig};
 
@@ -77,11 +77,6 @@ pub fn select_variant(d_qk: i32, d_v: i32) -> Option<DecodeVariant> {
         return None;
     }
     DECODE_VARIANTS.iter().copied().find(|v| d_qk.max(d_v) <= v.max_d)
-}
-
-/// `(module, kernel)` name of the decode entry for these head dims.
-pub fn select(d_qk: i32, d_v: i32) -> Option<(&'static str, &'static str)> {
-    select_variant(d_qk, d_v).map(|v| v.kernel)
 }
 
 /// CTAs per K head: a CTA takes at most 16 of the q heads that share one K head.

@@ -1,5 +1,5 @@
 //! Launch parameters for `kernels/attention_prefill.cu`: the KV-cache write and causal flash
-//! prefill attention (one entry per head-dim bucket, chosen by [`select`]).
+//! prefill attention (one entry per head-dim bucket, chosen by [`select_variant`]).
 
 use cudarc::driver::{DeviceRepr, LaunchConfig};
 
@@ -144,11 +144,6 @@ pub fn select_variant(d_qk: i32, d_v: i32) -> Option<PrefillVariant> {
     PREFILL_VARIANTS.iter().copied().find(|v| d_qk <= v.max_d_qk && d_v <= v.max_d_v)
 }
 
-/// `(module, kernel)` name of the prefill entry for these head dims.
-pub fn select(d_qk: i32, d_v: i32) -> Option<(&'static str, &'static str)> {
-    select_variant(d_qk, d_v).map(|v| v.kernel)
-}
-
 /// Grid (query blocks, q heads, batch); the caller must raise the kernel's max dynamic smem
 /// attribute to `shared_mem_bytes` (above the 48 KiB default) once per function.
 pub fn flash_prefill_launch(variant: &PrefillVariant, batch: i32, n_q: i32, q_heads: i32) -> LaunchConfig {
@@ -174,6 +169,7 @@ mod tests {
 
     #[test]
     fn select_picks_smallest_bucket() {
+        let select = |d_qk, d_v| select_variant(d_qk, d_v).map(|v| v.kernel);
         assert_eq!(select(16, 16), Some(("attention_prefill", "flash_prefill_d32")));
         assert_eq!(select(24, 16), Some(("attention_prefill", "flash_prefill_d32")));
         assert_eq!(select(64, 64), Some(("attention_prefill", "flash_prefill_d64")));

@@ -4,6 +4,8 @@
 use cudarc::driver::{DeviceRepr, LaunchConfig};
 
 use super::misc::chunked_launch;
+use super::prepare::{kernel, Call, Prep};
+use crate::plan::Op;
 
 /// `out[t,:] = scale * table[ids[t] - vocab_start,:]` for ids in this shard, else 0;
 /// then `+ pos_table[positions[t],:]` when `pos_table` is set.
@@ -33,6 +35,26 @@ unsafe impl DeviceRepr for EmbedTokensParams {}
 pub const EMBED_TOKENS: (&str, &str) = ("embed", "embed_tokens");
 pub fn embed_tokens_launch(tokens: usize, hidden: usize) -> LaunchConfig {
     chunked_launch(tokens, hidden)
+}
+
+/// `Op::Embed`: one lookup over every token.
+pub fn prepare(cx: &mut Prep, op: &Op) -> anyhow::Result<Vec<Call>> {
+    let Op::Embed { out, table, vocab_start, pos_table, scale } = op else { unreachable!("embed::prepare got {op:?}") };
+    let p = EmbedTokensParams {
+        out: cx.ptr(*out),
+        out_ld: cx.ld(*out),
+        table: cx.w(*table),
+        ids: cx.ids,
+        positions: cx.positions,
+        pos_table: cx.w_or_null(*pos_table),
+        tokens: cx.rows(*out),
+        hidden: out.cols as i32,
+        vocab_start: *vocab_start as i32,
+        vocab_rows: cx.plan.weight(*table).rows as i32,
+        scale: *scale,
+        ..Default::default()
+    };
+    Ok(vec![kernel(EMBED_TOKENS, embed_tokens_launch(cx.rows(*out) as usize, out.cols), p)])
 }
 
 #[cfg(test)]

@@ -4,6 +4,9 @@
 
 use cudarc::driver::{DeviceRepr, LaunchConfig};
 
+use super::prepare::{kernel, Call, Prep};
+use crate::plan::Op;
+
 /// Threads per block of the chunk-walking kernels.
 pub const CHUNK_THREADS: u32 = 256;
 /// Grid cap for those kernels: beyond it the grid-stride loop covers the rest, so the
@@ -62,6 +65,23 @@ unsafe impl DeviceRepr for Copy2dParams {}
 pub const COPY_2D: (&str, &str) = ("misc", "copy_2d");
 pub fn copy_2d_launch(rows: usize, cols: usize) -> LaunchConfig {
     chunked_launch(rows, cols)
+}
+
+/// `Op::GatherRows`: the row indices are fixed by the plan and uploaded once.
+pub fn prepare(cx: &mut Prep, op: &Op) -> anyhow::Result<Vec<Call>> {
+    let Op::GatherRows { x, rows, out } = op else { unreachable!("misc::prepare got {op:?}") };
+    let idx: Vec<i32> = rows.iter().map(|&r| r as i32).collect();
+    let p = GatherRowsParams {
+        src: cx.ptr(*x),
+        src_ld: cx.ld(*x),
+        dst: cx.ptr(*out),
+        dst_ld: cx.ld(*out),
+        rows_idx: cx.upload(&idx)?,
+        n_rows: rows.len() as i32,
+        cols: x.cols as i32,
+        ..Default::default()
+    };
+    Ok(vec![kernel(GATHER_ROWS, gather_rows_launch(rows.len(), x.cols), p)])
 }
 
 #[cfg(test)]

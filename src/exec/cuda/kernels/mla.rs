@@ -1,8 +1,14 @@
 //! Launch parameters for `kernels/mla.cu`: the latent cache write, the MHA-form key builder
 //! and absorbed-form split-KV MLA decode with its combine.
 
-use super::attention_decode::choose_splits;
+use anyhow::Context;
 use cudarc::driver::{DeviceRepr, LaunchConfig};
+
+use super::attention_decode::choose_splits;
+use super::attention_prefill::{self, flash_prefill_launch, FlashPrefillParams};
+use super::prepare::{kernel, Call, Prep};
+use crate::plan::memory::Target;
+use crate::plan::{Op, Plan};
 
 /// Mirrors `MlaCacheWriteParams`: cache[b, pos, :] = [latent[t, 0:L] ; k_pe[t, 0:R]].
 #[repr(C)]
@@ -168,6 +174,142 @@ pub fn mla_decode_launch(variant: &MlaDecodeVariant, batch: i32, heads: i32, num
 /// Grid (heads, batch); returns at once when `num_splits <= 1`.
 pub fn mla_combine_launch(batch: i32, heads: i32) -> LaunchConfig {
     LaunchConfig { grid_dim: (heads as u32, batch as u32, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 }
+}
+
+/// Splits of MLA decode over `n_kv = context` cache rows, for `rows` sequences.
+fn decode_splits(plan: &Plan, rows: usize, heads: usize, target: Target) -> i32 {
+    mla_num_splits(rows as i32, heads as i32, plan.shape.context() as i32, target.sm_count)
+}
+
+/// Decode's fp32 partial sums; prefill's MHA-form keys `[tokens, heads, d_nope + d_rope]` bf16.
+pub fn scratch_bytes(plan: &Plan, op: &Op, target: Target) -> usize {
+    match op {
+        Op::MlaDecodeAttention { q_lat, heads, kv_lora_rank, .. } => {
+            let rows = plan.rows(*q_lat);
+            let splits = decode_splits(plan, rows, *heads, target);
+            mla_scratch_bytes(rows as i32, *heads as i32, *kv_lora_rank as i32, splits)
+        }
+        Op::MlaPrefillAttention { q, heads, d_nope, d_rope, .. } => plan.rows(*q) * heads * (d_nope + d_rope) * 2,
+        _ => 0,
+    }
+}
+
+/// `Op::MlaCacheWrite`, `Op::MlaPrefillAttention` (keys built into the scratch, then the
+/// prefill flash kernel) and `Op::MlaDecodeAttention` (split-KV absorbed form + combine).
+pub fn prepare(cx: &mut Prep, op: &Op) -> anyhow::Result<Vec<Call>> {
+    let plan = cx.plan;
+    match op {
+        Op::MlaCacheWrite { latent, k_pe, cache } => {
+            let p = MlaCacheWriteParams {
+                latent: cx.ptr(*latent),
+                latent_ld: cx.ld(*latent),
+                k_pe: cx.ptr(*k_pe),
+                k_pe_ld: cx.ld(*k_pe),
+                rows: cx.rows(*latent),
+                kv_lora_rank: latent.cols as i32,
+                rope_dim: k_pe.cols as i32,
+                cache: cx.cache(*cache).0,
+                max_seq: plan.caches[cache.0].max_seq as i32,
+                tokens_per_seq: plan.shape.new_tokens_per_seq() as i32,
+                past: plan.shape.past() as i32,
+                ..Default::default()
+            };
+            Ok(vec![kernel(MLA_CACHE_WRITE, mla_cache_write_launch(cx.rows(*latent)), p)])
+        }
+        Op::MlaPrefillAttention { q, kv, k_pe, out, heads, d_nope, d_rope, d_v, scale } => {
+            let rows = cx.rows(*q);
+            let dqk = (d_nope + d_rope) as i32;
+            let p = MlaBuildKParams {
+                kv: cx.ptr(*kv),
+                kv_ld: cx.ld(*kv),
+                k_pe: cx.ptr(*k_pe),
+                k_pe_ld: cx.ld(*k_pe),
+                k_out: cx.scratch,
+                rows,
+                heads: *heads as i32,
+                d_nope: *d_nope as i32,
+                d_v: *d_v as i32,
+                d_rope: *d_rope as i32,
+                ..Default::default()
+            };
+            let build_k = kernel(MLA_BUILD_K, mla_build_k_launch(rows), p);
+            let variant = attention_prefill::select_variant(dqk, *d_v as i32)
+                .with_context(|| format!("no prefill attention kernel for MLA dims {dqk}/{d_v}"))?;
+            let n = plan.shape.new_tokens_per_seq() as i32;
+            let (ldq, ldkv, ldo) = (cx.ld(*q), cx.ld(*kv), cx.ld(*out));
+            let k_row = *heads as i32 * dqk;
+            let p = FlashPrefillParams {
+                q: cx.ptr(*q),
+                q_batch_stride: (n * ldq) as i64,
+                q_token_stride: ldq,
+                q_head_stride: dqk,
+                k: cx.scratch,
+                k_batch_stride: (n * k_row) as i64,
+                k_token_stride: k_row,
+                k_head_stride: dqk,
+                v: cx.ptr(*kv) + (*d_nope * 2) as u64,
+                v_batch_stride: (n * ldkv) as i64,
+                v_token_stride: ldkv,
+                v_head_stride: (d_nope + d_v) as i32,
+                o: cx.ptr(*out),
+                o_batch_stride: (n * ldo) as i64,
+                o_token_stride: ldo,
+                o_head_stride: *d_v as i32,
+                batch: plan.local_batch as i32,
+                n_q: n,
+                n_kv: n,
+                q_heads: *heads as i32,
+                k_heads: *heads as i32,
+                v_heads: *heads as i32,
+                d_qk: dqk,
+                d_v: *d_v as i32,
+                scale: *scale,
+                softcap: 0.0,
+            };
+            let cfg = flash_prefill_launch(&variant, plan.local_batch as i32, n, *heads as i32);
+            Ok(vec![build_k, kernel(variant.kernel, cfg, p)])
+        }
+        Op::MlaDecodeAttention { q_lat, q_pe, q_pe_stride, cache, out, heads, kv_lora_rank, d_rope, scale } => {
+            let rows = cx.rows(*q_lat);
+            let splits = decode_splits(plan, rows as usize, *heads, cx.mem.target);
+            let variant = mla_select(*heads as i32);
+            let p = MlaDecodeParams {
+                q_lat: cx.ptr(*q_lat),
+                q_lat_batch_stride: cx.ld(*q_lat),
+                q_lat_head_stride: *kv_lora_rank as i32,
+                q_pe: cx.ptr(*q_pe),
+                q_pe_batch_stride: cx.ld(*q_pe),
+                q_pe_head_stride: *q_pe_stride as i32,
+                cache: cx.cache(*cache).0,
+                max_seq: plan.caches[cache.0].max_seq as i32,
+                n_kv: plan.shape.context() as i32,
+                batch: rows,
+                heads: *heads as i32,
+                kv_lora_rank: *kv_lora_rank as i32,
+                rope_dim: *d_rope as i32,
+                scale: *scale,
+                o: cx.ptr(*out),
+                o_batch_stride: cx.ld(*out),
+                o_head_stride: *kv_lora_rank as i32,
+                scratch: cx.scratch,
+                num_splits: splits,
+                ..Default::default()
+            };
+            let decode = kernel(variant.kernel, mla_decode_launch(&variant, rows, *heads as i32, splits), p);
+            let p = MlaCombineParams {
+                scratch: cx.scratch,
+                o: cx.ptr(*out),
+                o_batch_stride: cx.ld(*out),
+                o_head_stride: *kv_lora_rank as i32,
+                batch: rows,
+                heads: *heads as i32,
+                kv_lora_rank: *kv_lora_rank as i32,
+                num_splits: splits,
+            };
+            Ok(vec![decode, kernel(MLA_COMBINE, mla_combine_launch(rows, *heads as i32), p)])
+        }
+        _ => unreachable!("mla::prepare got {op:?}"),
+    }
 }
 
 #[cfg(test)]

@@ -1,14 +1,54 @@
-//! Launch parameter structs for the kernels in `kernels/*.cu`, one module per file there.
-//! Each struct is `#[repr(C)]` and mirrors the `Params` struct the kernel takes by value.
+//! One module per op family, named by the family's stem (`Op::family`): each holds the
+//! `#[repr(C)]` parameter structs of `kernels/<stem>.cu`, the launch shapes and host
+//! heuristics, and `prepare`, which turns one plan op into its prepared device calls.
+//! `linear` has no .cu (cuBLASLt); attention's kernels live in `attention_prefill.cu` and
+//! `attention_decode.cu`, joined by `attention.rs`.
 
 pub mod act;
+pub mod attention;
 pub mod attention_decode;
 pub mod attention_prefill;
 pub mod embed;
 pub mod init;
+pub mod linear;
 pub mod misc;
 pub mod mla;
 pub mod moe;
 pub mod norm;
+pub mod prepare;
 pub mod rope;
 pub mod route;
+
+use crate::plan::memory::Target;
+use crate::plan::{Op, Plan};
+
+/// Scratch bytes `op`'s kernels need beyond its outputs on `target`, 256-byte aligned
+/// (the memory planner takes the largest over the plan's ops).
+pub fn scratch_bytes(plan: &Plan, op: &Op, target: Target) -> usize {
+    let bytes = match op {
+        Op::Attention { .. } => attention::scratch_bytes(plan, op, target),
+        Op::MlaPrefillAttention { .. } | Op::MlaDecodeAttention { .. } => mla::scratch_bytes(plan, op, target),
+        Op::Moe { .. } => moe::MoeScratch::of(plan, op).1,
+        _ => 0,
+    };
+    bytes.div_ceil(256) * 256
+}
+
+/// `op`'s prepared calls, from its family's `prepare`.
+pub fn prepare(cx: &mut prepare::Prep, op: &Op) -> anyhow::Result<Vec<prepare::Call>> {
+    match op {
+        Op::Embed { .. } => embed::prepare(cx, op),
+        Op::Norm { .. } | Op::HeadNorm { .. } => norm::prepare(cx, op),
+        Op::Linear { .. } | Op::HeadMatmul { .. } => linear::prepare(cx, op),
+        Op::BiasAct { .. } | Op::ActMul { .. } | Op::Add { .. } => act::prepare(cx, op),
+        Op::Rope { .. } => rope::prepare(cx, op),
+        Op::Attention { .. } => attention::prepare(cx, op),
+        Op::MlaCacheWrite { .. } | Op::MlaPrefillAttention { .. } | Op::MlaDecodeAttention { .. } => {
+            mla::prepare(cx, op)
+        }
+        Op::Route { .. } => route::prepare(cx, op),
+        Op::Moe { .. } => moe::prepare(cx, op),
+        Op::GatherRows { .. } => misc::prepare(cx, op),
+        Op::Collective { .. } => anyhow::bail!("plan has a collective but runs on one GPU"),
+    }
+}

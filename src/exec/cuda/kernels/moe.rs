@@ -43,6 +43,10 @@
 
 use cudarc::driver::LaunchConfig;
 
+use super::act::act_mul_call;
+use super::prepare::{kernel, Call, Prep};
+use crate::plan::{Op, Plan};
+
 /// Threads per CTA of `moe_align` (`MOE_ALIGN_THREADS` in moe.cu).
 pub const MOE_ALIGN_THREADS: u32 = 512;
 /// Threads per CTA of `moe_combine` (`MOE_COMBINE_THREADS` in moe.cu).
@@ -260,6 +264,154 @@ pub fn moe_combine_launch(tokens: usize, top_k: usize) -> Result<LaunchConfig, M
     })
 }
 
+/// Byte offsets of the MoE pipeline's buffers in the plan's scratch (the table above), each
+/// 256-byte aligned. The memory planner sizes the scratch with [`MoeScratch::layout`] and
+/// `prepare` carves it with the same call, so the two cannot disagree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MoeScratch {
+    pub sorted: usize,
+    pub block_expert: usize,
+    pub slot_to_sorted: usize,
+    pub total: usize,
+    pub h13: usize,
+    pub hact: usize,
+    pub c2: usize,
+    /// `block_m` the layout was sized for, `moe_max_sorted` rows and `moe_max_blocks` blocks.
+    pub block_m: usize,
+    pub max_sorted: usize,
+    pub blocks: usize,
+}
+
+impl MoeScratch {
+    /// The layout for `tokens` tokens with `top_k` choices over `local_experts` of
+    /// `experts_total` experts, expert intermediate size `inter`; returns it and its bytes.
+    pub fn layout(
+        tokens: usize,
+        top_k: usize,
+        local_experts: usize,
+        experts_total: usize,
+        inter: usize,
+        hidden: usize,
+    ) -> (Self, usize) {
+        let block_m = choose_block_m(tokens, top_k, experts_total.max(1));
+        let max_sorted = moe_max_sorted(tokens, top_k, local_experts, block_m);
+        let blocks = moe_max_blocks(tokens, top_k, local_experts, block_m);
+        let mut end = 0;
+        let mut carve = |bytes: usize| {
+            let at = end;
+            end += bytes.div_ceil(SCRATCH_ALIGN) * SCRATCH_ALIGN;
+            at
+        };
+        let layout = MoeScratch {
+            sorted: carve(max_sorted * 4),
+            block_expert: carve(blocks * 4),
+            slot_to_sorted: carve(tokens * top_k * 4),
+            total: carve(4),
+            h13: carve(max_sorted * 2 * inter * 2),
+            hact: carve(max_sorted * inter * 2),
+            c2: carve(max_sorted * hidden * 2),
+            block_m,
+            max_sorted,
+            blocks,
+        };
+        (layout, end)
+    }
+
+    /// The layout an `Op::Moe` of `plan` uses.
+    pub fn of(plan: &Plan, op: &Op) -> (Self, usize) {
+        let Op::Moe { x, w2, local_experts, top_k, inter, experts_total, .. } = op else {
+            unreachable!("MoeScratch::of got {op:?}")
+        };
+        Self::layout(plan.rows(*x), *top_k, *local_experts, *experts_total, *inter, plan.weight(*w2).rows)
+    }
+}
+
+const SCRATCH_ALIGN: usize = 256;
+
+/// `Op::Moe`: align, grouped gate/up GEMM, act_mul, grouped down GEMM, combine.
+pub fn prepare(cx: &mut Prep, op: &Op) -> anyhow::Result<Vec<Call>> {
+    let Op::Moe { x, ids, weights, w13, w2, expert_start, local_experts, top_k, inter, act, out, .. } = op else {
+        unreachable!("moe::prepare got {op:?}")
+    };
+    let t = cx.rows(*x) as usize;
+    let hidden = cx.plan.weight(*w2).rows;
+    let (s, _) = MoeScratch::of(cx.plan, op);
+    let at = |offset: usize| cx.scratch + offset as u64;
+    let (bm, blocks, max_sorted) = (s.block_m, s.blocks, s.max_sorted);
+    let (sorted, block_expert, total) = (at(s.sorted), at(s.block_expert), at(s.total));
+    let (slot_to_sorted, h13, hact, c2) = (at(s.slot_to_sorted), at(s.h13), at(s.hact), at(s.c2));
+    let tile = moe_gemm_entry(bm)?;
+    check_moe_gemm(hidden, cx.ld(*x) as usize, blocks)?;
+    check_moe_gemm(*inter, *inter, blocks)?;
+    let p = MoeAlignParams {
+        topk_ids: cx.ptr(*ids),
+        tokens: t as i32,
+        top_k: *top_k as i32,
+        expert_start: *expert_start as i32,
+        num_local_experts: *local_experts as i32,
+        block_m: bm as i32,
+        sorted_slots: sorted,
+        block_expert,
+        slot_to_sorted,
+        total_padded: total,
+        max_sorted: max_sorted as i32,
+        ..Default::default()
+    };
+    let align = kernel(MOE_ALIGN, moe_align_launch(*local_experts), p);
+    let gate_up = MoeGemmParams {
+        a: cx.ptr(*x),
+        a_ld: cx.ld(*x),
+        a_rows_are_tokens: 1,
+        top_k: *top_k as i32,
+        sorted_slots: sorted,
+        block_expert,
+        total_padded: total,
+        w: cx.w(*w13),
+        w_expert_stride: (2 * inter * hidden) as i64,
+        n: (2 * inter) as i32,
+        k: hidden as i32,
+        c: h13,
+        c_ld: (2 * inter) as i32,
+        max_blocks_m: blocks as i32,
+        ..Default::default()
+    };
+    let gate_up = kernel(tile.entry, moe_gemm_launch(bm, 2 * inter, blocks)?, gate_up);
+    let activate = act_mul_call(h13, (2 * inter) as i32, hact, *inter as i32, max_sorted, *inter, *act);
+    let down = MoeGemmParams {
+        a: hact,
+        a_ld: *inter as i32,
+        a_rows_are_tokens: 0,
+        top_k: *top_k as i32,
+        sorted_slots: sorted,
+        block_expert,
+        total_padded: total,
+        w: cx.w(*w2),
+        w_expert_stride: (hidden * inter) as i64,
+        n: hidden as i32,
+        k: *inter as i32,
+        c: c2,
+        c_ld: hidden as i32,
+        max_blocks_m: blocks as i32,
+        ..Default::default()
+    };
+    let down = kernel(tile.entry, moe_gemm_launch(bm, hidden, blocks)?, down);
+    let p = MoeCombineParams {
+        c2,
+        c2_ld: hidden as i32,
+        slot_to_sorted,
+        topk_weights: cx.ptr(*weights),
+        tokens: t as i32,
+        top_k: *top_k as i32,
+        hidden: hidden as i32,
+        y: cx.ptr(*out),
+        y_ld: cx.ld(*out),
+        accumulate: 0,
+        ..Default::default()
+    };
+    let combine = kernel(MOE_COMBINE, moe_combine_launch(t, *top_k)?, p);
+    Ok(vec![align, gate_up, activate, down, combine])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -289,6 +441,29 @@ mod tests {
         // T = 1, k = 8, 256 experts: at most 8 non-empty groups of one 16-row block.
         assert_eq!(moe_max_sorted(1, 8, 256, 16), 128);
         assert_eq!(moe_max_blocks(1, 8, 256, 16), 8);
+    }
+
+    #[test]
+    fn scratch_layout_is_aligned_disjoint_and_sized() {
+        // DeepSeek-V3 decode on one rank: T 1, k 8, 256 experts, I 2048, H 7168.
+        let (s, bytes) = MoeScratch::layout(1, 8, 256, 256, 2048, 7168);
+        assert_eq!((s.block_m, s.max_sorted, s.blocks), (16, 128, 8));
+        let parts = [
+            (s.sorted, 128 * 4),
+            (s.block_expert, 8 * 4),
+            (s.slot_to_sorted, 8 * 4),
+            (s.total, 4),
+            (s.h13, 128 * 2 * 2048 * 2),
+            (s.hact, 128 * 2048 * 2),
+            (s.c2, 128 * 7168 * 2),
+        ];
+        for w in parts.windows(2) {
+            assert_eq!(w[0].0 % 256, 0);
+            assert!(w[0].0 + w[0].1 <= w[1].0, "buffers overlap: {s:?}");
+        }
+        assert_eq!(bytes, s.c2 + 128 * 7168 * 2);
+        // The global expert count, not the local one, picks the tile (expert parallelism).
+        assert_eq!(MoeScratch::layout(1024, 8, 32, 256, 256, 512).0.block_m, 64);
     }
 
     #[test]

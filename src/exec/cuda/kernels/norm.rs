@@ -4,6 +4,9 @@
 use cudarc::driver::{DeviceRepr, LaunchConfig};
 
 use super::misc::MAX_CHUNK_BLOCKS;
+use super::prepare::{kernel, Call, Prep};
+use crate::config::model::NormKind;
+use crate::plan::Op;
 
 /// 16-byte vectors of a row each thread keeps in registers (`NORM_VPT` in norm.cu).
 pub const NORM_VECS_PER_THREAD: usize = 4;
@@ -104,6 +107,66 @@ pub fn head_rms_norm_launch(rows: usize, n_heads: usize, head_dim: usize) -> Lau
     let warps = (rows as u64).saturating_mul(n_heads as u64).div_ceil(heads_per_warp as u64);
     let blocks = warps.div_ceil(8).clamp(1, MAX_CHUNK_BLOCKS);
     LaunchConfig { grid_dim: (blocks as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 }
+}
+
+/// `Op::Norm` (RMSNorm or LayerNorm, with the residual add fused) and `Op::HeadNorm`.
+pub fn prepare(cx: &mut Prep, op: &Op) -> anyhow::Result<Vec<Call>> {
+    match op {
+        Op::Norm { x, delta, weight, bias, kind, eps, out } => {
+            let (rows, cols) = (cx.rows(*x), x.cols as i32);
+            let (delta, delta_ld) = delta.map(|d| (cx.ptr(d), cx.ld(d))).unwrap_or((0, 0));
+            Ok(vec![match kind {
+                NormKind::RmsNorm => {
+                    let p = RmsNormParams {
+                        x: cx.ptr(*x),
+                        x_ld: cx.ld(*x),
+                        delta,
+                        delta_ld,
+                        weight: cx.w(*weight),
+                        out: cx.ptr(*out),
+                        out_ld: cx.ld(*out),
+                        rows,
+                        cols,
+                        eps: *eps,
+                        ..Default::default()
+                    };
+                    kernel(RMS_NORM, rms_norm_launch(rows as usize, x.cols), p)
+                }
+                NormKind::LayerNorm => {
+                    let p = LayerNormParams {
+                        x: cx.ptr(*x),
+                        x_ld: cx.ld(*x),
+                        delta,
+                        delta_ld,
+                        weight: cx.w(*weight),
+                        bias: cx.w_or_null(*bias),
+                        out: cx.ptr(*out),
+                        out_ld: cx.ld(*out),
+                        rows,
+                        cols,
+                        eps: *eps,
+                        ..Default::default()
+                    };
+                    kernel(LAYER_NORM, layer_norm_launch(rows as usize, x.cols), p)
+                }
+            }])
+        }
+        Op::HeadNorm { x, heads, head_dim, weight, eps } => {
+            let p = HeadRmsNormParams {
+                x: cx.base(*x),
+                ld: cx.ld(*x),
+                rows: cx.rows(*x),
+                col_offset: x.col as i32,
+                n_heads: *heads as i32,
+                head_dim: *head_dim as i32,
+                weight: cx.w(*weight),
+                eps: *eps,
+                ..Default::default()
+            };
+            Ok(vec![kernel(HEAD_RMS_NORM, head_rms_norm_launch(cx.rows(*x) as usize, *heads, *head_dim), p)])
+        }
+        _ => unreachable!("norm::prepare got {op:?}"),
+    }
 }
 
 #[cfg(test)]

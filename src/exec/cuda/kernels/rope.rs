@@ -4,7 +4,9 @@
 use cudarc::driver::{DeviceRepr, LaunchConfig};
 
 use super::misc::grid_stride_launch;
+use super::prepare::{kernel, Call, Prep};
 use crate::config::model::{RopeConfig, RopeStyle};
+use crate::plan::Op;
 
 /// In place on `rows` rows: head h's rotary part starts at column
 /// `col_offset + h*head_stride + rope_offset` and spans `rotary_dim` values.
@@ -62,6 +64,29 @@ pub fn cos_sin_table(rope: &RopeConfig, max_position: usize) -> Vec<f32> {
         }
     }
     table
+}
+
+/// `Op::Rope`: the cos/sin table is uploaded once per distinct rope config of the plan,
+/// as long as the plan's largest position needs.
+pub fn prepare(cx: &mut Prep, op: &Op) -> anyhow::Result<Vec<Call>> {
+    let Op::Rope { x, heads, head_stride, rope_offset, rope } = op else { unreachable!("rope::prepare got {op:?}") };
+    let max_pos = cx.plan.positions.iter().max().copied().unwrap_or(0) + 1;
+    let table = cx.shared_table(format!("{rope:?}"), || cos_sin_table(rope, max_pos))?;
+    let p = RopeParams {
+        x: cx.base(*x),
+        ld: cx.ld(*x),
+        rows: cx.rows(*x),
+        col_offset: x.col as i32,
+        n_heads: *heads as i32,
+        head_stride: *head_stride as i32,
+        rope_offset: *rope_offset as i32,
+        rotary_dim: rope.rotary_dim as i32,
+        positions: cx.positions,
+        cos_sin: table,
+        interleaved: style_code(rope.style),
+        ..Default::default()
+    };
+    Ok(vec![kernel(ROPE, rope_launch(cx.rows(*x) as usize, *heads, rope.rotary_dim), p)])
 }
 
 #[cfg(test)]

@@ -2,7 +2,10 @@
 
 use cudarc::driver::{DeviceRepr, LaunchConfig};
 
+use super::linear::linear_call;
+use super::prepare::{kernel, Call, Prep};
 use crate::config::model::{GroupScore, Scoring};
+use crate::plan::Op;
 
 /// Most experts the kernel handles (16 per lane of a warp).
 pub const MOE_ROUTE_MAX_EXPERTS: usize = 512;
@@ -63,6 +66,33 @@ pub fn group_score_code(score: GroupScore) -> i32 {
 pub fn moe_route_launch(tokens: usize) -> LaunchConfig {
     let blocks = tokens.div_ceil(ROUTE_WARPS).clamp(1, 65535);
     LaunchConfig { grid_dim: (blocks as u32, 1, 1), block_dim: (32 * ROUTE_WARPS as u32, 1, 1), shared_mem_bytes: 0 }
+}
+
+/// `Op::Route`: the fp32 router logits by cuBLASLt, then the top-k kernel.
+pub fn prepare(cx: &mut Prep, op: &Op) -> anyhow::Result<Vec<Call>> {
+    let Op::Route { x, weight, correction_bias, logits, ids, weights, router, top_k } = op else {
+        unreachable!("route::prepare got {op:?}")
+    };
+    let gemm = linear_call(cx, *x, *weight, None, 1.0, *logits)?;
+    let p = MoeRouteParams {
+        logits: cx.ptr(*logits),
+        ld: cx.ld(*logits),
+        tokens: cx.rows(*x),
+        num_experts: cx.plan.weight(*weight).rows as i32,
+        top_k: *top_k as i32,
+        scoring: scoring_code(router.scoring),
+        softcap: router.logit_softcap.unwrap_or(0.0),
+        correction_bias: cx.w_or_null(*correction_bias),
+        n_group: router.n_group as i32,
+        topk_group: router.topk_group as i32,
+        group_score: group_score_code(router.group_score),
+        renormalize: router.norm_topk_prob as i32,
+        routed_scaling: router.routed_scaling_factor,
+        out_ids: cx.ptr(*ids),
+        out_weights: cx.ptr(*weights),
+        ..Default::default()
+    };
+    Ok(vec![gemm, kernel(MOE_ROUTE, moe_route_launch(cx.rows(*x) as usize), p)])
 }
 
 #[cfg(test)]

@@ -4,6 +4,9 @@
 //! `x · wᵀ` ([`matmul_nt`], [`linear`]); [`matmul_nn`] serves products whose right operand
 //! is already `[k, n]` (attention probabilities times values, MLA weight absorption).
 
+use super::super::CpuRun;
+use crate::plan::Op;
+
 /// `c[m, n] = alpha · a[m, k] · b` where `b` is described by its row and column strides.
 fn sgemm(a: &[f32], m: usize, k: usize, b: &[f32], n: usize, b_strides: (isize, isize), alpha: f32) -> Vec<f32> {
     let mut c = vec![0.0f32; m * n];
@@ -62,6 +65,43 @@ pub fn linear(x: &[f32], m: usize, k: usize, w: &[f32], n: usize, bias: Option<&
         }
     }
     out
+}
+
+/// `Op::Linear` and `Op::HeadMatmul`.
+pub fn run(r: &mut CpuRun, op: &Op) {
+    let plan = r.plan;
+    match op {
+        Op::Linear { x, weight, bias, alpha, out } => {
+            let w = plan.weight(*weight);
+            let y = linear(&r.read(*x), plan.rows(*x), x.cols, r.w(*weight), w.rows, bias.map(|b| r.w(b)), *alpha);
+            // The weight may be wider than the output window (padded vocab shards).
+            if out.cols == w.rows {
+                r.write(*out, &y);
+            } else {
+                let cut: Vec<f32> = y.chunks(w.rows).flat_map(|row| row[..out.cols].iter().copied()).collect();
+                r.write(*out, &cut);
+            }
+        }
+        Op::HeadMatmul { x, x_stride, weight, heads, transpose, out } => {
+            let w = plan.weight(*weight);
+            let (a, b) = (w.rows, w.cols);
+            let (in_w, out_w) = if *transpose { (b, a) } else { (a, b) };
+            let xs = r.read(*x);
+            let t_all = plan.rows(*x);
+            let mut y = vec![0f32; t_all * heads * out_w];
+            for h in 0..*heads {
+                let xh: Vec<f32> =
+                    (0..t_all).flat_map(|t| xs[t * x.cols + h * x_stride..][..in_w].iter().copied()).collect();
+                let wh = &r.w(*weight)[h * a * b..(h + 1) * a * b];
+                let yh = if *transpose { matmul_nt(&xh, t_all, b, wh, a) } else { matmul_nn(&xh, t_all, a, wh, b) };
+                for t in 0..t_all {
+                    y[(t * heads + h) * out_w..][..out_w].copy_from_slice(&yh[t * out_w..(t + 1) * out_w]);
+                }
+            }
+            r.write(*out, &y);
+        }
+        _ => unreachable!("linear::run got {op:?}"),
+    }
 }
 
 #[cfg(test)]
