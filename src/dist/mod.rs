@@ -1,6 +1,9 @@
 //! Parallel layout (which rank does what) and communicators: in-process threads for the
 //! CPU reference (so sharded plans are tested in CI), NCCL for the CUDA engine.
 
+pub mod comm_model;
+pub mod nccl;
+pub mod rendezvous;
 pub mod thread_comm;
 
 use thiserror::Error;
