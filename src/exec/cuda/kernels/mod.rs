@@ -1,5 +1,8 @@
 //! Launch parameter structs for the kernels in `kernels/*.cu`, one module per file there.
-//! Each struct is `#[repr(C)]` and mirrors the `Params` struct the kernel takes by value.
+//! These `#[repr(C)]` structs, the `#[repr(i32)]` code enums and the public integer constants
+//! are the single definition: build.rs generates the C header the kernels include
+//! (`fwdbench_params.h`) from these files with cbindgen, so both sides lay out every struct
+//! from the same declaration.
 
 pub mod act;
 pub mod attention_decode;
@@ -10,5 +13,6 @@ pub mod misc;
 pub mod mla;
 pub mod moe;
 pub mod norm;
+pub mod ptr;
 pub mod rope;
 pub mod route;
