@@ -3,48 +3,18 @@
 //   act_mul:   out[r, c] = bf16(act(in[r, c]) * in[r, inter + c])   c < inter
 //              (gate = first half of the fused gate|up GEMM output, up = second half)
 //   bias_act:  x[r, c] = bf16(act(x[r, c] + bias[c]))               in place; bias nullable,
-//              act -1 = identity (plain bias add)
+//              ACT_NONE = identity (plain bias add)
 //   gated_add: acc[r, c] = bf16(acc[r, c] + g_r * x[r, c]),  g_r = sigmoid(gate[r*gate_ld])
 //              or 1 when gate is null (Qwen2-MoE shared-expert gate; residual/branch sums)
 //
-// act: 0 SiLU g/(1+e^-g), 1 GELU tanh approximation, 2 GELU erf (erff); see apply_act in
-// kern_util.cuh. All math in fp32 with one rounding per stored value (HF rounds act(gate)
+// act (an `Act` code): ACT_SILU g/(1+e^-g), ACT_GELU_TANH (tanh approximation), ACT_GELU_ERF
+// (erff), ACT_NONE identity; see apply_act in kern_util.cuh. All math in fp32 with one rounding per stored value (HF rounds act(gate)
 // to bf16 before the multiply; we follow the fused SGLang kernels instead).
 // Bytes per call: act_mul 6*rows*inter, bias_act 4*rows*cols, gated_add 6*rows*cols
 // (+2 per row for the gate). FLOPs: a handful per value, plus one exp/tanh/erf.
 // Launch: 1-D grid-stride over (row, 8-value chunk), 256 threads; 16-byte vectors when all
 // row starts are 16-byte aligned and the width is a multiple of 8, single values otherwise.
 #include "kern_util.cuh"
-
-struct ActMulParams {
-    const bf16* in;
-    int in_ld;
-    bf16* out;
-    int out_ld;
-    int rows;
-    int inter;
-    int act;
-};
-
-struct BiasActParams {
-    bf16* x;
-    int ld;
-    int rows;
-    int cols;
-    const bf16* bias;  // nullable
-    int act;
-};
-
-struct GatedAddParams {
-    bf16* acc;
-    int acc_ld;
-    const bf16* x;
-    int x_ld;
-    const bf16* gate;  // nullable
-    int gate_ld;
-    int rows;
-    int cols;
-};
 
 // Grid-stride walk over (row, chunk) pairs; `body(row, col, vectorised)` handles 8 values
 // at `col` when vectorised, else 1.

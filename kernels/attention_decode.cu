@@ -30,44 +30,10 @@
 //   Launch: grid (q_heads, batch), block 128.
 #include "attention_util.cuh"
 
-struct DecodeAttentionParams {
-    const bf16* q;
-    int q_batch_stride;
-    int q_head_stride;
-    const bf16* k_cache;
-    const bf16* v_cache;
-    int max_seq;
-    int k_heads;
-    int v_heads;
-    int q_heads;
-    int d_qk;
-    int d_v;
-    int n_kv;
-    int batch;
-    float scale;
-    float softcap;
-    bf16* o;
-    int o_batch_stride;
-    int o_head_stride;
-    float* scratch;
-    int num_splits;
-};
-
-struct DecodeCombineParams {
-    const float* scratch;
-    bf16* o;
-    int o_batch_stride;
-    int o_head_stride;
-    int batch;
-    int q_heads;
-    int d_v;
-    int num_splits;
-};
-
 namespace attn {
 
-constexpr int DECODE_WARPS = 4;
-constexpr int DECODE_BN = 64;  // keys per tile: 16 per warp
+// DECODE_WARPS warps per CTA and DECODE_BLOCK_N keys per tile (16 per warp) come from the
+// generated header, as the head-dim entries below do (DECODE_TILE_*).
 
 // Keys per split, rounded to whole tiles so splits start on tile boundaries.
 __host__ __device__ inline int decode_split_len(int n_kv, int num_splits, int bn) {
@@ -77,7 +43,7 @@ __host__ __device__ inline int decode_split_len(int n_kv, int num_splits, int bn
 
 template <int DQK, int DV, int STAGES, bool Q_IN_REGS>
 __device__ __forceinline__ void decode_impl(const DecodeAttentionParams& p) {
-    constexpr int BN = DECODE_BN, QS = DQK + 8, KS = DQK + 8, VS = DV + 8;
+    constexpr int BN = DECODE_BLOCK_N, QS = DQK + 8, KS = DQK + 8, VS = DV + 8;
     constexpr int NT = DECODE_WARPS * 32, KSTEPS = DQK / 16, NO = DV / 8;
     constexpr int QCH = DQK / 8, VCH = DV / 8;
     extern __shared__ __align__(16) unsigned char smem[];
@@ -289,15 +255,16 @@ __device__ __forceinline__ void decode_impl(const DecodeAttentionParams& p) {
 
 }  // namespace attn
 
-// (DQK, DV, ring stages, q in registers). Keep in sync with attention_decode.rs (`DECODE_VARIANTS`).
-#define DECODE_ENTRY(NAME, DQK, DV, STAGES, QREG)                                                    \
-    extern "C" __global__ void __launch_bounds__(attn::DECODE_WARPS * 32) NAME(const DecodeAttentionParams p) { \
-        attn::decode_impl<DQK, DV, STAGES, QREG>(p);                                                 \
+// One entry per DecodeTile of attention_decode.rs (head dim, deepest ring); whether q stays
+// in registers is this file's choice (d256 would spill).
+#define DECODE_ENTRY(NAME, TILE, QREG)                                                                  \
+    extern "C" __global__ void __launch_bounds__(DECODE_WARPS * 32) NAME(const DecodeAttentionParams p) { \
+        attn::decode_impl<TILE.max_d, TILE.max_d, TILE.max_stages, QREG>(p);                           \
     }
-DECODE_ENTRY(decode_attention_d32, 32, 32, 3, true)
-DECODE_ENTRY(decode_attention_d64, 64, 64, 3, true)
-DECODE_ENTRY(decode_attention_d128, 128, 128, 3, true)
-DECODE_ENTRY(decode_attention_d256, 256, 256, 2, false)
+DECODE_ENTRY(decode_attention_d32, DECODE_TILE_D32, true)
+DECODE_ENTRY(decode_attention_d64, DECODE_TILE_D64, true)
+DECODE_ENTRY(decode_attention_d128, DECODE_TILE_D128, true)
+DECODE_ENTRY(decode_attention_d256, DECODE_TILE_D256, false)
 
 extern "C" __global__ void decode_combine(const DecodeCombineParams p) {
     if (p.num_splits <= 1) return;  // decode_attention already wrote o

@@ -30,23 +30,6 @@
 // warps skip key tiles wholly in their causal future. FA3-style wgmma/TMA is future work.
 #include "attention_util.cuh"
 
-struct KvCacheWriteParams {
-    const bf16* src;
-    int src_ld;
-    int rows;
-    int k_col;
-    int v_col;
-    int k_heads;
-    int v_heads;
-    int d_k;
-    int d_v;
-    bf16* k_cache;
-    bf16* v_cache;  // nullable
-    int max_seq;
-    int tokens_per_seq;
-    int past;
-};
-
 // Copies `n` contiguous elements, 16 bytes at a time when both ends are 16-byte aligned.
 __device__ __forceinline__ void copy_row_span(bf16* dst, const bf16* src, int n) {
     const bool vec = ((reinterpret_cast<uintptr_t>(dst) | reinterpret_cast<uintptr_t>(src)) & 15) == 0 &&
@@ -72,35 +55,6 @@ extern "C" __global__ void kv_cache_write(const KvCacheWriteParams p) {
         copy_row_span(p.v_cache + ((long long)b * p.max_seq + pos) * p.v_heads * p.d_v, row + p.v_col,
                       p.v_heads * p.d_v);
 }
-
-struct FlashPrefillParams {
-    const bf16* q;
-    long long q_batch_stride;
-    int q_token_stride;
-    int q_head_stride;
-    const bf16* k;
-    long long k_batch_stride;
-    int k_token_stride;
-    int k_head_stride;
-    const bf16* v;
-    long long v_batch_stride;
-    int v_token_stride;
-    int v_head_stride;
-    bf16* o;
-    long long o_batch_stride;
-    int o_token_stride;
-    int o_head_stride;
-    int batch;
-    int n_q;
-    int n_kv;
-    int q_heads;
-    int k_heads;
-    int v_heads;
-    int d_qk;
-    int d_v;
-    float scale;
-    float softcap;
-};
 
 namespace attn {
 
@@ -296,14 +250,14 @@ __device__ __forceinline__ void flash_prefill_impl(const FlashPrefillParams& p) 
 
 }  // namespace attn
 
-// Shapes per entry: (DQK, DV, NWARPS, BN, Q kept in registers). Keep in sync with
-// src/exec/cuda/kernels/attention_prefill.rs (`PREFILL_VARIANTS`).
-#define FLASH_PREFILL_ENTRY(NAME, DQK, DV, NWARPS, BN, QREG)                               \
-    extern "C" __global__ void __launch_bounds__(NWARPS * 32) NAME(const FlashPrefillParams p) { \
-        attn::flash_prefill_impl<DQK, DV, NWARPS, BN, QREG>(p);                            \
+// One entry per PrefillTile of attention_prefill.rs (head dims, warps, keys per tile);
+// whether q stays in registers is this file's choice (d256 would spill).
+#define FLASH_PREFILL_ENTRY(NAME, TILE, QREG)                                                        \
+    extern "C" __global__ void __launch_bounds__(TILE.warps * 32) NAME(const FlashPrefillParams p) { \
+        attn::flash_prefill_impl<TILE.d_qk, TILE.d_v, TILE.warps, TILE.block_n, QREG>(p);           \
     }
-FLASH_PREFILL_ENTRY(flash_prefill_d32, 32, 32, 4, 64, true)
-FLASH_PREFILL_ENTRY(flash_prefill_d64, 64, 64, 8, 64, true)
-FLASH_PREFILL_ENTRY(flash_prefill_d128, 128, 128, 8, 64, true)
-FLASH_PREFILL_ENTRY(flash_prefill_d192_128, 192, 128, 8, 64, true)
-FLASH_PREFILL_ENTRY(flash_prefill_d256, 256, 256, 4, 32, false)
+FLASH_PREFILL_ENTRY(flash_prefill_d32, PREFILL_TILE_D32, true)
+FLASH_PREFILL_ENTRY(flash_prefill_d64, PREFILL_TILE_D64, true)
+FLASH_PREFILL_ENTRY(flash_prefill_d128, PREFILL_TILE_D128, true)
+FLASH_PREFILL_ENTRY(flash_prefill_d192_128, PREFILL_TILE_D192_128, true)
+FLASH_PREFILL_ENTRY(flash_prefill_d256, PREFILL_TILE_D256, false)

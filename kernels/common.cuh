@@ -1,10 +1,11 @@
 // Shared helpers for fwdbench kernels.
 //
 // Conventions (every kernel file follows them):
-// - One `extern "C" __global__` entry per kernel, taking one `Params` struct by value; the
-//   Rust mirror lives in src/exec/cuda/kernels/<file>.rs as a #[repr(C)] struct with the
-//   same field order. Device pointers are `uint64_t`-sized pointers; sizes are int32 or
-//   int64 as documented per field.
+// - One `extern "C" __global__` entry per kernel, taking one `Params` struct by value. The
+//   structs, the integer codes (ACT_SILU, ...) and the shared constants (tile shapes,
+//   vector counts) are defined once, in src/exec/cuda/kernels/<file>.rs; build.rs generates
+//   fwdbench_params.h from them, included below. Pointer fields use the typedefs here; sizes
+//   are int32 or int64 as documented per field.
 // - Activations are bf16 row-major with an explicit row stride ("ld", in elements), so a
 //   kernel can read or write a column window of a wider buffer (e.g. q inside fused qkv).
 // - Arithmetic in fp32; one rounding to bf16 per stored value.
@@ -13,6 +14,18 @@
 #include <stdint.h>
 
 typedef __nv_bfloat16 bf16;
+
+// The element types behind the pointer aliases of src/exec/cuda/kernels/ptr.rs (u64 device
+// addresses on the Rust side, the same 8 bytes here).
+typedef bf16* Bf16Ptr;
+typedef const bf16* ConstBf16Ptr;
+typedef float* F32Ptr;
+typedef const float* ConstF32Ptr;
+typedef int* I32Ptr;
+typedef const int* ConstI32Ptr;
+typedef void* VoidPtr;
+
+#include "fwdbench_params.h"
 
 __device__ __forceinline__ float to_f32(bf16 x) { return __bfloat162float(x); }
 __device__ __forceinline__ bf16 to_bf16(float x) { return __float2bfloat16_rn(x); }

@@ -18,20 +18,6 @@
 // otherwise.
 #include "kern_util.cuh"
 
-struct EmbedTokensParams {
-    bf16* out;
-    int out_ld;
-    const bf16* table;
-    const int* ids;
-    const int* positions;   // nullable
-    const bf16* pos_table;  // nullable
-    int tokens;
-    int hidden;
-    int vocab_start;
-    int vocab_rows;
-    float scale;
-};
-
 extern "C" __global__ void embed_tokens(const EmbedTokensParams p) {
     const bool vec = (p.hidden & 7) == 0 && rows_aligned16(p.out, p.out_ld) && is_aligned16(p.table) &&
                      (p.pos_table == nullptr || is_aligned16(p.pos_table));

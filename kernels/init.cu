@@ -19,34 +19,6 @@
 // one value at a time. Consecutive threads write consecutive chunks (coalesced).
 #include "kern_util.cuh"
 
-struct FillNormalBf16Params {
-    bf16* dst;
-    long long dst_ld;
-    long long rows;
-    long long cols;
-    unsigned long long seed;
-    float mean;
-    float std;
-    long long src_row0;
-    long long src_col0;
-    long long src_ld;
-    int transposed;
-};
-
-struct FillNormalF32Params {
-    float* dst;
-    long long dst_ld;
-    long long rows;
-    long long cols;
-    unsigned long long seed;
-    float mean;
-    float std;
-    long long src_row0;
-    long long src_col0;
-    long long src_ld;
-    int transposed;
-};
-
 // ---- Exact mirror of src/weights/rng.rs. Any change there must be made here too. ----
 
 // rng.rs `mix64` (splitmix64 finaliser).
@@ -88,8 +60,9 @@ __device__ __forceinline__ void store_chunk(float* d, const float (&v)[8]) {
 __device__ __forceinline__ void store_one(bf16* d, float v) { *d = __float2bfloat16_rn(v); }
 __device__ __forceinline__ void store_one(float* d, float v) { *d = v; }
 
-template <typename T, typename Params>
-__device__ __forceinline__ void fill_normal(const Params& p) {
+// One FillNormalParams serves both entries; its untyped `dst` holds T values.
+template <typename T>
+__device__ __forceinline__ void fill_normal(const FillNormalParams& p) {
     constexpr long long kValuesPer16B = 16 / sizeof(T);
     const bool vec = is_aligned16(p.dst) && (p.dst_ld % kValuesPer16B) == 0;
     const long long per_row = (p.cols + 7) >> 3;
@@ -107,7 +80,7 @@ __device__ __forceinline__ void fill_normal(const Params& p) {
         const unsigned long long index0 = p.transposed ? sc * src_ld + sr : sr * src_ld + sc;
         unsigned long long im = index0 * RNG_INDEX_MUL;
         const int n = static_cast<int>(min(8ll, p.cols - c0));
-        T* d = p.dst + r * p.dst_ld + c0;
+        T* d = static_cast<T*>(p.dst) + r * p.dst_ld + c0;
         float v[8];
 #pragma unroll
         for (int k = 0; k < 8; ++k) {
@@ -124,6 +97,6 @@ __device__ __forceinline__ void fill_normal(const Params& p) {
     }
 }
 
-extern "C" __global__ void fill_normal_bf16(const FillNormalBf16Params p) { fill_normal<bf16>(p); }
+extern "C" __global__ void fill_normal_bf16(const FillNormalParams p) { fill_normal<bf16>(p); }
 
-extern "C" __global__ void fill_normal_f32(const FillNormalF32Params p) { fill_normal<float>(p); }
+extern "C" __global__ void fill_normal_f32(const FillNormalParams p) { fill_normal<float>(p); }

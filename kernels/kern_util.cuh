@@ -69,9 +69,7 @@ __device__ __forceinline__ RowChunk split_index(long long i, long long per_row, 
     return {q, i - q * per_row};
 }
 
-// Activation codes shared by act_mul and bias_act (same numbering as the Rust `Activation`).
-enum ActCode : int { ACT_NONE = -1, ACT_SILU = 0, ACT_GELU_TANH = 1, ACT_GELU_ERF = 2 };
-
+// `act` is an `Act` code of the generated header (ACT_NONE: identity).
 __device__ __forceinline__ float apply_act(float g, int act) {
     switch (act) {
         case ACT_SILU:

@@ -1,35 +1,14 @@
-// Strided bf16 copies.
+// Strided bf16 row gather.
 //
 //   gather_rows: dst[i, :] = src[rows_idx[i], :]   i < n_rows  (e.g. the last token of each
 //                sequence before the LM head)
-//   copy_2d:     dst[r, c] = src[r, c]             r < rows, c < cols (window copies that
-//                assemble concatenations, e.g. [q_nope | q_pe])
 // Widths are `cols` values; src_ld / dst_ld are row strides in elements. src and dst must
 // not overlap (src is read through the read-only cache).
 //
-// dtypes: bf16, bit-exact copies. Bytes per call: 4 * rows * cols (+4 per gathered row).
+// dtypes: bf16, bit-exact copies. Bytes per call: 4 * n_rows * cols + 4 * n_rows.
 // Launch: 1-D grid-stride over (row, 8-value chunk), 256 threads; 16-byte vectors when both
 // sides' rows are 16-byte aligned and cols % 8 == 0, 2-byte copies otherwise.
 #include "kern_util.cuh"
-
-struct GatherRowsParams {
-    const bf16* src;
-    int src_ld;
-    bf16* dst;
-    int dst_ld;
-    const int* rows_idx;
-    int n_rows;
-    int cols;
-};
-
-struct Copy2dParams {
-    const bf16* src;
-    int src_ld;
-    bf16* dst;
-    int dst_ld;
-    int rows;
-    int cols;
-};
 
 // Copies `rows` rows; `row_of(r)` maps a destination row to its source row.
 template <typename RowOf>
@@ -57,8 +36,4 @@ extern "C" __global__ void gather_rows(const GatherRowsParams p) {
     const int* idx = p.rows_idx;
     copy_rows(p.src, p.src_ld, p.dst, p.dst_ld, p.n_rows, p.cols,
               [idx](long long r) { return static_cast<long long>(__ldg(idx + r)); });
-}
-
-extern "C" __global__ void copy_2d(const Copy2dParams p) {
-    copy_rows(p.src, p.src_ld, p.dst, p.dst_ld, p.rows, p.cols, [](long long r) { return r; });
 }

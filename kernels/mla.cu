@@ -28,66 +28,6 @@
 // v1: mma.sync m16n8k16 + ldmatrix + cp.async; a wgmma/TMA version (FlashMLA) is future work.
 #include "attention_util.cuh"
 
-struct MlaCacheWriteParams {
-    const bf16* latent;
-    int latent_ld;
-    const bf16* k_pe;
-    int k_pe_ld;
-    int rows;
-    int kv_lora_rank;
-    int rope_dim;
-    bf16* cache;
-    int max_seq;
-    int tokens_per_seq;
-    int past;
-};
-
-struct MlaBuildKParams {
-    const bf16* kv;
-    int kv_ld;
-    const bf16* k_pe;
-    int k_pe_ld;
-    bf16* k_out;
-    int rows;
-    int heads;
-    int d_nope;
-    int d_v;
-    int d_rope;
-};
-
-struct MlaDecodeParams {
-    const bf16* q_lat;
-    int q_lat_batch_stride;
-    int q_lat_head_stride;
-    const bf16* q_pe;
-    int q_pe_batch_stride;
-    int q_pe_head_stride;
-    const bf16* cache;
-    int max_seq;
-    int n_kv;
-    int batch;
-    int heads;
-    int kv_lora_rank;
-    int rope_dim;
-    float scale;
-    bf16* o;
-    int o_batch_stride;
-    int o_head_stride;
-    float* scratch;
-    int num_splits;
-};
-
-struct MlaCombineParams {
-    const float* scratch;
-    bf16* o;
-    int o_batch_stride;
-    int o_head_stride;
-    int batch;
-    int heads;
-    int kv_lora_rank;
-    int num_splits;
-};
-
 __device__ __forceinline__ void mla_copy(bf16* dst, const bf16* src, int n) {
     const bool vec = ((reinterpret_cast<uintptr_t>(dst) | reinterpret_cast<uintptr_t>(src)) & 15) == 0 &&
                      (n & 7) == 0;
@@ -136,7 +76,7 @@ extern "C" __global__ void mla_build_k(const MlaBuildKParams p) {
 
 namespace attn {
 
-constexpr int MLA_DL = 512, MLA_DR = 64, MLA_DK = MLA_DL + MLA_DR, MLA_KS = MLA_DK + 8;
+constexpr int MLA_DL = MLA_MAX_KV_LORA_RANK, MLA_DR = MLA_MAX_ROPE_DIM, MLA_DK = MLA_DL + MLA_DR, MLA_KS = MLA_DK + 8;
 
 template <int MT, int NCS, int BN, int STAGES>
 struct MlaShape {
@@ -359,13 +299,15 @@ __device__ __forceinline__ void mla_decode_impl(const MlaDecodeParams& p) {
 
 }  // namespace attn
 
-// (m-tiles of 16 heads, column parts, BN keys per tile, ring stages). Keep in sync with mla.rs.
-extern "C" __global__ void __launch_bounds__(256, 1) mla_decode_m64(const MlaDecodeParams p) {
-    attn::mla_decode_impl<4, 2, 32, 3>(p);
-}
-extern "C" __global__ void __launch_bounds__(128, 1) mla_decode_m16(const MlaDecodeParams p) {
-    attn::mla_decode_impl<1, 4, 64, 2>(p);
-}
+// One entry per MlaDecodeTile of mla.rs: m-tiles of 16 heads, column parts (the warps each
+// m-tile gets), keys per tile, ring stages.
+#define MLA_DECODE_ENTRY(NAME, TILE)                                                                  \
+    extern "C" __global__ void __launch_bounds__(TILE.warps * 32, 1) NAME(const MlaDecodeParams p) { \
+        attn::mla_decode_impl<TILE.heads_per_cta / 16, TILE.warps / (TILE.heads_per_cta / 16),       \
+                              TILE.block_n, TILE.stages>(p);                                          \
+    }
+MLA_DECODE_ENTRY(mla_decode_m64, MLA_TILE_M64)
+MLA_DECODE_ENTRY(mla_decode_m16, MLA_TILE_M16)
 
 extern "C" __global__ void mla_combine(const MlaCombineParams p) {
     if (p.num_splits <= 1) return;  // mla_decode already wrote o

@@ -42,7 +42,7 @@
 //   moe_gemm_m64   BM 64, BN 128, 4 warps (2x2, warp tile 32x64), 4 stages: mid-size.
 //   moe_gemm_m128  BM 128, BN 128, 4 warps (2x2, warp tile 64x64), 3 stages, 2 CTAs/SM:
 //                  prefill.
-// Measured on H200 (kernels/dev/moe_test.cu sweep): decode streams the touched weights at
+// Measured on H200 (a sweep with the former standalone harness): decode streams the touched weights at
 // 3.4-4.4 TB/s; prefill GEMMs reach 240-300 TFLOP/s of useful work (about 400 issued,
 // counting padding rows), which is near what mma.sync sustains on Hopper: 128x256 tiles,
 // 8-warp 64x32 tiles, 4 stages and the grouped raster below all landed within 10% of each
@@ -51,61 +51,11 @@
 // multi-stage pipeline, ldmatrix.x4 fragments, mma.sync.m16n8k16 bf16.
 #include "common.cuh"
 
-// ------------------------------------------------------------------------------------
-// Params (mirrored in src/exec/cuda/kernels/moe.rs; keep field order and padding).
+// Params, thread counts, the top_k limit and the GEMM tile shapes (MOE_TILE_*) come from
+// the generated header (src/exec/cuda/kernels/moe.rs). The host's unsigned counts become
+// ints here so loop arithmetic stays signed (the compiler may then assume no wrap-around).
+constexpr int ALIGN_THREADS = MOE_ALIGN_THREADS, COMBINE_THREADS = MOE_COMBINE_THREADS, MAX_TOP_K = MOE_MAX_TOP_K;
 
-struct MoeAlignParams {
-    const int* topk_ids;     // [tokens, top_k] global expert ids
-    int tokens;
-    int top_k;
-    int expert_start;        // first global expert id owned by this rank
-    int num_local_experts;
-    int block_m;             // rows per GEMM m-block (16, 64 or 128: the gemm entry used)
-    int pad0;
-    int* sorted_slots;       // [max_sorted] slot index t*k+j, or -1 for padding
-    int* block_expert;       // [max_sorted / block_m] local expert of each m-block, or -1
-    int* slot_to_sorted;     // [tokens * top_k] sorted position, or -1 when not local
-    int* total_padded;       // [1] number of sorted rows in use (multiple of block_m)
-    int max_sorted;          // capacity of sorted_slots (moe_max_sorted), multiple of block_m
-    int pad1;
-};
-
-struct MoeGemmParams {
-    const bf16* a;           // A rows: x [tokens, a_ld] or sorted activations [max_sorted, a_ld]
-    int a_ld;
-    int a_rows_are_tokens;   // 1: A row of sorted row r is a[sorted_slots[r] / top_k]; 0: a[r]
-    int top_k;
-    int pad0;
-    const int* sorted_slots;
-    const int* block_expert;
-    const int* total_padded;
-    const bf16* w;           // [E_local, n, k] row-major ([out, in] per expert)
-    long long w_expert_stride;  // elements between consecutive experts' matrices
-    int n;                   // output features (any value, masked)
-    int k;                   // input features, multiple of 8
-    bf16* c;                 // [max_sorted, c_ld], sorted order; padding rows not written
-    int c_ld;
-    int max_blocks_m;        // gridDim.y
-};
-
-struct MoeCombineParams {
-    const bf16* c2;          // [max_sorted, c2_ld] expert outputs in sorted order
-    int c2_ld;
-    int pad0;
-    const int* slot_to_sorted;  // [tokens * top_k]
-    const float* topk_weights;  // [tokens, top_k]
-    int tokens;
-    int top_k;               // at most MOE_MAX_TOP_K
-    int hidden;
-    int pad1;
-    bf16* y;                 // [tokens, y_ld]
-    int y_ld;
-    int accumulate;          // 1: y += routed sum; 0: y = routed sum
-};
-
-#define MOE_ALIGN_THREADS 512
-#define MOE_COMBINE_THREADS 256
-#define MOE_MAX_TOP_K 32
 #define MOE_GROUP_M 8
 
 // ------------------------------------------------------------------------------------
@@ -127,10 +77,10 @@ __device__ __forceinline__ int block_sum_int(int v, int* scratch) {
     return v;
 }
 
-extern "C" __global__ void __launch_bounds__(MOE_ALIGN_THREADS) moe_align(const MoeAlignParams p) {
+extern "C" __global__ void __launch_bounds__(ALIGN_THREADS) moe_align(const MoeAlignParams p) {
     extern __shared__ int s_count[];  // [num_local_experts]
     __shared__ int s_scratch[32];
-    __shared__ int s_warp_count[MOE_ALIGN_THREADS / 32];
+    __shared__ int s_warp_count[ALIGN_THREADS / 32];
 
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int num_local = p.num_local_experts, me = blockIdx.x, bm = p.block_m;
@@ -235,7 +185,7 @@ __device__ __forceinline__ int swz(int row, int chunk) { return row * 64 + ((chu
 
 template <int BM_, int BN_, int WARPS_M_, int WARPS_N_, int WARPS_K_, int STAGES_>
 struct MoeGemmConfig {
-    static constexpr int BM = BM_, BN = BN_, BK = 64;
+    static constexpr int BM = BM_, BN = BN_, BK = MOE_GEMM_BLOCK_K;
     static constexpr int WARPS_M = WARPS_M_, WARPS_N = WARPS_N_, WARPS_K = WARPS_K_, STAGES = STAGES_;
     static constexpr int THREADS = 32 * WARPS_M * WARPS_N * WARPS_K;
     static constexpr int WM = BM / WARPS_M, WN = BN / WARPS_N;
@@ -251,6 +201,7 @@ struct MoeGemmConfig {
     static_assert((BK / 16) % WARPS_K == 0, "K split must divide the k16 steps of a tile");
     static_assert(BM * BK / 8 % THREADS == 0 && BN * BK / 8 % THREADS == 0, "whole chunks per thread");
     static_assert(THREADS % 8 == 0, "a thread keeps one chunk column across its rows");
+    static_assert(REDUCE_BYTES <= PIPE_BYTES, "the host (MoeGemmTile::new) sizes smem as the pipeline");
 };
 
 template <class Cfg>
@@ -426,9 +377,11 @@ __device__ __forceinline__ void moe_gemm_body(const MoeGemmParams& p) {
     }
 }
 
-using MoeGemmM16 = MoeGemmConfig<16, 32, 1, 1, 4, 8>;
-using MoeGemmM64 = MoeGemmConfig<64, 128, 2, 2, 1, 4>;
-using MoeGemmM128 = MoeGemmConfig<128, 128, 2, 2, 1, 3>;
+template <const MoeGemmShape& S>
+using MoeGemmFor = MoeGemmConfig<S.block_m, S.block_n, S.warps_m, S.warps_n, S.warps_k, S.stages>;
+using MoeGemmM16 = MoeGemmFor<MOE_TILE_M16>;
+using MoeGemmM64 = MoeGemmFor<MOE_TILE_M64>;
+using MoeGemmM128 = MoeGemmFor<MOE_TILE_M128>;
 
 extern "C" __global__ void __launch_bounds__(MoeGemmM16::THREADS, 4) moe_gemm_m16(const MoeGemmParams p) {
     moe_gemm_body<MoeGemmM16>(p);
@@ -443,9 +396,9 @@ extern "C" __global__ void __launch_bounds__(MoeGemmM128::THREADS, 2) moe_gemm_m
 // ------------------------------------------------------------------------------------
 // moe_combine: one CTA per token; 8 bf16 per thread per step when layouts allow it.
 
-extern "C" __global__ void __launch_bounds__(MOE_COMBINE_THREADS) moe_combine(const MoeCombineParams p) {
-    __shared__ int s_pos[MOE_MAX_TOP_K];
-    __shared__ float s_w[MOE_MAX_TOP_K];
+extern "C" __global__ void __launch_bounds__(COMBINE_THREADS) moe_combine(const MoeCombineParams p) {
+    __shared__ int s_pos[MAX_TOP_K];
+    __shared__ float s_w[MAX_TOP_K];
     __shared__ int s_used;
     const int t = blockIdx.x, tid = threadIdx.x;
     if (tid == 0) {
@@ -468,7 +421,7 @@ extern "C" __global__ void __launch_bounds__(MOE_COMBINE_THREADS) moe_combine(co
     const bool vec = p.hidden % 8 == 0 && p.c2_ld % 8 == 0 && p.y_ld % 8 == 0 &&
                      ((reinterpret_cast<uintptr_t>(p.c2) | reinterpret_cast<uintptr_t>(p.y)) & 15) == 0;
     if (vec) {
-        for (int h = tid * 8; h < p.hidden; h += MOE_COMBINE_THREADS * 8) {
+        for (int h = tid * 8; h < p.hidden; h += COMBINE_THREADS * 8) {
             float sum[8];
             if (p.accumulate) {
                 const uint4 raw = *reinterpret_cast<const uint4*>(y + h);
@@ -493,7 +446,7 @@ extern "C" __global__ void __launch_bounds__(MOE_COMBINE_THREADS) moe_combine(co
             *reinterpret_cast<uint4*>(y + h) = out;
         }
     } else {
-        for (int h = tid; h < p.hidden; h += MOE_COMBINE_THREADS) {
+        for (int h = tid; h < p.hidden; h += COMBINE_THREADS) {
             float sum = p.accumulate ? to_f32(y[h]) : 0.f;
             for (int j = 0; j < used; ++j) sum = fmaf(s_w[j], to_f32(p.c2[(long long)s_pos[j] * p.c2_ld + h]), sum);
             y[h] = to_bf16(sum);

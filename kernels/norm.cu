@@ -24,49 +24,11 @@
 //     head, one value per access.
 #include "kern_util.cuh"
 
-// 16-byte vectors of a row each thread keeps in registers (host launch code sizes blocks
-// with the same constant: NORM_VECS_PER_THREAD in src/exec/cuda/kernels/norm.rs).
-constexpr int NORM_VPT = 4;
+// 16-byte vectors of a row each thread keeps in registers; the host sizes blocks with the
+// same constant (int here: it meets signed sizes).
+constexpr int NORM_VPT = NORM_VECS_PER_THREAD;
 // Same for a head in head_rms_norm (head_dim <= 32 lanes * 4 * 8 = 1024 in registers).
-constexpr int HEAD_NORM_VPT = 4;
-
-struct RmsNormParams {
-    bf16* x;
-    int x_ld;
-    const bf16* delta;  // nullable
-    int delta_ld;
-    const bf16* weight;
-    bf16* out;
-    int out_ld;
-    int rows;
-    int cols;
-    float eps;
-};
-
-struct LayerNormParams {
-    bf16* x;
-    int x_ld;
-    const bf16* delta;  // nullable
-    int delta_ld;
-    const bf16* weight;
-    const bf16* bias;
-    bf16* out;
-    int out_ld;
-    int rows;
-    int cols;
-    float eps;
-};
-
-struct HeadRmsNormParams {
-    bf16* x;
-    int ld;
-    int rows;
-    int col_offset;
-    int n_heads;
-    int head_dim;
-    const bf16* weight;
-    float eps;
-};
+constexpr int HEAD_NORM_VPT = HEAD_NORM_VECS_PER_THREAD;
 
 // Loads one value of the (possibly residual-updated) row: x + delta rounded to bf16 and
 // written back when delta is set.

@@ -5,10 +5,10 @@
 // s_i = cos_sin[pos, d/2 + i] (host table: cos/sin(pos * inv_freq_i) * attention_factor),
 // each pair (a, b) with frequency i becomes
 //     a' = a*c_i - b*s_i,    b' = b*c_i + a*s_i
-// where the pair is (x_i, x_{i+d/2}) for rotate-half (NeoX, interleaved = 0) and
-// (x_{2i}, x_{2i+1}) for interleaved (GPT-J, interleaved = 1). head_stride and rope_offset
-// let one kernel serve plain heads (stride = head_dim, offset 0) and DeepSeek MLA q
-// (stride 192, offset 128: rope on the last 64 dims).
+// where the pair is (x_i, x_{i+d/2}) for rotate-half (NeoX, ROPE_STYLE_CODE_ROTATE_HALF)
+// and (x_{2i}, x_{2i+1}) for interleaved (GPT-J, ROPE_STYLE_CODE_INTERLEAVED). head_stride
+// and rope_offset let one kernel serve plain heads (stride = head_dim, offset 0) and
+// DeepSeek MLA q (stride 192, offset 128: rope on the last 64 dims).
 //
 // dtypes: bf16 x, int32 positions, fp32 table and math, one rounding per stored value;
 // products and sums use __fmul_rn/__fadd_rn so the fp32 result matches a plain CPU
@@ -19,20 +19,6 @@
 // (rotate-half) or 16-byte (interleaved) vectors and float4 table reads when strides and
 // offsets allow; otherwise one pair per thread.
 #include "kern_util.cuh"
-
-struct RopeParams {
-    bf16* x;
-    int ld;
-    int rows;
-    int col_offset;
-    int n_heads;
-    int head_stride;
-    int rope_offset;
-    int rotary_dim;
-    const int* positions;
-    const float* cos_sin;
-    int interleaved;
-};
 
 __device__ __forceinline__ void rope_pair(float& a, float& b, float c, float s) {
     const float a2 = __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, s));
@@ -60,9 +46,10 @@ __device__ __forceinline__ void store4(bf16* p, const float (&f)[4]) {
 extern "C" __global__ void rope(const RopeParams p) {
     const int half = p.rotary_dim >> 1;
     const bf16* base = p.x + p.col_offset + p.rope_offset;
+    const bool interleaved = p.interleaved != ROPE_STYLE_CODE_ROTATE_HALF;
     // Elements per vector access: rotate-half reads 4 values from each half (8 bytes),
     // interleaved reads 4 adjacent pairs (16 bytes).
-    const int align = p.interleaved ? 8 : 4;
+    const int align = interleaved ? 8 : 4;
     const bool vec = (half & 3) == 0 && (p.ld % align) == 0 && (p.head_stride % align) == 0 &&
                      (reinterpret_cast<uintptr_t>(base) % (align * sizeof(bf16))) == 0 && is_aligned16(p.cos_sin);
     const int pairs = vec ? 4 : 1;
@@ -83,7 +70,7 @@ extern "C" __global__ void rope(const RopeParams p) {
             const float4 c4 = __ldg(reinterpret_cast<const float4*>(cs + i));
             const float4 s4 = __ldg(reinterpret_cast<const float4*>(cs + half + i));
             const float c[4] = {c4.x, c4.y, c4.z, c4.w}, s[4] = {s4.x, s4.y, s4.z, s4.w};
-            if (p.interleaved) {
+            if (interleaved) {
                 float v[8];
                 load8(h + 2 * i, v);
 #pragma unroll
@@ -99,7 +86,7 @@ extern "C" __global__ void rope(const RopeParams p) {
                 store4(h + half + i, b);
             }
         } else {
-            const int ia = p.interleaved ? 2 * i : i, ib = p.interleaved ? 2 * i + 1 : i + half;
+            const int ia = interleaved ? 2 * i : i, ib = interleaved ? 2 * i + 1 : i + half;
             float a = to_f32(h[ia]), b = to_f32(h[ib]);
             rope_pair(a, b, cs[i], cs[half + i]);
             h[ia] = to_bf16(a);

@@ -2,13 +2,14 @@
 //
 // Per token (logits l[E], E <= 512, top_k <= 32; models use <= 16):
 //   1. soft-cap     l = softcap * tanh(l / softcap)            when softcap > 0 (SGLang Grok)
-//   2. scores       s = softmax(l) over all experts            (scoring 0: Qwen, Grok, DS-V2)
-//                   s = 1 / (1 + exp(-l))                      (scoring 1: DeepSeek-V3, Sigma V2)
+//   2. scores       s = softmax(l) over all experts     (SCORING_CODE_SOFTMAX: Qwen, Grok, DS-V2)
+//                   s = 1 / (1 + exp(-l))               (SCORING_CODE_SIGMOID: DeepSeek-V3, Sigma V2)
 //   3. choice       c = s + correction_bias                    (bias nullable; selection only)
-//   4. groups       when 1 < n_group <= E (E % n_group == 0 expected): experts split into n_group consecutive groups of
-//                   E / n_group; group score = sum of its two best c (group_score 0, V3) or
-//                   its best c (1, V2; a group of one expert scores that expert); keep the
-//                   topk_group best groups, c = -inf elsewhere
+//   4. groups       when 1 < n_group <= E (E % n_group == 0 expected): experts split into
+//                   n_group consecutive groups of E / n_group; group score = sum of its two
+//                   best c (GROUP_SCORE_CODE_TOP2_SUM, V3) or its best c (GROUP_SCORE_CODE_MAX,
+//                   V2; a group of one expert scores that expert); keep the topk_group best
+//                   groups, c = -inf elsewhere
 //   5. top-k        the k largest c, in descending order; ties go to the lower expert
 //                   (or group) index
 //   6. weights      w_j = s[id_j] (unbiased); if renormalize: w_j /= sum (softmax) or
@@ -26,27 +27,10 @@
 
 #include "kern_util.cuh"
 
-constexpr int ROUTE_MAX_EXPERTS = 512;
-constexpr int ROUTE_PER_LANE = ROUTE_MAX_EXPERTS / 32;
-constexpr int ROUTE_WARPS = 4;
-
-struct MoeRouteParams {
-    const float* logits;
-    int ld;
-    int tokens;
-    int num_experts;
-    int top_k;
-    int scoring;
-    float softcap;
-    const float* correction_bias;  // nullable
-    int n_group;
-    int topk_group;
-    int group_score;
-    int renormalize;
-    float routed_scaling;
-    int* out_ids;
-    float* out_weights;
-};
+// The host's limits (usize in Rust, so uintptr_t in the header) as ints for the arithmetic.
+constexpr int MAX_EXPERTS = MOE_ROUTE_MAX_EXPERTS;
+constexpr int PER_LANE = MAX_EXPERTS / 32;
+constexpr int WARPS = ROUTE_WARPS;
 
 // Candidate order: larger value first, then lower index. A strict total order on distinct
 // indices, so every lane of a shuffle reduction ends with the same winner.
@@ -65,24 +49,24 @@ __device__ __forceinline__ void route_warp_best(float& v, int& i, float& payload
     }
 }
 
-extern "C" __global__ void __launch_bounds__(ROUTE_WARPS * 32) moe_route(const MoeRouteParams p) {
-    __shared__ float choice_s[ROUTE_WARPS][ROUTE_MAX_EXPERTS];
-    __shared__ float group_s[ROUTE_WARPS][ROUTE_MAX_EXPERTS];
-    __shared__ unsigned char keep_s[ROUTE_WARPS][ROUTE_MAX_EXPERTS];
+extern "C" __global__ void __launch_bounds__(WARPS * 32) moe_route(const MoeRouteParams p) {
+    __shared__ float choice_s[WARPS][MAX_EXPERTS];
+    __shared__ float group_s[WARPS][MAX_EXPERTS];
+    __shared__ unsigned char keep_s[WARPS][MAX_EXPERTS];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int E = min(p.num_experts, ROUTE_MAX_EXPERTS);
-    const bool softmax = p.scoring == 0;
+    const int E = min(p.num_experts, MAX_EXPERTS);
+    const bool softmax = p.scoring == SCORING_CODE_SOFTMAX;
 
-    for (long long t = static_cast<long long>(blockIdx.x) * ROUTE_WARPS + warp; t < p.tokens;
-         t += static_cast<long long>(gridDim.x) * ROUTE_WARPS) {
+    for (long long t = static_cast<long long>(blockIdx.x) * WARPS + warp; t < p.tokens;
+         t += static_cast<long long>(gridDim.x) * WARPS) {
         const float* lg = p.logits + t * p.ld;
-        float score[ROUTE_PER_LANE], choice[ROUTE_PER_LANE];
+        float score[PER_LANE], choice[PER_LANE];
         unsigned taken = 0;  // bit j: expert j*32+lane is unavailable (absent or chosen)
 
         // 1-2. soft-cap and scores.
         float mx = -CUDART_INF_F;
 #pragma unroll
-        for (int j = 0; j < ROUTE_PER_LANE; ++j) {
+        for (int j = 0; j < PER_LANE; ++j) {
             const int e = j * 32 + lane;
             float l = -CUDART_INF_F;
             if (e < E) {
@@ -98,21 +82,21 @@ extern "C" __global__ void __launch_bounds__(ROUTE_WARPS * 32) moe_route(const M
             mx = warp_max(mx);
             float sum = 0.f;
 #pragma unroll
-            for (int j = 0; j < ROUTE_PER_LANE; ++j) {
+            for (int j = 0; j < PER_LANE; ++j) {
                 score[j] = (taken >> j & 1u) ? 0.f : expf(score[j] - mx);
                 sum += score[j];
             }
             sum = warp_sum(sum);
 #pragma unroll
-            for (int j = 0; j < ROUTE_PER_LANE; ++j) score[j] = score[j] / sum;
+            for (int j = 0; j < PER_LANE; ++j) score[j] = score[j] / sum;
         } else {
 #pragma unroll
-            for (int j = 0; j < ROUTE_PER_LANE; ++j) score[j] = 1.f / (1.f + expf(-score[j]));
+            for (int j = 0; j < PER_LANE; ++j) score[j] = 1.f / (1.f + expf(-score[j]));
         }
 
         // 3. selection values.
 #pragma unroll
-        for (int j = 0; j < ROUTE_PER_LANE; ++j) {
+        for (int j = 0; j < PER_LANE; ++j) {
             const int e = j * 32 + lane;
             choice[j] = score[j];
             if (p.correction_bias && e < E) choice[j] += p.correction_bias[e];
@@ -122,7 +106,7 @@ extern "C" __global__ void __launch_bounds__(ROUTE_WARPS * 32) moe_route(const M
         if (p.n_group > 1 && p.n_group <= E) {
             const int group_size = E / p.n_group;
 #pragma unroll
-            for (int j = 0; j < ROUTE_PER_LANE; ++j) {
+            for (int j = 0; j < PER_LANE; ++j) {
                 const int e = j * 32 + lane;
                 if (e < E) choice_s[warp][e] = choice[j];
             }
@@ -139,7 +123,7 @@ extern "C" __global__ void __launch_bounds__(ROUTE_WARPS * 32) moe_route(const M
                         top2 = v;
                     }
                 }
-                group_s[warp][g] = (p.group_score == 1 || group_size < 2) ? top1 : top1 + top2;
+                group_s[warp][g] = (p.group_score == GROUP_SCORE_CODE_MAX || group_size < 2) ? top1 : top1 + top2;
                 keep_s[warp][g] = 0;
             }
             __syncwarp();
@@ -153,7 +137,7 @@ extern "C" __global__ void __launch_bounds__(ROUTE_WARPS * 32) moe_route(const M
                 __syncwarp();
             }
 #pragma unroll
-            for (int j = 0; j < ROUTE_PER_LANE; ++j) {
+            for (int j = 0; j < PER_LANE; ++j) {
                 const int g = (j * 32 + lane) / group_size;
                 if (g >= p.n_group || !keep_s[warp][g]) choice[j] = -CUDART_INF_F;
             }
@@ -167,7 +151,7 @@ extern "C" __global__ void __launch_bounds__(ROUTE_WARPS * 32) moe_route(const M
             float bv = -CUDART_INF_F, bs = 0.f;
             int bi = INT_MAX;
 #pragma unroll
-            for (int j = 0; j < ROUTE_PER_LANE; ++j) {
+            for (int j = 0; j < PER_LANE; ++j) {
                 const int e = j * 32 + lane;
                 if (!(taken >> j & 1u) && route_better(choice[j], e, bv, bi)) bv = choice[j], bi = e, bs = score[j];
             }

@@ -71,16 +71,6 @@ done
 
 fi
 
-if want_fixtures; then
-step harness_elementwise timeout 90 .device/elementwise_test
-fi
-if want checks; then
-# 1. Kernel harnesses (every kernel vs a CPU reference on odd sizes, then timings).
-step harness_attention timeout 150 .device/attention_test
-step harness_moe timeout 90 .device/moe_test quick
-
-fi
-
 # 5. HF transformers eager bf16 on the same GPU, same configs (random weights), against
 #    fwdbench at prefill 1 x 2048 and decode 8 x 2048 (GPT-3: decode over 2047, its
 #    learned positions end at 2048).

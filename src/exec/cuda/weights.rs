@@ -59,7 +59,6 @@ fn fill_random(gpu: &Gpu, w: &WeightInfo, seed: u64) -> anyhow::Result<DeviceBuf
             src_col0: p.src_col as i64,
             src_ld: if p.transposed_in_file { p.hf_rows as i64 } else { p.hf_cols as i64 },
             transposed: p.transposed_in_file as i32,
-            ..Default::default()
         };
         let kernel = if w.dtype == DType::F32 { FILL_NORMAL_F32 } else { FILL_NORMAL_BF16 };
         gpu.launch(kernel, fill_normal_launch(p.rows, p.cols), params)?;

@@ -4,35 +4,50 @@ use cudarc::driver::{DeviceRepr, LaunchConfig};
 
 use super::misc::chunked_launch;
 use super::prepare::{kernel, Call, Prep};
+use super::ptr::{Bf16Ptr, ConstBf16Ptr};
 use crate::config::model::Activation;
 use crate::plan::Op;
 
-/// The kernels' `act` value for "no activation" (bias_act only).
-pub const ACT_NONE: i32 = -1;
+/// The kernels' `act` values (`ACT_SILU`, ... in the generated header; `apply_act` in
+/// kern_util.cuh switches on them).
+#[repr(i32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Act {
+    /// Identity: `bias_act` as a plain bias add.
+    None = -1,
+    Silu = 0,
+    GeluTanh = 1,
+    GeluErf = 2,
+}
 
-/// The kernels' `act` code for an activation (matches `ActCode` in kern_util.cuh).
-pub fn activation_code(act: Activation) -> i32 {
-    match act {
-        Activation::Silu => 0,
-        Activation::GeluTanh => 1,
-        Activation::GeluErf => 2,
+impl From<Activation> for Act {
+    fn from(act: Activation) -> Self {
+        match act {
+            Activation::Silu => Act::Silu,
+            Activation::GeluTanh => Act::GeluTanh,
+            Activation::GeluErf => Act::GeluErf,
+        }
     }
+}
+
+/// The kernels' `act` field for a model activation.
+pub fn activation_code(act: Activation) -> i32 {
+    Act::from(act) as i32
 }
 
 /// `out[r, c] = bf16(act(in[r, c]) * in[r, inter + c])`, `c < inter`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ActMulParams {
-    /// bf16 `[rows, 2*inter]` (gate | up), row stride `in_ld`.
-    pub r#in: u64,
+    /// `[rows, 2*inter]` (gate | up), row stride `in_ld`.
+    pub r#in: ConstBf16Ptr,
     pub in_ld: i32,
-    pub _pad0: i32,
-    /// bf16 `[rows, inter]`, row stride `out_ld`.
-    pub out: u64,
+    /// `[rows, inter]`, row stride `out_ld`.
+    pub out: Bf16Ptr,
     pub out_ld: i32,
     pub rows: i32,
     pub inter: i32,
-    /// [`activation_code`].
+    /// An [`Act`] ([`activation_code`]).
     pub act: i32,
 }
 unsafe impl DeviceRepr for ActMulParams {}
@@ -45,16 +60,14 @@ pub fn act_mul_launch(rows: usize, inter: usize) -> LaunchConfig {
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct BiasActParams {
-    pub x: u64,
+    pub x: Bf16Ptr,
     pub ld: i32,
     pub rows: i32,
     pub cols: i32,
-    pub _pad0: i32,
-    /// bf16 `[cols]`, nullable (0).
-    pub bias: u64,
-    /// [`activation_code`] or [`ACT_NONE`].
+    /// `[cols]`, nullable (0).
+    pub bias: ConstBf16Ptr,
+    /// An [`Act`] ([`activation_code`], or `Act::None` for a plain bias add).
     pub act: i32,
-    pub _pad1: i32,
 }
 unsafe impl DeviceRepr for BiasActParams {}
 pub const BIAS_ACT: (&str, &str) = ("act", "bias_act");
@@ -66,18 +79,15 @@ pub fn bias_act_launch(rows: usize, cols: usize) -> LaunchConfig {
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct GatedAddParams {
-    pub acc: u64,
+    pub acc: Bf16Ptr,
     pub acc_ld: i32,
-    pub _pad0: i32,
-    pub x: u64,
+    pub x: ConstBf16Ptr,
     pub x_ld: i32,
-    pub _pad1: i32,
-    /// bf16, one logit per row at `gate[r * gate_ld]`; nullable (0): plain sum.
-    pub gate: u64,
+    /// One logit per row at `gate[r * gate_ld]`; nullable (0): plain sum.
+    pub gate: ConstBf16Ptr,
     pub gate_ld: i32,
     pub rows: i32,
     pub cols: i32,
-    pub _pad2: i32,
 }
 unsafe impl DeviceRepr for GatedAddParams {}
 pub const GATED_ADD: (&str, &str) = ("act", "gated_add");
@@ -96,7 +106,6 @@ pub fn act_mul_call(input: u64, in_ld: i32, out: u64, out_ld: i32, rows: usize, 
         rows: rows as i32,
         inter: inter as i32,
         act: activation_code(act),
-        ..Default::default()
     };
     kernel(ACT_MUL, act_mul_launch(rows, inter), p)
 }
@@ -112,7 +121,6 @@ pub fn prepare(cx: &mut Prep, op: &Op) -> anyhow::Result<Vec<Call>> {
                 cols: x.cols as i32,
                 bias: cx.w_or_null(*bias),
                 act: activation_code(*act),
-                ..Default::default()
             };
             kernel(BIAS_ACT, bias_act_launch(cx.rows(*x) as usize, x.cols), p)
         }
@@ -129,29 +137,9 @@ pub fn prepare(cx: &mut Prep, op: &Op) -> anyhow::Result<Vec<Call>> {
                 gate_ld: gate.map(|g| cx.ld(g)).unwrap_or(0),
                 rows: cx.rows(*acc),
                 cols: acc.cols as i32,
-                ..Default::default()
             };
             kernel(GATED_ADD, gated_add_launch(cx.rows(*acc) as usize, acc.cols), p)
         }
         _ => unreachable!("act::prepare got {op:?}"),
     }])
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::mem::{offset_of, size_of};
-
-    #[test]
-    fn layouts_match_c() {
-        assert_eq!(size_of::<ActMulParams>(), 40);
-        assert_eq!(offset_of!(ActMulParams, out), 16);
-        assert_eq!(offset_of!(ActMulParams, act), 36);
-        assert_eq!(size_of::<BiasActParams>(), 40);
-        assert_eq!(offset_of!(BiasActParams, bias), 24);
-        assert_eq!(offset_of!(BiasActParams, act), 32);
-        assert_eq!(size_of::<GatedAddParams>(), 56);
-        assert_eq!(offset_of!(GatedAddParams, gate), 32);
-        assert_eq!(offset_of!(GatedAddParams, cols), 48);
-    }
 }

@@ -3,16 +3,18 @@
 
 use cudarc::driver::{DeviceRepr, LaunchConfig};
 
-/// Mirrors `DecodeAttentionParams`. One query per sequence; K cache
-/// [batch, max_seq, k_heads, d_qk], V cache [batch, max_seq, v_heads, d_v]; keys `0..n_kv`.
+use super::ptr::{Bf16Ptr, ConstBf16Ptr, ConstF32Ptr, F32Ptr};
+
+/// One query per sequence; K cache [batch, max_seq, k_heads, d_qk], V cache
+/// [batch, max_seq, v_heads, d_v]; keys `0..n_kv`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct DecodeAttentionParams {
-    pub q: u64,
+    pub q: ConstBf16Ptr,
     pub q_batch_stride: i32,
     pub q_head_stride: i32,
-    pub k_cache: u64,
-    pub v_cache: u64,
+    pub k_cache: ConstBf16Ptr,
+    pub v_cache: ConstBf16Ptr,
     pub max_seq: i32,
     pub k_heads: i32,
     pub v_heads: i32,
@@ -23,21 +25,21 @@ pub struct DecodeAttentionParams {
     pub batch: i32,
     pub scale: f32,
     pub softcap: f32,
-    pub o: u64,
+    pub o: Bf16Ptr,
     pub o_batch_stride: i32,
     pub o_head_stride: i32,
-    /// fp32 partials, [`decode_scratch_bytes`]; may be 0 when `num_splits == 1`.
-    pub scratch: u64,
+    /// Partials, [`decode_scratch_bytes`]; may be 0 when `num_splits == 1`.
+    pub scratch: F32Ptr,
     pub num_splits: i32,
 }
 unsafe impl DeviceRepr for DecodeAttentionParams {}
 
-/// Mirrors `DecodeCombineParams` (same scratch, o and sizes as the decode launch).
+/// Same scratch, o and sizes as the decode launch.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct DecodeCombineParams {
-    pub scratch: u64,
-    pub o: u64,
+    pub scratch: ConstF32Ptr,
+    pub o: Bf16Ptr,
     pub o_batch_stride: i32,
     pub o_head_stride: i32,
     pub batch: i32,
@@ -48,10 +50,26 @@ pub struct DecodeCombineParams {
 unsafe impl DeviceRepr for DecodeCombineParams {}
 pub const DECODE_COMBINE: (&str, &str) = ("attention_decode", "decode_combine");
 
-/// Keys per tile (16 per warp, 4 warps) and the sm_90 per-block dynamic smem limit.
-const BLOCK_N: usize = 64;
-const WARPS: u32 = 4;
+/// Keys per tile (16 per warp) and warps per CTA of every decode entry.
+pub const DECODE_BLOCK_N: usize = 64;
+pub const DECODE_WARPS: u32 = 4;
+/// The sm_90 per-block dynamic smem limit.
 const MAX_SMEM: usize = 227 * 1024;
+
+/// Compile-time shape of one decode entry: attention_decode.cu instantiates its template
+/// from these constants (through the generated header) and the launch sizes smem from them.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecodeTile {
+    /// Head dim (q/k and v) the entry is compiled for.
+    pub max_d: i32,
+    /// Deepest cp.async ring the kernel uses when the smem fits.
+    pub max_stages: i32,
+}
+pub const DECODE_TILE_D32: DecodeTile = DecodeTile { max_d: 32, max_stages: 3 };
+pub const DECODE_TILE_D64: DecodeTile = DecodeTile { max_d: 64, max_stages: 3 };
+pub const DECODE_TILE_D128: DecodeTile = DecodeTile { max_d: 128, max_stages: 3 };
+pub const DECODE_TILE_D256: DecodeTile = DecodeTile { max_d: 256, max_stages: 2 };
 
 /// One compiled head-dim bucket: any `max(d_qk, d_v) <= max_d` (multiple of 8) runs in it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,11 +80,17 @@ pub struct DecodeVariant {
     pub max_stages: i32,
 }
 
+impl DecodeVariant {
+    const fn new(kernel: &'static str, tile: DecodeTile) -> Self {
+        DecodeVariant { kernel: ("attention_decode", kernel), max_d: tile.max_d, max_stages: tile.max_stages }
+    }
+}
+
 pub const DECODE_VARIANTS: [DecodeVariant; 4] = [
-    DecodeVariant { kernel: ("attention_decode", "decode_attention_d32"), max_d: 32, max_stages: 3 },
-    DecodeVariant { kernel: ("attention_decode", "decode_attention_d64"), max_d: 64, max_stages: 3 },
-    DecodeVariant { kernel: ("attention_decode", "decode_attention_d128"), max_d: 128, max_stages: 3 },
-    DecodeVariant { kernel: ("attention_decode", "decode_attention_d256"), max_d: 256, max_stages: 2 },
+    DecodeVariant::new("decode_attention_d32", DECODE_TILE_D32),
+    DecodeVariant::new("decode_attention_d64", DECODE_TILE_D64),
+    DecodeVariant::new("decode_attention_d128", DECODE_TILE_D128),
+    DecodeVariant::new("decode_attention_d256", DECODE_TILE_D256),
 ];
 
 /// The bucket for these head dims, or `None` when a dim exceeds 256 or is not a positive
@@ -108,7 +132,7 @@ pub fn decode_smem_bytes(variant: &DecodeVariant, q_heads: i32, k_heads: i32, v_
     let row = variant.max_d as usize + 8;
     let v_tiles = decode_max_v_heads(q_heads, k_heads, v_heads) as usize;
     let merge = 4 * 16 * 2 * 4 + 4 * 16 * variant.max_d as usize * 4;
-    let ring = |stages: usize| (16 * row + stages * (BLOCK_N * row + v_tiles * BLOCK_N * row)) * 2;
+    let ring = |stages: usize| (16 * row + stages * (DECODE_BLOCK_N * row + v_tiles * DECODE_BLOCK_N * row)) * 2;
     let stages = (1..=variant.max_stages as usize).rev().find(|&s| ring(s).max(merge) <= MAX_SMEM).unwrap_or(1);
     ring(stages).max(merge) as u32
 }
@@ -156,7 +180,7 @@ pub fn decode_attention_launch(
 ) -> LaunchConfig {
     LaunchConfig {
         grid_dim: (num_splits as u32, (k_heads * decode_head_tiles(q_heads, k_heads)) as u32, batch as u32),
-        block_dim: (32 * WARPS, 1, 1),
+        block_dim: (32 * DECODE_WARPS, 1, 1),
         shared_mem_bytes: decode_smem_bytes(variant, q_heads, k_heads, v_heads),
     }
 }
@@ -169,14 +193,6 @@ pub fn decode_combine_launch(batch: i32, q_heads: i32) -> LaunchConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn params_match_c_layout() {
-        assert_eq!(std::mem::size_of::<DecodeAttentionParams>(), 104);
-        assert_eq!(std::mem::offset_of!(DecodeAttentionParams, o), 72);
-        assert_eq!(std::mem::offset_of!(DecodeAttentionParams, num_splits), 96);
-        assert_eq!(std::mem::size_of::<DecodeCombineParams>(), 40);
-    }
 
     #[test]
     fn v_heads_per_tile() {

@@ -3,13 +3,15 @@
 
 use cudarc::driver::{DeviceRepr, LaunchConfig};
 
-/// Mirrors `KvCacheWriteParams`. Token row `t` of `src` goes to sequence
-/// `t / tokens_per_seq`, position `past + t % tokens_per_seq` of the caches.
+use super::ptr::{Bf16Ptr, ConstBf16Ptr};
+
+/// Token row `t` of `src` goes to sequence `t / tokens_per_seq`, position
+/// `past + t % tokens_per_seq` of the caches.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct KvCacheWriteParams {
-    /// `const bf16*`: fused qkv (or kv) rows, `src_ld` elements apart.
-    pub src: u64,
+    /// Fused qkv (or kv) rows, `src_ld` elements apart.
+    pub src: ConstBf16Ptr,
     pub src_ld: i32,
     pub rows: i32,
     /// First column of K head 0 / V head 0 inside a `src` row.
@@ -19,10 +21,10 @@ pub struct KvCacheWriteParams {
     pub v_heads: i32,
     pub d_k: i32,
     pub d_v: i32,
-    /// `bf16*` [batch, max_seq, k_heads, d_k].
-    pub k_cache: u64,
-    /// `bf16*` [batch, max_seq, v_heads, d_v]; 0 skips V (MLA writes its cache with `mla_cache_write`).
-    pub v_cache: u64,
+    /// [batch, max_seq, k_heads, d_k].
+    pub k_cache: Bf16Ptr,
+    /// [batch, max_seq, v_heads, d_v]; 0 skips V (MLA writes its cache with `mla_cache_write`).
+    pub v_cache: Bf16Ptr,
     pub max_seq: i32,
     pub tokens_per_seq: i32,
     pub past: i32,
@@ -35,25 +37,25 @@ pub fn kv_cache_write_launch(rows: i32) -> LaunchConfig {
     LaunchConfig { grid_dim: (rows.max(0) as u32, 1, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 }
 }
 
-/// Mirrors `FlashPrefillParams`. Strides are in elements; base pointers and strides must be
-/// 16-byte aligned (multiples of 8 elements), `d_qk`, `d_v` multiples of 8, `n_q <= n_kv`.
-/// Query `i` sits at position `n_kv - n_q + i` and sees keys `0..=` that position.
+/// Strides are in elements; base pointers and strides must be 16-byte aligned (multiples of
+/// 8 elements), `d_qk`, `d_v` multiples of 8, `n_q <= n_kv`. Query `i` sits at position
+/// `n_kv - n_q + i` and sees keys `0..=` that position.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct FlashPrefillParams {
-    pub q: u64,
+    pub q: ConstBf16Ptr,
     pub q_batch_stride: i64,
     pub q_token_stride: i32,
     pub q_head_stride: i32,
-    pub k: u64,
+    pub k: ConstBf16Ptr,
     pub k_batch_stride: i64,
     pub k_token_stride: i32,
     pub k_head_stride: i32,
-    pub v: u64,
+    pub v: ConstBf16Ptr,
     pub v_batch_stride: i64,
     pub v_token_stride: i32,
     pub v_head_stride: i32,
-    pub o: u64,
+    pub o: Bf16Ptr,
     pub o_batch_stride: i64,
     pub o_token_stride: i32,
     pub o_head_stride: i32,
@@ -71,6 +73,25 @@ pub struct FlashPrefillParams {
 }
 unsafe impl DeviceRepr for FlashPrefillParams {}
 
+/// Compile-time shape of one `flash_prefill` entry: attention_prefill.cu instantiates its
+/// template from these constants (through the generated header), [`PrefillVariant`] sizes
+/// the launch from the same values.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PrefillTile {
+    pub d_qk: i32,
+    pub d_v: i32,
+    /// Warps per CTA, 16 query rows each.
+    pub warps: i32,
+    /// Keys per K/V tile.
+    pub block_n: i32,
+}
+pub const PREFILL_TILE_D32: PrefillTile = PrefillTile { d_qk: 32, d_v: 32, warps: 4, block_n: 64 };
+pub const PREFILL_TILE_D64: PrefillTile = PrefillTile { d_qk: 64, d_v: 64, warps: 8, block_n: 64 };
+pub const PREFILL_TILE_D128: PrefillTile = PrefillTile { d_qk: 128, d_v: 128, warps: 8, block_n: 64 };
+pub const PREFILL_TILE_D192_128: PrefillTile = PrefillTile { d_qk: 192, d_v: 128, warps: 8, block_n: 64 };
+pub const PREFILL_TILE_D256: PrefillTile = PrefillTile { d_qk: 256, d_v: 256, warps: 4, block_n: 32 };
+
 /// One compiled head-dim bucket of `flash_prefill`; any `d_qk <= max_d_qk`, `d_v <= max_d_v`
 /// (multiples of 8) runs correctly in it, because loads zero-fill the columns past `d`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,6 +106,15 @@ pub struct PrefillVariant {
 }
 
 impl PrefillVariant {
+    const fn new(kernel: &'static str, tile: PrefillTile) -> Self {
+        PrefillVariant {
+            kernel: ("attention_prefill", kernel),
+            max_d_qk: tile.d_qk,
+            max_d_v: tile.d_v,
+            warps: tile.warps,
+            block_n: tile.block_n,
+        }
+    }
     pub const fn block_m(&self) -> i32 {
         16 * self.warps
     }
@@ -97,41 +127,11 @@ impl PrefillVariant {
 
 /// Smallest first: [`select_variant`] returns the first that holds the dims.
 pub const PREFILL_VARIANTS: [PrefillVariant; 5] = [
-    PrefillVariant {
-        kernel: ("attention_prefill", "flash_prefill_d32"),
-        max_d_qk: 32,
-        max_d_v: 32,
-        warps: 4,
-        block_n: 64,
-    },
-    PrefillVariant {
-        kernel: ("attention_prefill", "flash_prefill_d64"),
-        max_d_qk: 64,
-        max_d_v: 64,
-        warps: 8,
-        block_n: 64,
-    },
-    PrefillVariant {
-        kernel: ("attention_prefill", "flash_prefill_d128"),
-        max_d_qk: 128,
-        max_d_v: 128,
-        warps: 8,
-        block_n: 64,
-    },
-    PrefillVariant {
-        kernel: ("attention_prefill", "flash_prefill_d192_128"),
-        max_d_qk: 192,
-        max_d_v: 128,
-        warps: 8,
-        block_n: 64,
-    },
-    PrefillVariant {
-        kernel: ("attention_prefill", "flash_prefill_d256"),
-        max_d_qk: 256,
-        max_d_v: 256,
-        warps: 4,
-        block_n: 32,
-    },
+    PrefillVariant::new("flash_prefill_d32", PREFILL_TILE_D32),
+    PrefillVariant::new("flash_prefill_d64", PREFILL_TILE_D64),
+    PrefillVariant::new("flash_prefill_d128", PREFILL_TILE_D128),
+    PrefillVariant::new("flash_prefill_d192_128", PREFILL_TILE_D192_128),
+    PrefillVariant::new("flash_prefill_d256", PREFILL_TILE_D256),
 ];
 
 /// The bucket for these head dims, or `None` when a dim exceeds 256 or is not a positive
@@ -158,14 +158,6 @@ pub fn flash_prefill_launch(variant: &PrefillVariant, batch: i32, n_q: i32, q_he
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn params_match_c_layout() {
-        assert_eq!(std::mem::size_of::<KvCacheWriteParams>(), 72);
-        assert_eq!(std::mem::size_of::<FlashPrefillParams>(), 136);
-        assert_eq!(std::mem::offset_of!(FlashPrefillParams, scale), 128);
-        assert_eq!(std::mem::offset_of!(KvCacheWriteParams, k_cache), 40);
-    }
 
     #[test]
     fn select_picks_smallest_bucket() {

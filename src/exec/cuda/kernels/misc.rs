@@ -1,10 +1,11 @@
-//! `kernels/misc.cu`: strided bf16 copies (`gather_rows`, `copy_2d`), plus the launch
+//! `kernels/misc.cu`: the strided row gather (`gather_rows`), plus the launch
 //! shape shared by every 1-D grid-stride kernel that walks (row, 8-value chunk) pairs
 //! (embed, act, init, misc, rope).
 
 use cudarc::driver::{DeviceRepr, LaunchConfig};
 
 use super::prepare::{kernel, Call, Prep};
+use super::ptr::{Bf16Ptr, ConstBf16Ptr, ConstI32Ptr};
 use crate::plan::Op;
 
 /// Threads per block of the chunk-walking kernels.
@@ -29,16 +30,14 @@ pub fn chunked_launch(rows: usize, cols: usize) -> LaunchConfig {
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct GatherRowsParams {
-    /// bf16, row stride `src_ld`.
-    pub src: u64,
+    /// Row stride `src_ld`.
+    pub src: ConstBf16Ptr,
     pub src_ld: i32,
-    pub _pad0: i32,
-    /// bf16, row stride `dst_ld`; must not overlap `src`.
-    pub dst: u64,
+    /// Row stride `dst_ld`; must not overlap `src`.
+    pub dst: Bf16Ptr,
     pub dst_ld: i32,
-    pub _pad1: i32,
-    /// int32 `[n_rows]`, source row of each destination row.
-    pub rows_idx: u64,
+    /// `[n_rows]`, source row of each destination row.
+    pub rows_idx: ConstI32Ptr,
     pub n_rows: i32,
     pub cols: i32,
 }
@@ -46,25 +45,6 @@ unsafe impl DeviceRepr for GatherRowsParams {}
 pub const GATHER_ROWS: (&str, &str) = ("misc", "gather_rows");
 pub fn gather_rows_launch(n_rows: usize, cols: usize) -> LaunchConfig {
     chunked_launch(n_rows, cols)
-}
-
-/// `dst[r, c] = src[r, c]` for a `rows x cols` window; buffers must not overlap.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Copy2dParams {
-    pub src: u64,
-    pub src_ld: i32,
-    pub _pad0: i32,
-    pub dst: u64,
-    pub dst_ld: i32,
-    pub rows: i32,
-    pub cols: i32,
-    pub _pad1: i32,
-}
-unsafe impl DeviceRepr for Copy2dParams {}
-pub const COPY_2D: (&str, &str) = ("misc", "copy_2d");
-pub fn copy_2d_launch(rows: usize, cols: usize) -> LaunchConfig {
-    chunked_launch(rows, cols)
 }
 
 /// `Op::GatherRows`: the row indices are fixed by the plan and uploaded once.
@@ -79,7 +59,6 @@ pub fn prepare(cx: &mut Prep, op: &Op) -> anyhow::Result<Vec<Call>> {
         rows_idx: cx.upload(&idx)?,
         n_rows: rows.len() as i32,
         cols: x.cols as i32,
-        ..Default::default()
     };
     Ok(vec![kernel(GATHER_ROWS, gather_rows_launch(rows.len(), x.cols), p)])
 }
@@ -87,15 +66,6 @@ pub fn prepare(cx: &mut Prep, op: &Op) -> anyhow::Result<Vec<Call>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::mem::{offset_of, size_of};
-
-    #[test]
-    fn layouts_match_c() {
-        assert_eq!(size_of::<GatherRowsParams>(), 48);
-        assert_eq!(offset_of!(GatherRowsParams, rows_idx), 32);
-        assert_eq!(size_of::<Copy2dParams>(), 40);
-        assert_eq!(offset_of!(Copy2dParams, cols), 32);
-    }
 
     #[test]
     fn chunked_grid_covers_small_and_caps_large() {

