@@ -1,5 +1,7 @@
+mod cli;
+
 fn main() {
-    if let Err(e) = fwdbench::cli::main() {
+    if let Err(e) = cli::main() {
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }

@@ -4,10 +4,9 @@
 use std::io::Write;
 use std::path::Path;
 
-use fwdbench::check::{compare, expected_rows, CheckMode};
+use fwdbench::check::{compare, cuda_logits, expected_rows, CheckMode};
 use fwdbench::config::hf::load_model_config;
 use fwdbench::dist::rank_layouts;
-use fwdbench::exec::cuda::check::cuda_logits;
 use fwdbench::weights::SafetensorsWeights;
 
 fn gpu_available() -> bool {

@@ -6,9 +6,10 @@ use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 
 use super::common::{layouts, DeployArgs};
-use crate::check::{compare, cpu_logits, expected_rows, CheckMode};
-use crate::config::hf::load_model_config;
-use crate::weights::SafetensorsWeights;
+use fwdbench::check::compare::{CPU_LOGITS_TOL, CUDA_LOGITS_TOL, MIN_TOP1};
+use fwdbench::check::{compare, cpu_logits, cuda_logits, expected_rows, CheckMode};
+use fwdbench::config::hf::load_model_config;
+use fwdbench::weights::SafetensorsWeights;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Device {
@@ -42,7 +43,7 @@ pub struct CheckArgs {
     #[arg(long)]
     pub tol: Option<f64>,
     /// Smallest accepted top-1 agreement.
-    #[arg(long, default_value_t = 0.99)]
+    #[arg(long, default_value_t = MIN_TOP1)]
     pub min_top1: f64,
     #[command(flatten)]
     pub deploy: DeployArgs,
@@ -56,7 +57,7 @@ pub fn check(args: CheckArgs) -> anyhow::Result<()> {
     let expected = SafetensorsWeights::open(&args.expect)?;
     let (shape, want) =
         expected.read_tensor("logits").with_context(|| format!("--expect {}", args.expect.display()))?;
-    let ids = super::inputs::read_ids_json(&args.input)?;
+    let ids = fwdbench::inputs::read_ids_json(&args.input)?;
     let (batch, seq) = (ids.len(), ids[0].len());
     if shape != [batch, seq, cfg.vocab_size] {
         bail!(
@@ -71,12 +72,12 @@ pub fn check(args: CheckArgs) -> anyhow::Result<()> {
     let mode = if args.decode { CheckMode::Decode } else { CheckMode::Prefill };
     let got = match args.device {
         Device::Cpu => cpu_logits(&cfg, layouts, &weights, &ids, mode)?,
-        Device::Cuda => crate::exec::cuda::check::cuda_logits(&cfg, &layouts, &weights, &ids, mode)?,
+        Device::Cuda => cuda_logits(&cfg, &layouts, &weights, &ids, mode)?,
     };
     let got: Vec<f32> = got.into_iter().flatten().flatten().collect();
     let want = expected_rows(&want, batch, seq, cfg.vocab_size, mode);
     let a = compare(&got, &want, cfg.vocab_size);
-    let tol = args.tol.unwrap_or(if args.device == Device::Cpu { 1e-4 } else { 2e-2 });
+    let tol = args.tol.unwrap_or(if args.device == Device::Cpu { CPU_LOGITS_TOL } else { CUDA_LOGITS_TOL });
     let ok = a.rel_l2 <= tol && a.top1 >= args.min_top1;
     println!(
         "check {} {} {:?} on {:?} ({} ranks): rel-L2 {:.3e} (tol {:.0e}), max abs {:.3e}, top-1 {:.1}% ({:.1}% strict) of {} rows: {}",

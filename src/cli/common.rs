@@ -5,10 +5,10 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::Args;
 
-use crate::config::hf::load_model_config;
-use crate::config::model::ModelConfig;
-use crate::config::run_conf::{load_run_conf, ConfLayers, Deployment, RunConf};
-use crate::plan::RankLayout;
+use fwdbench::config::hf::load_model_config;
+use fwdbench::config::model::ModelConfig;
+use fwdbench::config::run_conf::{load_run_conf, ConfLayers, Deployment, RunConf};
+use fwdbench::plan::RankLayout;
 
 /// Which deployment: layered YAML under `--conf-dir`.
 #[derive(Debug, Clone, Args)]
@@ -50,7 +50,7 @@ impl DeployArgs {
 
 /// Every rank of a deployment (all nodes).
 pub fn layouts(dep: &Deployment) -> anyhow::Result<Vec<RankLayout>> {
-    Ok(crate::dist::rank_layouts(dep.tp_size, dep.ep_size, dep.dp_size)?)
+    Ok(fwdbench::dist::rank_layouts(dep.tp_size, dep.ep_size, dep.dp_size)?)
 }
 
 /// `model_conf/<model>/config_<mconf>.json` with `--set` overrides applied.

@@ -7,10 +7,10 @@ use comfy_table::Table;
 use serde::Serialize;
 
 use super::common::{layouts, load_model, DeployArgs};
-use crate::model::{build_plan, PlanOptions};
-use crate::plan::cost::{count_params, PhaseCost};
-use crate::plan::memory::{fits, plan_memory, Footprint, Target, H200_BYTES, RESERVED_BYTES};
-use crate::plan::{RankLayout, Shape};
+use fwdbench::model::{build_plan, PlanOptions};
+use fwdbench::plan::cost::{count_params, PhaseCost};
+use fwdbench::plan::memory::{fits, plan_memory, Footprint, Target, H200_BYTES, RESERVED_BYTES};
+use fwdbench::plan::{RankLayout, Shape};
 
 #[derive(Debug, Args)]
 #[command(

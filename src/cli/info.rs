@@ -2,7 +2,7 @@
 
 use clap::Args;
 
-use crate::exec::cuda::cubins;
+use fwdbench::exec::cuda::cubins;
 
 #[derive(Debug, Args)]
 #[command(after_help = "Example:\n  fwdbench info")]
@@ -24,7 +24,7 @@ pub fn info(_: InfoArgs) -> anyhow::Result<()> {
     println!("libcublasLt: {}", if cublas { "found" } else { "not found" });
     println!("libnccl: {}", if nccl { "found" } else { "not found" });
     if driver {
-        match crate::exec::cuda::device::describe_gpus() {
+        match fwdbench::exec::cuda::device::describe_gpus() {
             Ok(gpus) => gpus.iter().for_each(|g| println!("gpu: {g}")),
             Err(e) => println!("gpu: none usable ({e})"),
         }

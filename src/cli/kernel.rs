@@ -7,10 +7,12 @@ use anyhow::bail;
 use clap::{Args, Subcommand};
 
 use super::common::load_model;
-use crate::exec::cuda::gpu::Gpu;
-use crate::exec::cuda::verify::{check_ops, BF16_TOL};
-use crate::model::{build_plan, PlanOptions};
-use crate::plan::{RankLayout, Shape};
+use fwdbench::check::compare::BF16_TOL;
+use fwdbench::check::ops::check_ops;
+use fwdbench::exec::cuda::executor::CudaExecutor;
+use fwdbench::exec::cuda::weights::Values;
+use fwdbench::model::{build_plan, PlanOptions};
+use fwdbench::plan::{RankLayout, Shape};
 
 #[derive(Debug, Args)]
 pub struct KernelArgs {
@@ -58,17 +60,17 @@ pub fn kernel(args: KernelArgs) -> anyhow::Result<()> {
 
 fn check(a: KernelCheckArgs) -> anyhow::Result<()> {
     let cfg = match &a.config {
-        Some(path) => crate::config::hf::load_model_config(path, &super::parse_sets(&a.sets)?)?,
+        Some(path) => fwdbench::config::hf::load_model_config(path, &super::parse_sets(&a.sets)?)?,
         None => load_model(&a.model_dir, a.model.as_deref().unwrap_or_default(), &a.mconf, &a.sets)?.1,
     };
     let opts = PlanOptions { all_logits: false, cache_len: Some(a.seq + 1) };
     let prefill = build_plan(&cfg, RankLayout::single(), Shape::prefill(a.bsz, a.seq), opts)?;
     let decode = build_plan(&cfg, RankLayout::single(), Shape::decode(a.bsz, a.seq), opts)?;
-    let ids = crate::cli::inputs::random_ids(a.bsz, a.seq + 1, cfg.vocab_size, a.seed);
-    let step_ids =
-        vec![ids.iter().flat_map(|r| r[..a.seq].iter().copied()).collect(), ids.iter().map(|r| r[a.seq]).collect()];
-    let gpu = Gpu::new(0)?;
-    let results = check_ops(&gpu, &[prefill, decode], &step_ids, a.seed)?;
+    let ids = fwdbench::inputs::random_ids(a.bsz, a.seq + 1, cfg.vocab_size, a.seed);
+    let prefill_ids = ids.iter().map(|r| r[..a.seq].to_vec()).collect();
+    let decode_ids = ids.iter().map(|r| r[a.seq..].to_vec()).collect();
+    let mut gpu = CudaExecutor::new(&cfg, RankLayout::single(), Values::Random { seed: a.seed })?;
+    let results = check_ops(&mut gpu, a.seed, &[(prefill, prefill_ids), (decode, decode_ids)])?;
     let label = a.config.as_ref().map(|p| p.display().to_string()).unwrap_or(format!(
         "{} {}",
         a.model.as_deref().unwrap_or_default(),

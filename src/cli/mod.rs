@@ -1,14 +1,13 @@
-//! The `fwdbench` command line: one file per subcommand.
+//! The `fwdbench` command line: one file per subcommand. It turns flags into the
+//! library's own inputs (configs, deployments, `bench::BenchOptions`) and prints results;
+//! nothing in the library depends on it.
 
 mod check;
 mod common;
 mod count;
 mod info;
-pub mod inputs;
 mod kernel;
 mod run;
-
-pub use run::RunArgs;
 
 use clap::{Parser, Subcommand};
 

@@ -4,6 +4,9 @@ use std::path::PathBuf;
 
 use clap::Args;
 
+use fwdbench::bench::BenchOptions;
+use fwdbench::plan::Phase;
+
 use super::common::{layouts, load_model, DeployArgs};
 
 #[derive(Debug, Args)]
@@ -51,19 +54,42 @@ pub struct RunArgs {
     pub prompt_file: Option<PathBuf>,
 }
 
+impl RunArgs {
+    /// The library's options; `model_dir` is the model's own folder (its tokenizer).
+    fn bench_options(&self, model_dir: PathBuf) -> BenchOptions {
+        BenchOptions {
+            model: self.model.clone(),
+            mconf: self.mconf.clone(),
+            base: self.deploy.base.clone(),
+            deploy: self.deploy.deploy.clone(),
+            model_dir,
+            warmup: self.warmup,
+            iters: self.iters,
+            flush: !self.no_flush,
+            graph: !self.no_graph,
+            // Other names (the seed's `both`, `none`) profile nothing, as before.
+            profile: [Phase::Prefill, Phase::Decode].into_iter().find(|p| self.profile.as_deref() == Some(p.name())),
+            seed: self.seed,
+            prompt_file: self.prompt_file.clone(),
+            results_dir: self.results_dir.clone(),
+            save: self.save,
+        }
+    }
+}
+
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
     // Every input is validated before any device is touched.
     let (model_dir, cfg) = load_model(&args.model_dir, &args.model, &args.mconf, &args.sets)?;
     let (conf, dep) = args.deploy.load()?;
     let ranks = layouts(&dep)?;
-    let shapes = crate::config::shapes::load_shapes(&args.shapes)?;
+    let shapes = fwdbench::config::shapes::load_shapes(&args.shapes)?;
     if let Some(p) = &args.prompt_file {
-        super::inputs::prompt_ids(p, &model_dir, 1, 1)?;
+        fwdbench::inputs::prompt_ids(p, &model_dir, 1, 1)?;
     }
     let ignored = conf.ignored_keys();
     if !ignored.is_empty() {
         eprintln!("conf keys fwdbench does not implement (ignored): {}", ignored.join(", "));
     }
-    crate::exec::cuda::device::require_cuda()?;
-    crate::bench::run_grid(&args, &cfg, &model_dir, &dep, &ranks, &shapes)
+    fwdbench::exec::cuda::device::require_cuda()?;
+    fwdbench::bench::run_grid(&args.bench_options(model_dir), &cfg, &dep, &ranks, &shapes)
 }

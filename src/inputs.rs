@@ -1,5 +1,6 @@
 //! Token ids for a forward: random (seeded), from an ids json, or real text tokenised
-//! with the model folder's tokenizer.json.
+//! with the model folder's tokenizer.json. Errors name the flags that give these files
+//! (`--input`, `--prompt-file`), the only way a user reaches them.
 
 use std::path::Path;
 

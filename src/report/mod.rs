@@ -1,0 +1,167 @@
+//! What a run shows and keeps: the terminal table, the raw log (results/raw_output/), CSV
+//! rows (results/csv/, with --save) and per-op profiles (results/<model>_profile/). The
+//! report formats and writes what it is handed; measuring is the bench's.
+
+mod csv_rows;
+mod profile;
+mod raw_log;
+mod row;
+mod stats;
+mod table;
+
+pub use csv_rows::{CsvRows, COLUMNS};
+pub use profile::write_profile;
+pub use raw_log::RawLog;
+pub use row::{Row, COPY_GBS, PEAK_TFLOPS};
+pub use stats::Stats;
+pub use table::{row_line, skipped_line, HEADER};
+
+use std::path::Path;
+
+use crate::plan::Shape;
+
+/// What every row of a run shares: model, conf layers, GPU and build.
+#[derive(Debug, Clone)]
+pub struct Meta {
+    pub model: String,
+    pub mconf: String,
+    pub base: String,
+    pub deploy: String,
+    pub backend: String,
+    pub gpu: String,
+    pub rev: String,
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// Rows as they complete: printed, logged and (with `save`) appended to CSV, so a failing
+/// shape loses nothing measured before it.
+pub struct Reporter {
+    raw: RawLog,
+    csv: Option<CsvRows>,
+    meta: Meta,
+    rows: usize,
+    skipped: usize,
+}
+
+impl Reporter {
+    pub fn new(meta: Meta, results_dir: &Path, save: bool) -> anyhow::Result<Self> {
+        let raw = RawLog::create(results_dir, &meta)?;
+        let csv = if save { Some(CsvRows::open(results_dir, &meta)?) } else { None };
+        println!("{} {} on {} ({}), deploy {}", meta.model, meta.mconf, meta.gpu, meta.backend, meta.deploy);
+        println!("{HEADER}");
+        Ok(Reporter { raw, csv, meta, rows: 0, skipped: 0 })
+    }
+
+    pub fn row(&mut self, r: &Row) -> anyhow::Result<()> {
+        let line = row_line(r);
+        println!("{line}");
+        self.raw.line(&line)?;
+        if let Some(w) = &mut self.csv {
+            w.write(&self.meta, r)?;
+        }
+        self.rows += 1;
+        Ok(())
+    }
+
+    pub fn skipped(&mut self, shape: Shape, reason: &str) -> anyhow::Result<()> {
+        let line = skipped_line(shape, reason);
+        println!("{line}");
+        self.raw.line(&line)?;
+        self.skipped += 1;
+        Ok(())
+    }
+
+    pub fn finish(self) -> anyhow::Result<()> {
+        println!("{} rows measured, {} skipped", self.rows, self.skipped);
+        if self.rows == 0 && self.skipped > 0 {
+            anyhow::bail!("no shape could be measured");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::hf::load_model_config;
+    use crate::model::{build_plan, PlanOptions};
+    use crate::plan::cost::PhaseCost;
+    use crate::plan::{RankLayout, Shape};
+
+    fn meta() -> Meta {
+        let s = |v: &str| v.to_string();
+        Meta {
+            model: s("qwen"),
+            mconf: s("2l"),
+            base: s("base"),
+            deploy: s("tp1"),
+            backend: s("fa3"),
+            gpu: s("H200"),
+            rev: s("abc"),
+        }
+    }
+
+    fn plan() -> (crate::config::model::ModelConfig, crate::plan::Plan) {
+        let cfg = load_model_config(Path::new("tests/fixtures/qwen3/config.json"), &[]).unwrap();
+        let plan = build_plan(&cfg, RankLayout::single(), Shape::decode(2, 16), PlanOptions::default()).unwrap();
+        (cfg, plan)
+    }
+
+    #[test]
+    fn rows_reach_the_raw_log_and_csv() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cfg, plan) = plan();
+        let cost = PhaseCost::of(&plan, &cfg);
+        let row = Row::new(&plan, &cost, Stats::of(&[2.0, 1.0, 3.0]), true);
+        assert_eq!((row.bsz, row.seq, row.tokens), (2, 16, 2));
+        for _ in 0..2 {
+            let mut r = Reporter::new(meta(), dir.path(), true).unwrap();
+            r.row(&row).unwrap();
+            r.skipped(Shape::prefill(4, 8), "does not fit").unwrap();
+            r.finish().unwrap();
+        }
+        let csv = std::fs::read_to_string(dir.path().join("csv/qwen_2l.csv")).unwrap();
+        let lines: Vec<&str> = csv.lines().collect();
+        assert_eq!(lines.len(), 3, "one header, then one row per run: {csv}");
+        assert_eq!(lines[0], COLUMNS.join(","));
+        let fields: Vec<&str> = lines[1].split(',').collect();
+        assert_eq!(fields.len(), COLUMNS.len());
+        assert_eq!(&fields[..9], ["qwen", "2l", "base", "tp1", "fa3", "decode", "2", "16", "2.0000"]);
+        assert_eq!(fields[17], "true");
+        let logs: Vec<_> = std::fs::read_dir(dir.path().join("raw_output")).unwrap().flatten().collect();
+        let log = std::fs::read_to_string(logs[0].path()).unwrap();
+        let lines: Vec<&str> = log.lines().collect();
+        assert!(lines[0].starts_with("# fwdbench abc on H200 (fa3), model qwen 2l, deploy tp1"), "{log}");
+        assert_eq!(lines[1], HEADER);
+        assert!(lines[2].starts_with("decode     2     16        2       2.000") && lines[2].ends_with("(graph)"));
+        assert_eq!(lines[3], "prefill    4      8   skipped: does not fit");
+    }
+
+    #[test]
+    fn a_run_with_only_skipped_shapes_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = Reporter::new(meta(), dir.path(), false).unwrap();
+        r.skipped(Shape::prefill(1, 8), "does not fit").unwrap();
+        assert!(r.finish().unwrap_err().to_string().contains("no shape could be measured"));
+        assert!(!dir.path().join("csv").exists(), "no CSV without --save");
+    }
+
+    #[test]
+    fn profile_has_one_row_per_op_with_the_given_times() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cfg, plan) = plan();
+        let times: Vec<f64> = (0..plan.ops.len()).map(|i| i as f64 * 0.5).collect();
+        let path = write_profile(dir.path(), "qwen", "2l", &plan, &cfg, &times).unwrap();
+        assert_eq!(path, dir.path().join("qwen_profile/2l_decode_b2_s16.csv"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "index,layer,name,kind,ms,gflop,mb");
+        assert_eq!(lines.len(), plan.ops.len() + 1);
+        let last: Vec<&str> = lines[plan.ops.len()].split(',').collect();
+        assert_eq!(last[4], format!("{:.4}", (plan.ops.len() - 1) as f64 * 0.5));
+        assert!(write_profile(dir.path(), "qwen", "2l", &plan, &cfg, &times[1..]).is_err());
+    }
+}
