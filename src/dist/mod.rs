@@ -3,6 +3,7 @@
 
 pub mod comm_model;
 pub mod nccl;
+pub mod projection;
 pub mod rendezvous;
 pub mod thread_comm;
 

@@ -19,7 +19,16 @@ type Launcher = Box<dyn Fn(&Gpu, KernelName, LaunchConfig) -> anyhow::Result<()>
 /// One prepared device call of an op.
 pub enum Call {
     Kernel(KernelName, LaunchConfig, Launcher),
-    Gemm { shape: GemmShape, x: u64, w: u64, out: u64, bias: Option<u64>, alpha: f32 },
+    Gemm {
+        shape: GemmShape,
+        x: u64,
+        w: u64,
+        out: u64,
+        bias: Option<u64>,
+        alpha: f32,
+    },
+    /// Anything else enqueued on the stream (NCCL calls, device copies).
+    Custom(Box<dyn Fn(&Gpu) -> anyhow::Result<()>>),
 }
 
 impl Call {
@@ -30,6 +39,7 @@ impl Call {
             Call::Gemm { shape, x, w, out, bias, alpha } => {
                 gpu.gemm.borrow_mut().run(&gpu.stream, shape, *x, *w, *out, *bias, *alpha)
             }
+            Call::Custom(f) => f(gpu),
         }
     }
 }
