@@ -15,6 +15,8 @@ use crate::plan::{CacheId, Plan, View, WeightId};
 
 /// A kernel launch with its parameters captured (each kernel has its own Params type).
 type Launcher = Box<dyn Fn(&Gpu, KernelName, LaunchConfig) -> anyhow::Result<()>>;
+/// Any other work enqueued on the GPU's stream.
+type Enqueue = Box<dyn Fn(&Gpu) -> anyhow::Result<()>>;
 
 /// One prepared device call of an op.
 pub enum Call {
@@ -28,7 +30,7 @@ pub enum Call {
         alpha: f32,
     },
     /// Anything else enqueued on the stream (NCCL calls, device copies).
-    Custom(Box<dyn Fn(&Gpu) -> anyhow::Result<()>>),
+    Custom(Enqueue),
 }
 
 impl Call {
