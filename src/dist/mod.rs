@@ -2,7 +2,9 @@
 //! CPU reference (so sharded plans are tested in CI), NCCL for the CUDA engine.
 
 pub mod comm_model;
+pub mod launch;
 pub mod nccl;
+pub mod projection;
 pub mod rendezvous;
 pub mod thread_comm;
 

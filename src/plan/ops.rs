@@ -266,8 +266,7 @@ mod tests {
     fn family_files(stem: &str) -> Vec<String> {
         let mut files = vec![format!("src/exec/cpu/ops/{stem}.rs")];
         match stem {
-            "collective" => {}
-            "linear" => files.push(format!("src/exec/cuda/kernels/{stem}.rs")),
+            "linear" | "collective" => files.push(format!("src/exec/cuda/kernels/{stem}.rs")),
             "attention" => files.extend(
                 ["src/exec/cuda/kernels/attention.rs", "kernels/attention_prefill.cu", "kernels/attention_decode.cu"]
                     .map(String::from),
@@ -287,7 +286,8 @@ mod tests {
                 seen.extend(plan.ops.iter().map(|p| p.op.family()));
             }
         }
-        for stem in ["embed", "norm", "linear", "act", "rope", "attention", "mla", "route", "moe", "misc"] {
+        for stem in ["embed", "norm", "linear", "act", "rope", "attention", "mla", "route", "moe", "misc", "collective"]
+        {
             assert!(seen.contains(stem), "no tiny plan has a {stem} op");
         }
         for stem in seen.iter().copied().chain(["collective"]) {

@@ -2,7 +2,7 @@
 //! activation arena laid out by the memory planner, one scratch region), every op turned
 //! into prepared launches. A bound plan runs eagerly or is captured into a CUDA graph.
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 
 use super::gpu::Gpu;
 use super::kernels;
@@ -45,9 +45,6 @@ impl BoundPlan {
     /// Allocates the plan's arena and scratch and prepares every call. `weights` and
     /// `caches` are already on the GPU; the rest must fit beside them.
     pub fn new(gpu: &Gpu, plan: Plan, weights: &[u64], caches: &DeviceCaches) -> anyhow::Result<Self> {
-        if plan.layout.world > 1 {
-            bail!("multi-GPU execution (NCCL collectives) is not built yet: run with a tp1 deployment");
-        }
         let memory = plan_memory(&plan, Target { sm_count: gpu.sm_count });
         let resident = memory.weight_bytes + memory.kv_bytes + memory.workspace_bytes;
         let (free, _) = gpu.ctx.mem_get_info()?;

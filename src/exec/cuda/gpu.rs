@@ -2,6 +2,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::rc::Rc;
 use std::sync::Arc;
 
 use anyhow::{anyhow, Context};
@@ -11,6 +12,7 @@ use cudarc::nvrtc::Ptx;
 
 use super::cubins::CUBINS;
 use super::gemm::Gemm;
+use super::kernels::collective::CollectiveBackend;
 
 pub type KernelName = (&'static str, &'static str);
 
@@ -23,6 +25,8 @@ pub struct Gpu {
     pub gemm: RefCell<Gemm>,
     pub sm_count: i32,
     pub name: String,
+    /// How sharded plans' collectives run on this GPU (none: single-rank plans only).
+    collectives: RefCell<Option<Rc<CollectiveBackend>>>,
 }
 
 impl Gpu {
@@ -51,7 +55,17 @@ impl Gpu {
             gemm: RefCell::new(Gemm::new()?),
             sm_count,
             name,
+            collectives: RefCell::new(None),
         })
+    }
+
+    /// Sets how collectives run for plans bound from now on.
+    pub fn set_collectives(&self, backend: CollectiveBackend) {
+        *self.collectives.borrow_mut() = Some(Rc::new(backend));
+    }
+
+    pub fn collectives(&self) -> Option<Rc<CollectiveBackend>> {
+        self.collectives.borrow().clone()
     }
 
     fn func(&self, k: KernelName, smem: u32) -> anyhow::Result<CudaFunction> {

@@ -3,14 +3,15 @@
 //! heuristics, and `prepare`, which turns one plan op into its prepared device calls.
 //! The `#[repr(C)]` structs, `#[repr(i32)]` code enums and public integer constants here are
 //! the single definition: build.rs generates the header the kernels include
-//! (`fwdbench_params.h`) from these files with cbindgen.
-//! `linear` has no .cu (cuBLASLt); attention's kernels live in `attention_prefill.cu` and
+//! (`fwdbench_params.h`) from these files with cbindgen. `linear` (cuBLASLt) and
+//! `collective` (NCCL) have no .cu; attention's kernels live in `attention_prefill.cu` and
 //! `attention_decode.cu`, joined by `attention.rs`.
 
 pub mod act;
 pub mod attention;
 pub mod attention_decode;
 pub mod attention_prefill;
+pub mod collective;
 pub mod embed;
 pub mod init;
 pub mod linear;
@@ -33,6 +34,7 @@ pub fn scratch_bytes(plan: &Plan, op: &Op, target: Target) -> usize {
         Op::Attention { .. } => attention::scratch_bytes(plan, op, target),
         Op::MlaPrefillAttention { .. } | Op::MlaDecodeAttention { .. } => mla::scratch_bytes(plan, op, target),
         Op::Moe { .. } => moe::MoeScratch::of(plan, op).1,
+        Op::Collective { .. } => collective::scratch_bytes(plan, op, target),
         _ => 0,
     };
     bytes.div_ceil(256) * 256
@@ -53,6 +55,6 @@ pub fn prepare(cx: &mut prepare::Prep, op: &Op) -> anyhow::Result<Vec<prepare::C
         Op::Route { .. } => route::prepare(cx, op),
         Op::Moe { .. } => moe::prepare(cx, op),
         Op::GatherRows { .. } => misc::prepare(cx, op),
-        Op::Collective { .. } => anyhow::bail!("plan has a collective but runs on one GPU"),
+        Op::Collective { .. } => collective::prepare(cx, op),
     }
 }

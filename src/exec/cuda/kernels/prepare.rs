@@ -15,11 +15,22 @@ use crate::plan::{CacheId, Plan, View, WeightId};
 
 /// A kernel launch with its parameters captured (each kernel has its own Params type).
 type Launcher = Box<dyn Fn(&Gpu, KernelName, LaunchConfig) -> anyhow::Result<()>>;
+/// Any other work enqueued on the GPU's stream.
+type Enqueue = Box<dyn Fn(&Gpu) -> anyhow::Result<()>>;
 
 /// One prepared device call of an op.
 pub enum Call {
     Kernel(KernelName, LaunchConfig, Launcher),
-    Gemm { shape: GemmShape, x: u64, w: u64, out: u64, bias: Option<u64>, alpha: f32 },
+    Gemm {
+        shape: GemmShape,
+        x: u64,
+        w: u64,
+        out: u64,
+        bias: Option<u64>,
+        alpha: f32,
+    },
+    /// Anything else enqueued on the stream (NCCL calls, device copies).
+    Custom(Enqueue),
 }
 
 impl Call {
@@ -30,6 +41,7 @@ impl Call {
             Call::Gemm { shape, x, w, out, bias, alpha } => {
                 gpu.gemm.borrow_mut().run(&gpu.stream, shape, *x, *w, *out, *bias, *alpha)
             }
+            Call::Custom(f) => f(gpu),
         }
     }
 }
