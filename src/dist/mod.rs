@@ -7,6 +7,7 @@ pub mod nccl;
 pub mod projection;
 pub mod rendezvous;
 pub mod thread_comm;
+pub mod worker;
 
 use thiserror::Error;
 
