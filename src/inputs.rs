@@ -18,13 +18,28 @@ pub fn read_ids_json(path: &Path) -> anyhow::Result<Vec<Vec<i32>>> {
     let mut ids = Vec::new();
     for (i, row) in rows.iter().enumerate() {
         let row = row.as_array().with_context(|| format!("{}: input_ids[{i}] is not a list", path.display()))?;
-        let row: Option<Vec<i32>> = row.iter().map(|v| v.as_i64().map(|x| x as i32)).collect();
-        ids.push(row.with_context(|| format!("{}: input_ids[{i}] holds a non-integer", path.display()))?);
+        let mut parsed = Vec::with_capacity(row.len());
+        for v in row {
+            // Checked before any narrowing: 234 + 2^32 must not wrap to a valid id.
+            let id = v.as_i64().and_then(|x| i32::try_from(x).ok()).filter(|x| *x >= 0).with_context(|| {
+                format!("{}: input_ids[{i}] holds {v}, which is not a token id (0 <= id < 2^31)", path.display())
+            })?;
+            parsed.push(id);
+        }
+        ids.push(parsed);
     }
     if ids.is_empty() || ids.iter().any(|r| r.len() != ids[0].len() || r.is_empty()) {
         bail!("{}: input_ids must be a non-empty list of equally long, non-empty rows", path.display());
     }
     Ok(ids)
+}
+
+/// Fails naming `source` when an id is outside the model's vocabulary `[0, vocab)`.
+pub fn check_vocab(ids: &[Vec<i32>], vocab: usize, source: &str) -> anyhow::Result<()> {
+    if let Some(bad) = ids.iter().flatten().find(|&&i| i < 0 || i as usize >= vocab) {
+        bail!("{source}: token id {bad} is outside the model's vocabulary [0, {vocab}); use a tokenizer that matches the model");
+    }
+    Ok(())
 }
 
 /// Seeded random ids in `[0, vocab)`.
@@ -80,6 +95,20 @@ mod tests {
         assert_eq!(&got[0][..expected.len()], &expected[..]);
         assert_eq!(got[0][expected.len()..], expected[..3], "ids repeat to fill the length");
         assert_eq!(got[0], got[1]);
+    }
+
+    #[test]
+    fn ids_that_would_wrap_or_leave_the_vocabulary_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("input.json");
+        for (ids, needle) in [("[[1, 4294967530]]", "4294967530"), ("[[1, -3]]", "-3"), ("[[1, 2.5]]", "2.5")] {
+            std::fs::write(&path, format!("{{\"input_ids\": {ids}}}")).unwrap();
+            let e = read_ids_json(&path).unwrap_err().to_string();
+            assert!(e.contains("input.json") && e.contains(needle), "{e}");
+        }
+        let e = check_vocab(&[vec![1, 300]], 264, "--input x.json").unwrap_err().to_string();
+        assert!(e.contains("300") && e.contains("264") && e.contains("--input x.json"), "{e}");
+        assert!(check_vocab(&[vec![0, 263]], 264, "x").is_ok());
     }
 
     #[test]

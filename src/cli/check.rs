@@ -8,7 +8,6 @@ use clap::{Args, ValueEnum};
 use super::common::{layouts, DeployArgs};
 use fwdbench::check::compare::{CPU_LOGITS_TOL, CUDA_LOGITS_TOL, MIN_TOP1};
 use fwdbench::check::{compare, cpu_logits, cuda_logits, expected_rows, CheckMode};
-use fwdbench::config::hf::load_model_config;
 use fwdbench::weights::SafetensorsWeights;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -40,17 +39,17 @@ pub struct CheckArgs {
     #[arg(long)]
     pub decode: bool,
     /// Largest accepted relative L2 error (default 1e-4 on the CPU, 2e-2 on CUDA).
-    #[arg(long)]
+    #[arg(long, value_parser = positive_finite)]
     pub tol: Option<f64>,
-    /// Smallest accepted top-1 agreement.
-    #[arg(long, default_value_t = MIN_TOP1)]
+    /// Smallest accepted top-1 agreement, a fraction in [0, 1].
+    #[arg(long, default_value_t = MIN_TOP1, value_parser = fraction)]
     pub min_top1: f64,
     #[command(flatten)]
     pub deploy: DeployArgs,
 }
 
 pub fn check(args: CheckArgs) -> anyhow::Result<()> {
-    let cfg = load_model_config(&args.config, &[])?;
+    let cfg = super::common::load_config_file(&args.config, &[])?;
     let (_, dep) = args.deploy.load()?;
     let layouts = layouts(&dep)?;
     let weights = SafetensorsWeights::open(&args.weights)?;
@@ -66,9 +65,7 @@ pub fn check(args: CheckArgs) -> anyhow::Result<()> {
             cfg.vocab_size
         );
     }
-    if let Some(bad) = ids.iter().flatten().find(|&&i| i < 0 || i as usize >= cfg.vocab_size) {
-        bail!("--input {}: token id {bad} is outside the vocabulary [0, {})", args.input.display(), cfg.vocab_size);
-    }
+    fwdbench::inputs::check_vocab(&ids, cfg.vocab_size, &format!("--input {}", args.input.display()))?;
     let mode = if args.decode { CheckMode::Decode } else { CheckMode::Prefill };
     let got = match args.device {
         Device::Cpu => cpu_logits(&cfg, layouts, &weights, &ids, mode)?,
@@ -98,4 +95,35 @@ pub fn check(args: CheckArgs) -> anyhow::Result<()> {
         bail!("logits differ from {} beyond tolerance", args.expect.display());
     }
     Ok(())
+}
+
+/// A tolerance: a finite number above zero (NaN would make every comparison pass or fail).
+fn positive_finite(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("`{text}` is not a positive finite number (e.g. 2e-2)")),
+    }
+}
+
+/// A fraction of rows: a number in [0, 1].
+fn fraction(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!("`{text}` is not a fraction between 0 and 1 (e.g. 0.99)")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tolerances_must_be_meaningful_numbers() {
+        assert_eq!(positive_finite("2e-2"), Ok(2e-2));
+        for bad in ["NaN", "-1", "0", "inf", "x"] {
+            assert!(positive_finite(bad).is_err(), "{bad}");
+        }
+        assert_eq!(fraction("0.99"), Ok(0.99));
+        assert!(fraction("2").is_err() && fraction("NaN").is_err() && fraction("-0.1").is_err());
+    }
 }

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::Args;
 
-use fwdbench::config::hf::load_model_config;
+use fwdbench::config::hf::load_model_config_with_warnings;
 use fwdbench::config::model::ModelConfig;
 use fwdbench::config::run_conf::{load_run_conf, ConfLayers, Deployment, RunConf};
 use fwdbench::plan::RankLayout;
@@ -73,7 +73,17 @@ pub fn load_model(
             .unwrap_or_default();
         anyhow::bail!("--model {model}: no folder {} (known models: {})", dir.display(), known.join(", "));
     }
-    let overrides = super::parse_sets(sets)?;
-    let cfg = load_model_config(&path, &overrides).with_context(|| format!("--model {model} --mconf {mconf}"))?;
+    let cfg = load_config_file(&path, sets).with_context(|| format!("--model {model} --mconf {mconf}"))?;
     Ok((dir, cfg))
+}
+
+/// A model config file with `--set` overrides; what its parse noticed (unknown keys,
+/// likely typos) is printed as warnings, in every subcommand that reads a config.
+pub fn load_config_file(path: &Path, sets: &[String]) -> anyhow::Result<ModelConfig> {
+    let overrides = super::parse_sets(sets)?;
+    let loaded = load_model_config_with_warnings(path, &overrides)?;
+    for w in &loaded.warnings {
+        eprintln!("warning: {w}");
+    }
+    Ok(loaded.config)
 }
