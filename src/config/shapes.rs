@@ -16,8 +16,9 @@ const FORMAT: &str = "`{1,8,64};{128,1024}` (batch sizes ; sequence lengths, pos
 
 pub const MAX_BATCH: usize = 1 << 16;
 pub const MAX_SEQ: usize = 1 << 22;
-/// Kernels index the tokens of one forward with 32-bit integers.
-pub const MAX_TOKENS: usize = (1 << 31) - 1;
+/// New tokens of one forward (16M: far beyond any prefill served; the plan holds a
+/// position per token, so this also bounds host memory).
+pub const MAX_TOKENS: usize = 1 << 24;
 pub const MAX_SHAPES: usize = 4096;
 
 #[derive(Debug, Error)]
@@ -140,7 +141,7 @@ mod tests {
             ("{1,8;{128}", "unbalanced"),
             ("1,8};128", "unbalanced"),
             ("{70000};{128}", "above the limit"),
-            ("{65536};{65536}", "tokens in one forward"),
+            ("{65536};{4096}", "tokens in one forward"),
             ("{1};{99999999999999999999}", "above the limit"),
             ("{1,,8};{128}", "empty entry"),
             ("{1};{2};{3}", "3 `;`"),

@@ -19,7 +19,13 @@ pub enum LayoutError {
     NotMultiple { tp: usize, what: &'static str, value: usize },
     #[error("{0} must be at least 1")]
     Zero(&'static str),
+    #[error("{what} {value} is above the {MAX_RANKS} ranks fwdbench plans; check the deploy file or --conf")]
+    TooMany { what: &'static str, value: usize },
 }
+
+/// The largest world a deployment may name (every rank gets a layout and, under
+/// projection, a plan): far beyond any served deployment.
+pub const MAX_RANKS: usize = 4096;
 
 /// The rank layouts of a deployment with `tp` ranks (SGLang's world = tp_size), `ep`
 /// expert-parallel groups and `dp` data-parallel attention groups.
@@ -27,6 +33,9 @@ pub fn rank_layouts(tp: usize, ep: usize, dp: usize) -> Result<Vec<RankLayout>, 
     for (v, name) in [(tp, "tp_size"), (ep, "ep_size"), (dp, "dp_size")] {
         if v == 0 {
             return Err(LayoutError::Zero(name));
+        }
+        if v > MAX_RANKS {
+            return Err(LayoutError::TooMany { what: name, value: v });
         }
     }
     if !tp.is_multiple_of(ep) {
@@ -51,5 +60,6 @@ mod tests {
         assert_eq!(l[5].group_ranks(Group::DpPeers), vec![1, 5]);
         assert_eq!(l[5].ep_rank(), 5);
         assert_eq!(rank_layouts(8, 3, 1).unwrap_err(), LayoutError::NotMultiple { tp: 8, what: "ep_size", value: 3 });
+        assert_eq!(rank_layouts(1 << 40, 1, 1).unwrap_err(), LayoutError::TooMany { what: "tp_size", value: 1 << 40 });
     }
 }

@@ -31,6 +31,8 @@ pub enum PlanError {
     TooLong { seq: usize, max: usize },
     #[error("shape has zero {0}: batch and sequence length must be at least 1")]
     Empty(&'static str),
+    #[error("{what} {value} is above fwdbench's limit of {limit}; use a smaller --bsz / --seq or shapes file")]
+    TooLarge { what: &'static str, value: usize, limit: usize },
 }
 
 /// Where the norm weights of a slot live in the checkpoint.
@@ -84,6 +86,10 @@ pub fn vocab_shard(vocab: usize, attn_tp: usize) -> usize {
     vocab.div_ceil(64 * attn_tp) * 64
 }
 
+/// Tokens all sequences of one forward may hold in their KV caches together (the
+/// seed's largest grids reach 256 x 8192 = 2M).
+pub const MAX_CACHED_TOKENS: usize = 1 << 28;
+
 /// Checks that the deployment can shard this model; one clear error otherwise.
 pub fn check_layout(cfg: &ModelConfig, layout: &RankLayout, shape: &Shape) -> Result<(), PlanError> {
     use crate::config::model::AttentionConfig;
@@ -100,6 +106,21 @@ pub fn check_layout(cfg: &ModelConfig, layout: &RankLayout, shape: &Shape) -> Re
     if shape.seq == 0 && shape.phase == crate::plan::Phase::Prefill {
         return Err(PlanError::Empty("sequence length"));
     }
+    // Bounded before anything is sized from the shape (checked products: no wrap-around).
+    use crate::config::shapes::{MAX_BATCH, MAX_SEQ, MAX_TOKENS};
+    let too_large = |what, value: usize, limit: usize| {
+        if value > limit {
+            Err(PlanError::TooLarge { what, value, limit })
+        } else {
+            Ok(())
+        }
+    };
+    too_large("batch size", shape.batch, MAX_BATCH)?;
+    too_large("sequence length", shape.seq, MAX_SEQ)?;
+    let tokens = shape.batch.checked_mul(shape.new_tokens_per_seq()).unwrap_or(usize::MAX);
+    too_large("tokens per forward (batch x new tokens)", tokens, MAX_TOKENS)?;
+    let cached = shape.batch.checked_mul(shape.context()).unwrap_or(usize::MAX);
+    too_large("cached tokens (batch x context)", cached, MAX_CACHED_TOKENS)?;
     div("batch size", shape.batch, "dp_size", layout.dp)?;
     let kv_div = |heads: usize, what| {
         if layout.attn_tp >= heads {
