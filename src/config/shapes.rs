@@ -180,7 +180,7 @@ mod tests {
     proptest! {
         #[test]
         fn formatted_grids_parse_back(grids in prop::collection::vec(
-            (prop::collection::vec(1usize..512, 1..5), prop::collection::vec(1usize..65536, 1..5)), 1..5)) {
+            (prop::collection::vec(1usize..512, 1..5), prop::collection::vec(1usize..32768, 1..5)), 1..5)) {
             let text: String = grids.iter().map(|(b, s)| format!("{};{}\n", format_grid(b), format_grid(s))).collect();
             let mut expected: Vec<(usize, usize)> = Vec::new();
             for (batches, seqs) in &grids {

@@ -117,9 +117,9 @@ pub fn check_layout(cfg: &ModelConfig, layout: &RankLayout, shape: &Shape) -> Re
     };
     too_large("batch size", shape.batch, MAX_BATCH)?;
     too_large("sequence length", shape.seq, MAX_SEQ)?;
-    let tokens = shape.batch.checked_mul(shape.new_tokens_per_seq()).unwrap_or(usize::MAX);
+    let tokens = shape.batch.saturating_mul(shape.new_tokens_per_seq());
     too_large("tokens per forward (batch x new tokens)", tokens, MAX_TOKENS)?;
-    let cached = shape.batch.checked_mul(shape.context()).unwrap_or(usize::MAX);
+    let cached = shape.batch.saturating_mul(shape.context());
     too_large("cached tokens (batch x context)", cached, MAX_CACHED_TOKENS)?;
     div("batch size", shape.batch, "dp_size", layout.dp)?;
     let kv_div = |heads: usize, what| {
