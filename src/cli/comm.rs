@@ -53,8 +53,10 @@ pub struct CommBenchArgs {
     /// eager (one collective between events), graph (collectives replayed from a CUDA graph), or both.
     #[arg(long, default_value = "eager,graph")]
     pub mode: String,
+    /// Timed iterations per size; the table keeps their median, p10 and p90.
     #[arg(long, default_value_t = 20)]
     pub iters: usize,
+    /// Untimed iterations per size first (NCCL sets up connections lazily).
     #[arg(long, default_value_t = 5)]
     pub warmup: usize,
     /// Collectives captured back to back in one graph (graph mode's time is a replay over this).
@@ -72,6 +74,7 @@ pub struct CommBenchArgs {
     /// This node's rank, from 0 (several nodes).
     #[arg(long, default_value_t = 0)]
     pub rank: usize,
+    /// Nodes in the run, each running this command with its own --rank.
     #[arg(long, default_value_t = 1)]
     pub nnodes: usize,
     /// Port of rank 0's rendezvous.
