@@ -4,6 +4,8 @@
 //! from a captured CUDA graph (unless `graph` is off). Measurements go to `report` as
 //! they complete, so a failing shape loses nothing measured.
 
+pub mod comm;
+
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};

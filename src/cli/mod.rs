@@ -3,6 +3,7 @@
 //! nothing in the library depends on it.
 
 mod check;
+mod comm;
 mod common;
 mod count;
 mod info;
@@ -34,6 +35,8 @@ pub enum Command {
     Info(info::InfoArgs),
     /// Per-kernel checks against the CPU reference.
     Kernel(kernel::KernelArgs),
+    /// NCCL collectives over the local GPUs: `comm bench` writes the projection's communication table.
+    Comm(comm::CommArgs),
 }
 
 pub fn main() -> anyhow::Result<()> {
@@ -44,6 +47,7 @@ pub fn main() -> anyhow::Result<()> {
         Command::Check(a) => check::check(a),
         Command::Info(a) => info::info(a),
         Command::Kernel(a) => kernel::kernel(a),
+        Command::Comm(a) => comm::comm(a),
     }
 }
 

@@ -333,7 +333,9 @@ impl CommModel {
 
     fn with_table(mut self, table: &CommTable, source: &str) -> CommModel {
         let mut grouped: BTreeMap<(CommOp, usize, Mode), Vec<(f64, f64)>> = BTreeMap::new();
-        for p in &table.points {
+        // One rank sends nothing (`predict` gives it 0), and its ring factor of 0 would
+        // scale every other world size's message to infinity: such rows are not a series.
+        for p in table.points.iter().filter(|p| p.ranks > 1) {
             grouped.entry((p.op, p.ranks, p.mode)).or_default().push((p.bytes as f64, p.us_median));
         }
         for (key, points) in grouped {
