@@ -47,3 +47,41 @@ fn gpu_logits_match_fixtures() {
         }
     }
 }
+
+#[test]
+fn gpu_weight_generator_matches_the_cpu_bit_for_bit() {
+    // CPU and GPU derive random weights from the same counter RNG; a drift would make every
+    // GPU-vs-CPU check compare different models. Indices near 2^40 cover the 64-bit index path.
+    if !gpu_available() {
+        return;
+    }
+    use fwdbench::exec::cuda::gpu::Gpu;
+    use fwdbench::exec::cuda::kernels::init::{fill_normal_launch, FillNormalParams, FILL_NORMAL_F32};
+    use fwdbench::exec::cuda::memory::DeviceBuffer;
+    let gpu = Gpu::new(0).unwrap();
+    let (rows, cols, ld, row0, seed) = (3usize, 37usize, 1i64 << 20, 1i64 << 20, 0x35f7_803b_9f2e_f067u64);
+    let buf = DeviceBuffer::zeroed(rows * cols * 4).unwrap();
+    let p = FillNormalParams {
+        dst: buf.ptr,
+        dst_ld: cols as i64,
+        rows: rows as i64,
+        cols: cols as i64,
+        seed,
+        mean: 0.0,
+        std: 0.02,
+        src_row0: row0,
+        src_col0: 5,
+        src_ld: ld,
+        transposed: 0,
+    };
+    gpu.launch(FILL_NORMAL_F32, fill_normal_launch(rows, cols), p).unwrap();
+    gpu.sync().unwrap();
+    let got: Vec<f32> = buf.download(rows * cols).unwrap();
+    for r in 0..rows {
+        for c in 0..cols {
+            let index = ((row0 + r as i64) * ld + 5 + c as i64) as u64;
+            let want = fwdbench::weights::rng::value(seed, index, 0.0, 0.02);
+            assert_eq!(got[r * cols + c].to_bits(), want.to_bits(), "row {r} col {c} (index {index})");
+        }
+    }
+}

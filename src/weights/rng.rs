@@ -81,8 +81,8 @@ mod tests {
 
 #[cfg(test)]
 mod golden {
-    /// (seed, index, unit bits, value(mean 0, std 0.02) bits). The same table sits in
-    /// kernels/dev/elementwise_test.cu, so the GPU generator is pinned to these numbers.
+    /// (seed, index, unit bits, value(mean 0, std 0.02) bits). tests/gpu.rs pins the GPU
+    /// generator to this CPU one bit for bit.
     const GOLDEN: [(u64, u64, u32, u32); 15] = [
         (0x35f7803b9f2ef067, 0x0000000000000000, 0x3d7ed3f6, 0x3aa31704),
         (0x35f7803b9f2ef067, 0x0000000000000001, 0xbf72307d, 0xbc9b0050),
