@@ -1,8 +1,10 @@
 //! The timing loop: for every (batch, sequence) of the grid, the prefill forward and the
 //! decode step, timed with CUDA events around the forward only, after warm-up, with the
 //! L2 flushed before every timed iteration (unless `flush` is off) and decode replayed
-//! from a captured CUDA graph (unless `graph` is off). Measurements go to `report` as
-//! they complete, so a failing shape loses nothing measured.
+//! from a captured CUDA graph (unless `graph` is off). Every rank of a multi-GPU run runs
+//! the same loop in step (`ranks`: agreement before the first collective, results to rank
+//! 0); `project` times one rank of a wider deployment and models its collectives.
+//! Measurements go to `report` as they complete, so a failing shape loses nothing measured.
 
 use std::path::PathBuf;
 
@@ -215,8 +217,11 @@ fn bind_shape(
     let (free, _) = exec.gpu().ctx.mem_get_info()?;
     fits(&need.footprint(), (resident_weights + need.workspace_bytes) as u64, free as u64)?;
     let cost = PhaseCost::of(&plan, cfg);
+    // Under DP attention a rank feeds only its own sequences of the global batch.
+    let mine = plan.first_sequence..plan.first_sequence + plan.local_batch;
+    anyhow::ensure!(mine.end <= ids.len(), "{} input sequences for a batch of {}", ids.len(), shape.batch);
     exec.bind(vec![plan])?;
-    exec.set_ids(ids)?;
+    exec.set_ids(&ids[mine])?;
     if shape.phase == Phase::Decode {
         fill_caches(exec.gpu(), exec.caches()?, opts.seed)?;
     }
