@@ -1,31 +1,39 @@
 //! The timing loop: for every (batch, sequence) of the grid, the prefill forward and the
 //! decode step, timed with CUDA events around the forward only, after warm-up, with the
 //! L2 flushed before every timed iteration (unless `flush` is off) and decode replayed
-//! from a captured CUDA graph (unless `graph` is off). Measurements go to `report` as
-//! they complete, so a failing shape loses nothing measured.
+//! from a captured CUDA graph (unless `graph` is off). Every rank of a multi-GPU run runs
+//! the same loop in step (`ranks`: agreement before the first collective, results to rank
+//! 0); `project` times one rank of a wider deployment and models its collectives.
+//! Measurements go to `report` as they complete, so a failing shape loses nothing measured.
 
 pub mod comm;
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use cudarc::driver::sys::{CUevent_flags, CUgraphInstantiate_flags, CUstreamCaptureMode};
 use cudarc::driver::CudaEvent;
 
 use crate::config::model::ModelConfig;
 use crate::config::run_conf::Deployment;
+use crate::dist::launch::rendezvous_timeout;
+use crate::dist::nccl::NcclComm;
+use crate::dist::rendezvous::Rendezvous;
 use crate::exec::cuda::engine::{BoundPlan, DeviceCaches};
 use crate::exec::cuda::executor::CudaExecutor;
 use crate::exec::cuda::gpu::Gpu;
+use crate::exec::cuda::kernels::collective::CollectiveBackend;
 use crate::exec::cuda::kernels::init::{fill_normal_launch, FillNormalParams, FILL_NORMAL_BF16};
 use crate::exec::cuda::memory::DeviceBuffer;
-use crate::exec::cuda::weights::Values;
 use crate::exec::Executor;
 use crate::model::{build_plan, PlanOptions};
 use crate::plan::cost::PhaseCost;
 use crate::plan::memory::{fits, plan_memory, Target};
-use crate::plan::{Phase, RankLayout, Shape};
+use crate::plan::{Phase, Shape};
 use crate::report::{Meta, Reporter, Row, Stats};
+
+pub mod project;
+pub mod ranks;
 
 const FLUSH_BYTES: usize = 256 << 20;
 
@@ -56,47 +64,109 @@ pub struct BenchOptions {
     pub save: bool,
 }
 
-pub fn run_grid(
-    opts: &BenchOptions,
-    cfg: &ModelConfig,
-    dep: &Deployment,
-    ranks: &[RankLayout],
-    shapes: &[(usize, usize)],
-) -> anyhow::Result<()> {
-    if ranks.len() > 1 {
-        bail!(
-            "--deploy {} needs {} GPUs: multi-GPU runs (NCCL) are not built yet; use a tp1 deployment",
-            opts.deploy,
-            ranks.len()
-        );
+/// Why decode of a `per_rank_batch`-sequence batch runs eagerly, or `None` when it is
+/// replayed from a graph. `cuda_graph_max_bs` caps the batch one rank's graph holds, so it
+/// is compared with the per-rank batch: SGLang compared the global batch under DP
+/// attention and lost its graphs without a word (its issue 5527).
+pub fn graph_off_reason(opts: &BenchOptions, dep: &Deployment, per_rank_batch: usize) -> Option<String> {
+    if !opts.graph {
+        Some("decode eager: --no-graph".into())
+    } else if dep.disable_cuda_graph {
+        Some("decode eager: disable_cuda_graph".into())
+    } else if per_rank_batch > dep.cuda_graph_max_bs {
+        Some(format!(
+            "decode eager: {per_rank_batch} sequences per rank exceed cuda_graph_max_bs {}",
+            dep.cuda_graph_max_bs
+        ))
+    } else {
+        None
     }
-    let mut exec = CudaExecutor::new(cfg, ranks[0], Values::Random { seed: opts.seed })?;
-    let meta = Meta {
+}
+
+/// The report's labels; `gpu` names the device(s) that produced the numbers.
+pub fn meta(opts: &BenchOptions, dep: &Deployment, gpu: String) -> Meta {
+    Meta {
         model: opts.model.clone(),
         mconf: opts.mconf.clone(),
         base: opts.base.clone(),
         deploy: opts.deploy.clone(),
         backend: dep.attention_backend.clone(),
-        gpu: exec.gpu().name.clone(),
+        gpu,
         rev: env!("FWDBENCH_GIT_REV").to_string(),
-    };
-    let mut reporter = Reporter::new(meta, &opts.results_dir, opts.save)?;
+    }
+}
+
+/// One rank's share of a measured run: every rank of the world calls it with its own
+/// executor (its GPU and communicators from `dist::worker::setup_rank`, or a lone GPU) and
+/// the rendezvous that joined them. A shape that a rank cannot prepare is skipped on every
+/// rank, with that rank's reason; rank 0 alone prints, logs and writes CSV.
+pub fn run_grid(
+    opts: &BenchOptions,
+    cfg: &ModelConfig,
+    dep: &Deployment,
+    exec: &mut CudaExecutor,
+    rdzv: &mut Rendezvous,
+    shapes: &[(usize, usize)],
+) -> anyhow::Result<()> {
+    let (rank, world) = (rdzv.rank(), rdzv.world());
+    let leader = rank == 0;
+    let timeout = rendezvous_timeout();
+    let gpu_name = if world > 1 { format!("{world}x {}", exec.gpu().name) } else { exec.gpu().name.clone() };
+    let mut reporter =
+        if leader { Some(Reporter::new(meta(opts, dep, gpu_name), &opts.results_dir, opts.save)?) } else { None };
+    let backend = crate::dist::worker::communicators(exec.gpu());
+    let align = backend.as_deref().and_then(|b| match b {
+        CollectiveBackend::Nccl(comms) => Some(comms.world()),
+        CollectiveBackend::Modelled => None,
+    });
     let flush = DeviceBuffer::zeroed(FLUSH_BYTES)?;
-    let total = shapes.len() * 2;
-    let mut done = 0;
-    for &(bsz, seq) in shapes {
-        for phase in [Phase::Prefill, Phase::Decode] {
-            done += 1;
-            let shape = Shape { phase, batch: bsz, seq };
-            eprintln!("[{done}/{total}] {} bsz {bsz} seq {seq}", phase.name());
-            let ids = input_ids(opts, cfg, &shape)?;
-            match time_shape(&mut exec, cfg, shape, opts, &flush, &ids) {
-                Ok(row) => reporter.row(&row)?,
-                Err(e) => reporter.skipped(shape, &format!("{e:#}"))?,
+    for shape in grid(shapes, leader) {
+        let (phase, bsz, seq) = (shape.phase, shape.batch, shape.seq);
+        let ready = input_ids(opts, cfg, &shape).and_then(|ids| bind_shape(exec, cfg, shape, opts, &ids));
+        let failure = ready.as_ref().err().map(|e| format!("{e:#}"));
+        if let Err(why) = ranks::agree(rdzv, failure.as_deref(), timeout)? {
+            if let Some(r) = &mut reporter {
+                r.skipped(shape, &why)?;
             }
+            continue;
+        }
+        let cost = ready?;
+        let per_rank = exec.bound()?.plan.local_batch;
+        let graph_off = if phase == Phase::Decode { graph_off_reason(opts, dep, per_rank) } else { None };
+        let outcome = match time_shape(exec, cfg, opts, &flush, graph_off.is_none(), align, leader) {
+            Ok(t) => ranks::Outcome::from(&t),
+            Err(e) if world == 1 => ranks::Outcome::Failed(format!("{e:#}")),
+            // The peers may be waiting inside an NCCL collective for this rank, where no
+            // deadline reaches them: stop, and the launcher stops them too.
+            Err(e) => return Err(e.context(format!("rank {rank}: timing {} bsz {bsz} seq {seq}", phase.name()))),
+        };
+        let (Some(r), Some(all)) = (&mut reporter, ranks::gather(rdzv, &outcome, timeout)?) else { continue };
+        match ranks::combine(&all) {
+            Ok(c) => {
+                let mut row = Row::new(&exec.bound()?.plan, &cost, c.stats, c.graph);
+                row.rank_spread = Some(c.spread);
+                row.note = graph_off.unwrap_or_default();
+                r.row(&row)?;
+            }
+            Err(why) => r.skipped(shape, &why)?,
         }
     }
-    reporter.finish()
+    reporter.map_or(Ok(()), Reporter::finish)
+}
+/// Every shape of the grid, prefill then decode per (batch, sequence), with a progress
+/// line on stderr as each starts (when `progress`).
+pub fn grid(shapes: &[(usize, usize)], progress: bool) -> impl Iterator<Item = Shape> + '_ {
+    let total = shapes.len() * 2;
+    let all = shapes
+        .iter()
+        .flat_map(|&(batch, seq)| [Phase::Prefill, Phase::Decode].map(|phase| Shape { phase, batch, seq }));
+    all.enumerate()
+        .inspect(move |(i, s)| {
+            if progress {
+                eprintln!("[{}/{total}] {} bsz {} seq {}", i + 1, s.phase.name(), s.batch, s.seq);
+            }
+        })
+        .map(|(_, s)| s)
 }
 
 /// The new tokens of every sequence of `shape`: the end of the prompt's context, or random.
@@ -131,14 +201,15 @@ fn fill_caches(gpu: &Gpu, caches: &DeviceCaches, seed: u64) -> anyhow::Result<()
     gpu.sync()
 }
 
-fn time_shape(
+/// Builds `shape`'s plan for this rank, checks that it fits, binds it and fills its inputs
+/// and caches: every step that can fail on one rank alone, before any collective.
+fn bind_shape(
     exec: &mut CudaExecutor,
     cfg: &ModelConfig,
     shape: Shape,
     opts: &BenchOptions,
-    flush: &DeviceBuffer,
     ids: &[Vec<i32>],
-) -> anyhow::Result<Row> {
+) -> anyhow::Result<PhaseCost> {
     let plan = build_plan(cfg, exec.layouts()[0], shape, PlanOptions::default())?;
     // The previous shape's arena and caches are freed before asking what is free.
     exec.release();
@@ -148,18 +219,46 @@ fn time_shape(
     let (free, _) = exec.gpu().ctx.mem_get_info()?;
     fits(&need.footprint(), (resident_weights + need.workspace_bytes) as u64, free as u64)?;
     let cost = PhaseCost::of(&plan, cfg);
+    // Under DP attention a rank feeds only its own sequences of the global batch.
+    let mine = plan.first_sequence..plan.first_sequence + plan.local_batch;
+    anyhow::ensure!(mine.end <= ids.len(), "{} input sequences for a batch of {}", ids.len(), shape.batch);
     exec.bind(vec![plan])?;
-    exec.set_ids(ids)?;
-    let gpu = exec.gpu();
+    exec.set_ids(&ids[mine])?;
     if shape.phase == Phase::Decode {
-        fill_caches(gpu, exec.caches()?, opts.seed)?;
+        fill_caches(exec.gpu(), exec.caches()?, opts.seed)?;
     }
+    Ok(cost)
+}
+
+/// What the timing loop measured on this rank.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    pub stats: Stats,
+    /// Decode was replayed from a captured graph.
+    pub graph: bool,
+}
+
+/// Times the bound plan: warm-up, decode captured into a graph when `graph` (collectives
+/// included: every rank captures), then `iters` timed forwards between events. With
+/// `align`, every iteration starts after a stream barrier over the world (outside the
+/// events), so a rank's time is its own forward, not its wait for a late peer.
+fn time_shape(
+    exec: &CudaExecutor,
+    cfg: &ModelConfig,
+    opts: &BenchOptions,
+    flush: &DeviceBuffer,
+    graph: bool,
+    align: Option<&NcclComm>,
+    write_profile: bool,
+) -> anyhow::Result<Timing> {
+    let gpu = exec.gpu();
     let bound = exec.bound()?;
+    let phase = bound.plan.shape.phase;
     for _ in 0..opts.warmup.max(1) {
         bound.forward(gpu)?;
     }
     gpu.sync().context("warm-up forward")?;
-    let graph = if shape.phase == Phase::Decode && opts.graph {
+    let graph = if phase == Phase::Decode && graph {
         gpu.stream.begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)?;
         let captured = bound.forward(gpu);
         let g = gpu.stream.end_capture(CUgraphInstantiate_flags::CUDA_GRAPH_INSTANTIATE_FLAG_AUTO_FREE_ON_LAUNCH)?;
@@ -179,6 +278,9 @@ fn time_shape(
             // SAFETY: the flush buffer is FLUSH_BYTES long.
             unsafe { cudarc::driver::result::memset_d8_async(flush.ptr, 1, FLUSH_BYTES, gpu.stream.cu_stream())? };
         }
+        if let Some(world) = align {
+            world.barrier()?;
+        }
         start.record(&gpu.stream)?;
         match &graph {
             Some(g) => g.launch()?,
@@ -187,12 +289,16 @@ fn time_shape(
         end.record(&gpu.stream)?;
         times.push(start.elapsed_ms(&end)? as f64);
     }
-    if opts.profile == Some(shape.phase) {
+    if opts.profile == Some(phase) {
+        // Every rank runs the ops (collectives among them); rank 0 writes the file.
         let op_ms = time_ops(gpu, bound, &start, &end)?;
-        let path = crate::report::write_profile(&opts.results_dir, &opts.model, &opts.mconf, &bound.plan, cfg, &op_ms)?;
-        eprintln!("profile written to {}", path.display());
+        if write_profile {
+            let path =
+                crate::report::write_profile(&opts.results_dir, &opts.model, &opts.mconf, &bound.plan, cfg, &op_ms)?;
+            eprintln!("profile written to {}", path.display());
+        }
     }
-    Ok(Row::new(&bound.plan, &cost, Stats::of(&times), graph.is_some()))
+    Ok(Timing { stats: Stats::of(&times), graph: graph.is_some() })
 }
 
 /// Every op's time in one eager forward, each op alone between two events.

@@ -33,15 +33,51 @@ pub struct DeployArgs {
     pub conf_sets: Vec<String>,
 }
 
+/// Where this node sits in a deployment over several processes or nodes (`run`, and any
+/// command that starts one worker per GPU). The seed's flags: `--ip <master> --rank <node>`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct NodeArgs {
+    /// Rank 0's rendezvous address, `host` or `host:port` (default: the conf's dist_init_addr, else 127.0.0.1; port 30000).
+    #[arg(long)]
+    pub ip: Option<String>,
+    /// This node's rank when the deployment spans several nodes (node 0 holds global rank 0); sets node_rank.
+    #[arg(long = "rank", value_name = "NODE_RANK")]
+    pub node_rank: Option<usize>,
+    /// Nodes the deployment spans (default: the deploy file's nnodes); sets nnodes.
+    #[arg(long)]
+    pub nnodes: Option<usize>,
+}
+
+impl NodeArgs {
+    /// The conf keys these flags set, applied after every layer (and `--conf`), so the
+    /// deployment's checks name the command line when they fail.
+    fn conf_sets(&self) -> Vec<(String, String)> {
+        let mut sets = Vec::new();
+        if let Some(n) = self.nnodes {
+            sets.push(("nnodes".to_string(), n.to_string()));
+        }
+        if let Some(r) = self.node_rank {
+            sets.push(("node_rank".to_string(), r.to_string()));
+        }
+        sets
+    }
+}
+
 impl DeployArgs {
     pub fn load(&self) -> anyhow::Result<(RunConf, Deployment)> {
+        self.load_on(&NodeArgs::default())
+    }
+
+    /// The conf with `nodes`' flags applied.
+    pub fn load_on(&self, nodes: &NodeArgs) -> anyhow::Result<(RunConf, Deployment)> {
         let layers = ConfLayers {
             base: self.base.clone(),
             deploy: self.deploy.clone(),
             backend: self.backend.clone(),
             optional: self.optional.clone(),
         };
-        let sets = super::parse_sets(&self.conf_sets)?;
+        let mut sets = super::parse_sets(&self.conf_sets)?;
+        sets.extend(nodes.conf_sets());
         let conf = load_run_conf(&self.conf_dir, &layers, &sets)?;
         let dep = conf.deployment()?;
         Ok((conf, dep))

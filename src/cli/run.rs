@@ -2,16 +2,29 @@
 
 use std::path::PathBuf;
 
+use anyhow::{bail, Context};
 use clap::Args;
 
+use fwdbench::bench::project::{project_grid, Projection};
 use fwdbench::bench::BenchOptions;
-use fwdbench::plan::Phase;
+use fwdbench::config::model::ModelConfig;
+use fwdbench::config::run_conf::Deployment;
+use fwdbench::dist::comm_model::{CommModel, CommTable};
+use fwdbench::dist::launch::{self, Worker};
+use fwdbench::dist::nccl::NcclError;
+use fwdbench::dist::projection::choose_rank;
+use fwdbench::dist::rendezvous::Host;
+use fwdbench::dist::worker::setup_rank;
+use fwdbench::exec::cuda::executor::CudaExecutor;
+use fwdbench::exec::cuda::gpu::Gpu;
+use fwdbench::exec::cuda::weights::Values;
+use fwdbench::plan::{Phase, RankLayout};
 
-use super::common::{layouts, load_model, DeployArgs};
+use super::common::{layouts, load_model, DeployArgs, NodeArgs};
 
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Examples:\n  fwdbench run --model qwen --mconf 2l --deploy tp1\n  fwdbench run --model deepseek --mconf 2l --deploy tp2ep2 --shapes conf/bsz_seq.csv --save"
+    after_help = "Examples:\n  fwdbench run --model qwen --mconf 2l --deploy tp1\n  fwdbench run --model deepseek --mconf 2l --deploy tp8ep8 --save           (one worker per GPU)\n  fwdbench run --model sigma --mconf full --deploy tp16ep16 --ip 10.0.0.1 --rank 1   (second node)\n  fwdbench run --model sigma --mconf full --deploy tp8ep8 --project        (one rank on GPU 0, collectives modelled)\n  fwdbench run --model deepseek --mconf full --deploy tp8ep8dp8 --project --analytic   (no GPU)"
 )]
 pub struct RunArgs {
     #[arg(long)]
@@ -25,6 +38,20 @@ pub struct RunArgs {
     pub sets: Vec<String>,
     #[command(flatten)]
     pub deploy: DeployArgs,
+    #[command(flatten)]
+    pub nodes: NodeArgs,
+    /// Measure one rank's shard on GPU 0 and model the collectives, for a deployment wider than this machine.
+    #[arg(long)]
+    pub project: bool,
+    /// With --project: the rank to run (default 0).
+    #[arg(long, value_name = "RANK")]
+    pub project_rank: Option<usize>,
+    /// With --project: no GPU; the cost model's roofline per op instead of measured compute.
+    #[arg(long)]
+    pub analytic: bool,
+    /// With --project: a measured communication table (CSV, as `fwdbench comm bench` writes) instead of the built-in public H200 figures.
+    #[arg(long, value_name = "FILE")]
+    pub comm_table: Option<PathBuf>,
     /// Shapes grid, lines like {1,8,64};{128,1024}.
     #[arg(long, default_value = "conf/bsz_seq.csv")]
     pub shapes: PathBuf,
@@ -80,16 +107,141 @@ impl RunArgs {
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
     // Every input is validated before any device is touched.
     let (model_dir, cfg) = load_model(&args.model_dir, &args.model, &args.mconf, &args.sets)?;
-    let (conf, dep) = args.deploy.load()?;
+    let (conf, dep) = args.deploy.load_on(&args.nodes)?;
     let ranks = layouts(&dep)?;
     let shapes = fwdbench::config::shapes::load_shapes(&args.shapes)?;
     if let Some(p) = &args.prompt_file {
         fwdbench::inputs::prompt_ids(p, &model_dir, 1, 1)?;
     }
-    let ignored = conf.ignored_keys();
-    if !ignored.is_empty() {
-        eprintln!("conf keys fwdbench does not implement (ignored): {}", ignored.join(", "));
+    check_projection_flags(&args)?;
+    let worker = Worker::from_env()?;
+    // Workers re-run this command line: only rank 0 (or the launcher) speaks.
+    if worker.as_ref().is_none_or(Worker::is_leader) {
+        let ignored = conf.ignored_keys();
+        if !ignored.is_empty() {
+            eprintln!("conf keys fwdbench does not implement (ignored): {}", ignored.join(", "));
+        }
+        for note in dep.inert_settings() {
+            eprintln!("note: {note}");
+        }
     }
+    let job = Job { opts: args.bench_options(model_dir), cfg: &cfg, dep, ranks, shapes };
+    if args.project {
+        return project(&args, &job);
+    }
+    match worker {
+        Some(w) => run_worker(&w, &job),
+        None if job.ranks.len() == 1 => run_alone(&job),
+        None => launch_node(&args, &job.dep, job.ranks.len()),
+    }
+}
+
+fn check_projection_flags(args: &RunArgs) -> anyhow::Result<()> {
+    if args.project {
+        return Ok(());
+    }
+    for (given, flag) in [
+        (args.analytic, "--analytic"),
+        (args.project_rank.is_some(), "--project-rank"),
+        (args.comm_table.is_some(), "--comm-table"),
+    ] {
+        if given {
+            bail!("{flag} only applies to a projection: add --project (one rank's shard, collectives modelled)");
+        }
+    }
+    Ok(())
+}
+
+/// What every way of running a grid needs, validated.
+struct Job<'a> {
+    opts: BenchOptions,
+    cfg: &'a ModelConfig,
+    dep: Deployment,
+    ranks: Vec<RankLayout>,
+    shapes: Vec<(usize, usize)>,
+}
+
+fn project(args: &RunArgs, job: &Job) -> anyhow::Result<()> {
+    let Job { opts, cfg, dep, ranks, shapes } = job;
+    let choice = choose_rank(ranks.len(), dep.ep_size > 1 && cfg.moe.is_some(), args.project_rank)?;
+    let (comm, comm_label) = match &args.comm_table {
+        None => (CommModel::builtin(), "the built-in public H200 NCCL figures (dist/comm_model.rs)".to_string()),
+        Some(path) => {
+            let table = CommTable::load(path).with_context(|| format!("--comm-table {}", path.display()))?;
+            (CommModel::builtin().with_measured(&table), format!("the measured table {}", path.display()))
+        }
+    };
+    if !args.analytic {
+        fwdbench::exec::cuda::device::require_cuda()
+            .context("--project measures one rank on GPU 0; without a GPU add --analytic")?;
+    }
+    project_grid(opts, cfg, dep, ranks, &Projection { choice, comm, comm_label, analytic: args.analytic }, shapes)
+}
+
+/// Visible GPUs, 0 without a driver (the launcher's check, not an error of its own).
+fn local_gpu_count() -> usize {
+    // SAFETY: probing only dlopens the library.
+    if !unsafe { cudarc::driver::sys::is_culib_present() } {
+        return 0;
+    }
+    cudarc::driver::CudaContext::device_count().map_or(0, |n| n.max(0) as usize)
+}
+
+/// This node's launcher: one worker per local GPU, each re-running this command line.
+fn launch_node(args: &RunArgs, dep: &Deployment, world: usize) -> anyhow::Result<()> {
+    let node = launch::node_ranks(world, dep.nnodes, dep.node_rank)?;
+    let have = local_gpu_count();
+    if have < node.len() {
+        return Err(launch::LaunchError::TooFewGpus { have, need: node.len() }.into());
+    }
+    let master = launch::master_address(args.nodes.ip.as_deref(), dep.dist_init_addr.as_deref())?;
+    launch::bind_address(&master, dep.nnodes)?;
+    eprintln!(
+        "--deploy {}: {world} ranks over {} node(s); this node (rank {}) starts ranks {}..{}, rendezvous at {master}",
+        args.deploy.deploy,
+        dep.nnodes,
+        dep.node_rank,
+        node.start,
+        node.end - 1
+    );
+    let forwarded: Vec<String> = std::env::args().skip(1).collect();
+    Ok(launch::spawn_local_workers(&forwarded, node, world, &master)?)
+}
+
+/// One worker of a multi-process run: its GPU, NCCL communicators and share of the grid.
+fn run_worker(w: &Worker, job: &Job) -> anyhow::Result<()> {
+    let Job { opts, cfg, dep, ranks, shapes } = job;
+    anyhow::ensure!(
+        w.world == ranks.len(),
+        "worker rank {} was started for {} ranks but --deploy {} has {}; start every node with the same deploy",
+        w.rank,
+        w.world,
+        opts.deploy,
+        ranks.len()
+    );
+    let bind = launch::bind_address(&w.master, dep.nnodes)?;
+    let mut setup = setup_rank(w, &ranks[w.rank], &bind)?;
+    let mut exec = CudaExecutor::with_gpu(cfg, ranks[w.rank], Values::Random { seed: opts.seed }, setup.gpu);
+    fwdbench::bench::run_grid(opts, cfg, dep, &mut exec, &mut setup.rendezvous, shapes)
+}
+
+/// World size 1: the same rendezvous and NCCL set-up as every multi-rank run, in this
+/// process, so a one-GPU machine exercises the NCCL path; without libnccl it runs without
+/// communicators (a world of one has no collectives), and says so.
+fn run_alone(job: &Job) -> anyhow::Result<()> {
+    let Job { opts, cfg, dep, ranks, shapes } = job;
+    let layout = ranks[0];
     fwdbench::exec::cuda::device::require_cuda()?;
-    fwdbench::bench::run_grid(&args.bench_options(model_dir), &cfg, &dep, &ranks, &shapes)
+    let me = Worker { rank: 0, world: 1, local_rank: 0, master: "127.0.0.1:0".into() };
+    let (gpu, mut rendezvous) = match setup_rank(&me, &layout, "127.0.0.1:0") {
+        Ok(s) => (s.gpu, s.rendezvous),
+        Err(e) if e.chain().any(|c| matches!(c.downcast_ref::<NcclError>(), Some(NcclError::LibraryMissing))) => {
+            eprintln!("note: libnccl.so.2 not found: this one-GPU run goes without NCCL communicators");
+            let rendezvous = Host::bind("127.0.0.1:0")?.serve(1, &[], launch::rendezvous_timeout())?;
+            (Gpu::new(0)?, rendezvous)
+        }
+        Err(e) => return Err(e),
+    };
+    let mut exec = CudaExecutor::with_gpu(cfg, layout, Values::Random { seed: opts.seed }, gpu);
+    fwdbench::bench::run_grid(opts, cfg, dep, &mut exec, &mut rendezvous, shapes)
 }

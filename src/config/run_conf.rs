@@ -83,7 +83,27 @@ pub struct Deployment {
     pub disable_cuda_graph: bool,
     pub cuda_graph_max_bs: usize,
     pub moe_dense_tp_size: Option<usize>,
+    /// Under DP attention, SGLang's LM head over the attention-TP group (fwdbench's plans
+    /// always do this; `inert_settings` reports a `false` here).
     pub enable_dp_lm_head: bool,
+}
+
+impl Deployment {
+    /// Keys fwdbench reads whose value cannot act as written, one sentence each: printed
+    /// with the ignored keys, so no setting is dropped silently.
+    pub fn inert_settings(&self) -> Vec<String> {
+        let mut notes = Vec::new();
+        if self.enable_dp_attention && !self.enable_dp_lm_head {
+            notes.push("enable_dp_lm_head is false, but under DP attention fwdbench always splits the LM head over the attention-TP group, as SGLang does with enable_dp_lm_head (no all-gather across DP groups); the key is ignored".to_string());
+        }
+        if !self.enable_dp_attention && self.enable_dp_lm_head {
+            notes.push("enable_dp_lm_head acts only with enable_dp_attention (as in SGLang); without DP attention the LM head is split over all ranks and the key is ignored".to_string());
+        }
+        if self.moe_dense_tp_size.is_some() {
+            notes.push("moe_dense_tp_size = 1 is ignored: fwdbench splits dense FFN layers over all ranks".to_string());
+        }
+        notes
+    }
 }
 
 /// Keys fwdbench reads; everything else is passed over (and listed as ignored).

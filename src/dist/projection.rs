@@ -4,6 +4,7 @@
 //! figure says which method produced it.
 
 use serde::Serialize;
+use thiserror::Error;
 
 use super::comm_model::{estimate_collective, CommModel, Mode};
 use crate::plan::cost::op_cost;
@@ -29,6 +30,43 @@ impl Method {
             Method::Analytic => "analytic",
         }
     }
+}
+
+/// Which rank of a wider deployment a projection runs, and why that one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RankChoice {
+    pub rank: usize,
+    pub why: String,
+}
+
+#[derive(Debug, Error, PartialEq)]
+pub enum ProjectionError {
+    #[error("--project-rank {rank} is not a rank of this {world}-rank deployment; ranks run from 0 to {last}")]
+    NoSuchRank { rank: usize, world: usize, last: usize },
+}
+
+/// The rank to project: `requested` (`--project-rank`), else rank 0. Under expert
+/// parallelism the most loaded rank would be the honest choice, but fwdbench's routing
+/// depends on the token values (a learned router over random weights), so no plan can say
+/// which rank's experts receive the most tokens; the reason says so rather than implying
+/// rank 0 is the worst. Without EP every rank's shard has the same shapes.
+pub fn choose_rank(
+    world: usize,
+    expert_parallel: bool,
+    requested: Option<usize>,
+) -> Result<RankChoice, ProjectionError> {
+    if let Some(rank) = requested {
+        if rank >= world {
+            return Err(ProjectionError::NoSuchRank { rank, world, last: world.saturating_sub(1) });
+        }
+        return Ok(RankChoice { rank, why: "--project-rank".into() });
+    }
+    let why = if expert_parallel {
+        "rank 0: routing depends on the tokens, so the plan cannot tell which EP rank is most loaded; --project-rank picks another"
+    } else {
+        "rank 0: every rank's shard has the same shapes"
+    };
+    Ok(RankChoice { rank: 0, why: why.into() })
 }
 
 /// The modelled communication of one forward on this rank.
@@ -153,6 +191,16 @@ mod tests {
             let compute = analytic_compute_ms(&p, experts, &Efficiency::H200_V1, Mode::Graph);
             assert!(compute > 0.0 && compute.is_finite());
         }
+    }
+
+    #[test]
+    fn the_projected_rank_is_asked_for_or_rank_0_with_its_reason() {
+        assert_eq!(choose_rank(8, true, Some(5)).unwrap(), RankChoice { rank: 5, why: "--project-rank".into() });
+        let ep = choose_rank(8, true, None).unwrap();
+        assert!(ep.rank == 0 && ep.why.contains("most loaded"), "{ep:?}");
+        assert!(choose_rank(8, false, None).unwrap().why.contains("same shapes"));
+        let e = choose_rank(8, false, Some(8)).unwrap_err().to_string();
+        assert!(e.starts_with("--project-rank 8 is not a rank"), "{e}");
     }
 
     #[test]

@@ -301,6 +301,36 @@ impl Rendezvous {
         Ok(Some(std::iter::once(payload.to_vec()).chain(frames.into_iter().map(|f| f.body)).collect()))
     }
 
+    /// Like [`gather`](Self::gather), but every rank gets every payload (rank order): how
+    /// ranks agree on a decision (e.g. "every rank could prepare this shape") before
+    /// entering NCCL collectives that would hang if one of them stayed out.
+    pub fn all_gather(&mut self, payload: &[u8], timeout: Duration) -> Result<Vec<Vec<u8>>> {
+        self.seq += 1;
+        let start = Instant::now();
+        let deadline = start + timeout;
+        let seq = self.seq;
+        if let Link::Member(stream) = &self.link {
+            write_frame(stream, TAG_GATHER, seq, payload, deadline)
+                .map_err(|source| self.lost("all_gather", source))?;
+            let frame = self.member_read("all_gather", seq, TAG_RELEASE, start, deadline)?;
+            return decode_ids(&frame.body).ok_or_else(|| RendezvousError::Protocol {
+                peer: format!("rank 0 ({})", self.addr),
+                addr: self.addr.clone(),
+                what: "answered all_gather with a truncated list".into(),
+            });
+        }
+        let frames = self.host_collect("all_gather", TAG_GATHER, deadline)?;
+        let all: Vec<Vec<u8>> = std::iter::once(payload.to_vec()).chain(frames.into_iter().map(|f| f.body)).collect();
+        if let Link::Host(peers) = &self.link {
+            let body = encode_ids(&all);
+            for p in peers {
+                // A peer gone by now fails at its next collective; rank 0 goes on.
+                let _ = write_frame(&p.stream, TAG_RELEASE, seq, &body, deadline);
+            }
+        }
+        Ok(all)
+    }
+
     /// Returns once every rank has entered the barrier, or fails after `timeout`.
     pub fn barrier(&mut self, timeout: Duration) -> Result<()> {
         self.seq += 1;

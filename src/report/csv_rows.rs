@@ -1,14 +1,18 @@
 //! CSV rows of a run (`--save`), appended to results/csv/<model>_<mconf>.csv. The first ten
-//! columns line up with the seed pipeline's benchmark.csv; a new file gets a header.
+//! columns line up with the seed pipeline's benchmark.csv; a new file gets a header. The
+//! columns after the seed's say how each number was obtained (`method`), how a projected
+//! latency splits into compute and modelled communication, and, for several ranks, the
+//! per-rank spread and the per-rank batch.
 
 use std::fs::{self, File, OpenOptions};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
 use super::{now_secs, Meta, Row};
 
-pub const COLUMNS: [&str; 21] = [
+pub const COLUMNS: [&str; 33] = [
     "model",
     "mconf",
     "base",
@@ -30,6 +34,18 @@ pub const COLUMNS: [&str; 21] = [
     "gpu",
     "git_rev",
     "timestamp",
+    "method",
+    "compute_ms",
+    "comm_ms",
+    "comm_share",
+    "comm_source",
+    "bsz_per_rank",
+    "world",
+    "run_rank",
+    "rank_choice",
+    "rank_min_ms",
+    "rank_max_ms",
+    "note",
 ];
 
 pub struct CsvRows {
@@ -37,12 +53,29 @@ pub struct CsvRows {
     pub path: PathBuf,
 }
 
+/// An existing file must have this build's header, or appended rows would not line up.
+fn check_header(path: &Path) -> anyhow::Result<()> {
+    let file = File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut first = String::new();
+    BufReader::new(file).read_line(&mut first)?;
+    let header = COLUMNS.join(",");
+    anyhow::ensure!(
+        first.trim_end() == header || first.is_empty(),
+        "{} has other columns than this fwdbench writes ({header}); move the file aside (or pass another --results-dir) and run again",
+        path.display()
+    );
+    Ok(())
+}
+
 impl CsvRows {
     pub fn open(results_dir: &Path, meta: &Meta) -> anyhow::Result<Self> {
         let dir = results_dir.join("csv");
         fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let path = dir.join(format!("{}_{}.csv", meta.model, meta.mconf));
-        let new = !path.exists();
+        let new = !path.exists() || fs::metadata(&path).is_ok_and(|m| m.len() == 0);
+        if !new {
+            check_header(&path)?;
+        }
         let file = OpenOptions::new()
             .create(true)
             .append(true)
@@ -56,6 +89,11 @@ impl CsvRows {
     }
 
     pub fn write(&mut self, m: &Meta, r: &Row) -> anyhow::Result<()> {
+        let f4 = |v: f64| format!("{v:.4}");
+        // An analytic estimate has no spread over iterations.
+        let timed = |v: f64| if r.stats.iters > 0 { f4(v) } else { String::new() };
+        let split = r.split.as_ref();
+        let (rank_min, rank_max) = r.rank_spread.map_or((String::new(), String::new()), |(lo, hi)| (f4(lo), f4(hi)));
         self.writer.write_record([
             m.model.clone(),
             m.mconf.clone(),
@@ -65,19 +103,31 @@ impl CsvRows {
             r.phase.name().to_string(),
             r.bsz.to_string(),
             r.seq.to_string(),
-            format!("{:.4}", r.stats.median_ms),
-            format!("{:.4}", r.mfu),
-            format!("{:.4}", r.stats.p10_ms),
-            format!("{:.4}", r.stats.p90_ms),
-            format!("{:.4}", r.stats.min_ms),
+            f4(r.stats.median_ms),
+            f4(r.mfu),
+            timed(r.stats.p10_ms),
+            timed(r.stats.p90_ms),
+            timed(r.stats.min_ms),
             format!("{:.2}", r.tflops),
             format!("{:.1}", r.gbs),
-            format!("{:.4}", r.mbu),
+            f4(r.mbu),
             r.bound.to_string(),
             r.graph.to_string(),
             m.gpu.clone(),
             m.rev.clone(),
             now_secs().to_string(),
+            r.method.name().to_string(),
+            split.map_or_else(String::new, |s| f4(s.compute_ms)),
+            split.map_or_else(String::new, |s| f4(s.comm_ms)),
+            split.map_or_else(String::new, |s| f4(s.comm_share())),
+            split.map_or_else(String::new, |s| s.comm_source.clone()),
+            r.bsz_per_rank.to_string(),
+            r.world.to_string(),
+            r.run_rank.as_ref().map_or_else(|| "all".to_string(), |c| c.rank.to_string()),
+            r.run_rank.as_ref().map_or_else(String::new, |c| c.why.clone()),
+            rank_min,
+            rank_max,
+            r.note.clone(),
         ])?;
         self.writer.flush()?;
         Ok(())

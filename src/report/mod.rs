@@ -12,7 +12,7 @@ mod table;
 pub use csv_rows::{CsvRows, COLUMNS};
 pub use profile::write_profile;
 pub use raw_log::RawLog;
-pub use row::{Row, COPY_GBS, PEAK_TFLOPS};
+pub use row::{Row, Split, COPY_GBS, PEAK_TFLOPS};
 pub use stats::Stats;
 pub use table::{row_line, skipped_line, HEADER};
 
@@ -66,6 +66,13 @@ impl Reporter {
         Ok(())
     }
 
+    /// A line about the whole run (how it was projected, what a conf key did), printed and
+    /// kept in the raw log with the rows it explains.
+    pub fn note(&mut self, text: &str) -> anyhow::Result<()> {
+        println!("{text}");
+        self.raw.line(&format!("# {text}"))
+    }
+
     pub fn skipped(&mut self, shape: Shape, reason: &str) -> anyhow::Result<()> {
         let line = skipped_line(shape, reason);
         println!("{line}");
@@ -87,6 +94,7 @@ impl Reporter {
 mod tests {
     use super::*;
     use crate::config::hf::load_model_config;
+    use crate::dist::projection::{CommTime, Method, RankChoice};
     use crate::model::{build_plan, PlanOptions};
     use crate::plan::cost::PhaseCost;
     use crate::plan::{RankLayout, Shape};
@@ -131,13 +139,54 @@ mod tests {
         assert_eq!(fields.len(), COLUMNS.len());
         assert_eq!(&fields[..9], ["qwen", "2l", "base", "tp1", "fa3", "decode", "2", "16", "2.0000"]);
         assert_eq!(fields[17], "true");
+        assert_eq!(&fields[21..], ["measured", "", "", "", "", "2", "1", "all", "", "", "", ""]);
         let logs: Vec<_> = std::fs::read_dir(dir.path().join("raw_output")).unwrap().flatten().collect();
         let log = std::fs::read_to_string(logs[0].path()).unwrap();
         let lines: Vec<&str> = log.lines().collect();
         assert!(lines[0].starts_with("# fwdbench abc on H200 (fa3), model qwen 2l, deploy tp1"), "{log}");
         assert_eq!(lines[1], HEADER);
         assert!(lines[2].starts_with("decode     2     16        2       2.000") && lines[2].ends_with("(graph)"));
+        assert!(lines[2].contains("measured"), "{log}");
         assert_eq!(lines[3], "prefill    4      8   skipped: does not fit");
+    }
+
+    #[test]
+    fn projected_rows_split_compute_and_communication() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cfg, plan) = plan();
+        let cost = PhaseCost::of(&plan, &cfg);
+        let comm = CommTime { ms: 1.0, collectives: 4, link_bytes: 1e6, sources: vec!["a".into(), "b".into()] };
+        let mut row = Row::modelled(&plan, &cost, Method::Projected, Stats::of(&[3.0, 3.0]), &comm, true);
+        row.run_rank = Some(RankChoice { rank: 3, why: "--project-rank".into() });
+        assert_eq!(row.stats.median_ms, 4.0);
+        assert_eq!(row.split.as_ref().unwrap().comm_share(), 0.25);
+        let analytic = Row::modelled(&plan, &cost, Method::Analytic, Stats::estimate(2.0), &comm, false);
+        let mut r = Reporter::new(meta(), dir.path(), true).unwrap();
+        r.row(&row).unwrap();
+        r.row(&analytic).unwrap();
+        r.finish().unwrap();
+        let csv = std::fs::read_to_string(dir.path().join("csv/qwen_2l.csv")).unwrap();
+        let rows: Vec<Vec<&str>> = csv.lines().skip(1).map(|l| l.split(',').collect()).collect();
+        let col = |name: &str| COLUMNS.iter().position(|c| *c == name).unwrap();
+        assert_eq!(rows[0][col("latency_ms")], "4.0000");
+        assert_eq!(rows[0][col("method")], "projected");
+        assert_eq!(rows[0][col("compute_ms")], "3.0000");
+        assert_eq!(rows[0][col("comm_share")], "0.2500");
+        assert_eq!(rows[0][col("comm_source")], "a; b");
+        assert_eq!(rows[0][col("run_rank")], "3");
+        assert_eq!(rows[1][col("method")], "analytic");
+        assert_eq!(rows[1][col("p10_ms")], "", "an estimate has no spread");
+        let line = row_line(&analytic);
+        assert!(line.contains("analytic") && line.contains("33.3%"), "{line}");
+    }
+
+    #[test]
+    fn an_old_csv_is_not_appended_to() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("csv")).unwrap();
+        std::fs::write(dir.path().join("csv/qwen_2l.csv"), "model,mconf\n").unwrap();
+        let e = Reporter::new(meta(), dir.path(), true).err().unwrap().to_string();
+        assert!(e.contains("move the file aside"), "{e}");
     }
 
     #[test]

@@ -1,8 +1,10 @@
-//! One measured shape: its timings and what they mean against the H200's ceilings.
+//! One shape's result: its timings, what they mean against the H200's ceilings, and how
+//! they were obtained (measured on every rank, projected from one rank, or analytic).
 
 use serde::Serialize;
 
 use super::Stats;
+use crate::dist::projection::{CommTime, Method, RankChoice};
 use crate::plan::cost::PhaseCost;
 use crate::plan::{Phase, Plan};
 
@@ -10,22 +12,56 @@ use crate::plan::{Phase, Plan};
 pub const PEAK_TFLOPS: f64 = 989.0;
 pub const COPY_GBS: f64 = 4277.0;
 
+/// A projected or analytic latency's parts: compute (measured or roofline) plus modelled
+/// communication.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Split {
+    pub compute_ms: f64,
+    pub comm_ms: f64,
+    /// The comm model's sources, `; `-joined.
+    pub comm_source: String,
+}
+
+impl Split {
+    pub fn comm_share(&self) -> f64 {
+        let total = self.compute_ms + self.comm_ms;
+        if total > 0.0 {
+            self.comm_ms / total
+        } else {
+            0.0
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Row {
     pub phase: Phase,
+    /// The global batch (all DP ranks together) and one rank's share of it.
     pub bsz: usize,
+    pub bsz_per_rank: usize,
     pub seq: usize,
     pub tokens: usize,
+    pub world: usize,
     pub stats: Stats,
     pub tflops: f64,
     pub mfu: f64,
     pub gbs: f64,
     pub mbu: f64,
     pub bound: &'static str,
+    /// What ran: decode replayed from a CUDA graph (or, analytic, modelled as one).
     pub graph: bool,
+    pub method: Method,
+    /// Projected and analytic rows.
+    pub split: Option<Split>,
+    pub run_rank: Option<RankChoice>,
+    /// Measured rows: the fastest and slowest rank's median (the row is the slowest).
+    pub rank_spread: Option<(f64, f64)>,
+    /// Anything a reader of this row must know (e.g. an analytic shard that would not fit).
+    pub note: String,
 }
 
 impl Row {
+    /// A measured row: `stats` is the slowest rank's.
     pub fn new(plan: &Plan, cost: &PhaseCost, stats: Stats, graph: bool) -> Self {
         let secs = stats.median_ms / 1e3;
         let tflops = cost.flops / secs / 1e12;
@@ -37,8 +73,10 @@ impl Row {
         Row {
             phase: plan.shape.phase,
             bsz: plan.shape.batch,
+            bsz_per_rank: plan.local_batch,
             seq: plan.shape.seq,
             tokens: plan.shape.tokens(),
+            world: plan.layout.world,
             stats,
             tflops,
             mfu: tflops / (PEAK_TFLOPS * gpus),
@@ -46,6 +84,36 @@ impl Row {
             mbu: gbs / (COPY_GBS * gpus),
             bound: if compute_s >= memory_s { "compute" } else { "memory" },
             graph,
+            method: Method::Measured,
+            split: None,
+            run_rank: None,
+            rank_spread: None,
+            note: String::new(),
         }
+    }
+
+    /// A row from one rank's compute (`compute`: measured timings, or an analytic
+    /// estimate) plus the modelled communication `comm`; every timing carries `comm`.
+    pub fn modelled(
+        plan: &Plan,
+        cost: &PhaseCost,
+        method: Method,
+        compute: Stats,
+        comm: &CommTime,
+        graph: bool,
+    ) -> Self {
+        let add = |ms: f64| ms + comm.ms;
+        let stats = Stats {
+            median_ms: add(compute.median_ms),
+            p10_ms: add(compute.p10_ms),
+            p90_ms: add(compute.p90_ms),
+            min_ms: add(compute.min_ms),
+            iters: compute.iters,
+        };
+        let mut row = Row::new(plan, cost, stats, graph);
+        row.method = method;
+        row.split =
+            Some(Split { compute_ms: compute.median_ms, comm_ms: comm.ms, comm_source: comm.sources.join("; ") });
+        row
     }
 }

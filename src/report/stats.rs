@@ -1,8 +1,8 @@
 //! Summary statistics of repeated timings.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Stats {
     pub median_ms: f64,
     pub p10_ms: f64,
@@ -29,6 +29,11 @@ impl Stats {
             min_ms: s[0],
             iters: s.len(),
         }
+    }
+
+    /// One estimate, not a timing (`iters` 0: no spread to report).
+    pub fn estimate(ms: f64) -> Self {
+        Stats { median_ms: ms, p10_ms: ms, p90_ms: ms, min_ms: ms, iters: 0 }
     }
 }
 

@@ -31,8 +31,13 @@ fn bf16s(values: &[f32]) -> Vec<half::bf16> {
 impl<'a> CudaExecutor<'a> {
     /// Opens GPU 0; weights come from `values` when a plan first needs them.
     pub fn new(cfg: &'a ModelConfig, layout: RankLayout, values: Values<'a>) -> anyhow::Result<Self> {
-        let gpu = Gpu::new(0)?;
-        Ok(CudaExecutor {
+        Ok(Self::with_gpu(cfg, layout, values, Gpu::new(0)?))
+    }
+
+    /// On a GPU opened (and given its communicators) by the caller: one rank of a
+    /// multi-process run (`dist::worker::setup_rank`).
+    pub fn with_gpu(cfg: &'a ModelConfig, layout: RankLayout, values: Values<'a>, gpu: Gpu) -> Self {
+        CudaExecutor {
             bound: None,
             caches: None,
             weights: DeviceWeights::default(),
@@ -40,7 +45,7 @@ impl<'a> CudaExecutor<'a> {
             cfg,
             layout: [layout],
             gpu,
-        })
+        }
     }
 
     pub fn gpu(&self) -> &Gpu {

@@ -1,0 +1,141 @@
+//! Projection of a deployment wider than the machine: one rank's exact shard (its per-rank
+//! shapes and weights) runs on GPU 0 with its collectives replaced by local stand-ins
+//! (`CollectiveBackend::Modelled`), and each row adds the modelled time of the collectives
+//! the real deployment would run (`dist::projection::plan_comm_time`: graph figures for a
+//! graphed decode, eager otherwise). `analytic` needs no GPU: the cost model's roofline
+//! stands in for the measured compute. Every row says which method produced it.
+
+use crate::config::model::ModelConfig;
+use crate::config::run_conf::Deployment;
+use crate::dist::comm_model::{CommModel, Mode};
+use crate::dist::projection::{analytic_compute_ms, plan_comm_time, Efficiency, Method, RankChoice};
+use crate::exec::cuda::executor::CudaExecutor;
+use crate::exec::cuda::kernels::collective::CollectiveBackend;
+use crate::exec::cuda::memory::DeviceBuffer;
+use crate::exec::cuda::weights::Values;
+use crate::model::{build_plan, PlanOptions};
+use crate::plan::cost::PhaseCost;
+use crate::plan::memory::{fits, plan_memory, Target, H200_BYTES};
+use crate::plan::{Phase, Plan, RankLayout, Shape};
+use crate::report::{Reporter, Row, Stats};
+
+use super::{bind_shape, graph_off_reason, grid, input_ids, meta, time_shape, BenchOptions, FLUSH_BYTES};
+
+/// How to project: which rank, with which communication model, measured or analytic.
+pub struct Projection {
+    pub choice: RankChoice,
+    pub comm: CommModel,
+    /// Where `comm`'s figures come from, for the run's header line.
+    pub comm_label: String,
+    pub analytic: bool,
+}
+
+fn mode(graph: bool) -> Mode {
+    if graph {
+        Mode::Graph
+    } else {
+        Mode::Eager
+    }
+}
+
+fn experts(cfg: &ModelConfig) -> usize {
+    cfg.moe.as_ref().map_or(0, |m| m.num_experts)
+}
+
+/// The analytic row of `shape`: no memory is needed, but a shard that would not fit one
+/// H200 says so in the row's note.
+pub fn analytic_row(
+    cfg: &ModelConfig,
+    layout: RankLayout,
+    shape: Shape,
+    graph_off: impl Fn(usize) -> Option<String>,
+    comm: &CommModel,
+) -> anyhow::Result<Row> {
+    let plan = build_plan(cfg, layout, shape, PlanOptions::default())?;
+    let off = if shape.phase == Phase::Decode { graph_off(plan.local_batch) } else { None };
+    let graph = shape.phase == Phase::Decode && off.is_none();
+    let compute = analytic_compute_ms(&plan, experts(cfg), &Efficiency::H200_V1, mode(graph));
+    let comm_time = plan_comm_time(&plan, comm, mode(graph));
+    let mut row =
+        Row::modelled(&plan, &PhaseCost::of(&plan, cfg), Method::Analytic, Stats::estimate(compute), &comm_time, graph);
+    let mut notes: Vec<String> = off.into_iter().collect();
+    notes.extend(fit_note(&plan));
+    row.note = notes.join("; ");
+    Ok(row)
+}
+
+fn fit_note(plan: &Plan) -> Option<String> {
+    let need = plan_memory(plan, Target::H200);
+    fits(&need.footprint(), 0, H200_BYTES).err().map(|e| format!("would not fit one H200 ({e})"))
+}
+
+/// Runs the projection over `shapes` and reports it (this process is the only one).
+pub fn project_grid(
+    opts: &BenchOptions,
+    cfg: &ModelConfig,
+    dep: &Deployment,
+    layouts: &[RankLayout],
+    p: &Projection,
+    shapes: &[(usize, usize)],
+) -> anyhow::Result<()> {
+    let layout = layouts[p.choice.rank];
+    let world = layouts.len();
+    let graph_off = |per_rank| graph_off_reason(opts, dep, per_rank);
+    let mut exec = if p.analytic {
+        None
+    } else {
+        let exec = CudaExecutor::new(cfg, layout, Values::Random { seed: opts.seed })?;
+        exec.gpu().set_collectives(CollectiveBackend::Modelled);
+        Some(exec)
+    };
+    let gpu = match &exec {
+        Some(e) => format!("{} (projected)", e.gpu().name),
+        None => "none (analytic H200 model)".to_string(),
+    };
+    let mut reporter = Reporter::new(meta(opts, dep, gpu), &opts.results_dir, opts.save)?;
+    let method = if p.analytic { Method::Analytic } else { Method::Projected };
+    reporter.note(&format!(
+        "{}: rank {} of {world} ({}); communication modelled from {}",
+        method.name(),
+        p.choice.rank,
+        p.choice.why,
+        p.comm_label
+    ))?;
+    let flush = if exec.is_some() { Some(DeviceBuffer::zeroed(FLUSH_BYTES)?) } else { None };
+    for shape in grid(shapes, true) {
+        let row = match (&mut exec, &flush) {
+            (Some(exec), Some(flush)) => measured_row(exec, cfg, opts, flush, shape, &graph_off, &p.comm),
+            _ => analytic_row(cfg, layout, shape, graph_off, &p.comm),
+        };
+        match row {
+            Ok(mut row) => {
+                row.run_rank = Some(p.choice.clone());
+                reporter.row(&row)?;
+            }
+            Err(e) => reporter.skipped(shape, &format!("{e:#}"))?,
+        }
+    }
+    reporter.finish()
+}
+
+/// One rank's shard timed on the GPU, plus its modelled collectives.
+fn measured_row(
+    exec: &mut CudaExecutor,
+    cfg: &ModelConfig,
+    opts: &BenchOptions,
+    flush: &DeviceBuffer,
+    shape: Shape,
+    graph_off: &dyn Fn(usize) -> Option<String>,
+    comm: &CommModel,
+) -> anyhow::Result<Row> {
+    let ids = input_ids(opts, cfg, &shape)?;
+    let cost = bind_shape(exec, cfg, shape, opts, &ids)?;
+    let plan = &exec.bound()?.plan;
+    let off = if shape.phase == Phase::Decode { graph_off(plan.local_batch) } else { None };
+    let t = time_shape(exec, cfg, opts, flush, off.is_none(), None, true)?;
+    let plan = &exec.bound()?.plan;
+    let comm_time = plan_comm_time(plan, comm, mode(t.graph));
+    let mut row = Row::modelled(plan, &cost, Method::Projected, t.stats, &comm_time, t.graph);
+    row.note = off.unwrap_or_default();
+    Ok(row)
+}
