@@ -68,7 +68,7 @@ pub fn run_grid(
             ranks.len()
         );
     }
-    let mut exec = CudaExecutor::new(cfg, ranks[0], Values::Random { seed: opts.seed })?;
+    let mut exec = CudaExecutor::new(ranks[0], Values::Random { seed: opts.seed })?;
     let meta = Meta {
         model: opts.model.clone(),
         mconf: opts.mconf.clone(),

@@ -69,7 +69,7 @@ fn check(a: KernelCheckArgs) -> anyhow::Result<()> {
     let ids = fwdbench::inputs::random_ids(a.bsz, a.seq + 1, cfg.vocab_size, a.seed);
     let prefill_ids = ids.iter().map(|r| r[..a.seq].to_vec()).collect();
     let decode_ids = ids.iter().map(|r| r[a.seq..].to_vec()).collect();
-    let mut gpu = CudaExecutor::new(&cfg, RankLayout::single(), Values::Random { seed: a.seed })?;
+    let mut gpu = CudaExecutor::new(RankLayout::single(), Values::Random { seed: a.seed })?;
     let results = check_ops(&mut gpu, a.seed, &[(prefill, prefill_ids), (decode, decode_ids)])?;
     let label = a.config.as_ref().map(|p| p.display().to_string()).unwrap_or(format!(
         "{} {}",
