@@ -4,11 +4,14 @@
 //! from a captured CUDA graph (unless `graph` is off). Measurements go to `report` as
 //! they complete, so a failing shape loses nothing measured.
 
+pub mod kernel;
+pub mod suite;
+pub mod timing;
+
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use cudarc::driver::sys::{CUevent_flags, CUgraphInstantiate_flags, CUstreamCaptureMode};
-use cudarc::driver::CudaEvent;
 
 use crate::config::model::ModelConfig;
 use crate::config::run_conf::Deployment;
@@ -24,8 +27,6 @@ use crate::plan::cost::PhaseCost;
 use crate::plan::memory::{fits, plan_memory, Target};
 use crate::plan::{Phase, RankLayout, Shape};
 use crate::report::{Meta, Reporter, Row, Stats};
-
-const FLUSH_BYTES: usize = 256 << 20;
 
 /// What a run measures and where it writes, independent of how it was asked for.
 #[derive(Debug, Clone)]
@@ -79,7 +80,7 @@ pub fn run_grid(
         rev: env!("FWDBENCH_GIT_REV").to_string(),
     };
     let mut reporter = Reporter::new(meta, &opts.results_dir, opts.save)?;
-    let flush = DeviceBuffer::zeroed(FLUSH_BYTES)?;
+    let flush = timing::flush_buffer()?;
     let total = shapes.len() * 2;
     let mut done = 0;
     for &(bsz, seq) in shapes {
@@ -110,7 +111,7 @@ fn input_ids(opts: &BenchOptions, cfg: &ModelConfig, shape: &Shape) -> anyhow::R
 }
 
 /// Fills every cache with random values: a decode step is timed without running a prefill.
-fn fill_caches(gpu: &Gpu, caches: &DeviceCaches, seed: u64) -> anyhow::Result<()> {
+pub(crate) fn fill_caches(gpu: &Gpu, caches: &DeviceCaches, seed: u64) -> anyhow::Result<()> {
     for (i, buf) in caches.k.iter().chain(caches.v.iter().flatten()).enumerate() {
         let elems = buf.bytes / 2;
         let p = FillNormalParams {
@@ -169,24 +170,12 @@ fn time_shape(
     } else {
         None
     };
-    let start = gpu.ctx.new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))?;
-    let end = gpu.ctx.new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))?;
-    let mut times = Vec::with_capacity(opts.iters);
-    for _ in 0..opts.iters.max(1) {
-        if opts.flush {
-            // SAFETY: the flush buffer is FLUSH_BYTES long.
-            unsafe { cudarc::driver::result::memset_d8_async(flush.ptr, 1, FLUSH_BYTES, gpu.stream.cu_stream())? };
-        }
-        start.record(&gpu.stream)?;
-        match &graph {
-            Some(g) => g.launch()?,
-            None => bound.forward(gpu)?,
-        }
-        end.record(&gpu.stream)?;
-        times.push(start.elapsed_ms(&end)? as f64);
-    }
+    let times = timing::time_iterations(gpu, opts.flush.then_some(flush), opts.iters, || match &graph {
+        Some(g) => Ok(g.launch()?),
+        None => bound.forward(gpu),
+    })?;
     if opts.profile == Some(shape.phase) {
-        let op_ms = time_ops(gpu, bound, &start, &end)?;
+        let op_ms = time_ops(gpu, bound)?;
         let path = crate::report::write_profile(&opts.results_dir, &opts.model, &opts.mconf, &bound.plan, cfg, &op_ms)?;
         eprintln!("profile written to {}", path.display());
     }
@@ -194,13 +183,15 @@ fn time_shape(
 }
 
 /// Every op's time in one eager forward, each op alone between two events.
-fn time_ops(gpu: &Gpu, bound: &BoundPlan, start: &CudaEvent, end: &CudaEvent) -> anyhow::Result<Vec<f64>> {
+fn time_ops(gpu: &Gpu, bound: &BoundPlan) -> anyhow::Result<Vec<f64>> {
+    let start = gpu.ctx.new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))?;
+    let end = gpu.ctx.new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))?;
     (0..bound.plan.ops.len())
         .map(|i| {
             start.record(&gpu.stream)?;
             bound.run_op(gpu, i)?;
             end.record(&gpu.stream)?;
-            Ok(start.elapsed_ms(end)? as f64)
+            Ok(start.elapsed_ms(&end)? as f64)
         })
         .collect()
 }
