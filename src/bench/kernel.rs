@@ -14,7 +14,6 @@ use crate::check::ops::{check_op, OpCheck};
 use crate::config::model::ModelConfig;
 use crate::exec::cpu::{load_weights, CpuRun, KvCaches};
 use crate::exec::cuda::executor::CudaExecutor;
-use crate::exec::cuda::weights::Values;
 use crate::exec::Executor;
 use crate::model::{build_plan, PlanOptions};
 use crate::plan::cost::{op_cost, OpCost};
@@ -248,14 +247,18 @@ pub fn bound(cost: &OpCost) -> &'static str {
     }
 }
 
-/// Binds `case` on GPU 0 (a fresh executor: weights of another layout must not be reused
-/// by name), checks it and times it. A case that does not fit is an error naming why.
-pub fn run_case(case: &OpCase, opts: &KernelOptions) -> anyhow::Result<KernelRow> {
+/// Binds `case` on `exec`, checks it and times it. `exec` must have been opened for the
+/// case's layout (weights are kept by name, and a name means one shard of one layout).
+/// A case that does not fit is a [`crate::plan::memory::DoesNotFit`] error.
+pub fn run_case(exec: &mut CudaExecutor, case: &OpCase, opts: &KernelOptions) -> anyhow::Result<KernelRow> {
     let plan = &case.plan;
-    let mut exec = CudaExecutor::new(plan.layout, Values::Random { seed: opts.seed })?;
+    anyhow::ensure!(exec.layouts()[0] == plan.layout, "the executor was opened for another deployment rank");
+    // The previous case's arena and caches go first: only this one's must fit.
+    exec.release();
     let mem = plan_memory(plan, Target { sm_count: exec.gpu().sm_count });
+    let resident = mem.weight_bytes.saturating_sub(exec.missing_weight_bytes(plan));
     let (free, _) = exec.gpu().ctx.mem_get_info()?;
-    fits(&mem.footprint(), 0, free as u64)?;
+    fits(&mem.footprint(), resident as u64, free as u64)?;
     exec.bind(vec![plan.clone()])?;
     let ids = case.ids(opts.seed);
     exec.set_ids(&ids)?;
@@ -269,7 +272,7 @@ pub fn run_case(case: &OpCase, opts: &KernelOptions) -> anyhow::Result<KernelRow
             super::fill_caches(exec.gpu(), exec.caches()?, opts.seed)?;
             CheckResult::Skipped(why)
         }
-        None => check_against_cpu(&mut exec, case, &ids.concat(), opts.seed)?,
+        None => check_against_cpu(exec, case, &ids.concat(), opts.seed)?,
     };
     let stats = if opts.iters == 0 {
         None

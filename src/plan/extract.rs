@@ -139,10 +139,12 @@ impl Plan {
 
 /// A one-op plan of `out [m, n] = x [m, k] . W^T` (bf16), for GEMM shapes no model config
 /// reaches (the seed's 7168 -> 4096 linear and its column/row-parallel slices). The weight
-/// is one HF-like tensor `gemm.weight`, scaled like a trained model's.
+/// is one HF-like tensor `gemm.<n>x<k>.weight` (a GPU keeps weights by name, so each
+/// shape has its own), scaled like a trained model's.
 pub fn gemm_plan(m: usize, n: usize, k: usize) -> Plan {
+    let name = format!("gemm.{n}x{k}.weight");
     let piece = WeightPiece {
-        hf_name: "gemm.weight".into(),
+        hf_name: name.clone(),
         hf_rows: n,
         hf_cols: k,
         transposed_in_file: false,
@@ -167,14 +169,7 @@ pub fn gemm_plan(m: usize, n: usize, k: usize) -> Plan {
             tensor("x", m, k, DType::BF16),
             tensor("out", m, n, DType::BF16),
         ],
-        weights: vec![WeightInfo {
-            name: "gemm.weight".into(),
-            count: 1,
-            rows: n,
-            cols: k,
-            dtype: DType::BF16,
-            pieces: vec![piece],
-        }],
+        weights: vec![WeightInfo { name, count: 1, rows: n, cols: k, dtype: DType::BF16, pieces: vec![piece] }],
         caches: Vec::new(),
         ops: vec![PlannedOp {
             site: OpSite { layer: None, name: "gemm".into() },
