@@ -40,7 +40,8 @@ fn the_seed_suite_lists_every_point_without_a_gpu() {
 
 #[test]
 fn naming_mistakes_are_one_sentence() {
-    let unknown = fails_with("kernel check --model deepseek --op flash", "--op flash: DeepseekV3ForCausalLM has no such op");
+    let unknown =
+        fails_with("kernel check --model deepseek --op flash", "--op flash: DeepseekV3ForCausalLM has no such op");
     assert!(unknown.contains("moe") && unknown.contains("attn.kv_b"), "lists the valid names: {unknown}");
     fails_with("kernel bench --model deepseek --op moe --layer 0", "--op moe --layer 0: layer 0 of");
     fails_with("kernel check --model qwen --op all_reduce --deploy tp2", "--op all_reduce: a collective");

@@ -421,8 +421,7 @@ mod tests {
                 seen.extend(plan.ops.iter().map(|p| p.op.family()));
             }
         }
-        for stem in ["embed", "norm", "linear", "act", "rope", "attention", "mla", "route", "moe", "misc", "collective"]
-        {
+        for stem in ["embed", "norm", "linear", "act", "rope", "attention", "mla", "route", "moe", "misc"] {
             assert!(seen.contains(stem), "no tiny plan has a {stem} op");
         }
         for stem in seen.iter().copied().chain(["collective"]) {
