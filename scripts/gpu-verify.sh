@@ -2,7 +2,7 @@
 # The whole GPU verification and benchmark suite, in one call on an H200 (see
 # docs/perf.md). Expects .device/ from scripts/build-device.sh; writes logs under $OUT
 # (or ./results/verify). Summary last.
-#   scripts/gpu-verify.sh [checks|bench|fixtures|hf|all]   (default all: checks + bench)
+#   scripts/gpu-verify.sh [checks|bench|kernels|fixtures|hf|all]   (default all: checks + bench + kernels)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
@@ -69,6 +69,47 @@ for m in gpt3 grok qwen qwen_dense deepseek sigma sigma_v1; do
   step "kernel_check_${m}_2l" timeout 300 $bin kernel check --model $m --mconf 2l ${reduce[$m]} --bsz 3 --seq 37
 done
 
+fi
+
+# 6. One op at a time through the production path (`kernel check --op`), on odd shapes:
+#    odd sequence lengths, batches of 1 and 3, decode over an odd cache, and MoE layers
+#    with few experts and few tokens so some experts stay empty; then the seed suite.
+if want kernels; then
+  kop() { # args of `kernel check`: an op this family does not have is not a failure here
+    local out rc
+    out=$(timeout 60 $bin kernel check "$@" 2>&1); rc=$?
+    echo "$out"
+    if [ $rc -ne 0 ] && grep -q "has no such op" <<<"$out"; then echo "(no such op in this family)"; return 0; fi
+    return $rc
+  }
+  kcheck() { local name=$1; shift; step "kop_$name" kop "$@"; }
+  # One fixture per attention/FFN variant: GQA + QK-norm, MLA + MoE, learned positions +
+  # biases, soft-cap + MoE, DiffQKV.
+  for n in qwen3 deepseek_v3 gpt2 grok1 sigma_v1; do
+    f=tests/fixtures/$n/config.json
+    for op in embed norm linear act rope attention mla route moe; do
+      for shape in "--bsz 3 --seq 17" "--phase decode --bsz 1 --seq 29"; do
+        kcheck "${n}_${op}_$(tr -d ' -' <<<"$shape")" --config "$f" --op $op $shape
+      done
+    done
+  done
+  declare -A few=(
+    [qwen]="--set num_experts=16" [sigma]="--set n_routed_experts=16"
+    [deepseek]="--set n_routed_experts=16" [grok]="--set num_local_experts=4"
+  )
+  for m in qwen deepseek sigma grok; do
+    # One token picks top-k of 16 (grok: 2 of 4) experts: the rest stay empty.
+    for shape in "--tokens 1" "--tokens 37" "--phase decode --bsz 3 --seq 63"; do
+      kcheck "${m}_2l_moe_$(tr -d ' -' <<<"$shape")" --model $m --mconf 2l ${few[$m]} --op moe $shape
+    done
+  done
+  kcheck deepseek_2l_mla_decode --model deepseek --mconf 2l --op mla_decode_attention --phase decode --bsz 3 --seq 45
+  kcheck deepseek_2l_mla_prefill --model deepseek --mconf 2l --op mla_prefill_attention --bsz 1 --seq 77
+  kcheck sigma_2l_attention_tp8 --model sigma --mconf 2l --op attention --phase decode --bsz 3 --seq 33 --deploy tp8
+  kcheck qwen_2l_moe_ep_shard --model qwen --mconf 2l --set num_experts=16 --op moe --tokens 9 --deploy tp2ep2 --rank 1
+  step kernel_bench_seed timeout 300 $bin kernel bench --suite seed --results-dir "$out/results"
+  mkdir -p "$final/kernel_bench"
+  cp "$out/results/kernel_bench/seed.csv" "$final/kernel_bench/" 2>/dev/null || true
 fi
 
 # 5. HF transformers eager bf16 on the same GPU, same configs (random weights), against

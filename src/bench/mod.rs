@@ -8,11 +8,14 @@
 
 pub mod comm;
 
+pub mod kernel;
+pub mod suite;
+pub mod timing;
+
 use std::path::PathBuf;
 
 use anyhow::Context;
 use cudarc::driver::sys::{CUevent_flags, CUgraphInstantiate_flags, CUstreamCaptureMode};
-use cudarc::driver::CudaEvent;
 
 use crate::config::model::ModelConfig;
 use crate::config::run_conf::Deployment;
@@ -34,8 +37,6 @@ use crate::report::{Meta, Reporter, Row, Stats};
 
 pub mod project;
 pub mod ranks;
-
-const FLUSH_BYTES: usize = 256 << 20;
 
 /// What a run measures and where it writes, independent of how it was asked for.
 #[derive(Debug, Clone)]
@@ -119,7 +120,7 @@ pub fn run_grid(
         CollectiveBackend::Nccl(comms) => Some(comms.world()),
         CollectiveBackend::Modelled => None,
     });
-    let flush = DeviceBuffer::zeroed(FLUSH_BYTES)?;
+    let flush = timing::flush_buffer()?;
     for shape in grid(shapes, leader) {
         let (phase, bsz, seq) = (shape.phase, shape.batch, shape.seq);
         let ready = input_ids(opts, cfg, &shape).and_then(|ids| bind_shape(exec, cfg, shape, opts, &ids));
@@ -182,7 +183,7 @@ fn input_ids(opts: &BenchOptions, cfg: &ModelConfig, shape: &Shape) -> anyhow::R
 }
 
 /// Fills every cache with random values: a decode step is timed without running a prefill.
-fn fill_caches(gpu: &Gpu, caches: &DeviceCaches, seed: u64) -> anyhow::Result<()> {
+pub(crate) fn fill_caches(gpu: &Gpu, caches: &DeviceCaches, seed: u64) -> anyhow::Result<()> {
     for (i, buf) in caches.k.iter().chain(caches.v.iter().flatten()).enumerate() {
         let elems = buf.bytes / 2;
         let p = FillNormalParams {
@@ -270,28 +271,18 @@ fn time_shape(
     } else {
         None
     };
-    let start = gpu.ctx.new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))?;
-    let end = gpu.ctx.new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))?;
-    let mut times = Vec::with_capacity(opts.iters);
-    for _ in 0..opts.iters.max(1) {
-        if opts.flush {
-            // SAFETY: the flush buffer is FLUSH_BYTES long.
-            unsafe { cudarc::driver::result::memset_d8_async(flush.ptr, 1, FLUSH_BYTES, gpu.stream.cu_stream())? };
-        }
-        if let Some(world) = align {
-            world.barrier()?;
-        }
-        start.record(&gpu.stream)?;
-        match &graph {
-            Some(g) => g.launch()?,
-            None => bound.forward(gpu)?,
-        }
-        end.record(&gpu.stream)?;
-        times.push(start.elapsed_ms(&end)? as f64);
-    }
+    // Every rank starts each iteration together (a stream barrier, outside the events).
+    let align_ranks = || match align {
+        Some(world) => Ok(world.barrier()?),
+        None => Ok(()),
+    };
+    let times = timing::time_iterations(gpu, opts.flush.then_some(flush), opts.iters, align_ranks, || match &graph {
+        Some(g) => Ok(g.launch()?),
+        None => bound.forward(gpu),
+    })?;
     if opts.profile == Some(phase) {
         // Every rank runs the ops (collectives among them); rank 0 writes the file.
-        let op_ms = time_ops(gpu, bound, &start, &end)?;
+        let op_ms = time_ops(gpu, bound)?;
         if write_profile {
             let path =
                 crate::report::write_profile(&opts.results_dir, &opts.model, &opts.mconf, &bound.plan, cfg, &op_ms)?;
@@ -302,13 +293,15 @@ fn time_shape(
 }
 
 /// Every op's time in one eager forward, each op alone between two events.
-fn time_ops(gpu: &Gpu, bound: &BoundPlan, start: &CudaEvent, end: &CudaEvent) -> anyhow::Result<Vec<f64>> {
+fn time_ops(gpu: &Gpu, bound: &BoundPlan) -> anyhow::Result<Vec<f64>> {
+    let start = gpu.ctx.new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))?;
+    let end = gpu.ctx.new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))?;
     (0..bound.plan.ops.len())
         .map(|i| {
             start.record(&gpu.stream)?;
             bound.run_op(gpu, i)?;
             end.record(&gpu.stream)?;
-            Ok(start.elapsed_ms(end)? as f64)
+            Ok(start.elapsed_ms(&end)? as f64)
         })
         .collect()
 }

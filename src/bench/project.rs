@@ -19,7 +19,7 @@ use crate::plan::memory::{fits, plan_memory, Target, H200_BYTES};
 use crate::plan::{Phase, Plan, RankLayout, Shape};
 use crate::report::{Reporter, Row, Stats};
 
-use super::{bind_shape, graph_off_reason, grid, input_ids, meta, time_shape, BenchOptions, FLUSH_BYTES};
+use super::{bind_shape, graph_off_reason, grid, input_ids, meta, time_shape, BenchOptions};
 
 /// How to project: which rank, with which communication model, measured or analytic.
 pub struct Projection {
@@ -84,7 +84,7 @@ pub fn project_grid(
     let mut exec = if p.analytic {
         None
     } else {
-        let exec = CudaExecutor::new(cfg, layout, Values::Random { seed: opts.seed })?;
+        let exec = CudaExecutor::new(layout, Values::Random { seed: opts.seed })?;
         exec.gpu().set_collectives(CollectiveBackend::Modelled);
         Some(exec)
     };
@@ -101,7 +101,7 @@ pub fn project_grid(
         p.choice.why,
         p.comm_label
     ))?;
-    let flush = if exec.is_some() { Some(DeviceBuffer::zeroed(FLUSH_BYTES)?) } else { None };
+    let flush = if exec.is_some() { Some(super::timing::flush_buffer()?) } else { None };
     for shape in grid(shapes, true) {
         let row = match (&mut exec, &flush) {
             (Some(exec), Some(flush)) => measured_row(exec, cfg, opts, flush, shape, &graph_off, &p.comm),

@@ -71,7 +71,7 @@ pub fn cuda_logits(
     if layouts.len() != 1 {
         bail!("check --device cuda runs one GPU for now: use --deploy tp1 (sharded plans are checked on the CPU)");
     }
-    logits(&mut CudaExecutor::new(cfg, layouts[0], Values::Source(src))?, cfg, ids, mode)
+    logits(&mut CudaExecutor::new(layouts[0], Values::Source(src))?, cfg, ids, mode)
 }
 
 /// The expected rows matching `mode` out of `[batch, seq, vocab]` logits.

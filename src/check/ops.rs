@@ -72,58 +72,71 @@ pub fn check_ops(dut: &mut dyn Executor, seed: u64, steps: &[(Plan, Vec<Vec<i32>
         cpu.write(plan.full(plan.input_ids), &flat);
         dut.set_ids(ids)?;
         for i in 0..plan.ops.len() {
-            let op = &plan.ops[i].op;
-            let inputs = op.inputs();
-            for &id in &inputs {
-                if plan.tensor(id).dtype == DType::BF16 {
-                    bf16_round(&mut cpu.acts[id.0]);
-                }
-                dut.write_tensor(id, &cpu.acts[id.0])?;
-            }
-            // Only ops that touch a KV cache need the CPU's caches mirrored first.
-            if matches!(op, Op::Attention { .. } | Op::MlaCacheWrite { .. } | Op::MlaDecodeAttention { .. }) {
-                cpu_caches.k.iter_mut().chain(cpu_caches.v.iter_mut()).for_each(|c| bf16_round(c));
-                dut.write_caches(&cpu_caches)?;
-            }
-            for id in op.outputs() {
-                if !inputs.contains(&id) {
-                    dut.poison(id)?;
-                }
-            }
-            cpu.run_op(i, &mut cpu_caches);
-            dut.run_op(i)?;
-            let mut worst = Worst::default();
-            for id in op.outputs() {
-                let got = dut.read_tensor(id)?;
-                let t = plan.tensor(id);
-                if t.dtype == DType::I32 {
-                    worst.add_ids(&got, &cpu.acts[id.0], t.rows, t.cols);
-                } else {
-                    worst.add(&got, &cpu.acts[id.0], t.cols);
-                }
-            }
-            // Cache writes are checked on the cache itself.
-            if let Op::Attention { cache, .. } | Op::MlaCacheWrite { cache, .. } = op {
-                let (k, v) = dut.read_cache(cache.0)?;
-                worst.add(&k, &cpu_caches.k[cache.0], k.len());
-                if !v.is_empty() {
-                    worst.add(&v, &cpu_caches.v[cache.0], v.len());
-                }
-            }
-            let tol = if matches!(op, Op::Route { .. }) { ROUTE_TOL } else { BF16_TOL };
-            let site = &plan.ops[i].site;
-            results.push(OpCheck {
-                index: i,
-                name: site.name.clone() + &site.layer.map(|l| format!("@{l}")).unwrap_or_default(),
-                kind: op.kind_name(),
-                rel_l2: worst.rel_l2,
-                max_abs: worst.max_abs,
-                nan: worst.nan,
-                pass: !worst.nan && worst.rel_l2 <= tol,
-            });
+            results.push(check_op(dut, &mut cpu, &mut cpu_caches, i)?);
         }
     }
     Ok(results)
+}
+
+/// Checks op `i` of `cpu`'s plan (bound to `dut` too, ids set) from the CPU's current
+/// activations and caches: its inputs and caches are mirrored into `dut`, its outputs
+/// poisoned, both sides run it, and `cpu` moves on past it.
+pub fn check_op(
+    dut: &mut dyn Executor,
+    cpu: &mut CpuRun,
+    cpu_caches: &mut KvCaches,
+    i: usize,
+) -> anyhow::Result<OpCheck> {
+    let plan = cpu.plan;
+    let op = &plan.ops[i].op;
+    let inputs = op.inputs();
+    for &id in &inputs {
+        if plan.tensor(id).dtype == DType::BF16 {
+            bf16_round(&mut cpu.acts[id.0]);
+        }
+        dut.write_tensor(id, &cpu.acts[id.0])?;
+    }
+    // Only ops that touch a KV cache need the CPU's caches mirrored first.
+    if matches!(op, Op::Attention { .. } | Op::MlaCacheWrite { .. } | Op::MlaDecodeAttention { .. }) {
+        cpu_caches.k.iter_mut().chain(cpu_caches.v.iter_mut()).for_each(|c| bf16_round(c));
+        dut.write_caches(cpu_caches)?;
+    }
+    for id in op.outputs() {
+        if !inputs.contains(&id) {
+            dut.poison(id)?;
+        }
+    }
+    cpu.run_op(i, cpu_caches);
+    dut.run_op(i)?;
+    let mut worst = Worst::default();
+    for id in op.outputs() {
+        let got = dut.read_tensor(id)?;
+        let t = plan.tensor(id);
+        if t.dtype == DType::I32 {
+            worst.add_ids(&got, &cpu.acts[id.0], t.rows, t.cols);
+        } else {
+            worst.add(&got, &cpu.acts[id.0], t.cols);
+        }
+    }
+    // Cache writes are checked on the cache itself.
+    if let Op::Attention { cache, .. } | Op::MlaCacheWrite { cache, .. } = op {
+        let (k, v) = dut.read_cache(cache.0)?;
+        worst.add(&k, &cpu_caches.k[cache.0], k.len());
+        if !v.is_empty() {
+            worst.add(&v, &cpu_caches.v[cache.0], v.len());
+        }
+    }
+    let tol = if matches!(op, Op::Route { .. }) { ROUTE_TOL } else { BF16_TOL };
+    let site = &plan.ops[i].site;
+    Ok(OpCheck {
+        index: i,
+        name: site.name.clone() + &site.layer.map(|l| format!("@{l}")).unwrap_or_default(),
+        kind: op.kind_name(),
+        rel_l2: worst.rel_l2,
+        max_abs: worst.max_abs,
+        nan: worst.nan,
+        pass: !worst.nan && worst.rel_l2 <= tol,
+    })
 }
 
 #[cfg(test)]

@@ -1,18 +1,25 @@
-//! `fwdbench kernel check`: every GPU op of a model's prefill and decode plans against the
-//! CPU reference, one op at a time, on random data.
+//! `fwdbench kernel check` and `fwdbench kernel bench`: GPU ops against the CPU reference
+//! and against the roofline. Without `--op`, `check` takes every op of a model's prefill
+//! and decode plans in turn; with `--op`, both run that one op's plan (`Plan::extract_op`)
+//! at the shape and deployment `run` would plan; `bench --suite seed` runs the seed
+//! pipeline's per-layer microbenchmarks.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use anyhow::bail;
+use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 
-use super::common::load_model;
+use super::common::{layouts, load_model, DeployArgs};
+use fwdbench::bench::kernel::{append_csv, csv_line, run_case, summary_line, CheckResult, KernelOptions, OpCase};
+use fwdbench::bench::suite::{seed_points, SuiteModels};
 use fwdbench::check::compare::BF16_TOL;
 use fwdbench::check::ops::check_ops;
+use fwdbench::config::model::ModelConfig;
 use fwdbench::exec::cuda::executor::CudaExecutor;
 use fwdbench::exec::cuda::weights::Values;
 use fwdbench::model::{build_plan, PlanOptions};
-use fwdbench::plan::{RankLayout, Shape};
+use fwdbench::plan::memory::DoesNotFit;
+use fwdbench::plan::{OpQuery, RankLayout, Shape};
 
 #[derive(Debug, Args)]
 pub struct KernelArgs {
@@ -22,60 +29,283 @@ pub struct KernelArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum KernelCommand {
-    /// Check every op of a model's prefill and decode against the CPU reference.
+    /// Check GPU ops against the CPU reference: every op of a model, or one with --op.
     Check(KernelCheckArgs),
+    /// Check and time one op (--op) or the seed suite (--suite seed) against the roofline.
+    Bench(KernelBenchArgs),
 }
 
+/// Which op, of which model, at which shape and deployment.
 #[derive(Debug, Args)]
-#[command(
-    after_help = "Example:\n  fwdbench kernel check --model deepseek --mconf 2l --set n_routed_experts=16 --bsz 2 --seq 37"
-)]
-pub struct KernelCheckArgs {
-    /// A model of model_conf/ (or give --config).
-    #[arg(long, required_unless_present = "config")]
+pub struct OpArgs {
+    /// A model of model_conf/ (or give --config, or a bare GEMM with --op linear --m --n --k).
+    #[arg(long)]
     pub model: Option<String>,
     #[arg(long, default_value = "2l")]
     pub mconf: String,
     #[arg(long, default_value = "model_conf")]
     pub model_dir: PathBuf,
-    /// A config.json to check instead of --model/--mconf (e.g. a test fixture).
-    #[arg(long)]
+    /// A config.json instead of --model/--mconf (e.g. a test fixture).
+    #[arg(long, conflicts_with = "model")]
     pub config: Option<PathBuf>,
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub sets: Vec<String>,
+    /// One op: a family (moe, attention, mla, linear, norm, route, ...), a kind
+    /// (mla_decode_attention, head_norm, ...) or a site (attn.qkv).
+    #[arg(long)]
+    pub op: Option<String>,
+    /// The op's layer (default: the first layer that has one).
+    #[arg(long, requires = "op")]
+    pub layer: Option<usize>,
+    /// prefill or decode (--op only; without --op, check runs a prefill then a decode).
+    #[arg(long, default_value = "prefill")]
+    pub phase: String,
     #[arg(long, default_value_t = 2)]
     pub bsz: usize,
-    /// Prompt length of the prefill; the decode step then sees seq + 1 keys.
+    /// Prefill: tokens per sequence. Decode: tokens already cached (the step sees seq + 1).
     #[arg(long, default_value_t = 37)]
     pub seq: usize,
+    /// A prefill of one sequence of T tokens (instead of --phase/--bsz/--seq).
+    #[arg(long, requires = "op", conflicts_with_all = ["bsz", "seq"])]
+    pub tokens: Option<usize>,
+    #[command(flatten)]
+    pub deploy: DeployArgs,
+    /// The rank of the deployment whose shard is taken (--op only).
+    #[arg(long, default_value_t = 0, requires = "op")]
+    pub rank: usize,
+    /// A bare GEMM out[M, N] = x[M, K] . W^T (with --op linear, no model).
+    #[arg(long, requires_all = ["n", "k"])]
+    pub m: Option<usize>,
+    #[arg(long, requires_all = ["m", "k"])]
+    pub n: Option<usize>,
+    #[arg(long, requires_all = ["m", "n"])]
+    pub k: Option<usize>,
+    /// Seed of the random weights and inputs.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
 }
 
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  fwdbench kernel check --model deepseek --mconf 2l --set n_routed_experts=16 --bsz 2 --seq 37
+  fwdbench kernel check --model deepseek --mconf 2l --op mla_decode_attention --phase decode --bsz 3 --seq 29")]
+pub struct KernelCheckArgs {
+    #[command(flatten)]
+    pub op: OpArgs,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  fwdbench kernel bench --model deepseek --mconf full --op moe --tokens 4096
+  fwdbench kernel bench --model sigma --mconf full --op attention --phase decode --bsz 32 --seq 4096 --deploy tp8
+  fwdbench kernel bench --op linear --m 4096 --n 4096 --k 7168 --csv results/kernel_bench/adhoc.csv
+  fwdbench kernel bench --suite seed")]
+pub struct KernelBenchArgs {
+    #[command(flatten)]
+    pub op: OpArgs,
+    /// A suite of points instead of one op: `seed` (the seed pipeline's microbenchmarks).
+    #[arg(long, conflicts_with = "op")]
+    pub suite: Option<String>,
+    /// Print the suite's points (op, dims, FLOPs, bytes) without a GPU.
+    #[arg(long, requires = "suite")]
+    pub list: bool,
+    #[arg(long, default_value_t = 3)]
+    pub warmup: usize,
+    #[arg(long, default_value_t = 25)]
+    pub iters: usize,
+    /// Do not flush the L2 cache before each timed iteration.
+    #[arg(long)]
+    pub no_flush: bool,
+    /// Time only: skip the CPU reference check.
+    #[arg(long)]
+    pub no_check: bool,
+    /// Append a row per op to this CSV (header once). The suite's default:
+    /// <results-dir>/kernel_bench/seed.csv, rewritten each run.
+    #[arg(long)]
+    pub csv: Option<PathBuf>,
+    #[arg(long, default_value = "results")]
+    pub results_dir: PathBuf,
+}
+
 pub fn kernel(args: KernelArgs) -> anyhow::Result<()> {
     match args.command {
-        KernelCommand::Check(a) => check(a),
+        KernelCommand::Check(a) if a.op.op.is_none() => check_model(&a.op),
+        KernelCommand::Check(a) => {
+            let case = op_case(&a.op)?;
+            let opts = KernelOptions { warmup: 0, iters: 0, flush: false, seed: a.op.seed, check: true };
+            let row = run_on_gpu(&case, &opts)?;
+            println!("{}", summary_line(&case, &row));
+            fail_unless_passed(&[row.check])
+        }
+        KernelCommand::Bench(b) => bench(b),
     }
 }
 
-fn check(a: KernelCheckArgs) -> anyhow::Result<()> {
-    let cfg = match &a.config {
-        Some(path) => fwdbench::config::hf::load_model_config(path, &super::parse_sets(&a.sets)?)?,
-        None => load_model(&a.model_dir, a.model.as_deref().unwrap_or_default(), &a.mconf, &a.sets)?.1,
+fn model_label(a: &OpArgs) -> String {
+    match (&a.config, &a.model) {
+        (Some(path), _) => path.display().to_string(),
+        (None, Some(model)) => format!("{model} {}", a.mconf),
+        (None, None) => "gemm".into(),
+    }
+}
+
+fn load_cfg(a: &OpArgs) -> anyhow::Result<ModelConfig> {
+    match (&a.config, &a.model) {
+        (Some(path), _) => Ok(fwdbench::config::hf::load_model_config(path, &super::parse_sets(&a.sets)?)?),
+        (None, Some(model)) => Ok(load_model(&a.model_dir, model, &a.mconf, &a.sets)?.1),
+        (None, None) => bail!("give --model (or --config), or a bare GEMM with --op linear --m M --n N --k K"),
+    }
+}
+
+fn shape(a: &OpArgs) -> anyhow::Result<Shape> {
+    Ok(match (a.tokens, a.phase.as_str()) {
+        (Some(t), "prefill") => Shape::prefill(1, t),
+        (Some(_), _) => bail!("--tokens T is a prefill of one sequence of T tokens: drop --phase {}", a.phase),
+        (None, "prefill") => Shape::prefill(a.bsz, a.seq),
+        (None, "decode") => Shape::decode(a.bsz, a.seq),
+        (None, other) => bail!("--phase {other}: expected prefill or decode"),
+    })
+}
+
+/// The one-op case the flags name; every mistake is found here, before any GPU work.
+fn op_case(a: &OpArgs) -> anyhow::Result<OpCase> {
+    let name = a.op.clone().context("--op is required here")?;
+    if let (Some(m), Some(n), Some(k)) = (a.m, a.n, a.k) {
+        if name != "linear" || a.model.is_some() || a.config.is_some() {
+            bail!("--m/--n/--k build a bare GEMM: use them with --op linear and without --model/--config");
+        }
+        return Ok(OpCase::gemm(format!("linear gemm m{m} n{n} k{k}"), m, n, k));
+    }
+    let cfg = load_cfg(a)?;
+    let (_, dep) = a.deploy.load()?;
+    let ranks = layouts(&dep)?;
+    let layout = *ranks.get(a.rank).with_context(|| {
+        format!("--rank {}: --deploy {} has {} ranks (0..{})", a.rank, a.deploy.deploy, ranks.len(), ranks.len() - 1)
+    })?;
+    let shape = shape(a)?;
+    let layer = a.layer.map(|l| format!(" layer {l}")).unwrap_or_default();
+    let key = format!("{name}{layer} {} {} rank{} {shape:?}", model_label(a), a.deploy.deploy, a.rank);
+    let query = OpQuery { name, layer: a.layer };
+    OpCase::from_model(key, &model_label(a), &cfg, layout, shape, &query)
+}
+
+fn run_on_gpu(case: &OpCase, opts: &KernelOptions) -> anyhow::Result<fwdbench::bench::kernel::KernelRow> {
+    let mut exec = CudaExecutor::new(case.plan.layout, Values::Random { seed: opts.seed })?;
+    run_case(&mut exec, case, opts).with_context(|| format!("{} ({})", case.case, case.site()))
+}
+
+fn fail_unless_passed(checks: &[CheckResult]) -> anyhow::Result<()> {
+    let failed = checks.iter().filter(|c| matches!(c, CheckResult::Fail(_))).count();
+    if failed > 0 {
+        bail!("{failed} GPU op(s) differ from the CPU reference (tolerance {BF16_TOL:.0e}, NaN fails)");
+    }
+    Ok(())
+}
+
+fn bench(b: KernelBenchArgs) -> anyhow::Result<()> {
+    let opts = KernelOptions {
+        warmup: b.warmup,
+        iters: b.iters.max(1),
+        flush: !b.no_flush,
+        seed: b.op.seed,
+        check: !b.no_check,
     };
+    match b.suite.as_deref() {
+        None => {
+            let case = op_case(&b.op)?;
+            let row = run_on_gpu(&case, &opts)?;
+            println!("{}", summary_line(&case, &row));
+            if let Some(path) = &b.csv {
+                append_csv(path, &csv_line("adhoc", &case, Ok(&row), opts.flush))?;
+            }
+            fail_unless_passed(&[row.check])
+        }
+        Some("seed") => {
+            let path = b.csv.clone().unwrap_or(b.results_dir.join("kernel_bench").join("seed.csv"));
+            seed_suite(&b.op.model_dir, &opts, b.list, &path)
+        }
+        Some(other) => {
+            bail!("--suite {other}: the only suite is `seed` (the seed pipeline's per-layer microbenchmarks)")
+        }
+    }
+}
+
+fn seed_suite(model_dir: &Path, opts: &KernelOptions, list: bool, path: &Path) -> anyhow::Result<()> {
+    let models = SuiteModels::load(model_dir)?;
+    let points = seed_points();
+    if list {
+        for (key, point) in &points {
+            let case = models.case(key, point)?;
+            let c = case.cost();
+            let check = case.cpu_check_skip().map(|w| format!("skipped({w})")).unwrap_or("cpu check".into());
+            println!(
+                "{key}: {} [{}] {:.3} GFLOP {:.2} MB; {check}",
+                case.site(),
+                case.dims(),
+                c.flops / 1e9,
+                c.bytes() / 1e6
+            );
+        }
+        println!("{} points", points.len());
+        return Ok(());
+    }
+    fwdbench::exec::cuda::device::require_cuda()?;
+    if path.exists() {
+        std::fs::remove_file(path).with_context(|| format!("replacing {}", path.display()))?;
+    }
+    let (mut checks, mut errors) = (Vec::new(), 0);
+    // One executor per (model, layout) run of points: opening a GPU costs more than most ops.
+    let mut open: Option<(String, RankLayout, CudaExecutor)> = None;
+    for (i, (key, point)) in points.iter().enumerate() {
+        let case = models.case(key, point)?;
+        eprint!("[{}/{}] ", i + 1, points.len());
+        if !open.as_ref().is_some_and(|(m, l, _)| *m == case.model && *l == case.plan.layout) {
+            // The previous GPU's weights are freed before the next one's are generated.
+            drop(open.take());
+            let exec = CudaExecutor::new(case.plan.layout, Values::Random { seed: opts.seed })?;
+            open = Some((case.model.clone(), case.plan.layout, exec));
+        }
+        let exec = &mut open.as_mut().expect("opened above").2;
+        match run_case(exec, &case, opts) {
+            Ok(row) => {
+                println!("{}", summary_line(&case, &row));
+                append_csv(path, &csv_line("seed", &case, Ok(&row), opts.flush))?;
+                checks.push(row.check);
+            }
+            Err(e) => {
+                let fit = e.downcast_ref::<DoesNotFit>().is_some();
+                let why = if fit { "does not fit on this GPU".to_string() } else { format!("error: {e:#}") };
+                println!("{key}: skipped: {e:#}");
+                append_csv(path, &csv_line("seed", &case, Err(&why), opts.flush))?;
+                errors += usize::from(!fit);
+            }
+        }
+    }
+    println!("seed suite: {} points, rows in {}", points.len(), path.display());
+    fail_unless_passed(&checks)?;
+    if errors > 0 {
+        bail!("{errors} suite point(s) failed on the GPU (see the `error:` lines above)");
+    }
+    Ok(())
+}
+
+/// Today's whole-model check: every op of a prefill and the decode after it.
+fn check_model(a: &OpArgs) -> anyhow::Result<()> {
+    if a.deploy.deploy != "tp1" || a.tokens.is_some() || a.m.is_some() {
+        bail!(
+            "--deploy, --tokens and --m/--n/--k choose one op's plan: give --op too (the whole-model check runs tp1)"
+        );
+    }
+    let cfg = load_cfg(a)?;
+    let label = model_label(a);
     let opts = PlanOptions { all_logits: false, cache_len: Some(a.seq + 1) };
     let prefill = build_plan(&cfg, RankLayout::single(), Shape::prefill(a.bsz, a.seq), opts)?;
     let decode = build_plan(&cfg, RankLayout::single(), Shape::decode(a.bsz, a.seq), opts)?;
     let ids = fwdbench::inputs::random_ids(a.bsz, a.seq + 1, cfg.vocab_size, a.seed);
     let prefill_ids = ids.iter().map(|r| r[..a.seq].to_vec()).collect();
     let decode_ids = ids.iter().map(|r| r[a.seq..].to_vec()).collect();
-    let mut gpu = CudaExecutor::new(&cfg, RankLayout::single(), Values::Random { seed: a.seed })?;
+    let mut gpu = CudaExecutor::new(RankLayout::single(), Values::Random { seed: a.seed })?;
     let results = check_ops(&mut gpu, a.seed, &[(prefill, prefill_ids), (decode, decode_ids)])?;
-    let label = a.config.as_ref().map(|p| p.display().to_string()).unwrap_or(format!(
-        "{} {}",
-        a.model.as_deref().unwrap_or_default(),
-        a.mconf
-    ));
     let failed: Vec<_> = results.iter().filter(|r| !r.pass).collect();
     let mut worst: std::collections::BTreeMap<&str, f64> = Default::default();
     for r in &results {

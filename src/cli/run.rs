@@ -221,7 +221,7 @@ fn run_worker(w: &Worker, job: &Job) -> anyhow::Result<()> {
     );
     let bind = launch::bind_address(&w.master, dep.nnodes)?;
     let mut setup = setup_rank(w, &ranks[w.rank], &bind)?;
-    let mut exec = CudaExecutor::with_gpu(cfg, ranks[w.rank], Values::Random { seed: opts.seed }, setup.gpu);
+    let mut exec = CudaExecutor::with_gpu(ranks[w.rank], Values::Random { seed: opts.seed }, setup.gpu);
     fwdbench::bench::run_grid(opts, cfg, dep, &mut exec, &mut setup.rendezvous, shapes)
 }
 
@@ -242,6 +242,6 @@ fn run_alone(job: &Job) -> anyhow::Result<()> {
         }
         Err(e) => return Err(e),
     };
-    let mut exec = CudaExecutor::with_gpu(cfg, layout, Values::Random { seed: opts.seed }, gpu);
+    let mut exec = CudaExecutor::with_gpu(layout, Values::Random { seed: opts.seed }, gpu);
     fwdbench::bench::run_grid(opts, cfg, dep, &mut exec, &mut rendezvous, shapes)
 }

@@ -7,11 +7,13 @@
 //! QKV projection feeds q, k and v to later ops without copies.
 
 pub mod cost;
+mod extract;
 pub mod memory;
 mod ops;
 mod weights;
 
-pub use ops::{Collective, CollectiveDim, Group, Op};
+pub use extract::{gemm_plan, OpQuery, OpQueryError};
+pub use ops::{Collective, CollectiveDim, Group, IdRef, Op};
 pub use weights::{Init, WeightInfo, WeightPiece};
 
 use serde::Serialize;

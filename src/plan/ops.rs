@@ -253,6 +253,141 @@ impl Op {
     }
 }
 
+/// One id an op refers to, handed out mutably by [`Op::visit_ids_mut`].
+pub enum IdRef<'a> {
+    Tensor(&'a mut TensorId),
+    Weight(&'a mut WeightId),
+    Cache(&'a mut CacheId),
+}
+
+impl Op {
+    /// Calls `f` on every tensor (each view's), weight and cache id of the op, in field
+    /// order; `Plan::extract_op` collects and remaps ids with it. Every variant and field is
+    /// named (no `..`), so a new variant or id field does not compile until it is visited.
+    pub fn visit_ids_mut(&mut self, f: &mut dyn FnMut(IdRef<'_>)) {
+        let t = |v: &mut View, f: &mut dyn FnMut(IdRef<'_>)| f(IdRef::Tensor(&mut v.id));
+        let w = |id: &mut WeightId, f: &mut dyn FnMut(IdRef<'_>)| f(IdRef::Weight(id));
+        match self {
+            Op::Embed { out, table, vocab_start: _, pos_table, scale: _ } => {
+                t(out, f);
+                w(table, f);
+                pos_table.iter_mut().for_each(|p| w(p, f));
+            }
+            Op::Norm { x, delta, weight, bias, kind: _, eps: _, out } => {
+                t(x, f);
+                delta.iter_mut().for_each(|d| t(d, f));
+                w(weight, f);
+                bias.iter_mut().for_each(|b| w(b, f));
+                t(out, f);
+            }
+            Op::Linear { x, weight, bias, alpha: _, out } => {
+                t(x, f);
+                w(weight, f);
+                bias.iter_mut().for_each(|b| w(b, f));
+                t(out, f);
+            }
+            Op::BiasAct { x, bias, act: _ } => {
+                t(x, f);
+                bias.iter_mut().for_each(|b| w(b, f));
+            }
+            Op::ActMul { x, out, act: _ } => {
+                t(x, f);
+                t(out, f);
+            }
+            Op::Add { acc, x, gate } => {
+                t(acc, f);
+                t(x, f);
+                gate.iter_mut().for_each(|g| t(g, f));
+            }
+            Op::HeadNorm { x, heads: _, head_dim: _, weight, eps: _ } => {
+                t(x, f);
+                w(weight, f);
+            }
+            Op::Rope { x, heads: _, head_stride: _, rope_offset: _, rope: _ } => t(x, f),
+            Op::Attention {
+                q,
+                k,
+                v,
+                cache,
+                out,
+                q_heads: _,
+                k_heads: _,
+                v_heads: _,
+                d_qk: _,
+                d_v: _,
+                scale: _,
+                softcap: _,
+            } => {
+                [q, k, v].into_iter().for_each(|x| t(x, f));
+                f(IdRef::Cache(cache));
+                t(out, f);
+            }
+            Op::MlaCacheWrite { latent, k_pe, cache } => {
+                t(latent, f);
+                t(k_pe, f);
+                f(IdRef::Cache(cache));
+            }
+            Op::MlaPrefillAttention { q, kv, k_pe, out, heads: _, d_nope: _, d_rope: _, d_v: _, scale: _ } => {
+                [q, kv, k_pe, out].into_iter().for_each(|x| t(x, f));
+            }
+            Op::MlaDecodeAttention {
+                q_lat,
+                q_pe,
+                q_pe_stride: _,
+                cache,
+                out,
+                heads: _,
+                kv_lora_rank: _,
+                d_rope: _,
+                scale: _,
+            } => {
+                t(q_lat, f);
+                t(q_pe, f);
+                f(IdRef::Cache(cache));
+                t(out, f);
+            }
+            Op::HeadMatmul { x, x_stride: _, weight, heads: _, transpose: _, out } => {
+                t(x, f);
+                w(weight, f);
+                t(out, f);
+            }
+            Op::Route { x, weight, correction_bias, logits, ids, weights, router: _, top_k: _ } => {
+                t(x, f);
+                w(weight, f);
+                correction_bias.iter_mut().for_each(|b| w(b, f));
+                [logits, ids, weights].into_iter().for_each(|x| t(x, f));
+            }
+            Op::Moe {
+                x,
+                ids,
+                weights,
+                w13,
+                w2,
+                expert_start: _,
+                local_experts: _,
+                top_k: _,
+                inter: _,
+                act: _,
+                out,
+                experts_total: _,
+            } => {
+                [x, ids, weights].into_iter().for_each(|v| t(v, f));
+                w(w13, f);
+                w(w2, f);
+                t(out, f);
+            }
+            Op::GatherRows { x, rows: _, out } => {
+                t(x, f);
+                t(out, f);
+            }
+            Op::Collective { kind: _, group: _, x, out } => {
+                t(x, f);
+                t(out, f);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;
@@ -289,8 +424,7 @@ mod tests {
                 }
             }
         }
-        for stem in ["embed", "norm", "linear", "act", "rope", "attention", "mla", "route", "moe", "misc", "collective"]
-        {
+        for stem in ["embed", "norm", "linear", "act", "rope", "attention", "mla", "route", "moe", "misc"] {
             assert!(seen.contains(stem), "no tiny plan has a {stem} op");
         }
         for stem in seen.iter().copied() {

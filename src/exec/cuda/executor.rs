@@ -8,7 +8,6 @@ use anyhow::{ensure, Context};
 use super::engine::{BoundPlan, DeviceCaches};
 use super::gpu::Gpu;
 use super::weights::{DeviceWeights, Values};
-use crate::config::model::ModelConfig;
 use crate::exec::cpu::KvCaches;
 use crate::exec::{Executor, Logits};
 use crate::plan::{CacheInfo, DType, Plan, RankLayout, TensorId};
@@ -19,7 +18,6 @@ pub struct CudaExecutor<'a> {
     caches: Option<(Vec<CacheInfo>, DeviceCaches)>,
     weights: DeviceWeights,
     values: Values<'a>,
-    cfg: &'a ModelConfig,
     layout: [RankLayout; 1],
     gpu: Gpu,
 }
@@ -30,22 +28,14 @@ fn bf16s(values: &[f32]) -> Vec<half::bf16> {
 
 impl<'a> CudaExecutor<'a> {
     /// Opens GPU 0; weights come from `values` when a plan first needs them.
-    pub fn new(cfg: &'a ModelConfig, layout: RankLayout, values: Values<'a>) -> anyhow::Result<Self> {
-        Ok(Self::with_gpu(cfg, layout, values, Gpu::new(0)?))
+    pub fn new(layout: RankLayout, values: Values<'a>) -> anyhow::Result<Self> {
+        Ok(Self::with_gpu(layout, values, Gpu::new(0)?))
     }
 
     /// On a GPU opened (and given its communicators) by the caller: one rank of a
     /// multi-process run (`dist::worker::setup_rank`).
-    pub fn with_gpu(cfg: &'a ModelConfig, layout: RankLayout, values: Values<'a>, gpu: Gpu) -> Self {
-        CudaExecutor {
-            bound: None,
-            caches: None,
-            weights: DeviceWeights::default(),
-            values,
-            cfg,
-            layout: [layout],
-            gpu,
-        }
+    pub fn with_gpu(layout: RankLayout, values: Values<'a>, gpu: Gpu) -> Self {
+        CudaExecutor { bound: None, caches: None, weights: DeviceWeights::default(), values, layout: [layout], gpu }
     }
 
     pub fn gpu(&self) -> &Gpu {
@@ -110,7 +100,8 @@ impl Executor for CudaExecutor<'_> {
         let bound = self.bound()?;
         let flat = bound.read_logits()?;
         let mut logits: Logits = vec![Vec::new(); bound.plan.shape.batch];
-        for (row, (s, _)) in flat.chunks(self.cfg.vocab_size).zip(&bound.plan.logit_rows) {
+        // The logits view is the vocabulary wide (padding columns are not read back).
+        for (row, (s, _)) in flat.chunks(bound.plan.logits.cols).zip(&bound.plan.logit_rows) {
             logits[*s].push(row.to_vec());
         }
         Ok(logits)
