@@ -2,7 +2,9 @@
 # The whole GPU verification and benchmark suite, in one call on an H200 (see
 # docs/perf.md). Expects .device/ from scripts/build-device.sh; writes logs under $OUT
 # (or ./results/verify). Summary last.
-#   scripts/gpu-verify.sh [checks|bench|kernels|fixtures|hf|all]   (default all: checks + bench + kernels)
+#   scripts/gpu-verify.sh [checks|bench|kernels|multi|refs|fixtures|hf|all]
+#   (default all: everything but hf and fixtures; several modes as one quoted argument).
+# Every log and result CSV comes back inside verify-logs.tgz.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
@@ -13,6 +15,11 @@ mkdir -p "$final"
 bin=.device/fwdbench
 mode=${1:-all}
 want() { [ "$mode" = "$1" ] || { [ "$mode" = all ] && [ "$1" != hf ] && [ "$1" != fixtures ]; }; }
+# Several modes in one call: `scripts/gpu-verify.sh "checks bench multi"`.
+if [ "$mode" != all ] && [ "${mode#* }" != "$mode" ]; then
+  modes=$mode
+  want() { [[ " $modes " == *" $1 "* ]]; }
+fi
 want_fixtures() { want checks || want fixtures; }
 declare -a summary
 start=$(date +%s)
@@ -108,8 +115,37 @@ if want kernels; then
   kcheck sigma_2l_attention_tp8 --model sigma --mconf 2l --op attention --phase decode --bsz 3 --seq 33 --deploy tp8
   kcheck qwen_2l_moe_ep_shard --model qwen --mconf 2l --set num_experts=16 --op moe --tokens 9 --deploy tp2ep2 --rank 1
   step kernel_bench_seed timeout 300 $bin kernel bench --suite seed --results-dir "$out/results"
-  mkdir -p "$final/kernel_bench"
-  cp "$out/results/kernel_bench/seed.csv" "$final/kernel_bench/" 2>/dev/null || true
+  # The peers on exactly the suite's shapes, in the same call, and the ratios.
+  step kernel_peers timeout 240 python3 python/reference/kernel_peers.py \
+    --seed-csv "$out/results/kernel_bench/seed.csv" --out "$out/results/kernel_bench/peers.csv"
+  step side_by_side python3 python/reference/side_by_side.py \
+    --seed-csv "$out/results/kernel_bench/seed.csv" --peers-csv "$out/results/kernel_bench/peers.csv"
+  cp "$out/side_by_side.log" "$final/side_by_side.txt" 2>/dev/null || true
+fi
+
+# 7. Multi-GPU paths on this machine: NCCL collectives at world size 1 (eager and inside a
+#    graph), and projection of the seed's deployments of the full models that fit one rank in
+#    bf16 (one rank's exact shard measured, collectives modelled from the public H200 table).
+if want multi; then
+  step comm_bench_world1 timeout 240 $bin comm bench --gpus 1 --max-bytes 256M --iters 10 \
+    --out "$out/results/comm/comm_1xh200.csv"
+  for dm in "gpt3 tp8" "grok tp8ep8" "qwen tp8ep8" "qwen tp8ep8dp8" "sigma tp8ep8"; do
+    set -- $dm
+    step "project_$1_$2" timeout 300 $bin run --model $1 --mconf full --deploy $2 --project --save \
+      --results-dir "$out/results"
+  done
+  grep -h -B2 -A14 "^phase" "$out"/project_*.log > "$final/project-tables.txt" 2>/dev/null || true
+fi
+
+# 8. GPU integration tests (tests/gpu.rs, built by scripts/build-device.sh), and the Python
+#    references: the fixtures regenerate byte for byte from the shared decoder code.
+if want refs; then
+  [ -x .device/gpu_tests ] && step gpu_tests .device/gpu_tests --test-threads 1
+  step refs_regenerate timeout 240 python3 python/reference/make_fixtures.py --out "$out/fixtures" \
+    --only grok1 grok1_hpcai sigma_v1 sigma_v2
+  for n in grok1 grok1_hpcai sigma_v1 sigma_v2; do
+    step "refs_identical_$n" bash -c "for f in tests/fixtures/$n/*; do cmp \"\$f\" \"$out/fixtures/$n/\$(basename \"\$f\")\" || exit 1; done"
+  done
 fi
 
 # 5. HF transformers eager bf16 on the same GPU, same configs (random weights), against

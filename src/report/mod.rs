@@ -43,6 +43,8 @@ pub struct Reporter {
     csv: Option<CsvRows>,
     meta: Meta,
     rows: usize,
+    /// Rows by method (measured, projected, analytic), for the closing line.
+    by_method: std::collections::BTreeMap<&'static str, usize>,
     skipped: usize,
 }
 
@@ -52,7 +54,7 @@ impl Reporter {
         let csv = if save { Some(CsvRows::open(results_dir, &meta)?) } else { None };
         println!("{} {} on {} ({}), deploy {}", meta.model, meta.mconf, meta.gpu, meta.backend, meta.deploy);
         println!("{HEADER}");
-        Ok(Reporter { raw, csv, meta, rows: 0, skipped: 0 })
+        Ok(Reporter { raw, csv, meta, rows: 0, by_method: Default::default(), skipped: 0 })
     }
 
     pub fn row(&mut self, r: &Row) -> anyhow::Result<()> {
@@ -63,6 +65,7 @@ impl Reporter {
             w.write(&self.meta, r)?;
         }
         self.rows += 1;
+        *self.by_method.entry(r.method.name()).or_default() += 1;
         Ok(())
     }
 
@@ -82,7 +85,9 @@ impl Reporter {
     }
 
     pub fn finish(self) -> anyhow::Result<()> {
-        println!("{} rows measured, {} skipped", self.rows, self.skipped);
+        let kinds: Vec<String> = self.by_method.iter().map(|(m, n)| format!("{n} {m}")).collect();
+        let kinds = if kinds.is_empty() { "0 measured".to_string() } else { kinds.join(", ") };
+        println!("{} rows ({kinds}), {} skipped", self.rows, self.skipped);
         if self.rows == 0 && self.skipped > 0 {
             anyhow::bail!("no shape could be measured");
         }

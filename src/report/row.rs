@@ -66,7 +66,8 @@ impl Row {
         let secs = stats.median_ms / 1e3;
         let tflops = cost.flops / secs / 1e12;
         let gbs = cost.mbu_bytes() / secs / 1e9;
-        let gpus = plan.layout.world as f64;
+        // `cost` is this rank's plan: its FLOPs and bytes over one GPU's ceilings (every
+        // rank of a deployment does the same share, so this is also the deployment's MFU).
         // The bound that applies: which roofline term is larger at the measured ceilings.
         let compute_s = cost.flops / (PEAK_TFLOPS * 1e12);
         let memory_s = cost.mbu_bytes() / (COPY_GBS * 1e9);
@@ -79,9 +80,9 @@ impl Row {
             world: plan.layout.world,
             stats,
             tflops,
-            mfu: tflops / (PEAK_TFLOPS * gpus),
+            mfu: tflops / PEAK_TFLOPS,
             gbs,
-            mbu: gbs / (COPY_GBS * gpus),
+            mbu: gbs / COPY_GBS,
             bound: if compute_s >= memory_s { "compute" } else { "memory" },
             graph,
             method: Method::Measured,
