@@ -18,15 +18,17 @@ import torch
 from torch import nn
 
 from ref_common import (
-    RotaryDecoderLM,
     ConfigError,
     GatedMLP,
     RMSNorm,
     activation_of,
     apply_rope,
+    cache_len,
     causal_attention,
     extend_kv,
     require,
+    rope_cos_sin,
+    rope_inv_freq,
     rope_theta_of,
 )
 
@@ -125,15 +127,39 @@ class SigmaV1DecoderLayer(nn.Module):
         return x + self.mlp(self.post_attention_layernorm(x)), kv
 
 
-class SigmaV1ForCausalLM(RotaryDecoderLM):
+class SigmaV1Model(nn.Module):
     def __init__(self, cfg: SigmaV1Config):
-        super().__init__(
-            cfg,
-            (SigmaV1DecoderLayer(cfg) for _ in range(cfg.num_layers)),
-            RMSNorm(cfg.hidden_size, cfg.rms_norm_eps),
-            "sigma_v1 config",
-        )
+        super().__init__()
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.layers = nn.ModuleList(SigmaV1DecoderLayer(cfg) for _ in range(cfg.num_layers))
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+
+
+class SigmaV1ForCausalLM(nn.Module):
+    def __init__(self, cfg: SigmaV1Config):
+        super().__init__()
+        self.cfg = cfg
+        self.model = SigmaV1Model(cfg)
+        self.lm_head = None if cfg.tie_word_embeddings else nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        inv_freq, factor = rope_inv_freq(cfg.raw, cfg.head_dim, cfg.rope_theta, "sigma_v1 config")
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+        self.rope_attention_factor = factor
 
     @classmethod
     def from_dict(cls, d: dict) -> "SigmaV1ForCausalLM":
         return cls(SigmaV1Config.from_dict(d))
+
+    def forward(self, input_ids: torch.Tensor, cache=None, last_only: bool = False):
+        past_len = cache_len(cache)
+        x = self.model.embed_tokens(input_ids)
+        pos = torch.arange(past_len, past_len + input_ids.shape[1], device=input_ids.device)
+        cos, sin = rope_cos_sin(self.inv_freq, pos, self.rope_attention_factor, x.dtype)
+        new_cache = []
+        for i, layer in enumerate(self.model.layers):
+            x, kv = layer(x, cos, sin, None if cache is None else cache[i])
+            new_cache.append(kv)
+        h = self.model.norm(x)
+        if last_only:
+            h = h[:, -1:]
+        w = self.model.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
+        return h @ w.t(), new_cache
