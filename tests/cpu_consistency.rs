@@ -15,6 +15,25 @@ use fwdbench::weights::RandomWeights;
 const VOCAB: usize = 96;
 
 fn tiny(model: &str) -> ModelConfig {
+    tiny_with(model, &[])
+}
+
+/// `tiny` with 8 query heads (and 8 experts), so tp4 and tp8 shard the heads, replicate the
+/// kv heads and give every EP rank its own experts.
+fn wide(model: &str) -> ModelConfig {
+    tiny_with(
+        model,
+        &[
+            ("hidden_size", "64"),
+            ("n_embd", "64"),
+            ("num_attention_heads", "8"),
+            ("n_head", "8"),
+            ("num_local_experts", "8"),
+        ],
+    )
+}
+
+fn tiny_with(model: &str, extra: &[(&str, &str)]) -> ModelConfig {
     let common: &[(&str, &str)] = &[("vocab_size", "96")];
     let specific: &[(&str, &str)] = match model {
         "gpt3" => &[("n_embd", "32"), ("n_head", "4"), ("n_inner", "64"), ("n_positions", "32")],
@@ -77,6 +96,7 @@ fn tiny(model: &str) -> ModelConfig {
     let mut overrides: Vec<(String, String)> = common.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     let keep: Vec<(String, String)> = specific.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     overrides.extend(keep);
+    overrides.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let path = format!("model_conf/{model}/config_2l.json");
     // Keys a family does not use are rejected by nothing; apply only those present or needed.
     let text = std::fs::read_to_string(&path).unwrap();
@@ -153,6 +173,40 @@ fn prefill_then_decode_equals_full_prefill() {
                     err < 1e-5,
                     "{model} tp{tp}: decode step differs from the full prefill's last row (rel-L2 {err:e})"
                 );
+            }
+        }
+    }
+}
+
+/// The seed's deployment shapes at 4 and 8 ranks: every rank's shard (heads split, kv heads
+/// replicated, experts split, DP attention over 8 ranks) gives tp1's logits, prefill and a
+/// decode step after it.
+#[test]
+fn wide_deployments_match_tp1() {
+    let src = RandomWeights { seed: 7 };
+    let ids = tokens(8, 4, 29);
+    let head: Vec<Vec<i32>> = ids.iter().map(|s| s[..3].to_vec()).collect();
+    let last: Vec<Vec<i32>> = ids.iter().map(|s| s[3..].to_vec()).collect();
+    let all = PlanOptions { all_logits: true, cache_len: None };
+    let cached = PlanOptions { all_logits: false, cache_len: Some(4) };
+    for model in MODELS {
+        let cfg = wide(model);
+        assert_eq!(cfg.hidden_size, 64, "{model}: the wide overrides did not apply");
+        let reference = CpuModel::new(&cfg, rank_layouts(1, 1, 1).unwrap(), true)
+            .forward(Shape::prefill(8, 4), all, &src, &ids)
+            .unwrap();
+        for (tp, ep, dp) in [(4, 1, 1), (8, 1, 1), (4, 4, 1), (8, 8, 1), (8, 8, 8)] {
+            let layouts = rank_layouts(tp, ep, dp).unwrap();
+            let got =
+                CpuModel::new(&cfg, layouts.clone(), true).forward(Shape::prefill(8, 4), all, &src, &ids).unwrap();
+            let err = rel_l2(&flat(&got), &flat(&reference));
+            assert!(err < 1e-5, "{model} tp{tp} ep{ep} dp{dp} prefill: rel-L2 {err:e} against tp1");
+            let mut stepped = CpuModel::new(&cfg, layouts, true);
+            stepped.forward(Shape::prefill(8, 3), cached, &src, &head).unwrap();
+            let decoded = stepped.forward(Shape::decode(8, 3), cached, &src, &last).unwrap();
+            for s in 0..8 {
+                let err = rel_l2(&decoded[s][0], &reference[s][3]);
+                assert!(err < 1e-5, "{model} tp{tp} ep{ep} dp{dp} decode: sequence {s} rel-L2 {err:e} against tp1");
             }
         }
     }
