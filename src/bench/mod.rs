@@ -174,10 +174,15 @@ pub fn grid(shapes: &[(usize, usize)], progress: bool) -> impl Iterator<Item = S
 fn input_ids(opts: &BenchOptions, cfg: &ModelConfig, shape: &Shape) -> anyhow::Result<Vec<Vec<i32>>> {
     let n = shape.new_tokens_per_seq();
     Ok(match &opts.prompt_file {
-        Some(p) => crate::inputs::prompt_ids(p, &opts.model_dir, shape.batch, shape.context())?
-            .into_iter()
-            .map(|r| r[r.len() - n..].to_vec())
-            .collect(),
+        Some(p) => {
+            let ids: Vec<Vec<i32>> = crate::inputs::prompt_ids(p, &opts.model_dir, shape.batch, shape.context())?
+                .into_iter()
+                .map(|r| r[r.len() - n..].to_vec())
+                .collect();
+            // A tokenizer of another model would give ids the embedding cannot look up.
+            crate::inputs::check_vocab(&ids, cfg.vocab_size, &format!("--prompt-file {}", p.display()))?;
+            ids
+        }
         None => crate::inputs::random_ids(shape.batch, n, cfg.vocab_size, opts.seed),
     })
 }

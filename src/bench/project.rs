@@ -128,7 +128,7 @@ fn measured_row(
     graph_off: &dyn Fn(usize) -> Option<String>,
     comm: &CommModel,
 ) -> anyhow::Result<Row> {
-    let ids = input_ids(opts, cfg, &shape)?;
+    let ids = ids_in_own_vocab_shard(input_ids(opts, cfg, &shape)?, cfg, &crate::exec::Executor::layouts(&*exec)[0]);
     let cost = bind_shape(exec, cfg, shape, opts, &ids)?;
     let plan = &exec.bound()?.plan;
     let off = if shape.phase == Phase::Decode { graph_off(plan.local_batch) } else { None };
@@ -138,4 +138,36 @@ fn measured_row(
     let mut row = Row::modelled(plan, &cost, Method::Projected, t.stats, &comm_time, t.graph);
     row.note = off.unwrap_or_default();
     Ok(row)
+}
+
+/// A projected rank has no peers to sum its vocab-parallel embedding with: a token outside
+/// its vocab shard would embed to a zero row and every such token would route alike. Drawing
+/// the ids from the rank's own shard keeps its activations, and so its routing, like a real
+/// run's.
+fn ids_in_own_vocab_shard(ids: Vec<Vec<i32>>, cfg: &ModelConfig, layout: &crate::plan::RankLayout) -> Vec<Vec<i32>> {
+    if layout.attn_tp == 1 {
+        return ids;
+    }
+    let shard = crate::model::vocab_shard(cfg.vocab_size, layout.attn_tp);
+    let start = layout.attn_tp_rank() * shard;
+    let real = cfg.vocab_size.saturating_sub(start).min(shard).max(1);
+    ids.into_iter().map(|row| row.into_iter().map(|id| (start + id as usize % real) as i32).collect()).collect()
+}
+
+#[cfg(test)]
+mod shard_ids {
+    use super::*;
+
+    #[test]
+    fn projected_ids_fall_in_the_ranks_vocab_shard() {
+        let cfg =
+            crate::config::hf::load_model_config(std::path::Path::new("model_conf/qwen/config_2l.json"), &[]).unwrap();
+        let layout = crate::dist::rank_layouts(8, 8, 1).unwrap()[3];
+        let shard = crate::model::vocab_shard(cfg.vocab_size, 8);
+        let ids = ids_in_own_vocab_shard(crate::inputs::random_ids(4, 16, cfg.vocab_size, 1), &cfg, &layout);
+        assert!(ids.iter().flatten().all(|&i| (3 * shard..4 * shard).contains(&(i as usize))));
+        let one = crate::dist::rank_layouts(1, 1, 1).unwrap()[0];
+        let same = crate::inputs::random_ids(2, 3, cfg.vocab_size, 1);
+        assert_eq!(ids_in_own_vocab_shard(same.clone(), &cfg, &one), same);
+    }
 }
