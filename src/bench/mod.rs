@@ -55,7 +55,7 @@ pub struct BenchOptions {
     /// Replay decode from a captured CUDA graph.
     pub graph: bool,
     /// The phase whose per-op times are written to a profile.
-    pub profile: Option<Phase>,
+    pub profile: Vec<Phase>,
     /// Seed of the random weights, ids and KV cache contents.
     pub seed: u64,
     /// Real text (tokenised with the model folder's tokenizer.json) instead of random ids.
@@ -285,7 +285,7 @@ fn time_shape(
         Some(g) => Ok(g.launch()?),
         None => bound.forward(gpu),
     })?;
-    if opts.profile == Some(phase) {
+    if opts.profile.contains(&phase) {
         // Every rank runs the ops (collectives among them); rank 0 writes the file.
         let op_ms = time_ops(gpu, bound)?;
         if write_profile {
@@ -326,7 +326,7 @@ mod tests {
             iters: 1,
             flush: true,
             graph: true,
-            profile: None,
+            profile: vec![],
             seed: 4,
             prompt_file,
             results_dir: PathBuf::from("results"),

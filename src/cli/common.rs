@@ -76,7 +76,8 @@ impl DeployArgs {
             backend: self.backend.clone(),
             optional: self.optional.clone(),
         };
-        let mut sets = super::parse_sets(&self.conf_sets)?;
+        let mut sets =
+            fwdbench::config::run_conf::parse_cli_pairs(&self.conf_sets).map_err(|e| anyhow::anyhow!("--conf: {e}"))?;
         sets.extend(nodes.conf_sets());
         let conf = load_run_conf(&self.conf_dir, &layers, &sets)?;
         let dep = conf.deployment()?;

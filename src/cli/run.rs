@@ -55,9 +55,11 @@ pub struct RunArgs {
     /// Shapes grid, lines like {1,8,64};{128,1024}.
     #[arg(long, default_value = "conf/bsz_seq.csv")]
     pub shapes: PathBuf,
-    #[arg(long, default_value_t = 3)]
+    /// Untimed forwards before timing each shape (0 to 10000).
+    #[arg(long, default_value_t = 3, value_parser = warmup_count)]
     pub warmup: usize,
-    #[arg(long, default_value_t = 10)]
+    /// Timed forwards per shape; the row is their median (1 to 100000).
+    #[arg(long, default_value_t = 10, value_parser = iteration_count)]
     pub iters: usize,
     /// Do not flush the L2 cache between timed iterations.
     #[arg(long)]
@@ -68,8 +70,8 @@ pub struct RunArgs {
     /// Append CSV rows to results/csv/.
     #[arg(long)]
     pub save: bool,
-    /// Per-op profile of a phase (prefill or decode) into results/<model>_profile/.
-    #[arg(long)]
+    /// Per-op profile into results/<model>_profile/: prefill, decode, both or none.
+    #[arg(long, value_parser = ["prefill", "decode", "both", "none"])]
     pub profile: Option<String>,
     #[arg(long, default_value = "results")]
     pub results_dir: PathBuf,
@@ -94,8 +96,12 @@ impl RunArgs {
             iters: self.iters,
             flush: !self.no_flush,
             graph: !self.no_graph,
-            // Other names (the seed's `both`, `none`) profile nothing, as before.
-            profile: [Phase::Prefill, Phase::Decode].into_iter().find(|p| self.profile.as_deref() == Some(p.name())),
+            profile: match self.profile.as_deref() {
+                Some("prefill") => vec![Phase::Prefill],
+                Some("decode") => vec![Phase::Decode],
+                Some("both") => vec![Phase::Prefill, Phase::Decode],
+                _ => vec![],
+            },
             seed: self.seed,
             prompt_file: self.prompt_file.clone(),
             results_dir: self.results_dir.clone(),
@@ -111,15 +117,24 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let ranks = layouts(&dep)?;
     let shapes = fwdbench::config::shapes::load_shapes(&args.shapes)?;
     if let Some(p) = &args.prompt_file {
-        fwdbench::inputs::prompt_ids(p, &model_dir, 1, 1)?;
+        let ids = fwdbench::inputs::prompt_ids(p, &model_dir, 1, 1)?;
+        fwdbench::inputs::check_vocab(&ids, cfg.vocab_size, &format!("--prompt-file {}", p.display()))?;
     }
     check_projection_flags(&args)?;
-    let worker = Worker::from_env()?;
+    check_results_dir(&args.results_dir)?;
+    let worker_env = Worker::from_env()?;
+    if worker_env.as_ref().is_none_or(Worker::is_leader) {
+        plan_every_shape(&cfg, &ranks, &shapes, &args.shapes)?;
+    }
+    let worker = worker_env;
     // Workers re-run this command line: only rank 0 (or the launcher) speaks.
     if worker.as_ref().is_none_or(Worker::is_leader) {
         let ignored = conf.ignored_keys();
         if !ignored.is_empty() {
             eprintln!("conf keys fwdbench does not implement (ignored): {}", ignored.join(", "));
+        }
+        for w in conf.typo_warnings() {
+            eprintln!("warning: {w}");
         }
         for note in dep.inert_settings() {
             eprintln!("note: {note}");
@@ -244,4 +259,78 @@ fn run_alone(job: &Job) -> anyhow::Result<()> {
     };
     let mut exec = CudaExecutor::with_gpu(layout, Values::Random { seed: opts.seed }, gpu);
     fwdbench::bench::run_grid(opts, cfg, dep, &mut exec, &mut rendezvous, shapes)
+}
+
+fn bounded(text: &str, lo: usize, hi: usize, what: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(v) if (lo..=hi).contains(&v) => Ok(v),
+        _ => Err(format!("`{text}` is not a number of {what} from {lo} to {hi}")),
+    }
+}
+
+fn warmup_count(text: &str) -> Result<usize, String> {
+    bounded(text, 0, 10_000, "warm-up forwards")
+}
+
+fn iteration_count(text: &str) -> Result<usize, String> {
+    bounded(text, 1, 100_000, "timed forwards")
+}
+
+/// The results folder must be a folder we can write, before any shape is measured.
+fn check_results_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("--results-dir {}: cannot create the folder; choose a writable one", dir.display()))?;
+    let probe = dir.join(format!(".fwdbench-write-test-{}", std::process::id()));
+    std::fs::write(&probe, b"")
+        .with_context(|| format!("--results-dir {}: cannot write there; choose a writable folder", dir.display()))?;
+    let _ = std::fs::remove_file(probe);
+    Ok(())
+}
+
+/// Plans every shape of the grid for every rank before a device is opened: a shape no rank
+/// can run is listed with its reason now (and skipped later), and a grid none of whose
+/// shapes can run is an error here, not after minutes of weight initialisation.
+fn plan_every_shape(
+    cfg: &ModelConfig,
+    ranks: &[RankLayout],
+    shapes: &[(usize, usize)],
+    grid: &std::path::Path,
+) -> anyhow::Result<()> {
+    use fwdbench::model::{build_plan, PlanOptions};
+    use fwdbench::plan::Shape;
+    let mut runnable = 0;
+    let mut refused = Vec::new();
+    for &(bsz, seq) in shapes {
+        for shape in [Shape::prefill(bsz, seq), Shape::decode(bsz, seq)] {
+            let failure = ranks.iter().find_map(|l| build_plan(cfg, *l, shape, PlanOptions::default()).err());
+            match failure {
+                None => runnable += 1,
+                Some(e) => refused.push(format!("{} bsz {bsz} seq {seq}: {e}", shape.phase.name())),
+            }
+        }
+    }
+    if runnable == 0 {
+        bail!(
+            "--shapes {}: no shape of the grid can be planned on this deployment: {}",
+            grid.display(),
+            refused.join("; ")
+        );
+    }
+    for r in &refused {
+        eprintln!("note: will skip {r}");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_are_bounded() {
+        assert_eq!(iteration_count("10"), Ok(10));
+        assert!(iteration_count("0").is_err() && iteration_count("1000000000").is_err());
+        assert_eq!(warmup_count("0"), Ok(0));
+        assert!(warmup_count("18446744073709551615").is_err() && warmup_count("-1").is_err());
+    }
 }

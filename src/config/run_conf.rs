@@ -248,6 +248,19 @@ impl RunConf {
         self.settings.keys().filter(|k| !IMPLEMENTED_KEYS.contains(&k.as_str())).cloned().collect()
     }
 
+    /// Ignored keys that look like a misspelling of one fwdbench reads (`tp_sise`): one
+    /// warning each, naming the file or `--conf` that set it and the likely key.
+    pub fn typo_warnings(&self) -> Vec<String> {
+        self.ignored_keys()
+            .into_iter()
+            .filter_map(|k| {
+                let close = crate::config::did_you_mean(&k, IMPLEMENTED_KEYS.iter().copied())?;
+                let origin = self.settings.get(&k).map_or("the conf", |s| s.origin.as_str());
+                Some(format!("conf key `{k}` (from {origin}) is not read by fwdbench; did you mean `{close}`?"))
+            })
+            .collect()
+    }
+
     fn bad(&self, key: &str, expected: impl Into<String>) -> ConfError {
         let setting = self.settings.get(key);
         ConfError::BadValue {

@@ -23,7 +23,7 @@ pub const NORM_INIT: Init = Init { mean: 1.0, std: 0.02 };
 
 #[derive(Debug, Error)]
 pub enum PlanError {
-    #[error("{what} ({value}) is not divisible by {by_what} ({by}); choose a deployment whose {by_what} divides it")]
+    #[error("{what} ({value}) is not divisible by {by_what} ({by}); {}", divisibility_hint(.what))]
     NotDivisible { what: &'static str, value: usize, by_what: &'static str, by: usize },
     #[error(
         "sequence length {seq} exceeds the model's max_position_embeddings ({max}) for its learned position table"
@@ -84,6 +84,16 @@ fn graph_for(cfg: &ModelConfig) -> Box<dyn LayerGraph + '_> {
 /// of 64 (as SGLang pads), split evenly.
 pub fn vocab_shard(vocab: usize, attn_tp: usize) -> usize {
     vocab.div_ceil(64 * attn_tp) * 64
+}
+
+/// What to change when a size does not divide: the batch comes from the grid, head and expert
+/// counts from the model config, the widths from the deployment.
+fn divisibility_hint(what: &str) -> &'static str {
+    if what == "batch size" {
+        "under DP attention each rank serves batch / dp_size sequences: use batch sizes that are multiples of dp_size (--bsz, or the --shapes grid)"
+    } else {
+        "the head and expert counts come from the model config (config_<mconf>.json or --set), the widths from the deployment (--deploy, or --conf tp_size / ep_size / dp_size): choose a deployment whose widths divide the model's counts"
+    }
 }
 
 /// Tokens all sequences of one forward may hold in their KV caches together (the
