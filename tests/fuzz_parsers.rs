@@ -636,6 +636,7 @@ fn every_malformed_file_gives_its_cause_and_its_name() {
             Safetensors,
             &["../outside.safetensors", "not a file beside the index"],
         ),
+        ("index_empty/model.safetensors.index.json", Safetensors, &["weight_map is empty"]),
         ("config_layers_2pow64.json", Config, &["`num_hidden_layers` = 1.8446744073709552e+19", "from 0 to 1024"]),
         ("config_truncated.json", Config, &["not valid JSON", "line 4"]),
         ("config_list.json", Config, &["must be a JSON object"]),
