@@ -301,6 +301,13 @@ fn merge_deploy(deploy: &str, cli: &[(String, String)]) -> (PathBuf, Result<(), 
     (file, merged)
 }
 
+/// A `--conf` pair: mostly a key fwdbench reads with a hostile value, else noise.
+fn cli_pair() -> impl Strategy<Value = String> {
+    let key = prop::sample::select(fwdbench::config::run_conf::IMPLEMENTED_KEYS.to_vec());
+    let value = prop_oneof![json_leaf().prop_map(|v| v.to_string()), "[ -~]{0,8}"];
+    prop_oneof![(key, value).prop_map(|(k, v)| format!("{k}={v}")), "[a-z_]{0,10}(=[ -~]{0,8})?"]
+}
+
 proptest! {
     #[test]
     fn arbitrary_yaml_text_is_an_error_naming_the_file(text in "[ -~\t\n]{0,80}") {
@@ -324,7 +331,7 @@ proptest! {
     fn mutated_deployments_name_the_layer_that_set_the_bad_value(
         which in 0..shipped_yaml().len(),
         edits in text_edits(),
-        pairs in prop::collection::vec("[a-z_]{0,10}(=[ -~]{0,8})?", 0..3),
+        pairs in prop::collection::vec(cli_pair(), 0..3),
     ) {
         let text = mutate_text(&shipped_yaml()[which].1, &edits);
         let cli = match parse_cli_pairs(&pairs) {
