@@ -47,7 +47,7 @@ pub enum ConfigError {
     Contradiction { file: String, detail: String },
     #[error("model config {file}: `{key}` = {value} is not supported: {detail}")]
     Unsupported { file: String, key: String, value: String, detail: String },
-    #[error("model config {file}: cannot apply override `{key}`: {detail}")]
+    #[error("model config {file}: cannot apply --set `{key}`: {detail}")]
     BadOverride { file: String, key: String, detail: String },
 }
 
@@ -307,7 +307,20 @@ mod tests {
         let err = apply_overrides(&mut j, &set(&[("a.b", "2")]), "cfg.json").unwrap_err().to_string();
         assert!(err.contains("cfg.json") && err.contains("a.b"), "{err}");
         let err = apply_overrides(&mut j, &set(&[("a..b", "2")]), "cfg.json").unwrap_err().to_string();
-        assert!(err.contains("empty part"), "{err}");
+        assert!(err.contains("empty part") && err.contains("--set `a..b`"), "{err}");
+    }
+
+    #[test]
+    fn sizes_that_are_not_whole_numbers_show_their_value() {
+        let base = json!({"model_type": "gpt2", "n_embd": 64, "n_layer": 2, "n_head": 4, "vocab_size": 100, "n_positions": 64});
+        for (value, shown) in
+            [(json!(18446744073709551616.0), "1.8446744073709552e+19"), (json!(-3), "-3"), (json!(2.5), "2.5")]
+        {
+            let mut config = base.clone();
+            config["n_layer"] = value;
+            let err = parse_model_config(&config, "c.json").unwrap_err().to_string();
+            assert!(err.contains("`n_layer` = ") && err.contains(shown) && err.contains("from 0 to 1024"), "{err}");
+        }
     }
 
     #[test]

@@ -101,14 +101,19 @@ impl SafetensorsWeights {
             let mut files = Vec::new();
             for value in map.values() {
                 let name = value.as_str().ok_or_else(|| unreadable(path, "weight_map values must be file names"))?;
-                // Shards sit beside the index; a path elsewhere is a corrupt or hostile index.
-                if name.contains(['/', '\\']) || name == ".." {
+                // Shards sit beside the index; a path elsewhere (or the folder itself, as
+                // `.` or an empty name) is a corrupt or hostile index.
+                if name.contains(['/', '\\']) || matches!(name.trim(), "" | "." | "..") {
                     return Err(unreadable(
                         path,
                         format!("weight_map names `{name}`, which is not a file beside the index"),
                     ));
                 }
                 files.push(dir.join(name));
+            }
+            if files.is_empty() {
+                // Otherwise every tensor would be "missing" from no file at all.
+                return Err(unreadable(path, "its weight_map is empty; it must name the shard of each tensor"));
             }
             files.sort();
             files.dedup();
@@ -319,9 +324,14 @@ mod tests {
     fn index_names_outside_the_folder_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let index = dir.path().join("model.safetensors.index.json");
-        std::fs::write(&index, r#"{"weight_map":{"a":"../../etc/passwd"}}"#).unwrap();
+        for name in ["../../etc/passwd", ".", "", ".."] {
+            std::fs::write(&index, serde_json::json!({"weight_map": {"a": name}}).to_string()).unwrap();
+            let e = SafetensorsWeights::open(&index).err().expect("must fail").to_string();
+            assert!(e.contains("not a file beside the index") && e.contains("index.json"), "{name}: {e}");
+        }
+        std::fs::write(&index, r#"{"weight_map":{}}"#).unwrap();
         let e = SafetensorsWeights::open(&index).err().expect("must fail").to_string();
-        assert!(e.contains("not a file beside the index"), "{e}");
+        assert!(e.contains("weight_map is empty") && e.contains("index.json"), "{e}");
     }
 
     #[test]

@@ -152,13 +152,18 @@ impl<'a> Keys<'a> {
         let Some(v) = self.get(key) else {
             return Ok(None);
         };
+        let limit = size_limit(key);
         // Some exporters write integral sizes as floats (4096.0); accept those.
         let n = match (v.as_u64(), v.as_f64()) {
             (Some(n), _) => n,
             (None, Some(f)) if f >= 0.0 && f.fract() == 0.0 && f < 1e18 => f as u64,
+            // A number that is negative, fractional or beyond u64 (2^64 parses as a float):
+            // show it, so the user sees which digit to fix.
+            (None, Some(_)) => {
+                return Err(self.bad_value(key, show(v), format!("a whole number from 0 to {limit}")));
+            }
             _ => return Err(self.wrong_type(key, "a non-negative integer")),
         };
-        let limit = size_limit(key);
         if n > limit as u64 {
             return Err(self.bad_value(key, n, format!("at most {limit}; no model fwdbench can plan is that large")));
         }
