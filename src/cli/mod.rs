@@ -56,6 +56,7 @@ pub fn parse_sets(sets: &[String]) -> anyhow::Result<Vec<(String, String)>> {
     sets.iter()
         .map(|s| {
             s.split_once('=')
+                .filter(|(k, _)| !k.trim().is_empty())
                 .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
                 .ok_or_else(|| anyhow::anyhow!("--set {s}: expected key=value, e.g. --set num_hidden_layers=4"))
         })

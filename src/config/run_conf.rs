@@ -175,7 +175,14 @@ pub fn parse_layer(text: &str, file: &str) -> Result<BTreeMap<String, Value>, Co
     match value {
         None | Some(Value::Null) => Ok(BTreeMap::new()),
         Some(Value::Object(map)) => Ok(map.into_iter().map(|(k, v)| (canonical_key(&k), v)).collect()),
-        Some(other) => Err(ConfError::NotAMapping { file: file.to_string(), found: other.to_string() }),
+        Some(other) => {
+            // A short rendering: a large list file must not become a huge message.
+            let mut found = other.to_string();
+            if found.len() > 60 {
+                found = format!("{}...", found.chars().take(57).collect::<String>());
+            }
+            Err(ConfError::NotAMapping { file: file.to_string(), found })
+        }
     }
 }
 

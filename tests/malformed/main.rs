@@ -124,7 +124,7 @@ fn set_pairs_are_checked_by_the_binary_naming_the_flag() {
     for (set, needles) in [
         ("num_hidden_layers", &["--set num_hidden_layers", "key=value"][..]),
         ("num_hidden_layers=", &["--set", "num_hidden_layers"][..]),
-        ("=4", &["--set", "empty part"][..]),
+        ("=4", &["--set =4", "key=value"][..]),
         ("hidden_size.inner=4", &["--set", "hidden_size.inner"][..]),
         ("num_hidden_layers=99999999999999999999999", &["--set", "num_hidden_layers"][..]),
     ] {
