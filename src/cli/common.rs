@@ -80,6 +80,12 @@ impl DeployArgs {
             fwdbench::config::run_conf::parse_cli_pairs(&self.conf_sets).map_err(|e| anyhow::anyhow!("--conf: {e}"))?;
         sets.extend(nodes.conf_sets());
         let conf = load_run_conf(&self.conf_dir, &layers, &sets)?;
+        // Workers re-run the command line: only the launcher or rank 0 warns.
+        if fwdbench::dist::launch::Worker::from_env().ok().flatten().is_none_or(|w| w.is_leader()) {
+            for w in conf.typo_warnings() {
+                eprintln!("warning: {w}");
+            }
+        }
         let dep = conf.deployment()?;
         Ok((conf, dep))
     }
@@ -123,4 +129,20 @@ pub fn load_config_file(path: &Path, sets: &[String]) -> anyhow::Result<ModelCon
         eprintln!("warning: {w}");
     }
     Ok(loaded.config)
+}
+
+/// Counts a user gives for timing loops, bounded so a typo cannot run for ever.
+fn bounded(text: &str, lo: usize, hi: usize, what: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(v) if (lo..=hi).contains(&v) => Ok(v),
+        _ => Err(format!("`{text}` is not a number of {what} from {lo} to {hi}")),
+    }
+}
+
+pub fn warmup_count(text: &str) -> Result<usize, String> {
+    bounded(text, 0, 10_000, "warm-up forwards")
+}
+
+pub fn iteration_count(text: &str) -> Result<usize, String> {
+    bounded(text, 1, 100_000, "timed forwards")
 }

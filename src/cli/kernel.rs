@@ -109,9 +109,9 @@ pub struct KernelBenchArgs {
     /// Print the suite's points (op, dims, FLOPs, bytes) without a GPU.
     #[arg(long, requires = "suite")]
     pub list: bool,
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = super::common::warmup_count)]
     pub warmup: usize,
-    #[arg(long, default_value_t = 25)]
+    #[arg(long, default_value_t = 25, value_parser = super::common::iteration_count)]
     pub iters: usize,
     /// Do not flush the L2 cache before each timed iteration.
     #[arg(long)]

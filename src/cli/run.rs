@@ -56,10 +56,10 @@ pub struct RunArgs {
     #[arg(long, default_value = "conf/bsz_seq.csv")]
     pub shapes: PathBuf,
     /// Untimed forwards before timing each shape (0 to 10000).
-    #[arg(long, default_value_t = 3, value_parser = warmup_count)]
+    #[arg(long, default_value_t = 3, value_parser = super::common::warmup_count)]
     pub warmup: usize,
     /// Timed forwards per shape; the row is their median (1 to 100000).
-    #[arg(long, default_value_t = 10, value_parser = iteration_count)]
+    #[arg(long, default_value_t = 10, value_parser = super::common::iteration_count)]
     pub iters: usize,
     /// Do not flush the L2 cache between timed iterations.
     #[arg(long)]
@@ -132,9 +132,6 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         let ignored = conf.ignored_keys();
         if !ignored.is_empty() {
             eprintln!("conf keys fwdbench does not implement (ignored): {}", ignored.join(", "));
-        }
-        for w in conf.typo_warnings() {
-            eprintln!("warning: {w}");
         }
         for note in dep.inert_settings() {
             eprintln!("note: {note}");
@@ -261,21 +258,6 @@ fn run_alone(job: &Job) -> anyhow::Result<()> {
     fwdbench::bench::run_grid(opts, cfg, dep, &mut exec, &mut rendezvous, shapes)
 }
 
-fn bounded(text: &str, lo: usize, hi: usize, what: &str) -> Result<usize, String> {
-    match text.parse::<usize>() {
-        Ok(v) if (lo..=hi).contains(&v) => Ok(v),
-        _ => Err(format!("`{text}` is not a number of {what} from {lo} to {hi}")),
-    }
-}
-
-fn warmup_count(text: &str) -> Result<usize, String> {
-    bounded(text, 0, 10_000, "warm-up forwards")
-}
-
-fn iteration_count(text: &str) -> Result<usize, String> {
-    bounded(text, 1, 100_000, "timed forwards")
-}
-
 /// The results folder must be a folder we can write, before any shape is measured.
 fn check_results_dir(dir: &std::path::Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)
@@ -324,7 +306,7 @@ fn plan_every_shape(
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::super::common::{iteration_count, warmup_count};
 
     #[test]
     fn counts_are_bounded() {
