@@ -53,8 +53,16 @@ pub fn random_ids(batch: usize, len: usize, vocab: usize, seed: u64) -> Vec<Vec<
 }
 
 /// Text from `prompt` tokenised with `tokenizer.json` in `model_dir`, repeated or cut to
-/// `len` tokens, the same for every sequence.
-pub fn prompt_ids(prompt: &Path, model_dir: &Path, batch: usize, len: usize) -> anyhow::Result<Vec<Vec<i32>>> {
+/// `len` tokens, the same for every sequence. Every token of the text must lie in the
+/// model's vocabulary `[0, vocab)` (a tokenizer of another model would give ids the
+/// embedding cannot look up).
+pub fn prompt_ids(
+    prompt: &Path,
+    model_dir: &Path,
+    batch: usize,
+    len: usize,
+    vocab: usize,
+) -> anyhow::Result<Vec<Vec<i32>>> {
     let tok_path = model_dir.join("tokenizer.json");
     if !tok_path.exists() {
         bail!(
@@ -68,6 +76,13 @@ pub fn prompt_ids(prompt: &Path, model_dir: &Path, batch: usize, len: usize) -> 
         std::fs::read_to_string(prompt).with_context(|| format!("cannot read --prompt-file {}", prompt.display()))?;
     let enc =
         tokenizer.encode(text, false).map_err(|e| anyhow::anyhow!("cannot tokenise {}: {e}", prompt.display()))?;
+    if let Some(bad) = enc.get_ids().iter().find(|&&i| i as usize >= vocab) {
+        bail!(
+            "--prompt-file {}: token id {bad} is outside the model's vocabulary [0, {vocab}); use the model's own tokenizer.json",
+            prompt.display()
+        );
+    }
+    // In range of the vocabulary, so no id narrows past i32.
     let ids: Vec<i32> = enc.get_ids().iter().map(|&i| i as i32).collect();
     if ids.is_empty() {
         bail!("--prompt-file {} tokenises to no tokens", prompt.display());
@@ -91,7 +106,7 @@ mod tests {
                 .iter()
                 .map(|v| v.as_i64().unwrap() as i32)
                 .collect();
-        let got = prompt_ids(&dir.join("prompt.txt"), dir, 2, expected.len() + 3).unwrap();
+        let got = prompt_ids(&dir.join("prompt.txt"), dir, 2, expected.len() + 3, 1 << 20).unwrap();
         assert_eq!(&got[0][..expected.len()], &expected[..]);
         assert_eq!(got[0][expected.len()..], expected[..3], "ids repeat to fill the length");
         assert_eq!(got[0], got[1]);
@@ -112,8 +127,15 @@ mod tests {
     }
 
     #[test]
+    fn prompt_tokens_outside_the_vocabulary_are_refused() {
+        let dir = Path::new("tests/fixtures/tokenizer");
+        let e = prompt_ids(&dir.join("prompt.txt"), dir, 1, 4, 2).unwrap_err().to_string();
+        assert!(e.contains("--prompt-file") && e.contains("vocabulary [0, 2)"), "{e}");
+    }
+
+    #[test]
     fn missing_tokenizer_is_a_clear_error() {
-        let e = prompt_ids(Path::new("x.txt"), Path::new("/nonexistent"), 1, 4).unwrap_err().to_string();
+        let e = prompt_ids(Path::new("x.txt"), Path::new("/nonexistent"), 1, 4, 1 << 20).unwrap_err().to_string();
         assert!(e.contains("tokenizer.json does not exist"), "{e}");
     }
 

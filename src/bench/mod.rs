@@ -174,15 +174,10 @@ pub fn grid(shapes: &[(usize, usize)], progress: bool) -> impl Iterator<Item = S
 fn input_ids(opts: &BenchOptions, cfg: &ModelConfig, shape: &Shape) -> anyhow::Result<Vec<Vec<i32>>> {
     let n = shape.new_tokens_per_seq();
     Ok(match &opts.prompt_file {
-        Some(p) => {
-            let ids: Vec<Vec<i32>> = crate::inputs::prompt_ids(p, &opts.model_dir, shape.batch, shape.context())?
-                .into_iter()
-                .map(|r| r[r.len() - n..].to_vec())
-                .collect();
-            // A tokenizer of another model would give ids the embedding cannot look up.
-            crate::inputs::check_vocab(&ids, cfg.vocab_size, &format!("--prompt-file {}", p.display()))?;
-            ids
-        }
+        Some(p) => crate::inputs::prompt_ids(p, &opts.model_dir, shape.batch, shape.context(), cfg.vocab_size)?
+            .into_iter()
+            .map(|r| r[r.len() - n..].to_vec())
+            .collect(),
         None => crate::inputs::random_ids(shape.batch, n, cfg.vocab_size, opts.seed),
     })
 }
@@ -344,7 +339,7 @@ mod tests {
         // A decode step of the prompt feeds the token after the cached context.
         let prompt = Some(PathBuf::from("tests/fixtures/tokenizer/prompt.txt"));
         let dir = std::path::Path::new("tests/fixtures/tokenizer");
-        let full = crate::inputs::prompt_ids(&dir.join("prompt.txt"), dir, 2, 9).unwrap();
+        let full = crate::inputs::prompt_ids(&dir.join("prompt.txt"), dir, 2, 9, cfg.vocab_size).unwrap();
         let step = input_ids(&opts(prompt), &cfg, &Shape::decode(2, 8)).unwrap();
         assert_eq!(step, vec![vec![full[0][8]], vec![full[1][8]]]);
     }

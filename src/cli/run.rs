@@ -117,8 +117,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let ranks = layouts(&dep)?;
     let shapes = fwdbench::config::shapes::load_shapes(&args.shapes)?;
     if let Some(p) = &args.prompt_file {
-        let ids = fwdbench::inputs::prompt_ids(p, &model_dir, 1, 1)?;
-        fwdbench::inputs::check_vocab(&ids, cfg.vocab_size, &format!("--prompt-file {}", p.display()))?;
+        fwdbench::inputs::prompt_ids(p, &model_dir, 1, 1, cfg.vocab_size)?;
     }
     check_projection_flags(&args)?;
     check_results_dir(&args.results_dir)?;
