@@ -14,8 +14,8 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use cudarc::driver::sys::{CUevent_flags, CUgraphInstantiate_flags, CUstreamCaptureMode};
-use cudarc::driver::{CudaEvent, CudaGraph};
+use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
+use cudarc::driver::CudaGraph;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -382,8 +382,6 @@ fn messages(op: CommOp, sizes: &[u64], dtype: DType, ranks: usize) -> (Vec<(usiz
 struct Timer<'a> {
     gpu: &'a Gpu,
     comm: &'a NcclComm,
-    start: CudaEvent,
-    end: CudaEvent,
     warmup: usize,
     iters: usize,
 }
@@ -401,18 +399,11 @@ impl Timer<'_> {
     /// Microseconds per collective of each timed launch, `per_launch` collectives each.
     fn samples(&self, launch: &dyn Fn() -> anyhow::Result<()>, per_launch: usize) -> anyhow::Result<Vec<f64>> {
         self.warm(launch)?;
-        let stream = &self.gpu.stream;
-        (0..self.iters)
-            .map(|_| {
-                // The barrier is enqueued with the timed work, so every rank's GPU leaves
-                // it together and starts the clock at the same moment.
-                self.comm.barrier()?;
-                self.start.record(stream)?;
-                launch()?;
-                self.end.record(stream)?;
-                Ok(self.start.elapsed_ms(&self.end)? as f64 * 1e3 / per_launch as f64)
-            })
-            .collect()
+        // The barrier is enqueued before the start event, so every rank's GPU leaves it
+        // together and starts the clock at the same moment; no L2 flush (nccl-tests has none).
+        let align = || Ok(self.comm.barrier()?);
+        let ms = super::timing::time_iterations(self.gpu, None, self.iters, align, launch)?;
+        Ok(ms.into_iter().map(|t| t * 1e3 / per_launch as f64).collect())
     }
 }
 
@@ -469,9 +460,7 @@ pub fn run_rank(
         anyhow::bail!("not even the smallest message size ({}) fits in GPU memory on every rank; free some memory or lower --min-bytes", human_bytes(opts.sizes[0]));
     };
     let bufs = Buffers { send: DeviceBuffer::zeroed(largest as usize)?, recv: DeviceBuffer::zeroed(largest as usize)? };
-    let new_event = || gpu.ctx.new_event(Some(CUevent_flags::CU_EVENT_DEFAULT));
-    let timer =
-        Timer { gpu: &gpu, comm, start: new_event()?, end: new_event()?, warmup: opts.warmup, iters: opts.iters };
+    let timer = Timer { gpu: &gpu, comm, warmup: opts.warmup, iters: opts.iters };
     let timeout: Duration = rendezvous_timeout();
     let total = opts.ops.len() * opts.modes.len();
     for (i, (&op, &mode)) in opts.ops.iter().flat_map(|op| opts.modes.iter().map(move |m| (op, m))).enumerate() {
