@@ -24,7 +24,7 @@ use crate::dist::nccl::NcclComm;
 use crate::dist::rendezvous::Rendezvous;
 use crate::exec::cuda::engine::{BoundPlan, DeviceCaches};
 use crate::exec::cuda::executor::CudaExecutor;
-use crate::exec::cuda::gpu::Gpu;
+use crate::exec::cuda::gpu::{AttentionKernels, Gpu, KernelChoice};
 use crate::exec::cuda::kernels::collective::CollectiveBackend;
 use crate::exec::cuda::kernels::init::{fill_normal_launch, FillNormalParams, FILL_NORMAL_BF16};
 use crate::exec::cuda::memory::DeviceBuffer;
@@ -84,6 +84,19 @@ pub fn graph_off_reason(opts: &BenchOptions, dep: &Deployment, per_rank_batch: u
     }
 }
 
+/// The kernel families the deployment's `attention_backend` selects; an unknown name is an
+/// error that lists the ones fwdbench implements.
+pub fn kernel_choice(dep: &Deployment) -> anyhow::Result<KernelChoice> {
+    let attention = AttentionKernels::parse(&dep.attention_backend).with_context(|| {
+        format!(
+            "attention_backend: {}: fwdbench implements {} (set it in the run conf or with --set attention_backend=fa2)",
+            dep.attention_backend,
+            AttentionKernels::NAMES.join(", ")
+        )
+    })?;
+    Ok(KernelChoice { attention, ..KernelChoice::default() })
+}
+
 /// The report's labels; `gpu` names the device(s) that produced the numbers.
 pub fn meta(opts: &BenchOptions, dep: &Deployment, gpu: String) -> Meta {
     Meta {
@@ -111,6 +124,7 @@ pub fn run_grid(
 ) -> anyhow::Result<()> {
     let (rank, world) = (rdzv.rank(), rdzv.world());
     let leader = rank == 0;
+    exec.gpu().set_kernel_choice(kernel_choice(dep)?);
     let timeout = rendezvous_timeout();
     let gpu_name = if world > 1 { format!("{world}x {}", exec.gpu().name) } else { exec.gpu().name.clone() };
     let mut reporter =

@@ -16,6 +16,7 @@ use fwdbench::check::compare::BF16_TOL;
 use fwdbench::check::ops::check_ops;
 use fwdbench::config::model::ModelConfig;
 use fwdbench::exec::cuda::executor::CudaExecutor;
+use fwdbench::exec::cuda::gpu::{AttentionKernels, KernelChoice, LinearKernels};
 use fwdbench::exec::cuda::weights::Values;
 use fwdbench::model::{build_plan, PlanOptions};
 use fwdbench::plan::memory::DoesNotFit;
@@ -83,6 +84,38 @@ pub struct OpArgs {
     /// Seed of the random weights and inputs.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Attention kernels: fa3 (TMA + wgmma, default) or fa2 (mma.sync); overrides the conf's
+    /// attention_backend.
+    #[arg(long)]
+    pub attention: Option<String>,
+    /// GEMM of plain linears: cublaslt (default) or tma (the Hopper layer's gate kernel).
+    #[arg(long, default_value = "cublaslt")]
+    pub gemm: String,
+}
+
+impl OpArgs {
+    /// The kernel families these flags (and the conf's attention_backend) select.
+    fn kernel_choice(&self) -> anyhow::Result<KernelChoice> {
+        let (_, dep) = self.deploy.load()?;
+        let name = self.attention.clone().unwrap_or(dep.attention_backend.clone());
+        let attention = AttentionKernels::parse(&name).with_context(|| {
+            format!("attention backend `{name}`: fwdbench implements {}", AttentionKernels::NAMES.join(", "))
+        })?;
+        let linear = match self.gemm.as_str() {
+            "cublaslt" => LinearKernels::CublasLt,
+            "tma" => LinearKernels::TmaGate,
+            other => bail!("--gemm {other}: expected cublaslt or tma"),
+        };
+        Ok(KernelChoice { attention, linear })
+    }
+
+    /// A GPU executor with this run's kernel choice.
+    fn executor(&self, layout: RankLayout, seed: u64) -> anyhow::Result<CudaExecutor<'static>> {
+        let choice = self.kernel_choice()?;
+        let exec = CudaExecutor::new(layout, Values::Random { seed })?;
+        exec.gpu().set_kernel_choice(choice);
+        Ok(exec)
+    }
 }
 
 #[derive(Debug, Args)]
@@ -133,7 +166,7 @@ pub fn kernel(args: KernelArgs) -> anyhow::Result<()> {
         KernelCommand::Check(a) => {
             let case = op_case(&a.op)?;
             let opts = KernelOptions { warmup: 0, iters: 0, flush: false, seed: a.op.seed, check: true };
-            let row = run_on_gpu(&case, &opts)?;
+            let row = run_on_gpu(&a.op, &case, &opts)?;
             println!("{}", summary_line(&case, &row));
             fail_unless_passed(&[row.check])
         }
@@ -189,8 +222,8 @@ fn op_case(a: &OpArgs) -> anyhow::Result<OpCase> {
     OpCase::from_model(key, &model_label(a), &cfg, layout, shape, &query)
 }
 
-fn run_on_gpu(case: &OpCase, opts: &KernelOptions) -> anyhow::Result<fwdbench::bench::kernel::KernelRow> {
-    let mut exec = CudaExecutor::new(case.plan.layout, Values::Random { seed: opts.seed })?;
+fn run_on_gpu(a: &OpArgs, case: &OpCase, opts: &KernelOptions) -> anyhow::Result<fwdbench::bench::kernel::KernelRow> {
+    let mut exec = a.executor(case.plan.layout, opts.seed)?;
     run_case(&mut exec, case, opts).with_context(|| format!("{} ({})", case.case, case.site()))
 }
 
@@ -212,8 +245,10 @@ fn bench(b: KernelBenchArgs) -> anyhow::Result<()> {
     };
     match b.suite.as_deref() {
         None => {
-            let case = op_case(&b.op)?;
-            let row = run_on_gpu(&case, &opts)?;
+            let mut case = op_case(&b.op)?;
+            let choice = b.op.kernel_choice()?;
+            case.case = format!("{} [{} attention, {:?} gemm]", case.case, choice.attention.name(), choice.linear);
+            let row = run_on_gpu(&b.op, &case, &opts)?;
             println!("{}", summary_line(&case, &row));
             if let Some(path) = &b.csv {
                 append_csv(path, &csv_line("adhoc", &case, Ok(&row), opts.flush))?;
@@ -222,7 +257,7 @@ fn bench(b: KernelBenchArgs) -> anyhow::Result<()> {
         }
         Some("seed") => {
             let path = b.csv.clone().unwrap_or(b.results_dir.join("kernel_bench").join("seed.csv"));
-            seed_suite(&b.op.model_dir, &opts, b.list, &path)
+            seed_suite(&b.op, &opts, b.list, &path)
         }
         Some(other) => {
             bail!("--suite {other}: the only suite is `seed` (the seed pipeline's per-layer microbenchmarks)")
@@ -230,8 +265,8 @@ fn bench(b: KernelBenchArgs) -> anyhow::Result<()> {
     }
 }
 
-fn seed_suite(model_dir: &Path, opts: &KernelOptions, list: bool, path: &Path) -> anyhow::Result<()> {
-    let models = SuiteModels::load(model_dir)?;
+fn seed_suite(a: &OpArgs, opts: &KernelOptions, list: bool, path: &Path) -> anyhow::Result<()> {
+    let models = SuiteModels::load(&a.model_dir)?;
     let points = seed_points();
     if list {
         for (key, point) in &points {
@@ -262,7 +297,7 @@ fn seed_suite(model_dir: &Path, opts: &KernelOptions, list: bool, path: &Path) -
         if !open.as_ref().is_some_and(|(m, l, _)| *m == case.model && *l == case.plan.layout) {
             // The previous GPU's weights are freed before the next one's are generated.
             drop(open.take());
-            let exec = CudaExecutor::new(case.plan.layout, Values::Random { seed: opts.seed })?;
+            let exec = a.executor(case.plan.layout, opts.seed)?;
             open = Some((case.model.clone(), case.plan.layout, exec));
         }
         let exec = &mut open.as_mut().expect("opened above").2;
@@ -304,7 +339,7 @@ fn check_model(a: &OpArgs) -> anyhow::Result<()> {
     let ids = fwdbench::inputs::random_ids(a.bsz, a.seq + 1, cfg.vocab_size, a.seed);
     let prefill_ids = ids.iter().map(|r| r[..a.seq].to_vec()).collect();
     let decode_ids = ids.iter().map(|r| r[a.seq..].to_vec()).collect();
-    let mut gpu = CudaExecutor::new(RankLayout::single(), Values::Random { seed: a.seed })?;
+    let mut gpu = a.executor(RankLayout::single(), a.seed)?;
     let results = check_ops(&mut gpu, a.seed, &[(prefill, prefill_ids), (decode, decode_ids)])?;
     let failed: Vec<_> = results.iter().filter(|r| !r.pass).collect();
     let mut worst: std::collections::BTreeMap<&str, f64> = Default::default();
