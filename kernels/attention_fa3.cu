@@ -10,19 +10,20 @@
 //   (batch, token, head) strides: q inside the fused qkv buffer, K/V in the [batch, max_seq,
 //   heads, d] cache. Boxes past n_q / n_kv / d read as zero, so odd sizes need no load masks.
 //
-// One CTA per (q head, batch, 128-query block), the heaviest (latest) query blocks launched
-// first; 384 threads: warpgroup 0 is the producer (one thread issues TMA: Q once, then K and
+// One CTA per (q head, batch, 128-query block), in L2 sections of heads with the heaviest
+// (latest) query blocks first; 384 threads: warpgroup 0 is the producer (one thread issues TMA: Q once, then K and
 // V tiles of the causal range, newest first, into a ring with separate full and empty
 // barriers for K and V, so a K slot refills as soon as its S GEMM is done; 24 registers),
 // warpgroups 1-2 each own 64 query rows (240 registers): S = Q K^T by SS wgmma (m64 n=block_n
 // k16), online softmax in the log2 domain on the accumulators (masking only on the diagonal
 // blocks), O += P V by RS wgmma with P straight from registers (the accumulator and A-fragment
 // layouts coincide) and V read MN-major through the transpose bit. Tiles per head-dim bucket
-// (d_qk, d_v, block_n): (64, 64, 128), (128, 128, 128), (192, 128, 128), (256, 256, 64).
+// (d_qk, d_v, block_n): (64, 64, 128), (128, 128, 128), (192, 128, 128), (256, 256, 80).
 //   v1: S, softmax, P V in sequence per warpgroup.
-//   v2 (this): block it's S GEMM is issued ahead of block it-1's P V, and its softmax runs
+//   v2: block it's S GEMM is issued ahead of block it-1's P V, and its softmax runs
 //   while P V is on the tensor cores (intra-warpgroup overlap); the two warpgroups take turns
 //   issuing their GEMMs (pingpong named barriers), so one's softmax hides under the other's.
+//   v3 (this): L2 sections (above) instead of a (head, batch, block) grid; d256 on 128 x 80.
 // Not yet: a persistent scheduler, packed GQA, 3 consumer warpgroups for d64.
 #include "hopper.cuh"
 
@@ -140,8 +141,17 @@ __device__ __forceinline__ void prefill(const Fa3PrefillParams& p) {
     uint64_t* k_empty = v_full + STAGES;
     uint64_t* v_empty = k_empty + STAGES;
 
-    const int head = blockIdx.x, b = blockIdx.y;
-    const int m_block = gridDim.z - 1 - blockIdx.z;  // heaviest causal blocks first
+    // Work order: (sequence, head) pairs in L2 sections of p.heads_per_section, whose K and V
+    // fit in L2 together; inside a section, query blocks from the last (heaviest causal row)
+    // to the first, all heads of the section at each block. So the CTAs in flight share a few
+    // heads' K/V instead of streaming every head's from HBM once per query block.
+    const int m_blocks = (p.n_q + BM - 1) / BM, pairs = p.q_heads * p.batch;
+    const int per_section = p.heads_per_section * m_blocks;
+    const int section = blockIdx.x / per_section, within = blockIdx.x % per_section;
+    const int section_heads = min(p.heads_per_section, pairs - section * p.heads_per_section);
+    const int pair = section * p.heads_per_section + within % section_heads;
+    const int m_block = m_blocks - 1 - within / section_heads;
+    const int head = pair % p.q_heads, b = pair / p.q_heads;
     const int q0 = m_block * BM;
     const int past = p.n_kv - p.n_q;
     const int last_pos = min(past + q0 + BM - 1, p.n_kv - 1);

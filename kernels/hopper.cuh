@@ -142,6 +142,7 @@ __device__ __forceinline__ void wgmma_ss(float (&d)[N / 2], uint64_t desc_a, uin
     if constexpr (N == 16) wgmma_ss_n16<TRANS_B>(d, desc_a, desc_b, accumulate);
     else if constexpr (N == 32) wgmma_ss_n32<TRANS_B>(d, desc_a, desc_b, accumulate);
     else if constexpr (N == 64) wgmma_ss_n64<TRANS_B>(d, desc_a, desc_b, accumulate);
+    else if constexpr (N == 80) wgmma_ss_n80<TRANS_B>(d, desc_a, desc_b, accumulate);
     else if constexpr (N == 128) wgmma_ss_n128<TRANS_B>(d, desc_a, desc_b, accumulate);
     else {
         static_assert(N == 256, "add the shape to scripts/gen_wgmma.py");
@@ -155,6 +156,7 @@ __device__ __forceinline__ void wgmma_rs(float (&d)[N / 2], const uint32_t (&a)[
     if constexpr (N == 16) wgmma_rs_n16<TRANS_B>(d, a, desc_b, accumulate);
     else if constexpr (N == 32) wgmma_rs_n32<TRANS_B>(d, a, desc_b, accumulate);
     else if constexpr (N == 64) wgmma_rs_n64<TRANS_B>(d, a, desc_b, accumulate);
+    else if constexpr (N == 80) wgmma_rs_n80<TRANS_B>(d, a, desc_b, accumulate);
     else if constexpr (N == 128) wgmma_rs_n128<TRANS_B>(d, a, desc_b, accumulate);
     else {
         static_assert(N == 256, "add the shape to scripts/gen_wgmma.py");

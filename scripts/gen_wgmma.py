@@ -8,7 +8,7 @@ generated rather than written by hand. Run from the repository root after changi
 from pathlib import Path
 
 # N values of m64nNk16 instantiated (f32 accumulate, bf16 inputs).
-SHAPES = [16, 32, 64, 128, 256]
+SHAPES = [16, 32, 64, 80, 128, 256]
 
 
 def operands(n_regs: int, first: int) -> str:

@@ -21,10 +21,11 @@ step() { # name, command...
   tail -n 2 "$out/$name.log"
 }
 # Synthetic MHA shapes on the GPT-3 block: head dim = n_embd / n_head.
-d64="--model gpt3 --set n_embd=2048 --set n_head=32"
-d128="--model gpt3 --set n_embd=4096 --set n_head=32"
-d256="--model gpt3 --set n_embd=4096 --set n_head=16"
-h64="--model gpt3 --set n_embd=8192 --set n_head=64"
+pos="--set n_positions=16384 --set n_ctx=16384"
+d64="--model gpt3 $pos --set n_embd=2048 --set n_head=32"
+d128="--model gpt3 $pos --set n_embd=4096 --set n_head=32"
+d256="--model gpt3 $pos --set n_embd=4096 --set n_head=16"
+h64="--model gpt3 $pos --set n_embd=8192 --set n_head=64"
 
 if [ "$mode" != bench ]; then
   for b in fa3 fa2; do

@@ -28,7 +28,7 @@ pub struct Fa3Tile {
 pub const FA3_TILE_D64: Fa3Tile = Fa3Tile { d_qk: 64, d_v: 64, block_n: 128, stages: 2 };
 pub const FA3_TILE_D128: Fa3Tile = Fa3Tile { d_qk: 128, d_v: 128, block_n: 128, stages: 2 };
 pub const FA3_TILE_D192_128: Fa3Tile = Fa3Tile { d_qk: 192, d_v: 128, block_n: 128, stages: 2 };
-pub const FA3_TILE_D256: Fa3Tile = Fa3Tile { d_qk: 256, d_v: 256, block_n: 64, stages: 2 };
+pub const FA3_TILE_D256: Fa3Tile = Fa3Tile { d_qk: 256, d_v: 256, block_n: 80, stages: 2 };
 
 /// Tensor maps first (128-byte aligned, as in C).
 #[repr(C)]
@@ -50,11 +50,25 @@ pub struct Fa3PrefillParams {
     pub k_heads: i32,
     pub v_heads: i32,
     pub d_v: i32,
+    pub batch: i32,
+    /// (sequence, head) pairs per L2 section (see [`heads_per_section`]).
+    pub heads_per_section: i32,
     pub scale: f32,
     /// `<= 0` disables the tanh soft cap.
     pub softcap: f32,
 }
 unsafe impl DeviceRepr for Fa3PrefillParams {}
+
+/// L2 the CTAs in flight may fill with K and V (of about 50 MB on an H200, leaving room for
+/// Q and O traffic).
+pub const FA3_L2_SECTION_BYTES: usize = 24 << 20;
+
+/// How many (sequence, q head) pairs share an L2 section: as many as keep their K and V
+/// within [`FA3_L2_SECTION_BYTES`] (q heads of one GQA group share theirs), at least one.
+pub fn heads_per_section(n_kv: usize, d_qk: usize, d_v: usize, q_per_kv_head: usize) -> usize {
+    let kv_bytes_per_q_head = (n_kv * (d_qk + d_v) * 2).div_ceil(q_per_kv_head.max(1)).max(1);
+    (FA3_L2_SECTION_BYTES / kv_bytes_per_q_head).max(1)
+}
 
 /// One compiled bucket; any `d_qk <= tile.d_qk`, `d_v <= tile.d_v` (multiples of 8) runs in
 /// it, because the boxes past `d` read as zero.
@@ -116,11 +130,11 @@ impl HeadsOperand {
     }
 }
 
-/// Grid (q heads, batch, query blocks): the kernel walks query blocks from the last, so the
-/// longest causal rows of every head start first.
+/// One CTA per (q head, sequence, query block), in a 1-D grid the kernel maps to L2 sections.
 pub fn fa3_prefill_launch(variant: &Fa3Variant, batch: i32, n_q: i32, q_heads: i32) -> LaunchConfig {
+    let ctas = (q_heads.max(0) as u32) * (batch.max(0) as u32) * ((n_q + FA3_BLOCK_M - 1) / FA3_BLOCK_M).max(0) as u32;
     LaunchConfig {
-        grid_dim: (q_heads.max(0) as u32, batch.max(0) as u32, ((n_q + FA3_BLOCK_M - 1) / FA3_BLOCK_M).max(0) as u32),
+        grid_dim: (ctas, 1, 1),
         block_dim: (384, 1, 1),
         shared_mem_bytes: variant.smem_bytes(),
     }
@@ -161,6 +175,8 @@ pub fn fa3_prefill_call(pr: &Fa3Problem) -> anyhow::Result<Call> {
         k_heads: pr.k.heads as i32,
         v_heads: pr.v.heads as i32,
         d_v,
+        batch: pr.q.batch as i32,
+        heads_per_section: heads_per_section(pr.k.tokens, pr.q.d, pr.v.d, pr.q.heads / pr.k.heads.max(1)) as i32,
         scale: pr.scale,
         softcap: pr.softcap,
     };
@@ -186,6 +202,16 @@ mod tests {
         }
         // d128: Q 32 KiB + 2 stages of (K 32 KiB + V 32 KiB), 9 barriers, 1 KiB slack.
         assert_eq!(FA3_VARIANTS[1].smem_bytes(), 163_840 + 72 + 1024);
+    }
+
+    #[test]
+    fn sections_fit_l2() {
+        // d128 MHA at 8192 keys: 4 MiB of K+V per head, 6 heads per 24 MiB section.
+        assert_eq!(heads_per_section(8192, 128, 128, 1), 6);
+        // GQA 8 q per kv head shares one head's K/V.
+        assert_eq!(heads_per_section(8192, 128, 128, 8), 48);
+        // A head larger than the section still gets one.
+        assert_eq!(heads_per_section(1 << 20, 256, 256, 1), 1);
     }
 
     #[test]
