@@ -97,14 +97,25 @@ fn draw<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, fig: &Figure, rows: us
     root.present()
 }
 
-/// x from the data (log scale, at least a factor of 2 wide), y from 0 to 10% above the top.
+/// The x range in log2 units, half a doubling beyond the data on each side (batch sizes and
+/// lengths are usually powers of two, so ticks sit on 1, 2, 4, ...), and the y top, 10%
+/// above the data.
 fn ranges(panel: &Panel) -> ((f64, f64), f64) {
-    let points = || panel.series.iter().flat_map(|s| s.points.iter());
-    let x_lo = points().map(|p| p.0).fold(f64::INFINITY, f64::min);
-    let x_hi = points().map(|p| p.0).fold(0.0, f64::max);
+    let points = || panel.series.iter().flat_map(|s| s.points.iter()).filter(|p| p.0 > 0.0);
+    let x_lo = points().map(|p| p.0.log2()).fold(f64::INFINITY, f64::min);
+    let x_hi = points().map(|p| p.0.log2()).fold(f64::NEG_INFINITY, f64::max);
     let y_hi = points().map(|p| p.1).fold(0.0, f64::max);
-    let (x_lo, x_hi) = if x_lo.is_finite() { (x_lo / 1.3, (x_hi * 1.3).max(x_lo * 2.0)) } else { (1.0, 2.0) };
-    (((x_lo).max(1e-3), x_hi), if y_hi > 0.0 { y_hi * 1.1 } else { 1.0 })
+    let x = if x_lo.is_finite() { (x_lo.floor() - 0.5, x_hi.ceil() + 0.5) } else { (-0.5, 1.5) };
+    (x, if y_hi > 0.0 { y_hi * 1.1 } else { 1.0 })
+}
+
+/// A log2 tick's label: the power of two at whole ticks, nothing between them.
+fn power_of_two(v: &f64) -> String {
+    if (v - v.round()).abs() < 1e-6 {
+        format!("{}", 2f64.powi(v.round() as i32))
+    } else {
+        String::new()
+    }
 }
 
 fn draw_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, panel: &Panel) -> DrawResult<DB> {
@@ -115,22 +126,25 @@ fn draw_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, panel: &Panel) 
         .margin(10)
         .x_label_area_size(40)
         .y_label_area_size(64)
-        .build_cartesian_2d((x_lo..x_hi).log_scale(), 0.0..y_hi)?;
+        .build_cartesian_2d(x_lo..x_hi, 0.0..y_hi)?;
     chart
         .configure_mesh()
         .x_desc(panel.x_label.as_str())
         .y_desc(panel.y_label.as_str())
-        .x_label_formatter(&|x| format!("{x:.0}"))
+        .x_labels((x_hi - x_lo).ceil() as usize + 1)
+        .x_label_formatter(&power_of_two)
+        .light_line_style(BLACK.mix(0.04))
         .label_style(("sans-serif", 13))
         .axis_desc_style(("sans-serif", 14))
         .draw()?;
     for (i, s) in panel.series.iter().enumerate() {
         let colour = COLOURS[i % COLOURS.len()];
+        let points: Vec<(f64, f64)> = s.points.iter().filter(|p| p.0 > 0.0).map(|p| (p.0.log2(), p.1)).collect();
         chart
-            .draw_series(LineSeries::new(s.points.iter().copied(), colour.stroke_width(2)))?
+            .draw_series(LineSeries::new(points.iter().copied(), colour.stroke_width(2)))?
             .label(s.label.as_str())
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2)));
-        chart.draw_series(s.points.iter().map(|&p| Circle::new(p, 3, colour.filled())))?;
+        chart.draw_series(points.iter().map(|&p| Circle::new(p, 3, colour.filled())))?;
     }
     if !panel.series.is_empty() {
         chart
@@ -374,6 +388,22 @@ mod tests {
         assert_eq!(prefill_latency.series[0].points, [(1.0, 1.0), (8.0, 2.0)]);
         assert!(fig.panels[4].series.is_empty(), "no MBU column, no MBU lines");
         assert!((fig.panels[2].series[0].points[0].1 - 10.0).abs() < 1e-9, "MFU in percent");
+    }
+
+    #[test]
+    fn x_ticks_are_powers_of_two_around_the_data() {
+        assert_eq!(
+            (power_of_two(&3.0), power_of_two(&0.0), power_of_two(&2.5)),
+            ("8".into(), "1".into(), String::new())
+        );
+        let panel = |points| Panel {
+            title: String::new(),
+            x_label: String::new(),
+            y_label: String::new(),
+            series: vec![Series { label: String::new(), points }],
+        };
+        assert_eq!(ranges(&panel(vec![(16.0, 2.0)])), ((3.5, 4.5), 2.2));
+        assert_eq!(ranges(&panel(vec![(3.0, 1.0), (512.0, 0.0)])).0, (0.5, 9.5));
     }
 
     #[test]
