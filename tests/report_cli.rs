@@ -233,11 +233,15 @@ fn analyze_reproduces_the_seeds_published_mfu() {
     for (row, (mfu, seed_tflop, ours_tflop)) in rows.iter().zip(want) {
         assert!((num(row, "seed_mfu") - mfu).abs() < 0.00005, "{row:?}");
         assert!((num(row, "seed_tflop") / seed_tflop - 1.0).abs() < 0.001, "{row:?}");
-        // fwdbench's anchors (count on the seed's config, to their printed digits): 22.96 TFLOP
-        // prefill 1x500, 0.048 decode.
+        // Every rank's plan: the router GEMM, replicated on each of the 8 ranks, adds ~1%.
         assert!((num(row, "ours_tflop") / ours_tflop - 1.0).abs() < 0.02, "{row:?}");
     }
     assert_eq!((rows[2]["bsz"].as_str(), rows[2]["seq_len"].as_str()), ("512", "500"));
+    // fwdbench's anchor (`count` on the seed's config, one GPU): 22.96 TFLOP at 1x500.
+    let (_, one_gpu) = analyze(&data("seed_published.csv"), &["--deploy", "tp1"]);
+    assert!((num(&one_gpu[0], "ours_tflop") - 22.96).abs() < 0.005, "{:?}", one_gpu[0]);
+    let eight_times = num(&one_gpu[0], "seed_mfu") / num(&rows[0], "seed_mfu");
+    assert!((eight_times - 8.0).abs() < 0.001, "one GPU instead of 8: {eight_times}");
     assert_eq!(rows[0]["recorded_mfu"], "0.051700");
     assert_eq!(rows[2]["recorded_mfu"], "", "analysis.py's per-rank-batch MFU is not shown as comparable");
 }
