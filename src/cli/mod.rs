@@ -10,6 +10,10 @@ mod info;
 mod kernel;
 mod run;
 
+mod analyze;
+mod compare;
+mod plot;
+
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
@@ -37,6 +41,12 @@ pub enum Command {
     Kernel(kernel::KernelArgs),
     /// NCCL collectives over the local GPUs: `comm bench` writes the projection's communication table.
     Comm(comm::CommArgs),
+    /// Latency, MFU and MBU against batch and sequence length, as PNG and SVG, from result CSVs.
+    Plot(plot::PlotArgs),
+    /// Our rows against SGLang bench_one_batch, the seed pipeline or another fwdbench CSV: both latencies and the ratio.
+    Compare(compare::CompareArgs),
+    /// MFU and MBU of recorded latencies (seed logs and CSVs, fwdbench CSVs): our cost model beside the seed's FLOP convention.
+    Analyze(analyze::AnalyzeArgs),
 }
 
 pub fn main() -> anyhow::Result<()> {
@@ -48,6 +58,9 @@ pub fn main() -> anyhow::Result<()> {
         Command::Info(a) => info::info(a),
         Command::Kernel(a) => kernel::kernel(a),
         Command::Comm(a) => comm::comm(a),
+        Command::Plot(a) => plot::plot(a),
+        Command::Compare(a) => compare::compare(a),
+        Command::Analyze(a) => analyze::analyze_cmd(a),
     }
 }
 

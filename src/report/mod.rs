@@ -1,6 +1,7 @@
 //! What a run shows and keeps: the terminal table, the raw log (results/raw_output/), CSV
 //! rows (results/csv/, with --save) and per-op profiles (results/<model>_profile/). The
-//! report formats and writes what it is handed; measuring is the bench's.
+//! report formats and writes what it is handed; measuring is the bench's. `plot`, `compare`,
+//! `analyze` and `seed` read result files back (ours, SGLang's, the seed pipeline's).
 
 mod csv_rows;
 mod profile;
@@ -8,6 +9,11 @@ mod raw_log;
 mod row;
 mod stats;
 mod table;
+
+pub mod analyze;
+pub mod compare;
+pub mod plot;
+pub mod seed;
 
 pub use csv_rows::{CsvRows, COLUMNS};
 pub use profile::write_profile;
