@@ -6,6 +6,7 @@ mod check;
 mod comm;
 mod common;
 mod count;
+mod export;
 mod info;
 mod kernel;
 mod run;
@@ -37,6 +38,8 @@ pub enum Command {
     Kernel(kernel::KernelArgs),
     /// NCCL collectives over the local GPUs: `comm bench` writes the projection's communication table.
     Comm(comm::CommArgs),
+    /// Write the weights fwdbench uses as a Hub-format checkpoint folder (HF, SGLang, references).
+    Export(export::ExportArgs),
 }
 
 pub fn main() -> anyhow::Result<()> {
@@ -48,6 +51,7 @@ pub fn main() -> anyhow::Result<()> {
         Command::Info(a) => info::info(a),
         Command::Kernel(a) => kernel::kernel(a),
         Command::Comm(a) => comm::comm(a),
+        Command::Export(a) => export::run_export(a),
     }
 }
 
