@@ -168,3 +168,49 @@ fn cli_exports_a_smaller_model_with_its_tokenizer() {
     let text = String::from_utf8_lossy(&again.stderr);
     assert!(!again.status.success() && text.contains("--out") && text.contains("not empty"), "{text}");
 }
+
+/// `check --expect` with SGLang's format (`logprobs`, what reference_logits.py --engine
+/// sglang writes): the fixture's logits as log-probabilities pass, shifted ones do not.
+#[test]
+fn check_accepts_expected_logprobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let fx = fixture("qwen3");
+    let (shape, logits) =
+        SafetensorsWeights::open(&fx.join("logits.safetensors")).unwrap().read_tensor("logits").unwrap();
+    let write = |name: &str, shift: f32| {
+        let mut values = logits.clone();
+        for row in values.chunks_mut(shape[2]) {
+            let max = row.iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v));
+            let log_sum = row.iter().map(|v| (v - max).exp()).sum::<f32>().ln() + max;
+            row.iter_mut().for_each(|v| *v = *v - log_sum + shift);
+        }
+        let tensor = safetensors::tensor::TensorView::new(
+            safetensors::Dtype::F32,
+            shape.clone(),
+            bytemuck::cast_slice::<f32, u8>(&values),
+        )
+        .unwrap();
+        let path = dir.path().join(name);
+        safetensors::tensor::serialize_to_file([("logprobs", tensor)], None, &path).unwrap();
+        path
+    };
+    let check = |expect: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_fwdbench"))
+            .args(["check", "--config"])
+            .arg(fx.join("config.json"))
+            .arg("--weights")
+            .arg(fx.join("model.safetensors"))
+            .arg("--input")
+            .arg(fx.join("input.json"))
+            .arg("--expect")
+            .arg(expect)
+            .output()
+            .unwrap()
+    };
+    let good = check(&write("good.safetensors", 0.0));
+    assert!(good.status.success(), "{}", String::from_utf8_lossy(&good.stdout));
+    assert!(String::from_utf8_lossy(&good.stdout).contains("PASS"));
+    // Logits passed off as log-probabilities are off by each row's log-sum-exp.
+    let bad = check(&write("bad.safetensors", 1.0));
+    assert!(!bad.status.success(), "{}", String::from_utf8_lossy(&bad.stdout));
+}
