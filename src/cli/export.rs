@@ -65,7 +65,10 @@ pub fn run_export(args: ExportArgs) -> anyhow::Result<()> {
     let json = export_config(&base, &overrides, args.layers.map(|n| n as usize), dtype, &path.display().to_string())
         .with_context(|| format!("--model {} --mconf {}", args.model, args.mconf))?;
     let random = RandomWeights { seed: args.seed };
-    let loaded = args.weights.as_deref().map(SafetensorsWeights::open).transpose()?;
+    let loaded = match &args.weights {
+        Some(w) => Some(SafetensorsWeights::open(w).with_context(|| format!("--weights {}", w.display()))?),
+        None => None,
+    };
     let src: &dyn WeightSource = match &loaded {
         Some(w) => w,
         None => &random,
