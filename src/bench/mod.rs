@@ -146,7 +146,8 @@ pub fn run_grid(
             // deadline reaches them: stop, and the launcher stops them too.
             Err(e) => return Err(e.context(format!("rank {rank}: timing {} bsz {bsz} seq {seq}", phase.name()))),
         };
-        // After timing, with everything the shape allocates (graphs, lazy modules) live.
+        // After timing: the kernels the forward launched are loaded (lazily) and its
+        // buffers are live; the decode graph went with `time_shape`.
         let mem = baseline.record(exec.gpu(), planned)?;
         let (Some(r), Some(all)) = (&mut reporter, ranks::gather(rdzv, &outcome, timeout)?) else { continue };
         match ranks::combine(&all) {
