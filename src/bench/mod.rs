@@ -9,6 +9,7 @@
 pub mod comm;
 
 pub mod kernel;
+pub mod memory;
 pub mod suite;
 pub mod timing;
 
@@ -135,6 +136,9 @@ pub fn run_grid(
         CollectiveBackend::Modelled => None,
     });
     let flush = timing::flush_buffer()?;
+    // Before any plan allocates: the baseline of the memory record.
+    let baseline = memory::Baseline::take(exec.gpu())?;
+    let mut resident = memory::Resident::default();
     for shape in grid(shapes, leader) {
         let (phase, bsz, seq) = (shape.phase, shape.batch, shape.seq);
         let ready = input_ids(opts, cfg, &shape).and_then(|ids| bind_shape(exec, cfg, shape, opts, &ids));
@@ -146,6 +150,7 @@ pub fn run_grid(
             continue;
         }
         let cost = ready?;
+        let planned = resident.bind(&exec.bound()?.plan, Target { sm_count: exec.gpu().sm_count });
         let per_rank = exec.bound()?.plan.local_batch;
         let graph_off = if phase == Phase::Decode { graph_off_reason(opts, dep, per_rank) } else { None };
         let outcome = match time_shape(exec, cfg, opts, &flush, graph_off.is_none(), align, leader) {
@@ -155,13 +160,20 @@ pub fn run_grid(
             // deadline reaches them: stop, and the launcher stops them too.
             Err(e) => return Err(e.context(format!("rank {rank}: timing {} bsz {bsz} seq {seq}", phase.name()))),
         };
+        // After timing: the kernels the forward launched are loaded (lazily) and its
+        // buffers are live; the decode graph went with `time_shape`.
+        let mem = baseline.record(exec.gpu(), planned)?;
         let (Some(r), Some(all)) = (&mut reporter, ranks::gather(rdzv, &outcome, timeout)?) else { continue };
         match ranks::combine(&all) {
             Ok(c) => {
                 let mut row = Row::new(&exec.bound()?.plan, &cost, c.stats, c.graph);
                 row.rank_spread = Some(c.spread);
                 row.note = graph_off.unwrap_or_default();
+                row.memory_mib = Some((mem.planned_mib(), mem.used_mib()));
                 r.row(&row)?;
+                if let Some(w) = mem.warning() {
+                    r.note(&w)?;
+                }
             }
             Err(why) => r.skipped(shape, &why)?,
         }

@@ -2,17 +2,17 @@
 //! library's own inputs (configs, deployments, `bench::BenchOptions`) and prints results;
 //! nothing in the library depends on it.
 
+mod analyze;
 mod check;
 mod comm;
 mod common;
+mod compare;
 mod count;
+mod export;
 mod info;
 mod kernel;
-mod run;
-
-mod analyze;
-mod compare;
 mod plot;
+mod run;
 
 use clap::{Parser, Subcommand};
 
@@ -47,6 +47,8 @@ pub enum Command {
     Compare(compare::CompareArgs),
     /// MFU and MBU of recorded latencies (seed logs and CSVs, fwdbench CSVs): our cost model beside the seed's FLOP convention.
     Analyze(analyze::AnalyzeArgs),
+    /// Write the weights fwdbench uses as a Hub-format checkpoint folder (HF, SGLang, references).
+    Export(export::ExportArgs),
 }
 
 pub fn main() -> anyhow::Result<()> {
@@ -61,6 +63,7 @@ pub fn main() -> anyhow::Result<()> {
         Command::Plot(a) => plot::plot(a),
         Command::Compare(a) => compare::compare(a),
         Command::Analyze(a) => analyze::analyze_cmd(a),
+        Command::Export(a) => export::run_export(a),
     }
 }
 
