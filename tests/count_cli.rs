@@ -162,4 +162,9 @@ fn count_check_and_kernel_print_the_same_notes_once() {
     assert_eq!(err.matches("note: `check` does not use conf keys cuda_graph_max_bs").count(), 1, "{err}");
     let (_, _, err) = fwdbench(&["kernel", "check", "--model", "qwen", "--mconf", "2l", "--op", "attn.qkv"]);
     assert_eq!(err.matches("note: `kernel` does not use conf keys cuda_graph_max_bs").count(), 1, "{err}");
+    // The whole-model check reads the conf too: a rank count it cannot run is refused.
+    let (ok, _, err) = fwdbench(&["kernel", "check", "--model", "qwen", "--mconf", "2l", "--conf", "tp_size=2"]);
+    assert!(!ok && err.contains("the conf asks for 2 ranks, but the whole-model check runs tp1"), "{err}");
+    let (_, _, err) = fwdbench(&["kernel", "check", "--model", "qwen", "--mconf", "2l"]);
+    assert_eq!(err.matches("note: `kernel` does not use conf keys cuda_graph_max_bs").count(), 1, "{err}");
 }

@@ -300,6 +300,13 @@ fn check_model(a: &OpArgs) -> anyhow::Result<()> {
         );
     }
     let cfg = load_cfg(a)?;
+    // The conf is still read, so a --conf or layer that asks for more ranks is not dropped.
+    let (conf, dep) = a.deploy.load()?;
+    let ranks = layouts(&dep)?.len();
+    if ranks != 1 {
+        bail!("the conf asks for {ranks} ranks, but the whole-model check runs tp1: give --op to check one op's shard");
+    }
+    super::common::print_conf_notes(Some((&conf, &dep)), fwdbench::config::run_conf::Subcommand::Kernel);
     let label = model_label(a);
     let opts = PlanOptions { all_logits: false, cache_len: Some(a.seq + 1) };
     let prefill = build_plan(&cfg, RankLayout::single(), Shape::prefill(a.bsz, a.seq), opts)?;
