@@ -73,8 +73,10 @@ fn every_key_of_every_shipped_conf_acts_or_is_reported_in_every_subcommand() {
                     }
                     KeyUse::Ignored(why) => {
                         let notes = conf_notes(Some((&conf, &dep)), cmd).join("\n");
-                        // A value that asks for nothing (false, null) needs no note.
-                        let inert = value.is_null() || value == &serde_json::Value::Bool(false);
+                        // A value that asks for nothing (false, null, one node, node 0) needs no note.
+                        let single_node = (key == "nnodes" && value == &serde_json::json!(1))
+                            || (key == "node_rank" && value == &serde_json::json!(0));
+                        let inert = single_node || value.is_null() || value == &serde_json::Value::Bool(false);
                         assert!(
                             inert || notes.contains(key.as_str()),
                             "{cmd:?} ignores {key} ({why}) silently: {notes}"
@@ -106,8 +108,8 @@ fn count_reports_graph_and_node_keys_as_unused_once_each() {
     let joined = notes.join("\n");
     assert!(joined.contains("`count` does not use conf keys cuda_graph_max_bs: it times no forward"), "{joined}");
     assert!(joined.contains("nnodes") && joined.contains("moe_dense_tp_size"), "{joined}");
-    // disable_cuda_graph: false asks for nothing; node_rank 0 is reported with nnodes.
-    assert!(!joined.contains("disable_cuda_graph"), "{joined}");
+    // disable_cuda_graph: false and node_rank: 0 ask for nothing; two nodes do.
+    assert!(!joined.contains("disable_cuda_graph") && !joined.contains("node_rank"), "{joined}");
     assert_eq!(joined.matches("cuda_graph_max_bs").count(), 1, "{joined}");
     assert!(
         joined.contains("conf keys fwdbench does not implement (ignored): ")

@@ -84,10 +84,16 @@ pub fn key_use(key: &str, cmd: Subcommand) -> KeyUse {
     }
 }
 
-/// A value that asks for nothing (`null`, `false`, an empty string) is not worth a note
-/// where its key is ignored: only settings that ask for something are reported.
-fn asks_for_something(value: &serde_json::Value) -> bool {
-    !matches!(value, serde_json::Value::Null | serde_json::Value::Bool(false))
+/// A value that asks for nothing (`null`, `false`, an empty string, one node, node 0) is
+/// not worth a note where its key is ignored: only settings that ask for something are.
+fn asks_for_something(key: &str, value: &serde_json::Value) -> bool {
+    let single_node = match key {
+        "nnodes" => value.as_u64() == Some(1),
+        "node_rank" => value.as_u64() == Some(0),
+        _ => false,
+    };
+    !single_node
+        && !matches!(value, serde_json::Value::Null | serde_json::Value::Bool(false))
         && value.as_str().is_none_or(|s| !s.trim().is_empty())
 }
 
@@ -104,7 +110,9 @@ pub fn conf_notes(conf: Option<(&RunConf, &Deployment)>, cmd: Subcommand) -> Vec
         match key_use(key, cmd) {
             KeyUse::Acts(_) => {}
             KeyUse::Ignored(NOT_IMPLEMENTED) => unimplemented.push(key),
-            KeyUse::Ignored(why) if asks_for_something(&setting.value) => by_reason.entry(why).or_default().push(key),
+            KeyUse::Ignored(why) if asks_for_something(key, &setting.value) => {
+                by_reason.entry(why).or_default().push(key)
+            }
             KeyUse::Ignored(_) => {}
         }
     }
