@@ -422,7 +422,7 @@ fn yarn_defaults_follow_hf() {
 
 #[test]
 fn unsupported_rope_types_are_named() {
-    for kind in ["llama3", "linear", "dynamic"] {
+    for kind in ["linear", "dynamic", "longrope"] {
         let e =
             err(with(raw("qwen", "2l"), &[("rope_scaling", &format!(r#"{{"rope_type": "{kind}", "factor": 8}}"#))]));
         assert!(e.contains(kind) && e.contains("rope_scaling.rope_type") && e.contains("yarn"), "{e}");

@@ -21,7 +21,7 @@ fn every_shipped_deploy_is_a_valid_deployment() {
         .collect();
     names.sort();
     assert_eq!(names, ["tp1", "tp16ep16", "tp2", "tp2ep2", "tp2ep2dp2", "tp8", "tp8ep8", "tp8ep8dp8"]);
-    for backend in ["fa3", "flashinfer"] {
+    for backend in ["fa3", "fa2"] {
         for name in &names {
             let layers = ConfLayers {
                 base: "base".into(),
@@ -31,7 +31,7 @@ fn every_shipped_deploy_is_a_valid_deployment() {
             };
             let conf = load_run_conf(&conf_dir(), &layers, &[]).unwrap_or_else(|e| panic!("{e}"));
             let d = conf.deployment().unwrap_or_else(|e| panic!("{name}: {e}"));
-            assert_eq!(d.attention_backend, backend);
+            assert_eq!(d.attention_backend.name(), backend);
             assert!(!d.disable_cuda_graph && d.cuda_graph_max_bs == 256 && d.moe_dense_tp_size.is_none());
         }
     }
@@ -39,14 +39,14 @@ fn every_shipped_deploy_is_a_valid_deployment() {
 
 #[test]
 fn layers_merge_in_order_and_remember_their_file() {
-    let layers = ConfLayers { backend: Some("flashinfer".into()), ..ConfLayers::new("tp8ep8dp8") };
+    let layers = ConfLayers { backend: Some("fa2".into()), ..ConfLayers::new("tp8ep8dp8") };
     let conf = load_run_conf(&conf_dir(), &layers, &cli(&["cuda_graph_max_bs=64", "tensor-parallel-size=8"])).unwrap();
     let d = conf.deployment().unwrap();
     assert_eq!((d.tp_size, d.ep_size, d.dp_size, d.enable_dp_attention, d.enable_dp_lm_head), (8, 8, 8, true, true));
-    assert_eq!((d.attention_backend.as_str(), d.cuda_graph_max_bs), ("flashinfer", 64));
+    assert_eq!((d.attention_backend.name(), d.cuda_graph_max_bs), ("fa2", 64));
     let backend = conf.setting("attention_backend").unwrap();
     assert_eq!(backend.layer, Layer::Backend);
-    assert!(backend.origin.ends_with("backend/flashinfer.yaml"));
+    assert!(backend.origin.ends_with("backend/fa2.yaml"));
     assert_eq!(conf.setting("tp_size").unwrap().layer, Layer::CommandLine);
     assert_eq!(conf.setting("dtype").unwrap().layer, Layer::Base);
     let ignored = conf.ignored_keys();
@@ -79,7 +79,7 @@ fn unknown_deploy_lists_the_available_ones() {
     assert!(e.contains("tp4") && e.contains("tp8ep8dp8") && e.contains("tp16ep16"), "{e}");
     let layers = ConfLayers { backend: Some("triton".into()), ..ConfLayers::new("tp1") };
     let e = load_run_conf(&conf_dir(), &layers, &[]).unwrap_err().to_string();
-    assert!(e.contains("triton") && e.contains("flashinfer"), "{e}");
+    assert!(e.contains("triton") && e.contains("fa2") && e.contains("fa3"), "{e}");
 }
 
 #[test]

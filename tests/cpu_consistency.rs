@@ -37,7 +37,8 @@ fn tiny_with(model: &str, extra: &[(&str, &str)]) -> ModelConfig {
     let common: &[(&str, &str)] = &[("vocab_size", "96")];
     let specific: &[(&str, &str)] = match model {
         "gpt3" => &[("n_embd", "32"), ("n_head", "4"), ("n_inner", "64"), ("n_positions", "32")],
-        "grok" => &[
+        // Mixtral reads the same keys as Grok (its config lacks the soft-caps and scales).
+        "grok" | "mixtral" => &[
             ("hidden_size", "32"),
             ("num_attention_heads", "4"),
             ("num_key_value_heads", "2"),
@@ -60,7 +61,8 @@ fn tiny_with(model: &str, extra: &[(&str, &str)]) -> ModelConfig {
             ("moe_intermediate_size", "16"),
             ("intermediate_size", "32"),
         ],
-        "qwen_dense" => &[
+        // Llama 3 keeps its llama3 RoPE scaling, over 8 rotary dims.
+        "qwen_dense" | "llama3_8b" => &[
             ("hidden_size", "32"),
             ("num_attention_heads", "4"),
             ("num_key_value_heads", "2"),
@@ -128,7 +130,8 @@ fn flat(l: &[Vec<Vec<f32>>]) -> Vec<f32> {
     l.iter().flatten().flatten().copied().collect()
 }
 
-const MODELS: [&str; 7] = ["grok", "qwen", "qwen_dense", "deepseek", "sigma", "sigma_v1", "gpt3"];
+const MODELS: [&str; 9] =
+    ["grok", "qwen", "qwen_dense", "deepseek", "sigma", "sigma_v1", "gpt3", "llama3_8b", "mixtral"];
 
 #[test]
 fn sharded_plans_match_tp1() {

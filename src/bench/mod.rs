@@ -105,7 +105,7 @@ pub fn meta(opts: &BenchOptions, dep: &Deployment, gpu: String) -> Meta {
         mconf: opts.mconf.clone(),
         base: opts.base.clone(),
         deploy: opts.deploy.clone(),
-        backend: dep.attention_backend.clone(),
+        backend: dep.attention_backend.name().to_string(),
         gpu,
         rev: env!("FWDBENCH_GIT_REV").to_string(),
     }

@@ -51,8 +51,9 @@ pub struct CheckArgs {
 
 pub fn check(args: CheckArgs) -> anyhow::Result<()> {
     let cfg = super::common::load_config_file(&args.config, &[])?;
-    let (_, dep) = args.deploy.load()?;
+    let (conf, dep) = args.deploy.load()?;
     let layouts = layouts(&dep)?;
+    super::common::print_conf_notes(Some((&conf, &dep)), fwdbench::config::run_conf::Subcommand::Check);
     let weights = SafetensorsWeights::open(&args.weights)?;
     let expected = SafetensorsWeights::open(&args.expect)?;
     // SGLang reports log-probabilities, not logits (reference_logits.py --engine sglang).
@@ -95,12 +96,13 @@ pub fn check(args: CheckArgs) -> anyhow::Result<()> {
     let tol = args.tol.unwrap_or(if args.device == Device::Cpu { CPU_LOGITS_TOL } else { CUDA_LOGITS_TOL });
     let ok = a.rel_l2 <= tol && a.top1 >= args.min_top1;
     println!(
-        "check {} {} {:?} on {:?} ({} ranks): rel-L2 {:.3e} (tol {:.0e}), max abs {:.3e}, top-1 {:.1}% ({:.1}% strict) of {} rows: {}",
+        "check {} {} {:?} on {:?} ({} ranks, attention_backend {}): rel-L2 {:.3e} (tol {:.0e}), max abs {:.3e}, top-1 {:.1}% ({:.1}% strict) of {} rows: {}",
         args.config.display(),
         if args.decode { "decode" } else { "prefill" },
         args.deploy.deploy,
         args.device,
         dep.tp_size,
+        dep.attention_backend,
         a.rel_l2,
         tol,
         a.max_abs,

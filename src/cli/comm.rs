@@ -145,6 +145,7 @@ fn bench(args: CommBenchArgs) -> anyhow::Result<()> {
     );
     let world = per_node * args.nnodes;
     let ranks = node_ranks(world, args.nnodes, args.rank)?;
+    super::common::print_conf_notes(None, fwdbench::config::run_conf::Subcommand::Comm);
     if world == 1 {
         // One process alone: no workers to start, and a free port for its own rendezvous.
         let worker = Worker { rank: 0, world: 1, local_rank: 0, master: "127.0.0.1:0".into() };

@@ -7,7 +7,7 @@ use clap::Args;
 
 use fwdbench::config::hf::load_model_config_with_warnings;
 use fwdbench::config::model::ModelConfig;
-use fwdbench::config::run_conf::{load_run_conf, ConfLayers, Deployment, RunConf};
+use fwdbench::config::run_conf::{conf_notes, load_run_conf, ConfLayers, Deployment, RunConf, Subcommand};
 use fwdbench::plan::RankLayout;
 
 /// Which deployment: layered YAML under `--conf-dir`.
@@ -16,6 +16,14 @@ pub struct DeployArgs {
     /// Deployment, a file of conf/deploy/ (tp1, tp2, tp2ep2, tp2ep2dp2, tp8, tp8ep8, tp8ep8dp8, tp16ep16).
     #[arg(long, default_value = "tp1")]
     pub deploy: String,
+    #[command(flatten)]
+    pub layers: ConfLayerArgs,
+}
+
+/// The layers around the deploy file and the `--conf` overrides (`count` pairs them with
+/// several deploys).
+#[derive(Debug, Clone, Args)]
+pub struct ConfLayerArgs {
     /// Base layer, conf/<base>.yaml.
     #[arg(long, default_value = "base")]
     pub base: String,
@@ -70,16 +78,17 @@ impl DeployArgs {
 
     /// The conf with `nodes`' flags applied.
     pub fn load_on(&self, nodes: &NodeArgs) -> anyhow::Result<(RunConf, Deployment)> {
+        let l = &self.layers;
         let layers = ConfLayers {
-            base: self.base.clone(),
+            base: l.base.clone(),
             deploy: self.deploy.clone(),
-            backend: self.backend.clone(),
-            optional: self.optional.clone(),
+            backend: l.backend.clone(),
+            optional: l.optional.clone(),
         };
         let mut sets =
-            fwdbench::config::run_conf::parse_cli_pairs(&self.conf_sets).map_err(|e| anyhow::anyhow!("--conf: {e}"))?;
+            fwdbench::config::run_conf::parse_cli_pairs(&l.conf_sets).map_err(|e| anyhow::anyhow!("--conf: {e}"))?;
         sets.extend(nodes.conf_sets());
-        let conf = load_run_conf(&self.conf_dir, &layers, &sets)?;
+        let conf = load_run_conf(&l.conf_dir, &layers, &sets)?;
         // Workers re-run the command line: only the launcher or rank 0 warns.
         if fwdbench::dist::launch::Worker::from_env().ok().flatten().is_none_or(|w| w.is_leader()) {
             for w in conf.typo_warnings() {
@@ -88,6 +97,16 @@ impl DeployArgs {
         }
         let dep = conf.deployment()?;
         Ok((conf, dep))
+    }
+}
+
+/// Prints `cmd`'s conf notes (keys it does not use, unimplemented keys, inert settings),
+/// once: workers re-run the command line, so only the launcher or rank 0 speaks.
+pub fn print_conf_notes(conf: Option<(&RunConf, &Deployment)>, cmd: Subcommand) {
+    if fwdbench::dist::launch::Worker::from_env().ok().flatten().is_none_or(|w| w.is_leader()) {
+        for note in conf_notes(conf, cmd) {
+            eprintln!("note: {note}");
+        }
     }
 }
 

@@ -210,7 +210,7 @@ fn op_case(a: &OpArgs) -> anyhow::Result<OpCase> {
         return Ok(OpCase::gemm(format!("linear gemm m{m} n{n} k{k}"), m, n, k));
     }
     let cfg = load_cfg(a)?;
-    let (_, dep) = a.deploy.load()?;
+    let (conf, dep) = a.deploy.load()?;
     let ranks = layouts(&dep)?;
     let layout = *ranks.get(a.rank).with_context(|| {
         format!("--rank {}: --deploy {} has {} ranks (0..{})", a.rank, a.deploy.deploy, ranks.len(), ranks.len() - 1)
@@ -219,7 +219,10 @@ fn op_case(a: &OpArgs) -> anyhow::Result<OpCase> {
     let layer = a.layer.map(|l| format!(" layer {l}")).unwrap_or_default();
     let key = format!("{name}{layer} {} {} rank{} {shape:?}", model_label(a), a.deploy.deploy, a.rank);
     let query = OpQuery { name, layer: a.layer };
-    OpCase::from_model(key, &model_label(a), &cfg, layout, shape, &query)
+    let case = OpCase::from_model(key, &model_label(a), &cfg, layout, shape, &query)?;
+    // After every naming mistake has been reported alone.
+    super::common::print_conf_notes(Some((&conf, &dep)), fwdbench::config::run_conf::Subcommand::Kernel);
+    Ok(case)
 }
 
 fn run_on_gpu(a: &OpArgs, case: &OpCase, opts: &KernelOptions) -> anyhow::Result<fwdbench::bench::kernel::KernelRow> {
@@ -332,6 +335,13 @@ fn check_model(a: &OpArgs) -> anyhow::Result<()> {
         );
     }
     let cfg = load_cfg(a)?;
+    // The conf is still read, so a --conf or layer that asks for more ranks is not dropped.
+    let (conf, dep) = a.deploy.load()?;
+    let ranks = layouts(&dep)?.len();
+    if ranks != 1 {
+        bail!("the conf asks for {ranks} ranks, but the whole-model check runs tp1: give --op to check one op's shard");
+    }
+    super::common::print_conf_notes(Some((&conf, &dep)), fwdbench::config::run_conf::Subcommand::Kernel);
     let label = model_label(a);
     let opts = PlanOptions { all_logits: false, cache_len: Some(a.seq + 1) };
     let prefill = build_plan(&cfg, RankLayout::single(), Shape::prefill(a.bsz, a.seq), opts)?;

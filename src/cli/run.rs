@@ -92,7 +92,7 @@ impl RunArgs {
         BenchOptions {
             model: self.model.clone(),
             mconf: self.mconf.clone(),
-            base: self.deploy.base.clone(),
+            base: self.deploy.layers.base.clone(),
             deploy: self.deploy.deploy.clone(),
             model_dir,
             warmup: self.warmup,
@@ -132,16 +132,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         plan_every_shape(&cfg, &ranks, &shapes, &args.shapes)?;
     }
     let worker = worker_env;
-    // Workers re-run this command line: only rank 0 (or the launcher) speaks.
-    if worker.as_ref().is_none_or(Worker::is_leader) {
-        let ignored = conf.ignored_keys();
-        if !ignored.is_empty() {
-            eprintln!("conf keys fwdbench does not implement (ignored): {}", ignored.join(", "));
-        }
-        for note in dep.inert_settings() {
-            eprintln!("note: {note}");
-        }
-    }
+    super::common::print_conf_notes(Some((&conf, &dep)), fwdbench::config::run_conf::Subcommand::Run);
     let job = Job { opts: args.bench_options(model_dir), cfg: &cfg, dep, ranks, shapes };
     let is_worker = worker.is_some();
     if args.project {

@@ -11,6 +11,8 @@ mod deepseek;
 mod gpt;
 mod grok;
 mod keys;
+mod llama;
+mod mixtral;
 mod qwen;
 mod rope;
 mod sigma;
@@ -131,6 +133,8 @@ const ARCHITECTURES: &[(&str, Family)] = &[
     ("SigmaV2ForCausalLM", Family::SigmaV2),
     ("SigmaForCausalLM", Family::SigmaV2),
     ("SigmaV1ForCausalLM", Family::SigmaV1),
+    ("LlamaForCausalLM", Family::Llama),
+    ("MixtralForCausalLM", Family::Mixtral),
 ];
 const MODEL_TYPES: &[(&str, Family)] = &[
     ("gpt2", Family::Gpt3),
@@ -143,6 +147,8 @@ const MODEL_TYPES: &[(&str, Family)] = &[
     ("deepseek_v2", Family::DeepseekV3),
     ("sigma", Family::SigmaV2),
     ("sigma_v1", Family::SigmaV1),
+    ("llama", Family::Llama),
+    ("mixtral", Family::Mixtral),
 ];
 
 fn detect_family(keys: &Keys) -> Result<(Family, String), ConfigError> {
@@ -199,6 +205,8 @@ fn parse_logged(json: &Value, source: &str, log: &KeyLog) -> Result<ModelConfig,
         }
         Family::SigmaV2 => sigma::parse_v2(&keys)?,
         Family::SigmaV1 => sigma::parse_v1(&keys)?,
+        Family::Llama => llama::parse(&keys)?,
+        Family::Mixtral => mixtral::parse(&keys)?,
     };
     config.architecture = architecture;
     debug_assert_eq!(config.layer_ffn.len(), config.num_layers);
@@ -325,10 +333,10 @@ mod tests {
 
     #[test]
     fn unknown_model_lists_supported_names() {
-        let err = parse_model_config(&json!({"architectures": ["LlamaForCausalLM"], "model_type": "llama"}), "x.json")
+        let err = parse_model_config(&json!({"architectures": ["PhiForCausalLM"], "model_type": "phi"}), "x.json")
             .unwrap_err()
             .to_string();
-        assert!(err.contains("LlamaForCausalLM") && err.contains("Qwen3MoeForCausalLM") && err.contains("x.json"));
+        assert!(err.contains("PhiForCausalLM") && err.contains("LlamaForCausalLM") && err.contains("x.json"));
     }
 
     #[test]

@@ -29,6 +29,10 @@ pub enum Family {
     SigmaV2,
     /// Sigma v1: DiffQKV attention (separate K and V head counts, augmented Q), dense.
     SigmaV1,
+    /// Llama 2 / 3.x dense (GQA, no biases by default, Llama 3 RoPE scaling).
+    Llama,
+    /// Mixtral: Llama attention with a softmax top-k MoE in every layer, no shared expert.
+    Mixtral,
 }
 
 impl Family {
@@ -43,6 +47,8 @@ impl Family {
             Family::DeepseekV3 => "deepseek_v3",
             Family::SigmaV2 => "sigma_v2",
             Family::SigmaV1 => "sigma_v1",
+            Family::Llama => "llama",
+            Family::Mixtral => "mixtral",
         }
     }
 }
@@ -95,10 +101,39 @@ pub struct YarnConfig {
     pub truncate: bool,
 }
 
+/// Llama 3.x frequency-dependent scaling (HF `_compute_llama3_parameters`): wavelengths
+/// longer than `original / low_freq_factor` are divided by `factor`, shorter than
+/// `original / high_freq_factor` kept, and those between interpolated smoothly.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Llama3Config {
+    pub factor: f64,
+    pub low_freq_factor: f64,
+    pub high_freq_factor: f64,
+    pub original_max_position_embeddings: usize,
+}
+
+impl Llama3Config {
+    /// One pair's scaled inverse frequency.
+    pub fn scale(&self, inv_freq: f64) -> f64 {
+        let original = self.original_max_position_embeddings as f64;
+        let wavelength = 2.0 * std::f64::consts::PI / inv_freq;
+        if wavelength < original / self.high_freq_factor {
+            inv_freq
+        } else if wavelength > original / self.low_freq_factor {
+            inv_freq / self.factor
+        } else {
+            let smooth =
+                (original / wavelength - self.low_freq_factor) / (self.high_freq_factor - self.low_freq_factor);
+            (1.0 - smooth) * inv_freq / self.factor + smooth * inv_freq
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub enum RopeScaling {
     None,
     Yarn(YarnConfig),
+    Llama3(Llama3Config),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -147,10 +182,13 @@ impl RopeConfig {
         Some((low.max(0.0), high.min(dim - 1.0)))
     }
 
-    /// Inverse frequencies for pair index `i in 0..rotary_dim/2`, YaRN-corrected when set
-    /// (HF `_compute_yarn_parameters`).
+    /// Inverse frequencies for pair index `i in 0..rotary_dim/2`, YaRN-corrected (HF
+    /// `_compute_yarn_parameters`) or Llama-3-scaled when set.
     pub fn inv_freqs(&self) -> Vec<f64> {
         let base = self.base_inv_freqs();
+        if let RopeScaling::Llama3(l) = self.scaling {
+            return base.iter().map(|&f| l.scale(f)).collect();
+        }
         let (RopeScaling::Yarn(y), Some((low, high))) = (self.scaling, self.yarn_correction_range()) else {
             return base;
         };
@@ -169,7 +207,7 @@ impl RopeConfig {
     /// Multiplier applied to cos and sin ("attention_factor").
     pub fn attention_factor(&self) -> f64 {
         match self.scaling {
-            RopeScaling::None => 1.0,
+            RopeScaling::None | RopeScaling::Llama3(_) => 1.0,
             RopeScaling::Yarn(y) => y.attention_factor,
         }
     }

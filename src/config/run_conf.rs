@@ -5,13 +5,18 @@
 //! order, then `key=value` pairs from the command line; a later layer replaces a key
 //! wholesale. Every key remembers the file that set it, so an invalid deployment names the
 //! file to fix. fwdbench reads the keys in [`IMPLEMENTED_KEYS`]; the rest are kept (the same
-//! merged conf can drive SGLang's own benchmark) and reported by [`RunConf::ignored_keys`].
+//! merged conf can drive SGLang's own benchmark) and reported by [`RunConf::ignored_keys`];
+//! [`conf_notes`] says, per subcommand, which keys cannot act there.
+
+mod notes;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 use thiserror::Error;
+
+pub use notes::{conf_notes, key_use, KeyUse, Subcommand};
 
 #[derive(Debug, Error)]
 pub enum ConfError {
@@ -79,7 +84,7 @@ pub struct Deployment {
     pub nnodes: usize,
     pub node_rank: usize,
     pub dist_init_addr: Option<String>,
-    pub attention_backend: String,
+    pub attention_backend: AttentionBackend,
     pub disable_cuda_graph: bool,
     pub cuda_graph_max_bs: usize,
     pub moe_dense_tp_size: Option<usize>,
@@ -99,12 +104,62 @@ impl Deployment {
         if !self.enable_dp_attention && self.enable_dp_lm_head {
             notes.push("enable_dp_lm_head acts only with enable_dp_attention (as in SGLang); without DP attention the LM head is split over all ranks and the key is ignored".to_string());
         }
-        if self.moe_dense_tp_size.is_some() {
-            notes.push("moe_dense_tp_size = 1 is ignored: fwdbench splits dense FFN layers over all ranks".to_string());
-        }
         notes
     }
 }
+
+/// The attention kernels fwdbench implements (`attention_backend`). SGLang's other
+/// backends (flashinfer, triton, ...) are refused rather than run with ours under their
+/// name, so a CSV's backend column always says which kernels produced the row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum AttentionBackend {
+    /// FlashAttention-3 style Hopper kernels (TMA + wgmma), SGLang's default on H100/H200.
+    #[default]
+    Fa3,
+    /// FlashAttention-2 style kernels (no Hopper-only instructions).
+    Fa2,
+}
+
+impl AttentionBackend {
+    pub const ALL: [AttentionBackend; 2] = [AttentionBackend::Fa3, AttentionBackend::Fa2];
+
+    /// The conf value (and CSV `backend` column) naming this backend.
+    pub fn name(self) -> &'static str {
+        match self {
+            AttentionBackend::Fa3 => "fa3",
+            AttentionBackend::Fa2 => "fa2",
+        }
+    }
+
+    /// Parses a conf value (case-insensitive); `None` for anything fwdbench does not implement.
+    pub fn parse(value: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|b| b.name().eq_ignore_ascii_case(value.trim()))
+    }
+}
+
+impl std::fmt::Display for AttentionBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// SGLang `--attention-backend` values fwdbench knows but does not implement.
+const SGLANG_ONLY_BACKENDS: &[&str] = &[
+    "flashinfer",
+    "triton",
+    "torch_native",
+    "flex_attention",
+    "flashmla",
+    "cutlass_mla",
+    "trtllm_mla",
+    "trtllm_mha",
+    "aiter",
+    "wave",
+    "ascend",
+    "intel_amx",
+    "dual_chunk_flash_attn",
+    "nsa",
+];
 
 /// Keys fwdbench reads; everything else is passed over (and listed as ignored).
 pub const IMPLEMENTED_KEYS: &[&str] = &[
@@ -308,6 +363,22 @@ impl RunConf {
         }
     }
 
+    /// `attention_backend`, `fa3` when absent.
+    fn attention_backend(&self) -> Result<AttentionBackend, ConfError> {
+        let Some(name) = self.text("attention_backend")? else {
+            return Ok(AttentionBackend::default());
+        };
+        AttentionBackend::parse(&name).ok_or_else(|| {
+            let valid = AttentionBackend::ALL.map(AttentionBackend::name).join(" or ");
+            let expected = if SGLANG_ONLY_BACKENDS.contains(&name.to_ascii_lowercase().as_str()) {
+                format!("{valid}: `{name}` is an SGLang backend, but fwdbench implements only its own fa3 and fa2 kernels (use conf/backend/fa3.yaml or fa2.yaml)")
+            } else {
+                format!("{valid} (the attention kernels fwdbench implements)")
+            };
+            self.bad("attention_backend", expected)
+        })
+    }
+
     /// The deployment, checked the way SGLang checks its server arguments.
     pub fn deployment(&self) -> Result<Deployment, ConfError> {
         let tp = self.size("tp_size", Some(1))?.unwrap_or(1);
@@ -362,7 +433,7 @@ impl RunConf {
             nnodes,
             node_rank,
             dist_init_addr: self.text("dist_init_addr")?,
-            attention_backend: self.text("attention_backend")?.unwrap_or_else(|| "fa3".to_string()),
+            attention_backend: self.attention_backend()?,
             disable_cuda_graph: self.flag("disable_cuda_graph")?,
             cuda_graph_max_bs: self.size("cuda_graph_max_bs", Some(256))?.unwrap_or(256),
             moe_dense_tp_size,

@@ -3,9 +3,8 @@
 //! top-2 MoE with GELU-gated experts (`w2(gelu(w1 x) * w3 x)`) and an fp32 softmax router
 //! (optionally soft-capped, as SGLang does), logits times 1/sqrt(3).
 
-use super::blocks::moe::{moe, router_init, MoeNames};
 use super::llama::gqa_attention;
-use super::{Builder, Hf, LayerGraph, NormSlot, WEIGHT_INIT};
+use super::{Builder, LayerGraph, NormSlot};
 use crate::config::model::ModelConfig;
 use crate::plan::View;
 
@@ -29,22 +28,6 @@ impl LayerGraph for Grok1<'_> {
         gqa_attention(b, self.0, layer, x, None)
     }
     fn ffn(&self, b: &mut Builder, layer: usize, x: View) -> View {
-        let m = self.0.moe.as_ref().expect("Grok-1 layers are MoE");
-        let (h, im) = (self.0.hidden_size, m.expert_intermediate_size);
-        let p = format!("model.layers.{layer}.block_sparse_moe");
-        let expert_prefix = p.clone();
-        let names = MoeNames {
-            router: Hf::new(format!("{p}.gate.weight"), m.num_experts, h, router_init()),
-            correction_bias: None,
-            expert: Box::new(move |e| {
-                let w = |n: &str, rows, cols| {
-                    Hf::new(format!("{expert_prefix}.experts.{e}.{n}.weight"), rows, cols, WEIGHT_INIT)
-                };
-                (w("w1", im, h), w("w3", im, h), w("w2", h, im))
-            }),
-            shared: None,
-            shared_gate: None,
-        };
-        moe(b, x, m, &names)
+        super::mixtral::block_sparse_moe(b, self.0, layer, x)
     }
 }

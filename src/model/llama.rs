@@ -133,3 +133,18 @@ pub fn ffn(
         }
     }
 }
+
+/// Llama 2 / 3.x itself: the pieces above with nothing added (no QK-norm, dense MLP).
+pub struct Llama<'a>(pub &'a ModelConfig);
+
+impl super::LayerGraph for Llama<'_> {
+    fn config(&self) -> &ModelConfig {
+        self.0
+    }
+    fn attention(&self, b: &mut super::Builder, layer: usize, x: crate::plan::View) -> crate::plan::View {
+        gqa_attention(b, self.0, layer, x, None)
+    }
+    fn ffn(&self, b: &mut super::Builder, layer: usize, x: crate::plan::View) -> crate::plan::View {
+        ffn(b, self.0, layer, x, "shared_experts")
+    }
+}

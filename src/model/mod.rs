@@ -1,4 +1,4 @@
-//! Layer graphs of the five families. Each family file says, in its own names, what one
+//! Layer graphs of the model families. Each family file says, in its own names, what one
 //! decoder layer does; `decoder` below is the skeleton they share (embedding, pre-norm
 //! residual stream, the collectives between blocks, final norm, LM head).
 
@@ -8,6 +8,7 @@ mod deepseek;
 mod gpt3;
 mod grok;
 mod llama;
+mod mixtral;
 mod qwen;
 mod sigma;
 
@@ -77,6 +78,8 @@ fn graph_for(cfg: &ModelConfig) -> Box<dyn LayerGraph + '_> {
         Family::Qwen2 | Family::Qwen3 | Family::Qwen2Moe | Family::Qwen3Moe => Box::new(qwen::Qwen(cfg)),
         Family::DeepseekV3 => Box::new(deepseek::DeepSeek(cfg)),
         Family::SigmaV2 | Family::SigmaV1 => Box::new(sigma::Sigma(cfg)),
+        Family::Llama => Box::new(llama::Llama(cfg)),
+        Family::Mixtral => Box::new(mixtral::Mixtral(cfg)),
     }
 }
 

@@ -7,17 +7,19 @@
 //! keep a stale theta. YaRN is resolved as `modeling_rope_utils._compute_yarn_parameters`:
 //! `factor` null means `max_position_embeddings / original_max_position_embeddings`,
 //! `attention_factor` is inferred from `factor`, `mscale`, `mscale_all_dim`, a zero or null
-//! `beta_fast`/`beta_slow` falls back to 32/1, `truncate` defaults to true.
+//! `beta_fast`/`beta_slow` falls back to 32/1, `truncate` defaults to true. Llama 3's
+//! `llama3` type (`_compute_llama3_parameters`) needs `factor`, `low_freq_factor`,
+//! `high_freq_factor` and `original_max_position_embeddings`, all four stated.
 
 use serde_json::{Map, Value};
 
 use super::keys::{show, Keys, Result};
-use crate::config::model::{yarn_mscale, RopeConfig, RopeScaling, RopeStyle, YarnConfig};
+use crate::config::model::{yarn_mscale, Llama3Config, RopeConfig, RopeScaling, RopeStyle, YarnConfig};
 
 /// Base used when no file key gives one (HF `default_theta`, Grok-1's JAX base).
 pub(crate) const DEFAULT_THETA: f64 = 10_000.0;
 
-const SUPPORTED_TYPES: &str = "\"default\" or \"yarn\"";
+const SUPPORTED_TYPES: &str = "\"default\", \"yarn\" or \"llama3\"";
 
 pub(crate) struct RopeSpec {
     pub rope: RopeConfig,
@@ -151,18 +153,22 @@ pub(crate) fn parse_rope(
             mscale_all_dim = all_dim;
             RopeScaling::Yarn(yarn)
         }
+        "llama3" => RopeScaling::Llama3(resolve_llama3(keys, &merged)?),
         other => {
             return Err(keys.unsupported(
                 &merged.name("rope_type"),
                 format!("\"{other}\""),
-                format!("fwdbench implements RoPE types {SUPPORTED_TYPES} only; remove the scaling or use YaRN"),
+                format!(
+                    "fwdbench implements RoPE types {SUPPORTED_TYPES} only; remove the scaling or use one of those"
+                ),
             ))
         }
     };
     Ok(RopeSpec { rope: RopeConfig { theta, style, rotary_dim, scaling }, mscale_all_dim })
 }
 
-fn resolve_yarn(keys: &Keys, merged: &Merged, max_position_embeddings: usize) -> Result<(YarnConfig, Option<f64>)> {
+/// `original_max_position_embeddings`, at the top level or in the rope object, checked.
+fn original_context(keys: &Keys, merged: &Merged) -> Result<Option<f64>> {
     // HF gives a top-level `original_max_position_embeddings` priority (Phi-3 style); a file
     // that states it in both places with different values is ambiguous, so refuse it.
     let inner_orig = merged.f64("original_max_position_embeddings")?;
@@ -175,12 +181,47 @@ fn resolve_yarn(keys: &Keys, merged: &Merged, max_position_embeddings: usize) ->
             )))
         }
         (Some(a), _) | (None, Some(a)) => a,
-        (None, None) => max_position_embeddings as f64,
+        (None, None) => return Ok(None),
     };
     let orig_key = merged.name("original_max_position_embeddings");
     if !(original >= 1.0 && original.fract() == 0.0) {
         return Err(keys.bad_value(&orig_key, original, "a positive integer"));
     }
+    Ok(Some(original))
+}
+
+fn resolve_llama3(keys: &Keys, merged: &Merged) -> Result<Llama3Config> {
+    // A missing key belongs in the object that names the type.
+    let type_key = merged.name("rope_type");
+    let object = type_key.split('.').next().unwrap_or("rope_scaling");
+    let required = |key: &str, what: &str| -> Result<f64> {
+        let value = merged.f64(key)?.ok_or_else(|| keys.missing(&format!("{object}.{key}"), what))?;
+        if !(value.is_finite() && value > 0.0) {
+            return Err(keys.bad_value(&merged.name(key), value, "a positive number"));
+        }
+        Ok(value)
+    };
+    let factor = required("factor", "Llama 3 RoPE scaling divides long wavelengths by it (8 for Llama 3.1)")?;
+    let low_freq_factor = required("low_freq_factor", "Llama 3 RoPE scaling needs it (1 for Llama 3.1)")?;
+    let high_freq_factor = required("high_freq_factor", "Llama 3 RoPE scaling needs it (4 for Llama 3.1)")?;
+    if high_freq_factor <= low_freq_factor {
+        return Err(keys.contradiction(format!(
+            "`{}` = {high_freq_factor} must be greater than `{}` = {low_freq_factor}; the smooth band between them would be empty",
+            merged.name("high_freq_factor"),
+            merged.name("low_freq_factor")
+        )));
+    }
+    let original = original_context(keys, merged)?.ok_or_else(|| {
+        keys.missing(
+            &format!("{object}.original_max_position_embeddings"),
+            "Llama 3 RoPE scaling needs the pre-training context (8192 for Llama 3.1)",
+        )
+    })?;
+    Ok(Llama3Config { factor, low_freq_factor, high_freq_factor, original_max_position_embeddings: original as usize })
+}
+
+fn resolve_yarn(keys: &Keys, merged: &Merged, max_position_embeddings: usize) -> Result<(YarnConfig, Option<f64>)> {
+    let original = original_context(keys, merged)?.unwrap_or(max_position_embeddings as f64);
     let factor = match merged.f64("factor")? {
         Some(f) => f,
         None => max_position_embeddings as f64 / original,
@@ -233,26 +274,33 @@ const YARN_KEYS: &[&str] = &[
     "truncate",
 ];
 
-/// A scaling key without a type would silently mean no scaling (YaRN off): refuse it. Keys
-/// no RoPE type reads are warned about, with the closest known key.
+const LLAMA3_KEYS: &[&str] = &["factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"];
+
+/// A scaling key without a type would silently mean no scaling: refuse it. Keys no RoPE
+/// type reads are warned about, with the closest known key.
 fn check_rope_keys(keys: &Keys, merged: &Merged, rope_type: &str) -> Result<()> {
     for key in merged.entries.keys() {
         let key = key.as_str();
-        if PLAIN_KEYS.contains(&key) || (rope_type == "yarn" && YARN_KEYS.contains(&key)) {
+        let read_by_type = match rope_type {
+            "yarn" => YARN_KEYS.contains(&key),
+            "llama3" => LLAMA3_KEYS.contains(&key),
+            _ => false,
+        };
+        if PLAIN_KEYS.contains(&key) || read_by_type {
             continue;
         }
-        if rope_type == "default" && YARN_KEYS.contains(&key) {
+        if rope_type == "default" && (YARN_KEYS.contains(&key) || LLAMA3_KEYS.contains(&key)) {
             let object = merged.name(key);
             let object = object.split('.').next().unwrap_or("rope_scaling");
             return Err(keys.missing(
                 &format!("{object}.rope_type"),
                 format!(
-                    "`{}` is a YaRN setting, but no RoPE type is given; add \"type\": \"yarn\" or remove the scaling keys",
+                    "`{}` is a RoPE scaling setting, but no RoPE type is given; add \"type\": \"yarn\" (or \"llama3\") or remove the scaling keys",
                     merged.name(key)
                 ),
             ));
         }
-        let known = PLAIN_KEYS.iter().chain(YARN_KEYS).copied();
+        let known = PLAIN_KEYS.iter().chain(YARN_KEYS).chain(LLAMA3_KEYS).copied();
         let hint =
             crate::config::did_you_mean(key, known).map(|k| format!("; did you mean `{k}`?")).unwrap_or_default();
         keys.log.warn(format!(
