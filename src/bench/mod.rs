@@ -25,7 +25,7 @@ use crate::dist::nccl::NcclComm;
 use crate::dist::rendezvous::Rendezvous;
 use crate::exec::cuda::engine::{BoundPlan, DeviceCaches};
 use crate::exec::cuda::executor::CudaExecutor;
-use crate::exec::cuda::gpu::{AttentionKernels, Gpu, KernelChoice};
+use crate::exec::cuda::gpu::{Gpu, KernelChoice};
 use crate::exec::cuda::kernels::collective::CollectiveBackend;
 use crate::exec::cuda::kernels::init::{fill_normal_launch, FillNormalParams, FILL_NORMAL_BF16};
 use crate::exec::cuda::memory::DeviceBuffer;
@@ -85,17 +85,10 @@ pub fn graph_off_reason(opts: &BenchOptions, dep: &Deployment, per_rank_batch: u
     }
 }
 
-/// The kernel families the deployment's `attention_backend` selects; an unknown name is an
-/// error that lists the ones fwdbench implements.
+/// The kernel families the deployment's `attention_backend` selects (validated when the
+/// conf was read).
 pub fn kernel_choice(dep: &Deployment) -> anyhow::Result<KernelChoice> {
-    let attention = AttentionKernels::parse(&dep.attention_backend).with_context(|| {
-        format!(
-            "attention_backend: {}: fwdbench implements {} (set it in the run conf or with --set attention_backend=fa2)",
-            dep.attention_backend,
-            AttentionKernels::NAMES.join(", ")
-        )
-    })?;
-    Ok(KernelChoice { attention, ..KernelChoice::default() })
+    Ok(KernelChoice { attention: dep.attention_backend, ..KernelChoice::default() })
 }
 
 /// The report's labels; `gpu` names the device(s) that produced the numbers.

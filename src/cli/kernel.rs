@@ -97,10 +97,13 @@ impl OpArgs {
     /// The kernel families these flags (and the conf's attention_backend) select.
     fn kernel_choice(&self) -> anyhow::Result<KernelChoice> {
         let (_, dep) = self.deploy.load()?;
-        let name = self.attention.clone().unwrap_or(dep.attention_backend.clone());
-        let attention = AttentionKernels::parse(&name).with_context(|| {
-            format!("attention backend `{name}`: fwdbench implements {}", AttentionKernels::NAMES.join(", "))
-        })?;
+        let attention = match &self.attention {
+            None => dep.attention_backend,
+            Some(name) => AttentionKernels::parse(name).with_context(|| {
+                let valid: Vec<&str> = AttentionKernels::ALL.iter().map(|b| b.name()).collect();
+                format!("--attention {name}: fwdbench implements {}", valid.join(" and "))
+            })?,
+        };
         let linear = match self.gemm.as_str() {
             "cublaslt" => LinearKernels::CublasLt,
             "tma" => LinearKernels::TmaGate,

@@ -16,33 +16,9 @@ use super::kernels::collective::CollectiveBackend;
 
 pub type KernelName = (&'static str, &'static str);
 
-/// Which attention kernels plans bound on this GPU use (the run conf's `attention_backend`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum AttentionKernels {
-    /// TMA + wgmma, warp-specialised (kernels/attention_fa3.cu) for prefill.
-    #[default]
-    Fa3,
-    /// The mma.sync kernels (kernels/attention_prefill.cu), FlashAttention-2 class.
-    Fa2,
-}
-
-impl AttentionKernels {
-    pub const NAMES: [&'static str; 2] = ["fa3", "fa2"];
-
-    pub fn parse(name: &str) -> Option<Self> {
-        match name {
-            "fa3" => Some(AttentionKernels::Fa3),
-            "fa2" => Some(AttentionKernels::Fa2),
-            _ => None,
-        }
-    }
-    pub fn name(self) -> &'static str {
-        match self {
-            AttentionKernels::Fa3 => "fa3",
-            AttentionKernels::Fa2 => "fa2",
-        }
-    }
-}
+/// Which attention kernels plans bound on this GPU use: the run conf's `attention_backend`
+/// (fa3: kernels/attention_fa3.cu for prefill; fa2: kernels/attention_prefill.cu).
+pub use crate::config::run_conf::AttentionBackend as AttentionKernels;
 
 /// Which GEMM runs plain linears: cuBLASLt (the product path), or the Hopper layer's TMA +
 /// wgmma gate kernel (kernels/gemm_tma.cu), selectable in `kernel bench` to compare the two.
