@@ -2,7 +2,7 @@
 //! columns line up with the seed pipeline's benchmark.csv; a new file gets a header. The
 //! columns after the seed's say how each number was obtained (`method`), how a projected
 //! latency splits into compute and modelled communication, and, for several ranks, the
-//! per-rank spread and the per-rank batch.
+//! per-rank spread and the per-rank batch, and `timing` which method timed the row.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader};
@@ -12,7 +12,7 @@ use anyhow::Context;
 
 use super::{now_secs, Meta, Row};
 
-pub const COLUMNS: [&str; 33] = [
+pub const COLUMNS: [&str; 34] = [
     "model",
     "mconf",
     "base",
@@ -46,6 +46,7 @@ pub const COLUMNS: [&str; 33] = [
     "rank_min_ms",
     "rank_max_ms",
     "note",
+    "timing",
 ];
 
 pub struct CsvRows {
@@ -128,6 +129,7 @@ impl CsvRows {
             rank_min,
             rank_max,
             r.note.clone(),
+            r.timing.to_string(),
         ])?;
         self.writer.flush()?;
         Ok(())

@@ -58,6 +58,9 @@ pub struct Row {
     pub rank_spread: Option<(f64, f64)>,
     /// Anything a reader of this row must know (e.g. an analytic shard that would not fit).
     pub note: String,
+    /// The timing method of a timed row (`bench::timing::TimingMethod::name`); empty for
+    /// an analytic estimate.
+    pub timing: &'static str,
 }
 
 impl Row {
@@ -90,6 +93,7 @@ impl Row {
             run_rank: None,
             rank_spread: None,
             note: String::new(),
+            timing: "",
         }
     }
 
