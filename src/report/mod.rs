@@ -129,7 +129,7 @@ impl Reporter {
         let kinds = if kinds.is_empty() { "0 measured".to_string() } else { kinds.join(", ") };
         println!("{} rows ({kinds}), {} skipped", self.rows, self.skipped);
         if let Some(s) = &self.seed_csv {
-            println!("{} rows appended to {} (seed columns)", s.written, s.path.display());
+            println!("{} rows appended to {} (seed columns, measured rows only)", s.written, s.path.display());
         }
         if self.rows == 0 && self.skipped > 0 {
             anyhow::bail!("no shape could be measured");
