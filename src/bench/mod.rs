@@ -196,7 +196,7 @@ pub fn run_grid(
                 Ok(c) => {
                     let mut row = Row::new(&exec.bound()?.plan, &cost, c.stats, c.graph);
                     row.rank_spread = Some(c.spread);
-                    row.note = graph_off.clone().unwrap_or_default();
+                    row.note = row_note(graph_off.as_deref(), &timing);
                     row.timing = timing.method.name();
                     progress.suspend(|| r.row(&row))?;
                 }
@@ -206,6 +206,13 @@ pub fn run_grid(
     }
     drop(progress);
     reporter.map_or(Ok(()), Reporter::finish)
+}
+
+/// A row's note: why decode ran eagerly, and (the table has no timing column) that the
+/// seed's method timed it.
+pub(crate) fn row_note(graph_off: Option<&str>, timing: &TimingPlan) -> String {
+    let seed = (timing.method == TimingMethod::Seed).then(|| format!("timing seed: mean of {}", timing.iters));
+    graph_off.map(str::to_string).into_iter().chain(seed).collect::<Vec<_>>().join("; ")
 }
 
 /// Says where a profile went (on rank 0, which wrote it), with the bar cleared.
@@ -430,5 +437,18 @@ mod tests {
         let full = crate::inputs::prompt_ids(&dir.join("prompt.txt"), dir, 2, 9, cfg.vocab_size).unwrap();
         let step = input_ids(&opts(prompt), &cfg, &Shape::decode(2, 8)).unwrap();
         assert_eq!(step, vec![vec![full[0][8]], vec![full[1][8]]]);
+    }
+
+    #[test]
+    fn seed_timed_rows_say_so_beside_why_decode_ran_eagerly() {
+        let seed = TimingPlan::resolve(TimingMethod::Seed, 3, 10, true);
+        let ours = TimingPlan::resolve(TimingMethod::Fwdbench, 3, 10, true);
+        assert_eq!(row_note(None, &ours), "");
+        assert_eq!(row_note(Some("decode eager: --no-graph"), &ours), "decode eager: --no-graph");
+        assert_eq!(row_note(None, &seed), "timing seed: mean of 50");
+        assert_eq!(
+            row_note(Some("decode eager: --no-graph"), &seed),
+            "decode eager: --no-graph; timing seed: mean of 50"
+        );
     }
 }

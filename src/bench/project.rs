@@ -148,7 +148,7 @@ fn measured_rows(
         let req = ShapeRun { timing, graph: off.is_none(), align: None, profile, leader: true };
         let t = time_shape(exec, cfg, opts, flush, &req)?;
         report_profile(progress, t.profile.as_ref());
-        rows.push(projected_row(exec, &cost, comm, &t, timing, off.clone())?);
+        rows.push(projected_row(exec, &cost, comm, &t, timing, off.as_deref())?);
     }
     Ok(rows)
 }
@@ -159,12 +159,12 @@ fn projected_row(
     comm: &CommModel,
     t: &super::Timing,
     timing: TimingPlan,
-    note: Option<String>,
+    graph_off: Option<&str>,
 ) -> anyhow::Result<Row> {
     let plan = &exec.bound()?.plan;
     let comm_time = plan_comm_time(plan, comm, mode(t.graph));
     let mut row = Row::modelled(plan, cost, Method::Projected, t.stats, &comm_time, t.graph);
-    row.note = note.unwrap_or_default();
+    row.note = super::row_note(graph_off, &timing);
     row.timing = timing.method.name();
     Ok(row)
 }
