@@ -5,11 +5,15 @@
 //! the same loop in step (`ranks`: agreement before the first collective, results to rank
 //! 0); `project` times one rank of a wider deployment and models its collectives.
 //! Measurements go to `report` as they complete, so a failing shape loses nothing measured.
+//! `timing` selects fwdbench's method or the seed's (or both, one row each); `progress`
+//! shows the grid's progress; `nvtx` names forwards and ops for nsys and ncu.
 
 pub mod comm;
 
 pub mod kernel;
 pub mod memory;
+pub mod nvtx;
+pub mod progress;
 pub mod suite;
 pub mod timing;
 
@@ -17,6 +21,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use cudarc::driver::sys::{CUevent_flags, CUgraphInstantiate_flags, CUstreamCaptureMode};
+use cudarc::driver::CudaGraph;
 
 use crate::config::model::ModelConfig;
 use crate::config::run_conf::Deployment;
@@ -34,7 +39,10 @@ use crate::model::{build_plan, PlanOptions};
 use crate::plan::cost::PhaseCost;
 use crate::plan::memory::{fits, plan_memory, Target};
 use crate::plan::{Phase, Shape};
-use crate::report::{Meta, Reporter, Row, Stats};
+use crate::report::{Forwards, Meta, ProfileFiles, ProfileTarget, Reporter, Row, Stats};
+use nvtx::{Annotated, Nvtx};
+use progress::Progress;
+use timing::{TimingMethod, TimingPlan};
 
 pub mod project;
 pub mod ranks;
@@ -64,6 +72,40 @@ pub struct BenchOptions {
     pub results_dir: PathBuf,
     /// Append CSV rows to results/csv/.
     pub save: bool,
+    /// How each shape is timed, in run order: one row per method (never empty).
+    pub timing: Vec<TimingMethod>,
+    /// Also append the seed pipeline's ten columns to results/csv/benchmark.csv.
+    pub seed_csv: bool,
+}
+
+impl BenchOptions {
+    /// Each timing method with its counts resolved against `--warmup`, `--iters`, `--no-flush`.
+    pub fn timing_plans(&self) -> Vec<TimingPlan> {
+        self.timing.iter().map(|&m| TimingPlan::resolve(m, self.warmup, self.iters, self.flush)).collect()
+    }
+
+    /// The run's reporter: rows, raw log and CSV, the seed's outputs when asked for, and a
+    /// first line per timing method saying how it times (`timed` false: an analytic run,
+    /// which times nothing and says so if another method was asked for).
+    pub fn reporter(&self, meta: Meta, timed: bool) -> anyhow::Result<Reporter> {
+        let mut r = Reporter::new(meta, &self.results_dir, self.save)?;
+        if self.seed_csv {
+            r = r.with_seed_csv(&self.results_dir, self.timing.len() > 1)?;
+        }
+        if self.timing.contains(&TimingMethod::Seed) {
+            r = r.with_seed_log()?;
+        }
+        if !timed {
+            if self.timing != [TimingMethod::Fwdbench] {
+                r.note("timing: not applied, an analytic projection times nothing")?;
+            }
+            return Ok(r);
+        }
+        for plan in self.timing_plans() {
+            r.note(&plan.describe())?;
+        }
+        Ok(r)
+    }
 }
 
 /// Why decode of a `per_rank_batch`-sequence batch runs eagerly, or `None` when it is
@@ -121,8 +163,7 @@ pub fn run_grid(
     exec.gpu().set_kernel_choice(kernel_choice(dep)?);
     let timeout = rendezvous_timeout();
     let gpu_name = if world > 1 { format!("{world}x {}", exec.gpu().name) } else { exec.gpu().name.clone() };
-    let mut reporter =
-        if leader { Some(Reporter::new(meta(opts, dep, gpu_name), &opts.results_dir, opts.save)?) } else { None };
+    let mut reporter = if leader { Some(opts.reporter(meta(opts, dep, gpu_name), true)?) } else { None };
     let backend = crate::dist::worker::communicators(exec.gpu());
     let align = backend.as_deref().and_then(|b| match b {
         CollectiveBackend::Nccl(comms) => Some(comms.world()),
@@ -132,13 +173,15 @@ pub fn run_grid(
     // Before any plan allocates: the baseline of the memory record.
     let baseline = memory::Baseline::take(exec.gpu())?;
     let mut resident = memory::Resident::default();
-    for shape in grid(shapes, leader) {
+    let mut progress = Progress::new(shapes.len() * 2, leader);
+    for shape in grid(shapes) {
+        progress.start(&shape);
         let (phase, bsz, seq) = (shape.phase, shape.batch, shape.seq);
         let ready = input_ids(opts, cfg, &shape).and_then(|ids| bind_shape(exec, cfg, shape, opts, &ids));
         let failure = ready.as_ref().err().map(|e| format!("{e:#}"));
         if let Err(why) = ranks::agree(rdzv, failure.as_deref(), timeout)? {
             if let Some(r) = &mut reporter {
-                r.skipped(shape, &why)?;
+                progress.suspend(|| r.skipped(shape, &why))?;
             }
             continue;
         }
@@ -146,47 +189,61 @@ pub fn run_grid(
         let planned = resident.bind(&exec.bound()?.plan, Target { sm_count: exec.gpu().sm_count });
         let per_rank = exec.bound()?.plan.local_batch;
         let graph_off = if phase == Phase::Decode { graph_off_reason(opts, dep, per_rank) } else { None };
-        let outcome = match time_shape(exec, cfg, opts, &flush, graph_off.is_none(), align, leader) {
-            Ok(t) => ranks::Outcome::from(&t),
-            Err(e) if world == 1 => ranks::Outcome::Failed(format!("{e:#}")),
-            // The peers may be waiting inside an NCCL collective for this rank, where no
-            // deadline reaches them: stop, and the launcher stops them too.
-            Err(e) => return Err(e.context(format!("rank {rank}: timing {} bsz {bsz} seq {seq}", phase.name()))),
-        };
-        // After timing: the kernels the forward launched are loaded (lazily) and its
-        // buffers are live; the decode graph went with `time_shape`.
-        let mem = baseline.record(exec.gpu(), planned)?;
-        let (Some(r), Some(all)) = (&mut reporter, ranks::gather(rdzv, &outcome, timeout)?) else { continue };
-        match ranks::combine(&all) {
-            Ok(c) => {
-                let mut row = Row::new(&exec.bound()?.plan, &cost, c.stats, c.graph);
-                row.rank_spread = Some(c.spread);
-                row.note = graph_off.unwrap_or_default();
-                row.memory_mib = Some((mem.planned_mib(), mem.used_mib()));
-                r.row(&row)?;
-                if let Some(w) = mem.warning() {
-                    r.note(&w)?;
+        // One row per timing method; the profile (when asked for) comes with the first.
+        for (n, timing) in opts.timing_plans().into_iter().enumerate() {
+            let profile = n == 0 && opts.profile.contains(&phase);
+            let req = ShapeRun { timing, graph: graph_off.is_none(), align, profile, leader };
+            let outcome = match time_shape(exec, cfg, opts, &flush, &req) {
+                Ok(t) => {
+                    report_profile(&progress, t.profile.as_ref());
+                    ranks::Outcome::from(&t)
                 }
+                Err(e) if world == 1 => ranks::Outcome::Failed(format!("{e:#}")),
+                // The peers may be waiting inside an NCCL collective for this rank, where no
+                // deadline reaches them: stop, and the launcher stops them too.
+                Err(e) => return Err(e.context(format!("rank {rank}: timing {} bsz {bsz} seq {seq}", phase.name()))),
+            };
+            // After timing: the kernels the forward launched are loaded (lazily) and its
+            // buffers are live; the decode graph went with `time_shape`.
+            let mem = baseline.record(exec.gpu(), planned)?;
+            let (Some(r), Some(all)) = (&mut reporter, ranks::gather(rdzv, &outcome, timeout)?) else { continue };
+            match ranks::combine(&all) {
+                Ok(c) => {
+                    let mut row = Row::new(&exec.bound()?.plan, &cost, c.stats, c.graph);
+                    row.rank_spread = Some(c.spread);
+                    row.note = row_note(graph_off.as_deref(), &timing);
+                    row.timing = timing.method.name();
+                    row.memory_mib = Some((mem.planned_mib(), mem.used_mib()));
+                    progress.suspend(|| r.row(&row))?;
+                    if let Some(w) = mem.warning() {
+                        progress.suspend(|| r.note(&w))?;
+                    }
+                }
+                Err(why) => progress.suspend(|| r.skipped(shape, &why))?,
             }
-            Err(why) => r.skipped(shape, &why)?,
         }
     }
+    drop(progress);
     reporter.map_or(Ok(()), Reporter::finish)
 }
-/// Every shape of the grid, prefill then decode per (batch, sequence), with a progress
-/// line on stderr as each starts (when `progress`).
-pub fn grid(shapes: &[(usize, usize)], progress: bool) -> impl Iterator<Item = Shape> + '_ {
-    let total = shapes.len() * 2;
-    let all = shapes
-        .iter()
-        .flat_map(|&(batch, seq)| [Phase::Prefill, Phase::Decode].map(|phase| Shape { phase, batch, seq }));
-    all.enumerate()
-        .inspect(move |(i, s)| {
-            if progress {
-                eprintln!("[{}/{total}] {} bsz {} seq {}", i + 1, s.phase.name(), s.batch, s.seq);
-            }
-        })
-        .map(|(_, s)| s)
+
+/// A row's note: why decode ran eagerly, and (the table has no timing column) that the
+/// seed's method timed it.
+pub(crate) fn row_note(graph_off: Option<&str>, timing: &TimingPlan) -> String {
+    let seed = (timing.method == TimingMethod::Seed).then(|| format!("timing seed: mean of {}", timing.iters));
+    graph_off.map(str::to_string).into_iter().chain(seed).collect::<Vec<_>>().join("; ")
+}
+
+/// Says where a profile went (on rank 0, which wrote it), with the bar cleared.
+pub(crate) fn report_profile(progress: &Progress, files: Option<&ProfileFiles>) {
+    if let Some(f) = files {
+        progress.suspend(|| eprintln!("profile written to {} (trace {})", f.csv.display(), f.trace.display()));
+    }
+}
+
+/// Every shape of the grid, prefill then decode per (batch, sequence).
+pub fn grid(shapes: &[(usize, usize)]) -> impl Iterator<Item = Shape> + '_ {
+    shapes.iter().flat_map(|&(batch, seq)| [Phase::Prefill, Phase::Decode].map(|phase| Shape { phase, batch, seq }))
 }
 
 /// The new tokens of every sequence of `shape`: the end of the prompt's context, or random.
@@ -251,74 +308,110 @@ fn bind_shape(
 }
 
 /// What the timing loop measured on this rank.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Timing {
     pub stats: Stats,
     /// Decode was replayed from a captured graph.
     pub graph: bool,
+    /// The profile this rank wrote (rank 0 of a profiled shape).
+    pub profile: Option<ProfileFiles>,
 }
 
-/// Times the bound plan: warm-up, decode captured into a graph when `graph` (collectives
-/// included: every rank captures), then `iters` timed forwards between events. With
-/// `align`, every iteration starts after a stream barrier over the world (outside the
-/// events), so a rank's time is its own forward, not its wait for a late peer.
+/// How one shape is timed on this rank.
+pub(crate) struct ShapeRun<'a> {
+    pub timing: TimingPlan,
+    /// Replay decode from a captured graph.
+    pub graph: bool,
+    /// Every iteration starts after a stream barrier over this world.
+    pub align: Option<&'a NcclComm>,
+    /// Time every op once more after the forwards (every rank: collectives are ops).
+    pub profile: bool,
+    /// This rank writes the profile.
+    pub leader: bool,
+}
+
+/// Times the bound plan by `req.timing`'s method, decode replayed from a captured graph
+/// when `req.graph` (collectives included: every rank captures). fwdbench's method warms up
+/// eagerly, captures, then times each forward between its own events, the L2 flushed
+/// before each; the seed's captures first (its server did so at start-up), warms up by
+/// replays left in flight and times all forwards between one event pair. With `align`,
+/// timing starts after a stream barrier over the world (outside the events), so a rank's
+/// time is its own forward, not its wait for a late peer.
 fn time_shape(
     exec: &CudaExecutor,
     cfg: &ModelConfig,
     opts: &BenchOptions,
     flush: &DeviceBuffer,
-    graph: bool,
-    align: Option<&NcclComm>,
-    write_profile: bool,
+    req: &ShapeRun,
 ) -> anyhow::Result<Timing> {
     let gpu = exec.gpu();
     let bound = exec.bound()?;
     let phase = bound.plan.shape.phase;
-    for _ in 0..opts.warmup.max(1) {
-        bound.forward(gpu)?;
+    let t = req.timing;
+    // Ranges in the timed loop only when asked for: they cost host time per op.
+    let off = Nvtx::off();
+    let ann = Annotated::new(if nvtx::requested_by_env() { Nvtx::get() } else { &off }, bound);
+    let eager_warmups = if t.back_to_back { 1 } else { t.warmup };
+    for _ in 0..eager_warmups {
+        ann.forward(gpu, bound)?;
     }
     gpu.sync().context("warm-up forward")?;
-    let graph = if phase == Phase::Decode && graph {
-        gpu.stream.begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)?;
-        let captured = bound.forward(gpu);
-        let g = gpu.stream.end_capture(CUgraphInstantiate_flags::CUDA_GRAPH_INSTANTIATE_FLAG_AUTO_FREE_ON_LAUNCH)?;
-        captured.context("capturing the decode forward")?;
-        let g = g.context("graph capture produced no graph")?;
-        g.launch()?;
-        gpu.sync().context("graph replay")?;
-        Some(g)
-    } else {
-        None
+    let graph = if phase == Phase::Decode && req.graph { Some(capture(gpu, bound, &ann)?) } else { None };
+    let run_once = || match &graph {
+        Some(g) => ann.replay(g),
+        None => ann.forward(gpu, bound),
     };
-    // Every rank starts each iteration together (a stream barrier, outside the events).
-    let align_ranks = || match align {
+    // Every rank starts timing together (a stream barrier, outside the events).
+    let align_ranks = || match req.align {
         Some(world) => Ok(world.barrier()?),
         None => Ok(()),
     };
-    let times = timing::time_iterations(gpu, opts.flush.then_some(flush), opts.iters, align_ranks, || match &graph {
-        Some(g) => Ok(g.launch()?),
-        None => bound.forward(gpu),
-    })?;
-    if opts.profile.contains(&phase) {
-        // Every rank runs the ops (collectives among them); rank 0 writes the file.
-        let op_ms = time_ops(gpu, bound)?;
-        if write_profile {
-            let path =
-                crate::report::write_profile(&opts.results_dir, &opts.model, &opts.mconf, &bound.plan, cfg, &op_ms)?;
-            eprintln!("profile written to {}", path.display());
+    let kind = if graph.is_some() { "graph replay" } else { "eager forward" };
+    let (stats, forwards) = if t.back_to_back {
+        let warm_then_align = || {
+            (0..t.warmup).try_for_each(|_| run_once())?;
+            align_ranks()
+        };
+        let mean = timing::time_back_to_back(gpu, t.iters, warm_then_align, run_once)?;
+        let label = format!("{} back-to-back {kind}s", t.iters);
+        (Stats::of(&[mean]), Forwards { label, ms: vec![mean * t.iters as f64], method: t.method.name() })
+    } else {
+        let times = timing::time_iterations(gpu, t.flush.then_some(flush), t.iters, align_ranks, run_once)?;
+        (Stats::of(&times), Forwards { label: kind.to_string(), ms: times, method: t.method.name() })
+    };
+    let mut profile = None;
+    if req.profile {
+        // Every rank runs the ops (collectives among them); rank 0 writes the files.
+        let op_ms = time_ops(gpu, bound, &Annotated::new(Nvtx::get(), bound))?;
+        if req.leader {
+            let target = ProfileTarget { results_dir: &opts.results_dir, model: &opts.model, mconf: &opts.mconf };
+            profile = Some(crate::report::write_profile(&target, &bound.plan, cfg, &op_ms, &forwards)?);
         }
     }
-    Ok(Timing { stats: Stats::of(&times), graph: graph.is_some() })
+    Ok(Timing { stats, graph: graph.is_some(), profile })
 }
 
-/// Every op's time in one eager forward, each op alone between two events.
-fn time_ops(gpu: &Gpu, bound: &BoundPlan) -> anyhow::Result<Vec<f64>> {
+/// The decode forward captured into a graph and replayed once.
+fn capture(gpu: &Gpu, bound: &BoundPlan, ann: &Annotated) -> anyhow::Result<CudaGraph> {
+    gpu.stream.begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)?;
+    let captured = ann.forward(gpu, bound);
+    let g = gpu.stream.end_capture(CUgraphInstantiate_flags::CUDA_GRAPH_INSTANTIATE_FLAG_AUTO_FREE_ON_LAUNCH)?;
+    captured.context("capturing the decode forward")?;
+    let g = g.context("graph capture produced no graph")?;
+    g.launch()?;
+    gpu.sync().context("graph replay")?;
+    Ok(g)
+}
+
+/// Every op's time in one eager forward, each op alone between two events (inside its
+/// NVTX range, so nsys shows the names of exactly the ops this profile times).
+fn time_ops(gpu: &Gpu, bound: &BoundPlan, ann: &Annotated) -> anyhow::Result<Vec<f64>> {
     let start = gpu.ctx.new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))?;
     let end = gpu.ctx.new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))?;
     (0..bound.plan.ops.len())
         .map(|i| {
             start.record(&gpu.stream)?;
-            bound.run_op(gpu, i)?;
+            ann.op(gpu, bound, i)?;
             end.record(&gpu.stream)?;
             Ok(start.elapsed_ms(&end)? as f64)
         })
@@ -345,6 +438,8 @@ mod tests {
             prompt_file,
             results_dir: PathBuf::from("results"),
             save: false,
+            timing: vec![TimingMethod::Fwdbench],
+            seed_csv: false,
         }
     }
 
@@ -361,5 +456,18 @@ mod tests {
         let full = crate::inputs::prompt_ids(&dir.join("prompt.txt"), dir, 2, 9, cfg.vocab_size).unwrap();
         let step = input_ids(&opts(prompt), &cfg, &Shape::decode(2, 8)).unwrap();
         assert_eq!(step, vec![vec![full[0][8]], vec![full[1][8]]]);
+    }
+
+    #[test]
+    fn seed_timed_rows_say_so_beside_why_decode_ran_eagerly() {
+        let seed = TimingPlan::resolve(TimingMethod::Seed, 3, 10, true);
+        let ours = TimingPlan::resolve(TimingMethod::Fwdbench, 3, 10, true);
+        assert_eq!(row_note(None, &ours), "");
+        assert_eq!(row_note(Some("decode eager: --no-graph"), &ours), "decode eager: --no-graph");
+        assert_eq!(row_note(None, &seed), "timing seed: mean of 50");
+        assert_eq!(
+            row_note(Some("decode eager: --no-graph"), &seed),
+            "decode eager: --no-graph; timing seed: mean of 50"
+        );
     }
 }

@@ -17,9 +17,11 @@ use crate::model::{build_plan, PlanOptions};
 use crate::plan::cost::PhaseCost;
 use crate::plan::memory::{fits, plan_memory, Target, H200_BYTES};
 use crate::plan::{Phase, Plan, RankLayout, Shape};
-use crate::report::{Reporter, Row, Stats};
+use crate::report::{Row, Stats};
 
-use super::{bind_shape, graph_off_reason, grid, input_ids, meta, time_shape, BenchOptions};
+use super::progress::Progress;
+use super::timing::TimingPlan;
+use super::{bind_shape, graph_off_reason, grid, input_ids, meta, report_profile, time_shape, BenchOptions, ShapeRun};
 
 /// How to project: which rank, with which communication model, measured or analytic.
 pub struct Projection {
@@ -93,7 +95,7 @@ pub fn project_grid(
         Some(e) => format!("{} (projected)", e.gpu().name),
         None => "none (analytic H200 model)".to_string(),
     };
-    let mut reporter = Reporter::new(meta(opts, dep, gpu), &opts.results_dir, opts.save)?;
+    let mut reporter = opts.reporter(meta(opts, dep, gpu), !p.analytic)?;
     let method = if p.analytic { Method::Analytic } else { Method::Projected };
     reporter.note(&format!(
         "{}: rank {} of {world} ({}); communication modelled from {}",
@@ -103,24 +105,31 @@ pub fn project_grid(
         p.comm_label
     ))?;
     let flush = if exec.is_some() { Some(super::timing::flush_buffer()?) } else { None };
-    for shape in grid(shapes, true) {
-        let row = match (&mut exec, &flush) {
-            (Some(exec), Some(flush)) => measured_row(exec, cfg, opts, flush, shape, &graph_off, &p.comm),
-            _ => analytic_row(cfg, layout, shape, graph_off, &p.comm),
+    let mut progress = Progress::new(shapes.len() * 2, true);
+    for shape in grid(shapes) {
+        progress.start(&shape);
+        let rows = match (&mut exec, &flush) {
+            (Some(exec), Some(flush)) => measured_rows(exec, cfg, opts, flush, shape, &graph_off, &p.comm, &progress),
+            _ => analytic_row(cfg, layout, shape, graph_off, &p.comm).map(|r| vec![r]),
         };
-        match row {
-            Ok(mut row) => {
-                row.run_rank = Some(p.choice.clone());
-                reporter.row(&row)?;
+        match rows {
+            Ok(rows) => {
+                for mut row in rows {
+                    row.run_rank = Some(p.choice.clone());
+                    progress.suspend(|| reporter.row(&row))?;
+                }
             }
-            Err(e) => reporter.skipped(shape, &format!("{e:#}"))?,
+            Err(e) => progress.suspend(|| reporter.skipped(shape, &format!("{e:#}")))?,
         }
     }
+    drop(progress);
     reporter.finish()
 }
 
-/// One rank's shard timed on the GPU, plus its modelled collectives.
-fn measured_row(
+/// One rank's shard timed on the GPU (one row per timing method), plus its modelled
+/// collectives.
+#[allow(clippy::too_many_arguments)]
+fn measured_rows(
     exec: &mut CudaExecutor,
     cfg: &ModelConfig,
     opts: &BenchOptions,
@@ -128,16 +137,36 @@ fn measured_row(
     shape: Shape,
     graph_off: &dyn Fn(usize) -> Option<String>,
     comm: &CommModel,
-) -> anyhow::Result<Row> {
+    progress: &Progress,
+) -> anyhow::Result<Vec<Row>> {
     let ids = ids_in_own_vocab_shard(input_ids(opts, cfg, &shape)?, cfg, &crate::exec::Executor::layouts(&*exec)[0]);
     let cost = bind_shape(exec, cfg, shape, opts, &ids)?;
     let plan = &exec.bound()?.plan;
     let off = if shape.phase == Phase::Decode { graph_off(plan.local_batch) } else { None };
-    let t = time_shape(exec, cfg, opts, flush, off.is_none(), None, true)?;
+    let mut rows = Vec::new();
+    for (n, timing) in opts.timing_plans().into_iter().enumerate() {
+        let profile = n == 0 && opts.profile.contains(&shape.phase);
+        let req = ShapeRun { timing, graph: off.is_none(), align: None, profile, leader: true };
+        let t = time_shape(exec, cfg, opts, flush, &req)?;
+        report_profile(progress, t.profile.as_ref());
+        rows.push(projected_row(exec, &cost, comm, &t, timing, off.as_deref())?);
+    }
+    Ok(rows)
+}
+
+fn projected_row(
+    exec: &CudaExecutor,
+    cost: &PhaseCost,
+    comm: &CommModel,
+    t: &super::Timing,
+    timing: TimingPlan,
+    graph_off: Option<&str>,
+) -> anyhow::Result<Row> {
     let plan = &exec.bound()?.plan;
     let comm_time = plan_comm_time(plan, comm, mode(t.graph));
-    let mut row = Row::modelled(plan, &cost, Method::Projected, t.stats, &comm_time, t.graph);
-    row.note = off.unwrap_or_default();
+    let mut row = Row::modelled(plan, cost, Method::Projected, t.stats, &comm_time, t.graph);
+    row.note = super::row_note(graph_off, &timing);
+    row.timing = timing.method.name();
     Ok(row)
 }
 

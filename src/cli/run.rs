@@ -6,9 +6,10 @@ use anyhow::{bail, Context};
 use clap::Args;
 
 use fwdbench::bench::project::{project_grid, Projection};
+use fwdbench::bench::timing::{TimingMethod, TIMING_CHOICES};
 use fwdbench::bench::BenchOptions;
 use fwdbench::config::model::ModelConfig;
-use fwdbench::config::run_conf::Deployment;
+use fwdbench::config::run_conf::{Deployment, RunConf};
 use fwdbench::dist::comm_model::{CommModel, CommTable};
 use fwdbench::dist::launch::{self, Worker};
 use fwdbench::dist::nccl::NcclError;
@@ -70,7 +71,7 @@ pub struct RunArgs {
     /// Append CSV rows to results/csv/.
     #[arg(long)]
     pub save: bool,
-    /// Per-op profile into results/<model>_profile/: prefill, decode, both or none.
+    /// Per-op profile into results/<model>_profile/ (CSV and Chrome trace; NVTX ranges name the profiled ops for nsys, FWDBENCH_NVTX=1 names the timed forwards too): prefill, decode, both or none.
     #[arg(long, value_parser = ["prefill", "decode", "both", "none"])]
     pub profile: Option<String>,
     #[arg(long, default_value = "results")]
@@ -84,11 +85,17 @@ pub struct RunArgs {
     /// With --save: draw the CSV's latency, MFU and MBU into results/plots/<model>_<mconf>_{batch,seq}.{png,svg}.
     #[arg(long)]
     pub plot: bool,
+    /// How each shape is timed: fwdbench (--warmup, then the median of --iters forwards, L2 flushed before each), seed (the seed pipeline's: 50 warm-ups, the mean of 50 back-to-back forwards, no flush) or both (one row each). Overrides the run conf key `timing`.
+    #[arg(long, value_parser = TIMING_CHOICES)]
+    pub timing: Option<String>,
+    /// seed: also append the seed pipeline's ten columns (no header) to results/csv/benchmark.csv; implies --save.
+    #[arg(long, value_parser = ["fwdbench", "seed"], default_value = "fwdbench")]
+    pub csv_format: String,
 }
 
 impl RunArgs {
     /// The library's options; `model_dir` is the model's own folder (its tokenizer).
-    fn bench_options(&self, model_dir: PathBuf) -> BenchOptions {
+    fn bench_options(&self, model_dir: PathBuf, timing: Vec<TimingMethod>) -> BenchOptions {
         BenchOptions {
             model: self.model.clone(),
             mconf: self.mconf.clone(),
@@ -108,7 +115,9 @@ impl RunArgs {
             seed: self.seed,
             prompt_file: self.prompt_file.clone(),
             results_dir: self.results_dir.clone(),
-            save: self.save,
+            save: self.save || self.csv_format == "seed",
+            timing,
+            seed_csv: self.csv_format == "seed",
         }
     }
 }
@@ -127,17 +136,28 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         bail!("--plot draws the CSV rows that --save writes: add --save");
     }
     check_results_dir(&args.results_dir)?;
+    let timing = timing_methods(args.timing.as_deref(), &conf)?;
     let worker_env = Worker::from_env()?;
     if worker_env.as_ref().is_none_or(Worker::is_leader) {
         plan_every_shape(&cfg, &ranks, &shapes, &args.shapes)?;
     }
     let worker = worker_env;
     super::common::print_conf_notes(Some((&conf, &dep)), fwdbench::config::run_conf::Subcommand::Run);
-    let job = Job { opts: args.bench_options(model_dir), cfg: &cfg, dep, ranks, shapes };
+    // Workers re-run this command line: only rank 0 (or the launcher) speaks.
+    if worker.as_ref().is_none_or(Worker::is_leader)
+        && fwdbench::bench::nvtx::requested_by_env()
+        && fwdbench::bench::nvtx::Nvtx::get().loaded_from.is_none()
+    {
+        eprintln!("note: FWDBENCH_NVTX is set but no NVTX library (libnvToolsExt.so.1, libnvtx3interop.so.1, or FWDBENCH_NVTX_LIB) loads; ranges are off");
+    }
+    let job = Job { opts: args.bench_options(model_dir, timing), cfg: &cfg, dep, ranks, shapes };
     let is_worker = worker.is_some();
     if args.project {
         project(&args, &job)?;
     } else {
+        if worker.is_none() {
+            require_gpu_for_run()?;
+        }
         match worker {
             Some(w) => run_worker(&w, &job)?,
             None if job.ranks.len() == 1 => run_alone(&job)?,
@@ -202,6 +222,27 @@ fn project(args: &RunArgs, job: &Job) -> anyhow::Result<()> {
             .context("--project measures one rank on GPU 0; without a GPU add --analytic")?;
     }
     project_grid(opts, cfg, dep, ranks, &Projection { choice, comm, comm_label, analytic: args.analytic }, shapes)
+}
+
+/// The timing methods of `--timing`, else of the run conf key `timing`, else fwdbench's.
+fn timing_methods(flag: Option<&str>, conf: &RunConf) -> anyhow::Result<Vec<TimingMethod>> {
+    let key = conf.timing()?;
+    let value = flag.or(key.as_deref()).unwrap_or("fwdbench");
+    TimingMethod::parse_choice(value)
+        .with_context(|| format!("--timing {value}: choose one of {}", TIMING_CHOICES.join(", ")))
+}
+
+/// A measured run needs a GPU and this build's kernels: without either, one sentence
+/// that says which is missing and what works without them.
+fn require_gpu_for_run() -> anyhow::Result<()> {
+    let instead = "use --project --analytic (modelled latencies) or `fwdbench count` (FLOPs, bytes, memory)";
+    if local_gpu_count() == 0 {
+        bail!("no NVIDIA GPU on this machine (no CUDA driver or no device), and `fwdbench run` times forwards on GPUs; without one, {instead}");
+    }
+    if !fwdbench::exec::cuda::cubins::KERNELS_BUILT {
+        bail!("this fwdbench was built without its CUDA kernels (no nvcc at build time), so `fwdbench run` cannot time forwards: rebuild with NVCC or CUDA_HOME set, or meanwhile {instead}");
+    }
+    Ok(())
 }
 
 /// Visible GPUs, 0 without a driver (the launcher's check, not an error of its own).
@@ -328,5 +369,20 @@ mod tests {
         assert!(iteration_count("0").is_err() && iteration_count("1000000000").is_err());
         assert_eq!(warmup_count("0"), Ok(0));
         assert!(warmup_count("18446744073709551615").is_err() && warmup_count("-1").is_err());
+    }
+
+    #[test]
+    fn the_timing_flag_wins_over_the_conf_key() {
+        use fwdbench::bench::timing::TimingMethod::{Fwdbench, Seed};
+        use fwdbench::config::run_conf::{load_run_conf, ConfLayers};
+        let conf = |pairs: &[(&str, &str)]| {
+            let cli: Vec<(String, String)> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            load_run_conf(std::path::Path::new("conf"), &ConfLayers::new("tp1"), &cli).unwrap()
+        };
+        assert_eq!(super::timing_methods(None, &conf(&[])).unwrap(), [Fwdbench]);
+        assert_eq!(super::timing_methods(None, &conf(&[("timing", "seed")])).unwrap(), [Seed]);
+        assert_eq!(super::timing_methods(Some("both"), &conf(&[("timing", "seed")])).unwrap(), [Fwdbench, Seed]);
+        let e = super::timing_methods(None, &conf(&[("timing", "mean")])).unwrap_err().to_string();
+        assert!(e.contains("`timing` = \"mean\""), "{e}");
     }
 }

@@ -176,6 +176,7 @@ pub const IMPLEMENTED_KEYS: &[&str] = &[
     "moe_dense_tp_size",
     "enable_dp_lm_head",
     "dtype",
+    "timing",
 ];
 
 /// SGLang's long spellings of the parallel sizes (both are server arguments).
@@ -377,6 +378,17 @@ impl RunConf {
             };
             self.bad("attention_backend", expected)
         })
+    }
+
+    /// `fwdbench run`'s timing method (`fwdbench`, `seed` or `both`; `--timing` overrides
+    /// it), or `None` when the conf does not set it.
+    pub fn timing(&self) -> Result<Option<String>, ConfError> {
+        match self.text("timing")? {
+            Some(t) if !matches!(t.as_str(), "fwdbench" | "seed" | "both") => {
+                Err(self.bad("timing", "fwdbench, seed or both (how `fwdbench run` times each shape)"))
+            }
+            t => Ok(t),
+        }
     }
 
     /// The deployment, checked the way SGLang checks its server arguments.

@@ -2,7 +2,8 @@
 //! columns line up with the seed pipeline's benchmark.csv; a new file gets a header. The
 //! columns after the seed's say how each number was obtained (`method`), how a projected
 //! latency splits into compute and modelled communication, and, for several ranks, the
-//! per-rank spread and the per-rank batch; the last two the memory plan against the device.
+//! per-rank spread and the per-rank batch, two the memory plan against the device, and
+//! `timing` which method timed the row.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader};
@@ -12,7 +13,7 @@ use anyhow::Context;
 
 use super::{now_secs, Meta, Row};
 
-pub const COLUMNS: [&str; 35] = [
+pub const COLUMNS: [&str; 36] = [
     "model",
     "mconf",
     "base",
@@ -48,6 +49,7 @@ pub const COLUMNS: [&str; 35] = [
     "note",
     "mem_planned_mib",
     "mem_used_mib",
+    "timing",
 ];
 
 pub struct CsvRows {
@@ -132,6 +134,7 @@ impl CsvRows {
             r.note.clone(),
             r.memory_mib.map_or_else(String::new, |(planned, _)| format!("{planned:.1}")),
             r.memory_mib.map_or_else(String::new, |(_, used)| format!("{used:.1}")),
+            r.timing.to_string(),
         ])?;
         self.writer.flush()?;
         Ok(())

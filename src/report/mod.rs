@@ -7,8 +7,10 @@ mod csv_rows;
 mod profile;
 mod raw_log;
 mod row;
+mod seed_csv;
 mod stats;
 mod table;
+mod trace;
 
 pub mod analyze;
 pub mod compare;
@@ -16,11 +18,13 @@ pub mod plot;
 pub mod seed;
 
 pub use csv_rows::{CsvRows, COLUMNS};
-pub use profile::write_profile;
+pub use profile::{op_rows, write_profile, OpRow, ProfileFiles, ProfileTarget, PROFILE_COLUMNS};
 pub use raw_log::RawLog;
 pub use row::{Row, Split, COPY_GBS, PEAK_TFLOPS};
+pub use seed_csv::{python_float, seed_csv_line, seed_log_header, seed_log_line, SeedCsv};
 pub use stats::Stats;
 pub use table::{row_line, skipped_line, HEADER};
+pub use trace::{trace_json, Forwards};
 
 use std::path::Path;
 
@@ -52,6 +56,10 @@ pub struct Reporter {
     /// Rows by method (measured, projected, analytic), for the closing line.
     by_method: std::collections::BTreeMap<&'static str, usize>,
     skipped: usize,
+    /// `--csv-format seed`: results/csv/benchmark.csv.
+    seed_csv: Option<SeedCsv>,
+    /// Seed-timed rows also get the seed's own raw-log line.
+    seed_log: bool,
 }
 
 impl Reporter {
@@ -60,7 +68,33 @@ impl Reporter {
         let csv = if save { Some(CsvRows::open(results_dir, &meta)?) } else { None };
         println!("{} {} on {} ({}), deploy {}", meta.model, meta.mconf, meta.gpu, meta.backend, meta.deploy);
         println!("{HEADER}");
-        Ok(Reporter { raw, csv, meta, rows: 0, by_method: Default::default(), skipped: 0 })
+        Ok(Reporter {
+            raw,
+            csv,
+            meta,
+            rows: 0,
+            by_method: Default::default(),
+            skipped: 0,
+            seed_csv: None,
+            seed_log: false,
+        })
+    }
+
+    /// Also appends rows to the seed's results/csv/benchmark.csv (`only_seed_timed`: of the
+    /// rows, those timed by the seed's method).
+    pub fn with_seed_csv(mut self, results_dir: &Path, only_seed_timed: bool) -> anyhow::Result<Self> {
+        self.seed_csv = Some(SeedCsv::open(results_dir, only_seed_timed)?);
+        Ok(self)
+    }
+
+    /// Seed-timed measured rows also write the seed's raw-log lines, after its header
+    /// lines, so the seed's own analysis reads this log.
+    pub fn with_seed_log(mut self) -> anyhow::Result<Self> {
+        for line in seed_log_header(&self.meta) {
+            self.raw.line(&line)?;
+        }
+        self.seed_log = true;
+        Ok(self)
     }
 
     pub fn row(&mut self, r: &Row) -> anyhow::Result<()> {
@@ -69,6 +103,12 @@ impl Reporter {
         self.raw.line(&line)?;
         if let Some(w) = &mut self.csv {
             w.write(&self.meta, r)?;
+        }
+        if let Some(w) = &mut self.seed_csv {
+            w.write(&self.meta, r)?;
+        }
+        if self.seed_log && r.timing == "seed" && r.method == crate::dist::projection::Method::Measured {
+            self.raw.line(&seed_log_line(0, r))?;
         }
         self.rows += 1;
         *self.by_method.entry(r.method.name()).or_default() += 1;
@@ -94,6 +134,9 @@ impl Reporter {
         let kinds: Vec<String> = self.by_method.iter().map(|(m, n)| format!("{n} {m}")).collect();
         let kinds = if kinds.is_empty() { "0 measured".to_string() } else { kinds.join(", ") };
         println!("{} rows ({kinds}), {} skipped", self.rows, self.skipped);
+        if let Some(s) = &self.seed_csv {
+            println!("{} rows appended to {} (seed columns, measured rows only)", s.written, s.path.display());
+        }
         if self.rows == 0 && self.skipped > 0 {
             anyhow::bail!("no shape could be measured");
         }
@@ -150,7 +193,7 @@ mod tests {
         assert_eq!(fields.len(), COLUMNS.len());
         assert_eq!(&fields[..9], ["qwen", "2l", "base", "tp1", "fa3", "decode", "2", "16", "2.0000"]);
         assert_eq!(fields[17], "true");
-        assert_eq!(&fields[21..], ["measured", "", "", "", "", "2", "1", "all", "", "", "", "", "", ""]);
+        assert_eq!(&fields[21..], ["measured", "", "", "", "", "2", "1", "all", "", "", "", "", "", "", ""]);
         let logs: Vec<_> = std::fs::read_dir(dir.path().join("raw_output")).unwrap().flatten().collect();
         let log = std::fs::read_to_string(logs[0].path()).unwrap();
         let lines: Vec<&str> = log.lines().collect();
@@ -207,21 +250,5 @@ mod tests {
         r.skipped(Shape::prefill(1, 8), "does not fit").unwrap();
         assert!(r.finish().unwrap_err().to_string().contains("no shape could be measured"));
         assert!(!dir.path().join("csv").exists(), "no CSV without --save");
-    }
-
-    #[test]
-    fn profile_has_one_row_per_op_with_the_given_times() {
-        let dir = tempfile::tempdir().unwrap();
-        let (cfg, plan) = plan();
-        let times: Vec<f64> = (0..plan.ops.len()).map(|i| i as f64 * 0.5).collect();
-        let path = write_profile(dir.path(), "qwen", "2l", &plan, &cfg, &times).unwrap();
-        assert_eq!(path, dir.path().join("qwen_profile/2l_decode_b2_s16.csv"));
-        let text = std::fs::read_to_string(&path).unwrap();
-        let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines[0], "index,layer,name,kind,ms,gflop,mb");
-        assert_eq!(lines.len(), plan.ops.len() + 1);
-        let last: Vec<&str> = lines[plan.ops.len()].split(',').collect();
-        assert_eq!(last[4], format!("{:.4}", (plan.ops.len() - 1) as f64 * 0.5));
-        assert!(write_profile(dir.path(), "qwen", "2l", &plan, &cfg, &times[1..]).is_err());
     }
 }

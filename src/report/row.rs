@@ -60,6 +60,9 @@ pub struct Row {
     pub note: String,
     /// Measured rows: the memory plan's MiB beside the device's (`bench::memory`).
     pub memory_mib: Option<(f64, f64)>,
+    /// The timing method of a timed row (`bench::timing::TimingMethod::name`); empty for
+    /// an analytic estimate.
+    pub timing: &'static str,
 }
 
 impl Row {
@@ -93,6 +96,7 @@ impl Row {
             rank_spread: None,
             note: String::new(),
             memory_mib: None,
+            timing: "",
         }
     }
 

@@ -29,7 +29,10 @@ pub struct TensorLayout {
 pub fn encode_bf16(layout: &TensorLayout, box_dims: &[u32]) -> anyhow::Result<TensorMap> {
     let rank = layout.dims.len();
     ensure!((2..=5).contains(&rank), "a tensor map has 2 to 5 dimensions, not {rank}");
-    ensure!(layout.strides.len() == rank - 1 && box_dims.len() == rank, "tensor map rank mismatch: {layout:?} box {box_dims:?}");
+    ensure!(
+        layout.strides.len() == rank - 1 && box_dims.len() == rank,
+        "tensor map rank mismatch: {layout:?} box {box_dims:?}"
+    );
     ensure!(box_dims[0] == BOX_INNER, "the innermost box extent must be {BOX_INNER} (one 128-byte swizzle span)");
     if layout.base % 16 != 0 {
         bail!("tensor map base {:#x} is not 16-byte aligned", layout.base);
@@ -60,7 +63,10 @@ pub fn encode_bf16(layout: &TensorLayout, box_dims: &[u32]) -> anyhow::Result<Te
             sys::CUtensorMapFloatOOBfill::CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE,
         )
     };
-    ensure!(status == sys::CUresult::CUDA_SUCCESS, "cuTensorMapEncodeTiled failed ({status:?}) for {layout:?} box {box_dims:?}");
+    ensure!(
+        status == sys::CUresult::CUDA_SUCCESS,
+        "cuTensorMapEncodeTiled failed ({status:?}) for {layout:?} box {box_dims:?}"
+    );
     // SAFETY: the driver wrote the whole descriptor on success.
     Ok(unsafe { map.assume_init() })
 }

@@ -4,15 +4,15 @@
 
 use anyhow::Context;
 
+use super::super::gpu::AttentionKernels;
 use super::attention_decode::{
     decode_attention_launch, decode_combine_launch, decode_num_splits, decode_scratch_bytes, DecodeAttentionParams,
     DecodeCombineParams, DECODE_COMBINE,
 };
+use super::attention_fa3::{fa3_prefill_call, Fa3Problem, HeadsOperand};
 use super::attention_prefill::{
     flash_prefill_launch, kv_cache_write_launch, FlashPrefillParams, KvCacheWriteParams, KV_CACHE_WRITE,
 };
-use super::super::gpu::AttentionKernels;
-use super::attention_fa3::{fa3_prefill_call, Fa3Problem, HeadsOperand};
 use super::prepare::{kernel, Call, Prep};
 use super::{attention_decode, attention_prefill};
 use crate::plan::memory::Target;

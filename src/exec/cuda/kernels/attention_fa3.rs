@@ -133,11 +133,7 @@ impl HeadsOperand {
 /// One CTA per (q head, sequence, query block), in a 1-D grid the kernel maps to L2 sections.
 pub fn fa3_prefill_launch(variant: &Fa3Variant, batch: i32, n_q: i32, q_heads: i32) -> LaunchConfig {
     let ctas = (q_heads.max(0) as u32) * (batch.max(0) as u32) * ((n_q + FA3_BLOCK_M - 1) / FA3_BLOCK_M).max(0) as u32;
-    LaunchConfig {
-        grid_dim: (ctas, 1, 1),
-        block_dim: (384, 1, 1),
-        shared_mem_bytes: variant.smem_bytes(),
-    }
+    LaunchConfig { grid_dim: (ctas, 1, 1), block_dim: (384, 1, 1), shared_mem_bytes: variant.smem_bytes() }
 }
 
 /// One causal prefill attention call: Q, K, V operands (K and V may have different head

@@ -37,7 +37,8 @@ pub fn linear_call(
             !shape.out_f32 && bias.is_none() && alpha == 1.0,
             "the TMA gate GEMM computes bf16 x . W^T only (this linear has an f32 output, a bias or a scale): use cuBLASLt"
         );
-        let (p, cfg) = gemm_tma(cx.ptr(x), shape.ldx, cx.w(weight), shape.ldw, cx.ptr(out), shape.ldo, shape.m, shape.n, shape.k)?;
+        let (p, cfg) =
+            gemm_tma(cx.ptr(x), shape.ldx, cx.w(weight), shape.ldw, cx.ptr(out), shape.ldo, shape.m, shape.n, shape.k)?;
         return Ok(kernel(GEMM_TMA, cfg, p));
     }
     gemm_call(cx, shape, x, weight, out, bias.map(|b| cx.w(b)), alpha)

@@ -4,8 +4,8 @@
 use anyhow::Context;
 use cudarc::driver::{DeviceRepr, LaunchConfig};
 
-use super::attention_decode::choose_splits;
 use super::super::gpu::AttentionKernels;
+use super::attention_decode::choose_splits;
 use super::attention_fa3::{fa3_prefill_call, Fa3Problem, HeadsOperand};
 use super::attention_prefill::{self, flash_prefill_launch, FlashPrefillParams};
 use super::prepare::{kernel, Call, Prep};
