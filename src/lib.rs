@@ -15,5 +15,6 @@ pub mod exec;
 pub mod inputs;
 pub mod model;
 pub mod plan;
+pub mod quant;
 pub mod report;
 pub mod weights;

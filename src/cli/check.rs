@@ -51,6 +51,7 @@ pub struct CheckArgs {
 pub fn check(args: CheckArgs) -> anyhow::Result<()> {
     let cfg = super::common::load_config_file(&args.config, &[])?;
     let (_, dep) = args.deploy.load()?;
+    let cfg = dep.quantize(cfg);
     let layouts = layouts(&dep)?;
     let weights = SafetensorsWeights::open(&args.weights)?;
     let expected = SafetensorsWeights::open(&args.expect)?;

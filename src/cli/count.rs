@@ -57,11 +57,14 @@ pub struct CountReport {
     pub ranks: usize,
     pub fits: bool,
     pub attention_flops: &'static str,
+    /// Weight format (`quantization_config`, `--quant`): bf16 or fp8.
+    pub quant: fwdbench::quant::Quant,
 }
 
 pub fn report(args: &CountArgs) -> anyhow::Result<CountReport> {
     let (_, cfg) = load_model(&args.model_dir, &args.model, &args.mconf, &args.sets)?;
     let (_, dep) = args.deploy.load()?;
+    let cfg = dep.quantize(cfg);
     let all = layouts(&dep)?;
     let single = build_plan(&cfg, RankLayout::single(), Shape::decode(1, 1), PlanOptions::default())?;
     let params = count_params(&single, &cfg);
@@ -102,6 +105,7 @@ pub fn report(args: &CountArgs) -> anyhow::Result<CountReport> {
         ranks: all.len(),
         fits,
         attention_flops: "both matmuls (QK^T and PV), causal pairs S(S+1)/2 in prefill",
+        quant: cfg.quant,
     })
 }
 
@@ -132,7 +136,17 @@ pub fn count(args: CountArgs) -> anyhow::Result<()> {
                 None => "n/a: context exceeds the model's learned positions".to_string(),
             },
         ),
-        ("weights per rank".to_string(), g(r.weight_bytes_per_rank)),
+        (
+            "weights per rank".to_string(),
+            format!(
+                "{} ({})",
+                g(r.weight_bytes_per_rank),
+                match r.quant {
+                    fwdbench::quant::Quant::Fp8 => "fp8 e4m3 projections and experts with 128x128 block scales",
+                    fwdbench::quant::Quant::Bf16 => "bf16",
+                }
+            ),
+        ),
         ("KV cache per rank".to_string(), g(r.kv_bytes_per_rank)),
         ("activations per rank".to_string(), g(r.activation_bytes_per_rank)),
         (

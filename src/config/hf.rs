@@ -11,6 +11,7 @@ mod deepseek;
 mod gpt;
 mod grok;
 mod keys;
+mod quant;
 mod qwen;
 mod rope;
 mod sigma;
@@ -201,6 +202,7 @@ fn parse_logged(json: &Value, source: &str, log: &KeyLog) -> Result<ModelConfig,
         Family::SigmaV1 => sigma::parse_v1(&keys)?,
     };
     config.architecture = architecture;
+    config.quant = quant::parse(&keys)?;
     debug_assert_eq!(config.layer_ffn.len(), config.num_layers);
     check_total_size(&keys, &config)?;
     warn_unread_keys(map, &keys, family);

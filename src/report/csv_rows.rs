@@ -12,7 +12,7 @@ use anyhow::Context;
 
 use super::{now_secs, Meta, Row};
 
-pub const COLUMNS: [&str; 33] = [
+pub const COLUMNS: [&str; 35] = [
     "model",
     "mconf",
     "base",
@@ -46,6 +46,8 @@ pub const COLUMNS: [&str; 33] = [
     "rank_min_ms",
     "rank_max_ms",
     "note",
+    "quant",
+    "peak_tflops",
 ];
 
 pub struct CsvRows {
@@ -128,6 +130,8 @@ impl CsvRows {
             rank_min,
             rank_max,
             r.note.clone(),
+            r.quant.name().to_string(),
+            format!("{:.0}", r.quant.peak_tflops()),
         ])?;
         self.writer.flush()?;
         Ok(())

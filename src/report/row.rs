@@ -7,8 +7,11 @@ use super::Stats;
 use crate::dist::projection::{CommTime, Method, RankChoice};
 use crate::plan::cost::PhaseCost;
 use crate::plan::{Phase, Plan};
+use crate::quant::Quant;
 
 /// Denominators of MFU and MBU: dense bf16 peak and the measured copy bandwidth (anchors.md).
+/// FP8 rows divide by the dense FP8 peak instead (`Quant::peak_tflops`, the CSV's
+/// `peak_tflops` column).
 pub const PEAK_TFLOPS: f64 = 989.0;
 pub const COPY_GBS: f64 = 4277.0;
 
@@ -58,6 +61,8 @@ pub struct Row {
     pub rank_spread: Option<(f64, f64)>,
     /// Anything a reader of this row must know (e.g. an analytic shard that would not fit).
     pub note: String,
+    /// The plan's weight format; sets the MFU denominator.
+    pub quant: Quant,
 }
 
 impl Row {
@@ -69,7 +74,9 @@ impl Row {
         // `cost` is this rank's plan: its FLOPs and bytes over one GPU's ceilings (every
         // rank of a deployment does the same share, so this is also the deployment's MFU).
         // The bound that applies: which roofline term is larger at the measured ceilings.
-        let compute_s = cost.flops / (PEAK_TFLOPS * 1e12);
+        let quant = Quant::of_plan(plan);
+        let peak = quant.peak_tflops();
+        let compute_s = cost.flops / (peak * 1e12);
         let memory_s = cost.mbu_bytes() / (COPY_GBS * 1e9);
         Row {
             phase: plan.shape.phase,
@@ -80,7 +87,7 @@ impl Row {
             world: plan.layout.world,
             stats,
             tflops,
-            mfu: tflops / PEAK_TFLOPS,
+            mfu: tflops / peak,
             gbs,
             mbu: gbs / COPY_GBS,
             bound: if compute_s >= memory_s { "compute" } else { "memory" },
@@ -90,6 +97,7 @@ impl Row {
             run_rank: None,
             rank_spread: None,
             note: String::new(),
+            quant,
         }
     }
 
