@@ -201,6 +201,22 @@ mod tests {
     }
 
     #[test]
+    fn fp8_rows_divide_by_the_fp8_peak() {
+        use crate::model::{build_plan, tests_support::tiny_mla_moe};
+        use crate::plan::{cost::PhaseCost, RankLayout, Shape};
+        let mut cfg = tiny_mla_moe();
+        for (quant, peak) in [(Quant::Bf16, 989.0), (Quant::Fp8, 1979.0)] {
+            cfg.quant = quant;
+            let plan = build_plan(&cfg, RankLayout::single(), Shape::prefill(2, 5), Default::default()).unwrap();
+            assert_eq!(Quant::of_plan(&plan), quant);
+            let cost = PhaseCost::of(&plan, &cfg);
+            let row = crate::report::Row::new(&plan, &cost, crate::report::Stats::of(&[1.0]), false);
+            assert_eq!(row.quant, quant);
+            assert!((row.mfu - row.tflops / peak).abs() < 1e-12, "{quant:?}");
+        }
+    }
+
+    #[test]
     fn quant_names_parse() {
         assert_eq!(Quant::parse("FP8"), Some(Quant::Fp8));
         assert_eq!(Quant::parse("bfloat16"), Some(Quant::Bf16));
