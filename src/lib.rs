@@ -16,5 +16,6 @@ pub mod export;
 pub mod inputs;
 pub mod model;
 pub mod plan;
+pub mod quant;
 pub mod report;
 pub mod weights;

@@ -85,3 +85,86 @@ fn gpu_weight_generator_matches_the_cpu_bit_for_bit() {
         }
     }
 }
+
+/// `kernels/quant.cu` and `src/quant` give the same codes and scales, bit for bit, on values
+/// that include ties, an all-zero group, a partial group and a partial weight block.
+#[test]
+fn gpu_quantizers_match_the_cpu_bit_for_bit() {
+    if !gpu_available() {
+        return;
+    }
+    use fwdbench::exec::cuda::gpu::Gpu;
+    use fwdbench::exec::cuda::kernels::quant::*;
+    use fwdbench::exec::cuda::memory::DeviceBuffer;
+    use fwdbench::quant::{quantize_groups, Fp8Layout};
+    let gpu = Gpu::new(0).unwrap();
+    let (rows, cols) = (5usize, 300usize);
+    let mut x: Vec<f32> =
+        (0..rows * cols).map(|i| half::bf16::from_f32(((i as f32) * 0.731).sin() * 3.0).to_f32()).collect();
+    x[cols..cols + 128].iter_mut().for_each(|v| *v = 0.0);
+    let src = DeviceBuffer::upload(&x.iter().map(|v| half::bf16::from_f32(*v)).collect::<Vec<_>>()).unwrap();
+    let layout = Fp8Layout::new(1, rows, cols);
+    let out = DeviceBuffer::zeroed(layout.activation_bytes()).unwrap();
+    let p = QuantActParams {
+        src: src.ptr,
+        src_ld: cols as i32,
+        rows: rows as i32,
+        cols: cols as i32,
+        codes: out.ptr,
+        scales: out.ptr + layout.scale_offset() as u64,
+    };
+    gpu.launch(QUANT_ACT_FP8, quant_act_launch(rows, cols), p).unwrap();
+    gpu.sync().unwrap();
+    let want = quantize_groups(&x, rows, cols);
+    assert_eq!(out.download::<u8>(rows * cols).unwrap(), want.codes);
+    let scales: Vec<f32> = out.download_at(layout.scale_offset(), rows * 3).unwrap();
+    for r in 0..rows {
+        for g in 0..3 {
+            assert_eq!(scales[g * rows + r].to_bits(), want.scales[r * 3 + g].to_bits(), "row {r} group {g}");
+        }
+    }
+
+    let (count, wr, wc) = (2usize, 200usize, 130usize);
+    let w: Vec<f32> = (0..count * wr * wc).map(|i| ((i as f32) * 0.377).cos() * 0.02).collect();
+    let src = DeviceBuffer::upload(&w).unwrap();
+    let layout = Fp8Layout::new(count, wr, wc);
+    let out = DeviceBuffer::zeroed(layout.weight_bytes()).unwrap();
+    let p = QuantWeightParams {
+        src: src.ptr,
+        rows: wr as i64,
+        cols: wc as i64,
+        codes: out.ptr,
+        scales: out.ptr + layout.scale_offset() as u64,
+        scale_ld: layout.weight_scale_ld() as i32,
+    };
+    gpu.launch(QUANT_WEIGHT_FP8, quant_weight_launch(&layout), p).unwrap();
+    gpu.sync().unwrap();
+    let (codes, scales) = fwdbench::quant::quantize_blocks(&w, count, wr, wc);
+    let got = out.download::<u8>(layout.weight_bytes()).unwrap();
+    let image = layout.weight_buffer(&codes, &scales);
+    assert_eq!(&got[..count * wr * wc], &image[..count * wr * wc], "codes");
+    for i in 0..count {
+        for rb in 0..2 {
+            for cb in 0..2 {
+                let at = layout.scale_offset() + 4 * layout.weight_scale_index(i, rb, cb);
+                assert_eq!(&got[at..at + 4], &image[at..at + 4], "scale of block ({i}, {rb}, {cb})");
+            }
+        }
+    }
+}
+
+/// The block-scaled cuBLASLt GEMM through the one-op path, against the CPU reference.
+#[test]
+fn gpu_fp8_gemm_matches_the_cpu() {
+    if !gpu_available() {
+        return;
+    }
+    // Within the CPU check's budget (4 GFLOP), so each is compared, not skipped.
+    for (m, n, k) in [(1, 256, 512), (300, 384, 7168), (64, 2048, 7168)] {
+        let (m, n, k) = (m.to_string(), n.to_string(), k.to_string());
+        let args = ["kernel", "check", "--op", "linear", "--m", &m, "--n", &n, "--k", &k, "--quant", "fp8"];
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_fwdbench")).args(args).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success() && text.contains("check pass"), "{args:?}: {text}");
+    }
+}

@@ -108,8 +108,10 @@ impl SuiteModels {
         let mut models = Vec::new();
         for name in ["sigma", "deepseek", "qwen"] {
             let path = model_dir.join(name).join("config_full.json");
-            let cfg = load_model_config(&path, &[])
+            let mut cfg = load_model_config(&path, &[])
                 .map_err(|e| anyhow::anyhow!("the seed suite reads {}: {e}", path.display()))?;
+            // The seed's microbenchmarks are bf16, whatever format the checkpoint ships in.
+            cfg.quant = crate::quant::Quant::Bf16;
             models.push((name, cfg));
         }
         Ok(SuiteModels { models })

@@ -52,6 +52,7 @@ pub struct CheckArgs {
 pub fn check(args: CheckArgs) -> anyhow::Result<()> {
     let cfg = super::common::load_config_file(&args.config, &[])?;
     let (conf, dep) = args.deploy.load()?;
+    let cfg = dep.quantize(cfg);
     let layouts = layouts(&dep)?;
     super::common::print_conf_notes(Some((&conf, &dep)), fwdbench::config::run_conf::Subcommand::Check);
     let weights = SafetensorsWeights::open(&args.weights)?;

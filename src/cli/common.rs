@@ -39,6 +39,10 @@ pub struct ConfLayerArgs {
     /// Override a conf key (SGLang server-argument name), e.g. --conf tp_size=2. Repeatable.
     #[arg(long = "conf", value_name = "KEY=VALUE")]
     pub conf_sets: Vec<String>,
+    /// Weight format for any model: fp8 (e4m3, 128x128 block scales) or bf16; sets the conf
+    /// key `quantization` (default: the model config's quantization_config).
+    #[arg(long, value_name = "fp8|bf16")]
+    pub quant: Option<fwdbench::quant::Quant>,
 }
 
 /// Where this node sits in a deployment over several processes or nodes (`run`, and any
@@ -88,6 +92,9 @@ impl DeployArgs {
         let mut sets =
             fwdbench::config::run_conf::parse_cli_pairs(&l.conf_sets).map_err(|e| anyhow::anyhow!("--conf: {e}"))?;
         sets.extend(nodes.conf_sets());
+        if let Some(q) = l.quant {
+            sets.push(("quantization".to_string(), q.name().to_string()));
+        }
         let conf = load_run_conf(&l.conf_dir, &layers, &sets)?;
         // Workers re-run the command line: only the launcher or rank 0 warns.
         if fwdbench::dist::launch::Worker::from_env().ok().flatten().is_none_or(|w| w.is_leader()) {

@@ -88,6 +88,10 @@ pub struct CountReport {
     pub total_bytes_per_rank: f64,
     pub fits: bool,
     pub attention_flops: &'static str,
+    /// Weight format (`quantization_config`, `--quant`).
+    pub weight_format: &'static str,
+    /// Weight format (`quantization_config`, `--quant`): bf16 or fp8.
+    pub quant: fwdbench::quant::Quant,
 }
 
 /// The busiest rank's collectives of one plan: (link bytes, modelled ms).
@@ -104,6 +108,7 @@ pub fn report(
     bsz: usize,
     seq: usize,
 ) -> anyhow::Result<CountReport> {
+    let cfg = &dep.quantize(cfg.clone());
     let all = layouts(dep)?;
     let single = build_plan(cfg, RankLayout::single(), Shape::decode(1, 1), PlanOptions::default())?;
     let params = count_params(&single, cfg);
@@ -157,6 +162,11 @@ pub fn report(
         total_bytes_per_rank: peak.total_bytes() as f64,
         fits: fits(&peak, 0, H200_BYTES).is_ok(),
         attention_flops: "both matmuls (QK^T and PV), causal pairs S(S+1)/2 in prefill",
+        weight_format: match cfg.quant {
+            fwdbench::quant::Quant::Fp8 => "fp8 e4m3 projections and experts with 128x128 block scales",
+            fwdbench::quant::Quant::Bf16 => "bf16",
+        },
+        quant: cfg.quant,
     })
 }
 
@@ -236,7 +246,7 @@ fn rows(r: &CountReport) -> Vec<(String, String)> {
             "decode comm per rank".into(),
             format!("{} sent, {:.3} ms modelled", mb(r.decode_comm_bytes_per_rank), r.decode_comm_ms),
         ),
-        ("weights per rank".into(), gb(r.weight_bytes_per_rank)),
+        ("weights per rank".into(), format!("{} ({})", gb(r.weight_bytes_per_rank), r.weight_format)),
         ("KV cache per rank".into(), gb(r.kv_bytes_per_rank)),
         ("activations per rank".into(), gb(r.activation_bytes_per_rank)),
         ("scratch per rank".into(), gb(r.scratch_bytes_per_rank)),

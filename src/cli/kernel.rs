@@ -124,7 +124,8 @@ impl OpArgs {
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:
   fwdbench kernel check --model deepseek --mconf 2l --set n_routed_experts=16 --bsz 2 --seq 37
-  fwdbench kernel check --model deepseek --mconf 2l --op mla_decode_attention --phase decode --bsz 3 --seq 29")]
+  fwdbench kernel check --model deepseek --mconf 2l --op mla_decode_attention --phase decode --bsz 3 --seq 29
+  fwdbench kernel check --op linear --m 512 --n 2048 --k 7168 --quant fp8")]
 pub struct KernelCheckArgs {
     #[command(flatten)]
     pub op: OpArgs,
@@ -186,11 +187,15 @@ fn model_label(a: &OpArgs) -> String {
 }
 
 fn load_cfg(a: &OpArgs) -> anyhow::Result<ModelConfig> {
-    match (&a.config, &a.model) {
-        (Some(path), _) => Ok(fwdbench::config::hf::load_model_config(path, &super::parse_sets(&a.sets)?)?),
-        (None, Some(model)) => Ok(load_model(&a.model_dir, model, &a.mconf, &a.sets)?.1),
+    let mut cfg = match (&a.config, &a.model) {
+        (Some(path), _) => fwdbench::config::hf::load_model_config(path, &super::parse_sets(&a.sets)?)?,
+        (None, Some(model)) => load_model(&a.model_dir, model, &a.mconf, &a.sets)?.1,
         (None, None) => bail!("give --model (or --config), or a bare GEMM with --op linear --m M --n N --k K"),
+    };
+    if let Some(q) = a.deploy.layers.quant {
+        cfg.quant = q;
     }
+    Ok(cfg)
 }
 
 fn shape(a: &OpArgs) -> anyhow::Result<Shape> {
@@ -210,10 +215,17 @@ fn op_case(a: &OpArgs) -> anyhow::Result<OpCase> {
         if name != "linear" || a.model.is_some() || a.config.is_some() {
             bail!("--m/--n/--k build a bare GEMM: use them with --op linear and without --model/--config");
         }
-        return Ok(OpCase::gemm(format!("linear gemm m{m} n{n} k{k}"), m, n, k));
+        let fp8 = a.deploy.layers.quant == Some(fwdbench::quant::Quant::Fp8);
+        let tag = if fp8 { " fp8" } else { "" };
+        let mut case = OpCase::gemm(format!("linear gemm m{m} n{n} k{k}{tag}"), m, n, k);
+        if fp8 {
+            fwdbench::plan::quantize_linear_weights(&mut case.plan);
+        }
+        return Ok(case);
     }
     let cfg = load_cfg(a)?;
     let (conf, dep) = a.deploy.load()?;
+    let cfg = dep.quantize(cfg);
     let ranks = layouts(&dep)?;
     let layout = *ranks.get(a.rank).with_context(|| {
         format!("--rank {}: --deploy {} has {} ranks (0..{})", a.rank, a.deploy.deploy, ranks.len(), ranks.len() - 1)

@@ -126,6 +126,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     // Every input is validated before any device is touched.
     let (model_dir, cfg) = load_model(&args.model_dir, &args.model, &args.mconf, &args.sets)?;
     let (conf, dep) = args.deploy.load_on(&args.nodes)?;
+    let cfg = dep.quantize(cfg);
     let ranks = layouts(&dep)?;
     let shapes = fwdbench::config::shapes::load_shapes(&args.shapes)?;
     if let Some(p) = &args.prompt_file {

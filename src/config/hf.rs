@@ -13,6 +13,7 @@ mod grok;
 mod keys;
 mod llama;
 mod mixtral;
+mod quant;
 mod qwen;
 mod rope;
 mod sigma;
@@ -209,6 +210,7 @@ fn parse_logged(json: &Value, source: &str, log: &KeyLog) -> Result<ModelConfig,
         Family::Mixtral => mixtral::parse(&keys)?,
     };
     config.architecture = architecture;
+    config.quant = quant::parse(&keys)?;
     debug_assert_eq!(config.layer_ffn.len(), config.num_layers);
     check_total_size(&keys, &config)?;
     warn_unread_keys(map, &keys, family);

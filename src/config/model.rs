@@ -379,6 +379,8 @@ pub struct ModelConfig {
     pub tie_word_embeddings: bool,
     /// Multiplier on the final logits (Grok: 1/sqrt(3)).
     pub output_scale: f32,
+    /// Weight format: HF's `quantization_config`, or forced by `--quant` / conf `quantization`.
+    pub quant: crate::quant::Quant,
 }
 
 impl ModelConfig {

@@ -91,9 +91,20 @@ pub struct Deployment {
     /// Under DP attention, SGLang's LM head over the attention-TP group (fwdbench's plans
     /// always do this; `inert_settings` reports a `false` here).
     pub enable_dp_lm_head: bool,
+    /// SGLang's `quantization`: the weight format forced for any model (`fp8` or `bf16`);
+    /// None keeps the model config's `quantization_config`.
+    pub quantization: Option<crate::quant::Quant>,
 }
 
 impl Deployment {
+    /// The model config with this deployment's weight format applied.
+    pub fn quantize(&self, mut cfg: crate::config::model::ModelConfig) -> crate::config::model::ModelConfig {
+        if let Some(q) = self.quantization {
+            cfg.quant = q;
+        }
+        cfg
+    }
+
     /// Keys fwdbench reads whose value cannot act as written, one sentence each: printed
     /// with the ignored keys, so no setting is dropped silently.
     pub fn inert_settings(&self) -> Vec<String> {
@@ -177,6 +188,7 @@ pub const IMPLEMENTED_KEYS: &[&str] = &[
     "enable_dp_lm_head",
     "dtype",
     "timing",
+    "quantization",
 ];
 
 /// SGLang's long spellings of the parallel sizes (both are server arguments).
@@ -450,6 +462,12 @@ impl RunConf {
             cuda_graph_max_bs: self.size("cuda_graph_max_bs", Some(256))?.unwrap_or(256),
             moe_dense_tp_size,
             enable_dp_lm_head: self.flag("enable_dp_lm_head")?,
+            quantization: match self.text("quantization")? {
+                None => None,
+                Some(q) => Some(crate::quant::Quant::parse(&q).ok_or_else(|| {
+                    self.bad("quantization", "fp8 (128x128 block-scaled e4m3) or bf16, or null for the model config's")
+                })?),
+            },
         })
     }
 }

@@ -155,6 +155,7 @@ fn nccl_dtype(dtype: DType) -> sys::ncclDataType_t {
         DType::BF16 => sys::ncclDataType_t::ncclBfloat16,
         DType::F32 => sys::ncclDataType_t::ncclFloat32,
         DType::I32 => sys::ncclDataType_t::ncclInt32,
+        DType::F8E4M3 => sys::ncclDataType_t::ncclUint8,
     }
 }
 

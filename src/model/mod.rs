@@ -278,7 +278,7 @@ pub fn build_plan(cfg: &ModelConfig, layout: RankLayout, shape: Shape, opts: Pla
     };
 
     let local_batch = b.local_batch;
-    Ok(Plan {
+    let mut plan = Plan {
         model: cfg.architecture.clone(),
         shape,
         layout,
@@ -292,7 +292,11 @@ pub fn build_plan(cfg: &ModelConfig, layout: RankLayout, shape: Shape, opts: Pla
         logit_rows,
         first_sequence: layout.dp_rank() * local_batch,
         local_batch,
-    })
+    };
+    if cfg.quant == crate::quant::Quant::Fp8 {
+        crate::plan::quantize_linear_weights(&mut plan);
+    }
+    Ok(plan)
 }
 
 fn norm(

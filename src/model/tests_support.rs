@@ -35,6 +35,7 @@ pub fn tiny_dense() -> ModelConfig {
         layer_ffn: vec![FfnKind::Dense; 2],
         tie_word_embeddings: false,
         output_scale: 1.0,
+        quant: Default::default(),
     }
 }
 
@@ -87,5 +88,6 @@ pub fn tiny_mla_moe() -> ModelConfig {
         layer_ffn: vec![FfnKind::Dense, FfnKind::Moe],
         tie_word_embeddings: false,
         output_scale: 1.0,
+        quant: Default::default(),
     }
 }

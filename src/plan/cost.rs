@@ -64,7 +64,7 @@ fn expected_touched(e: usize, k: usize, tokens: usize) -> f64 {
 
 pub fn op_cost(plan: &Plan, op: &Op, num_experts: usize) -> OpCost {
     let mut c = OpCost::default();
-    let w_bytes = |id| plan.weight(id).bytes() as f64;
+    let w_bytes = |id| plan.weight(id).read_bytes() as f64;
     match op {
         Op::Linear { x, weight, bias, out, .. } => {
             let w = plan.weight(*weight);

@@ -14,7 +14,7 @@ mod weights;
 
 pub use extract::{gemm_plan, OpQuery, OpQueryError};
 pub use ops::{Collective, CollectiveDim, Group, IdRef, Op};
-pub use weights::{Init, WeightInfo, WeightPiece};
+pub use weights::{quantize_linear_weights, Init, WeightInfo, WeightPiece};
 
 use serde::Serialize;
 
@@ -34,11 +34,17 @@ pub enum DType {
     BF16,
     F32,
     I32,
+    /// e4m3 with 128x128 block scales: weights only (see `quant`); activations are
+    /// quantized into kernel scratch, never planned as tensors.
+    #[serde(rename = "fp8_e4m3")]
+    F8E4M3,
 }
 
 impl DType {
+    /// Bytes of one element (FP8 weights' scales are counted by `WeightInfo::bytes`).
     pub fn bytes(self) -> usize {
         match self {
+            DType::F8E4M3 => 1,
             DType::BF16 => 2,
             DType::F32 | DType::I32 => 4,
         }

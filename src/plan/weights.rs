@@ -8,7 +8,8 @@
 
 use serde::Serialize;
 
-use super::DType;
+use super::{DType, Op, Plan};
+use crate::quant::Fp8Layout;
 
 /// Random initialisation of one HF tensor (scaled like a trained model).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -74,11 +75,91 @@ impl WeightInfo {
     pub fn numel(&self) -> usize {
         self.count * self.rows * self.cols
     }
+    /// Device bytes: the values, plus the padded block scales of an FP8 weight.
     pub fn bytes(&self) -> usize {
-        self.numel() * self.dtype.bytes()
+        match self.dtype {
+            DType::F8E4M3 => self.fp8_layout().weight_bytes(),
+            _ => self.numel() * self.dtype.bytes(),
+        }
+    }
+    /// Bytes a forward reads: the values and, for FP8, one fp32 scale per block.
+    pub fn read_bytes(&self) -> usize {
+        match self.dtype {
+            DType::F8E4M3 => self.numel() + self.fp8_layout().real_scale_count() * 4,
+            _ => self.numel() * self.dtype.bytes(),
+        }
+    }
+    /// Where an FP8 weight's codes and scales sit in its buffer.
+    pub fn fp8_layout(&self) -> Fp8Layout {
+        Fp8Layout::new(self.count, self.rows, self.cols)
     }
     /// Elements that come from the checkpoint (excludes padding).
     pub fn real_numel(&self) -> usize {
         self.pieces.iter().map(|p| p.rows * p.cols).sum()
+    }
+}
+
+/// Linear sites whose weights the FP8 checkpoints keep in bf16: the LM head, and
+/// Qwen2-MoE's one-row shared-expert gate (a router gate).
+const BF16_LINEAR_SITES: &[&str] = &["lm_head", "moe.shared_gate"];
+
+/// Stores the plan's projection and expert weights as FP8 e4m3 with 128x128 block scales,
+/// as DeepSeek-V3's and Qwen3's FP8 checkpoints do: every Linear but the LM head and
+/// router gates, and both expert matrices of every MoE op. Embeddings, norms, routers,
+/// biases and MLA's absorbed per-head matrices (`HeadMatmul`, dequantized from kv_b as
+/// SGLang does) stay as they are.
+pub fn quantize_linear_weights(plan: &mut Plan) {
+    let mut fp8 = Vec::new();
+    for p in &plan.ops {
+        match &p.op {
+            Op::Linear { weight, .. } if !BF16_LINEAR_SITES.contains(&p.site.name.as_str()) => fp8.push(*weight),
+            Op::Moe { w13, w2, .. } => fp8.extend([*w13, *w2]),
+            _ => {}
+        }
+    }
+    for id in fp8 {
+        let w = &mut plan.weights[id.0];
+        if w.dtype == DType::BF16 {
+            w.dtype = DType::F8E4M3;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::tests_support::tiny_mla_moe;
+    use crate::model::{build_plan, PlanOptions};
+    use crate::plan::{RankLayout, Shape};
+
+    #[test]
+    fn fp8_covers_projections_and_experts_only() {
+        let mut cfg = tiny_mla_moe();
+        cfg.quant = crate::quant::Quant::Fp8;
+        for shape in [Shape::prefill(2, 5), Shape::decode(2, 5)] {
+            let plan = build_plan(&cfg, RankLayout::single(), shape, PlanOptions::default()).unwrap();
+            let dtype = |suffix: &str| {
+                plan.weights
+                    .iter()
+                    .find(|w| w.name.ends_with(suffix))
+                    .map(|w| w.dtype)
+                    .unwrap_or_else(|| panic!("{suffix}"))
+            };
+            for name in ["attn.qkv_a", "attn.o_proj", "moe.experts_w13", "moe.experts_w2"] {
+                assert_eq!(dtype(name), DType::F8E4M3, "{name}");
+            }
+            for name in ["embed.tokens", "lm_head", "moe.router", "input_norm", "attn.kv_a_norm"] {
+                assert_ne!(dtype(name), DType::F8E4M3, "{name}");
+            }
+            if shape.phase == crate::plan::Phase::Decode {
+                assert_eq!(dtype("attn.w_uk"), DType::BF16, "absorbed MLA stays bf16");
+            } else {
+                assert_eq!(dtype("attn.kv_b"), DType::F8E4M3);
+            }
+            let w = plan.weights.iter().find(|w| w.name.ends_with("moe.experts_w13")).unwrap();
+            let blocks = w.count * w.rows.div_ceil(128) * w.cols.div_ceil(128);
+            assert_eq!(w.read_bytes(), w.numel() + 4 * blocks);
+            assert!(w.bytes() >= w.read_bytes());
+        }
     }
 }

@@ -13,7 +13,7 @@ use anyhow::Context;
 
 use super::{now_secs, Meta, Row};
 
-pub const COLUMNS: [&str; 36] = [
+pub const COLUMNS: [&str; 38] = [
     "model",
     "mconf",
     "base",
@@ -50,6 +50,8 @@ pub const COLUMNS: [&str; 36] = [
     "mem_planned_mib",
     "mem_used_mib",
     "timing",
+    "quant",
+    "peak_tflops",
 ];
 
 pub struct CsvRows {
@@ -135,6 +137,8 @@ impl CsvRows {
             r.memory_mib.map_or_else(String::new, |(planned, _)| format!("{planned:.1}")),
             r.memory_mib.map_or_else(String::new, |(_, used)| format!("{used:.1}")),
             r.timing.to_string(),
+            r.quant.name().to_string(),
+            format!("{:.0}", r.quant.peak_tflops()),
         ])?;
         self.writer.flush()?;
         Ok(())

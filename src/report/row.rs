@@ -7,8 +7,11 @@ use super::Stats;
 use crate::dist::projection::{CommTime, Method, RankChoice};
 use crate::plan::cost::PhaseCost;
 use crate::plan::{Phase, Plan};
+use crate::quant::Quant;
 
 /// Denominators of MFU and MBU: dense bf16 peak and the measured copy bandwidth (anchors.md).
+/// FP8 rows divide by the dense FP8 peak instead (`Quant::peak_tflops`, the CSV's
+/// `peak_tflops` column).
 pub const PEAK_TFLOPS: f64 = 989.0;
 pub const COPY_GBS: f64 = 4277.0;
 
@@ -63,6 +66,8 @@ pub struct Row {
     /// The timing method of a timed row (`bench::timing::TimingMethod::name`); empty for
     /// an analytic estimate.
     pub timing: &'static str,
+    /// The plan's weight format; sets the MFU denominator.
+    pub quant: Quant,
 }
 
 impl Row {
@@ -74,7 +79,9 @@ impl Row {
         // `cost` is this rank's plan: its FLOPs and bytes over one GPU's ceilings (every
         // rank of a deployment does the same share, so this is also the deployment's MFU).
         // The bound that applies: which roofline term is larger at the measured ceilings.
-        let compute_s = cost.flops / (PEAK_TFLOPS * 1e12);
+        let quant = Quant::of_plan(plan);
+        let peak = quant.peak_tflops();
+        let compute_s = cost.flops / (peak * 1e12);
         let memory_s = cost.mbu_bytes() / (COPY_GBS * 1e9);
         Row {
             phase: plan.shape.phase,
@@ -85,7 +92,7 @@ impl Row {
             world: plan.layout.world,
             stats,
             tflops,
-            mfu: tflops / PEAK_TFLOPS,
+            mfu: tflops / peak,
             gbs,
             mbu: gbs / COPY_GBS,
             bound: if compute_s >= memory_s { "compute" } else { "memory" },
@@ -97,6 +104,7 @@ impl Row {
             note: String::new(),
             memory_mib: None,
             timing: "",
+            quant,
         }
     }
 

@@ -2,6 +2,7 @@
 //! safetensors checkpoints, assembled into plan weights piece by piece (see
 //! `plan::WeightPiece`), so every executor and every rank sees the same values.
 
+pub mod fp8;
 pub mod rng;
 pub mod safetensors;
 pub use self::safetensors::SafetensorsWeights;
@@ -18,14 +19,21 @@ pub enum WeightError {
     Missing { file: String, name: String },
     #[error("{file}: tensor '{name}' has shape {found:?}, the model config implies {expected:?}")]
     Shape { file: String, name: String, found: Vec<usize>, expected: Vec<usize> },
-    #[error("{file}: tensor '{name}' has dtype {dtype}; supported are F32, BF16 and F16")]
+    #[error("{file}: tensor '{name}' has dtype {dtype}; supported are F32, BF16, F16 and F8_E4M3 (with its weight_scale_inv)")]
     DType { file: String, name: String, dtype: String },
+    #[error("tensor '{name}': {reason}")]
+    Fp8Layout { name: String, reason: String },
 }
 
 /// Something that can produce the values of HF tensor blocks.
 pub trait WeightSource: Sync {
     /// Writes piece `p`'s block, row by row, into `dst` (row stride `dst_ld`).
     fn fill(&self, p: &WeightPiece, dst: &mut [f32], dst_ld: usize) -> Result<(), WeightError>;
+    /// Piece `p`'s e4m3 codes and its tensor's block scales when the checkpoint stores the
+    /// tensor in FP8 (None: the values come from `fill` and are quantized here).
+    fn fp8_piece(&self, _p: &WeightPiece) -> Result<Option<fp8::Fp8Piece>, WeightError> {
+        Ok(None)
+    }
     /// True when values are exactly representable in bf16 only after rounding (random
     /// weights are rounded so that CPU and GPU compute from identical bf16 weights).
     fn describe(&self) -> String;
@@ -56,6 +64,16 @@ impl WeightSource for RandomWeights {
 /// The plan weight `info` as a dense f32 array `[count, rows, cols]`; elements no piece
 /// covers are zero. With `round_bf16`, every value is rounded to bf16 (what the GPU holds).
 pub fn materialize(info: &WeightInfo, src: &dyn WeightSource, round_bf16: bool) -> Result<Vec<f32>, WeightError> {
+    if info.dtype == crate::plan::DType::F8E4M3 {
+        // Exactly the values the codes stand for (code x scale is exact in f32).
+        let (codes, scales) = fp8::materialize_fp8(info, src)?;
+        return Ok(crate::quant::dequantize_blocks(&codes, &scales, info.count, info.rows, info.cols));
+    }
+    materialize_f32(info, src, round_bf16)
+}
+
+/// The pieces' values in f32, without quantization.
+fn materialize_f32(info: &WeightInfo, src: &dyn WeightSource, round_bf16: bool) -> Result<Vec<f32>, WeightError> {
     let mut data = vec![0f32; info.numel()];
     for p in &info.pieces {
         let start = (p.dst_index * info.rows + p.dst_row) * info.cols + p.dst_col;

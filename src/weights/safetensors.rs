@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
 
+use super::fp8::{scale_name, Fp8Piece};
 use super::{WeightError, WeightSource};
 use crate::plan::WeightPiece;
 
@@ -150,8 +151,9 @@ fn read_value(bytes: &[u8], dtype: &str, index: usize) -> f32 {
     }
 }
 
-impl WeightSource for SafetensorsWeights {
-    fn fill(&self, p: &WeightPiece, dst: &mut [f32], dst_ld: usize) -> Result<(), WeightError> {
+impl SafetensorsWeights {
+    /// The tensor piece `p` reads, its shape checked against what the config implies.
+    fn piece_tensor(&self, p: &WeightPiece) -> Result<&Tensor, WeightError> {
         let t = self
             .tensors
             .get(&p.hf_name)
@@ -171,20 +173,68 @@ impl WeightSource for SafetensorsWeights {
                 expected,
             });
         }
-        if dtype_size(&t.dtype).is_none() {
+        if dtype_size(&t.dtype).is_none() && t.dtype != FP8 {
             return Err(WeightError::DType {
                 file: self.describe_file(Some(t)),
                 name: p.hf_name.clone(),
                 dtype: t.dtype.clone(),
             });
         }
+        Ok(t)
+    }
+
+    /// The fp32 block scales `[ceil(rows/128), ceil(cols/128)]` of FP8 tensor `name`
+    /// (HF's `<name>_scale_inv`: the factor that turns codes back into values).
+    fn block_scales(&self, name: &str, rows: usize, cols: usize) -> Result<(Vec<f32>, usize), WeightError> {
+        let scale = scale_name(name);
+        let grid = [rows.div_ceil(crate::quant::BLOCK), cols.div_ceil(crate::quant::BLOCK)];
+        let (shape, values) = self.read_tensor(&scale)?;
+        if shape != grid {
+            let file = self.describe_file(self.tensors.get(&scale));
+            return Err(WeightError::Shape { file, name: scale, found: shape, expected: grid.to_vec() });
+        }
+        Ok((values, grid[1]))
+    }
+}
+
+/// safetensors' name of e4m3 data.
+const FP8: &str = "F8_E4M3";
+
+impl WeightSource for SafetensorsWeights {
+    fn fill(&self, p: &WeightPiece, dst: &mut [f32], dst_ld: usize) -> Result<(), WeightError> {
+        let t = self.piece_tensor(p)?;
         let bytes = &self.files[t.file].1[t.start..];
+        if t.dtype == FP8 {
+            // Dequantized: bf16 runs of an FP8 checkpoint, and MLA's absorbed kv_b.
+            let (scales, ld) = self.block_scales(&p.hf_name, p.hf_rows, p.hf_cols)?;
+            let b = crate::quant::BLOCK;
+            for r in 0..p.rows {
+                for c in 0..p.cols {
+                    let (hr, hc) = (p.src_row + r, p.src_col + c);
+                    let code = bytes[p.file_index(hr, hc) as usize];
+                    dst[r * dst_ld + c] = crate::quant::e4m3_to_f32(code) * scales[(hr / b) * ld + hc / b];
+                }
+            }
+            return Ok(());
+        }
         for r in 0..p.rows {
             for c in 0..p.cols {
                 dst[r * dst_ld + c] = read_value(bytes, &t.dtype, p.file_index(p.src_row + r, p.src_col + c) as usize);
             }
         }
         Ok(())
+    }
+    fn fp8_piece(&self, p: &WeightPiece) -> Result<Option<Fp8Piece>, WeightError> {
+        let t = self.piece_tensor(p)?;
+        if t.dtype != FP8 {
+            return Ok(None);
+        }
+        let bytes = &self.files[t.file].1[t.start..];
+        let codes = (0..p.rows)
+            .flat_map(|r| (0..p.cols).map(move |c| bytes[p.file_index(p.src_row + r, p.src_col + c) as usize]))
+            .collect();
+        let (scales, scale_cols) = self.block_scales(&p.hf_name, p.hf_rows, p.hf_cols)?;
+        Ok(Some(Fp8Piece { codes, scales, scale_cols }))
     }
     fn describe(&self) -> String {
         format!("safetensors ({} file(s), {} tensors)", self.files.len(), self.tensors.len())

@@ -170,6 +170,7 @@ impl Dims {
             layer_ffn: ffn.layer_ffn,
             tie_word_embeddings,
             output_scale: 1.0,
+            quant: Default::default(),
         }
     }
 }

@@ -79,5 +79,6 @@ pub(crate) fn parse(keys: &Keys) -> Result<ModelConfig> {
         layer_ffn: vec![FfnKind::Dense; num_layers],
         tie_word_embeddings: keys.bool_or("tie_word_embeddings", true)?,
         output_scale: 1.0,
+        quant: Default::default(),
     })
 }

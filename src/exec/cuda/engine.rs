@@ -102,6 +102,7 @@ impl BoundPlan {
             DType::BF16 => {
                 self.arena.download_at::<half::bf16>(off, t.rows * t.cols)?.into_iter().map(|v| v.to_f32()).collect()
             }
+            DType::F8E4M3 => anyhow::bail!("tensor {}: FP8 is a weight format; no activation is planned in it", t.name),
         })
     }
 }

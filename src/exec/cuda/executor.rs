@@ -131,6 +131,7 @@ impl Executor for CudaExecutor<'_> {
                     &values.iter().map(|v| *v as i32).collect::<Vec<_>>(),
                 )?,
                 DType::BF16 => cudarc::driver::result::memcpy_htod_sync(ptr, &bf16s(values))?,
+                DType::F8E4M3 => anyhow::bail!("tensor {}: FP8 is a weight format, not an activation's", t.name),
             }
         }
         Ok(())

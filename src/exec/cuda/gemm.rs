@@ -6,6 +6,12 @@
 //! `out^T [n, m] = op(W) [n, k] . x^T [k, m]` with `op = T`: no copies, any row strides.
 //! bf16 inputs, fp32 accumulation and scale, bf16 or fp32 output, optional bias epilogue,
 //! strided batches (per-head matmuls of MLA's absorbed form).
+//!
+//! FP8 (`GemmShape::fp8`): e4m3 codes of W (128x128 block scales, `BLK128x128_32F`) and of
+//! x (1x128 group scales from `quant_act_fp8`, `VEC128_32F`), bf16 out: DeepSeek-V3's
+//! block-scaled GEMM through cuBLASLt 12.9+ on Hopper. Each operand's scales follow its
+//! codes in the same buffer (`quant::Fp8Layout`). A cuBLASLt that rejects the scale modes
+//! fails the plan with that said; there is no fallback.
 
 use std::collections::HashMap;
 use std::ffi::c_void;
@@ -35,6 +41,17 @@ pub struct GemmShape {
     pub bias: bool,
     /// Strided batch: (count, x stride, W stride, out stride) in elements.
     pub batch: Option<(usize, usize, usize, usize)>,
+    /// Block-scaled FP8: x and W are e4m3 codes with their scales behind them.
+    pub fp8: bool,
+}
+
+impl GemmShape {
+    /// Byte offsets of W's and x's scales behind their codes (FP8 only).
+    fn fp8_scale_offsets(&self) -> (u64, u64) {
+        let w = crate::quant::Fp8Layout::new(1, self.n, self.k).scale_offset();
+        let x = crate::quant::Fp8Layout::new(1, self.m, self.k).scale_offset();
+        (w as u64, x as u64)
+    }
 }
 
 struct Prepared {
@@ -73,7 +90,18 @@ impl Gemm {
 
     fn prepare(&mut self, s: &GemmShape) -> anyhow::Result<&Prepared> {
         if !self.cache.contains_key(s) {
-            let p = self.build(s).with_context(|| format!("no cuBLASLt algorithm for {s:?}"))?;
+            let p = if s.fp8 {
+                self.build_fp8(s).with_context(|| {
+                    // SAFETY: a plain version query.
+                    let version = unsafe { sys::cublasLtGetVersion() };
+                    format!(
+                        "the block-scaled FP8 GEMM (m {} n {} k {}) is not available: cuBLASLt {version} on this GPU rejects 1x128 x 128x128 fp32 block scales (it needs cuBLASLt 12.9 or newer on Hopper, K a multiple of 16); run with --quant bf16",
+                        s.m, s.n, s.k
+                    )
+                })?
+            } else {
+                self.build(s).with_context(|| format!("no cuBLASLt algorithm for {s:?}"))?
+            };
             self.cache.insert(*s, p);
         }
         Ok(&self.cache[s])
@@ -125,18 +153,73 @@ impl Gemm {
                     .map_err(lt_err)?;
                 }
             }
+            let algo = self.heuristic(desc, a, b, d)?;
+            Ok(Prepared { desc, layouts: [a, b, d], algo })
+        }
+    }
+
+    /// The FP8 descriptor: `out^T [n, m] = W [k, n]^T . xq^T [k, m]` with the weight's
+    /// 128x128 block scales on A and the activation's 1x128 group scales on B.
+    fn build_fp8(&self, s: &GemmShape) -> anyhow::Result<Prepared> {
+        use sys::cublasLtMatmulDescAttributes_t as A;
+        use sys::cudaDataType_t::{CUDA_R_16BF, CUDA_R_32F, CUDA_R_8F_E4M3};
+        anyhow::ensure!(
+            s.w_is_n_by_k && !s.out_f32 && s.batch.is_none(),
+            "FP8 GEMMs are Linear-shaped with bf16 output"
+        );
+        // SAFETY: plain descriptor calls with valid pointers to locals.
+        unsafe {
+            let desc =
+                lt::create_matmul_desc(sys::cublasComputeType_t::CUBLAS_COMPUTE_32F, CUDA_R_32F).map_err(lt_err)?;
+            let set = |attr, v: *const c_void, size| lt::set_matmul_desc_attribute(desc, attr, v, size).map_err(lt_err);
+            let (trans_a, trans_b) = (1i32, 0i32); // FP8 on Hopper is TN only: both K-major.
+            set(A::CUBLASLT_MATMUL_DESC_TRANSA, &trans_a as *const _ as _, 4)?;
+            set(A::CUBLASLT_MATMUL_DESC_TRANSB, &trans_b as *const _ as _, 4)?;
+            let w_mode = sys::cublasLtMatmulMatrixScale_t::CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F;
+            let x_mode = sys::cublasLtMatmulMatrixScale_t::CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F;
+            set(A::CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &w_mode as *const _ as _, 4)?;
+            set(A::CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &x_mode as *const _ as _, 4)?;
+            if s.bias {
+                let epi = sys::cublasLtEpilogue_t::CUBLASLT_EPILOGUE_BIAS;
+                set(A::CUBLASLT_MATMUL_DESC_EPILOGUE, &epi as *const _ as _, 4)?;
+                set(A::CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &CUDA_R_16BF as *const _ as _, 4)?;
+            }
+            let a = lt::create_matrix_layout(CUDA_R_8F_E4M3, s.k as u64, s.n as u64, s.ldw as i64).map_err(lt_err)?;
+            let b = lt::create_matrix_layout(CUDA_R_8F_E4M3, s.k as u64, s.m as u64, s.ldx as i64).map_err(lt_err)?;
+            let d = lt::create_matrix_layout(CUDA_R_16BF, s.n as u64, s.m as u64, s.ldo as i64).map_err(lt_err)?;
+            // From here on `Prepared`'s drop frees the descriptors on every exit.
+            let mut p = Prepared { desc, layouts: [a, b, d], algo: std::mem::zeroed() };
+            p.algo = self.heuristic(desc, a, b, d)?;
+            Ok(p)
+        }
+    }
+
+    /// The fastest algorithm cuBLASLt's heuristic offers within the workspace.
+    ///
+    /// # Safety
+    /// The descriptor and layouts must be live.
+    unsafe fn heuristic(
+        &self,
+        desc: sys::cublasLtMatmulDesc_t,
+        a: sys::cublasLtMatrixLayout_t,
+        b: sys::cublasLtMatrixLayout_t,
+        d: sys::cublasLtMatrixLayout_t,
+    ) -> anyhow::Result<sys::cublasLtMatmulAlgo_t> {
+        // SAFETY: the caller's descriptors; the preference is created and destroyed here.
+        unsafe {
             let pref = lt::create_matmul_pref().map_err(lt_err)?;
             let ws = CUBLASLT_WORKSPACE_BYTES;
-            lt::set_matmul_pref_attribute(
+            let set = lt::set_matmul_pref_attribute(
                 pref,
                 sys::cublasLtMatmulPreferenceAttributes_t::CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
                 &ws as *const _ as _,
                 8,
             )
-            .map_err(lt_err)?;
-            let heuristic = lt::get_matmul_algo_heuristic(self.handle, desc, a, b, d, d, pref).map_err(lt_err);
+            .map_err(lt_err);
+            let heuristic =
+                set.and_then(|_| lt::get_matmul_algo_heuristic(self.handle, desc, a, b, d, d, pref).map_err(lt_err));
             let _ = lt::destroy_matmul_pref(pref);
-            Ok(Prepared { desc, layouts: [a, b, d], algo: heuristic?.algo })
+            Ok(heuristic?.algo)
         }
     }
 
@@ -163,6 +246,16 @@ impl Gemm {
         let beta = 0f32;
         // SAFETY: pointers come from live device buffers sized by the plan; layouts match.
         unsafe {
+            if s.fp8 {
+                let (w_off, x_off) = s.fp8_scale_offsets();
+                let (w_scales, x_scales) = (w + w_off, x + x_off);
+                for (attr, ptr) in [
+                    (sys::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &w_scales),
+                    (sys::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &x_scales),
+                ] {
+                    lt::set_matmul_desc_attribute(p.desc, attr, ptr as *const u64 as _, 8).map_err(lt_err)?;
+                }
+            }
             if let Some(b) = bias {
                 lt::set_matmul_desc_attribute(
                     p.desc,

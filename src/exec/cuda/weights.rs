@@ -6,6 +6,7 @@ use std::collections::HashMap;
 
 use super::gpu::Gpu;
 use super::kernels::init::{fill_normal_launch, FillNormalParams, FILL_NORMAL_BF16, FILL_NORMAL_F32};
+use super::kernels::quant::{quant_weight_launch, QuantWeightParams, QUANT_WEIGHT_FP8};
 use super::memory::DeviceBuffer;
 use crate::plan::{DType, Plan, WeightInfo};
 use crate::weights::{materialize, rng, WeightSource};
@@ -43,6 +44,9 @@ impl DeviceWeights {
 }
 
 fn fill_random(gpu: &Gpu, w: &WeightInfo, seed: u64) -> anyhow::Result<DeviceBuffer> {
+    if w.dtype == DType::F8E4M3 {
+        return fill_random_fp8(gpu, w, seed);
+    }
     let buf = DeviceBuffer::zeroed(w.bytes())?;
     let elem = w.dtype.bytes() as u64;
     for p in &w.pieces {
@@ -66,7 +70,31 @@ fn fill_random(gpu: &Gpu, w: &WeightInfo, seed: u64) -> anyhow::Result<DeviceBuf
     Ok(buf)
 }
 
+/// An FP8 weight: its values generated in f32 (as the CPU does), then quantized per
+/// 128x128 block by `quant_weight_fp8` into codes and scales.
+fn fill_random_fp8(gpu: &Gpu, w: &WeightInfo, seed: u64) -> anyhow::Result<DeviceBuffer> {
+    let values = fill_random(gpu, &WeightInfo { dtype: DType::F32, ..w.clone() }, seed)?;
+    let layout = w.fp8_layout();
+    let buf = DeviceBuffer::zeroed(w.bytes())?;
+    let params = QuantWeightParams {
+        src: values.ptr,
+        rows: w.rows as i64,
+        cols: w.cols as i64,
+        codes: buf.ptr,
+        scales: buf.ptr + layout.scale_offset() as u64,
+        scale_ld: layout.weight_scale_ld() as i32,
+    };
+    gpu.launch(QUANT_WEIGHT_FP8, quant_weight_launch(&layout), params)?;
+    // The f32 values are freed on return: the kernel must be done with them.
+    gpu.sync()?;
+    Ok(buf)
+}
+
 fn upload(w: &WeightInfo, src: &dyn WeightSource) -> anyhow::Result<DeviceBuffer> {
+    if w.dtype == DType::F8E4M3 {
+        let (codes, scales) = crate::weights::fp8::materialize_fp8(w, src)?;
+        return DeviceBuffer::upload(&w.fp8_layout().weight_buffer(&codes, &scales));
+    }
     let values = materialize(w, src, false)?;
     match w.dtype {
         DType::F32 => DeviceBuffer::upload(&values),

@@ -5,7 +5,8 @@
 //! is already `[k, n]` (attention probabilities times values, MLA weight absorption).
 
 use super::super::CpuRun;
-use crate::plan::Op;
+use super::quant::block_scaled_matmul_nt;
+use crate::plan::{DType, Op};
 
 /// `c[m, n] = alpha · a[m, k] · b` where `b` is described by its row and column strides.
 fn sgemm(a: &[f32], m: usize, k: usize, b: &[f32], n: usize, b_strides: (isize, isize), alpha: f32) -> Vec<f32> {
@@ -54,10 +55,38 @@ pub fn matmul_nn(x: &[f32], m: usize, k: usize, w: &[f32], n: usize) -> Vec<f32>
     sgemm(x, m, k, w, n, (n as isize, 1), 1.0)
 }
 
+/// `[m, k] · [n, k]ᵀ` for a weight stored as `dtype`: FP8 weights quantize `x` per token
+/// group first and promote per K block ([`block_scaled_matmul_nt`]), as the GPU does.
+pub fn matmul_nt_as(dtype: DType, x: &[f32], m: usize, k: usize, w: &[f32], n: usize) -> Vec<f32> {
+    match dtype {
+        DType::F8E4M3 => block_scaled_matmul_nt(x, m, k, w, n),
+        _ => matmul_nt(x, m, k, w, n),
+    }
+}
+
 /// `alpha · x[m, k] · w[n, k]ᵀ + bias[n]` (the bias is not scaled by `alpha`).
 pub fn linear(x: &[f32], m: usize, k: usize, w: &[f32], n: usize, bias: Option<&[f32]>, alpha: f32) -> Vec<f32> {
+    linear_as(DType::BF16, x, m, k, w, n, bias, alpha)
+}
+
+/// [`linear`] for a weight stored as `dtype` (see [`matmul_nt_as`]).
+#[allow(clippy::too_many_arguments)]
+fn linear_as(
+    dtype: DType,
+    x: &[f32],
+    m: usize,
+    k: usize,
+    w: &[f32],
+    n: usize,
+    bias: Option<&[f32]>,
+    alpha: f32,
+) -> Vec<f32> {
     check_operands(x, m, k, w, n);
-    let mut out = sgemm(x, m, k, w, n, (1, k as isize), alpha);
+    let mut out = if dtype == DType::F8E4M3 {
+        block_scaled_matmul_nt(x, m, k, w, n).into_iter().map(|v| alpha * v).collect()
+    } else {
+        sgemm(x, m, k, w, n, (1, k as isize), alpha)
+    };
     if let Some(bias) = bias {
         assert_eq!(bias.len(), n, "linear: bias has {} values, expected n = {n}", bias.len());
         for row in out.chunks_exact_mut(n) {
@@ -73,7 +102,8 @@ pub fn run(r: &mut CpuRun, op: &Op) {
     match op {
         Op::Linear { x, weight, bias, alpha, out } => {
             let w = plan.weight(*weight);
-            let y = linear(&r.read(*x), plan.rows(*x), x.cols, r.w(*weight), w.rows, bias.map(|b| r.w(b)), *alpha);
+            let (xs, m) = (r.read(*x), plan.rows(*x));
+            let y = linear_as(w.dtype, &xs, m, x.cols, r.w(*weight), w.rows, bias.map(|b| r.w(b)), *alpha);
             // The weight may be wider than the output window (padded vocab shards).
             if out.cols == w.rows {
                 r.write(*out, &y);

@@ -19,13 +19,15 @@ pub(super) mod misc;
 pub(super) mod mla;
 pub(super) mod moe;
 pub(super) mod norm;
+pub(super) mod quant;
 pub(super) mod rope;
 pub(super) mod route;
 
 pub use act::{act_mul, activate, round_bf16, sigmoid, softcap};
 pub use attention::{attention, AttnShape};
-pub use linear::{linear, matmul_nn, matmul_nt};
+pub use linear::{linear, matmul_nn, matmul_nt, matmul_nt_as};
 pub use norm::{layer_norm, rms_norm};
+pub use quant::block_scaled_matmul_nt;
 pub use rope::{apply_rope, RopeTable};
 pub use route::{route, Routing};
 

@@ -3,7 +3,7 @@
 //! The reference groups tokens by expert as the GPU pipeline does, but without padding.
 
 use super::super::CpuRun;
-use super::{act_mul, matmul_nt};
+use super::{act_mul, matmul_nt_as};
 use crate::plan::Op;
 
 /// `Op::Moe`: `out[t] = sum_j w[t,j] * expert_{ids[t,j]}(x[t])` over local experts.
@@ -25,10 +25,12 @@ pub fn run(r: &mut CpuRun, op: &Op) {
         }
         let xe: Vec<f32> = picks.iter().flat_map(|(t, _)| xs[t * hidden..(t + 1) * hidden].iter().copied()).collect();
         let w13e = &r.w(*w13)[local * 2 * inter * hidden..(local + 1) * 2 * inter * hidden];
-        let gu = matmul_nt(&xe, picks.len(), hidden, w13e, 2 * inter);
+        // FP8 experts quantize both GEMMs' inputs per token group, as the GPU would.
+        let dtype = r.plan.weight(*w13).dtype;
+        let gu = matmul_nt_as(dtype, &xe, picks.len(), hidden, w13e, 2 * inter);
         let h = act_mul(&gu, picks.len(), *inter, *act);
         let w2e = &r.w(*w2)[local * hidden * inter..(local + 1) * hidden * inter];
-        let ye = matmul_nt(&h, picks.len(), *inter, w2e, hidden);
+        let ye = matmul_nt_as(dtype, &h, picks.len(), *inter, w2e, hidden);
         for (i, (t, wt)) in picks.iter().enumerate() {
             y[t * hidden..(t + 1) * hidden]
                 .iter_mut()

@@ -1,12 +1,16 @@
 //! The cuBLASLt ops (no `kernels/linear.cu`): `Op::Linear`, `Op::HeadMatmul`, and the
 //! router GEMM of `Op::Route`. Each shape's descriptors and algorithm are chosen here, at
-//! bind time, so a forward (or its graph capture) never runs the heuristic.
+//! bind time, so a forward (or its graph capture) never runs the heuristic. A Linear with
+//! FP8 weights is two calls: `quant_act_fp8` of its input into the scratch region, then
+//! cuBLASLt's block-scaled FP8 GEMM on the codes.
 
 use super::super::gemm::GemmShape;
 use super::super::gpu::LinearKernels;
 use super::gemm_tma::{gemm_tma, GEMM_TMA};
 use super::prepare::{kernel, Call, Prep};
+use super::quant::{quant_act_launch, QuantActParams, QUANT_ACT_FP8};
 use crate::plan::{DType, Op, View, WeightId};
+use crate::quant::Fp8Layout;
 
 /// `out = alpha * x . W^T (+ bias)` for a `[n, k]` weight: the GEMM of a Linear and of the
 /// router. The output may be f32; a padded vocab shard computes every row of the weight
@@ -31,6 +35,7 @@ pub fn linear_call(
         out_f32: cx.plan.tensor(out.id).dtype == DType::F32,
         bias: bias.is_some(),
         batch: None,
+        fp8: false,
     };
     if cx.gpu.kernel_choice().linear == LinearKernels::TmaGate {
         anyhow::ensure!(
@@ -42,6 +47,45 @@ pub fn linear_call(
         return Ok(kernel(GEMM_TMA, cfg, p));
     }
     gemm_call(cx, shape, x, weight, out, bias.map(|b| cx.w(b)), alpha)
+}
+
+/// An FP8 Linear: quantize `x` per token and 128-column group into the scratch region
+/// (codes `[m, k]`, then the group scales), then the block-scaled GEMM reads them there.
+fn fp8_linear_calls(
+    cx: &Prep,
+    x: View,
+    weight: WeightId,
+    bias: Option<WeightId>,
+    alpha: f32,
+    out: View,
+) -> anyhow::Result<Vec<Call>> {
+    let w = cx.plan.weight(weight);
+    let (m, k) = (cx.rows(x) as usize, x.cols);
+    let codes = cx.scratch;
+    let quant = QuantActParams {
+        src: cx.ptr(x),
+        src_ld: cx.ld(x),
+        rows: m as i32,
+        cols: k as i32,
+        codes,
+        scales: codes + Fp8Layout::new(1, m, k).scale_offset() as u64,
+    };
+    let shape = GemmShape {
+        m,
+        n: w.rows,
+        k,
+        ldx: k,
+        ldw: w.cols,
+        ldo: cx.ld(out) as usize,
+        w_is_n_by_k: true,
+        out_f32: cx.plan.tensor(out.id).dtype == DType::F32,
+        bias: bias.is_some(),
+        batch: None,
+        fp8: true,
+    };
+    cx.gpu.gemm.borrow_mut().warm(&shape)?;
+    let gemm = Call::Gemm { shape, x: codes, w: cx.w(weight), out: cx.ptr(out), bias: bias.map(|b| cx.w(b)), alpha };
+    Ok(vec![kernel(QUANT_ACT_FP8, quant_act_launch(m, k), quant), gemm])
 }
 
 /// Chooses the algorithm for `shape` now, then records the call.
@@ -60,6 +104,11 @@ fn gemm_call(
 
 /// `Op::Linear` and `Op::HeadMatmul` (a strided batch over heads).
 pub fn prepare(cx: &mut Prep, op: &Op) -> anyhow::Result<Vec<Call>> {
+    if let Op::Linear { x, weight, bias, alpha, out } = op {
+        if cx.plan.weight(*weight).dtype == DType::F8E4M3 {
+            return fp8_linear_calls(cx, *x, *weight, *bias, *alpha, *out);
+        }
+    }
     Ok(vec![match op {
         Op::Linear { x, weight, bias, alpha, out } => linear_call(cx, *x, *weight, *bias, *alpha, *out)?,
         Op::HeadMatmul { x, x_stride, weight, heads, transpose, out } => {
@@ -77,6 +126,7 @@ pub fn prepare(cx: &mut Prep, op: &Op) -> anyhow::Result<Vec<Call>> {
                 out_f32: false,
                 bias: false,
                 batch: Some((*heads, *x_stride, a * b, n)),
+                fp8: false,
             };
             gemm_call(cx, shape, *x, *weight, *out, None, 1.0)?
         }

@@ -23,6 +23,7 @@ pub mod moe;
 pub mod norm;
 pub mod prepare;
 pub mod ptr;
+pub mod quant;
 pub mod rope;
 pub mod route;
 
@@ -36,6 +37,7 @@ pub fn scratch_bytes(plan: &Plan, op: &Op, target: Target) -> usize {
         Op::Attention { .. } => attention::scratch_bytes(plan, op, target),
         Op::MlaPrefillAttention { .. } | Op::MlaDecodeAttention { .. } => mla::scratch_bytes(plan, op, target),
         Op::Moe { .. } => moe::MoeScratch::of(plan, op).1,
+        Op::Linear { .. } => quant::linear_scratch_bytes(plan, op),
         Op::Collective { .. } => collective::scratch_bytes(plan, op, target),
         _ => 0,
     };
@@ -55,7 +57,10 @@ pub fn prepare(cx: &mut prepare::Prep, op: &Op) -> anyhow::Result<Vec<prepare::C
             mla::prepare(cx, op)
         }
         Op::Route { .. } => route::prepare(cx, op),
-        Op::Moe { .. } => moe::prepare(cx, op),
+        Op::Moe { .. } => {
+            quant::check_moe_supported(cx.plan, op)?;
+            moe::prepare(cx, op)
+        }
         Op::GatherRows { .. } => misc::prepare(cx, op),
         Op::Collective { .. } => collective::prepare(cx, op),
     }
