@@ -27,7 +27,8 @@
 //   flash_prefill_d256     d_qk, d_v <= 256                       4 warps, BM 64,  BN 32
 // v1 (this): FA2-style mma.sync m16n8k16, ldmatrix, cp.async double-buffered K/V tiles, one
 // q head per CTA, each warp owns 16 query rows, heavy (late) query blocks scheduled first,
-// warps skip key tiles wholly in their causal future. FA3-style wgmma/TMA is future work.
+// warps skip key tiles wholly in their causal future. This is the `fa2` attention backend;
+// the default `fa3` prefill (TMA + wgmma, warp-specialised) is kernels/attention_fa3.cu.
 #include "attention_util.cuh"
 
 // Copies `n` contiguous elements, 16 bytes at a time when both ends are 16-byte aligned.

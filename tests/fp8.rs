@@ -234,9 +234,11 @@ fn fwdbench(args: &[&str]) -> (bool, String) {
 fn count_json(extra: &[&str]) -> serde_json::Value {
     let mut args = vec!["count", "--model", "deepseek", "--mconf", "full", "--deploy", "tp8ep8", "--json"];
     args.extend(extra);
-    let (ok, text) = fwdbench(&args);
-    assert!(ok, "{text}");
-    serde_json::from_str(text.trim_start_matches(|c| c != '{')).unwrap_or_else(|e| panic!("{e}: {text}"))
+    let out = Command::new(env!("CARGO_BIN_EXE_fwdbench")).args(&args).output().unwrap();
+    // The JSON is stdout; the conf notes go to stderr.
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
 }
 
 #[test]

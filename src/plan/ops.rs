@@ -403,7 +403,7 @@ mod tests {
         match stem {
             "linear" | "collective" => files.push(format!("src/exec/cuda/kernels/{stem}.rs")),
             "attention" => files.extend(
-                ["src/exec/cuda/kernels/attention.rs", "kernels/attention_prefill.cu", "kernels/attention_decode.cu"]
+                ["src/exec/cuda/kernels/attention.rs", "kernels/attention_fa3.cu", "kernels/attention_prefill.cu", "kernels/attention_decode.cu"]
                     .map(String::from),
             ),
             _ => files.extend([format!("src/exec/cuda/kernels/{stem}.rs"), format!("kernels/{stem}.cu")]),

@@ -105,7 +105,7 @@ impl CsvRows {
             m.mconf.clone(),
             m.base.clone(),
             m.deploy.clone(),
-            m.backend.clone(),
+            attention_kernels(&m.backend, r.phase),
             r.phase.name().to_string(),
             r.bsz.to_string(),
             r.seq.to_string(),
@@ -142,5 +142,14 @@ impl CsvRows {
         ])?;
         self.writer.flush()?;
         Ok(())
+    }
+}
+
+/// The attention kernel family that ran for a row: the backend's prefill kernels (fa3, fa2),
+/// or in decode the split-KV kernels both backends share.
+pub fn attention_kernels(backend: &str, phase: crate::plan::Phase) -> String {
+    match phase {
+        crate::plan::Phase::Prefill => backend.to_string(),
+        crate::plan::Phase::Decode => format!("{backend} (decode: splitkv)"),
     }
 }
