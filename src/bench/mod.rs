@@ -9,6 +9,7 @@
 pub mod comm;
 
 pub mod kernel;
+pub mod load;
 pub mod suite;
 pub mod timing;
 
@@ -30,9 +31,9 @@ use crate::exec::cuda::kernels::init::{fill_normal_launch, FillNormalParams, FIL
 use crate::exec::cuda::memory::DeviceBuffer;
 use crate::exec::Executor;
 use crate::model::{build_plan, PlanOptions};
-use crate::plan::cost::PhaseCost;
+use crate::plan::cost::{ExpertLoad, PhaseCost};
 use crate::plan::memory::{fits, plan_memory, Target};
-use crate::plan::{Phase, Shape};
+use crate::plan::{Phase, RoutingMode, Shape};
 use crate::report::{Meta, Reporter, Row, Stats};
 
 pub mod project;
@@ -63,6 +64,8 @@ pub struct BenchOptions {
     pub results_dir: PathBuf,
     /// Append CSV rows to results/csv/.
     pub save: bool,
+    /// `--routing`: the router's choice, balanced, or seeded uniform (seeded by `seed`).
+    pub routing: RoutingMode,
 }
 
 /// Why decode of a `per_rank_batch`-sequence batch runs eagerly, or `None` when it is
@@ -134,8 +137,14 @@ pub fn run_grid(
         let cost = ready?;
         let per_rank = exec.bound()?.plan.local_batch;
         let graph_off = if phase == Phase::Decode { graph_off_reason(opts, dep, per_rank) } else { None };
-        let outcome = match time_shape(exec, cfg, opts, &flush, graph_off.is_none(), align, leader) {
-            Ok(t) => ranks::Outcome::from(&t),
+        let timed = time_shape(exec, cfg, opts, &flush, graph_off.is_none(), align, leader)
+            .and_then(|t| Ok((t, routed_load(exec, cfg)?)));
+        let mut load = None;
+        let outcome = match timed {
+            Ok((t, l)) => {
+                load = l;
+                ranks::Outcome::from(&t)
+            }
             Err(e) if world == 1 => ranks::Outcome::Failed(format!("{e:#}")),
             // The peers may be waiting inside an NCCL collective for this rank, where no
             // deadline reaches them: stop, and the launcher stops them too.
@@ -144,7 +153,9 @@ pub fn run_grid(
         let (Some(r), Some(all)) = (&mut reporter, ranks::gather(rdzv, &outcome, timeout)?) else { continue };
         match ranks::combine(&all) {
             Ok(c) => {
-                let mut row = Row::new(&exec.bound()?.plan, &cost, c.stats, c.graph);
+                let plan = &exec.bound()?.plan;
+                let mut row = Row::new(plan, &routed_cost(plan, cfg, cost, load.as_ref()), c.stats, c.graph);
+                row.set_expert_load(load.as_ref());
                 row.rank_spread = Some(c.spread);
                 row.note = graph_off.unwrap_or_default();
                 r.row(&row)?;
@@ -154,6 +165,23 @@ pub fn run_grid(
     }
     reporter.map_or(Ok(()), Reporter::finish)
 }
+/// The routing the bound plan actually makes, after its timed region (one more forward, op
+/// by op, on every rank together); `None` without MoE.
+pub(crate) fn routed_load(exec: &mut CudaExecutor, cfg: &ModelConfig) -> anyhow::Result<Option<ExpertLoad>> {
+    let experts = cfg.moe.as_ref().map_or(0, |m| m.num_experts);
+    load::measure_expert_load(exec, experts).context("reading back the expert counts after timing")
+}
+
+/// `cost` with the MoE ops costed from `load`, the routing that ran (when measured).
+pub(crate) fn routed_cost(
+    plan: &crate::plan::Plan,
+    cfg: &ModelConfig,
+    cost: PhaseCost,
+    load: Option<&ExpertLoad>,
+) -> PhaseCost {
+    load.map_or(cost, |l| PhaseCost::with_load(plan, cfg, l))
+}
+
 /// Every shape of the grid, prefill then decode per (batch, sequence), with a progress
 /// line on stderr as each starts (when `progress`).
 pub fn grid(shapes: &[(usize, usize)], progress: bool) -> impl Iterator<Item = Shape> + '_ {
@@ -211,7 +239,8 @@ fn bind_shape(
     opts: &BenchOptions,
     ids: &[Vec<i32>],
 ) -> anyhow::Result<PhaseCost> {
-    let plan = build_plan(cfg, exec.layouts()[0], shape, PlanOptions::default())?;
+    let mut plan = build_plan(cfg, exec.layouts()[0], shape, PlanOptions::default())?;
+    plan.set_routing(opts.routing, opts.seed);
     // The previous shape's arena and caches are freed before asking what is free.
     exec.release();
     let need = plan_memory(&plan, Target { sm_count: exec.gpu().sm_count });
@@ -326,6 +355,7 @@ mod tests {
             prompt_file,
             results_dir: PathBuf::from("results"),
             save: false,
+            routing: RoutingMode::Model,
         }
     }
 

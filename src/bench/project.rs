@@ -50,8 +50,11 @@ pub fn analytic_row(
     shape: Shape,
     graph_off: impl Fn(usize) -> Option<String>,
     comm: &CommModel,
+    routing: crate::plan::RoutingMode,
 ) -> anyhow::Result<Row> {
-    let plan = build_plan(cfg, layout, shape, PlanOptions::default())?;
+    let mut plan = build_plan(cfg, layout, shape, PlanOptions::default())?;
+    // Labels the row only: nothing runs, so MoE bytes keep the uniform estimate.
+    plan.set_routing(routing, 0);
     let off = if shape.phase == Phase::Decode { graph_off(plan.local_batch) } else { None };
     let graph = shape.phase == Phase::Decode && off.is_none();
     let compute = analytic_compute_ms(&plan, experts(cfg), &Efficiency::H200_V1, mode(graph));
@@ -105,7 +108,7 @@ pub fn project_grid(
     for shape in grid(shapes, true) {
         let row = match (&mut exec, &flush) {
             (Some(exec), Some(flush)) => measured_row(exec, cfg, opts, flush, shape, &graph_off, &p.comm),
-            _ => analytic_row(cfg, layout, shape, graph_off, &p.comm),
+            _ => analytic_row(cfg, layout, shape, graph_off, &p.comm, opts.routing),
         };
         match row {
             Ok(mut row) => {
@@ -133,9 +136,12 @@ fn measured_row(
     let plan = &exec.bound()?.plan;
     let off = if shape.phase == Phase::Decode { graph_off(plan.local_batch) } else { None };
     let t = time_shape(exec, cfg, opts, flush, off.is_none(), None, true)?;
+    let load = super::routed_load(exec, cfg)?;
     let plan = &exec.bound()?.plan;
     let comm_time = plan_comm_time(plan, comm, mode(t.graph));
+    let cost = super::routed_cost(plan, cfg, cost, load.as_ref());
     let mut row = Row::modelled(plan, &cost, Method::Projected, t.stats, &comm_time, t.graph);
+    row.set_expert_load(load.as_ref());
     row.note = off.unwrap_or_default();
     Ok(row)
 }

@@ -19,7 +19,7 @@ use fwdbench::exec::cuda::executor::CudaExecutor;
 use fwdbench::exec::cuda::weights::Values;
 use fwdbench::model::{build_plan, PlanOptions};
 use fwdbench::plan::memory::DoesNotFit;
-use fwdbench::plan::{OpQuery, RankLayout, Shape};
+use fwdbench::plan::{OpQuery, RankLayout, RoutingMode, Shape};
 
 #[derive(Debug, Args)]
 pub struct KernelArgs {
@@ -83,6 +83,9 @@ pub struct OpArgs {
     /// Seed of the random weights and inputs.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// MoE expert choice: a route op's (model, balanced, or seeded uniform; the router's weights stay), or how a lone moe op's expert ids are drawn (model and uniform: seeded uniform top-k). Default: the conf key `routing`, else model.
+    #[arg(long, value_parser = RoutingMode::NAMES)]
+    pub routing: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -186,7 +189,8 @@ fn op_case(a: &OpArgs) -> anyhow::Result<OpCase> {
     let layer = a.layer.map(|l| format!(" layer {l}")).unwrap_or_default();
     let key = format!("{name}{layer} {} {} rank{} {shape:?}", model_label(a), a.deploy.deploy, a.rank);
     let query = OpQuery { name, layer: a.layer };
-    OpCase::from_model(key, &model_label(a), &cfg, layout, shape, &query)
+    let routing = super::run::routing_mode(a.routing.as_deref(), &dep);
+    Ok(OpCase::from_model(key, &model_label(a), &cfg, layout, shape, &query)?.with_routing(routing, a.seed))
 }
 
 fn run_on_gpu(case: &OpCase, opts: &KernelOptions) -> anyhow::Result<fwdbench::bench::kernel::KernelRow> {
@@ -222,7 +226,8 @@ fn bench(b: KernelBenchArgs) -> anyhow::Result<()> {
         }
         Some("seed") => {
             let path = b.csv.clone().unwrap_or(b.results_dir.join("kernel_bench").join("seed.csv"));
-            seed_suite(&b.op.model_dir, &opts, b.list, &path)
+            let routing = super::run::routing_mode(b.op.routing.as_deref(), &b.op.deploy.load()?.1);
+            seed_suite(&b.op.model_dir, &opts, routing, b.list, &path)
         }
         Some(other) => {
             bail!("--suite {other}: the only suite is `seed` (the seed pipeline's per-layer microbenchmarks)")
@@ -230,12 +235,18 @@ fn bench(b: KernelBenchArgs) -> anyhow::Result<()> {
     }
 }
 
-fn seed_suite(model_dir: &Path, opts: &KernelOptions, list: bool, path: &Path) -> anyhow::Result<()> {
+fn seed_suite(
+    model_dir: &Path,
+    opts: &KernelOptions,
+    routing: RoutingMode,
+    list: bool,
+    path: &Path,
+) -> anyhow::Result<()> {
     let models = SuiteModels::load(model_dir)?;
     let points = seed_points();
     if list {
         for (key, point) in &points {
-            let case = models.case(key, point)?;
+            let case = models.case(key, point)?.with_routing(routing, opts.seed);
             let c = case.cost();
             let check = case.cpu_check_skip().map(|w| format!("skipped({w})")).unwrap_or("cpu check".into());
             println!(
@@ -257,7 +268,7 @@ fn seed_suite(model_dir: &Path, opts: &KernelOptions, list: bool, path: &Path) -
     // One executor per (model, layout) run of points: opening a GPU costs more than most ops.
     let mut open: Option<(String, RankLayout, CudaExecutor)> = None;
     for (i, (key, point)) in points.iter().enumerate() {
-        let case = models.case(key, point)?;
+        let case = models.case(key, point)?.with_routing(routing, opts.seed);
         eprint!("[{}/{}] ", i + 1, points.len());
         if !open.as_ref().is_some_and(|(m, l, _)| *m == case.model && *l == case.plan.layout) {
             // The previous GPU's weights are freed before the next one's are generated.
@@ -298,9 +309,12 @@ fn check_model(a: &OpArgs) -> anyhow::Result<()> {
     }
     let cfg = load_cfg(a)?;
     let label = model_label(a);
+    let routing = super::run::routing_mode(a.routing.as_deref(), &a.deploy.load()?.1);
     let opts = PlanOptions { all_logits: false, cache_len: Some(a.seq + 1) };
-    let prefill = build_plan(&cfg, RankLayout::single(), Shape::prefill(a.bsz, a.seq), opts)?;
-    let decode = build_plan(&cfg, RankLayout::single(), Shape::decode(a.bsz, a.seq), opts)?;
+    let mut prefill = build_plan(&cfg, RankLayout::single(), Shape::prefill(a.bsz, a.seq), opts)?;
+    let mut decode = build_plan(&cfg, RankLayout::single(), Shape::decode(a.bsz, a.seq), opts)?;
+    prefill.set_routing(routing, a.seed);
+    decode.set_routing(routing, a.seed);
     let ids = fwdbench::inputs::random_ids(a.bsz, a.seq + 1, cfg.vocab_size, a.seed);
     let prefill_ids = ids.iter().map(|r| r[..a.seq].to_vec()).collect();
     let decode_ids = ids.iter().map(|r| r[a.seq..].to_vec()).collect();

@@ -18,7 +18,7 @@ use fwdbench::dist::worker::setup_rank;
 use fwdbench::exec::cuda::executor::CudaExecutor;
 use fwdbench::exec::cuda::gpu::Gpu;
 use fwdbench::exec::cuda::weights::Values;
-use fwdbench::plan::{Phase, RankLayout};
+use fwdbench::plan::{Phase, RankLayout, RoutingMode};
 
 use super::common::{layouts, load_model, DeployArgs, NodeArgs};
 
@@ -81,11 +81,19 @@ pub struct RunArgs {
     /// Real text, tokenised with the model folder's tokenizer.json, instead of random ids.
     #[arg(long)]
     pub prompt_file: Option<PathBuf>,
+    /// MoE expert choice: the router as computed (model), exactly balanced, or seeded (--seed) uniform top-k; the router's weights stay. Default: the conf key `routing`, else model.
+    #[arg(long, value_parser = RoutingMode::NAMES)]
+    pub routing: Option<String>,
+}
+
+/// `--routing` when given, else the conf key `routing` (default model).
+pub(super) fn routing_mode(flag: Option<&str>, dep: &Deployment) -> RoutingMode {
+    flag.and_then(RoutingMode::parse).unwrap_or(dep.routing)
 }
 
 impl RunArgs {
     /// The library's options; `model_dir` is the model's own folder (its tokenizer).
-    fn bench_options(&self, model_dir: PathBuf) -> BenchOptions {
+    fn bench_options(&self, model_dir: PathBuf, routing: RoutingMode) -> BenchOptions {
         BenchOptions {
             model: self.model.clone(),
             mconf: self.mconf.clone(),
@@ -106,6 +114,7 @@ impl RunArgs {
             prompt_file: self.prompt_file.clone(),
             results_dir: self.results_dir.clone(),
             save: self.save,
+            routing,
         }
     }
 }
@@ -136,7 +145,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             eprintln!("note: {note}");
         }
     }
-    let job = Job { opts: args.bench_options(model_dir), cfg: &cfg, dep, ranks, shapes };
+    let routing = routing_mode(args.routing.as_deref(), &dep);
+    let job = Job { opts: args.bench_options(model_dir, routing), cfg: &cfg, dep, ranks, shapes };
     if args.project {
         return project(&args, &job);
     }

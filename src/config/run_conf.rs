@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 use thiserror::Error;
 
+use crate::plan::RoutingMode;
+
 #[derive(Debug, Error)]
 pub enum ConfError {
     #[error("cannot read run conf {file}: {err}; check --conf-dir and the layer names")]
@@ -86,6 +88,8 @@ pub struct Deployment {
     /// Under DP attention, SGLang's LM head over the attention-TP group (fwdbench's plans
     /// always do this; `inert_settings` reports a `false` here).
     pub enable_dp_lm_head: bool,
+    /// fwdbench's own key `routing` (model, balanced, uniform; `--routing` overrides it).
+    pub routing: RoutingMode,
 }
 
 impl Deployment {
@@ -121,6 +125,7 @@ pub const IMPLEMENTED_KEYS: &[&str] = &[
     "moe_dense_tp_size",
     "enable_dp_lm_head",
     "dtype",
+    "routing",
 ];
 
 /// SGLang's long spellings of the parallel sizes (both are server arguments).
@@ -367,6 +372,12 @@ impl RunConf {
             cuda_graph_max_bs: self.size("cuda_graph_max_bs", Some(256))?.unwrap_or(256),
             moe_dense_tp_size,
             enable_dp_lm_head: self.flag("enable_dp_lm_head")?,
+            routing: match self.text("routing")? {
+                None => RoutingMode::Model,
+                Some(name) => {
+                    RoutingMode::parse(&name).ok_or_else(|| self.bad("routing", "model, balanced or uniform"))?
+                }
+            },
         })
     }
 }

@@ -2,7 +2,8 @@
 //! columns line up with the seed pipeline's benchmark.csv; a new file gets a header. The
 //! columns after the seed's say how each number was obtained (`method`), how a projected
 //! latency splits into compute and modelled communication, and, for several ranks, the
-//! per-rank spread and the per-rank batch.
+//! per-rank spread and the per-rank batch; the last three, the routing (`--routing`) and,
+//! for MoE models, the experts the measured forward touched and its most-loaded expert.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader};
@@ -12,7 +13,7 @@ use anyhow::Context;
 
 use super::{now_secs, Meta, Row};
 
-pub const COLUMNS: [&str; 33] = [
+pub const COLUMNS: [&str; 36] = [
     "model",
     "mconf",
     "base",
@@ -46,6 +47,9 @@ pub const COLUMNS: [&str; 33] = [
     "rank_min_ms",
     "rank_max_ms",
     "note",
+    "routing",
+    "experts_touched",
+    "max_expert_tokens",
 ];
 
 pub struct CsvRows {
@@ -128,6 +132,9 @@ impl CsvRows {
             rank_min,
             rank_max,
             r.note.clone(),
+            r.routing.to_string(),
+            r.experts_touched.map_or_else(String::new, |v| format!("{v:.1}")),
+            r.max_expert_tokens.map_or_else(String::new, |v| v.to_string()),
         ])?;
         self.writer.flush()?;
         Ok(())

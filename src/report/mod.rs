@@ -144,7 +144,7 @@ mod tests {
         assert_eq!(fields.len(), COLUMNS.len());
         assert_eq!(&fields[..9], ["qwen", "2l", "base", "tp1", "fa3", "decode", "2", "16", "2.0000"]);
         assert_eq!(fields[17], "true");
-        assert_eq!(&fields[21..], ["measured", "", "", "", "", "2", "1", "all", "", "", "", ""]);
+        assert_eq!(&fields[21..], ["measured", "", "", "", "", "2", "1", "all", "", "", "", "", "model", "", ""]);
         let logs: Vec<_> = std::fs::read_dir(dir.path().join("raw_output")).unwrap().flatten().collect();
         let log = std::fs::read_to_string(logs[0].path()).unwrap();
         let lines: Vec<&str> = log.lines().collect();

@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use super::Stats;
 use crate::dist::projection::{CommTime, Method, RankChoice};
-use crate::plan::cost::PhaseCost;
+use crate::plan::cost::{ExpertLoad, PhaseCost};
 use crate::plan::{Phase, Plan};
 
 /// Denominators of MFU and MBU: dense bf16 peak and the measured copy bandwidth (anchors.md).
@@ -58,6 +58,12 @@ pub struct Row {
     pub rank_spread: Option<(f64, f64)>,
     /// Anything a reader of this row must know (e.g. an analytic shard that would not fit).
     pub note: String,
+    /// `--routing`: model, balanced or uniform.
+    pub routing: &'static str,
+    /// Measured MoE rows: experts with at least one token (mean over MoE layers, all
+    /// experts of the model) and the most tokens one expert received.
+    pub experts_touched: Option<f64>,
+    pub max_expert_tokens: Option<u32>,
 }
 
 impl Row {
@@ -90,7 +96,16 @@ impl Row {
             run_rank: None,
             rank_spread: None,
             note: String::new(),
+            routing: plan.routing().name(),
+            experts_touched: None,
+            max_expert_tokens: None,
         }
+    }
+
+    /// Records the routing that ran (the row's cost must already count it).
+    pub fn set_expert_load(&mut self, load: Option<&ExpertLoad>) {
+        self.experts_touched = load.map(ExpertLoad::experts_touched);
+        self.max_expert_tokens = load.map(ExpertLoad::max_expert_tokens);
     }
 
     /// A row from one rank's compute (`compute`: measured timings, or an analytic

@@ -27,7 +27,7 @@ pub use attention::{attention, AttnShape};
 pub use linear::{linear, matmul_nn, matmul_nt};
 pub use norm::{layer_norm, rms_norm};
 pub use rope::{apply_rope, RopeTable};
-pub use route::{route, Routing};
+pub use route::{replace_choice, route, Routing};
 
 /// Numerically stable softmax of `logits` computed in f64 (max subtracted first).
 pub(crate) fn softmax_f64(logits: impl Iterator<Item = f64> + Clone) -> Vec<f64> {
