@@ -138,3 +138,22 @@ fn bytes_from_counts_keep_mbu_at_or_below_100_percent() {
     let full = PhaseCost::with_load(&plan, &cfg, &all);
     assert!(full.weight_bytes >= uniform.weight_bytes && full.weight_bytes >= counted.weight_bytes);
 }
+
+#[test]
+fn the_conf_key_routing_is_read_and_checked() {
+    use fwdbench::config::run_conf::{load_run_conf, parse_cli_pairs, ConfLayers};
+    let dep = |value: &str| {
+        let cli = parse_cli_pairs(&[format!("routing={value}")]).unwrap();
+        load_run_conf(Path::new("conf"), &ConfLayers::new("tp1"), &cli).unwrap().deployment()
+    };
+    assert_eq!(dep("balanced").unwrap().routing, RoutingMode::Balanced);
+    assert_eq!(dep("uniform").unwrap().routing, RoutingMode::Uniform);
+    let none = load_run_conf(Path::new("conf"), &ConfLayers::new("tp1"), &[]).unwrap();
+    assert_eq!(none.deployment().unwrap().routing, RoutingMode::Model);
+    assert!(none.ignored_keys().iter().all(|k| k != "routing"));
+    let err = dep("skewed").unwrap_err().to_string();
+    assert!(err.contains("`routing`") && err.contains("model, balanced or uniform"), "{err}");
+    for name in RoutingMode::NAMES {
+        assert_eq!(RoutingMode::parse(name).map(RoutingMode::name), Some(name));
+    }
+}
