@@ -165,6 +165,7 @@ pub fn run_grid(
     }
     reporter.map_or(Ok(()), Reporter::finish)
 }
+
 /// The routing the bound plan actually makes, after its timed region (one more forward, op
 /// by op, on every rank together); `None` without MoE.
 pub(crate) fn routed_load(exec: &mut CudaExecutor, cfg: &ModelConfig) -> anyhow::Result<Option<ExpertLoad>> {

@@ -100,6 +100,7 @@ pub struct KernelCheckArgs {
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:
   fwdbench kernel bench --model deepseek --mconf full --op moe --tokens 4096
+  fwdbench kernel bench --model deepseek --mconf full --op moe --tokens 4096 --routing balanced
   fwdbench kernel bench --model sigma --mconf full --op attention --phase decode --bsz 32 --seq 4096 --deploy tp8
   fwdbench kernel bench --op linear --m 4096 --n 4096 --k 7168 --csv results/kernel_bench/adhoc.csv
   fwdbench kernel bench --suite seed")]

@@ -24,7 +24,7 @@ use super::common::{layouts, load_model, DeployArgs, NodeArgs};
 
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Examples:\n  fwdbench run --model qwen --mconf 2l --deploy tp1\n  fwdbench run --model deepseek --mconf 2l --deploy tp8ep8 --save           (one worker per GPU)\n  fwdbench run --model sigma --mconf full --deploy tp16ep16 --ip 10.0.0.1 --rank 1   (second node)\n  fwdbench run --model sigma --mconf full --deploy tp8ep8 --project        (one rank on GPU 0, collectives modelled)\n  fwdbench run --model deepseek --mconf full --deploy tp8ep8dp8 --project --analytic   (no GPU)"
+    after_help = "Examples:\n  fwdbench run --model qwen --mconf 2l --deploy tp1\n  fwdbench run --model deepseek --mconf 2l --deploy tp8ep8 --save           (one worker per GPU)\n  fwdbench run --model sigma --mconf full --deploy tp16ep16 --ip 10.0.0.1 --rank 1   (second node)\n  fwdbench run --model sigma --mconf full --deploy tp8ep8 --project        (one rank on GPU 0, collectives modelled)\n  fwdbench run --model deepseek --mconf full --deploy tp8ep8dp8 --project --analytic   (no GPU)\n  fwdbench run --model qwen --mconf 2l --deploy tp1 --routing balanced --save   (every expert its exact share)"
 )]
 pub struct RunArgs {
     #[arg(long)]
