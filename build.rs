@@ -87,7 +87,9 @@ fn generate_header(root: &Path, out: &Path) -> PathBuf {
     let read = |p: &PathBuf| fs::read_to_string(p).unwrap_or_else(|e| panic!("cannot read {}: {e}", p.display()));
     let texts: Vec<String> = sources.iter().map(read).collect();
     let types: Vec<String> = texts.iter().flat_map(|t| params_header::exported_types(t)).collect();
-    let aliases = params_header::pointer_aliases(&read(&root.join(PARAM_SOURCES).join("ptr.rs")));
+    let mut aliases = params_header::pointer_aliases(&read(&root.join(PARAM_SOURCES).join("ptr.rs")));
+    // The TMA descriptor type is defined by kernels/common.cuh (alignas(128)), not by cbindgen.
+    aliases.push("TensorMap".to_string());
 
     let mut config = cbindgen::Config {
         language: cbindgen::Language::Cxx,

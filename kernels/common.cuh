@@ -25,6 +25,12 @@ typedef int* I32Ptr;
 typedef const int* ConstI32Ptr;
 typedef void* VoidPtr;
 
+// A TMA descriptor (CUtensorMap of the driver API: 128 opaque bytes, 128-byte aligned),
+// encoded on the host by src/exec/cuda/tma.rs and passed inside a __grid_constant__ Params.
+struct alignas(128) TensorMap {
+    unsigned long long opaque[16];
+};
+
 #include "fwdbench_params.h"
 
 __device__ __forceinline__ float to_f32(bf16 x) { return __bfloat162float(x); }

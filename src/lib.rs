@@ -12,6 +12,7 @@ pub mod check;
 pub mod config;
 pub mod dist;
 pub mod exec;
+pub mod export;
 pub mod inputs;
 pub mod model;
 pub mod plan;

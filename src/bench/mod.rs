@@ -10,6 +10,7 @@ pub mod comm;
 
 pub mod kernel;
 pub mod load;
+pub mod memory;
 pub mod suite;
 pub mod timing;
 
@@ -25,7 +26,7 @@ use crate::dist::nccl::NcclComm;
 use crate::dist::rendezvous::Rendezvous;
 use crate::exec::cuda::engine::{BoundPlan, DeviceCaches};
 use crate::exec::cuda::executor::CudaExecutor;
-use crate::exec::cuda::gpu::Gpu;
+use crate::exec::cuda::gpu::{AttentionKernels, Gpu, KernelChoice};
 use crate::exec::cuda::kernels::collective::CollectiveBackend;
 use crate::exec::cuda::kernels::init::{fill_normal_launch, FillNormalParams, FILL_NORMAL_BF16};
 use crate::exec::cuda::memory::DeviceBuffer;
@@ -87,6 +88,19 @@ pub fn graph_off_reason(opts: &BenchOptions, dep: &Deployment, per_rank_batch: u
     }
 }
 
+/// The kernel families the deployment's `attention_backend` selects; an unknown name is an
+/// error that lists the ones fwdbench implements.
+pub fn kernel_choice(dep: &Deployment) -> anyhow::Result<KernelChoice> {
+    let attention = AttentionKernels::parse(&dep.attention_backend).with_context(|| {
+        format!(
+            "attention_backend: {}: fwdbench implements {} (set it in the run conf or with --set attention_backend=fa2)",
+            dep.attention_backend,
+            AttentionKernels::NAMES.join(", ")
+        )
+    })?;
+    Ok(KernelChoice { attention, ..KernelChoice::default() })
+}
+
 /// The report's labels; `gpu` names the device(s) that produced the numbers.
 pub fn meta(opts: &BenchOptions, dep: &Deployment, gpu: String) -> Meta {
     Meta {
@@ -114,6 +128,7 @@ pub fn run_grid(
 ) -> anyhow::Result<()> {
     let (rank, world) = (rdzv.rank(), rdzv.world());
     let leader = rank == 0;
+    exec.gpu().set_kernel_choice(kernel_choice(dep)?);
     let timeout = rendezvous_timeout();
     let gpu_name = if world > 1 { format!("{world}x {}", exec.gpu().name) } else { exec.gpu().name.clone() };
     let mut reporter =
@@ -124,6 +139,9 @@ pub fn run_grid(
         CollectiveBackend::Modelled => None,
     });
     let flush = timing::flush_buffer()?;
+    // Before any plan allocates: the baseline of the memory record.
+    let baseline = memory::Baseline::take(exec.gpu())?;
+    let mut resident = memory::Resident::default();
     for shape in grid(shapes, leader) {
         let (phase, bsz, seq) = (shape.phase, shape.batch, shape.seq);
         let ready = input_ids(opts, cfg, &shape).and_then(|ids| bind_shape(exec, cfg, shape, opts, &ids));
@@ -135,6 +153,7 @@ pub fn run_grid(
             continue;
         }
         let cost = ready?;
+        let planned = resident.bind(&exec.bound()?.plan, Target { sm_count: exec.gpu().sm_count });
         let per_rank = exec.bound()?.plan.local_batch;
         let graph_off = if phase == Phase::Decode { graph_off_reason(opts, dep, per_rank) } else { None };
         let timed = time_shape(exec, cfg, opts, &flush, graph_off.is_none(), align, leader)
@@ -150,6 +169,9 @@ pub fn run_grid(
             // deadline reaches them: stop, and the launcher stops them too.
             Err(e) => return Err(e.context(format!("rank {rank}: timing {} bsz {bsz} seq {seq}", phase.name()))),
         };
+        // After timing: the kernels the forward launched are loaded (lazily) and its
+        // buffers are live; the decode graph went with `time_shape`.
+        let mem = baseline.record(exec.gpu(), planned)?;
         let (Some(r), Some(all)) = (&mut reporter, ranks::gather(rdzv, &outcome, timeout)?) else { continue };
         match ranks::combine(&all) {
             Ok(c) => {
@@ -158,7 +180,11 @@ pub fn run_grid(
                 row.set_expert_load(load.as_ref());
                 row.rank_spread = Some(c.spread);
                 row.note = graph_off.unwrap_or_default();
+                row.memory_mib = Some((mem.planned_mib(), mem.used_mib()));
                 r.row(&row)?;
+                if let Some(w) = mem.warning() {
+                    r.note(&w)?;
+                }
             }
             Err(why) => r.skipped(shape, &why)?,
         }

@@ -2,12 +2,8 @@
 //! expected logits (HF or reference fixtures), either a prefill at every position or one
 //! decode step after a prefill of all but the last token.
 
-use anyhow::bail;
-
 use crate::config::model::ModelConfig;
 use crate::exec::cpu::run::CpuExecutor;
-use crate::exec::cuda::executor::CudaExecutor;
-use crate::exec::cuda::weights::Values;
 use crate::exec::{bind_shape, Executor, Logits};
 use crate::model::PlanOptions;
 use crate::plan::{RankLayout, Shape};
@@ -68,10 +64,7 @@ pub fn cuda_logits(
     ids: &[Vec<i32>],
     mode: CheckMode,
 ) -> anyhow::Result<Logits> {
-    if layouts.len() != 1 {
-        bail!("check --device cuda runs one GPU for now: use --deploy tp1 (sharded plans are checked on the CPU)");
-    }
-    logits(&mut CudaExecutor::new(layouts[0], Values::Source(src))?, cfg, ids, mode)
+    crate::bench::memory::cuda_check(cfg, layouts, src, ids, mode).map(|(l, _)| l)
 }
 
 /// The expected rows matching `mode` out of `[batch, seq, vocab]` logits.

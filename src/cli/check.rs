@@ -6,8 +6,9 @@ use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 
 use super::common::{layouts, DeployArgs};
+use fwdbench::bench::memory::cuda_check;
 use fwdbench::check::compare::{CPU_LOGITS_TOL, CUDA_LOGITS_TOL, MIN_TOP1};
-use fwdbench::check::{compare, cpu_logits, cuda_logits, expected_rows, CheckMode};
+use fwdbench::check::{compare, cpu_logits, expected_rows, CheckMode};
 use fwdbench::weights::SafetensorsWeights;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -30,7 +31,7 @@ pub struct CheckArgs {
     /// Token ids: {"input_ids": [[...], ...]}.
     #[arg(long)]
     pub input: PathBuf,
-    /// Expected logits: a safetensors file with tensor "logits" [batch, seq, vocab].
+    /// Expected logits: a safetensors file with tensor "logits" [batch, seq, vocab] (or SGLang's "logprobs", compared with our log-softmax), e.g. from python/reference/reference_logits.py.
     #[arg(long)]
     pub expect: PathBuf,
     #[arg(long, value_enum, default_value = "cpu")]
@@ -54,8 +55,11 @@ pub fn check(args: CheckArgs) -> anyhow::Result<()> {
     let layouts = layouts(&dep)?;
     let weights = SafetensorsWeights::open(&args.weights)?;
     let expected = SafetensorsWeights::open(&args.expect)?;
-    let (shape, want) =
-        expected.read_tensor("logits").with_context(|| format!("--expect {}", args.expect.display()))?;
+    // SGLang reports log-probabilities, not logits (reference_logits.py --engine sglang).
+    let logprobs = !expected.contains("logits") && expected.contains("logprobs");
+    let (shape, want) = expected
+        .read_tensor(if logprobs { "logprobs" } else { "logits" })
+        .with_context(|| format!("--expect {}", args.expect.display()))?;
     let ids = fwdbench::inputs::read_ids_json(&args.input)?;
     let (batch, seq) = (ids.len(), ids[0].len());
     if shape != [batch, seq, cfg.vocab_size] {
@@ -69,9 +73,23 @@ pub fn check(args: CheckArgs) -> anyhow::Result<()> {
     let mode = if args.decode { CheckMode::Decode } else { CheckMode::Prefill };
     let got = match args.device {
         Device::Cpu => cpu_logits(&cfg, layouts, &weights, &ids, mode)?,
-        Device::Cuda => cuda_logits(&cfg, &layouts, &weights, &ids, mode)?,
+        Device::Cuda => {
+            let (got, mem) = cuda_check(&cfg, &layouts, &weights, &ids, mode)?;
+            println!(
+                "memory: the plan holds {:.1} MiB, the device uses {:.1} MiB beyond its baseline",
+                mem.planned_mib(),
+                mem.used_mib()
+            );
+            if let Some(w) = mem.warning() {
+                eprintln!("{w}");
+            }
+            got
+        }
     };
-    let got: Vec<f32> = got.into_iter().flatten().flatten().collect();
+    let mut got: Vec<f32> = got.into_iter().flatten().flatten().collect();
+    if logprobs {
+        got.chunks_mut(cfg.vocab_size).for_each(log_softmax);
+    }
     let want = expected_rows(&want, batch, seq, cfg.vocab_size, mode);
     let a = compare(&got, &want, cfg.vocab_size);
     let tol = args.tol.unwrap_or(if args.device == Device::Cpu { CPU_LOGITS_TOL } else { CUDA_LOGITS_TOL });
@@ -97,6 +115,13 @@ pub fn check(args: CheckArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `row` in place as log-probabilities (max-shifted, in f64).
+fn log_softmax(row: &mut [f32]) {
+    let max = row.iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v)) as f64;
+    let log_sum = row.iter().map(|v| (*v as f64 - max).exp()).sum::<f64>().ln() + max;
+    row.iter_mut().for_each(|v| *v = (*v as f64 - log_sum) as f32);
+}
+
 /// A tolerance: a finite number above zero (NaN would make every comparison pass or fail).
 fn positive_finite(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
@@ -116,6 +141,15 @@ fn fraction(text: &str) -> Result<f64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_softmax_rows_are_log_probabilities() {
+        let mut row = [1.0f32, 2.0, 3.0, 1000.0];
+        log_softmax(&mut row);
+        let total: f64 = row.iter().map(|v| (*v as f64).exp()).sum();
+        assert!((total - 1.0).abs() < 1e-6 && row[3].abs() < 1e-6, "{row:?}");
+        assert!((row[1] - row[0] - 1.0).abs() < 1e-6);
+    }
 
     #[test]
     fn tolerances_must_be_meaningful_numbers() {

@@ -16,6 +16,7 @@ use fwdbench::check::compare::BF16_TOL;
 use fwdbench::check::ops::check_ops;
 use fwdbench::config::model::ModelConfig;
 use fwdbench::exec::cuda::executor::CudaExecutor;
+use fwdbench::exec::cuda::gpu::{AttentionKernels, KernelChoice, LinearKernels};
 use fwdbench::exec::cuda::weights::Values;
 use fwdbench::model::{build_plan, PlanOptions};
 use fwdbench::plan::memory::DoesNotFit;
@@ -86,6 +87,38 @@ pub struct OpArgs {
     /// MoE expert choice: a route op's (model, balanced, or seeded uniform; the router's weights stay), or how a lone moe op's expert ids are drawn (model and uniform: seeded uniform top-k). Default: the conf key `routing`, else model.
     #[arg(long, value_parser = RoutingMode::NAMES)]
     pub routing: Option<String>,
+    /// Attention kernels: fa3 (TMA + wgmma, default) or fa2 (mma.sync); overrides the conf's
+    /// attention_backend.
+    #[arg(long)]
+    pub attention: Option<String>,
+    /// GEMM of plain linears: cublaslt (default) or tma (the Hopper layer's gate kernel).
+    #[arg(long, default_value = "cublaslt")]
+    pub gemm: String,
+}
+
+impl OpArgs {
+    /// The kernel families these flags (and the conf's attention_backend) select.
+    fn kernel_choice(&self) -> anyhow::Result<KernelChoice> {
+        let (_, dep) = self.deploy.load()?;
+        let name = self.attention.clone().unwrap_or(dep.attention_backend.clone());
+        let attention = AttentionKernels::parse(&name).with_context(|| {
+            format!("attention backend `{name}`: fwdbench implements {}", AttentionKernels::NAMES.join(", "))
+        })?;
+        let linear = match self.gemm.as_str() {
+            "cublaslt" => LinearKernels::CublasLt,
+            "tma" => LinearKernels::TmaGate,
+            other => bail!("--gemm {other}: expected cublaslt or tma"),
+        };
+        Ok(KernelChoice { attention, linear })
+    }
+
+    /// A GPU executor with this run's kernel choice.
+    fn executor(&self, layout: RankLayout, seed: u64) -> anyhow::Result<CudaExecutor<'static>> {
+        let choice = self.kernel_choice()?;
+        let exec = CudaExecutor::new(layout, Values::Random { seed })?;
+        exec.gpu().set_kernel_choice(choice);
+        Ok(exec)
+    }
 }
 
 #[derive(Debug, Args)]
@@ -137,7 +170,7 @@ pub fn kernel(args: KernelArgs) -> anyhow::Result<()> {
         KernelCommand::Check(a) => {
             let case = op_case(&a.op)?;
             let opts = KernelOptions { warmup: 0, iters: 0, flush: false, seed: a.op.seed, check: true };
-            let row = run_on_gpu(&case, &opts)?;
+            let row = run_on_gpu(&a.op, &case, &opts)?;
             println!("{}", summary_line(&case, &row));
             fail_unless_passed(&[row.check])
         }
@@ -194,8 +227,8 @@ fn op_case(a: &OpArgs) -> anyhow::Result<OpCase> {
     Ok(OpCase::from_model(key, &model_label(a), &cfg, layout, shape, &query)?.with_routing(routing, a.seed))
 }
 
-fn run_on_gpu(case: &OpCase, opts: &KernelOptions) -> anyhow::Result<fwdbench::bench::kernel::KernelRow> {
-    let mut exec = CudaExecutor::new(case.plan.layout, Values::Random { seed: opts.seed })?;
+fn run_on_gpu(a: &OpArgs, case: &OpCase, opts: &KernelOptions) -> anyhow::Result<fwdbench::bench::kernel::KernelRow> {
+    let mut exec = a.executor(case.plan.layout, opts.seed)?;
     run_case(&mut exec, case, opts).with_context(|| format!("{} ({})", case.case, case.site()))
 }
 
@@ -217,8 +250,10 @@ fn bench(b: KernelBenchArgs) -> anyhow::Result<()> {
     };
     match b.suite.as_deref() {
         None => {
-            let case = op_case(&b.op)?;
-            let row = run_on_gpu(&case, &opts)?;
+            let mut case = op_case(&b.op)?;
+            let choice = b.op.kernel_choice()?;
+            case.case = format!("{} [{} attention, {:?} gemm]", case.case, choice.attention.name(), choice.linear);
+            let row = run_on_gpu(&b.op, &case, &opts)?;
             println!("{}", summary_line(&case, &row));
             if let Some(path) = &b.csv {
                 append_csv(path, &csv_line("adhoc", &case, Ok(&row), opts.flush))?;
@@ -227,8 +262,7 @@ fn bench(b: KernelBenchArgs) -> anyhow::Result<()> {
         }
         Some("seed") => {
             let path = b.csv.clone().unwrap_or(b.results_dir.join("kernel_bench").join("seed.csv"));
-            let routing = super::run::routing_mode(b.op.routing.as_deref(), &b.op.deploy.load()?.1);
-            seed_suite(&b.op.model_dir, &opts, routing, b.list, &path)
+            seed_suite(&b.op, &opts, b.list, &path)
         }
         Some(other) => {
             bail!("--suite {other}: the only suite is `seed` (the seed pipeline's per-layer microbenchmarks)")
@@ -236,14 +270,9 @@ fn bench(b: KernelBenchArgs) -> anyhow::Result<()> {
     }
 }
 
-fn seed_suite(
-    model_dir: &Path,
-    opts: &KernelOptions,
-    routing: RoutingMode,
-    list: bool,
-    path: &Path,
-) -> anyhow::Result<()> {
-    let models = SuiteModels::load(model_dir)?;
+fn seed_suite(a: &OpArgs, opts: &KernelOptions, list: bool, path: &Path) -> anyhow::Result<()> {
+    let models = SuiteModels::load(&a.model_dir)?;
+    let routing = super::run::routing_mode(a.routing.as_deref(), &a.deploy.load()?.1);
     let points = seed_points();
     if list {
         for (key, point) in &points {
@@ -274,7 +303,7 @@ fn seed_suite(
         if !open.as_ref().is_some_and(|(m, l, _)| *m == case.model && *l == case.plan.layout) {
             // The previous GPU's weights are freed before the next one's are generated.
             drop(open.take());
-            let exec = CudaExecutor::new(case.plan.layout, Values::Random { seed: opts.seed })?;
+            let exec = a.executor(case.plan.layout, opts.seed)?;
             open = Some((case.model.clone(), case.plan.layout, exec));
         }
         let exec = &mut open.as_mut().expect("opened above").2;
@@ -319,7 +348,7 @@ fn check_model(a: &OpArgs) -> anyhow::Result<()> {
     let ids = fwdbench::inputs::random_ids(a.bsz, a.seq + 1, cfg.vocab_size, a.seed);
     let prefill_ids = ids.iter().map(|r| r[..a.seq].to_vec()).collect();
     let decode_ids = ids.iter().map(|r| r[a.seq..].to_vec()).collect();
-    let mut gpu = CudaExecutor::new(RankLayout::single(), Values::Random { seed: a.seed })?;
+    let mut gpu = a.executor(RankLayout::single(), a.seed)?;
     let results = check_ops(&mut gpu, a.seed, &[(prefill, prefill_ids), (decode, decode_ids)])?;
     let failed: Vec<_> = results.iter().filter(|r| !r.pass).collect();
     let mut worst: std::collections::BTreeMap<&str, f64> = Default::default();

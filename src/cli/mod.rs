@@ -2,12 +2,16 @@
 //! library's own inputs (configs, deployments, `bench::BenchOptions`) and prints results;
 //! nothing in the library depends on it.
 
+mod analyze;
 mod check;
 mod comm;
 mod common;
+mod compare;
 mod count;
+mod export;
 mod info;
 mod kernel;
+mod plot;
 mod run;
 
 use clap::{Parser, Subcommand};
@@ -37,6 +41,14 @@ pub enum Command {
     Kernel(kernel::KernelArgs),
     /// NCCL collectives over the local GPUs: `comm bench` writes the projection's communication table.
     Comm(comm::CommArgs),
+    /// Latency, MFU and MBU against batch and sequence length, as PNG and SVG, from result CSVs.
+    Plot(plot::PlotArgs),
+    /// Our rows against SGLang bench_one_batch, the seed pipeline or another fwdbench CSV: both latencies and the ratio.
+    Compare(compare::CompareArgs),
+    /// MFU and MBU of recorded latencies (seed logs and CSVs, fwdbench CSVs): our cost model beside the seed's FLOP convention.
+    Analyze(analyze::AnalyzeArgs),
+    /// Write the weights fwdbench uses as a Hub-format checkpoint folder (HF, SGLang, references).
+    Export(export::ExportArgs),
 }
 
 pub fn main() -> anyhow::Result<()> {
@@ -48,6 +60,10 @@ pub fn main() -> anyhow::Result<()> {
         Command::Info(a) => info::info(a),
         Command::Kernel(a) => kernel::kernel(a),
         Command::Comm(a) => comm::comm(a),
+        Command::Plot(a) => plot::plot(a),
+        Command::Compare(a) => compare::compare(a),
+        Command::Analyze(a) => analyze::analyze_cmd(a),
+        Command::Export(a) => export::run_export(a),
     }
 }
 

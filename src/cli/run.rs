@@ -81,6 +81,9 @@ pub struct RunArgs {
     /// Real text, tokenised with the model folder's tokenizer.json, instead of random ids.
     #[arg(long)]
     pub prompt_file: Option<PathBuf>,
+    /// With --save: draw the CSV's latency, MFU and MBU into results/plots/<model>_<mconf>_{batch,seq}.{png,svg}.
+    #[arg(long)]
+    pub plot: bool,
     /// MoE expert choice: the router as computed (model), exactly balanced, or seeded (--seed) uniform top-k; the router's weights stay. Default: the conf key `routing`, else model.
     #[arg(long, value_parser = RoutingMode::NAMES)]
     pub routing: Option<String>,
@@ -129,6 +132,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         fwdbench::inputs::prompt_ids(p, &model_dir, 1, 1, cfg.vocab_size)?;
     }
     check_projection_flags(&args)?;
+    if args.plot && !args.save {
+        bail!("--plot draws the CSV rows that --save writes: add --save");
+    }
     check_results_dir(&args.results_dir)?;
     let worker_env = Worker::from_env()?;
     if worker_env.as_ref().is_none_or(Worker::is_leader) {
@@ -147,14 +153,32 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     let routing = routing_mode(args.routing.as_deref(), &dep);
     let job = Job { opts: args.bench_options(model_dir, routing), cfg: &cfg, dep, ranks, shapes };
+    let is_worker = worker.is_some();
     if args.project {
-        return project(&args, &job);
+        project(&args, &job)?;
+    } else {
+        match worker {
+            Some(w) => run_worker(&w, &job)?,
+            None if job.ranks.len() == 1 => run_alone(&job)?,
+            None => launch_node(&args, &job.dep, job.ranks.len())?,
+        }
     }
-    match worker {
-        Some(w) => run_worker(&w, &job),
-        None if job.ranks.len() == 1 => run_alone(&job),
-        None => launch_node(&args, &job.dep, job.ranks.len()),
+    // The launcher of node 0 (or the single process) plots once every rank is done; rank
+    // 0 wrote the CSV on this node.
+    if args.plot && !is_worker && job.dep.node_rank == 0 {
+        plot_saved(&args)?;
     }
+    Ok(())
+}
+
+fn plot_saved(args: &RunArgs) -> anyhow::Result<()> {
+    let name = format!("{}_{}", args.model, args.mconf);
+    let csv = args.results_dir.join("csv").join(format!("{name}.csv"));
+    let stem = args.results_dir.join("plots").join(&name);
+    for path in fwdbench::report::plot::plot_files(&[csv], None, &stem).context("--plot")? {
+        println!("wrote {}", path.display());
+    }
+    Ok(())
 }
 
 fn check_projection_flags(args: &RunArgs) -> anyhow::Result<()> {

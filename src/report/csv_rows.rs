@@ -2,8 +2,9 @@
 //! columns line up with the seed pipeline's benchmark.csv; a new file gets a header. The
 //! columns after the seed's say how each number was obtained (`method`), how a projected
 //! latency splits into compute and modelled communication, and, for several ranks, the
-//! per-rank spread and the per-rank batch; the last three, the routing (`--routing`) and,
-//! for MoE models, the experts the measured forward touched and its most-loaded expert.
+//! per-rank spread and the per-rank batch; then the memory plan against the device; the last
+//! three, the routing (`--routing`) and, for MoE models, the experts the measured forward
+//! touched and its most-loaded expert.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader};
@@ -13,7 +14,7 @@ use anyhow::Context;
 
 use super::{now_secs, Meta, Row};
 
-pub const COLUMNS: [&str; 36] = [
+pub const COLUMNS: [&str; 38] = [
     "model",
     "mconf",
     "base",
@@ -47,6 +48,8 @@ pub const COLUMNS: [&str; 36] = [
     "rank_min_ms",
     "rank_max_ms",
     "note",
+    "mem_planned_mib",
+    "mem_used_mib",
     "routing",
     "experts_touched",
     "max_expert_tokens",
@@ -132,6 +135,8 @@ impl CsvRows {
             rank_min,
             rank_max,
             r.note.clone(),
+            r.memory_mib.map_or_else(String::new, |(planned, _)| format!("{planned:.1}")),
+            r.memory_mib.map_or_else(String::new, |(_, used)| format!("{used:.1}")),
             r.routing.to_string(),
             r.experts_touched.map_or_else(String::new, |v| format!("{v:.1}")),
             r.max_expert_tokens.map_or_else(String::new, |v| v.to_string()),

@@ -1,6 +1,7 @@
 //! What a run shows and keeps: the terminal table, the raw log (results/raw_output/), CSV
 //! rows (results/csv/, with --save) and per-op profiles (results/<model>_profile/). The
-//! report formats and writes what it is handed; measuring is the bench's.
+//! report formats and writes what it is handed; measuring is the bench's. `plot`, `compare`,
+//! `analyze` and `seed` read result files back (ours, SGLang's, the seed pipeline's).
 
 mod csv_rows;
 mod profile;
@@ -8,6 +9,11 @@ mod raw_log;
 mod row;
 mod stats;
 mod table;
+
+pub mod analyze;
+pub mod compare;
+pub mod plot;
+pub mod seed;
 
 pub use csv_rows::{CsvRows, COLUMNS};
 pub use profile::write_profile;
@@ -144,7 +150,10 @@ mod tests {
         assert_eq!(fields.len(), COLUMNS.len());
         assert_eq!(&fields[..9], ["qwen", "2l", "base", "tp1", "fa3", "decode", "2", "16", "2.0000"]);
         assert_eq!(fields[17], "true");
-        assert_eq!(&fields[21..], ["measured", "", "", "", "", "2", "1", "all", "", "", "", "", "model", "", ""]);
+        assert_eq!(
+            &fields[21..],
+            ["measured", "", "", "", "", "2", "1", "all", "", "", "", "", "", "", "model", "", ""]
+        );
         let logs: Vec<_> = std::fs::read_dir(dir.path().join("raw_output")).unwrap().flatten().collect();
         let log = std::fs::read_to_string(logs[0].path()).unwrap();
         let lines: Vec<&str> = log.lines().collect();

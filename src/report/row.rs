@@ -58,6 +58,8 @@ pub struct Row {
     pub rank_spread: Option<(f64, f64)>,
     /// Anything a reader of this row must know (e.g. an analytic shard that would not fit).
     pub note: String,
+    /// Measured rows: the memory plan's MiB beside the device's (`bench::memory`).
+    pub memory_mib: Option<(f64, f64)>,
     /// `--routing`: model, balanced or uniform.
     pub routing: &'static str,
     /// Measured MoE rows: experts with at least one token (mean over MoE layers, all
@@ -96,6 +98,7 @@ impl Row {
             run_rank: None,
             rank_spread: None,
             note: String::new(),
+            memory_mib: None,
             routing: plan.routing().name(),
             experts_touched: None,
             max_expert_tokens: None,

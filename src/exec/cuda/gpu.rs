@@ -1,6 +1,6 @@
 //! One GPU: context, one non-default stream, the loaded cubins and the cuBLASLt handle.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -16,6 +16,50 @@ use super::kernels::collective::CollectiveBackend;
 
 pub type KernelName = (&'static str, &'static str);
 
+/// Which attention kernels plans bound on this GPU use (the run conf's `attention_backend`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AttentionKernels {
+    /// TMA + wgmma, warp-specialised (kernels/attention_fa3.cu) for prefill.
+    #[default]
+    Fa3,
+    /// The mma.sync kernels (kernels/attention_prefill.cu), FlashAttention-2 class.
+    Fa2,
+}
+
+impl AttentionKernels {
+    pub const NAMES: [&'static str; 2] = ["fa3", "fa2"];
+
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "fa3" => Some(AttentionKernels::Fa3),
+            "fa2" => Some(AttentionKernels::Fa2),
+            _ => None,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            AttentionKernels::Fa3 => "fa3",
+            AttentionKernels::Fa2 => "fa2",
+        }
+    }
+}
+
+/// Which GEMM runs plain linears: cuBLASLt (the product path), or the Hopper layer's TMA +
+/// wgmma gate kernel (kernels/gemm_tma.cu), selectable in `kernel bench` to compare the two.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LinearKernels {
+    #[default]
+    CublasLt,
+    TmaGate,
+}
+
+/// The kernel families a bound plan uses where there is a choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct KernelChoice {
+    pub attention: AttentionKernels,
+    pub linear: LinearKernels,
+}
+
 pub struct Gpu {
     pub ctx: Arc<CudaContext>,
     pub stream: Arc<CudaStream>,
@@ -27,6 +71,7 @@ pub struct Gpu {
     pub name: String,
     /// How sharded plans' collectives run on this GPU (none: single-rank plans only).
     collectives: RefCell<Option<Rc<CollectiveBackend>>>,
+    choice: Cell<KernelChoice>,
 }
 
 impl Gpu {
@@ -56,6 +101,7 @@ impl Gpu {
             sm_count,
             name,
             collectives: RefCell::new(None),
+            choice: Cell::new(KernelChoice::default()),
         })
     }
 
@@ -66,6 +112,15 @@ impl Gpu {
 
     pub fn collectives(&self) -> Option<Rc<CollectiveBackend>> {
         self.collectives.borrow().clone()
+    }
+
+    /// Sets the kernel families for plans bound from now on.
+    pub fn set_kernel_choice(&self, choice: KernelChoice) {
+        self.choice.set(choice);
+    }
+
+    pub fn kernel_choice(&self) -> KernelChoice {
+        self.choice.get()
     }
 
     fn func(&self, k: KernelName, smem: u32) -> anyhow::Result<CudaFunction> {

@@ -8,4 +8,5 @@ pub mod gemm;
 pub mod gpu;
 pub mod kernels;
 pub mod memory;
+pub mod tma;
 pub mod weights;

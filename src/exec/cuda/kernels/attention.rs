@@ -4,10 +4,12 @@
 
 use anyhow::Context;
 
+use super::super::gpu::AttentionKernels;
 use super::attention_decode::{
     decode_attention_launch, decode_combine_launch, decode_num_splits, decode_scratch_bytes, DecodeAttentionParams,
     DecodeCombineParams, DECODE_COMBINE,
 };
+use super::attention_fa3::{fa3_prefill_call, Fa3Problem, HeadsOperand};
 use super::attention_prefill::{
     flash_prefill_launch, kv_cache_write_launch, FlashPrefillParams, KvCacheWriteParams, KV_CACHE_WRITE,
 };
@@ -64,6 +66,42 @@ pub fn prepare(cx: &mut Prep, op: &Op) -> anyhow::Result<Vec<Call>> {
     let (kw, vw) = (info.k_elems_per_token() as i32, info.v_elems_per_token() as i32);
     let softcap = softcap.unwrap_or(0.0);
     match plan.shape.phase {
+        Phase::Prefill if cx.gpu.kernel_choice().attention == AttentionKernels::Fa3 => {
+            let (batch, ld_q) = (plan.local_batch, cx.ld(*q) as usize);
+            let (n_q, n_kv) = (n_new as usize, (past + n_new) as usize);
+            let q_op = HeadsOperand {
+                base: cx.ptr(*q),
+                d: *d_qk,
+                heads: *q_heads,
+                tokens: n_q,
+                batch,
+                head_stride: *d_qk,
+                token_stride: ld_q,
+                batch_stride: n_q * ld_q,
+            };
+            let kv = |base: u64, d: usize, heads: usize, per_token: i32| HeadsOperand {
+                base,
+                d,
+                heads,
+                tokens: n_kv,
+                batch,
+                head_stride: d,
+                token_stride: per_token as usize,
+                batch_stride: info.max_seq * per_token as usize,
+            };
+            let ld_o = cx.ld(*out) as usize;
+            calls.push(fa3_prefill_call(&Fa3Problem {
+                q: q_op,
+                k: kv(kc, *d_qk, *k_heads, kw),
+                v: kv(vc, *d_v, *v_heads, vw),
+                o: cx.ptr(*out),
+                o_batch_stride: n_q * ld_o,
+                o_token_stride: ld_o,
+                o_head_stride: *d_v,
+                scale: *scale,
+                softcap,
+            })?);
+        }
         Phase::Prefill => {
             let variant = attention_prefill::select_variant(*d_qk as i32, *d_v as i32)
                 .with_context(|| format!("no prefill attention kernel for head dims {d_qk}/{d_v}"))?;

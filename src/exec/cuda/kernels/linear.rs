@@ -3,7 +3,9 @@
 //! bind time, so a forward (or its graph capture) never runs the heuristic.
 
 use super::super::gemm::GemmShape;
-use super::prepare::{Call, Prep};
+use super::super::gpu::LinearKernels;
+use super::gemm_tma::{gemm_tma, GEMM_TMA};
+use super::prepare::{kernel, Call, Prep};
 use crate::plan::{DType, Op, View, WeightId};
 
 /// `out = alpha * x . W^T (+ bias)` for a `[n, k]` weight: the GEMM of a Linear and of the
@@ -30,6 +32,15 @@ pub fn linear_call(
         bias: bias.is_some(),
         batch: None,
     };
+    if cx.gpu.kernel_choice().linear == LinearKernels::TmaGate {
+        anyhow::ensure!(
+            !shape.out_f32 && bias.is_none() && alpha == 1.0,
+            "the TMA gate GEMM computes bf16 x . W^T only (this linear has an f32 output, a bias or a scale): use cuBLASLt"
+        );
+        let (p, cfg) =
+            gemm_tma(cx.ptr(x), shape.ldx, cx.w(weight), shape.ldw, cx.ptr(out), shape.ldo, shape.m, shape.n, shape.k)?;
+        return Ok(kernel(GEMM_TMA, cfg, p));
+    }
     gemm_call(cx, shape, x, weight, out, bias.map(|b| cx.w(b)), alpha)
 }
 

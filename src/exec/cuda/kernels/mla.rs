@@ -4,7 +4,9 @@
 use anyhow::Context;
 use cudarc::driver::{DeviceRepr, LaunchConfig};
 
+use super::super::gpu::AttentionKernels;
 use super::attention_decode::choose_splits;
+use super::attention_fa3::{fa3_prefill_call, Fa3Problem, HeadsOperand};
 use super::attention_prefill::{self, flash_prefill_launch, FlashPrefillParams};
 use super::prepare::{kernel, Call, Prep};
 use super::ptr::{Bf16Ptr, ConstBf16Ptr, ConstF32Ptr, F32Ptr};
@@ -254,6 +256,33 @@ pub fn prepare(cx: &mut Prep, op: &Op) -> anyhow::Result<Vec<Call>> {
                 d_rope: *d_rope as i32,
             };
             let build_k = kernel(MLA_BUILD_K, mla_build_k_launch(rows), p);
+            if cx.gpu.kernel_choice().attention == AttentionKernels::Fa3 {
+                let (n, batch, heads) = (plan.shape.new_tokens_per_seq(), plan.local_batch, *heads);
+                let (ldq, ldkv, ldo) = (cx.ld(*q) as usize, cx.ld(*kv) as usize, cx.ld(*out) as usize);
+                let k_row = heads * (d_nope + d_rope);
+                let operand = |base, d, head_stride, token_stride| HeadsOperand {
+                    base,
+                    d,
+                    heads,
+                    tokens: n,
+                    batch,
+                    head_stride,
+                    token_stride,
+                    batch_stride: n * token_stride,
+                };
+                let call = fa3_prefill_call(&Fa3Problem {
+                    q: operand(cx.ptr(*q), d_nope + d_rope, d_nope + d_rope, ldq),
+                    k: operand(cx.scratch, d_nope + d_rope, d_nope + d_rope, k_row),
+                    v: operand(cx.ptr(*kv) + (*d_nope * 2) as u64, *d_v, d_nope + d_v, ldkv),
+                    o: cx.ptr(*out),
+                    o_batch_stride: n * ldo,
+                    o_token_stride: ldo,
+                    o_head_stride: *d_v,
+                    scale: *scale,
+                    softcap: 0.0,
+                })?;
+                return Ok(vec![build_k, call]);
+            }
             let variant = attention_prefill::select_variant(dqk, *d_v as i32)
                 .with_context(|| format!("no prefill attention kernel for MLA dims {dqk}/{d_v}"))?;
             let n = plan.shape.new_tokens_per_seq() as i32;

@@ -10,9 +10,11 @@
 pub mod act;
 pub mod attention;
 pub mod attention_decode;
+pub mod attention_fa3;
 pub mod attention_prefill;
 pub mod collective;
 pub mod embed;
+pub mod gemm_tma;
 pub mod init;
 pub mod linear;
 pub mod misc;

@@ -18,3 +18,7 @@ pub type I32Ptr = u64;
 pub type ConstI32Ptr = u64;
 /// `void*`: the kernel picks the element type (one struct serves a bf16 and an f32 entry).
 pub type VoidPtr = u64;
+/// `TensorMap` in kernels/common.cuh: a TMA descriptor (the driver's `CUtensorMap`, 128
+/// bytes, 128-byte aligned) encoded by [`crate::exec::cuda::tma`] and passed by value inside
+/// a kernel's `__grid_constant__` params. build.rs keeps it out of the header too.
+pub type TensorMap = cudarc::driver::sys::CUtensorMap;

@@ -1,0 +1,323 @@
+// Causal prefill attention, FlashAttention-3 class: TMA + wgmma, warp-specialised.
+//
+//   Query i of sequence b sits at position n_kv - n_q + i and sees keys 0..=that position.
+//   Query head h reads K head h*k_heads/q_heads and V head h*v_heads/q_heads (MHA, GQA and
+//   Sigma's DiffQKV, where k_heads != v_heads and d_qk != d_v).
+//   s = scale * q.k (Grok: s = softcap * tanh(s / softcap)); o = softmax(s) V, bf16 in and out,
+//   fp32 scores, softmax statistics and accumulators; P is rounded to bf16 for P V.
+//   FLOPs (causal, n_q == n_kv = s): ~ 2 * b * q_heads * s^2 * (d_qk + d_v) / 2.
+//   Q, K and V come through TMA tensor maps (src/exec/cuda/kernels/attention_fa3.rs) over any
+//   (batch, token, head) strides: q inside the fused qkv buffer, K/V in the [batch, max_seq,
+//   heads, d] cache. Boxes past n_q / n_kv / d read as zero, so odd sizes need no load masks.
+//
+// One CTA per (q head, batch, 128-query block), in L2 sections of heads with the heaviest
+// (latest) query blocks first; 384 threads: warpgroup 0 is the producer (one thread issues TMA: Q once, then K and
+// V tiles of the causal range, newest first, into a ring with separate full and empty
+// barriers for K and V, so a K slot refills as soon as its S GEMM is done; 24 registers),
+// warpgroups 1-2 each own 64 query rows (240 registers): S = Q K^T by SS wgmma (m64 n=block_n
+// k16), online softmax in the log2 domain on the accumulators (masking only on the diagonal
+// blocks), O += P V by RS wgmma with P straight from registers (the accumulator and A-fragment
+// layouts coincide) and V read MN-major through the transpose bit. Tiles per head-dim bucket
+// (d_qk, d_v, block_n): (64, 64, 128), (128, 128, 128), (192, 128, 128), (256, 256, 80).
+//   v1: S, softmax, P V in sequence per warpgroup.
+//   v2: block it's S GEMM is issued ahead of block it-1's P V, and its softmax runs
+//   while P V is on the tensor cores (intra-warpgroup overlap); the two warpgroups take turns
+//   issuing their GEMMs (pingpong named barriers), so one's softmax hides under the other's.
+//   v3 (this): L2 sections (above) instead of a (head, batch, block) grid; d256 on 128 x 80.
+// Not yet: a persistent scheduler, packed GQA, 3 consumer warpgroups for d64.
+#include "hopper.cuh"
+
+using namespace hopper;
+
+namespace fa3 {
+
+constexpr int BM = 128;             // query rows per CTA (two consumer warpgroups of 64)
+constexpr int CONSUMER_WARPS = 8;   // arrivals that free a K/V stage
+constexpr float LOG2E = 1.4426950408889634f;
+
+__device__ __forceinline__ float ex2(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+
+__device__ __forceinline__ float tanh_approx(float x) {
+    float y;
+    asm("tanh.approx.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+
+template <int DQK, int DV, int BN, int STAGES>
+struct Smem {
+    static constexpr int Q_BYTES = BM * DQK * 2, K_BYTES = BN * DQK * 2, V_BYTES = BN * DV * 2;
+    static constexpr int BAR_OFFSET = Q_BYTES + STAGES * (K_BYTES + V_BYTES);
+};
+
+// Online-softmax state of the two rows a thread owns (row0 and row0 + 8 of its warp).
+template <int BN>
+struct RowState {
+    float max[2] = {-INFINITY, -INFINITY};  // log2 domain (scores * scale * log2 e)
+    float sum[2] = {0.f, 0.f};              // this thread's share; reduced over the quad at the end
+
+    // Soft-caps and masks the scores `sc` of key block `kb`, turns them into P (relative to
+    // the new row max) and returns each row's rescale factor for what was accumulated before.
+    __device__ __forceinline__ void update(float (&sc)[BN / 2], const Fa3PrefillParams& p, int kb, const int (&pos)[2],
+                                           bool masked, float score_log2, float (&corr)[2]) {
+        const int lane = threadIdx.x % 32;
+        if (p.softcap > 0.f) {
+            const float inv_cap = p.scale / p.softcap;
+#pragma unroll
+            for (int i = 0; i < BN / 2; ++i) sc[i] = p.softcap * tanh_approx(sc[i] * inv_cap);
+        }
+        if (masked) {
+#pragma unroll
+            for (int j = 0; j < BN / 8; ++j)
+#pragma unroll
+                for (int i = 0; i < 2; ++i)
+#pragma unroll
+                    for (int c = 0; c < 2; ++c)
+                        if (kb * BN + 8 * j + 2 * (lane % 4) + c > pos[i]) sc[4 * j + 2 * i + c] = -INFINITY;
+        }
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {
+            float mx = -INFINITY;
+#pragma unroll
+            for (int j = 0; j < BN / 8; ++j) mx = fmaxf(mx, fmaxf(sc[4 * j + 2 * i], sc[4 * j + 2 * i + 1]));
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+            const float m_new = fmaxf(max[i], mx * score_log2);
+            // A row whose keys so far are all masked keeps max -inf: subtract 0 (exp2 gives 0).
+            const float m_use = m_new == -INFINITY ? 0.f : m_new;
+            corr[i] = ex2(max[i] - m_use);
+            max[i] = m_new;
+            float rs = 0.f;
+#pragma unroll
+            for (int j = 0; j < BN / 8; ++j)
+#pragma unroll
+                for (int c = 0; c < 2; ++c) {
+                    float& x = sc[4 * j + 2 * i + c];
+                    x = ex2(fmaf(x, score_log2, -m_use));
+                    rs += x;
+                }
+            sum[i] = sum[i] * corr[i] + rs;
+        }
+    }
+};
+
+// P (fp32 accumulators of S) as the A fragments of P V: the layouts coincide, so this only
+// rounds pairs to bf16x2.
+template <int BN>
+__device__ __forceinline__ void to_a_fragments(const float (&sc)[BN / 2], uint32_t (&pa)[BN / 16][4]) {
+#pragma unroll
+    for (int kk = 0; kk < BN / 16; ++kk)
+#pragma unroll
+        for (int r = 0; r < 4; ++r) pa[kk][r] = pack_bf16x2(sc[8 * kk + 2 * r], sc[8 * kk + 2 * r + 1]);
+}
+
+template <int DV>
+__device__ __forceinline__ void rescale(float (&o)[DV / 2], const float (&corr)[2]) {
+#pragma unroll
+    for (int j = 0; j < DV / 8; ++j)
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {
+            o[4 * j + 2 * i] *= corr[i];
+            o[4 * j + 2 * i + 1] *= corr[i];
+        }
+}
+
+template <int DQK, int DV, int BN, int STAGES>
+__device__ __forceinline__ void prefill(const Fa3PrefillParams& p) {
+    using S = Smem<DQK, DV, BN, STAGES>;
+    constexpr int QC = DQK / 64, VC = DV / 64;
+    static_assert(DQK % 64 == 0 && DV % 64 == 0 && BN % 16 == 0, "tile shapes");
+    extern __shared__ unsigned char smem_raw[];
+    unsigned char* smem = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);
+    bf16* sQ = reinterpret_cast<bf16*>(smem);
+    bf16* sK = reinterpret_cast<bf16*>(smem + S::Q_BYTES);
+    bf16* sV = reinterpret_cast<bf16*>(smem + S::Q_BYTES + STAGES * S::K_BYTES);
+    uint64_t* q_full = reinterpret_cast<uint64_t*>(smem + S::BAR_OFFSET);
+    uint64_t* k_full = q_full + 1;
+    uint64_t* v_full = k_full + STAGES;
+    uint64_t* k_empty = v_full + STAGES;
+    uint64_t* v_empty = k_empty + STAGES;
+
+    // Work order: (sequence, head) pairs in L2 sections of p.heads_per_section, whose K and V
+    // fit in L2 together; inside a section, query blocks from the last (heaviest causal row)
+    // to the first, all heads of the section at each block. So the CTAs in flight share a few
+    // heads' K/V instead of streaming every head's from HBM once per query block.
+    const int m_blocks = (p.n_q + BM - 1) / BM, pairs = p.q_heads * p.batch;
+    const int per_section = p.heads_per_section * m_blocks;
+    const int section = blockIdx.x / per_section, within = blockIdx.x % per_section;
+    const int section_heads = min(p.heads_per_section, pairs - section * p.heads_per_section);
+    const int pair = section * p.heads_per_section + within % section_heads;
+    const int m_block = m_blocks - 1 - within / section_heads;
+    const int head = pair % p.q_heads, b = pair / p.q_heads;
+    const int q0 = m_block * BM;
+    const int past = p.n_kv - p.n_q;
+    const int last_pos = min(past + q0 + BM - 1, p.n_kv - 1);
+    const int n_blocks = last_pos / BN + 1;
+
+    if (threadIdx.x == 0) {
+        mbar_init(q_full, 1);
+        for (int s = 0; s < STAGES; ++s) {
+            mbar_init(&k_full[s], 1);
+            mbar_init(&v_full[s], 1);
+            mbar_init(&k_empty[s], CONSUMER_WARPS);
+            mbar_init(&v_empty[s], CONSUMER_WARPS);
+        }
+        mbar_init_fence();
+    }
+    __syncthreads();
+
+    const int wg = threadIdx.x / 128;
+    if (wg == 0) {
+        setmaxnreg_dec<24>();
+        if (threadIdx.x == 0) {
+            const int kh = head * p.k_heads / p.q_heads, vh = head * p.v_heads / p.q_heads;
+            tma_prefetch(&p.q);
+            tma_prefetch(&p.k);
+            tma_prefetch(&p.v);
+            mbar_arrive_expect_tx(q_full, S::Q_BYTES);
+#pragma unroll
+            for (int c = 0; c < QC; ++c) tma_load_4d(sQ + c * BM * 64, &p.q, q_full, c * 64, head, q0, b);
+            for (int it = 0; it < n_blocks; ++it) {
+                const int kb = n_blocks - 1 - it, s = it % STAGES;
+                const uint32_t free_parity = ((it / STAGES) & 1) ^ 1;
+                bf16* k_dst = sK + s * BN * DQK;
+                bf16* v_dst = sV + s * BN * DV;
+                mbar_wait(&k_empty[s], free_parity);
+                mbar_arrive_expect_tx(&k_full[s], S::K_BYTES);
+#pragma unroll
+                for (int c = 0; c < QC; ++c) tma_load_4d(k_dst + c * BN * 64, &p.k, &k_full[s], c * 64, kh, kb * BN, b);
+                mbar_wait(&v_empty[s], free_parity);
+                mbar_arrive_expect_tx(&v_full[s], S::V_BYTES);
+#pragma unroll
+                for (int c = 0; c < VC; ++c) tma_load_4d(v_dst + c * BN * 64, &p.v, &v_full[s], c * 64, vh, kb * BN, b);
+            }
+        }
+        return;
+    }
+
+    setmaxnreg_inc<240>();
+    const int g = wg - 1, t = threadIdx.x % 128, warp = t / 32, lane = t % 32;
+    const int row0 = q0 + 64 * g + 16 * warp + lane / 4;  // this thread's rows: row0, row0 + 8
+    const int pos[2] = {past + row0, past + row0 + 8};
+    const int wg_first_pos = past + q0 + 64 * g;
+    const float score_log2 = p.softcap > 0.f ? LOG2E : p.scale * LOG2E;
+    // Pingpong: each consumer warpgroup issues its GEMMs only in its turn (named barrier
+    // 1 + g), then hands the turn over, so one warpgroup's softmax runs under the other's
+    // GEMMs. Warpgroup 0 has the first turn.
+    const int my_turn = 1 + g, other_turn = 2 - g;
+    if (g == 1) named_arrive(other_turn, 256);
+
+    auto s_gemm = [&](float (&sc)[BN / 2], int s) {
+        const bf16* k_tile = sK + s * BN * DQK;
+#pragma unroll
+        for (int kk = 0; kk < DQK / 16; ++kk) {
+            const uint64_t da = desc_sw128(sQ + (kk / 4) * BM * 64 + g * 64 * 64, 16, 1024) + 2 * (kk % 4);
+            const uint64_t db = desc_sw128(k_tile + (kk / 4) * BN * 64, 16, 1024) + 2 * (kk % 4);
+            wgmma_ss<BN, 0>(sc, da, db, kk > 0);
+        }
+        wgmma_commit();
+    };
+    auto pv_gemm = [&](float (&o)[DV / 2], const uint32_t (&pa)[BN / 16][4], int s) {
+        const bf16* v_tile = sV + s * BN * DV;
+#pragma unroll
+        for (int kk = 0; kk < BN / 16; ++kk)
+            wgmma_rs<DV, 1>(o, pa[kk], desc_sw128(v_tile + kk * 16 * 64, BN * 128, 1024), 1);
+        wgmma_commit();
+    };
+    auto masked = [&](int kb) { return kb * BN + BN - 1 > wg_first_pos; };
+
+    float o[DV / 2];
+#pragma unroll
+    for (int i = 0; i < DV / 2; ++i) o[i] = 0.f;
+    RowState<BN> st;
+    float sc[BN / 2], corr[2];
+    uint32_t pa[BN / 16][4];
+
+    // Block 0 (the newest keys): S only.
+    mbar_wait(q_full, 0);
+    mbar_wait(&k_full[0], 0);
+    named_sync(my_turn, 256);
+    wgmma_fence();
+    s_gemm(sc, 0);
+    named_arrive(other_turn, 256);
+    wgmma_wait<0>();
+    fence_regs(sc);
+    if (lane == 0) mbar_arrive(&k_empty[0]);
+    st.update(sc, p, n_blocks - 1, pos, masked(n_blocks - 1), score_log2, corr);
+    to_a_fragments<BN>(sc, pa);
+
+    // Block it: S_it = Q K_it^T is issued ahead of O += P_{it-1} V_{it-1}, and the softmax of
+    // S_it runs while P V is still on the tensor cores.
+    for (int it = 1; it < n_blocks; ++it) {
+        const int kb = n_blocks - 1 - it, s = it % STAGES, sp = (it - 1) % STAGES;
+        // Finish writing P and the rescaled O before the fence that hands them to wgmma.
+        fence_regs(o);
+#pragma unroll
+        for (int kk = 0; kk < BN / 16; ++kk) fence_regs(pa[kk]);
+        mbar_wait(&k_full[s], (it / STAGES) & 1);
+        // V_{it-1} landed long ago; waiting here keeps control flow out of the issue window
+        // (ptxas would insert another wgmma fence after a branch).
+        mbar_wait(&v_full[sp], ((it - 1) / STAGES) & 1);
+        named_sync(my_turn, 256);
+        wgmma_fence();
+        s_gemm(sc, s);
+        pv_gemm(o, pa, sp);
+        named_arrive(other_turn, 256);
+        wgmma_wait<1>();
+        fence_regs(sc);
+        if (lane == 0) mbar_arrive(&k_empty[s]);
+        st.update(sc, p, kb, pos, masked(kb), score_log2, corr);
+        wgmma_wait<0>();
+        fence_regs(o);
+        if (lane == 0) mbar_arrive(&v_empty[sp]);
+        rescale<DV>(o, corr);
+        to_a_fragments<BN>(sc, pa);
+    }
+
+    // The last P V.
+    const int sl = (n_blocks - 1) % STAGES;
+    fence_regs(o);
+#pragma unroll
+    for (int kk = 0; kk < BN / 16; ++kk) fence_regs(pa[kk]);
+    mbar_wait(&v_full[sl], ((n_blocks - 1) / STAGES) & 1);
+    named_sync(my_turn, 256);
+    wgmma_fence();
+    pv_gemm(o, pa, sl);
+    named_arrive(other_turn, 256);
+    wgmma_wait<0>();
+    fence_regs(o);
+
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+        float sum = st.sum[i];
+        sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+        sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+        const int row = row0 + 8 * i;
+        if (row >= p.n_q) continue;
+        const float inv = sum > 0.f ? 1.f / sum : 0.f;
+        bf16* out = p.o + b * p.o_batch_stride + static_cast<long long>(row) * p.o_token_stride +
+                    static_cast<long long>(head) * p.o_head_stride;
+#pragma unroll
+        for (int j = 0; j < DV / 8; ++j) {
+            const int col = 8 * j + 2 * (lane % 4);
+            if (col < p.d_v)
+                *reinterpret_cast<__nv_bfloat162*>(out + col) =
+                    __floats2bfloat162_rn(o[4 * j + 2 * i] * inv, o[4 * j + 2 * i + 1] * inv);
+        }
+    }
+}
+
+}  // namespace fa3
+
+#define FA3_PREFILL_ENTRY(name, tile)                                                                  \
+    extern "C" __global__ void __launch_bounds__(384, 1) name(const __grid_constant__ Fa3PrefillParams p) { \
+        fa3::prefill<tile.d_qk, tile.d_v, tile.block_n, tile.stages>(p);                               \
+    }
+
+FA3_PREFILL_ENTRY(fa3_prefill_d64, FA3_TILE_D64)
+FA3_PREFILL_ENTRY(fa3_prefill_d128, FA3_TILE_D128)
+FA3_PREFILL_ENTRY(fa3_prefill_d192_128, FA3_TILE_D192_128)
+FA3_PREFILL_ENTRY(fa3_prefill_d256, FA3_TILE_D256)

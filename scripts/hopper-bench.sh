@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# The Hopper kernels' check and side-by-side benchmark, in one call on an H200 (docs/perf.md):
+# every fa3 variant and the TMA gate GEMM against the CPU reference on odd shapes, then
+# fwdbench (fa3 and fa2, tma and cuBLASLt) and the torch peers on the same shapes.
+#   scripts/hopper-bench.sh [check|bench|all]     (expects .device/ from scripts/build-device.sh)
+# Logs and CSVs go to $OUT (or results/hopper), packed into hopper-logs.tgz.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export NCCL_NVLS_ENABLE=0
+final=${OUT:-results/hopper}
+out=$(mktemp -d)
+mkdir -p "$final"
+bin=.device/fwdbench
+mode=${1:-all}
+declare -a summary
+step() { # name, command...
+  local name=$1; shift
+  local t0=$(date +%s)
+  if timeout "${STEP_TIMEOUT_S:-90}" "$@" >>"$out/$name.log" 2>&1; then r=PASS; else r="FAIL(rc=$?)"; fi
+  summary+=("$(printf '%-40s %-10s %4ss' "$name" "$r" $(( $(date +%s) - t0 )))")
+  tail -n 2 "$out/$name.log"
+}
+# Synthetic MHA shapes on the GPT-3 block: head dim = n_embd / n_head.
+pos="--set n_positions=16384 --set n_ctx=16384"
+d64="--model gpt3 $pos --set n_embd=2048 --set n_head=32"
+d128="--model gpt3 $pos --set n_embd=4096 --set n_head=32"
+d256="--model gpt3 $pos --set n_embd=4096 --set n_head=16"
+h64="--model gpt3 $pos --set n_embd=8192 --set n_head=64"
+
+if [ "$mode" != bench ]; then
+  for b in fa3 fa2; do
+    step "check_${b}_d64"  $bin kernel check $d64  --op attention --bsz 2 --seq 301 --attention $b
+    step "check_${b}_d128" $bin kernel check $d128 --op attention --bsz 2 --seq 333 --attention $b
+    step "check_${b}_d256" $bin kernel check $d256 --op attention --bsz 3 --seq 257 --attention $b
+    step "check_${b}_mla"  $bin kernel check --model deepseek --op mla_prefill_attention --bsz 2 --seq 203 --attention $b
+    step "check_${b}_grok_softcap" $bin kernel check --model grok --op attention --bsz 2 --seq 190 --attention $b
+    step "check_${b}_qwen_gqa" $bin kernel check --model qwen --op attention --bsz 1 --seq 517 --attention $b
+    step "check_${b}_sigma_v1_diffqkv" $bin kernel check --model sigma_v1 --op attention --bsz 2 --seq 129 --attention $b
+  done
+  step check_fa3_d128_one_token $bin kernel check $d128 --op attention --bsz 3 --seq 1
+  for f in tests/fixtures/*/config.json; do
+    n=$(basename "$(dirname "$f")")
+    step "check_model_$n" $bin kernel check --config "$f" --bsz 3 --seq 29
+    step "check_logits_$n" $bin check --device cuda --config "$f" --weights "$(dirname "$f")/model.safetensors" \
+      --input "$(dirname "$f")/input.json" --expect "$(dirname "$f")/logits.safetensors"
+  done
+  step check_gemm_tma_odd $bin kernel check --op linear --m 300 --n 520 --k 200 --gemm tma
+  step check_gemm_tma_tile $bin kernel check --op linear --m 256 --n 512 --k 128 --gemm tma
+  step check_gemm_tma_row $bin kernel check --op linear --m 1 --n 264 --k 72 --gemm tma
+fi
+
+if [ "$mode" != check ]; then
+  csv=$out/hopper.csv
+  bench="$bin kernel bench --no-check --csv $csv"
+  for b in fa3 fa2; do
+    step "bench_${b}_d128_s8192" $bench $d128 --op attention --tokens 8192 --attention $b
+    step "bench_${b}_d256_b2_s8192" $bench $d256 --op attention --bsz 2 --seq 8192 --attention $b
+    step "bench_${b}_mla_s4096" $bench --model deepseek --op mla_prefill_attention --tokens 4096 --attention $b
+    step "bench_${b}_h64_s2048" $bench $h64 --op attention --tokens 2048 --attention $b
+    step "bench_${b}_sigma_gqa_s8192" $bench --model sigma --op attention --tokens 8192 --attention $b
+  done
+  for g in tma cublaslt; do
+    step "bench_gemm_${g}_8192" $bench --op linear --m 8192 --n 8192 --k 8192 --gemm $g
+    step "bench_gemm_${g}_4096x18432x7168" $bench --op linear --m 4096 --n 18432 --k 7168 --gemm $g
+  done
+  step peers python3 python/reference/kernel_peers.py --seed-csv "$csv" --out "$out/peers.csv"
+  step side_by_side python3 python/reference/side_by_side.py --seed-csv "$csv" --peers-csv "$out/peers.csv"
+  cat "$out/side_by_side.log"
+fi
+
+printf '%s\n' "${summary[@]}" | tee "$out/summary.txt"
+tar -czf "$final/hopper-logs.tgz" -C "$out" .
+cp "$out/summary.txt" "$final/"
+[ -f "$out/side_by_side.log" ] && cp "$out/side_by_side.log" "$final/"
+! grep -q FAIL "$out/summary.txt"

@@ -1,0 +1,218 @@
+//! Launch parameters for `kernels/attention_fa3.cu`: causal prefill attention with TMA and
+//! wgmma (the `fa3` attention backend). One entry per head-dim bucket ([`select_variant`]);
+//! the tensor maps carry every stride, so q may sit inside the fused qkv buffer and K/V in
+//! the `[batch, max_seq, heads, d]` cache.
+
+use cudarc::driver::{DeviceRepr, LaunchConfig};
+
+use anyhow::Context;
+
+use super::super::tma::{encode_bf16, TensorLayout, BOX_INNER};
+use super::prepare::{kernel, Call};
+use super::ptr::{Bf16Ptr, TensorMap};
+
+/// Query rows per CTA: two consumer warpgroups of 64.
+pub const FA3_BLOCK_M: i32 = 128;
+
+/// Compile-time shape of one entry (instantiated from these constants through the header).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fa3Tile {
+    pub d_qk: i32,
+    pub d_v: i32,
+    /// Keys per K/V tile.
+    pub block_n: i32,
+    /// K/V ring depth.
+    pub stages: i32,
+}
+pub const FA3_TILE_D64: Fa3Tile = Fa3Tile { d_qk: 64, d_v: 64, block_n: 128, stages: 2 };
+pub const FA3_TILE_D128: Fa3Tile = Fa3Tile { d_qk: 128, d_v: 128, block_n: 128, stages: 2 };
+pub const FA3_TILE_D192_128: Fa3Tile = Fa3Tile { d_qk: 192, d_v: 128, block_n: 128, stages: 2 };
+pub const FA3_TILE_D256: Fa3Tile = Fa3Tile { d_qk: 256, d_v: 256, block_n: 80, stages: 2 };
+
+/// Tensor maps first (128-byte aligned, as in C).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct Fa3PrefillParams {
+    /// (d_qk, q_heads, n_q, batch), boxes of 64 x 1 x 128 x 1.
+    pub q: TensorMap,
+    /// (d_qk, k_heads, n_kv, batch), boxes of 64 x 1 x block_n x 1.
+    pub k: TensorMap,
+    /// (d_v, v_heads, n_kv, batch), boxes of 64 x 1 x block_n x 1.
+    pub v: TensorMap,
+    pub o: Bf16Ptr,
+    pub o_batch_stride: i64,
+    pub o_token_stride: i32,
+    pub o_head_stride: i32,
+    pub n_q: i32,
+    pub n_kv: i32,
+    pub q_heads: i32,
+    pub k_heads: i32,
+    pub v_heads: i32,
+    pub d_v: i32,
+    pub batch: i32,
+    /// (sequence, head) pairs per L2 section (see [`heads_per_section`]).
+    pub heads_per_section: i32,
+    pub scale: f32,
+    /// `<= 0` disables the tanh soft cap.
+    pub softcap: f32,
+}
+unsafe impl DeviceRepr for Fa3PrefillParams {}
+
+/// L2 the CTAs in flight may fill with K and V (of about 50 MB on an H200, leaving room for
+/// Q and O traffic).
+pub const FA3_L2_SECTION_BYTES: usize = 24 << 20;
+
+/// How many (sequence, q head) pairs share an L2 section: as many as keep their K and V
+/// within [`FA3_L2_SECTION_BYTES`] (q heads of one GQA group share theirs), at least one.
+pub fn heads_per_section(n_kv: usize, d_qk: usize, d_v: usize, q_per_kv_head: usize) -> usize {
+    let kv_bytes_per_q_head = (n_kv * (d_qk + d_v) * 2).div_ceil(q_per_kv_head.max(1)).max(1);
+    (FA3_L2_SECTION_BYTES / kv_bytes_per_q_head).max(1)
+}
+
+/// One compiled bucket; any `d_qk <= tile.d_qk`, `d_v <= tile.d_v` (multiples of 8) runs in
+/// it, because the boxes past `d` read as zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fa3Variant {
+    pub kernel: (&'static str, &'static str),
+    pub tile: Fa3Tile,
+}
+
+impl Fa3Variant {
+    /// Q tile, the K/V ring, its barriers, and 1 KiB of alignment slack.
+    pub const fn smem_bytes(&self) -> u32 {
+        let t = self.tile;
+        let tiles = FA3_BLOCK_M * t.d_qk * 2 + t.stages * t.block_n * (t.d_qk + t.d_v) * 2;
+        (tiles + 8 * (1 + 4 * t.stages) + 1024) as u32
+    }
+}
+
+pub const FA3_VARIANTS: [Fa3Variant; 4] = [
+    Fa3Variant { kernel: ("attention_fa3", "fa3_prefill_d64"), tile: FA3_TILE_D64 },
+    Fa3Variant { kernel: ("attention_fa3", "fa3_prefill_d128"), tile: FA3_TILE_D128 },
+    Fa3Variant { kernel: ("attention_fa3", "fa3_prefill_d192_128"), tile: FA3_TILE_D192_128 },
+    Fa3Variant { kernel: ("attention_fa3", "fa3_prefill_d256"), tile: FA3_TILE_D256 },
+];
+
+/// The smallest bucket holding the dims, or `None` (a dim above 256 or not a positive
+/// multiple of 8).
+pub fn select_variant(d_qk: i32, d_v: i32) -> Option<Fa3Variant> {
+    let valid = |d: i32| d > 0 && d % 8 == 0;
+    if !valid(d_qk) || !valid(d_v) {
+        return None;
+    }
+    FA3_VARIANTS.iter().copied().find(|v| d_qk <= v.tile.d_qk && d_v <= v.tile.d_v)
+}
+
+/// A `(d, heads, tokens, batch)` bf16 operand: element strides between heads, tokens and
+/// sequences.
+#[derive(Debug, Clone, Copy)]
+pub struct HeadsOperand {
+    pub base: u64,
+    pub d: usize,
+    pub heads: usize,
+    pub tokens: usize,
+    pub batch: usize,
+    pub head_stride: usize,
+    pub token_stride: usize,
+    pub batch_stride: usize,
+}
+
+impl HeadsOperand {
+    /// The tensor map with boxes of 64 columns x 1 head x `box_tokens` tokens x 1 sequence.
+    pub fn tensor_map(&self, box_tokens: i32) -> anyhow::Result<TensorMap> {
+        let layout = TensorLayout {
+            base: self.base,
+            dims: vec![self.d as u64, self.heads as u64, self.tokens as u64, self.batch as u64],
+            strides: vec![self.head_stride as u64, self.token_stride as u64, self.batch_stride as u64],
+        };
+        encode_bf16(&layout, &[BOX_INNER, 1, box_tokens as u32, 1])
+    }
+}
+
+/// One CTA per (q head, sequence, query block), in a 1-D grid the kernel maps to L2 sections.
+pub fn fa3_prefill_launch(variant: &Fa3Variant, batch: i32, n_q: i32, q_heads: i32) -> LaunchConfig {
+    let ctas = (q_heads.max(0) as u32) * (batch.max(0) as u32) * ((n_q + FA3_BLOCK_M - 1) / FA3_BLOCK_M).max(0) as u32;
+    LaunchConfig { grid_dim: (ctas, 1, 1), block_dim: (384, 1, 1), shared_mem_bytes: variant.smem_bytes() }
+}
+
+/// One causal prefill attention call: Q, K, V operands (K and V may have different head
+/// counts and dims), the output `[batch, n_q, q_heads, d_v]` with its strides.
+#[derive(Debug, Clone, Copy)]
+pub struct Fa3Problem {
+    pub q: HeadsOperand,
+    pub k: HeadsOperand,
+    pub v: HeadsOperand,
+    pub o: u64,
+    pub o_batch_stride: usize,
+    pub o_token_stride: usize,
+    pub o_head_stride: usize,
+    pub scale: f32,
+    pub softcap: f32,
+}
+
+/// The prepared kernel call for `pr` (tensor maps encoded now, at bind time).
+pub fn fa3_prefill_call(pr: &Fa3Problem) -> anyhow::Result<Call> {
+    let (d_qk, d_v) = (pr.q.d as i32, pr.v.d as i32);
+    let variant = select_variant(d_qk, d_v)
+        .with_context(|| format!("no fa3 prefill attention kernel for head dims {d_qk}/{d_v}"))?;
+    let block_n = variant.tile.block_n;
+    let p = Fa3PrefillParams {
+        q: pr.q.tensor_map(FA3_BLOCK_M)?,
+        k: pr.k.tensor_map(block_n)?,
+        v: pr.v.tensor_map(block_n)?,
+        o: pr.o,
+        o_batch_stride: pr.o_batch_stride as i64,
+        o_token_stride: pr.o_token_stride as i32,
+        o_head_stride: pr.o_head_stride as i32,
+        n_q: pr.q.tokens as i32,
+        n_kv: pr.k.tokens as i32,
+        q_heads: pr.q.heads as i32,
+        k_heads: pr.k.heads as i32,
+        v_heads: pr.v.heads as i32,
+        d_v,
+        batch: pr.q.batch as i32,
+        heads_per_section: heads_per_section(pr.k.tokens, pr.q.d, pr.v.d, pr.q.heads / pr.k.heads.max(1)) as i32,
+        scale: pr.scale,
+        softcap: pr.softcap,
+    };
+    let cfg = fa3_prefill_launch(&variant, pr.q.batch as i32, pr.q.tokens as i32, pr.q.heads as i32);
+    Ok(kernel(variant.kernel, cfg, p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn select_and_smem() {
+        let pick = |a, b| select_variant(a, b).map(|v| v.kernel.1);
+        assert_eq!(pick(24, 24), Some("fa3_prefill_d64"));
+        assert_eq!(pick(128, 128), Some("fa3_prefill_d128"));
+        assert_eq!(pick(192, 128), Some("fa3_prefill_d192_128"));
+        assert_eq!(pick(128, 192), Some("fa3_prefill_d256"));
+        assert_eq!(pick(264, 128), None);
+        assert_eq!(pick(20, 16), None);
+        for v in FA3_VARIANTS {
+            assert!(v.smem_bytes() <= 227 * 1024, "{:?}: {}", v.kernel, v.smem_bytes());
+        }
+        // d128: Q 32 KiB + 2 stages of (K 32 KiB + V 32 KiB), 9 barriers, 1 KiB slack.
+        assert_eq!(FA3_VARIANTS[1].smem_bytes(), 163_840 + 72 + 1024);
+    }
+
+    #[test]
+    fn sections_fit_l2() {
+        // d128 MHA at 8192 keys: 4 MiB of K+V per head, 6 heads per 24 MiB section.
+        assert_eq!(heads_per_section(8192, 128, 128, 1), 6);
+        // GQA 8 q per kv head shares one head's K/V.
+        assert_eq!(heads_per_section(8192, 128, 128, 8), 48);
+        // A head larger than the section still gets one.
+        assert_eq!(heads_per_section(1 << 20, 256, 256, 1), 1);
+    }
+
+    #[test]
+    fn params_match_the_c_layout() {
+        assert_eq!(std::mem::align_of::<Fa3PrefillParams>(), 128);
+        assert_eq!(std::mem::offset_of!(Fa3PrefillParams, o), 384);
+    }
+}
