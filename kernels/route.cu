@@ -23,6 +23,15 @@
 // Launch: one warp per token, 4 warps (128 threads) per block, grid-stride over tokens.
 // Lane l holds experts l, l+32, ..., so each top-k step is a 16-value local scan plus a
 // 5-step shuffle reduction. Group scores go through shared memory (any group size).
+//
+// moe_route_choice (after moe_route, only under --routing balanced|uniform) replaces the
+// ids in place and leaves the weights: the router's work and weights stay, only the
+// experts change. Rules (exec/cpu/ops/route.rs `replace_choice`, the same arithmetic):
+//   balanced  slot s = t*k + j, position i = s mod E, G = ep_groups (1 unless G | E):
+//             id = (i mod G) * (E / G) + i / G   (consecutive positions: distinct per token)
+//   uniform   token t draws h_d = mix64(mix64(mix64(seed) ^ t) ^ d) mod E for d = 0, 1, ...,
+//             keeping each new expert until it has k (k <= E)
+// Bytes: tokens * k * 4 written. One thread per token, 128 per block, grid-stride.
 #include <math_constants.h>
 
 #include "kern_util.cuh"
@@ -171,6 +180,40 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32) moe_route(const MoeRout
             w = w * p.routed_scaling;
             p.out_ids[t * p.top_k + lane] = my_id;
             p.out_weights[t * p.top_k + lane] = w;
+        }
+    }
+}
+
+// rng.rs `mix64` (splitmix64 finaliser), as init.cu's rng_mix64: the uniform draws must be
+// the CPU reference's bit for bit.
+__device__ __forceinline__ unsigned long long route_mix64(unsigned long long z) {
+    z += 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+extern "C" __global__ void __launch_bounds__(ROUTE_CHOICE_THREADS) moe_route_choice(const MoeRouteChoiceParams p) {
+    const int E = p.num_experts, k = p.top_k;
+    if (E <= 0 || k <= 0 || k > E || k > static_cast<int>(MOE_ROUTE_MAX_TOP_K)) return;  // the host refuses these
+    const int G = (p.ep_groups > 0 && E % p.ep_groups == 0) ? p.ep_groups : 1;
+    for (long long t = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x; t < p.tokens;
+         t += static_cast<long long>(gridDim.x) * blockDim.x) {
+        int* ids = p.ids + t * k;
+        if (p.mode == EXPERT_CHOICE_CODE_BALANCED) {
+            for (int j = 0; j < k; ++j) {
+                const int i = static_cast<int>((t * k + j) % E);
+                ids[j] = (i % G) * (E / G) + i / G;
+            }
+        } else if (p.mode == EXPERT_CHOICE_CODE_UNIFORM) {
+            const unsigned long long token_key = route_mix64(route_mix64(p.seed) ^ static_cast<unsigned long long>(t));
+            int picked = 0;
+            for (unsigned long long d = 0; picked < k; ++d) {
+                const int e = static_cast<int>(route_mix64(token_key ^ d) % static_cast<unsigned long long>(E));
+                bool seen = false;
+                for (int j = 0; j < picked; ++j) seen |= ids[j] == e;
+                if (!seen) ids[picked++] = e;
+            }
         }
     }
 }

@@ -5,9 +5,17 @@ Reads the suite's CSV (results/kernel_bench/seed.csv), and for every attention, 
 and linear row times the same problem (the row's `dims`) with:
   attention / MLA prefill: torch SDPA with the cuDNN, FLASH and EFFICIENT backends;
   MLA decode: the absorbed form as two bf16 bmm's with an fp32 softmax;
-  MoE: torch._grouped_mm for gate|up and down with SiLU-and-multiply between, over the
-       same uniform random top-k routing fwdbench uses (the local experts' share);
-  linear: torch.matmul.
+  MoE: torch._grouped_mm (bf16) for gate|up and down with SiLU-and-multiply between, and
+       torch._scaled_grouped_mm (FP8 e4m3, row-wise scales: per token, per expert output
+       channel) the same way, over the row's routing (`routing` column: balanced gives every
+       expert exactly its share, as fwdbench's --routing balanced; otherwise uniform random
+       top-k, what a lone moe op of fwdbench draws), the local experts' share;
+  linear: torch.matmul (bf16), and torch._scaled_mm in FP8 e4m3 with row-wise scales (per
+       token x per output channel) and with DeepSeek-V3's block scales (1x128 activation
+       groups x 128x128 weight blocks; cuBLAS >= 12.9 on SM90).
+The FP8 peers time the GEMMs only (inputs quantized beforehand, outside the events). Each is
+guarded: a torch without the op, or whose op refuses the scaling, writes 'not available in
+this torch' (and the reason) instead of failing.
 Each: 3 warm-ups, then 25 iterations, each after a 256 MB L2 flush outside the events,
 timed with CUDA events; the median is reported. TFLOP/s and GB/s use fwdbench's own FLOP
 and byte counts of the row, so the ratio of times is the ratio of rates. A peer that
@@ -88,9 +96,50 @@ def mla_decode_peer(d):
     return {"bmm_absorbed": run}
 
 
-def moe_peer(d):
+class NotAvailable(Exception):
+    """This torch lacks the op, or its op refuses the scaling on this GPU."""
+
+
+FP8 = getattr(torch, "float8_e4m3fn", None)
+FP8_MAX = 448.0
+
+
+def quantize(x, scale):
+    """x / scale rounded to e4m3; `scale` broadcasts over x (amax / 448 per group)."""
+    return (x.float() / scale).clamp(-FP8_MAX, FP8_MAX).to(FP8)
+
+
+def rowwise(x, dim):
+    """e4m3 values and fp32 scales, one scale per row (dim=-1) or column (dim=0)."""
+    scale = x.float().abs().amax(dim=dim, keepdim=True).clamp(min=1e-12) / FP8_MAX
+    return quantize(x, scale), scale
+
+
+def guarded(name, build):
+    """`build()` -> the timed function, or a NotAvailable with the reason."""
+    if FP8 is None or not hasattr(torch, name):
+        raise NotAvailable(f"torch.{name} not available in this torch")
+    try:
+        fn = build()
+        fn()  # the feature check: an op that refuses the scaling raises here
+        torch.cuda.synchronize()
+        return fn
+    except (RuntimeError, NotImplementedError, TypeError, ValueError) as e:
+        raise NotAvailable(f"torch.{name} not available in this torch ({type(e).__name__}: {str(e).splitlines()[0][:160]})")
+
+
+def expert_ids(t, k, etotal, routing, ep):
+    """[t*k] expert ids: fwdbench's balanced rule, else uniform random distinct top-k."""
+    if routing == "balanced":
+        g = ep if ep > 0 and etotal % ep == 0 else 1
+        pos = torch.arange(t * k, device="cuda") % etotal
+        return (pos % g) * (etotal // g) + pos // g
+    return torch.rand(t, etotal, device="cuda").topk(k, dim=-1).indices.flatten()
+
+
+def moe_peer(d, routing="model", ep=1):
     t, hidden, inter, e, first, etotal, k = (d[n] for n in ("t", "h", "i", "e", "first", "etotal", "k"))
-    ids = torch.rand(t, etotal, device="cuda").topk(k, dim=-1).indices.flatten()
+    ids = expert_ids(t, k, etotal, routing, ep)
     local = ids[(ids >= first) & (ids < first + e)] - first
     counts = torch.bincount(local, minlength=e)
     offs = torch.cumsum(counts, 0).to(torch.int32)
@@ -103,12 +152,59 @@ def moe_peer(d):
         h = torch._grouped_mm(x, w13.transpose(-2, -1), offs=offs)
         a = F.silu(h[:, :inter]) * h[:, inter:]
         return torch._grouped_mm(a, w2.transpose(-2, -1), offs=offs)
-    return {"grouped_mm": run}
+
+    def fp8_grouped():
+        xq, xs = rowwise(x, -1)
+        w13q, w13s = rowwise(w13, -1)  # per expert output channel: [e, 2I, 1]
+        w2q, w2s = rowwise(w2, -1)
+        # The down GEMM's input, quantized per token as it would be after the activation.
+        aq, as_ = rowwise(randn(max(rows, 1), inter)[:rows], -1)
+
+        def gemms():
+            h = torch._scaled_grouped_mm(xq, w13q.transpose(-2, -1), xs.squeeze(-1), w13s.squeeze(-1), offs=offs,
+                                         out_dtype=torch.bfloat16)
+            return h, torch._scaled_grouped_mm(aq, w2q.transpose(-2, -1), as_.squeeze(-1), w2s.squeeze(-1),
+                                               offs=offs, out_dtype=torch.bfloat16)
+        return gemms
+
+    peers = {"grouped_mm": run}
+    if inter % 16 == 0 and hidden % 16 == 0:
+        peers["scaled_grouped_mm_rowwise"] = lambda: guarded("_scaled_grouped_mm", fp8_grouped)
+    return peers
 
 
 def linear_peer(d):
     x, w = randn(d["m"], d["k"]), randn(d["n"], d["k"])
-    return {"matmul": lambda: torch.matmul(x, w.t())}
+    m, n, kdim = d["m"], d["n"], d["k"]
+
+    def fp8_rowwise():
+        xq, xs = rowwise(x, -1)  # [m, 1]
+        wq, ws = rowwise(w, -1)  # [n, 1]
+        return lambda: torch._scaled_mm(xq, wq.t(), scale_a=xs, scale_b=ws.t(), out_dtype=torch.bfloat16)
+
+    def fp8_block():
+        # DeepSeek-V3: activations per token and 128-channel group, weights per 128x128 block.
+        if kdim % 128 or n % 128:
+            raise ValueError(f"K = {kdim} and N = {n} must be multiples of 128 for 128x128 blocks")
+        xg = x.float().view(m, kdim // 128, 128)
+        xs = xg.abs().amax(-1).clamp(min=1e-12) / FP8_MAX  # [m, K/128]
+        xq = quantize(xg, xs.unsqueeze(-1)).view(m, kdim)
+        wb = w.float().view(n // 128, 128, kdim // 128, 128)
+        ws = wb.abs().amax(dim=(1, 3)).clamp(min=1e-12) / FP8_MAX  # [N/128, K/128]
+        wq = quantize(wb, ws[:, None, :, None]).view(n, kdim)
+        # cuBLAS wants the 1x128 scales outer-dim-major and the 128x128 ones as [L4, N/128]
+        # (K blocks padded to a multiple of 4), as torch's own tests build them.
+        l4 = (kdim // 128 + 3) // 4 * 4
+        ws_pad = torch.zeros(n // 128, l4, device="cuda")
+        ws_pad[:, : kdim // 128] = ws
+        xs_t = xs.t().contiguous().t()
+        return lambda: torch._scaled_mm(xq, wq.t(), scale_a=xs_t, scale_b=ws_pad.t(), out_dtype=torch.bfloat16)
+
+    return {
+        "matmul": lambda: torch.matmul(x, w.t()),
+        "scaled_mm_rowwise": lambda: guarded("_scaled_mm", fp8_rowwise),
+        "scaled_mm_block128": lambda: guarded("_scaled_mm", fp8_block),
+    }
 
 
 def peers_of(row):
@@ -119,7 +215,7 @@ def peers_of(row):
     if kind == "mla_decode_attention":
         return mla_decode_peer(d)
     if kind == "moe":
-        return moe_peer(d)
+        return moe_peer(d, row.get("routing") or "model", int(row.get("ep") or 1))
     if kind == "linear":
         return linear_peer(d)
     return {}
@@ -145,10 +241,15 @@ def main():
                 continue
             for name, fn in peers.items():
                 try:
+                    if name.startswith("scaled_"):
+                        fn = fn()  # the guarded builder: the FP8 operands, then the GEMM
                     ms = timed(fn)
                     rate = (f"{gflop / ms:.2f}", f"{mbytes / ms:.1f}")  # GFLOP/ms = TFLOP/s, MB/ms = GB/s
                     w.writerow([row["case"], name, f"{ms:.5f}", *rate, "", torch.cuda.get_device_name(), torch.__version__])
                     print(f"{row['case']}: {name} {ms:.4f} ms, {rate[0]} TFLOP/s, {rate[1]} GB/s", flush=True)
+                except NotAvailable as e:
+                    w.writerow([row["case"], name, "", "", "", str(e), "", torch.__version__])
+                    print(f"{row['case']}: {name}: {e}", flush=True)
                 except Exception as e:
                     msg = f"{type(e).__name__}: {e}".splitlines()[0][:200]
                     w.writerow([row["case"], name, "", "", "", msg, "", torch.__version__])

@@ -16,9 +16,9 @@ use crate::exec::cpu::{load_weights, CpuRun, KvCaches};
 use crate::exec::cuda::executor::CudaExecutor;
 use crate::exec::Executor;
 use crate::model::{build_plan, PlanOptions};
-use crate::plan::cost::{op_cost, OpCost};
+use crate::plan::cost::{moe_cost_from_counts, op_cost, ExpertLoad, OpCost};
 use crate::plan::memory::{fits, plan_memory, Target};
-use crate::plan::{gemm_plan, Op, OpQuery, Plan, RankLayout, Shape, TensorId};
+use crate::plan::{gemm_plan, ExpertChoice, Op, OpQuery, Plan, RankLayout, RoutingMode, Shape, TensorId};
 use crate::report::{Stats, COPY_GBS, PEAK_TFLOPS};
 use crate::weights::rng;
 use crate::weights::RandomWeights;
@@ -41,6 +41,10 @@ pub struct OpCase {
     pub experts: usize,
     /// Token ids are drawn from `[0, vocab)` (embedding).
     pub vocab: usize,
+    /// `--routing`: a route op's choice, and how a lone `moe` op's expert ids are drawn.
+    pub routing: ExpertChoice,
+    /// Seed of the random inputs (the expert ids among them, which the cost counts).
+    pub seed: u64,
 }
 
 impl OpCase {
@@ -61,20 +65,43 @@ impl OpCase {
             plan: full.extract_op(index),
             experts: cfg.moe.as_ref().map(|m| m.num_experts).unwrap_or(0),
             vocab: cfg.vocab_size,
+            routing: ExpertChoice::Router,
+            seed: 1,
         })
+    }
+
+    /// The case under `--routing mode` with inputs drawn from `seed`.
+    pub fn with_routing(mut self, mode: RoutingMode, seed: u64) -> Self {
+        self.plan.set_routing(mode, seed);
+        self.routing = mode.choice(seed, self.plan.layout.ep);
+        self.seed = seed;
+        self
     }
 
     /// `out [m, n] = x [m, k] . W^T`, one cuBLASLt GEMM.
     pub fn gemm(case: String, m: usize, n: usize, k: usize) -> OpCase {
-        OpCase { case, model: "gemm".into(), plan: gemm_plan(m, n, k), experts: 0, vocab: 1 }
+        let plan = gemm_plan(m, n, k);
+        OpCase { case, model: "gemm".into(), plan, experts: 0, vocab: 1, routing: ExpertChoice::Router, seed: 1 }
     }
 
     pub fn op(&self) -> &Op {
         &self.plan.ops[0].op
     }
 
+    /// FLOPs and bytes; a lone `moe` op's from the experts its input ids touch.
     pub fn cost(&self) -> OpCost {
-        op_cost(&self.plan, self.op(), self.experts)
+        match self.expert_load() {
+            Some(load) => moe_cost_from_counts(&self.plan, self.op(), &load.layers[0]),
+            None => op_cost(&self.plan, self.op(), self.experts),
+        }
+    }
+
+    /// A lone `moe` op's routing: the tokens each expert receives from its input ids.
+    pub fn expert_load(&self) -> Option<ExpertLoad> {
+        let Op::Moe { ids, top_k, experts_total, .. } = self.op() else { return None };
+        let t = self.plan.tensor(ids.id);
+        let values = moe_ids(self.routing, t.rows, *top_k, *experts_total, rng::tensor_seed(self.seed, &t.name));
+        Some(ExpertLoad { layers: vec![ExpertLoad::count_layer(&values, *experts_total)] })
     }
 
     /// The op's site, `name@layer`.
@@ -137,10 +164,13 @@ impl OpCase {
     }
 }
 
-/// Random values for every input the op reads: N(0, 1)-like activations, expert ids that
-/// pick `top_k` distinct experts per token uniformly (so some experts of a small layer stay
-/// empty), positive routing weights. Deterministic in `seed`.
-pub fn random_inputs(plan: &Plan, seed: u64) -> Vec<(TensorId, Vec<f32>)> {
+/// Random values for every input the op reads: N(0, 1)-like activations, expert ids per the
+/// case's routing (the router's choice has no router in a lone `moe` op, so `model` draws
+/// `top_k` distinct experts per token uniformly, as `uniform` does with the route op's
+/// draws; `balanced` gives each expert its share), positive routing weights.
+/// Deterministic in the case's seed.
+pub fn random_inputs(case: &OpCase) -> Vec<(TensorId, Vec<f32>)> {
+    let (plan, seed) = (&case.plan, case.seed);
     let op = &plan.ops[0].op;
     op.inputs()
         .into_iter()
@@ -150,7 +180,7 @@ pub fn random_inputs(plan: &Plan, seed: u64) -> Vec<(TensorId, Vec<f32>)> {
             let n = t.rows * t.cols;
             let values = match op {
                 Op::Moe { ids, top_k, experts_total, .. } if ids.id == id => {
-                    expert_ids(t.rows, *top_k, *experts_total, key)
+                    moe_ids(case.routing, t.rows, *top_k, *experts_total, key)
                 }
                 Op::Moe { weights, .. } if weights.id == id => {
                     (0..n).map(|i| 0.05 + rng::unit_value(key, i as u64).abs() / 4.0).collect()
@@ -160,6 +190,16 @@ pub fn random_inputs(plan: &Plan, seed: u64) -> Vec<(TensorId, Vec<f32>)> {
             (id, values)
         })
         .collect()
+}
+
+/// A lone `moe` op's expert ids under `choice` (see [`random_inputs`]).
+fn moe_ids(choice: ExpertChoice, tokens: usize, top_k: usize, experts: usize, key: u64) -> Vec<f32> {
+    if choice == ExpertChoice::Router {
+        return expert_ids(tokens, top_k, experts, key);
+    }
+    let mut ids = vec![0; tokens * top_k];
+    crate::exec::cpu::ops::replace_choice(&mut ids, top_k, experts, choice);
+    ids.into_iter().map(|e| e as f32).collect()
 }
 
 fn expert_ids(tokens: usize, top_k: usize, experts: usize, key: u64) -> Vec<f32> {
@@ -266,7 +306,7 @@ pub fn run_case(exec: &mut CudaExecutor, case: &OpCase, opts: &KernelOptions) ->
     let check = match skip {
         Some(why) => {
             // Timing still needs realistic inputs: routing decides how much MoE work runs.
-            for (id, values) in random_inputs(plan, opts.seed) {
+            for (id, values) in random_inputs(case) {
                 exec.write_tensor(id, &values)?;
             }
             super::fill_caches(exec.gpu(), exec.caches()?, opts.seed)?;
@@ -296,7 +336,7 @@ pub fn check_against_cpu(dut: &mut dyn Executor, case: &OpCase, ids: &[i32], see
     let weights = load_weights(plan, &RandomWeights { seed }, true)?;
     let mut cpu = CpuRun::new(plan, &weights, None);
     cpu.write(plan.full(plan.input_ids), &ids.iter().map(|&i| i as f32).collect::<Vec<_>>());
-    for (id, values) in random_inputs(plan, seed) {
+    for (id, values) in random_inputs(case) {
         cpu.acts[id.0] = values;
     }
     let mut caches = KvCaches::default();
@@ -311,12 +351,13 @@ pub fn check_against_cpu(dut: &mut dyn Executor, case: &OpCase, ids: &[i32], see
 }
 
 /// The CSV columns of `kernel bench` (and the suite's seed.csv).
-pub const CSV_COLUMNS: &str = "suite,case,model,site,kind,family,phase,bsz,seq,tokens,attn_tp,ep,dims,check,rel_l2,median_ms,p10_ms,p90_ms,min_ms,iters,gflop,mbytes,tflops,gbs,compute_frac,memory_frac,bound,flush,gpu,git_rev";
+pub const CSV_COLUMNS: &str = "suite,case,model,site,kind,family,phase,bsz,seq,tokens,attn_tp,ep,dims,check,rel_l2,median_ms,p10_ms,p90_ms,min_ms,iters,gflop,mbytes,tflops,gbs,compute_frac,memory_frac,bound,flush,gpu,git_rev,routing,experts_touched,max_expert_tokens";
 
 /// One CSV line (no newline); `row` is None for a case that could not run (`why`).
 pub fn csv_line(suite: &str, case: &OpCase, row: Result<&KernelRow, &str>, flush: bool) -> String {
     let p = &case.plan;
     let cost = case.cost();
+    let load = case.expert_load();
     let opt = |v: Option<f64>, prec: usize| v.map(|v| format!("{v:.prec$}")).unwrap_or_default();
     let (check, rel, stats, tflops, gbs, gpu) = match row {
         Ok(r) => (r.check.to_string(), r.check.rel_l2(), r.stats, r.tflops(), r.gbs(), r.gpu.clone()),
@@ -354,6 +395,9 @@ pub fn csv_line(suite: &str, case: &OpCase, row: Result<&KernelRow, &str>, flush
         flush.to_string(),
         gpu,
         env!("FWDBENCH_GIT_REV").to_string(),
+        case.routing.mode().name().into(),
+        load.as_ref().map(|l| format!("{:.1}", l.experts_touched())).unwrap_or_default(),
+        load.as_ref().map(|l| l.max_expert_tokens().to_string()).unwrap_or_default(),
     ];
     fields.iter().map(|f| csv_field(f)).collect::<Vec<_>>().join(",")
 }

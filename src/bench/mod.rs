@@ -11,6 +11,7 @@
 pub mod comm;
 
 pub mod kernel;
+pub mod load;
 pub mod memory;
 pub mod nvtx;
 pub mod progress;
@@ -36,9 +37,9 @@ use crate::exec::cuda::kernels::init::{fill_normal_launch, FillNormalParams, FIL
 use crate::exec::cuda::memory::DeviceBuffer;
 use crate::exec::Executor;
 use crate::model::{build_plan, PlanOptions};
-use crate::plan::cost::PhaseCost;
+use crate::plan::cost::{ExpertLoad, PhaseCost};
 use crate::plan::memory::{fits, plan_memory, Target};
-use crate::plan::{Phase, Shape};
+use crate::plan::{Phase, RoutingMode, Shape};
 use crate::report::{Forwards, Meta, ProfileFiles, ProfileTarget, Reporter, Row, Stats};
 use nvtx::{Annotated, Nvtx};
 use progress::Progress;
@@ -76,6 +77,8 @@ pub struct BenchOptions {
     pub timing: Vec<TimingMethod>,
     /// Also append the seed pipeline's ten columns to results/csv/benchmark.csv.
     pub seed_csv: bool,
+    /// `--routing`: the router's choice, balanced, or seeded uniform (seeded by `seed`).
+    pub routing: RoutingMode,
 }
 
 impl BenchOptions {
@@ -189,11 +192,19 @@ pub fn run_grid(
         let planned = resident.bind(&exec.bound()?.plan, Target { sm_count: exec.gpu().sm_count });
         let per_rank = exec.bound()?.plan.local_batch;
         let graph_off = if phase == Phase::Decode { graph_off_reason(opts, dep, per_rank) } else { None };
-        // One row per timing method; the profile (when asked for) comes with the first.
+        // One row per timing method; the profile (when asked for) comes with the first, and
+        // the routing that ran is read back once, after the first timed region.
+        let mut load = None;
         for (n, timing) in opts.timing_plans().into_iter().enumerate() {
             let profile = n == 0 && opts.profile.contains(&phase);
             let req = ShapeRun { timing, graph: graph_off.is_none(), align, profile, leader };
-            let outcome = match time_shape(exec, cfg, opts, &flush, &req) {
+            let timed = time_shape(exec, cfg, opts, &flush, &req).and_then(|t| {
+                if n == 0 {
+                    load = routed_load(exec, cfg)?;
+                }
+                Ok(t)
+            });
+            let outcome = match timed {
                 Ok(t) => {
                     report_profile(&progress, t.profile.as_ref());
                     ranks::Outcome::from(&t)
@@ -209,7 +220,9 @@ pub fn run_grid(
             let (Some(r), Some(all)) = (&mut reporter, ranks::gather(rdzv, &outcome, timeout)?) else { continue };
             match ranks::combine(&all) {
                 Ok(c) => {
-                    let mut row = Row::new(&exec.bound()?.plan, &cost, c.stats, c.graph);
+                    let plan = &exec.bound()?.plan;
+                    let mut row = Row::new(plan, &routed_cost(plan, cfg, cost, load.as_ref()), c.stats, c.graph);
+                    row.set_expert_load(load.as_ref());
                     row.rank_spread = Some(c.spread);
                     row.note = row_note(graph_off.as_deref(), &timing);
                     row.timing = timing.method.name();
@@ -225,6 +238,23 @@ pub fn run_grid(
     }
     drop(progress);
     reporter.map_or(Ok(()), Reporter::finish)
+}
+
+/// The routing the bound plan actually makes, after its timed region (one more forward, op
+/// by op, on every rank together); `None` without MoE.
+pub(crate) fn routed_load(exec: &mut CudaExecutor, cfg: &ModelConfig) -> anyhow::Result<Option<ExpertLoad>> {
+    let experts = cfg.moe.as_ref().map_or(0, |m| m.num_experts);
+    load::measure_expert_load(exec, experts).context("reading back the expert counts after timing")
+}
+
+/// `cost` with the MoE ops costed from `load`, the routing that ran (when measured).
+pub(crate) fn routed_cost(
+    plan: &crate::plan::Plan,
+    cfg: &ModelConfig,
+    cost: PhaseCost,
+    load: Option<&ExpertLoad>,
+) -> PhaseCost {
+    load.map_or(cost, |l| PhaseCost::with_load(plan, cfg, l))
 }
 
 /// A row's note: why decode ran eagerly, and (the table has no timing column) that the
@@ -287,7 +317,8 @@ fn bind_shape(
     opts: &BenchOptions,
     ids: &[Vec<i32>],
 ) -> anyhow::Result<PhaseCost> {
-    let plan = build_plan(cfg, exec.layouts()[0], shape, PlanOptions::default())?;
+    let mut plan = build_plan(cfg, exec.layouts()[0], shape, PlanOptions::default())?;
+    plan.set_routing(opts.routing, opts.seed);
     // The previous shape's arena and caches are freed before asking what is free.
     exec.release();
     let need = plan_memory(&plan, Target { sm_count: exec.gpu().sm_count });
@@ -440,6 +471,7 @@ mod tests {
             save: false,
             timing: vec![TimingMethod::Fwdbench],
             seed_csv: false,
+            routing: RoutingMode::Model,
         }
     }
 

@@ -52,8 +52,11 @@ pub fn analytic_row(
     shape: Shape,
     graph_off: impl Fn(usize) -> Option<String>,
     comm: &CommModel,
+    routing: crate::plan::RoutingMode,
 ) -> anyhow::Result<Row> {
-    let plan = build_plan(cfg, layout, shape, PlanOptions::default())?;
+    let mut plan = build_plan(cfg, layout, shape, PlanOptions::default())?;
+    // Labels the row only: nothing runs, so MoE bytes keep the uniform estimate.
+    plan.set_routing(routing, 0);
     let off = if shape.phase == Phase::Decode { graph_off(plan.local_batch) } else { None };
     let graph = shape.phase == Phase::Decode && off.is_none();
     let compute = analytic_compute_ms(&plan, experts(cfg), &Efficiency::H200_V1, mode(graph));
@@ -110,7 +113,7 @@ pub fn project_grid(
         progress.start(&shape);
         let rows = match (&mut exec, &flush) {
             (Some(exec), Some(flush)) => measured_rows(exec, cfg, opts, flush, shape, &graph_off, &p.comm, &progress),
-            _ => analytic_row(cfg, layout, shape, graph_off, &p.comm).map(|r| vec![r]),
+            _ => analytic_row(cfg, layout, shape, graph_off, &p.comm, opts.routing).map(|r| vec![r]),
         };
         match rows {
             Ok(rows) => {
@@ -144,12 +147,20 @@ fn measured_rows(
     let plan = &exec.bound()?.plan;
     let off = if shape.phase == Phase::Decode { graph_off(plan.local_batch) } else { None };
     let mut rows = Vec::new();
+    let mut load = None;
     for (n, timing) in opts.timing_plans().into_iter().enumerate() {
         let profile = n == 0 && opts.profile.contains(&shape.phase);
         let req = ShapeRun { timing, graph: off.is_none(), align: None, profile, leader: true };
         let t = time_shape(exec, cfg, opts, flush, &req)?;
         report_profile(progress, t.profile.as_ref());
-        rows.push(projected_row(exec, &cost, comm, &t, timing, off.as_deref())?);
+        if n == 0 {
+            load = super::routed_load(exec, cfg)?;
+        }
+        let plan = &exec.bound()?.plan;
+        let cost = super::routed_cost(plan, cfg, cost, load.as_ref());
+        let mut row = projected_row(exec, &cost, comm, &t, timing, off.as_deref())?;
+        row.set_expert_load(load.as_ref());
+        rows.push(row);
     }
     Ok(rows)
 }

@@ -20,7 +20,7 @@ use fwdbench::exec::cuda::gpu::{AttentionKernels, KernelChoice, LinearKernels};
 use fwdbench::exec::cuda::weights::Values;
 use fwdbench::model::{build_plan, PlanOptions};
 use fwdbench::plan::memory::DoesNotFit;
-use fwdbench::plan::{OpQuery, RankLayout, Shape};
+use fwdbench::plan::{OpQuery, RankLayout, RoutingMode, Shape};
 
 #[derive(Debug, Args)]
 pub struct KernelArgs {
@@ -84,6 +84,9 @@ pub struct OpArgs {
     /// Seed of the random weights and inputs.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// MoE expert choice: a route op's (model, balanced, or seeded uniform; the router's weights stay), or how a lone moe op's expert ids are drawn (model and uniform: seeded uniform top-k). Default: the conf key `routing`, else model.
+    #[arg(long, value_parser = RoutingMode::NAMES)]
+    pub routing: Option<String>,
     /// Attention kernels: fa3 (TMA + wgmma, default) or fa2 (mma.sync); overrides the conf's
     /// attention_backend.
     #[arg(long)]
@@ -134,6 +137,7 @@ pub struct KernelCheckArgs {
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:
   fwdbench kernel bench --model deepseek --mconf full --op moe --tokens 4096
+  fwdbench kernel bench --model deepseek --mconf full --op moe --tokens 4096 --routing balanced
   fwdbench kernel bench --model sigma --mconf full --op attention --phase decode --bsz 32 --seq 4096 --deploy tp8
   fwdbench kernel bench --op linear --m 4096 --n 4096 --k 7168 --csv results/kernel_bench/adhoc.csv
   fwdbench kernel bench --suite seed")]
@@ -234,7 +238,8 @@ fn op_case(a: &OpArgs) -> anyhow::Result<OpCase> {
     let layer = a.layer.map(|l| format!(" layer {l}")).unwrap_or_default();
     let key = format!("{name}{layer} {} {} rank{} {shape:?}", model_label(a), a.deploy.deploy, a.rank);
     let query = OpQuery { name, layer: a.layer };
-    let case = OpCase::from_model(key, &model_label(a), &cfg, layout, shape, &query)?;
+    let routing = super::run::routing_mode(a.routing.as_deref(), &dep);
+    let case = OpCase::from_model(key, &model_label(a), &cfg, layout, shape, &query)?.with_routing(routing, a.seed);
     // After every naming mistake has been reported alone.
     super::common::print_conf_notes(Some((&conf, &dep)), fwdbench::config::run_conf::Subcommand::Kernel);
     Ok(case)
@@ -285,10 +290,11 @@ fn bench(b: KernelBenchArgs) -> anyhow::Result<()> {
 
 fn seed_suite(a: &OpArgs, opts: &KernelOptions, list: bool, path: &Path) -> anyhow::Result<()> {
     let models = SuiteModels::load(&a.model_dir)?;
+    let routing = super::run::routing_mode(a.routing.as_deref(), &a.deploy.load()?.1);
     let points = seed_points();
     if list {
         for (key, point) in &points {
-            let case = models.case(key, point)?;
+            let case = models.case(key, point)?.with_routing(routing, opts.seed);
             let c = case.cost();
             let check = case.cpu_check_skip().map(|w| format!("skipped({w})")).unwrap_or("cpu check".into());
             println!(
@@ -310,7 +316,7 @@ fn seed_suite(a: &OpArgs, opts: &KernelOptions, list: bool, path: &Path) -> anyh
     // One executor per (model, layout) run of points: opening a GPU costs more than most ops.
     let mut open: Option<(String, RankLayout, CudaExecutor)> = None;
     for (i, (key, point)) in points.iter().enumerate() {
-        let case = models.case(key, point)?;
+        let case = models.case(key, point)?.with_routing(routing, opts.seed);
         eprint!("[{}/{}] ", i + 1, points.len());
         if !open.as_ref().is_some_and(|(m, l, _)| *m == case.model && *l == case.plan.layout) {
             // The previous GPU's weights are freed before the next one's are generated.
@@ -358,9 +364,12 @@ fn check_model(a: &OpArgs) -> anyhow::Result<()> {
     }
     super::common::print_conf_notes(Some((&conf, &dep)), fwdbench::config::run_conf::Subcommand::Kernel);
     let label = model_label(a);
+    let routing = super::run::routing_mode(a.routing.as_deref(), &a.deploy.load()?.1);
     let opts = PlanOptions { all_logits: false, cache_len: Some(a.seq + 1) };
-    let prefill = build_plan(&cfg, RankLayout::single(), Shape::prefill(a.bsz, a.seq), opts)?;
-    let decode = build_plan(&cfg, RankLayout::single(), Shape::decode(a.bsz, a.seq), opts)?;
+    let mut prefill = build_plan(&cfg, RankLayout::single(), Shape::prefill(a.bsz, a.seq), opts)?;
+    let mut decode = build_plan(&cfg, RankLayout::single(), Shape::decode(a.bsz, a.seq), opts)?;
+    prefill.set_routing(routing, a.seed);
+    decode.set_routing(routing, a.seed);
     let ids = fwdbench::inputs::random_ids(a.bsz, a.seq + 1, cfg.vocab_size, a.seed);
     let prefill_ids = ids.iter().map(|r| r[..a.seq].to_vec()).collect();
     let decode_ids = ids.iter().map(|r| r[a.seq..].to_vec()).collect();

@@ -19,13 +19,13 @@ use fwdbench::dist::worker::setup_rank;
 use fwdbench::exec::cuda::executor::CudaExecutor;
 use fwdbench::exec::cuda::gpu::Gpu;
 use fwdbench::exec::cuda::weights::Values;
-use fwdbench::plan::{Phase, RankLayout};
+use fwdbench::plan::{Phase, RankLayout, RoutingMode};
 
 use super::common::{layouts, load_model, DeployArgs, NodeArgs};
 
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Examples:\n  fwdbench run --model qwen --mconf 2l --deploy tp1\n  fwdbench run --model deepseek --mconf 2l --deploy tp8ep8 --save           (one worker per GPU)\n  fwdbench run --model sigma --mconf full --deploy tp16ep16 --ip 10.0.0.1 --rank 1   (second node)\n  fwdbench run --model sigma --mconf full --deploy tp8ep8 --project        (one rank on GPU 0, collectives modelled)\n  fwdbench run --model deepseek --mconf full --deploy tp8ep8dp8 --project --analytic   (no GPU)"
+    after_help = "Examples:\n  fwdbench run --model qwen --mconf 2l --deploy tp1\n  fwdbench run --model deepseek --mconf 2l --deploy tp8ep8 --save           (one worker per GPU)\n  fwdbench run --model sigma --mconf full --deploy tp16ep16 --ip 10.0.0.1 --rank 1   (second node)\n  fwdbench run --model sigma --mconf full --deploy tp8ep8 --project        (one rank on GPU 0, collectives modelled)\n  fwdbench run --model deepseek --mconf full --deploy tp8ep8dp8 --project --analytic   (no GPU)\n  fwdbench run --model qwen --mconf 2l --deploy tp1 --routing balanced --save   (every expert its exact share)"
 )]
 pub struct RunArgs {
     #[arg(long)]
@@ -91,11 +91,19 @@ pub struct RunArgs {
     /// seed: also append the seed pipeline's ten columns (no header) to results/csv/benchmark.csv; implies --save.
     #[arg(long, value_parser = ["fwdbench", "seed"], default_value = "fwdbench")]
     pub csv_format: String,
+    /// MoE expert choice: the router as computed (model), exactly balanced, or seeded (--seed) uniform top-k; the router's weights stay. Default: the conf key `routing`, else model.
+    #[arg(long, value_parser = RoutingMode::NAMES)]
+    pub routing: Option<String>,
+}
+
+/// `--routing` when given, else the conf key `routing` (default model).
+pub(super) fn routing_mode(flag: Option<&str>, dep: &Deployment) -> RoutingMode {
+    flag.and_then(RoutingMode::parse).unwrap_or(dep.routing)
 }
 
 impl RunArgs {
     /// The library's options; `model_dir` is the model's own folder (its tokenizer).
-    fn bench_options(&self, model_dir: PathBuf, timing: Vec<TimingMethod>) -> BenchOptions {
+    fn bench_options(&self, model_dir: PathBuf, timing: Vec<TimingMethod>, routing: RoutingMode) -> BenchOptions {
         BenchOptions {
             model: self.model.clone(),
             mconf: self.mconf.clone(),
@@ -118,6 +126,7 @@ impl RunArgs {
             save: self.save || self.csv_format == "seed",
             timing,
             seed_csv: self.csv_format == "seed",
+            routing,
         }
     }
 }
@@ -151,7 +160,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     {
         eprintln!("note: FWDBENCH_NVTX is set but no NVTX library (libnvToolsExt.so.1, libnvtx3interop.so.1, or FWDBENCH_NVTX_LIB) loads; ranges are off");
     }
-    let job = Job { opts: args.bench_options(model_dir, timing), cfg: &cfg, dep, ranks, shapes };
+    let routing = routing_mode(args.routing.as_deref(), &dep);
+    let job = Job { opts: args.bench_options(model_dir, timing, routing), cfg: &cfg, dep, ranks, shapes };
     let is_worker = worker.is_some();
     if args.project {
         project(&args, &job)?;

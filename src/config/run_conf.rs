@@ -18,6 +18,8 @@ use thiserror::Error;
 
 pub use notes::{conf_notes, key_use, KeyUse, Subcommand};
 
+use crate::plan::RoutingMode;
+
 #[derive(Debug, Error)]
 pub enum ConfError {
     #[error("cannot read run conf {file}: {err}; check --conf-dir and the layer names")]
@@ -94,6 +96,8 @@ pub struct Deployment {
     /// SGLang's `quantization`: the weight format forced for any model (`fp8` or `bf16`);
     /// None keeps the model config's `quantization_config`.
     pub quantization: Option<crate::quant::Quant>,
+    /// fwdbench's own key `routing` (model, balanced, uniform; `--routing` overrides it).
+    pub routing: RoutingMode,
 }
 
 impl Deployment {
@@ -189,6 +193,7 @@ pub const IMPLEMENTED_KEYS: &[&str] = &[
     "dtype",
     "timing",
     "quantization",
+    "routing",
 ];
 
 /// SGLang's long spellings of the parallel sizes (both are server arguments).
@@ -467,6 +472,12 @@ impl RunConf {
                 Some(q) => Some(crate::quant::Quant::parse(&q).ok_or_else(|| {
                     self.bad("quantization", "fp8 (128x128 block-scaled e4m3) or bf16, or null for the model config's")
                 })?),
+            },
+            routing: match self.text("routing")? {
+                None => RoutingMode::Model,
+                Some(name) => {
+                    RoutingMode::parse(&name).ok_or_else(|| self.bad("routing", "model, balanced or uniform"))?
+                }
             },
         })
     }

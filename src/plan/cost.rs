@@ -9,7 +9,10 @@
 //! - norms, activations, softmax and RoPE count bytes only.
 //!
 //! "Minimum bytes" reads every input and weight once and writes every output once; for
-//! routed experts, the expected number of distinct experts a batch touches.
+//! routed experts, the expected number of distinct experts a batch touches under uniform
+//! routing, or, once a forward has run, the experts it actually touched ([`ExpertLoad`]):
+//! real routers route unevenly, and the uniform guess then counts weights that were never
+//! read (MBU above 100%).
 
 use serde::Serialize;
 
@@ -60,6 +63,59 @@ fn visible_pairs(plan: &Plan) -> f64 {
 fn expected_touched(e: usize, k: usize, tokens: usize) -> f64 {
     let miss = 1.0 - k as f64 / e as f64;
     e as f64 * (1.0 - miss.powf(tokens as f64))
+}
+
+/// Tokens each expert received in one forward, one row per `Op::Moe` of the plan in plan
+/// order, indexed by global expert id (every rank routes every token, so each rank sees the
+/// whole routing). Read back once per shape after the timed region (`bench::load`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct ExpertLoad {
+    pub layers: Vec<Vec<u32>>,
+}
+
+impl ExpertLoad {
+    /// One layer's counts from its `[tokens, top_k]` ids (as f32, the executors' read-back);
+    /// ids outside `0..num_experts` (none from a router) are not counted.
+    pub fn count_layer(ids: &[f32], num_experts: usize) -> Vec<u32> {
+        let mut counts = vec![0u32; num_experts];
+        for &id in ids {
+            if id >= 0.0 && (id as usize) < num_experts {
+                counts[id as usize] += 1;
+            }
+        }
+        counts
+    }
+
+    /// Experts with at least one token, the mean over layers (all experts, every rank's).
+    pub fn experts_touched(&self) -> f64 {
+        let touched: usize = self.layers.iter().map(|l| l.iter().filter(|&&c| c > 0).count()).sum();
+        touched as f64 / self.layers.len().max(1) as f64
+    }
+
+    /// The most tokens any expert of any layer received.
+    pub fn max_expert_tokens(&self) -> u32 {
+        self.layers.iter().flatten().copied().max().unwrap_or(0)
+    }
+}
+
+/// An `Op::Moe`'s cost from the tokens its experts actually received (`counts`, global
+/// ids): FLOPs for the local (token, expert) pairs, weight bytes for the local experts with
+/// at least one token, activations for the rows that ran.
+pub fn moe_cost_from_counts(plan: &Plan, op: &Op, counts: &[u32]) -> OpCost {
+    let Op::Moe { x, w13, w2, expert_start, local_experts, inter, out, .. } = op else {
+        unreachable!("moe_cost_from_counts got {op:?}")
+    };
+    let local = &counts[(*expert_start).min(counts.len())..(expert_start + local_experts).min(counts.len())];
+    let routed_local: f64 = local.iter().map(|&c| c as f64).sum();
+    let touched = local.iter().filter(|&&c| c > 0).count() as f64;
+    let hidden = plan.weight(*w2).rows;
+    let per_expert = (plan.weight(*w13).bytes() + plan.weight(*w2).bytes()) as f64 / *local_experts as f64;
+    OpCost {
+        flops: routed_local * 6.0 * (hidden * inter) as f64,
+        weight_bytes: touched * per_expert,
+        act_bytes: view_bytes(plan, x) + view_bytes(plan, out) + routed_local * (3 * inter * 2) as f64,
+        ..OpCost::default()
+    }
 }
 
 pub fn op_cost(plan: &Plan, op: &Op, num_experts: usize) -> OpCost {
@@ -145,8 +201,22 @@ pub fn op_cost(plan: &Plan, op: &Op, num_experts: usize) -> OpCost {
 
 /// Costs of a whole plan, per op and in total.
 pub fn plan_cost(plan: &Plan, cfg: &ModelConfig) -> (Vec<OpCost>, OpCost) {
+    plan_cost_with_load(plan, cfg, &ExpertLoad::default())
+}
+
+/// [`plan_cost`] with every `Op::Moe` costed from the routing that ran (`load`, one row per
+/// MoE op); a plan whose MoE ops `load` does not cover keeps the uniform estimate for them.
+pub fn plan_cost_with_load(plan: &Plan, cfg: &ModelConfig, load: &ExpertLoad) -> (Vec<OpCost>, OpCost) {
     let experts = cfg.moe.as_ref().map(|m| m.num_experts).unwrap_or(0);
-    let per_op: Vec<OpCost> = plan.ops.iter().map(|p| op_cost(plan, &p.op, experts)).collect();
+    let mut layers = load.layers.iter();
+    let per_op: Vec<OpCost> = plan
+        .ops
+        .iter()
+        .map(|p| match (&p.op, matches!(p.op, Op::Moe { .. }).then(|| layers.next()).flatten()) {
+            (op, Some(counts)) => moe_cost_from_counts(plan, op, counts),
+            (op, None) => op_cost(plan, op, experts),
+        })
+        .collect();
     let mut total = OpCost::default();
     per_op.iter().for_each(|c| total.add(c));
     (per_op, total)
@@ -186,7 +256,15 @@ pub struct PhaseCost {
 
 impl PhaseCost {
     pub fn of(plan: &Plan, cfg: &ModelConfig) -> Self {
-        let (_, t) = plan_cost(plan, cfg);
+        Self::from_total(plan, plan_cost(plan, cfg).1)
+    }
+
+    /// As [`PhaseCost::of`], MoE ops costed from the routing that ran.
+    pub fn with_load(plan: &Plan, cfg: &ModelConfig, load: &ExpertLoad) -> Self {
+        Self::from_total(plan, plan_cost_with_load(plan, cfg, load).1)
+    }
+
+    fn from_total(plan: &Plan, t: OpCost) -> Self {
         PhaseCost {
             phase: plan.shape.phase,
             flops: t.flops,
@@ -199,5 +277,63 @@ impl PhaseCost {
     /// Bytes that count towards memory-bandwidth utilisation: weights and KV read.
     pub fn mbu_bytes(&self) -> f64 {
         self.weight_bytes + self.kv_bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::tests_support::tiny_mla_moe;
+    use crate::model::{build_plan, PlanOptions};
+    use crate::plan::Shape;
+    use proptest::prelude::*;
+
+    /// Rank `rank`'s first MoE op of the tiny MLA-MoE model (8 experts, top-2) under ep 2.
+    fn moe_op(rank: usize) -> (Plan, Op) {
+        let layout = crate::dist::rank_layouts(2, 2, 1).unwrap()[rank];
+        let plan = build_plan(&tiny_mla_moe(), layout, Shape::prefill(2, 6), PlanOptions::default()).unwrap();
+        let op = plan.ops.iter().find(|p| matches!(p.op, Op::Moe { .. })).unwrap().op.clone();
+        (plan, op)
+    }
+
+    #[test]
+    fn counts_cost_only_this_ranks_experts() {
+        // Rank 1 owns experts 4..8: the tokens of experts 0..4 cost it nothing.
+        let (plan, op) = moe_op(1);
+        let Op::Moe { expert_start, local_experts, w13, w2, .. } = &op else { unreachable!() };
+        assert_eq!((*expert_start, *local_experts), (4, 4));
+        let per_expert = (plan.weight(*w13).bytes() + plan.weight(*w2).bytes()) as f64 / 4.0;
+        let c = moe_cost_from_counts(&plan, &op, &[5, 5, 5, 5, 0, 3, 0, 1]);
+        assert_eq!(c.weight_bytes, 2.0 * per_expert);
+        let idle = moe_cost_from_counts(&plan, &op, &[6, 6, 6, 6, 0, 0, 0, 0]);
+        assert_eq!((idle.weight_bytes, idle.flops), (0.0, 0.0));
+    }
+
+    proptest! {
+        /// Counted bytes never exceed the rank's experts' bytes, reach them when every local
+        /// expert has a token, and count FLOPs for exactly the local (token, expert) pairs.
+        #[test]
+        fn counted_bytes_are_bounded_by_the_local_experts(
+            counts in proptest::collection::vec(0u32..5, 8),
+            rank in 0usize..2,
+        ) {
+            let (plan, op) = moe_op(rank);
+            let Op::Moe { w13, w2, expert_start, inter, .. } = &op else { unreachable!() };
+            let all_local = (plan.weight(*w13).bytes() + plan.weight(*w2).bytes()) as f64;
+            let c = moe_cost_from_counts(&plan, &op, &counts);
+            let local = &counts[*expert_start..expert_start + 4];
+            prop_assert!(c.weight_bytes <= all_local);
+            prop_assert_eq!(c.weight_bytes == all_local, local.iter().all(|&n| n > 0));
+            let pairs: u32 = local.iter().sum();
+            prop_assert_eq!(c.flops, pairs as f64 * 6.0 * (plan.weight(*w2).rows * inter) as f64);
+        }
+    }
+
+    #[test]
+    fn load_summary_is_the_mean_touched_and_the_max() {
+        let load = ExpertLoad { layers: vec![vec![0, 3, 1, 0], vec![2, 2, 2, 2]] };
+        assert_eq!(load.experts_touched(), 3.0);
+        assert_eq!(load.max_expert_tokens(), 3);
+        assert_eq!(ExpertLoad::count_layer(&[1.0, 3.0, 1.0, -1.0, 9.0], 4), vec![0, 2, 0, 1]);
     }
 }

@@ -13,7 +13,7 @@ mod ops;
 mod weights;
 
 pub use extract::{gemm_plan, OpQuery, OpQueryError};
-pub use ops::{Collective, CollectiveDim, Group, IdRef, Op};
+pub use ops::{Collective, CollectiveDim, ExpertChoice, Group, IdRef, Op, RoutingMode};
 pub use weights::{quantize_linear_weights, Init, WeightInfo, WeightPiece};
 
 use serde::Serialize;

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use super::{CacheId, TensorId, View, WeightId};
+use super::{CacheId, Plan, TensorId, View, WeightId};
 use crate::config::model::{Activation, NormKind, RopeConfig, RouterConfig};
 
 /// The ranks a collective spans (see `RankLayout::group_ranks`).
@@ -118,6 +118,9 @@ pub enum Op {
         weights: View,
         router: RouterConfig,
         top_k: usize,
+        /// Which experts the ids name: the router's top-k, or a replacement (the weights
+        /// stay the router's, so the work is the same).
+        choice: ExpertChoice,
     },
     /// Routed experts on this rank: `out[t] = sum_j w[t,j] * expert_{ids[t,j]}(x[t])` over
     /// the selected experts in `[expert_start, expert_start + local_experts)`.
@@ -351,7 +354,7 @@ impl Op {
                 w(weight, f);
                 t(out, f);
             }
-            Op::Route { x, weight, correction_bias, logits, ids, weights, router: _, top_k: _ } => {
+            Op::Route { x, weight, correction_bias, logits, ids, weights, router: _, top_k: _, choice: _ } => {
                 t(x, f);
                 w(weight, f);
                 correction_bias.iter_mut().for_each(|b| w(b, f));
@@ -388,6 +391,102 @@ impl Op {
     }
 }
 
+/// `--routing` (conf key `routing`): where a benchmark's tokens go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RoutingMode {
+    /// The router as computed.
+    #[default]
+    Model,
+    /// Every expert gets exactly its share of the `tokens * top_k` choices (what a
+    /// well-trained router with load balancing gives).
+    Balanced,
+    /// Seeded uniform random top-k, distinct per token.
+    Uniform,
+}
+
+impl RoutingMode {
+    pub const NAMES: [&'static str; 3] = ["model", "balanced", "uniform"];
+
+    /// The name the flag, the conf key and the CSV's `routing` column use.
+    pub fn name(self) -> &'static str {
+        match self {
+            RoutingMode::Model => "model",
+            RoutingMode::Balanced => "balanced",
+            RoutingMode::Uniform => "uniform",
+        }
+    }
+
+    /// Parses a flag or conf value; `None` for anything but the three names.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text.trim() {
+            "model" => Some(RoutingMode::Model),
+            "balanced" => Some(RoutingMode::Balanced),
+            "uniform" => Some(RoutingMode::Uniform),
+            _ => None,
+        }
+    }
+
+    /// The choice one plan's route ops make: `seed` draws the uniform choice, `ep` (expert
+    /// parallel groups) spreads the balanced remainder over the ranks.
+    pub fn choice(self, seed: u64, ep: usize) -> ExpertChoice {
+        match self {
+            RoutingMode::Model => ExpertChoice::Router,
+            RoutingMode::Balanced => ExpertChoice::Balanced { ep_groups: ep.max(1) },
+            RoutingMode::Uniform => ExpertChoice::Uniform { seed },
+        }
+    }
+}
+
+/// What `Op::Route` writes into its ids after the router's top-k (exec/cpu/ops/route.rs
+/// `replace_choice` states the rules; kernels/route.cu `moe_route_choice` does the same).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExpertChoice {
+    /// The router's top-k.
+    #[default]
+    Router,
+    /// Slot `s = t*top_k + j` goes to the expert at position `s mod E` of an order that
+    /// deals experts round-robin over `ep_groups` contiguous shards.
+    Balanced { ep_groups: usize },
+    /// Seeded uniform random top-k, distinct per token.
+    Uniform { seed: u64 },
+}
+
+impl ExpertChoice {
+    pub fn mode(self) -> RoutingMode {
+        match self {
+            ExpertChoice::Router => RoutingMode::Model,
+            ExpertChoice::Balanced { .. } => RoutingMode::Balanced,
+            ExpertChoice::Uniform { .. } => RoutingMode::Uniform,
+        }
+    }
+}
+
+impl Plan {
+    /// Sets every route op of the plan to `mode` (seeded by `seed`, balanced over this
+    /// plan's expert-parallel groups).
+    pub fn set_routing(&mut self, mode: RoutingMode, seed: u64) {
+        let choice = mode.choice(seed, self.layout.ep);
+        for planned in &mut self.ops {
+            if let Op::Route { choice: c, .. } = &mut planned.op {
+                *c = choice;
+            }
+        }
+    }
+
+    /// The routing the plan's route ops make (`Model` for a plan without one).
+    pub fn routing(&self) -> RoutingMode {
+        self.ops
+            .iter()
+            .find_map(|p| match &p.op {
+                Op::Route { choice, .. } => Some(choice.mode()),
+                _ => None,
+            })
+            .unwrap_or_default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;
@@ -403,8 +502,13 @@ mod tests {
         match stem {
             "linear" | "collective" => files.push(format!("src/exec/cuda/kernels/{stem}.rs")),
             "attention" => files.extend(
-                ["src/exec/cuda/kernels/attention.rs", "kernels/attention_fa3.cu", "kernels/attention_prefill.cu", "kernels/attention_decode.cu"]
-                    .map(String::from),
+                [
+                    "src/exec/cuda/kernels/attention.rs",
+                    "kernels/attention_fa3.cu",
+                    "kernels/attention_prefill.cu",
+                    "kernels/attention_decode.cu",
+                ]
+                .map(String::from),
             ),
             _ => files.extend([format!("src/exec/cuda/kernels/{stem}.rs"), format!("kernels/{stem}.cu")]),
         }

@@ -2,8 +2,10 @@
 //! columns line up with the seed pipeline's benchmark.csv; a new file gets a header. The
 //! columns after the seed's say how each number was obtained (`method`), how a projected
 //! latency splits into compute and modelled communication, and, for several ranks, the
-//! per-rank spread and the per-rank batch, two the memory plan against the device, and
-//! `timing` which method timed the row.
+//! per-rank spread and the per-rank batch; then the memory plan against the device, `timing`
+//! (which method timed the row), the weight format and its peak; the last three, the routing
+//! (`--routing`) and, for MoE models, the experts the measured forward touched and its
+//! most-loaded expert.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader};
@@ -13,7 +15,7 @@ use anyhow::Context;
 
 use super::{now_secs, Meta, Row};
 
-pub const COLUMNS: [&str; 38] = [
+pub const COLUMNS: [&str; 41] = [
     "model",
     "mconf",
     "base",
@@ -52,6 +54,9 @@ pub const COLUMNS: [&str; 38] = [
     "timing",
     "quant",
     "peak_tflops",
+    "routing",
+    "experts_touched",
+    "max_expert_tokens",
 ];
 
 pub struct CsvRows {
@@ -139,6 +144,9 @@ impl CsvRows {
             r.timing.to_string(),
             r.quant.name().to_string(),
             format!("{:.0}", r.quant.peak_tflops()),
+            r.routing.to_string(),
+            r.experts_touched.map_or_else(String::new, |v| format!("{v:.1}")),
+            r.max_expert_tokens.map_or_else(String::new, |v| v.to_string()),
         ])?;
         self.writer.flush()?;
         Ok(())

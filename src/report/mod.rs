@@ -195,7 +195,7 @@ mod tests {
         assert_eq!(fields[17], "true");
         assert_eq!(
             &fields[21..],
-            ["measured", "", "", "", "", "2", "1", "all", "", "", "", "", "", "", "", "bf16", "989"]
+            ["measured", "", "", "", "", "2", "1", "all", "", "", "", "", "", "", "", "bf16", "989", "model", "", ""]
         );
         let logs: Vec<_> = std::fs::read_dir(dir.path().join("raw_output")).unwrap().flatten().collect();
         let log = std::fs::read_to_string(logs[0].path()).unwrap();

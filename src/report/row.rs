@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use super::Stats;
 use crate::dist::projection::{CommTime, Method, RankChoice};
-use crate::plan::cost::PhaseCost;
+use crate::plan::cost::{ExpertLoad, PhaseCost};
 use crate::plan::{Phase, Plan};
 use crate::quant::Quant;
 
@@ -68,6 +68,12 @@ pub struct Row {
     pub timing: &'static str,
     /// The plan's weight format; sets the MFU denominator.
     pub quant: Quant,
+    /// `--routing`: model, balanced or uniform.
+    pub routing: &'static str,
+    /// Measured MoE rows: experts with at least one token (mean over MoE layers, all
+    /// experts of the model) and the most tokens one expert received.
+    pub experts_touched: Option<f64>,
+    pub max_expert_tokens: Option<u32>,
 }
 
 impl Row {
@@ -105,7 +111,16 @@ impl Row {
             memory_mib: None,
             timing: "",
             quant,
+            routing: plan.routing().name(),
+            experts_touched: None,
+            max_expert_tokens: None,
         }
+    }
+
+    /// Records the routing that ran (the row's cost must already count it).
+    pub fn set_expert_load(&mut self, load: Option<&ExpertLoad>) {
+        self.experts_touched = load.map(ExpertLoad::experts_touched);
+        self.max_expert_tokens = load.map(ExpertLoad::max_expert_tokens);
     }
 
     /// A row from one rank's compute (`compute`: measured timings, or an analytic

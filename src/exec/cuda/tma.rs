@@ -34,11 +34,11 @@ pub fn encode_bf16(layout: &TensorLayout, box_dims: &[u32]) -> anyhow::Result<Te
         "tensor map rank mismatch: {layout:?} box {box_dims:?}"
     );
     ensure!(box_dims[0] == BOX_INNER, "the innermost box extent must be {BOX_INNER} (one 128-byte swizzle span)");
-    if layout.base % 16 != 0 {
+    if !layout.base.is_multiple_of(16) {
         bail!("tensor map base {:#x} is not 16-byte aligned", layout.base);
     }
     for (i, &s) in layout.strides.iter().enumerate() {
-        ensure!((s * 2) % 16 == 0, "tensor map stride {i} ({s} elements) is not a multiple of 16 bytes");
+        ensure!((s * 2).is_multiple_of(16), "tensor map stride {i} ({s} elements) is not a multiple of 16 bytes");
     }
     for (i, (&b, &d)) in box_dims.iter().zip(&layout.dims).enumerate() {
         ensure!((1..=256).contains(&b) && d >= 1, "tensor map box {i} = {b} over {d} elements is out of range");

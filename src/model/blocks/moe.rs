@@ -9,7 +9,7 @@
 use super::mlp::{gated_mlp, GatedNames};
 use crate::config::model::MoeConfig;
 use crate::model::builder::{split, Builder, Hf};
-use crate::plan::{DType, Init, Op, View};
+use crate::plan::{DType, ExpertChoice, Init, Op, View};
 
 pub struct MoeNames {
     pub router: Hf,
@@ -48,6 +48,7 @@ pub fn moe(b: &mut Builder, x: View, moe: &MoeConfig, names: &MoeNames) -> View 
             weights,
             router: moe.router.clone(),
             top_k: moe.top_k,
+            choice: ExpertChoice::Router,
         },
     );
 

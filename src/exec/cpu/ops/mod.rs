@@ -29,7 +29,7 @@ pub use linear::{linear, matmul_nn, matmul_nt, matmul_nt_as};
 pub use norm::{layer_norm, rms_norm};
 pub use quant::block_scaled_matmul_nt;
 pub use rope::{apply_rope, RopeTable};
-pub use route::{route, Routing};
+pub use route::{replace_choice, route, Routing};
 
 /// Numerically stable softmax of `logits` computed in f64 (max subtracted first).
 pub(crate) fn softmax_f64(logits: impl Iterator<Item = f64> + Clone) -> Vec<f64> {

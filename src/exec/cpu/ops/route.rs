@@ -7,11 +7,15 @@
 //!   with 4 kept, renormalise (`+1e-20`), × 2.5;
 //! * Sigma V2: as DeepSeek-V3 with one group (the caller turns renormalisation off for k = 1);
 //! * DeepSeek-V2: softmax, groups scored by their max.
+//!
+//! A benchmark can then replace the chosen experts (`ExpertChoice`, `--routing`) while the
+//! weights stay the router's: [`replace_choice`].
 
 use super::super::CpuRun;
 use super::{matmul_nt, sigmoid, softcap, softmax_f64};
 use crate::config::model::{GroupScore, RouterConfig, Scoring};
-use crate::plan::Op;
+use crate::plan::{ExpertChoice, Op};
+use crate::weights::rng::mix64;
 
 /// Chosen experts per token: `ids[t·top_k + j]` with weight `weights[t·top_k + j]`, ordered
 /// by descending selection score (ties: lower expert index first).
@@ -108,16 +112,68 @@ pub fn route(
     Routing { ids, weights }
 }
 
-/// `Op::Route`: fp32 logits, then [`route`] into ids and weights.
+/// The balanced order's expert at position `i` of `0..experts`: experts dealt round-robin
+/// over `ep_groups` contiguous shards (`i mod G` picks the shard, `i / G` the expert in
+/// it), so a remainder of slots is spread over the ranks. `G` must divide `experts`;
+/// otherwise one shard is assumed.
+pub fn balanced_expert(i: usize, experts: usize, ep_groups: usize) -> usize {
+    let g = if ep_groups > 0 && experts.is_multiple_of(ep_groups) { ep_groups } else { 1 };
+    (i % g) * (experts / g) + i / g
+}
+
+/// Draw `draw` of token `token`'s uniform choice: a splitmix64 hash (rng.rs `mix64`)
+/// modulo `experts`; route.cu's `moe_route_choice` is the same arithmetic. The seed is
+/// mixed before the token index joins it: `seed ^ token` alone would give two seeds the
+/// same set of token keys, only permuted, and so the same expert loads.
+pub fn uniform_draw(seed: u64, token: usize, draw: u64, experts: usize) -> usize {
+    (mix64(mix64(mix64(seed) ^ token as u64) ^ draw) % experts as u64) as usize
+}
+
+/// Replaces the experts in `ids` (`[tokens, top_k]`, the router's choice) per `choice`;
+/// the weights beside them are untouched.
+/// * Balanced: slot `s = t*top_k + j` takes [`balanced_expert`]`(s mod E)`. A token's
+///   `top_k <= E` slots are consecutive positions, so its experts are distinct; expert e
+///   gets `floor(T*k/E)` slots, plus one when its position is below `T*k mod E` (the
+///   remainder goes to the first positions, which the order spreads over the shards).
+/// * Uniform: token t draws experts [`uniform_draw`]`(seed, t, 0, 1, ...)`, skipping any
+///   it already has, until it has `top_k`.
+pub fn replace_choice(ids: &mut [usize], top_k: usize, experts: usize, choice: ExpertChoice) {
+    assert!(top_k <= experts, "route: top_k = {top_k} exceeds the {experts} experts");
+    match choice {
+        ExpertChoice::Router => {}
+        ExpertChoice::Balanced { ep_groups } => {
+            for (s, id) in ids.iter_mut().enumerate() {
+                *id = balanced_expert(s % experts, experts, ep_groups);
+            }
+        }
+        ExpertChoice::Uniform { seed } => {
+            for (t, token) in ids.chunks_exact_mut(top_k).enumerate() {
+                let (mut picked, mut draw) = (0, 0);
+                while picked < top_k {
+                    let e = uniform_draw(seed, t, draw, experts);
+                    draw += 1;
+                    if !token[..picked].contains(&e) {
+                        token[picked] = e;
+                        picked += 1;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `Op::Route`: fp32 logits, then [`route`] into ids and weights, then the benchmark's
+/// [`replace_choice`].
 pub fn run(r: &mut CpuRun, op: &Op) {
-    let Op::Route { x, weight, correction_bias, logits, ids, weights, router, top_k } = op else {
+    let Op::Route { x, weight, correction_bias, logits, ids, weights, router, top_k, choice } = op else {
         unreachable!("route::run got {op:?}")
     };
     let e = r.plan.weight(*weight).rows;
     let t_all = r.plan.rows(*x);
     let l = matmul_nt(&r.read(*x), t_all, x.cols, r.w(*weight), e);
     r.write(*logits, &l);
-    let routing = route(&l, t_all, e, *top_k, router, correction_bias.map(|b| r.w(b)));
+    let mut routing = route(&l, t_all, e, *top_k, router, correction_bias.map(|b| r.w(b)));
+    replace_choice(&mut routing.ids, *top_k, e, *choice);
     r.write(*ids, &routing.ids.iter().map(|&i| i as f32).collect::<Vec<_>>());
     r.write(*weights, &routing.weights);
 }
@@ -236,6 +292,52 @@ mod tests {
         route(&[0.0; 12], 1, 12, 4, &deepseek_v3_cfg(4, 1), None);
     }
 
+    fn counts(ids: &[usize], experts: usize) -> Vec<usize> {
+        let mut c = vec![0; experts];
+        ids.iter().for_each(|&e| c[e] += 1);
+        c
+    }
+
+    #[test]
+    fn balanced_hand_computed_with_a_remainder() {
+        // 3 tokens x top-3 over 4 experts in 2 shards: order 0, 2, 1, 3 (shards dealt in turn);
+        // 9 slots = 2 each + 1 for position 0 (expert 0).
+        let mut ids = vec![9; 9];
+        replace_choice(&mut ids, 3, 4, ExpertChoice::Balanced { ep_groups: 2 });
+        assert_eq!(ids, vec![0, 2, 1, 3, 0, 2, 1, 3, 0]);
+        assert_eq!(counts(&ids, 4), vec![3, 2, 2, 2]);
+    }
+
+    #[test]
+    fn router_choice_is_left_alone() {
+        let mut ids = vec![3, 1, 2, 0];
+        replace_choice(&mut ids, 2, 4, ExpertChoice::Router);
+        assert_eq!(ids, vec![3, 1, 2, 0]);
+    }
+
+    #[test]
+    fn uniform_is_seeded_deterministic_and_distinct() {
+        let draw = |seed| {
+            let mut ids = vec![0; 50 * 8];
+            replace_choice(&mut ids, 8, 16, ExpertChoice::Uniform { seed });
+            ids
+        };
+        let a = draw(3);
+        assert_eq!(a, draw(3), "deterministic");
+        assert_ne!(a, draw(4), "seeded");
+        assert_ne!(counts(&a, 16), counts(&draw(4), 16), "another seed, other loads (not the same ones permuted)");
+        for token in a.chunks(8) {
+            let distinct: std::collections::BTreeSet<_> = token.iter().collect();
+            assert_eq!(distinct.len(), 8, "{token:?}");
+        }
+        // 400 draws over 16 experts: every expert is hit, none takes more than twice its share.
+        assert!(counts(&a, 16).iter().all(|&c| c > 0 && c <= 50), "{:?}", counts(&a, 16));
+        // top_k = E: every token takes every expert.
+        let mut all = vec![0; 3 * 4];
+        replace_choice(&mut all, 4, 4, ExpertChoice::Uniform { seed: 1 });
+        assert!(all.chunks(4).all(|t| counts(t, 4) == vec![1; 4]));
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
 
@@ -267,6 +369,34 @@ mod tests {
             for e in (0..experts).filter(|e| kept.contains(&(e / 4)) && !r.ids.contains(e)) {
                 prop_assert!(choice[e] <= worst_chosen);
             }
+        }
+
+        /// Balanced: every expert gets exactly `floor(T*k/E)`, plus one for the first
+        /// `T*k mod E` positions of the order; each token's experts are distinct; each
+        /// expert-parallel shard's total is within one of every other's.
+        #[test]
+        fn balanced_gives_every_expert_its_share(
+            tokens in 1usize..300,
+            experts_per_shard in 1usize..40,
+            ep in prop_oneof![Just(1usize), Just(2), Just(4), Just(8)],
+            k_frac in 0.0f64..1.0,
+        ) {
+            let experts = experts_per_shard * ep;
+            let top_k = 1 + ((experts.min(16) - 1) as f64 * k_frac) as usize;
+            let mut ids = vec![usize::MAX; tokens * top_k];
+            replace_choice(&mut ids, top_k, experts, ExpertChoice::Balanced { ep_groups: ep });
+            let (share, rem) = ((tokens * top_k) / experts, (tokens * top_k) % experts);
+            let c = counts(&ids, experts);
+            for pos in 0..experts {
+                let e = balanced_expert(pos, experts, ep);
+                prop_assert_eq!(c[e], share + usize::from(pos < rem), "expert {} (position {})", e, pos);
+            }
+            for token in ids.chunks(top_k) {
+                let distinct: std::collections::BTreeSet<_> = token.iter().collect();
+                prop_assert_eq!(distinct.len(), top_k);
+            }
+            let shard: Vec<usize> = c.chunks(experts_per_shard).map(|s| s.iter().sum()).collect();
+            prop_assert!(shard.iter().max().unwrap() - shard.iter().min().unwrap() <= 1, "{:?}", shard);
         }
     }
 }

@@ -6,7 +6,7 @@ use super::linear::linear_call;
 use super::prepare::{kernel, Call, Prep};
 use super::ptr::{ConstF32Ptr, F32Ptr, I32Ptr};
 use crate::config::model::{GroupScore, Scoring};
-use crate::plan::Op;
+use crate::plan::{ExpertChoice, Op};
 
 /// Most experts the kernel handles (16 per lane of a warp).
 pub const MOE_ROUTE_MAX_EXPERTS: usize = 512;
@@ -66,6 +66,59 @@ pub struct MoeRouteParams {
 unsafe impl DeviceRepr for MoeRouteParams {}
 pub const MOE_ROUTE: (&str, &str) = ("route", "moe_route");
 
+/// Threads per block of `moe_route_choice` (one token each).
+pub const ROUTE_CHOICE_THREADS: u32 = 128;
+
+/// The kernel's `mode` values ([`ExpertChoice`] without its data).
+#[repr(i32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpertChoiceCode {
+    Router = 0,
+    Balanced = 1,
+    Uniform = 2,
+}
+
+/// `moe_route_choice`: overwrites `ids` `[tokens, top_k]` (the router's choice, in place)
+/// with the balanced or uniform choice; route.cu's head comment gives the rules.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MoeRouteChoiceParams {
+    pub ids: I32Ptr,
+    pub tokens: i32,
+    pub top_k: i32,
+    pub num_experts: i32,
+    /// An [`ExpertChoiceCode`].
+    pub mode: i32,
+    /// Balanced: the expert-parallel shards the remainder is spread over.
+    pub ep_groups: i32,
+    /// Uniform: the draws' seed.
+    pub seed: u64,
+}
+unsafe impl DeviceRepr for MoeRouteChoiceParams {}
+pub const MOE_ROUTE_CHOICE: (&str, &str) = ("route", "moe_route_choice");
+
+/// The replacement call for `choice`, or `None` for the router's own choice.
+pub fn route_choice_params(
+    choice: ExpertChoice,
+    ids: I32Ptr,
+    tokens: i32,
+    top_k: i32,
+    num_experts: i32,
+) -> Option<MoeRouteChoiceParams> {
+    let (mode, ep_groups, seed) = match choice {
+        ExpertChoice::Router => return None,
+        ExpertChoice::Balanced { ep_groups } => (ExpertChoiceCode::Balanced, ep_groups as i32, 0),
+        ExpertChoice::Uniform { seed } => (ExpertChoiceCode::Uniform, 1, seed),
+    };
+    Some(MoeRouteChoiceParams { ids, tokens, top_k, num_experts, mode: mode as i32, ep_groups, seed })
+}
+
+/// One thread per token, 128 per block.
+pub fn moe_route_choice_launch(tokens: usize) -> LaunchConfig {
+    let blocks = tokens.div_ceil(ROUTE_CHOICE_THREADS as usize).clamp(1, 65535);
+    LaunchConfig { grid_dim: (blocks as u32, 1, 1), block_dim: (ROUTE_CHOICE_THREADS, 1, 1), shared_mem_bytes: 0 }
+}
+
 pub fn scoring_code(scoring: Scoring) -> i32 {
     let code = match scoring {
         Scoring::Softmax => ScoringCode::Softmax,
@@ -88,9 +141,10 @@ pub fn moe_route_launch(tokens: usize) -> LaunchConfig {
     LaunchConfig { grid_dim: (blocks as u32, 1, 1), block_dim: (32 * ROUTE_WARPS as u32, 1, 1), shared_mem_bytes: 0 }
 }
 
-/// `Op::Route`: the fp32 router logits by cuBLASLt, then the top-k kernel.
+/// `Op::Route`: the fp32 router logits by cuBLASLt, then the top-k kernel, then (under
+/// `--routing balanced|uniform`) the choice kernel over the ids it wrote.
 pub fn prepare(cx: &mut Prep, op: &Op) -> anyhow::Result<Vec<Call>> {
-    let Op::Route { x, weight, correction_bias, logits, ids, weights, router, top_k } = op else {
+    let Op::Route { x, weight, correction_bias, logits, ids, weights, router, top_k, choice } = op else {
         unreachable!("route::prepare got {op:?}")
     };
     let gemm = linear_call(cx, *x, *weight, None, 1.0, *logits)?;
@@ -111,7 +165,19 @@ pub fn prepare(cx: &mut Prep, op: &Op) -> anyhow::Result<Vec<Call>> {
         out_ids: cx.ptr(*ids),
         out_weights: cx.ptr(*weights),
     };
-    Ok(vec![gemm, kernel(MOE_ROUTE, moe_route_launch(cx.rows(*x) as usize), p)])
+    let tokens = p.tokens;
+    let mut calls = vec![gemm, kernel(MOE_ROUTE, moe_route_launch(tokens as usize), p)];
+    if let Some(c) = route_choice_params(*choice, p.out_ids, tokens, p.top_k, p.num_experts) {
+        anyhow::ensure!(
+            c.top_k <= c.num_experts && c.top_k as usize <= MOE_ROUTE_MAX_TOP_K,
+            "--routing {}: top_k = {} must be at most the {} experts (and {MOE_ROUTE_MAX_TOP_K})",
+            choice.mode().name(),
+            c.top_k,
+            c.num_experts
+        );
+        calls.push(kernel(MOE_ROUTE_CHOICE, moe_route_choice_launch(tokens as usize), c));
+    }
+    Ok(calls)
 }
 
 #[cfg(test)]
@@ -122,5 +188,16 @@ mod tests {
     fn one_warp_per_token() {
         assert_eq!(moe_route_launch(8192).grid_dim.0, 2048);
         assert_eq!(moe_route_launch(1).grid_dim.0, 1);
+        assert_eq!(moe_route_choice_launch(8192).grid_dim.0, 64);
+        assert_eq!(moe_route_choice_launch(1).grid_dim.0, 1);
+    }
+
+    #[test]
+    fn choice_params_carry_the_mode_and_its_data() {
+        assert!(route_choice_params(ExpertChoice::Router, 8, 4, 2, 16).is_none());
+        let b = route_choice_params(ExpertChoice::Balanced { ep_groups: 8 }, 8, 4, 2, 16).unwrap();
+        assert_eq!((b.mode, b.ep_groups, b.tokens, b.top_k, b.num_experts), (1, 8, 4, 2, 16));
+        let u = route_choice_params(ExpertChoice::Uniform { seed: 77 }, 8, 4, 2, 16).unwrap();
+        assert_eq!((u.mode, u.seed), (ExpertChoiceCode::Uniform as i32, 77));
     }
 }
