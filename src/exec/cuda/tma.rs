@@ -31,7 +31,7 @@ pub fn encode_bf16(layout: &TensorLayout, box_dims: &[u32]) -> anyhow::Result<Te
     ensure!((2..=5).contains(&rank), "a tensor map has 2 to 5 dimensions, not {rank}");
     ensure!(layout.strides.len() == rank - 1 && box_dims.len() == rank, "tensor map rank mismatch: {layout:?} box {box_dims:?}");
     ensure!(box_dims[0] == BOX_INNER, "the innermost box extent must be {BOX_INNER} (one 128-byte swizzle span)");
-    if layout.base % 16 != 0 {
+    if !layout.base.is_multiple_of(16) {
         bail!("tensor map base {:#x} is not 16-byte aligned", layout.base);
     }
     for (i, &s) in layout.strides.iter().enumerate() {
