@@ -231,6 +231,16 @@ struct TmaRing {
         wgmma_wait<0>();
         fence_regs(acc);
     }
+
+    // A consumer warpgroup with nothing to compute still frees every stage it would have
+    // read (the producer counts all consumer warps).
+    __device__ __forceinline__ void drain(int k_tiles) const {
+        for (int kt = 0; kt < k_tiles; ++kt) {
+            const int s = kt % STAGES;
+            mbar_wait(&full[s], (kt / STAGES) & 1);
+            if (threadIdx.x % 32 == 0) mbar_arrive(&empty[s]);
+        }
+    }
 };
 
 }  // namespace hopper

@@ -26,7 +26,9 @@
 // GEMM structure (as kernels/gemm_tma.cu, which reaches 668 TFLOP/s on 8192^3): 384 threads;
 // warpgroup 0 is the producer (one thread issues TMA into a ring of full/empty mbarriers);
 // warpgroups 1-2 consume with m64nNk16 wgmma from shared memory (setmaxnreg 40 / 232).
-//   block_m 128: each consumer owns 64 rows x all 256 columns of the tile.
+//   block_m 128: each consumer owns 64 rows x all 256 columns of the tile; a consumer whose
+//                64 rows are all padding skips its wgmma (padding costs tensor time at
+//                64-row granularity, while each weight tile still serves 128 rows).
 //   block_m 64:  both consumers share the 64 rows, each owns 128 columns.
 // B is one 4-D tensor map over the expert weights, (k, rows per half, halves, experts): W13 is
 // (H, I, 2, E), so a gate/up tile loads, for each consumer, a box of gate rows then the box of
@@ -131,7 +133,16 @@ __device__ __forceinline__ void moe_wgmma(const MoeWgmmaParams& p) {
     float acc[WN / 2];
 #pragma unroll
     for (int i = 0; i < WN / 2; ++i) acc[i] = 0.f;
-    ring.template consume<WN>(acc, wm * 64 * BK, wn * WN * BK, k_tiles);
+    // Groups are padded to BM at their end, so a 64-row slab that starts on a padding row is
+    // all padding: with BM 128 that is the second slab of an expert's last block whenever
+    // its tail is <= 64 rows. Skipping it keeps the compute of padding at 64-row granularity
+    // while the weight tile is still shared by 128 rows; its rows are written as zeros.
+    const bool all_padding = GROUPS_N == 1 && p.sorted_slots[m_block * BM + wm * 64] < 0;
+    if (all_padding) {
+        ring.drain(k_tiles);
+    } else {
+        ring.template consume<WN>(acc, wm * 64 * BK, wn * WN * BK, k_tiles);
+    }
 
     // Accumulator d[4j + 2i + c]: row 16 warp + lane/4 + 8i, column 8j + 2(lane%4) + c.
     // Every row of a live M-block is < total_padded <= the buffer's rows; n % 8 == 0, so a

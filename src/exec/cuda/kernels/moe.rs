@@ -451,6 +451,7 @@ impl MoeGemms {
             n,
             k,
             c,
+            sorted_slots: self.sorted,
             block_expert: self.block_expert,
             total_padded: self.total,
             max_blocks: s.blocks,

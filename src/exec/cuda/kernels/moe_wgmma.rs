@@ -82,6 +82,9 @@ pub struct MoeWgmmaParams {
     pub n_tiles: i32,
     /// `Act` code of the gate/up epilogue (unused by the down entries).
     pub act: i32,
+    /// `[S]` from moe_align (-1 for padding): with `block_m` 128, a consumer whose 64 rows
+    /// are all padding skips its wgmma and writes zeros.
+    pub sorted_slots: ConstI32Ptr,
 }
 unsafe impl DeviceRepr for MoeWgmmaParams {}
 
@@ -141,6 +144,7 @@ pub struct MoeWgmmaProblem {
     pub n: usize,
     pub k: usize,
     pub c: u64,
+    pub sorted_slots: u64,
     pub block_expert: u64,
     pub total_padded: u64,
     /// M-blocks of the worst case (`moe_max_blocks`).
@@ -206,6 +210,7 @@ pub fn gemm_call(pr: &MoeWgmmaProblem) -> anyhow::Result<Call> {
         k: pr.k as i32,
         n_tiles: n_tiles as i32,
         act,
+        sorted_slots: pr.sorted_slots,
     };
     Ok(kernel(name, gemm_launch(tile, n_tiles, pr.max_blocks), p))
 }
@@ -226,11 +231,12 @@ mod tests {
 
     #[test]
     fn params_match_the_c_layout() {
-        // Two 128-byte maps, two pointers, c (8 bytes), then five i32, padded to 128.
+        // Two 128-byte maps, three pointers, five i32, a pointer, padded to 128.
         assert_eq!(std::mem::align_of::<MoeWgmmaParams>(), 128);
         assert_eq!(std::mem::offset_of!(MoeWgmmaParams, block_expert), 256);
         assert_eq!(std::mem::offset_of!(MoeWgmmaParams, c), 272);
         assert_eq!(std::mem::offset_of!(MoeWgmmaParams, act), 296);
+        assert_eq!(std::mem::offset_of!(MoeWgmmaParams, sorted_slots), 304);
         assert_eq!(std::mem::size_of::<MoeWgmmaParams>(), 384);
     }
 
@@ -269,6 +275,7 @@ mod tests {
             n,
             k: 0,
             c: 0,
+            sorted_slots: 0,
             block_expert: 0,
             total_padded: 0,
             max_blocks: 0,
