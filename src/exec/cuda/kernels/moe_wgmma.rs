@@ -262,27 +262,38 @@ mod tests {
         assert!(entry(16, silu).is_none());
     }
 
-    #[test]
-    fn gate_up_tiles_cover_channels_and_down_tiles_columns() {
-        // DeepSeek-V3: I 2048 channels in tiles of 128, H 7168 columns in tiles of 256.
-        let pr = |gemm, n| MoeWgmmaProblem {
+    fn problem(gemm: MoeWgmmaGemm, block_m: usize, n: usize, k: usize) -> MoeWgmmaProblem {
+        MoeWgmmaProblem {
             gemm,
-            block_m: 128,
+            block_m,
             a: 0,
             rows: 0,
             w: 0,
             experts: 256,
             n,
-            k: 0,
+            k,
             c: 0,
             sorted_slots: 0,
             block_expert: 0,
             total_padded: 0,
             max_blocks: 0,
-        };
-        let up = pr(MoeWgmmaGemm::GateUp(Activation::Silu), 2048);
+        }
+    }
+
+    #[test]
+    fn shapes_without_a_kernel_are_refused_before_any_driver_call() {
+        let message = |pr: MoeWgmmaProblem| gemm_call(&pr).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(message(problem(MoeWgmmaGemm::Down, 16, 512, 512)).contains("block_m 16"));
+        assert!(message(problem(MoeWgmmaGemm::Down, 128, 100, 512)).contains("multiples of 8"));
+        assert!(message(problem(MoeWgmmaGemm::Down, 64, 512, 36)).contains("multiples of 8"));
+    }
+
+    #[test]
+    fn gate_up_tiles_cover_channels_and_down_tiles_columns() {
+        // DeepSeek-V3: I 2048 channels in tiles of 128, H 7168 columns in tiles of 256.
+        let up = problem(MoeWgmmaGemm::GateUp(Activation::Silu), 128, 2048, 7168);
         assert_eq!(2048usize.div_ceil(up.columns_per_tile(MOE_WGMMA_TILE_M128)), 16);
-        let down = pr(MoeWgmmaGemm::Down, 7168);
+        let down = problem(MoeWgmmaGemm::Down, 128, 7168, 2048);
         assert_eq!(7168usize.div_ceil(down.columns_per_tile(MOE_WGMMA_TILE_M128)), 28);
         let cfg = gemm_launch(MOE_WGMMA_TILE_M128, 28, 400);
         assert_eq!(cfg.grid_dim, (11_200, 1, 1));
