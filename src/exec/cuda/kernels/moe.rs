@@ -27,13 +27,13 @@
 //!    `t*k + j` grouped by local expert in slot order, each group padded to a multiple of
 //!    `bm` (`sorted_slots`, `-1` for padding), `block_expert`, `slot_to_sorted`,
 //!    `total_padded`.
-//! 2. `moe_gemm_m{bm}` ([`moe_gemm_entry`], [`moe_gemm_launch`]) with `a = x` (`a_ld` = x's
+//! 2. `moe_gemm_m16` ([`moe_gemm_entry`], [`moe_gemm_launch`]) with `a = x` (`a_ld` = x's
 //!    row stride), `a_rows_are_tokens = 1`, `w = W13 [E, 2I, H]`, `w_expert_stride = 2I*H`,
 //!    `n = 2I`, `k = H`, `c = h13`, `c_ld = 2I`.
 //! 3. `act_mul` (kernels/act.cu) over all `S` rows of `h13` → `act`: `act(h13[r, 0:I]) *
 //!    h13[r, I:2I]` (SiLU for DeepSeek/Qwen/Sigma, GELU for Grok). Padding rows hold garbage
 //!    and produce garbage; nothing downstream reads them.
-//! 4. `moe_gemm_m{bm}` with `a = act`, `a_ld = I`, `a_rows_are_tokens = 0`,
+//! 4. `moe_gemm_m16` with `a = act`, `a_ld = I`, `a_rows_are_tokens = 0`,
 //!    `w = W2 [E, H, I]`, `w_expert_stride = H*I`, `n = H`, `k = I`, `c = c2`, `c_ld = H`.
 //! 5. `moe_combine` ([`MOE_COMBINE`], [`moe_combine_launch`]): `y[t] = (accumulate ? y[t] :
 //!    0) + Σ_j w[t,j] · c2[slot_to_sorted[t*k+j]]` over the local choices; under expert
