@@ -170,4 +170,79 @@ __device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
     return *reinterpret_cast<uint32_t*>(&v);
 }
 
+// ---- a TMA -> wgmma ring of K tiles (BK = 64, one swizzle span), for GEMM mainloops ----
+// STAGES stages of an A tile (A_ELEMS bf16) and a B tile (B_ELEMS), each guarded by a "full"
+// barrier (one producer arrival + the TMA bytes) and an "empty" barrier (one arrival per
+// consumer warp). K tile kt lives in stage kt % STAGES, phase (kt / STAGES) & 1.
+template <int STAGES, int A_ELEMS, int B_ELEMS>
+struct TmaRing {
+    bf16* a;
+    bf16* b;
+    uint64_t* full;
+    uint64_t* empty;
+
+    // Dynamic shared memory this ring needs, with 1 KiB of slack for the 1024-byte alignment
+    // of 128-byte swizzled TMA destinations.
+    static constexpr int SMEM_BYTES = STAGES * (A_ELEMS + B_ELEMS) * 2 + 16 * STAGES + 1024;
+
+    // Carves the ring out of `raw` and, in thread 0, initialises the barriers; the caller
+    // __syncthreads() before any thread uses it.
+    __device__ __forceinline__ TmaRing(unsigned char* raw, int consumer_warps) {
+        unsigned char* base = raw + ((1024 - (smem_addr(raw) & 1023)) & 1023);
+        a = reinterpret_cast<bf16*>(base);
+        b = a + STAGES * A_ELEMS;
+        full = reinterpret_cast<uint64_t*>(b + STAGES * B_ELEMS);
+        empty = full + STAGES;
+        if (threadIdx.x == 0) {
+            for (int s = 0; s < STAGES; ++s) {
+                mbar_init(&full[s], 1);
+                mbar_init(&empty[s], consumer_warps);
+            }
+            mbar_init_fence();
+        }
+    }
+
+    // Producer, one thread: waits until K tile kt's stage is free and arms its full barrier
+    // for a whole A and B tile; returns the stage for the TMA loads.
+    __device__ __forceinline__ int acquire(int kt) const {
+        const int s = kt % STAGES;
+        mbar_wait(&empty[s], ((kt / STAGES) & 1) ^ 1);
+        mbar_arrive_expect_tx(&full[s], (A_ELEMS + B_ELEMS) * 2);
+        return s;
+    }
+
+    // One consumer warpgroup: acc (+)= A[a_offset slab] * B[b_offset slab]^T over k_tiles,
+    // both K-major; keeps one stage's wgmma group in flight while it waits for the next.
+    template <int N>
+    __device__ __forceinline__ void consume(float (&acc)[N / 2], int a_offset, int b_offset, int k_tiles) const {
+        const int lane = threadIdx.x % 32;
+        for (int kt = 0; kt < k_tiles; ++kt) {
+            const int s = kt % STAGES;
+            mbar_wait(&full[s], (kt / STAGES) & 1);
+            const uint64_t da = desc_sw128(a + s * A_ELEMS + a_offset, 16, 1024);
+            const uint64_t db = desc_sw128(b + s * B_ELEMS + b_offset, 16, 1024);
+            wgmma_fence();
+#pragma unroll
+            for (int kk = 0; kk < 4; ++kk) wgmma_ss<N, 0>(acc, da + 2 * kk, db + 2 * kk, 1);
+            wgmma_commit();
+            // The previous stage's group is done once at most this one is pending: free it.
+            wgmma_wait<1>();
+            fence_regs(acc);
+            if (kt > 0 && lane == 0) mbar_arrive(&empty[(kt - 1) % STAGES]);
+        }
+        wgmma_wait<0>();
+        fence_regs(acc);
+    }
+
+    // A consumer warpgroup with nothing to compute still frees every stage it would have
+    // read (the producer counts all consumer warps).
+    __device__ __forceinline__ void drain(int k_tiles) const {
+        for (int kt = 0; kt < k_tiles; ++kt) {
+            const int s = kt % STAGES;
+            mbar_wait(&full[s], (kt / STAGES) & 1);
+            if (threadIdx.x % 32 == 0) mbar_arrive(&empty[s]);
+        }
+    }
+};
+
 }  // namespace hopper

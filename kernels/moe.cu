@@ -11,10 +11,13 @@
 //   1. moe_align    topk_ids -> slots (s = t*k + j) grouped by local expert, each expert's
 //                   group padded to a multiple of block_m; sorted_slots, block_expert,
 //                   slot_to_sorted, total_padded.
-//   2. moe_gemm_mBM h13[r] = x[sorted_slots[r] / k] . W13[e]^T   (gather from x, [*, 2I])
+//   2. moe_gemm_m16 h13[r] = x[sorted_slots[r] / k] . W13[e]^T   (gather from x, [*, 2I])
 //   3. act_mul      (kernels/act.cu) a[r] = act(h13[r, 0:I]) * h13[r, I:2I]       ([*, I])
-//   4. moe_gemm_mBM c2[r] = a[r] . W2[e]^T                        (rows already sorted)
+//   4. moe_gemm_m16 c2[r] = a[r] . W2[e]^T                        (rows already sorted)
 //   5. moe_combine  y[t] = sum_j w[t,j] * c2[slot_to_sorted[t*k+j]]
+// Steps 2-4 are this file's only for block_m 16 (decode); block_m 64 and 128 (prefill) run
+// kernels/moe_wgmma.cu's permute and TMA + wgmma GEMMs instead, between the same align and
+// combine.
 //
 // Padding rows (sorted_slots[r] == -1) are never written by moe_gemm, so h13 / a / c2 hold
 // whatever was there before in those rows; moe_gemm reads an A row only when its slot is
@@ -35,18 +38,14 @@
 //               total_padded exit at once.
 //   moe_combine grid tokens, 256 threads.
 //
-// GEMM versions (one template, three entries; the Rust side picks by tokens*k/E):
+// GEMM version (one template, one entry; the Rust side picks by tokens*k/E):
 //   moe_gemm_m16   BM 16, BN 32, BK 64, 4 warps splitting K inside each 64-wide tile, 8
 //                  stages: decode; each expert has a handful of rows, the kernel streams
 //                  weights, many small CTAs keep every SM's loads in flight.
-//   moe_gemm_m64   BM 64, BN 128, 4 warps (2x2, warp tile 32x64), 4 stages: mid-size.
-//   moe_gemm_m128  BM 128, BN 128, 4 warps (2x2, warp tile 64x64), 3 stages, 2 CTAs/SM:
-//                  prefill.
-// Measured on H200 (a sweep with the former standalone harness): decode streams the touched weights at
-// 3.4-4.4 TB/s; prefill GEMMs reach 240-300 TFLOP/s of useful work (about 400 issued,
-// counting padding rows), which is near what mma.sync sustains on Hopper: 128x256 tiles,
-// 8-warp 64x32 tiles, 4 stages and the grouped raster below all landed within 10% of each
-// other. Going further needs wgmma + TMA (a different kernel), not a retune.
+// Measured on H200 (a sweep with the former standalone harness): decode streams the touched
+// weights at 3.4-4.4 TB/s. The former m64/m128 entries of this template reached 240-300
+// TFLOP/s of useful work on prefill, near what mma.sync sustains on Hopper; moe_wgmma.cu
+// replaces them (docs/perf.md, "MoE v2 (wgmma)").
 // All: cp.async 16-byte copies into XOR-swizzled shared tiles (ldmatrix conflict-free),
 // multi-stage pipeline, ldmatrix.x4 fragments, mma.sync.m16n8k16 bf16.
 #include "common.cuh"
@@ -380,17 +379,9 @@ __device__ __forceinline__ void moe_gemm_body(const MoeGemmParams& p) {
 template <const MoeGemmShape& S>
 using MoeGemmFor = MoeGemmConfig<S.block_m, S.block_n, S.warps_m, S.warps_n, S.warps_k, S.stages>;
 using MoeGemmM16 = MoeGemmFor<MOE_TILE_M16>;
-using MoeGemmM64 = MoeGemmFor<MOE_TILE_M64>;
-using MoeGemmM128 = MoeGemmFor<MOE_TILE_M128>;
 
 extern "C" __global__ void __launch_bounds__(MoeGemmM16::THREADS, 4) moe_gemm_m16(const MoeGemmParams p) {
     moe_gemm_body<MoeGemmM16>(p);
-}
-extern "C" __global__ void __launch_bounds__(MoeGemmM64::THREADS, 2) moe_gemm_m64(const MoeGemmParams p) {
-    moe_gemm_body<MoeGemmM64>(p);
-}
-extern "C" __global__ void __launch_bounds__(MoeGemmM128::THREADS, 2) moe_gemm_m128(const MoeGemmParams p) {
-    moe_gemm_body<MoeGemmM128>(p);
 }
 
 // ------------------------------------------------------------------------------------

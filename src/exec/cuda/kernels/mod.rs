@@ -20,6 +20,7 @@ pub mod linear;
 pub mod misc;
 pub mod mla;
 pub mod moe;
+pub mod moe_wgmma;
 pub mod norm;
 pub mod prepare;
 pub mod ptr;

@@ -1,4 +1,5 @@
-//! Launch parameters and sizes for `kernels/moe.cu`: the routed experts a rank owns, as a
+//! Launch parameters and sizes for `kernels/moe.cu` (and, for prefill-sized batches,
+//! `kernels/moe_wgmma.cu`, see [`super::moe_wgmma`]): the routed experts a rank owns, as a
 //! fused-MoE pipeline of grouped GEMMs (bf16 in and out, fp32 accumulation).
 //!
 //! # Call sequence (one stream, graph-capturable)
@@ -14,29 +15,34 @@
 //! | `block_expert` | i32 | `moe_max_blocks(T, k, E, bm)` = `S / bm` |
 //! | `slot_to_sorted` | i32 | `T * k` |
 //! | `total_padded` | i32 | 1 |
-//! | `h13` (gate ‖ up) | bf16 | `S * 2I` |
+//! | `h13` (gate ‖ up) | bf16 | `S * 2I` for `bm = 16`, else none |
 //! | `act` | bf16 | `S * I` |
-//! | `c2` (expert outputs, sorted) | bf16 | `S * H` |
+//! | `c2` (expert outputs, sorted; `xs` before the down GEMM) | bf16 | `S * H` |
+//!
+//! `bm` 64 and 128 run the TMA + wgmma path instead of steps 2-4 below: `moe_permute` gathers
+//! x into `xs` (c2's space), one GEMM writes `act` with the activation in its epilogue, the
+//! down GEMM writes `c2` (module [`super::moe_wgmma`]); align and combine are shared.
 //!
 //! 1. `moe_align` ([`MOE_ALIGN`], [`moe_align_launch`]): `topk_ids [T, k]` → the slots
 //!    `t*k + j` grouped by local expert in slot order, each group padded to a multiple of
 //!    `bm` (`sorted_slots`, `-1` for padding), `block_expert`, `slot_to_sorted`,
 //!    `total_padded`.
-//! 2. `moe_gemm_m{bm}` ([`moe_gemm_entry`], [`moe_gemm_launch`]) with `a = x` (`a_ld` = x's
+//! 2. `moe_gemm_m16` ([`moe_gemm_entry`], [`moe_gemm_launch`]) with `a = x` (`a_ld` = x's
 //!    row stride), `a_rows_are_tokens = 1`, `w = W13 [E, 2I, H]`, `w_expert_stride = 2I*H`,
 //!    `n = 2I`, `k = H`, `c = h13`, `c_ld = 2I`.
 //! 3. `act_mul` (kernels/act.cu) over all `S` rows of `h13` → `act`: `act(h13[r, 0:I]) *
 //!    h13[r, I:2I]` (SiLU for DeepSeek/Qwen/Sigma, GELU for Grok). Padding rows hold garbage
 //!    and produce garbage; nothing downstream reads them.
-//! 4. `moe_gemm_m{bm}` with `a = act`, `a_ld = I`, `a_rows_are_tokens = 0`,
+//! 4. `moe_gemm_m16` with `a = act`, `a_ld = I`, `a_rows_are_tokens = 0`,
 //!    `w = W2 [E, H, I]`, `w_expert_stride = H*I`, `n = H`, `k = I`, `c = c2`, `c_ld = H`.
 //! 5. `moe_combine` ([`MOE_COMBINE`], [`moe_combine_launch`]): `y[t] = (accumulate ? y[t] :
 //!    0) + Σ_j w[t,j] · c2[slot_to_sorted[t*k+j]]` over the local choices; under expert
 //!    parallelism the engine then all-reduces `y`.
 //!
-//! Both GEMMs must use the entry whose `block_m` was given to `moe_align`. Padding rows of
-//! `h13`, `act` and `c2` are never written; the GEMM zero-fills padding rows of A instead of
-//! reading them, so poisoned (NaN) buffers are fine.
+//! Both GEMMs must use the entry whose `block_m` was given to `moe_align`. On the `bm = 16`
+//! path padding rows of `h13`, `act` and `c2` are never written; the GEMM zero-fills padding
+//! rows of A instead of reading them, so poisoned (NaN) buffers are fine. The wgmma path
+//! writes zeros there instead.
 //!
 //! Before the first launch of a GEMM entry, raise its dynamic shared memory limit
 //! (`CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES`) to [`MoeGemmTile::smem_bytes`].
@@ -44,8 +50,10 @@
 use cudarc::driver::LaunchConfig;
 
 use super::act::act_mul_call;
+use super::moe_wgmma::{self, MoePermuteParams, MoeWgmmaGemm, MoeWgmmaProblem};
 use super::prepare::{kernel, Call, Prep};
 use super::ptr::{Bf16Ptr, ConstBf16Ptr, ConstF32Ptr, ConstI32Ptr, I32Ptr};
+use crate::config::model::Activation;
 use crate::plan::{Op, Plan};
 
 /// Threads per CTA of `moe_align` (its launch bounds in moe.cu).
@@ -135,15 +143,13 @@ unsafe impl cudarc::driver::DeviceRepr for MoeCombineParams {}
 
 pub const MOE_ALIGN: (&str, &str) = ("moe", "moe_align");
 pub const MOE_GEMM_M16: (&str, &str) = ("moe", "moe_gemm_m16");
-pub const MOE_GEMM_M64: (&str, &str) = ("moe", "moe_gemm_m64");
-pub const MOE_GEMM_M128: (&str, &str) = ("moe", "moe_gemm_m128");
 pub const MOE_COMBINE: (&str, &str) = ("moe", "moe_combine");
 
 /// Shape errors caught before a launch (the kernels assume them and would read out of
 /// bounds or misalign their 16-byte copies otherwise).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MoeShapeError {
-    #[error("MoE GEMM block_m {0} has no kernel; use 16, 64 or 128 (choose_block_m picks one)")]
+    #[error("MoE GEMM block_m {0} has no mma.sync kernel; use 16 (64 and 128 run on moe_wgmma)")]
     UnsupportedBlockM(usize),
     #[error("MoE GEMM {what} = {value} must be a multiple of 8 (16-byte rows); pad the buffer or the model dimension")]
     NotMultipleOf8 { what: &'static str, value: usize },
@@ -174,10 +180,6 @@ pub struct MoeGemmShape {
 }
 pub const MOE_TILE_M16: MoeGemmShape =
     MoeGemmShape { block_m: 16, block_n: 32, warps_m: 1, warps_n: 1, warps_k: 4, stages: 8 };
-pub const MOE_TILE_M64: MoeGemmShape =
-    MoeGemmShape { block_m: 64, block_n: 128, warps_m: 2, warps_n: 2, warps_k: 1, stages: 4 };
-pub const MOE_TILE_M128: MoeGemmShape =
-    MoeGemmShape { block_m: 128, block_n: 128, warps_m: 2, warps_n: 2, warps_k: 1, stages: 3 };
 
 /// One GEMM entry's tile and launch shape, from its [`MoeGemmShape`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -204,15 +206,12 @@ impl MoeGemmTile {
     }
 }
 
-/// The GEMM entry for `block_m`.
+/// The mma.sync GEMM entry for `block_m` (only 16, decode's weight streaming).
 pub fn moe_gemm_entry(block_m: usize) -> Result<MoeGemmTile, MoeShapeError> {
-    let tile = match block_m {
-        16 => MoeGemmTile::new(MOE_GEMM_M16, MOE_TILE_M16),
-        64 => MoeGemmTile::new(MOE_GEMM_M64, MOE_TILE_M64),
-        128 => MoeGemmTile::new(MOE_GEMM_M128, MOE_TILE_M128),
-        other => return Err(MoeShapeError::UnsupportedBlockM(other)),
-    };
-    Ok(tile)
+    match block_m {
+        16 => Ok(MoeGemmTile::new(MOE_GEMM_M16, MOE_TILE_M16)),
+        other => Err(MoeShapeError::UnsupportedBlockM(other)),
+    }
 }
 
 /// Rows of the sorted buffers: every local (token, choice) pair plus, per expert that can be
@@ -235,7 +234,8 @@ pub fn moe_max_blocks(tokens: usize, top_k: usize, num_local_experts: usize, blo
 /// `num_experts` is the model's routed expert count (not the local count: under expert
 /// parallelism an expert's expected load is the same, the rank just owns fewer experts).
 /// Few rows: 16, the weight-streaming decode kernel (its padding costs no HBM bytes, only
-/// tensor-core time that is free there). Up to ~96 rows: 64. More: 128, the prefill tile.
+/// tensor-core time that is free there). Up to ~96 rows: 64. More: 128, the prefill tile
+/// (64 and 128 are the wgmma kernels of moe_wgmma.cu).
 pub fn choose_block_m(tokens: usize, top_k: usize, num_experts: usize) -> usize {
     let rows_per_expert = (tokens * top_k) as f64 / num_experts.max(1) as f64;
     if rows_per_expert <= 8.0 {
@@ -304,9 +304,14 @@ pub struct MoeScratch {
     pub block_expert: usize,
     pub slot_to_sorted: usize,
     pub total: usize,
+    /// Gate/up outputs of the `block_m = 16` path (zero bytes on the wgmma path, whose
+    /// gate/up GEMM writes `hact` directly).
     pub h13: usize,
     pub hact: usize,
     pub c2: usize,
+    /// The permuted tokens of the wgmma path: c2's bytes, which hold nothing until the down
+    /// GEMM writes c2, after the gate/up GEMM has read `xs`.
+    pub xs: usize,
     /// `block_m` the layout was sized for, `moe_max_sorted` rows and `moe_max_blocks` blocks.
     pub block_m: usize,
     pub max_sorted: usize,
@@ -327,6 +332,7 @@ impl MoeScratch {
         let block_m = choose_block_m(tokens, top_k, experts_total.max(1));
         let max_sorted = moe_max_sorted(tokens, top_k, local_experts, block_m);
         let blocks = moe_max_blocks(tokens, top_k, local_experts, block_m);
+        let h13_rows = if uses_wgmma(block_m) { 0 } else { max_sorted };
         let mut end = 0;
         let mut carve = |bytes: usize| {
             let at = end;
@@ -338,14 +344,15 @@ impl MoeScratch {
             block_expert: carve(blocks * 4),
             slot_to_sorted: carve(tokens * top_k * 4),
             total: carve(4),
-            h13: carve(max_sorted * 2 * inter * 2),
+            h13: carve(h13_rows * 2 * inter * 2),
             hact: carve(max_sorted * inter * 2),
             c2: carve(max_sorted * hidden * 2),
+            xs: 0,
             block_m,
             max_sorted,
             blocks,
         };
-        (layout, end)
+        (MoeScratch { xs: layout.c2, ..layout }, end)
     }
 
     /// The layout an `Op::Moe` of `plan` uses.
@@ -359,7 +366,108 @@ impl MoeScratch {
 
 const SCRATCH_ALIGN: usize = 256;
 
-/// `Op::Moe`: align, grouped gate/up GEMM, act_mul, grouped down GEMM, combine.
+/// Whether the GEMMs for `block_m` are moe_wgmma.cu's (64, 128) rather than moe.cu's (16).
+pub fn uses_wgmma(block_m: usize) -> bool {
+    block_m != 16
+}
+
+/// Device addresses and dimensions both GEMM paths of one `Op::Moe` read.
+struct MoeGemms {
+    x: u64,
+    x_ld: usize,
+    w13: u64,
+    w2: u64,
+    experts: usize,
+    top_k: usize,
+    hidden: usize,
+    inter: usize,
+    act: Activation,
+    sorted: u64,
+    block_expert: u64,
+    total: u64,
+    h13: u64,
+    hact: u64,
+    c2: u64,
+    xs: u64,
+    s: MoeScratch,
+}
+
+impl MoeGemms {
+    /// `bm = 16`: moe.cu's gathered gate/up GEMM, act_mul, down GEMM.
+    fn mma(&self) -> anyhow::Result<Vec<Call>> {
+        let (bm, blocks) = (self.s.block_m, self.s.blocks);
+        let tile = moe_gemm_entry(bm)?;
+        let (hidden, inter) = (self.hidden, self.inter);
+        let params = |a, a_ld: usize, gathered: bool, w, n: usize, k: usize, c| MoeGemmParams {
+            a,
+            a_ld: a_ld as i32,
+            a_rows_are_tokens: gathered as i32,
+            top_k: self.top_k as i32,
+            sorted_slots: self.sorted,
+            block_expert: self.block_expert,
+            total_padded: self.total,
+            w,
+            w_expert_stride: (n * k) as i64,
+            n: n as i32,
+            k: k as i32,
+            c,
+            c_ld: n as i32,
+            max_blocks_m: blocks as i32,
+        };
+        let gate_up = params(self.x, self.x_ld, true, self.w13, 2 * inter, hidden, self.h13);
+        let gate_up = kernel(tile.entry, moe_gemm_launch(bm, 2 * inter, blocks)?, gate_up);
+        let h13_ld = (2 * inter) as i32;
+        let activate = act_mul_call(self.h13, h13_ld, self.hact, inter as i32, self.s.max_sorted, inter, self.act);
+        let down = params(self.hact, inter, false, self.w2, hidden, inter, self.c2);
+        let down = kernel(tile.entry, moe_gemm_launch(bm, hidden, blocks)?, down);
+        Ok(vec![gate_up, activate, down])
+    }
+
+    /// `bm` 64 and 128: moe_wgmma.cu's permute, gate/up GEMM with the activation in its
+    /// epilogue, down GEMM.
+    fn wgmma(&self) -> anyhow::Result<Vec<Call>> {
+        anyhow::ensure!(
+            self.x.is_multiple_of(16),
+            "the MoE input rows must start on 16-byte boundaries for moe_permute (x at {:#x})",
+            self.x
+        );
+        let s = &self.s;
+        let permute = MoePermuteParams {
+            x: self.x,
+            x_ld: self.x_ld as i32,
+            top_k: self.top_k as i32,
+            sorted_slots: self.sorted,
+            total_padded: self.total,
+            xs: self.xs,
+            hidden: self.hidden as i32,
+        };
+        let problem = |gemm, a, w, n, k, c| MoeWgmmaProblem {
+            gemm,
+            block_m: s.block_m,
+            a,
+            rows: s.max_sorted,
+            w,
+            experts: self.experts,
+            n,
+            k,
+            c,
+            sorted_slots: self.sorted,
+            block_expert: self.block_expert,
+            total_padded: self.total,
+            max_blocks: s.blocks,
+        };
+        let gate_up = MoeWgmmaGemm::GateUp(self.act);
+        let gate_up = problem(gate_up, self.xs, self.w13, self.inter, self.hidden, self.hact);
+        let down = problem(MoeWgmmaGemm::Down, self.hact, self.w2, self.hidden, self.inter, self.c2);
+        Ok(vec![
+            moe_wgmma::permute_call(permute, s.max_sorted),
+            moe_wgmma::gemm_call(&gate_up)?,
+            moe_wgmma::gemm_call(&down)?,
+        ])
+    }
+}
+
+/// `Op::Moe`: align, the grouped GEMMs (see [`MoeGemms`]), combine.
 pub fn prepare(cx: &mut Prep, op: &Op) -> anyhow::Result<Vec<Call>> {
     let Op::Moe { x, ids, weights, w13, w2, expert_start, local_experts, top_k, inter, act, out, .. } = op else {
         unreachable!("moe::prepare got {op:?}")
@@ -370,8 +478,7 @@ pub fn prepare(cx: &mut Prep, op: &Op) -> anyhow::Result<Vec<Call>> {
     let at = |offset: usize| cx.scratch + offset as u64;
     let (bm, blocks, max_sorted) = (s.block_m, s.blocks, s.max_sorted);
     let (sorted, block_expert, total) = (at(s.sorted), at(s.block_expert), at(s.total));
-    let (slot_to_sorted, h13, hact, c2) = (at(s.slot_to_sorted), at(s.h13), at(s.hact), at(s.c2));
-    let tile = moe_gemm_entry(bm)?;
+    let slot_to_sorted = at(s.slot_to_sorted);
     check_moe_gemm(hidden, cx.ld(*x) as usize, blocks)?;
     check_moe_gemm(*inter, *inter, blocks)?;
     let p = MoeAlignParams {
@@ -388,43 +495,29 @@ pub fn prepare(cx: &mut Prep, op: &Op) -> anyhow::Result<Vec<Call>> {
         max_sorted: max_sorted as i32,
     };
     let align = kernel(MOE_ALIGN, moe_align_launch(*local_experts), p);
-    let gate_up = MoeGemmParams {
-        a: cx.ptr(*x),
-        a_ld: cx.ld(*x),
-        a_rows_are_tokens: 1,
-        top_k: *top_k as i32,
-        sorted_slots: sorted,
+    let gemms = MoeGemms {
+        x: cx.ptr(*x),
+        x_ld: cx.ld(*x) as usize,
+        w13: cx.w(*w13),
+        w2: cx.w(*w2),
+        experts: *local_experts,
+        top_k: *top_k,
+        hidden,
+        inter: *inter,
+        act: *act,
+        sorted,
         block_expert,
-        total_padded: total,
-        w: cx.w(*w13),
-        w_expert_stride: (2 * inter * hidden) as i64,
-        n: (2 * inter) as i32,
-        k: hidden as i32,
-        c: h13,
-        c_ld: (2 * inter) as i32,
-        max_blocks_m: blocks as i32,
+        total,
+        h13: at(s.h13),
+        hact: at(s.hact),
+        c2: at(s.c2),
+        xs: at(s.xs),
+        s,
     };
-    let gate_up = kernel(tile.entry, moe_gemm_launch(bm, 2 * inter, blocks)?, gate_up);
-    let activate = act_mul_call(h13, (2 * inter) as i32, hact, *inter as i32, max_sorted, *inter, *act);
-    let down = MoeGemmParams {
-        a: hact,
-        a_ld: *inter as i32,
-        a_rows_are_tokens: 0,
-        top_k: *top_k as i32,
-        sorted_slots: sorted,
-        block_expert,
-        total_padded: total,
-        w: cx.w(*w2),
-        w_expert_stride: (hidden * inter) as i64,
-        n: hidden as i32,
-        k: *inter as i32,
-        c: c2,
-        c_ld: hidden as i32,
-        max_blocks_m: blocks as i32,
-    };
-    let down = kernel(tile.entry, moe_gemm_launch(bm, hidden, blocks)?, down);
+    let mut calls = vec![align];
+    calls.extend(if uses_wgmma(bm) { gemms.wgmma()? } else { gemms.mma()? });
     let p = MoeCombineParams {
-        c2,
+        c2: gemms.c2,
         c2_ld: hidden as i32,
         slot_to_sorted,
         topk_weights: cx.ptr(*weights),
@@ -435,8 +528,8 @@ pub fn prepare(cx: &mut Prep, op: &Op) -> anyhow::Result<Vec<Call>> {
         y_ld: cx.ld(*out),
         accumulate: 0,
     };
-    let combine = kernel(MOE_COMBINE, moe_combine_launch(t, *top_k)?, p);
-    Ok(vec![align, gate_up, activate, down, combine])
+    calls.push(kernel(MOE_COMBINE, moe_combine_launch(t, *top_k)?, p));
+    Ok(calls)
 }
 
 #[cfg(test)]
@@ -445,12 +538,13 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
-    fn gemm_tiles_follow_their_shapes() {
-        // Counted by hand: 8 * (16 + 32) * 64 * 2, 4 * 192 * 128, 3 * 256 * 128 bytes.
-        let tiles: Vec<_> = [16, 64, 128].into_iter().map(|m| moe_gemm_entry(m).unwrap()).collect();
-        assert_eq!(tiles.iter().map(|t| t.smem_bytes).collect::<Vec<_>>(), [49_152, 98_304, 98_304]);
-        assert!(tiles.iter().all(|t| t.threads == 128));
-        assert_eq!(tiles.iter().map(|t| t.block_n).collect::<Vec<_>>(), [32, 128, 128]);
+    fn decode_gemm_tile_follows_its_shape() {
+        // Counted by hand: 8 * (16 + 32) * 64 * 2 bytes, 4 K-split warps.
+        let tile = moe_gemm_entry(16).unwrap();
+        assert_eq!((tile.smem_bytes, tile.threads, tile.block_n), (49_152, 128, 32));
+        // The prefill sizes are moe_wgmma's; moe.cu no longer has them.
+        assert!(moe_gemm_entry(64).is_err() && moe_gemm_entry(128).is_err());
+        assert!(uses_wgmma(64) && uses_wgmma(128) && !uses_wgmma(16));
     }
 
     #[test]
@@ -495,8 +589,22 @@ mod tests {
     }
 
     #[test]
+    fn wgmma_scratch_has_no_h13_and_puts_xs_in_c2() {
+        // DeepSeek-V3 prefill, 4096 tokens: block_m 128 (the wgmma path).
+        let (s, bytes) = MoeScratch::layout(4096, 8, 256, 256, 2048, 7168);
+        assert_eq!(s.block_m, 128);
+        assert_eq!(s.h13, s.hact, "no h13 bytes on the wgmma path");
+        assert_eq!(s.xs, s.c2);
+        assert_eq!(bytes, s.c2 + s.max_sorted * 7168 * 2);
+        // The decode path keeps its h13.
+        let (d, _) = MoeScratch::layout(1, 8, 256, 256, 2048, 7168);
+        assert_eq!(d.hact - d.h13, 128 * 2 * 2048 * 2);
+    }
+
+    #[test]
     fn bad_shapes_are_refused() {
         assert_eq!(moe_gemm_entry(32), Err(MoeShapeError::UnsupportedBlockM(32)));
+        assert_eq!(moe_gemm_entry(128), Err(MoeShapeError::UnsupportedBlockM(128)));
         assert!(check_moe_gemm(7168, 7168, 100).is_ok());
         assert_eq!(check_moe_gemm(100, 104, 1), Err(MoeShapeError::NotMultipleOf8 { what: "k", value: 100 }));
         assert!(matches!(moe_gemm_launch(16, 4096, 70_000), Err(MoeShapeError::TooManyBlocks { .. })));
@@ -505,10 +613,10 @@ mod tests {
 
     #[test]
     fn gemm_launch_covers_n() {
-        let cfg = moe_gemm_launch(128, 7168 + 8, 40).unwrap();
-        assert_eq!(cfg.grid_dim, (57, 40, 1));
+        let cfg = moe_gemm_launch(16, 7168 + 8, 40).unwrap();
+        assert_eq!(cfg.grid_dim, (225, 40, 1));
         assert_eq!(cfg.block_dim, (128, 1, 1));
-        assert_eq!(cfg.shared_mem_bytes, 98_304);
+        assert_eq!(cfg.shared_mem_bytes, 49_152);
     }
 
     proptest! {

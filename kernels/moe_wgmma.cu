@@ -1,0 +1,179 @@
+// MoE grouped GEMMs for prefill-sized batches on TMA + wgmma (sm_90a), over the padded
+// per-expert layout of moe_align (kernels/moe.cu): sorted rows, each expert's group padded to
+// block_m, block_expert[m_block] the local expert of an M-block, total_padded the rows in use.
+// Decode (block_m 16) stays on moe.cu's mma.sync weight-streaming kernel, which is at copy
+// bandwidth already.
+//
+//   moe_permute        xs[r] = x[sorted_slots[r] / k], zero for padding rows      (r < total)
+//   moe_wgmma_gate_up  act[r, c] = act(xs[r] . W13[e][c]) * (xs[r] . W13[e][I + c])  c < I
+//   moe_wgmma_down     c2[r] = act[r] . W2[e]^T                                       [*, H]
+// then moe_combine (moe.cu) applies the routing weights, as before.
+//
+// Dtypes: bf16 in and out, fp32 accumulation; the gate/up epilogue applies the activation to
+// the fp32 accumulators and rounds once (no bf16 h13 in between, so it is a little closer to
+// the f32 CPU reference than moe.cu's act_mul path). Padding rows of xs are zero, so padding
+// rows of act and c2 come out zero (act(0) * 0 = 0): every row written is defined.
+//
+// Why a permute pass instead of gathering A in the producer: TMA needs A contiguous, and a
+// separate pass keeps both operands on the proven TMA path of kernels/gemm_tma.cu (one
+// producer thread, 40 registers). It costs R*H*2 bytes written and read once more (DeepSeek-V3
+// at 4096 tokens: 0.47 GB, ~0.2 ms against ~6 ms of expert GEMMs); the GEMM then re-reads xs
+// from L2 per n-tile as it would any A. Gathering in the producer instead needs a full
+// producer warpgroup of cp.async (generic-proxy writes, a proxy fence before wgmma, one
+// arrival per thread per stage) or one-row TMA boxes; both are v2 once this one is measured.
+// The down GEMM's A (act) is already in sorted order.
+//
+// GEMM structure (as kernels/gemm_tma.cu, which reaches 668 TFLOP/s on 8192^3): 384 threads;
+// warpgroup 0 is the producer (one thread issues TMA into a ring of full/empty mbarriers);
+// warpgroups 1-2 consume with m64nNk16 wgmma from shared memory (setmaxnreg 40 / 232).
+//   block_m 128: each consumer owns 64 rows x all 256 columns of the tile; a consumer whose
+//                64 rows are all padding skips its wgmma (padding costs tensor time at
+//                64-row granularity, while each weight tile still serves 128 rows).
+//   block_m 64:  both consumers share the 64 rows, each owns 128 columns.
+// B is one 4-D tensor map over the expert weights, (k, rows per half, halves, experts): W13 is
+// (H, I, 2, E), so a gate/up tile loads, for each consumer, a box of gate rows then the box of
+// the matching up rows; each thread then holds gate and up of the same channels (accumulator
+// column j and j + box) and the activation runs in registers. Rows past I (or past H) are
+// zero-filled by TMA, so no channel tail reads the other half. W2 is (I, H, 1, E).
+// Each CTA's expert comes from block_expert[m_block]; CTAs of M-blocks past total_padded exit
+// at once, so the grid is the worst case and nothing is read back (graph-capturable).
+//
+// Raster: a 1-D grid walked in groups of MOE_WGMMA_GROUP_M M-blocks across all n-tiles, M
+// fastest. The M-blocks of one expert are adjacent, so the CTAs that read the same weight
+// tile run at about the same time (one HBM read, L2 hits after): weights are read once, which
+// is the bound at ~128 rows per expert (DeepSeek-V3 at 4096 tokens x top-8).
+//
+// Cost per GEMM: FLOPs 2 * rows * n_w * k counting padding rows (n_w = 2I or H); bytes:
+// weights of the touched experts once, A once from HBM plus L2 re-reads, C once.
+#include "hopper.cuh"
+#include "kern_util.cuh"
+
+using namespace hopper;
+
+namespace {
+constexpr int BK = 64;  // one 128-byte swizzle span of bf16
+constexpr int CONSUMER_WARPS = 8;
+constexpr int GROUP_M = MOE_WGMMA_GROUP_M;
+}  // namespace
+
+// ------------------------------------------------------------------------------------
+// moe_permute: one CTA per sorted row, 16 bytes per thread per step (hidden % 8 == 0 and
+// 16-byte aligned rows, checked on the host).
+
+extern "C" __global__ void __launch_bounds__(MOE_PERMUTE_THREADS) moe_permute(const MoePermuteParams p) {
+    const int r = blockIdx.x;
+    if (r >= p.total_padded[0]) return;
+    const int slot = p.sorted_slots[r];
+    const int chunks = p.hidden / 8;
+    uint4* dst = reinterpret_cast<uint4*>(p.xs + static_cast<long long>(r) * p.hidden);
+    if (slot < 0) {
+        for (int c = threadIdx.x; c < chunks; c += blockDim.x) dst[c] = make_uint4(0, 0, 0, 0);
+        return;
+    }
+    const uint4* src = reinterpret_cast<const uint4*>(p.x + static_cast<long long>(slot / p.top_k) * p.x_ld);
+    for (int c = threadIdx.x; c < chunks; c += blockDim.x) dst[c] = __ldg(src + c);
+}
+
+// ------------------------------------------------------------------------------------
+// The grouped GEMM.
+
+template <const MoeWgmmaTile& T, bool GATE_UP>
+__device__ __forceinline__ void moe_wgmma(const MoeWgmmaParams& p) {
+    constexpr int BM = T.block_m, BN = T.block_n, STAGES = T.stages;
+    constexpr int GROUPS_N = 2 / (BM / 64);  // consumers side by side along N
+    constexpr int WN = BN / GROUPS_N;         // columns per consumer
+    constexpr int BOX = WN / 2;               // rows per B box: two boxes per consumer
+    constexpr int A_STAGE = BM * BK, B_STAGE = BN * BK;  // elements
+    static_assert(BM == 64 || BM == 128, "one or two m64 slabs per M-block");
+    static_assert(BOX % 8 == 0 && BOX <= 256, "B boxes start on 1024-byte swizzle atoms");
+
+    // Raster (see the header): M-blocks of a group fastest, then n-tiles.
+    const int n_tiles = p.n_tiles, m_blocks = gridDim.x / n_tiles;
+    const int linear = blockIdx.x;
+    const int group_first = linear / (GROUP_M * n_tiles) * GROUP_M;
+    const int group_rows = min(GROUP_M, m_blocks - group_first);
+    const int in_group = linear - group_first * n_tiles;
+    const int m_block = group_first + in_group % group_rows, n_block = in_group / group_rows;
+    // Uniform over the CTA: every thread leaves before any barrier is initialised.
+    if (m_block * BM >= p.total_padded[0]) return;
+    const int expert = p.block_expert[m_block];
+    if (expert < 0) return;
+
+    extern __shared__ unsigned char smem_raw[];
+    const TmaRing<STAGES, A_STAGE, B_STAGE> ring(smem_raw, CONSUMER_WARPS);
+    __syncthreads();
+    const int wg = threadIdx.x / 128, t = threadIdx.x % 128;
+    const int k_tiles = (p.k + BK - 1) / BK;
+
+    if (wg == 0) {
+        setmaxnreg_dec<40>();
+        if (threadIdx.x == 0) {
+            tma_prefetch(&p.a);
+            tma_prefetch(&p.b);
+            for (int kt = 0; kt < k_tiles; ++kt) {
+                const int s = ring.acquire(kt);
+                tma_load_2d(ring.a + s * A_STAGE, &p.a, &ring.full[s], kt * BK, m_block * BM);
+#pragma unroll
+                for (int q = 0; q < 2 * GROUPS_N; ++q) {
+                    // Gate/up: per consumer, its gate rows (half 0) then the same up rows
+                    // (half 1). Down: consecutive boxes of W2 rows.
+                    const int row = GATE_UP ? n_block * (BN / 2) + (q / 2) * BOX : n_block * BN + q * BOX;
+                    const int half = GATE_UP ? q % 2 : 0;
+                    bf16* dst = ring.b + s * B_STAGE + q * BOX * BK;
+                    tma_load_4d(dst, &p.b, &ring.full[s], kt * BK, row, half, expert);
+                }
+            }
+        }
+        return;
+    }
+
+    setmaxnreg_inc<232>();
+    const int consumer = wg - 1, warp = t / 32, lane = t % 32;
+    const int wm = GROUPS_N == 1 ? consumer : 0, wn = GROUPS_N == 1 ? 0 : consumer;
+    float acc[WN / 2];
+#pragma unroll
+    for (int i = 0; i < WN / 2; ++i) acc[i] = 0.f;
+    // Groups are padded to BM at their end, so a 64-row slab that starts on a padding row is
+    // all padding: with BM 128 that is the second slab of an expert's last block whenever
+    // its tail is <= 64 rows. Skipping it keeps the compute of padding at 64-row granularity
+    // while the weight tile is still shared by 128 rows; its rows are written as zeros.
+    const bool all_padding = GROUPS_N == 1 && p.sorted_slots[m_block * BM + wm * 64] < 0;
+    if (all_padding) {
+        ring.drain(k_tiles);
+    } else {
+        ring.template consume<WN>(acc, wm * 64 * BK, wn * WN * BK, k_tiles);
+    }
+
+    // Accumulator d[4j + 2i + c]: row 16 warp + lane/4 + 8i, column 8j + 2(lane%4) + c.
+    // Every row of a live M-block is < total_padded <= the buffer's rows; n % 8 == 0, so a
+    // column pair is all in or all out. Gate/up: columns j < BOX are gate, j + BOX the up
+    // of the same channel; down: all WN columns are outputs.
+    const int row_base = m_block * BM + wm * 64 + warp * 16 + lane / 4;
+    const int col0 = (GATE_UP ? n_block * (BN / 2) + wn * BOX : n_block * BN + wn * WN) + 2 * (lane % 4);
+    constexpr int OUT_COLS = GATE_UP ? BOX : WN;
+    const int act = p.act;
+#pragma unroll
+    for (int j = 0; j < OUT_COLS / 8; ++j) {
+        const int col = col0 + 8 * j;
+        if (col >= p.n) continue;
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {
+            float v0 = acc[4 * j + 2 * i], v1 = acc[4 * j + 2 * i + 1];
+            if constexpr (GATE_UP) {
+                v0 = apply_act(v0, act) * acc[4 * (j + BOX / 8) + 2 * i];
+                v1 = apply_act(v1, act) * acc[4 * (j + BOX / 8) + 2 * i + 1];
+            }
+            bf16* dst = p.c + static_cast<long long>(row_base + 8 * i) * p.c_ld + col;
+            *reinterpret_cast<__nv_bfloat162*>(dst) = __floats2bfloat162_rn(v0, v1);
+        }
+    }
+}
+
+#define MOE_WGMMA_ENTRY(name, tile, gate_up)                                                      \
+    extern "C" __global__ void __launch_bounds__(MOE_WGMMA_THREADS, 1) name(const __grid_constant__ MoeWgmmaParams p) { \
+        moe_wgmma<tile, gate_up>(p);                                                              \
+    }
+MOE_WGMMA_ENTRY(moe_wgmma_gate_up_m128, MOE_WGMMA_TILE_M128, true)
+MOE_WGMMA_ENTRY(moe_wgmma_down_m128, MOE_WGMMA_TILE_M128, false)
+MOE_WGMMA_ENTRY(moe_wgmma_gate_up_m64, MOE_WGMMA_TILE_M64, true)
+MOE_WGMMA_ENTRY(moe_wgmma_down_m64, MOE_WGMMA_TILE_M64, false)

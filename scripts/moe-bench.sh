@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# The MoE grouped GEMMs' check and side-by-side benchmark, in one call on an H200 (docs/perf.md,
+# "MoE v2 (wgmma)"): the moe op against the CPU reference on odd expert loads (both GEMM paths:
+# block_m 16 on moe.cu, 64 and 128 on moe_wgmma.cu), then fwdbench and torch._grouped_mm on the
+# same shapes (DeepSeek-V3 and Qwen3-235B experts at 512, 4096 and 16384 tokens, an EP8 shard,
+# decode streaming).
+#   scripts/moe-bench.sh [check|bench|all]     (expects .device/ from scripts/build-device.sh)
+# Logs and CSVs go to $OUT (or results/moe), packed into moe-logs.tgz.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export NCCL_NVLS_ENABLE=0
+final=${OUT:-results/moe}
+out=$(mktemp -d)
+mkdir -p "$final"
+bin=.device/fwdbench
+mode=${1:-all}
+declare -a summary
+step() { # name, command...
+  local name=$1; shift
+  local t0=$(date +%s)
+  if timeout "${STEP_TIMEOUT_S:-120}" "$@" >>"$out/$name.log" 2>&1; then r=PASS; else r="FAIL(rc=$?)"; fi
+  summary+=("$(printf '%-44s %-10s %4ss' "$name" "$r" $(( $(date +%s) - t0 )))")
+  tail -n 2 "$out/$name.log"
+}
+check="$bin kernel check --op moe"
+# Tiny routings: every token to the one expert (qwen: softmax top-1 of 1), every token to both
+# of two experts, and DeepSeek's grouped router over 16 experts.
+one_expert="--model qwen --mconf 2l --set num_experts=1 --set num_experts_per_tok=1"
+two_experts="--model qwen --mconf 2l --set num_experts=2 --set num_experts_per_tok=2"
+ds16="--model deepseek --mconf 2l --set n_routed_experts=16"
+
+if [ "$mode" != bench ]; then
+  # block_m 128 (wgmma): 517 x 8 / 16 = 258 rows per expert; tails of 1-127 rows, so the
+  # second 64-row slab of a last block is often all padding (the drain path).
+  step check_ds16_t517_m128 $check $ds16 --tokens 517
+  # block_m 64 (wgmma, two consumers side by side along N): 37 x 8 / 16 = 18.5 rows.
+  step check_ds16_t37_m64 $check $ds16 --tokens 37
+  # block_m 16 (moe.cu, decode kernel): T = 1, 8 of 16 experts empty.
+  step check_ds16_t1_m16 $check $ds16 --tokens 1
+  step check_ds16_decode_b3 $check $ds16 --phase decode --bsz 3 --seq 63
+  # One expert takes every token: 4 full blocks and a last one of 5 rows (slab 2 drained).
+  step check_one_expert_t517 $check $one_expert --tokens 517
+  step check_one_expert_t1 $check $one_expert --tokens 1
+  step check_two_experts_t300 $check $two_experts --tokens 300
+  # Sigma V2: I = 2160, so the last gate/up tile holds 112 of 128 channels and the down GEMM's
+  # K ends 16 into a 64-wide tile (TMA zero-fill on both).
+  step check_sigma16_t301 $check --model sigma --mconf 2l --set n_routed_experts=16 --tokens 301
+  # Grok: GELU in the gate/up epilogue, 2 of 4 experts.
+  step check_grok4_t129 $check --model grok --mconf 2l --set num_local_experts=4 --tokens 129
+  # EP-local expert subsets: the shard of the last rank (expert ids offset by e0).
+  step check_qwen16_ep2_rank1_t300 $check --model qwen --mconf 2l --set num_experts=16 --tokens 300 --deploy tp2ep2 --rank 1
+  step check_ds_ep8_rank3_t600 $check --model deepseek --mconf 2l --tokens 600 --deploy tp8ep8 --rank 3
+  # Fixtures (H 64, I 16: one K tile, boxes far past the tensors' ends).
+  for n in qwen3_moe deepseek_v3 grok1 sigma_v2; do
+    step "check_fixture_${n}_t51" $check --config tests/fixtures/$n/config.json --tokens 51
+  done
+fi
+
+if [ "$mode" != check ]; then
+  csv=$out/moe.csv
+  bench="$bin kernel bench --no-check --csv $csv --op moe --mconf full"
+  for t in 512 4096 16384; do
+    step "bench_deepseek_t$t" $bench --model deepseek --tokens $t
+    step "bench_qwen_t$t" $bench --model qwen --tokens $t
+  done
+  # EP8: rank 0's 32 of DeepSeek's 256 experts (the tokens' other choices are other ranks').
+  step bench_deepseek_ep8_t4096 $bench --model deepseek --tokens 4096 --deploy tp8ep8
+  step bench_qwen_ep8_t4096 $bench --model qwen --tokens 4096 --deploy tp8ep8
+  # Decode streaming (moe.cu's block_m 16, unchanged): must stay >= 95% of copy from T = 8.
+  for b in 1 8 64; do
+    step "bench_deepseek_decode_b$b" $bench --model deepseek --phase decode --bsz $b --seq 128
+  done
+  step peers python3 python/reference/kernel_peers.py --seed-csv "$csv" --out "$out/peers.csv"
+  step side_by_side python3 python/reference/side_by_side.py --seed-csv "$csv" --peers-csv "$out/peers.csv"
+  cat "$out/side_by_side.log"
+fi
+
+printf '%s\n' "${summary[@]}" | tee "$out/summary.txt"
+tar -czf "$final/moe-logs.tgz" -C "$out" .
+cp "$out/summary.txt" "$final/"
+[ -f "$out/side_by_side.log" ] && cp "$out/side_by_side.log" "$final/"
+[ -f "$out/moe.csv" ] && cp "$out/moe.csv" "$final/"
+! grep -q FAIL "$out/summary.txt"
