@@ -163,7 +163,16 @@ fn gpu_fp8_gemm_matches_the_cpu() {
     for (m, n, k) in [(1, 256, 512), (300, 384, 7168), (64, 2048, 7168)] {
         let (m, n, k) = (m.to_string(), n.to_string(), k.to_string());
         let args = ["kernel", "check", "--op", "linear", "--m", &m, "--n", &n, "--k", &k, "--quant", "fp8"];
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_fwdbench")).args(args).output().unwrap();
+        // On the GPU machine the test binary runs without cargo: the binary sits in .device/.
+        let bin = std::env::var("FWDBENCH_BIN").unwrap_or_else(|_| {
+            let built = env!("CARGO_BIN_EXE_fwdbench");
+            if Path::new(built).exists() {
+                built.to_string()
+            } else {
+                ".device/fwdbench".to_string()
+            }
+        });
+        let out = std::process::Command::new(bin).args(args).output().unwrap();
         let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success() && text.contains("check pass"), "{args:?}: {text}");
     }

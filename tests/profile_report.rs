@@ -225,7 +225,9 @@ fn a_run_with_both_timings_appends_only_seed_timed_measured_rows_and_logs_the_se
     assert!(lines.iter().all(|l| l.starts_with("qwen,2l,base,tp1,fa3,Decode,2,17,1.25,")), "{csv}");
     // Our own CSV keeps every row and says which method timed it.
     let ours_csv = std::fs::read_to_string(dir.path().join("csv/qwen_2l.csv")).unwrap();
-    let timing: Vec<&str> = ours_csv.lines().skip(1).map(|l| l.rsplit(',').next().unwrap()).collect();
+    let header: Vec<&str> = ours_csv.lines().next().unwrap().split(',').collect();
+    let col = header.iter().position(|h| *h == "timing").expect("a timing column");
+    let timing: Vec<&str> = ours_csv.lines().skip(1).map(|l| l.split(',').nth(col).unwrap()).collect();
     assert_eq!(timing, ["fwdbench", "seed", "seed", "fwdbench", "seed", "seed"]);
     let log_path = std::fs::read_dir(dir.path().join("raw_output")).unwrap().flatten().next().unwrap().path();
     let log = std::fs::read_to_string(log_path).unwrap();

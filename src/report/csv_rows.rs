@@ -154,10 +154,10 @@ impl CsvRows {
 }
 
 /// The attention kernel family that ran for a row: the backend's prefill kernels (fa3, fa2),
-/// or in decode the split-KV kernels both backends share.
+/// and in decode `<backend>/splitkv`, the split-KV kernels both backends share.
 pub fn attention_kernels(backend: &str, phase: crate::plan::Phase) -> String {
     match phase {
         crate::plan::Phase::Prefill => backend.to_string(),
-        crate::plan::Phase::Decode => format!("{backend} (decode: splitkv)"),
+        crate::plan::Phase::Decode => format!("{backend}/splitkv"),
     }
 }

@@ -191,7 +191,7 @@ mod tests {
         assert_eq!(lines[0], COLUMNS.join(","));
         let fields: Vec<&str> = lines[1].split(',').collect();
         assert_eq!(fields.len(), COLUMNS.len());
-        assert_eq!(&fields[..9], ["qwen", "2l", "base", "tp1", "fa3", "decode", "2", "16", "2.0000"]);
+        assert_eq!(&fields[..9], ["qwen", "2l", "base", "tp1", "fa3/splitkv", "decode", "2", "16", "2.0000"]);
         assert_eq!(fields[17], "true");
         assert_eq!(
             &fields[21..],
