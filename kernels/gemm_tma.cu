@@ -10,7 +10,7 @@
 // the producer (one thread issues TMA into a 4-stage ring of full/empty mbarriers, 40
 // registers), warpgroups 1-2 each own 64 rows of the tile and issue m64n256k16 wgmma from
 // shared memory (232 registers), keeping one stage's wgmma group in flight while the next
-// stage is waited for. The epilogue stores bf16 pairs from registers.
+// stage is waited for (hopper.cuh's TmaRing, which the MoE GEMMs share). The epilogue stores bf16 pairs from registers.
 #include "hopper.cuh"
 
 using namespace hopper;
@@ -22,25 +22,13 @@ constexpr int A_STAGE = BM * BK, B_STAGE = BN * BK;  // elements
 }  // namespace
 
 extern "C" __global__ void __launch_bounds__(384, 1) gemm_tma_bf16(const __grid_constant__ GemmTmaParams p) {
-    extern __shared__ unsigned char smem_raw[];
     // TMA with the 128-byte swizzle needs 1024-byte aligned destinations; the launch asks for
-    // 1 KiB of slack so the ring can start on the next boundary.
-    unsigned char* smem = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);
-    bf16* sA = reinterpret_cast<bf16*>(smem);
-    bf16* sB = sA + STAGES * A_STAGE;
-    uint64_t* full = reinterpret_cast<uint64_t*>(sB + STAGES * B_STAGE);
-    uint64_t* empty = full + STAGES;
-
+    // 1 KiB of slack so the ring can start on the next boundary (TmaRing aligns it).
+    extern __shared__ unsigned char smem_raw[];
+    const TmaRing<STAGES, A_STAGE, B_STAGE> ring(smem_raw, CONSUMER_WARPS);
     const int wg = threadIdx.x / 128, t = threadIdx.x % 128;
     const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
     const int k_tiles = (p.k + BK - 1) / BK;
-    if (threadIdx.x == 0) {
-        for (int s = 0; s < STAGES; ++s) {
-            mbar_init(&full[s], 1);
-            mbar_init(&empty[s], CONSUMER_WARPS);
-        }
-        mbar_init_fence();
-    }
     __syncthreads();
 
     if (wg == 0) {
@@ -49,11 +37,9 @@ extern "C" __global__ void __launch_bounds__(384, 1) gemm_tma_bf16(const __grid_
             tma_prefetch(&p.a);
             tma_prefetch(&p.b);
             for (int kt = 0; kt < k_tiles; ++kt) {
-                const int s = kt % STAGES;
-                mbar_wait(&empty[s], ((kt / STAGES) & 1) ^ 1);
-                mbar_arrive_expect_tx(&full[s], (A_STAGE + B_STAGE) * 2);
-                tma_load_2d(sA + s * A_STAGE, &p.a, &full[s], kt * BK, m0);
-                tma_load_2d(sB + s * B_STAGE, &p.b, &full[s], kt * BK, n0);
+                const int s = ring.acquire(kt);
+                tma_load_2d(ring.a + s * A_STAGE, &p.a, &ring.full[s], kt * BK, m0);
+                tma_load_2d(ring.b + s * B_STAGE, &p.b, &ring.full[s], kt * BK, n0);
             }
         }
         return;
@@ -64,22 +50,7 @@ extern "C" __global__ void __launch_bounds__(384, 1) gemm_tma_bf16(const __grid_
     float acc[BN / 2];
 #pragma unroll
     for (int i = 0; i < BN / 2; ++i) acc[i] = 0.f;
-    for (int kt = 0; kt < k_tiles; ++kt) {
-        const int s = kt % STAGES;
-        mbar_wait(&full[s], (kt / STAGES) & 1);
-        const uint64_t da = desc_sw128(sA + s * A_STAGE + g * 64 * BK, 16, 1024);
-        const uint64_t db = desc_sw128(sB + s * B_STAGE, 16, 1024);
-        wgmma_fence();
-#pragma unroll
-        for (int kk = 0; kk < BK / 16; ++kk) wgmma_ss<BN, 0>(acc, da + 2 * kk, db + 2 * kk, 1);
-        wgmma_commit();
-        // The previous stage's group is done once at most this one is pending: free its slot.
-        wgmma_wait<1>();
-        fence_regs(acc);
-        if (kt > 0 && lane == 0) mbar_arrive(&empty[(kt - 1) % STAGES]);
-    }
-    wgmma_wait<0>();
-    fence_regs(acc);
+    ring.consume<BN>(acc, g * 64 * BK, 0, k_tiles);
 
     const int row_base = m0 + g * 64 + warp * 16 + lane / 4;
     const bool pairs = (p.ldc & 1) == 0;

@@ -12,14 +12,7 @@ out=$(mktemp -d)
 mkdir -p "$final"
 bin=.device/fwdbench
 mode=${1:-all}
-declare -a summary
-step() { # name, command...
-  local name=$1; shift
-  local t0=$(date +%s)
-  if timeout "${STEP_TIMEOUT_S:-90}" "$@" >>"$out/$name.log" 2>&1; then r=PASS; else r="FAIL(rc=$?)"; fi
-  summary+=("$(printf '%-40s %-10s %4ss' "$name" "$r" $(( $(date +%s) - t0 )))")
-  tail -n 2 "$out/$name.log"
-}
+source scripts/steps.sh
 # Synthetic MHA shapes on the GPT-3 block: head dim = n_embd / n_head.
 pos="--set n_positions=16384 --set n_ctx=16384"
 d64="--model gpt3 $pos --set n_embd=2048 --set n_head=32"
@@ -68,8 +61,4 @@ if [ "$mode" != check ]; then
   cat "$out/side_by_side.log"
 fi
 
-printf '%s\n' "${summary[@]}" | tee "$out/summary.txt"
-tar -czf "$final/hopper-logs.tgz" -C "$out" .
-cp "$out/summary.txt" "$final/"
-[ -f "$out/side_by_side.log" ] && cp "$out/side_by_side.log" "$final/"
-! grep -q FAIL "$out/summary.txt"
+finish_steps "$final" hopper

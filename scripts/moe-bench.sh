@@ -14,14 +14,7 @@ out=$(mktemp -d)
 mkdir -p "$final"
 bin=.device/fwdbench
 mode=${1:-all}
-declare -a summary
-step() { # name, command...
-  local name=$1; shift
-  local t0=$(date +%s)
-  if timeout "${STEP_TIMEOUT_S:-120}" "$@" >>"$out/$name.log" 2>&1; then r=PASS; else r="FAIL(rc=$?)"; fi
-  summary+=("$(printf '%-44s %-10s %4ss' "$name" "$r" $(( $(date +%s) - t0 )))")
-  tail -n 2 "$out/$name.log"
-}
+source scripts/steps.sh
 check="$bin kernel check --op moe"
 # Tiny routings: every token to the one expert (qwen: softmax top-1 of 1), every token to both
 # of two experts, and DeepSeek's grouped router over 16 experts.
@@ -77,9 +70,5 @@ if [ "$mode" != check ]; then
   cat "$out/side_by_side.log"
 fi
 
-printf '%s\n' "${summary[@]}" | tee "$out/summary.txt"
-tar -czf "$final/moe-logs.tgz" -C "$out" .
-cp "$out/summary.txt" "$final/"
-[ -f "$out/side_by_side.log" ] && cp "$out/side_by_side.log" "$final/"
 [ -f "$out/moe.csv" ] && cp "$out/moe.csv" "$final/"
-! grep -q FAIL "$out/summary.txt"
+finish_steps "$final" moe
