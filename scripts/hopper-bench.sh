@@ -2,7 +2,8 @@
 # The Hopper kernels' check and side-by-side benchmark, in one call on an H200 (docs/perf.md):
 # every fa3 variant and the TMA gate GEMM against the CPU reference on odd shapes, then
 # fwdbench (fa3 and fa2, tma and cuBLASLt) and the torch peers on the same shapes.
-#   scripts/hopper-bench.sh [check|bench|all]     (expects .device/ from scripts/build-device.sh)
+#   scripts/hopper-bench.sh [check|bench|all]     (expects .device/ from scripts/build-device.sh;
+#   BACKENDS="fa3" skips the fa2 rows)
 # Logs and CSVs go to $OUT (or results/hopper), packed into hopper-logs.tgz.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -21,7 +22,7 @@ d256="--model gpt3 $pos --set n_embd=4096 --set n_head=16"
 h64="--model gpt3 $pos --set n_embd=8192 --set n_head=64"
 
 if [ "$mode" != bench ]; then
-  for b in fa3 fa2; do
+  for b in ${BACKENDS:-fa3 fa2}; do
     step "check_${b}_d64"  $bin kernel check $d64  --op attention --bsz 2 --seq 301 --attention $b
     step "check_${b}_d128" $bin kernel check $d128 --op attention --bsz 2 --seq 333 --attention $b
     step "check_${b}_d256" $bin kernel check $d256 --op attention --bsz 3 --seq 257 --attention $b
@@ -45,7 +46,7 @@ fi
 if [ "$mode" != check ]; then
   csv=$out/hopper.csv
   bench="$bin kernel bench --no-check --csv $csv"
-  for b in fa3 fa2; do
+  for b in ${BACKENDS:-fa3 fa2}; do
     step "bench_${b}_d128_s8192" $bench $d128 --op attention --tokens 8192 --attention $b
     step "bench_${b}_d256_b2_s8192" $bench $d256 --op attention --bsz 2 --seq 8192 --attention $b
     step "bench_${b}_mla_s4096" $bench --model deepseek --op mla_prefill_attention --tokens 4096 --attention $b
