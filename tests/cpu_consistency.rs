@@ -2,6 +2,9 @@
 //! logits of tp1, and a prefill followed by one decode step gives the last row of a full
 //! prefill. Every family runs, from its real model_conf shrunk through overrides.
 
+mod support;
+use support::{flat, rel_l2};
+
 use std::path::Path;
 
 use fwdbench::config::hf::load_model_config;
@@ -118,16 +121,6 @@ fn tokens(batch: usize, len: usize, seed: u64) -> Vec<Vec<i32>> {
                 .collect()
         })
         .collect()
-}
-
-fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
-    let num: f64 = a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
-    let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
-    (num / den.max(1e-30)).sqrt()
-}
-
-fn flat(l: &[Vec<Vec<f32>>]) -> Vec<f32> {
-    l.iter().flatten().flatten().copied().collect()
 }
 
 const MODELS: [&str; 9] =

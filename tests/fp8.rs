@@ -3,6 +3,9 @@
 //! F8_E4M3 `weight` + F32 `weight_scale_inv`) loads code for code and runs prefill and
 //! decode; the memory planner fits DeepSeek-V3 full on tp8ep8 in FP8 and not in bf16.
 
+mod support;
+use support::{flat, rel_l2};
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
@@ -120,16 +123,6 @@ fn write_checkpoint(path: &Path, tensors: &BTreeMap<String, HfTensor>, dequantiz
     out.extend(h);
     out.extend(data);
     std::fs::write(path, out).unwrap();
-}
-
-fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
-    let num: f64 = a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
-    let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
-    (num / den.max(1e-30)).sqrt()
-}
-
-fn flat(l: &[Vec<Vec<f32>>]) -> Vec<f32> {
-    l.iter().flatten().flatten().copied().collect()
 }
 
 const IDS: [[i32; 6]; 2] = [[3, 17, 42, 8, 91, 5], [60, 2, 2, 77, 14, 33]];

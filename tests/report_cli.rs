@@ -3,6 +3,9 @@
 //! bench_one_batch): the figures decode, the joins get hand-computed ratios, and analyze
 //! reproduces the seed's published Sigma V2 MFUs.
 
+mod support;
+use support::text;
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::{Command, Output};
@@ -16,10 +19,6 @@ fn fwdbench(args: &[&str]) -> Output {
         .env_remove("FWDBENCH_WORLD")
         .output()
         .unwrap()
-}
-
-fn text(out: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
 
 fn ok(args: &[&str]) -> String {

@@ -2,6 +2,9 @@
 //! models and the seed's deployments (rows, methods, communication shares, CSV columns),
 //! the graph policy on per-rank batches, and the errors that point a user at `--project`.
 
+mod support;
+use support::text;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -23,10 +26,6 @@ fn fwdbench(args: &[&str], results: &Path, grid: &str) -> Output {
         .env_remove("FWDBENCH_WORLD")
         .output()
         .unwrap()
-}
-
-fn text(out: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
 
 /// The CSV rows of `model` as maps from column name to value.
