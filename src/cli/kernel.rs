@@ -15,6 +15,7 @@ use fwdbench::bench::suite::{seed_points, SuiteModels};
 use fwdbench::check::compare::BF16_TOL;
 use fwdbench::check::ops::check_ops;
 use fwdbench::config::model::ModelConfig;
+use fwdbench::config::run_conf::Deployment;
 use fwdbench::exec::cuda::executor::CudaExecutor;
 use fwdbench::exec::cuda::gpu::{AttentionKernels, KernelChoice, LinearKernels};
 use fwdbench::exec::cuda::weights::Values;
@@ -98,8 +99,7 @@ pub struct OpArgs {
 
 impl OpArgs {
     /// The kernel families these flags (and the conf's attention_backend) select.
-    fn kernel_choice(&self) -> anyhow::Result<KernelChoice> {
-        let (_, dep) = self.deploy.load()?;
+    fn kernel_choice(&self, dep: &Deployment) -> anyhow::Result<KernelChoice> {
         let attention = match &self.attention {
             None => dep.attention_backend,
             Some(name) => AttentionKernels::parse(name).with_context(|| {
@@ -114,14 +114,13 @@ impl OpArgs {
         };
         Ok(KernelChoice { attention, linear })
     }
+}
 
-    /// A GPU executor with this run's kernel choice.
-    fn executor(&self, layout: RankLayout, seed: u64) -> anyhow::Result<CudaExecutor<'static>> {
-        let choice = self.kernel_choice()?;
-        let exec = CudaExecutor::new(layout, Values::Random { seed })?;
-        exec.gpu().set_kernel_choice(choice);
-        Ok(exec)
-    }
+/// A GPU executor that binds plans to the `choice` kernels.
+fn executor(choice: KernelChoice, layout: RankLayout, seed: u64) -> anyhow::Result<CudaExecutor<'static>> {
+    let exec = CudaExecutor::new(layout, Values::Random { seed })?;
+    exec.gpu().set_kernel_choice(choice);
+    Ok(exec)
 }
 
 #[derive(Debug, Args)]
@@ -172,9 +171,9 @@ pub fn kernel(args: KernelArgs) -> anyhow::Result<()> {
     match args.command {
         KernelCommand::Check(a) if a.op.op.is_none() => check_model(&a.op),
         KernelCommand::Check(a) => {
-            let case = op_case(&a.op)?;
+            let (case, choice) = op_case(&a.op)?;
             let opts = KernelOptions { warmup: 0, iters: 0, flush: false, seed: a.op.seed, check: true };
-            let row = run_on_gpu(&a.op, &case, &opts)?;
+            let row = run_on_gpu(choice, &case, &opts)?;
             println!("{}", summary_line(&case, &row));
             fail_unless_passed(&[row.check])
         }
@@ -212,8 +211,9 @@ fn shape(a: &OpArgs) -> anyhow::Result<Shape> {
     })
 }
 
-/// The one-op case the flags name; every mistake is found here, before any GPU work.
-fn op_case(a: &OpArgs) -> anyhow::Result<OpCase> {
+/// The one-op case the flags name and the kernels it runs on; every mistake is found here,
+/// before any GPU work. The conf is read once.
+fn op_case(a: &OpArgs) -> anyhow::Result<(OpCase, KernelChoice)> {
     let name = a.op.clone().context("--op is required here")?;
     if let (Some(m), Some(n), Some(k)) = (a.m, a.n, a.k) {
         if name != "linear" || a.model.is_some() || a.config.is_some() {
@@ -225,10 +225,12 @@ fn op_case(a: &OpArgs) -> anyhow::Result<OpCase> {
         if fp8 {
             fwdbench::plan::quantize_linear_weights(&mut case.plan);
         }
-        return Ok(case);
+        let (_, dep) = a.deploy.load()?;
+        return Ok((case, a.kernel_choice(&dep)?));
     }
     let cfg = load_cfg(a)?;
     let (conf, dep) = a.deploy.load()?;
+    let choice = a.kernel_choice(&dep)?;
     let cfg = dep.quantize(cfg);
     let ranks = layouts(&dep)?;
     let layout = *ranks.get(a.rank).with_context(|| {
@@ -242,11 +244,15 @@ fn op_case(a: &OpArgs) -> anyhow::Result<OpCase> {
     let case = OpCase::from_model(key, &model_label(a), &cfg, layout, shape, &query)?.with_routing(routing, a.seed);
     // After every naming mistake has been reported alone.
     super::common::print_conf_notes(Some((&conf, &dep)), fwdbench::config::run_conf::Subcommand::Kernel);
-    Ok(case)
+    Ok((case, choice))
 }
 
-fn run_on_gpu(a: &OpArgs, case: &OpCase, opts: &KernelOptions) -> anyhow::Result<fwdbench::bench::kernel::KernelRow> {
-    let mut exec = a.executor(case.plan.layout, opts.seed)?;
+fn run_on_gpu(
+    choice: KernelChoice,
+    case: &OpCase,
+    opts: &KernelOptions,
+) -> anyhow::Result<fwdbench::bench::kernel::KernelRow> {
+    let mut exec = executor(choice, case.plan.layout, opts.seed)?;
     run_case(&mut exec, case, opts).with_context(|| format!("{} ({})", case.case, case.site()))
 }
 
@@ -268,10 +274,9 @@ fn bench(b: KernelBenchArgs) -> anyhow::Result<()> {
     };
     match b.suite.as_deref() {
         None => {
-            let mut case = op_case(&b.op)?;
-            let choice = b.op.kernel_choice()?;
+            let (mut case, choice) = op_case(&b.op)?;
             case.case = format!("{} [{} attention, {:?} gemm]", case.case, choice.attention.name(), choice.linear);
-            let row = run_on_gpu(&b.op, &case, &opts)?;
+            let row = run_on_gpu(choice, &case, &opts)?;
             println!("{}", summary_line(&case, &row));
             if let Some(path) = &b.csv {
                 append_csv(path, &csv_line("adhoc", &case, Ok(&row), opts.flush))?;
@@ -290,7 +295,8 @@ fn bench(b: KernelBenchArgs) -> anyhow::Result<()> {
 
 fn seed_suite(a: &OpArgs, opts: &KernelOptions, list: bool, path: &Path) -> anyhow::Result<()> {
     let models = SuiteModels::load(&a.model_dir)?;
-    let routing = super::run::routing_mode(a.routing.as_deref(), &a.deploy.load()?.1);
+    let (_, dep) = a.deploy.load()?;
+    let routing = super::run::routing_mode(a.routing.as_deref(), &dep);
     let points = seed_points();
     if list {
         for (key, point) in &points {
@@ -309,6 +315,7 @@ fn seed_suite(a: &OpArgs, opts: &KernelOptions, list: bool, path: &Path) -> anyh
         return Ok(());
     }
     fwdbench::exec::cuda::device::require_cuda()?;
+    let choice = a.kernel_choice(&dep)?;
     if path.exists() {
         std::fs::remove_file(path).with_context(|| format!("replacing {}", path.display()))?;
     }
@@ -321,7 +328,7 @@ fn seed_suite(a: &OpArgs, opts: &KernelOptions, list: bool, path: &Path) -> anyh
         if !open.as_ref().is_some_and(|(m, l, _)| *m == case.model && *l == case.plan.layout) {
             // The previous GPU's weights are freed before the next one's are generated.
             drop(open.take());
-            let exec = a.executor(case.plan.layout, opts.seed)?;
+            let exec = executor(choice, case.plan.layout, opts.seed)?;
             open = Some((case.model.clone(), case.plan.layout, exec));
         }
         let exec = &mut open.as_mut().expect("opened above").2;
@@ -364,7 +371,7 @@ fn check_model(a: &OpArgs) -> anyhow::Result<()> {
     }
     super::common::print_conf_notes(Some((&conf, &dep)), fwdbench::config::run_conf::Subcommand::Kernel);
     let label = model_label(a);
-    let routing = super::run::routing_mode(a.routing.as_deref(), &a.deploy.load()?.1);
+    let routing = super::run::routing_mode(a.routing.as_deref(), &dep);
     let opts = PlanOptions { all_logits: false, cache_len: Some(a.seq + 1) };
     let mut prefill = build_plan(&cfg, RankLayout::single(), Shape::prefill(a.bsz, a.seq), opts)?;
     let mut decode = build_plan(&cfg, RankLayout::single(), Shape::decode(a.bsz, a.seq), opts)?;
@@ -373,7 +380,7 @@ fn check_model(a: &OpArgs) -> anyhow::Result<()> {
     let ids = fwdbench::inputs::random_ids(a.bsz, a.seq + 1, cfg.vocab_size, a.seed);
     let prefill_ids = ids.iter().map(|r| r[..a.seq].to_vec()).collect();
     let decode_ids = ids.iter().map(|r| r[a.seq..].to_vec()).collect();
-    let mut gpu = a.executor(RankLayout::single(), a.seed)?;
+    let mut gpu = executor(a.kernel_choice(&dep)?, RankLayout::single(), a.seed)?;
     let results = check_ops(&mut gpu, a.seed, &[(prefill, prefill_ids), (decode, decode_ids)])?;
     let failed: Vec<_> = results.iter().filter(|r| !r.pass).collect();
     let mut worst: std::collections::BTreeMap<&str, f64> = Default::default();
