@@ -12,19 +12,10 @@ use super::quant::{quant_act_launch, QuantActParams, QUANT_ACT_FP8};
 use crate::plan::{DType, Op, View, WeightId};
 use crate::quant::Fp8Layout;
 
-/// `out = alpha * x . W^T (+ bias)` for a `[n, k]` weight: the GEMM of a Linear and of the
-/// router. The output may be f32; a padded vocab shard computes every row of the weight
-/// (the output tensor is as wide as the weight, see the plan's lm_head).
-pub fn linear_call(
-    cx: &Prep,
-    x: View,
-    weight: WeightId,
-    bias: Option<WeightId>,
-    alpha: f32,
-    out: View,
-) -> anyhow::Result<Call> {
+/// The GEMM shape of `out = x . W^T (+ bias)` for a `[n, k]` weight, x read in place.
+fn linear_shape(cx: &Prep, x: View, weight: WeightId, bias: Option<WeightId>, out: View) -> GemmShape {
     let w = cx.plan.weight(weight);
-    let shape = GemmShape {
+    GemmShape {
         m: cx.rows(x) as usize,
         n: w.rows,
         k: x.cols,
@@ -36,7 +27,21 @@ pub fn linear_call(
         bias: bias.is_some(),
         batch: None,
         fp8: false,
-    };
+    }
+}
+
+/// `out = alpha * x . W^T (+ bias)` for a `[n, k]` weight: the GEMM of a Linear and of the
+/// router. The output may be f32; a padded vocab shard computes every row of the weight
+/// (the output tensor is as wide as the weight, see the plan's lm_head).
+pub fn linear_call(
+    cx: &Prep,
+    x: View,
+    weight: WeightId,
+    bias: Option<WeightId>,
+    alpha: f32,
+    out: View,
+) -> anyhow::Result<Call> {
+    let shape = linear_shape(cx, x, weight, bias, out);
     if cx.gpu.kernel_choice().linear == LinearKernels::TmaGate {
         anyhow::ensure!(
             !shape.out_f32 && bias.is_none() && alpha == 1.0,
@@ -46,7 +51,7 @@ pub fn linear_call(
             gemm_tma(cx.ptr(x), shape.ldx, cx.w(weight), shape.ldw, cx.ptr(out), shape.ldo, shape.m, shape.n, shape.k)?;
         return Ok(kernel(GEMM_TMA, cfg, p));
     }
-    gemm_call(cx, shape, x, weight, out, bias.map(|b| cx.w(b)), alpha)
+    gemm_call(cx, shape, cx.ptr(x), weight, out, bias.map(|b| cx.w(b)), alpha)
 }
 
 /// An FP8 Linear: quantize `x` per token and 128-column group into the scratch region
@@ -59,7 +64,6 @@ fn fp8_linear_calls(
     alpha: f32,
     out: View,
 ) -> anyhow::Result<Vec<Call>> {
-    let w = cx.plan.weight(weight);
     let (m, k) = (cx.rows(x) as usize, x.cols);
     let codes = cx.scratch;
     let quant = QuantActParams {
@@ -70,36 +74,24 @@ fn fp8_linear_calls(
         codes,
         scales: codes + Fp8Layout::new(1, m, k).scale_offset() as u64,
     };
-    let shape = GemmShape {
-        m,
-        n: w.rows,
-        k,
-        ldx: k,
-        ldw: w.cols,
-        ldo: cx.ld(out) as usize,
-        w_is_n_by_k: true,
-        out_f32: cx.plan.tensor(out.id).dtype == DType::F32,
-        bias: bias.is_some(),
-        batch: None,
-        fp8: true,
-    };
-    cx.gpu.gemm.borrow_mut().warm(&shape)?;
-    let gemm = Call::Gemm { shape, x: codes, w: cx.w(weight), out: cx.ptr(out), bias: bias.map(|b| cx.w(b)), alpha };
+    // The GEMM reads the dense codes `[m, k]`, not x in place.
+    let shape = GemmShape { ldx: k, fp8: true, ..linear_shape(cx, x, weight, bias, out) };
+    let gemm = gemm_call(cx, shape, codes, weight, out, bias.map(|b| cx.w(b)), alpha)?;
     Ok(vec![kernel(QUANT_ACT_FP8, quant_act_launch(m, k), quant), gemm])
 }
 
-/// Chooses the algorithm for `shape` now, then records the call.
+/// Chooses the algorithm for `shape` now, then records the call (x at device address `x`).
 fn gemm_call(
     cx: &Prep,
     shape: GemmShape,
-    x: View,
+    x: u64,
     weight: WeightId,
     out: View,
     bias: Option<u64>,
     alpha: f32,
 ) -> anyhow::Result<Call> {
     cx.gpu.gemm.borrow_mut().warm(&shape)?;
-    Ok(Call::Gemm { shape, x: cx.ptr(x), w: cx.w(weight), out: cx.ptr(out), bias, alpha })
+    Ok(Call::Gemm { shape, x, w: cx.w(weight), out: cx.ptr(out), bias, alpha })
 }
 
 /// `Op::Linear` and `Op::HeadMatmul` (a strided batch over heads).
@@ -128,7 +120,7 @@ pub fn prepare(cx: &mut Prep, op: &Op) -> anyhow::Result<Vec<Call>> {
                 batch: Some((*heads, *x_stride, a * b, n)),
                 fp8: false,
             };
-            gemm_call(cx, shape, *x, *weight, *out, None, 1.0)?
+            gemm_call(cx, shape, cx.ptr(*x), *weight, *out, None, 1.0)?
         }
         _ => unreachable!("linear::prepare got {op:?}"),
     }])
