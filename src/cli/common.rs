@@ -10,6 +10,27 @@ use fwdbench::config::model::ModelConfig;
 use fwdbench::config::run_conf::{conf_notes, load_run_conf, ConfLayers, Deployment, RunConf, Subcommand};
 use fwdbench::plan::RankLayout;
 
+/// Which model: `<model-dir>/<model>/config_<mconf>.json` with `--set` overrides.
+#[derive(Debug, Clone, Args)]
+pub struct ModelArgs {
+    #[arg(long)]
+    pub model: String,
+    #[arg(long, default_value = "2l")]
+    pub mconf: String,
+    #[arg(long, default_value = "model_conf")]
+    pub model_dir: PathBuf,
+    /// Override a model config key, e.g. --set num_hidden_layers=4. Repeatable.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub sets: Vec<String>,
+}
+
+impl ModelArgs {
+    /// The model's folder and its config with the overrides applied.
+    pub fn load(&self) -> anyhow::Result<(PathBuf, ModelConfig)> {
+        load_model(&self.model_dir, &self.model, &self.mconf, &self.sets)
+    }
+}
+
 /// Which deployment: layered YAML under `--conf-dir`.
 #[derive(Debug, Clone, Args)]
 pub struct DeployArgs {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 
-use super::common::load_model;
+use super::common::ModelArgs;
 use fwdbench::export::config::{copy_tokenizer, export_config};
 use fwdbench::export::{export, ExportOptions, StoredDType};
 use fwdbench::weights::{RandomWeights, SafetensorsWeights, WeightSource};
@@ -18,18 +18,11 @@ pub enum Dtype {
 
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Examples:\n  fwdbench export --model qwen --mconf 2l --out /tmp/qwen_2l\n  fwdbench export --model deepseek --mconf full --layers 4 --set num_experts_per_tok=4 --out /tmp/ds_4l\n  fwdbench export --model qwen --mconf full --weights /models/Qwen3-30B-A3B --layers 2 --out /tmp/qwen_real_2l\n\nThen: python python/reference/reference_logits.py --engine hf --model /tmp/qwen_2l --ids ids.json --out expect.safetensors\n      fwdbench check --config /tmp/qwen_2l/config.json --weights /tmp/qwen_2l --input ids.json --expect expect.safetensors"
+    after_help = "Examples:\n  fwdbench export --model qwen --mconf 2l --out /tmp/qwen_2l\n  fwdbench export --model deepseek --mconf full --layers 4 --set num_experts_per_tok=4 --out /tmp/ds_4l\n  fwdbench export --model qwen --mconf full --weights /models/Qwen3-30B-A3B --layers 2 --out /tmp/qwen_real_2l\n\nThen: python python/reference/reference_logits.py --engine hf --model /tmp/qwen_2l --ids ids.json --out expect.safetensors\n      fwdbench check --config /tmp/qwen_2l/config.json --weights /tmp/qwen_2l --input ids.json --expect expect.safetensors\n\n--set overrides are written into the exported config.json."
 )]
 pub struct ExportArgs {
-    #[arg(long)]
-    pub model: String,
-    #[arg(long, default_value = "2l")]
-    pub mconf: String,
-    #[arg(long, default_value = "model_conf")]
-    pub model_dir: PathBuf,
-    /// Override a model config key, e.g. --set num_experts=16. Repeatable; written into the exported config.json.
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    pub sets: Vec<String>,
+    #[command(flatten)]
+    pub model: ModelArgs,
     /// Keep only the first N decoder layers (a small version of a big model).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub layers: Option<u32>,
@@ -52,8 +45,8 @@ pub struct ExportArgs {
 
 pub fn run_export(args: ExportArgs) -> anyhow::Result<()> {
     // The model as `run` reads it: validated, and its key warnings printed once.
-    let (dir, _) = load_model(&args.model_dir, &args.model, &args.mconf, &args.sets)?;
-    let path = dir.join(format!("config_{}.json", args.mconf));
+    let (dir, _) = args.model.load()?;
+    let path = dir.join(format!("config_{}.json", args.model.mconf));
     let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     let base: serde_json::Value =
         serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))?;
@@ -61,9 +54,9 @@ pub fn run_export(args: ExportArgs) -> anyhow::Result<()> {
         Dtype::Bf16 => StoredDType::BF16,
         Dtype::F32 => StoredDType::F32,
     };
-    let overrides = super::parse_sets(&args.sets)?;
+    let overrides = super::parse_sets(&args.model.sets)?;
     let json = export_config(&base, &overrides, args.layers.map(|n| n as usize), dtype, &path.display().to_string())
-        .with_context(|| format!("--model {} --mconf {}", args.model, args.mconf))?;
+        .with_context(|| format!("--model {} --mconf {}", args.model.model, args.model.mconf))?;
     let random = RandomWeights { seed: args.seed };
     let loaded = match &args.weights {
         Some(w) => Some(SafetensorsWeights::open(w).with_context(|| format!("--weights {}", w.display()))?),
@@ -84,8 +77,8 @@ pub fn run_export(args: ExportArgs) -> anyhow::Result<()> {
     }
     println!(
         "exported {} {} ({} layers, weights {}) to {}: {} tensors in {} shard(s), {:.1} MiB {}",
-        args.model,
-        args.mconf,
+        args.model.model,
+        args.model.mconf,
         summary.config.num_layers,
         src.describe(),
         args.out.display(),

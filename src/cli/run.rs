@@ -21,22 +21,15 @@ use fwdbench::exec::cuda::gpu::Gpu;
 use fwdbench::exec::cuda::weights::Values;
 use fwdbench::plan::{Phase, RankLayout, RoutingMode};
 
-use super::common::{layouts, load_model, DeployArgs, NodeArgs};
+use super::common::{layouts, DeployArgs, ModelArgs, NodeArgs};
 
 #[derive(Debug, Args)]
 #[command(
     after_help = "Examples:\n  fwdbench run --model qwen --mconf 2l --deploy tp1\n  fwdbench run --model deepseek --mconf 2l --deploy tp8ep8 --save           (one worker per GPU)\n  fwdbench run --model sigma --mconf full --deploy tp16ep16 --ip 10.0.0.1 --rank 1   (second node)\n  fwdbench run --model sigma --mconf full --deploy tp8ep8 --project        (one rank on GPU 0, collectives modelled)\n  fwdbench run --model deepseek --mconf full --deploy tp8ep8dp8 --project --analytic   (no GPU)\n  fwdbench run --model qwen --mconf 2l --deploy tp1 --routing balanced --save   (every expert its exact share)"
 )]
 pub struct RunArgs {
-    #[arg(long)]
-    pub model: String,
-    #[arg(long, default_value = "2l")]
-    pub mconf: String,
-    #[arg(long, default_value = "model_conf")]
-    pub model_dir: PathBuf,
-    /// Override a model config key, e.g. --set num_hidden_layers=4. Repeatable.
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    pub sets: Vec<String>,
+    #[command(flatten)]
+    pub model: ModelArgs,
     #[command(flatten)]
     pub deploy: DeployArgs,
     #[command(flatten)]
@@ -105,8 +98,8 @@ impl RunArgs {
     /// The library's options; `model_dir` is the model's own folder (its tokenizer).
     fn bench_options(&self, model_dir: PathBuf, timing: Vec<TimingMethod>, routing: RoutingMode) -> BenchOptions {
         BenchOptions {
-            model: self.model.clone(),
-            mconf: self.mconf.clone(),
+            model: self.model.model.clone(),
+            mconf: self.model.mconf.clone(),
             base: self.deploy.layers.base.clone(),
             deploy: self.deploy.deploy.clone(),
             model_dir,
@@ -133,7 +126,7 @@ impl RunArgs {
 
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
     // Every input is validated before any device is touched.
-    let (model_dir, cfg) = load_model(&args.model_dir, &args.model, &args.mconf, &args.sets)?;
+    let (model_dir, cfg) = args.model.load()?;
     let (conf, dep) = args.deploy.load_on(&args.nodes)?;
     let cfg = dep.quantize(cfg);
     let ranks = layouts(&dep)?;
@@ -184,7 +177,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
 }
 
 fn plot_saved(args: &RunArgs) -> anyhow::Result<()> {
-    let name = format!("{}_{}", args.model, args.mconf);
+    let name = format!("{}_{}", args.model.model, args.model.mconf);
     let csv = args.results_dir.join("csv").join(format!("{name}.csv"));
     let stem = args.results_dir.join("plots").join(&name);
     for path in fwdbench::report::plot::plot_files(&[csv], None, &stem).context("--plot")? {
