@@ -132,8 +132,8 @@ pub fn graph_off_reason(opts: &BenchOptions, dep: &Deployment, per_rank_batch: u
 
 /// The kernel families the deployment's `attention_backend` selects (validated when the
 /// conf was read).
-pub fn kernel_choice(dep: &Deployment) -> anyhow::Result<KernelChoice> {
-    Ok(KernelChoice { attention: dep.attention_backend, ..KernelChoice::default() })
+pub fn kernel_choice(dep: &Deployment) -> KernelChoice {
+    KernelChoice { attention: dep.attention_backend, ..KernelChoice::default() }
 }
 
 /// The report's labels; `gpu` names the device(s) that produced the numbers.
@@ -163,7 +163,7 @@ pub fn run_grid(
 ) -> anyhow::Result<()> {
     let (rank, world) = (rdzv.rank(), rdzv.world());
     let leader = rank == 0;
-    exec.gpu().set_kernel_choice(kernel_choice(dep)?);
+    exec.gpu().set_kernel_choice(kernel_choice(dep));
     let timeout = rendezvous_timeout();
     let gpu_name = if world > 1 { format!("{world}x {}", exec.gpu().name) } else { exec.gpu().name.clone() };
     let mut reporter = if leader { Some(opts.reporter(meta(opts, dep, gpu_name), true)?) } else { None };

@@ -91,7 +91,7 @@ pub fn project_grid(
     } else {
         let exec = CudaExecutor::new(layout, Values::Random { seed: opts.seed })?;
         exec.gpu().set_collectives(CollectiveBackend::Modelled);
-        exec.gpu().set_kernel_choice(super::kernel_choice(dep)?);
+        exec.gpu().set_kernel_choice(super::kernel_choice(dep));
         Some(exec)
     };
     let gpu = match &exec {

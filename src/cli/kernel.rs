@@ -15,9 +15,9 @@ use fwdbench::bench::suite::{seed_points, SuiteModels};
 use fwdbench::check::compare::BF16_TOL;
 use fwdbench::check::ops::check_ops;
 use fwdbench::config::model::ModelConfig;
-use fwdbench::config::run_conf::Deployment;
+use fwdbench::config::run_conf::{AttentionBackend, Deployment};
 use fwdbench::exec::cuda::executor::CudaExecutor;
-use fwdbench::exec::cuda::gpu::{AttentionKernels, KernelChoice, LinearKernels};
+use fwdbench::exec::cuda::gpu::{KernelChoice, LinearKernels};
 use fwdbench::exec::cuda::weights::Values;
 use fwdbench::model::{build_plan, PlanOptions};
 use fwdbench::plan::memory::DoesNotFit;
@@ -102,8 +102,8 @@ impl OpArgs {
     fn kernel_choice(&self, dep: &Deployment) -> anyhow::Result<KernelChoice> {
         let attention = match &self.attention {
             None => dep.attention_backend,
-            Some(name) => AttentionKernels::parse(name).with_context(|| {
-                let valid: Vec<&str> = AttentionKernels::ALL.iter().map(|b| b.name()).collect();
+            Some(name) => AttentionBackend::parse(name).with_context(|| {
+                let valid: Vec<&str> = AttentionBackend::ALL.iter().map(|b| b.name()).collect();
                 format!("--attention {name}: fwdbench implements {}", valid.join(" and "))
             })?,
         };

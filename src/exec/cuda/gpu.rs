@@ -13,12 +13,9 @@ use cudarc::nvrtc::Ptx;
 use super::cubins::CUBINS;
 use super::gemm::Gemm;
 use super::kernels::collective::CollectiveBackend;
+use crate::config::run_conf::AttentionBackend;
 
 pub type KernelName = (&'static str, &'static str);
-
-/// Which attention kernels plans bound on this GPU use: the run conf's `attention_backend`
-/// (fa3: kernels/attention_fa3.cu for prefill; fa2: kernels/attention_prefill.cu).
-pub use crate::config::run_conf::AttentionBackend as AttentionKernels;
 
 /// Which GEMM runs plain linears: cuBLASLt (the product path), or the Hopper layer's TMA +
 /// wgmma gate kernel (kernels/gemm_tma.cu), selectable in `kernel bench` to compare the two.
@@ -32,7 +29,9 @@ pub enum LinearKernels {
 /// The kernel families a bound plan uses where there is a choice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct KernelChoice {
-    pub attention: AttentionKernels,
+    /// The run conf's `attention_backend` (fa3: kernels/attention_fa3.cu for prefill; fa2:
+    /// kernels/attention_prefill.cu).
+    pub attention: AttentionBackend,
     pub linear: LinearKernels,
 }
 

@@ -4,7 +4,6 @@
 
 use anyhow::Context;
 
-use super::super::gpu::AttentionKernels;
 use super::attention_decode::{
     decode_attention_launch, decode_combine_launch, decode_num_splits, decode_scratch_bytes, DecodeAttentionParams,
     DecodeCombineParams, DECODE_COMBINE,
@@ -15,6 +14,7 @@ use super::attention_prefill::{
 };
 use super::prepare::{kernel, Call, Prep};
 use super::{attention_decode, attention_prefill};
+use crate::config::run_conf::AttentionBackend;
 use crate::plan::memory::Target;
 use crate::plan::{Op, Phase, Plan};
 
@@ -66,7 +66,7 @@ pub fn prepare(cx: &mut Prep, op: &Op) -> anyhow::Result<Vec<Call>> {
     let (kw, vw) = (info.k_elems_per_token() as i32, info.v_elems_per_token() as i32);
     let softcap = softcap.unwrap_or(0.0);
     match plan.shape.phase {
-        Phase::Prefill if cx.gpu.kernel_choice().attention == AttentionKernels::Fa3 => {
+        Phase::Prefill if cx.gpu.kernel_choice().attention == AttentionBackend::Fa3 => {
             let (batch, ld_q) = (plan.local_batch, cx.ld(*q) as usize);
             let (n_q, n_kv) = (n_new as usize, (past + n_new) as usize);
             let q_op = HeadsOperand {

@@ -4,12 +4,12 @@
 use anyhow::Context;
 use cudarc::driver::{DeviceRepr, LaunchConfig};
 
-use super::super::gpu::AttentionKernels;
 use super::attention_decode::choose_splits;
 use super::attention_fa3::{fa3_prefill_call, Fa3Problem, HeadsOperand};
 use super::attention_prefill::{self, flash_prefill_launch, FlashPrefillParams};
 use super::prepare::{kernel, Call, Prep};
 use super::ptr::{Bf16Ptr, ConstBf16Ptr, ConstF32Ptr, F32Ptr};
+use crate::config::run_conf::AttentionBackend;
 use crate::plan::memory::Target;
 use crate::plan::{Op, Plan};
 
@@ -256,7 +256,7 @@ pub fn prepare(cx: &mut Prep, op: &Op) -> anyhow::Result<Vec<Call>> {
                 d_rope: *d_rope as i32,
             };
             let build_k = kernel(MLA_BUILD_K, mla_build_k_launch(rows), p);
-            if cx.gpu.kernel_choice().attention == AttentionKernels::Fa3 {
+            if cx.gpu.kernel_choice().attention == AttentionBackend::Fa3 {
                 let (n, batch, heads) = (plan.shape.new_tokens_per_seq(), plan.local_batch, *heads);
                 let (ldq, ldkv, ldo) = (cx.ld(*q) as usize, cx.ld(*kv) as usize, cx.ld(*out) as usize);
                 let k_row = heads * (d_nope + d_rope);
