@@ -179,6 +179,12 @@ impl Gemm {
             let x_mode = sys::cublasLtMatmulMatrixScale_t::CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F;
             set(A::CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &w_mode as *const _ as _, 4)?;
             set(A::CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &x_mode as *const _ as _, 4)?;
+            // The heuristic returns INVALID_VALUE for block scale modes while the scale
+            // pointers are unset (measured on cuBLASLt 13.1, H200), so point both at the
+            // 256-byte-aligned workspace until `run` sets the real ones (also 256-aligned).
+            let placeholder = self.workspace.ptr;
+            set(A::CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &placeholder as *const u64 as _, 8)?;
+            set(A::CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &placeholder as *const u64 as _, 8)?;
             if s.bias {
                 let epi = sys::cublasLtEpilogue_t::CUBLASLT_EPILOGUE_BIAS;
                 set(A::CUBLASLT_MATMUL_DESC_EPILOGUE, &epi as *const _ as _, 4)?;
