@@ -25,8 +25,8 @@ pub struct Fa3Tile {
     /// K/V ring depth.
     pub stages: i32,
 }
-pub const FA3_TILE_D64: Fa3Tile = Fa3Tile { d_qk: 64, d_v: 64, block_n: 128, stages: 2 };
-pub const FA3_TILE_D128: Fa3Tile = Fa3Tile { d_qk: 128, d_v: 128, block_n: 128, stages: 2 };
+pub const FA3_TILE_D64: Fa3Tile = Fa3Tile { d_qk: 64, d_v: 64, block_n: 128, stages: 4 };
+pub const FA3_TILE_D128: Fa3Tile = Fa3Tile { d_qk: 128, d_v: 128, block_n: 128, stages: 3 };
 pub const FA3_TILE_D192_128: Fa3Tile = Fa3Tile { d_qk: 192, d_v: 128, block_n: 128, stages: 2 };
 pub const FA3_TILE_D256: Fa3Tile = Fa3Tile { d_qk: 256, d_v: 256, block_n: 80, stages: 2 };
 
@@ -196,8 +196,8 @@ mod tests {
         for v in FA3_VARIANTS {
             assert!(v.smem_bytes() <= 227 * 1024, "{:?}: {}", v.kernel, v.smem_bytes());
         }
-        // d128: Q 32 KiB + 2 stages of (K 32 KiB + V 32 KiB), 9 barriers, 1 KiB slack.
-        assert_eq!(FA3_VARIANTS[1].smem_bytes(), 163_840 + 72 + 1024);
+        // d128: Q 32 KiB + 3 stages of (K 32 KiB + V 32 KiB), 13 barriers, 1 KiB slack.
+        assert_eq!(FA3_VARIANTS[1].smem_bytes(), 229_376 + 104 + 1024);
     }
 
     #[test]
