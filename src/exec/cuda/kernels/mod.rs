@@ -14,6 +14,7 @@ pub mod attention_fa3;
 pub mod attention_prefill;
 pub mod collective;
 pub mod embed;
+pub mod gemm_fp8;
 pub mod gemm_tma;
 pub mod init;
 pub mod linear;
