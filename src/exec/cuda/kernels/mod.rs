@@ -21,6 +21,7 @@ pub mod linear;
 pub mod misc;
 pub mod mla;
 pub mod moe;
+pub mod moe_fp8;
 pub mod moe_wgmma;
 pub mod norm;
 pub mod prepare;
@@ -59,10 +60,7 @@ pub fn prepare(cx: &mut prepare::Prep, op: &Op) -> anyhow::Result<Vec<prepare::C
             mla::prepare(cx, op)
         }
         Op::Route { .. } => route::prepare(cx, op),
-        Op::Moe { .. } => {
-            quant::check_moe_supported(cx.plan, op)?;
-            moe::prepare(cx, op)
-        }
+        Op::Moe { .. } => moe::prepare(cx, op),
         Op::GatherRows { .. } => misc::prepare(cx, op),
         Op::Collective { .. } => collective::prepare(cx, op),
     }
