@@ -3,7 +3,8 @@
 # "MoE v2 (wgmma)"): the moe op against the CPU reference on odd expert loads (both GEMM paths:
 # block_m 16 on moe.cu, 64 and 128 on moe_wgmma.cu), then fwdbench and torch._grouped_mm on the
 # same shapes (DeepSeek-V3 and Qwen3-235B experts at 512, 4096 and 16384 tokens, an EP8 shard,
-# decode streaming).
+# decode streaming); the FP8 dense and grouped GEMMs (gemm_fp8.cu, moe_fp8.cu) checked and
+# timed the same way against torch._scaled_mm / _scaled_grouped_mm (docs/perf.md, "FP8 GEMMs").
 #   scripts/moe-bench.sh [check|bench|all]     (expects .device/ from scripts/build-device.sh)
 # Logs and CSVs go to $OUT (or results/moe), packed into moe-logs.tgz.
 set -uo pipefail
@@ -47,12 +48,35 @@ if [ "$mode" != bench ]; then
   for n in qwen3_moe deepseek_v3 grok1 sigma_v2; do
     step "check_fixture_${n}_t51" $check --config tests/fixtures/$n/config.json --tokens 51
   done
+  # FP8 dense (kernels/gemm_fp8.cu, the default for FP8 linears): M and N tails of a tile,
+  # M = 1, kv_a's 2112 rows (half a scale block at the end), DeepSeek's sites in prefill/decode.
+  fp8_gemm="$bin kernel check --op linear --quant fp8"
+  step check_fp8_gemm_m300_n520_k384 $fp8_gemm --m 300 --n 520 --k 384
+  step check_fp8_gemm_m1_n576_k7168 $fp8_gemm --m 1 --n 576 --k 7168
+  step check_fp8_gemm_m129_n2112_k1536 $fp8_gemm --m 129 --n 2112 --k 1536
+  fp8_site="$bin kernel check --model deepseek --mconf 2l --quant fp8"
+  step check_fp8_ds_qkv_a_t300 $fp8_site --op attn.qkv_a --tokens 300
+  step check_fp8_ds_kv_b_t37 $fp8_site --op attn.kv_b --tokens 37
+  step check_fp8_ds_o_proj_decode_b3 $fp8_site --op attn.o_proj --phase decode --bsz 3 --seq 63
+  step check_fp8_ds_shared_down_t517 $fp8_site --op moe.shared.down --tokens 517
+  # Whether cuBLASLt accepts the block-scaled descriptor (--gemm cublaslt): reported, not failed.
+  step probe_cublaslt_fp8 sh -c "$fp8_gemm --m 300 --n 520 --k 384 --gemm cublaslt && echo 'cuBLASLt block-scaled FP8: accepted' || echo 'cuBLASLt block-scaled FP8: rejected (FP8 linears use gemm_fp8.cu)'"
+  # FP8 experts (kernels/moe_fp8.cu; block_m 64 or 128 for every batch): the odd loads above.
+  step check_fp8_ds16_t517 $check $ds16 --quant fp8 --tokens 517
+  step check_fp8_ds16_t37 $check $ds16 --quant fp8 --tokens 37
+  step check_fp8_ds16_t1 $check $ds16 --quant fp8 --tokens 1
+  step check_fp8_ds16_decode_b3 $check $ds16 --quant fp8 --phase decode --bsz 3 --seq 63
+  step check_fp8_one_expert_t517 $check $one_expert --quant fp8 --tokens 517
+  step check_fp8_qwen16_t300 $check --model qwen --mconf 2l --set num_experts=16 --quant fp8 --tokens 300
+  step check_fp8_ds_ep8_rank3_t600 $check --model deepseek --mconf 2l --quant fp8 --tokens 600 --deploy tp8ep8 --rank 3
+  # Every op of an FP8 DeepSeek forward, prefill and decode, against the CPU's FP8 reference.
+  step check_fp8_ds16_all_ops $bin kernel check $ds16 --quant fp8 --bsz 2 --seq 37
 fi
 
 if [ "$mode" != check ]; then
   csv=$out/moe.csv
-  # bf16 weights (DeepSeek full ships FP8; the grouped FP8 GEMM is not written yet) and exactly
-  # balanced routing, so fwdbench and the peer do the same expert work.
+  # bf16 weights (DeepSeek full ships FP8; the FP8 rows follow) and exactly balanced routing,
+  # so fwdbench and the peer do the same expert work.
   bench="$bin kernel bench --no-check --csv $csv --op moe --mconf full --quant bf16 --routing balanced"
   for t in 512 4096 16384; do
     step "bench_deepseek_t$t" $bench --model deepseek --tokens $t
@@ -65,6 +89,17 @@ if [ "$mode" != check ]; then
   for b in 1 8 64; do
     step "bench_deepseek_decode_b$b" $bench --model deepseek --phase decode --bsz $b --seq 128
   done
+  # FP8 at DeepSeek-V3's full shapes, 4096 tokens: the dense linears (gemm_fp8.cu; peers
+  # torch._scaled_mm block128 and rowwise) and the grouped experts (moe_fp8.cu; peers
+  # torch._scaled_grouped_mm), Qwen3-235B's experts too (against the bf16 rows above).
+  fp8_bench="$bin kernel bench --no-check --csv $csv --mconf full --quant fp8 --tokens 4096"
+  for site in attn.qkv_a attn.q_b attn.kv_b attn.o_proj moe.shared.gate_up moe.shared.down; do
+    step "bench_fp8_deepseek_${site}_t4096" $fp8_bench --model deepseek --op $site
+  done
+  step bench_fp8_deepseek_mlp.gate_up_t4096 $fp8_bench --model deepseek --op mlp.gate_up --layer 0
+  step bench_fp8_deepseek_mlp.down_t4096 $fp8_bench --model deepseek --op mlp.down --layer 0
+  step bench_fp8_moe_deepseek_t4096 $fp8_bench --model deepseek --op moe --routing balanced
+  step bench_fp8_moe_qwen_t4096 $fp8_bench --model qwen --op moe --routing balanced
   step peers python3 python/reference/kernel_peers.py --seed-csv "$csv" --out "$out/peers.csv"
   step side_by_side python3 python/reference/side_by_side.py --seed-csv "$csv" --peers-csv "$out/peers.csv"
   cat "$out/side_by_side.log"

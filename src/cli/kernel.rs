@@ -17,7 +17,7 @@ use fwdbench::check::ops::check_ops;
 use fwdbench::config::model::ModelConfig;
 use fwdbench::config::run_conf::{AttentionBackend, Deployment};
 use fwdbench::exec::cuda::executor::CudaExecutor;
-use fwdbench::exec::cuda::gpu::{KernelChoice, LinearKernels};
+use fwdbench::exec::cuda::gpu::{Fp8LinearKernels, KernelChoice, LinearKernels};
 use fwdbench::exec::cuda::weights::Values;
 use fwdbench::model::{build_plan, PlanOptions};
 use fwdbench::plan::memory::DoesNotFit;
@@ -92,9 +92,11 @@ pub struct OpArgs {
     /// attention_backend.
     #[arg(long)]
     pub attention: Option<String>,
-    /// GEMM of plain linears: cublaslt (default) or tma (the Hopper layer's gate kernel).
-    #[arg(long, default_value = "cublaslt")]
-    pub gemm: String,
+    /// GEMM of linears: cublaslt (cuBLASLt for bf16 and FP8 linears; its block-scaled FP8
+    /// matmul only where the installed cuBLASLt accepts it) or tma (the Hopper layer's gate
+    /// kernel for bf16). Default: cuBLASLt for bf16, kernels/gemm_fp8.cu for FP8.
+    #[arg(long)]
+    pub gemm: Option<String>,
 }
 
 impl OpArgs {
@@ -107,12 +109,13 @@ impl OpArgs {
                 format!("--attention {name}: fwdbench implements {}", valid.join(" and "))
             })?,
         };
-        let linear = match self.gemm.as_str() {
-            "cublaslt" => LinearKernels::CublasLt,
-            "tma" => LinearKernels::TmaGate,
-            other => bail!("--gemm {other}: expected cublaslt or tma"),
+        let (linear, fp8_linear) = match self.gemm.as_deref() {
+            None => (LinearKernels::CublasLt, Fp8LinearKernels::Wgmma),
+            Some("cublaslt") => (LinearKernels::CublasLt, Fp8LinearKernels::CublasLt),
+            Some("tma") => (LinearKernels::TmaGate, Fp8LinearKernels::Wgmma),
+            Some(other) => bail!("--gemm {other}: expected cublaslt or tma"),
         };
-        Ok(KernelChoice { attention, linear })
+        Ok(KernelChoice { attention, linear, fp8_linear })
     }
 }
 
@@ -171,13 +174,23 @@ pub fn kernel(args: KernelArgs) -> anyhow::Result<()> {
     match args.command {
         KernelCommand::Check(a) if a.op.op.is_none() => check_model(&a.op),
         KernelCommand::Check(a) => {
-            let (case, choice) = op_case(&a.op)?;
+            let (mut case, choice) = op_case(&a.op)?;
+            case.case = format!("{}{}", case.case, fp8_gemm_note(&case, choice));
             let opts = KernelOptions { warmup: 0, iters: 0, flush: false, seed: a.op.seed, check: true };
             let row = run_on_gpu(choice, &case, &opts)?;
             println!("{}", summary_line(&case, &row));
             fail_unless_passed(&[row.check])
         }
         KernelCommand::Bench(b) => bench(b),
+    }
+}
+
+/// Which GEMM an FP8 case's linears run (empty for bf16 cases), for the case label.
+fn fp8_gemm_note(case: &OpCase, choice: KernelChoice) -> String {
+    if fwdbench::quant::Quant::of_plan(&case.plan) == fwdbench::quant::Quant::Fp8 {
+        format!(", {:?} fp8 gemm", choice.fp8_linear)
+    } else {
+        String::new()
     }
 }
 
@@ -275,7 +288,13 @@ fn bench(b: KernelBenchArgs) -> anyhow::Result<()> {
     match b.suite.as_deref() {
         None => {
             let (mut case, choice) = op_case(&b.op)?;
-            case.case = format!("{} [{} attention, {:?} gemm]", case.case, choice.attention.name(), choice.linear);
+            case.case = format!(
+                "{} [{} attention, {:?} gemm{}]",
+                case.case,
+                choice.attention.name(),
+                choice.linear,
+                fp8_gemm_note(&case, choice)
+            );
             let row = run_on_gpu(choice, &case, &opts)?;
             println!("{}", summary_line(&case, &row));
             if let Some(path) = &b.csv {

@@ -26,6 +26,16 @@ pub enum LinearKernels {
     TmaGate,
 }
 
+/// Which GEMM runs FP8 linears (after `quant_act_fp8`): our block-scaled wgmma kernel
+/// (kernels/gemm_fp8.cu; the default, since cuBLASLt 13.1 on the H200 rejects the
+/// block-scaled descriptor), or cuBLASLt's block-scaled matmul where it is accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Fp8LinearKernels {
+    #[default]
+    Wgmma,
+    CublasLt,
+}
+
 /// The kernel families a bound plan uses where there is a choice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct KernelChoice {
@@ -33,6 +43,7 @@ pub struct KernelChoice {
     /// kernels/attention_prefill.cu).
     pub attention: AttentionBackend,
     pub linear: LinearKernels,
+    pub fp8_linear: Fp8LinearKernels,
 }
 
 pub struct Gpu {

@@ -1,11 +1,13 @@
 //! The cuBLASLt ops (no `kernels/linear.cu`): `Op::Linear`, `Op::HeadMatmul`, and the
 //! router GEMM of `Op::Route`. Each shape's descriptors and algorithm are chosen here, at
 //! bind time, so a forward (or its graph capture) never runs the heuristic. A Linear with
-//! FP8 weights is two calls: `quant_act_fp8` of its input into the scratch region, then
-//! cuBLASLt's block-scaled FP8 GEMM on the codes.
+//! FP8 weights is two calls: `quant_act_fp8` of its input into the scratch region, then the
+//! block-scaled FP8 GEMM on the codes: kernels/gemm_fp8.cu by default, cuBLASLt's when the
+//! kernel choice asks for it (`--gemm cublaslt`).
 
 use super::super::gemm::GemmShape;
-use super::super::gpu::LinearKernels;
+use super::super::gpu::{Fp8LinearKernels, LinearKernels};
+use super::gemm_fp8::{gemm_fp8, Fp8Gemm, GEMM_FP8};
 use super::gemm_tma::{gemm_tma, GEMM_TMA};
 use super::prepare::{kernel, Call, Prep};
 use super::quant::{quant_act_launch, QuantActParams, QUANT_ACT_FP8};
@@ -76,7 +78,28 @@ fn fp8_linear_calls(
     };
     // The GEMM reads the dense codes `[m, k]`, not x in place.
     let shape = GemmShape { ldx: k, fp8: true, ..linear_shape(cx, x, weight, bias, out) };
-    let gemm = gemm_call(cx, shape, codes, weight, out, bias.map(|b| cx.w(b)), alpha)?;
+    let gemm = match cx.gpu.kernel_choice().fp8_linear {
+        Fp8LinearKernels::CublasLt => gemm_call(cx, shape, codes, weight, out, bias.map(|b| cx.w(b)), alpha)?,
+        Fp8LinearKernels::Wgmma => {
+            anyhow::ensure!(
+                !shape.out_f32,
+                "the FP8 GEMM writes bf16, and this FP8 linear has an f32 output: keep its weight bf16"
+            );
+            let g = Fp8Gemm {
+                x: codes,
+                w: cx.w(weight),
+                bias: bias.map(|b| cx.w(b)),
+                out: cx.ptr(out),
+                ldo: shape.ldo,
+                m,
+                n: shape.n,
+                k,
+                alpha,
+            };
+            let (p, cfg) = gemm_fp8(&g)?;
+            kernel(GEMM_FP8, cfg, p)
+        }
+    };
     Ok(vec![kernel(QUANT_ACT_FP8, quant_act_launch(m, k), quant), gemm])
 }
 

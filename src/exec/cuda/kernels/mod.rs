@@ -14,12 +14,14 @@ pub mod attention_fa3;
 pub mod attention_prefill;
 pub mod collective;
 pub mod embed;
+pub mod gemm_fp8;
 pub mod gemm_tma;
 pub mod init;
 pub mod linear;
 pub mod misc;
 pub mod mla;
 pub mod moe;
+pub mod moe_fp8;
 pub mod moe_wgmma;
 pub mod norm;
 pub mod prepare;
@@ -58,10 +60,7 @@ pub fn prepare(cx: &mut prepare::Prep, op: &Op) -> anyhow::Result<Vec<prepare::C
             mla::prepare(cx, op)
         }
         Op::Route { .. } => route::prepare(cx, op),
-        Op::Moe { .. } => {
-            quant::check_moe_supported(cx.plan, op)?;
-            moe::prepare(cx, op)
-        }
+        Op::Moe { .. } => moe::prepare(cx, op),
         Op::GatherRows { .. } => misc::prepare(cx, op),
         Op::Collective { .. } => collective::prepare(cx, op),
     }

@@ -50,6 +50,7 @@
 use cudarc::driver::LaunchConfig;
 
 use super::act::act_mul_call;
+use super::moe_fp8::MoeFp8Pipeline;
 use super::moe_wgmma::{self, MoePermuteParams, MoeWgmmaGemm, MoeWgmmaProblem};
 use super::prepare::{kernel, Call, Prep};
 use super::ptr::{Bf16Ptr, ConstBf16Ptr, ConstF32Ptr, ConstI32Ptr, I32Ptr};
@@ -247,6 +248,12 @@ pub fn choose_block_m(tokens: usize, top_k: usize, num_experts: usize) -> usize 
     }
 }
 
+/// [`choose_block_m`] for FP8 experts: at least 64, since moe_fp8.cu has no decode tile (its
+/// quantized operands fit in the bf16 buffers, see moe_fp8.rs).
+pub fn choose_block_m_fp8(tokens: usize, top_k: usize, num_experts: usize) -> usize {
+    choose_block_m(tokens, top_k, num_experts).max(64)
+}
+
 /// One CTA per local expert (each counts all slots, then places its own group).
 pub fn moe_align_launch(num_local_experts: usize) -> LaunchConfig {
     LaunchConfig {
@@ -330,6 +337,18 @@ impl MoeScratch {
         hidden: usize,
     ) -> (Self, usize) {
         let block_m = choose_block_m(tokens, top_k, experts_total.max(1));
+        Self::with_block_m(block_m, tokens, top_k, local_experts, inter, hidden)
+    }
+
+    /// The layout for a given `block_m` (what [`Self::layout`] and, for FP8, [`Self::of`] use).
+    pub fn with_block_m(
+        block_m: usize,
+        tokens: usize,
+        top_k: usize,
+        local_experts: usize,
+        inter: usize,
+        hidden: usize,
+    ) -> (Self, usize) {
         let max_sorted = moe_max_sorted(tokens, top_k, local_experts, block_m);
         let blocks = moe_max_blocks(tokens, top_k, local_experts, block_m);
         let h13_rows = if uses_wgmma(block_m) { 0 } else { max_sorted };
@@ -357,10 +376,15 @@ impl MoeScratch {
 
     /// The layout an `Op::Moe` of `plan` uses.
     pub fn of(plan: &Plan, op: &Op) -> (Self, usize) {
-        let Op::Moe { x, w2, local_experts, top_k, inter, experts_total, .. } = op else {
+        let Op::Moe { x, w13, w2, local_experts, top_k, inter, experts_total, .. } = op else {
             unreachable!("MoeScratch::of got {op:?}")
         };
-        Self::layout(plan.rows(*x), *top_k, *local_experts, *experts_total, *inter, plan.weight(*w2).rows)
+        let (t, hidden) = (plan.rows(*x), plan.weight(*w2).rows);
+        if plan.weight(*w13).dtype != crate::plan::DType::F8E4M3 {
+            return Self::layout(t, *top_k, *local_experts, *experts_total, *inter, hidden);
+        }
+        let block_m = choose_block_m_fp8(t, *top_k, *experts_total);
+        Self::with_block_m(block_m, t, *top_k, *local_experts, *inter, hidden)
     }
 }
 
@@ -421,6 +445,30 @@ impl MoeGemms {
         let down = params(self.hact, inter, false, self.w2, hidden, inter, self.c2);
         let down = kernel(tile.entry, moe_gemm_launch(bm, hidden, blocks)?, down);
         Ok(vec![gate_up, activate, down])
+    }
+
+    /// FP8 weights (any batch; `bm` >= 64): moe_fp8.cu's quantizing permute and GEMMs.
+    fn fp8(&self) -> anyhow::Result<Vec<Call>> {
+        MoeFp8Pipeline {
+            x: self.x,
+            x_ld: self.x_ld,
+            top_k: self.top_k,
+            w13: self.w13,
+            w2: self.w2,
+            experts: self.experts,
+            hidden: self.hidden,
+            inter: self.inter,
+            act: self.act,
+            sorted: self.sorted,
+            block_expert: self.block_expert,
+            total: self.total,
+            xs: self.xs,
+            hact: self.hact,
+            c2: self.c2,
+            block_m: self.s.block_m,
+            max_sorted: self.s.max_sorted,
+        }
+        .calls()
     }
 
     /// `bm` 64 and 128: moe_wgmma.cu's permute, gate/up GEMM with the activation in its
@@ -515,7 +563,13 @@ pub fn prepare(cx: &mut Prep, op: &Op) -> anyhow::Result<Vec<Call>> {
         s,
     };
     let mut calls = vec![align];
-    calls.extend(if uses_wgmma(bm) { gemms.wgmma()? } else { gemms.mma()? });
+    calls.extend(if cx.plan.weight(*w13).dtype == crate::plan::DType::F8E4M3 {
+        gemms.fp8()?
+    } else if uses_wgmma(bm) {
+        gemms.wgmma()?
+    } else {
+        gemms.mma()?
+    });
     let p = MoeCombineParams {
         c2: gemms.c2,
         c2_ld: hidden as i32,

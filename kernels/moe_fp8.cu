@@ -1,0 +1,219 @@
+// FP8 MoE experts (e4m3 weights with 128x128 block scales, DeepSeek-V3's format) for any
+// batch, over moe_align's padded per-expert layout (kernels/moe.cu; block_m 64 or 128, the
+// host never picks 16 for FP8), on TMA + wgmma with DeepGEMM-style promotion:
+//
+//   moe_fp8_quant_permute  xq[r], sx[:, r] = quant_1x128(x[sorted_slots[r] / k])    r < total
+//                          (zero codes and scales for padding rows)
+//   moe_fp8_gate_up        h[r, c]  = act(xq[r] . W13[e][c]) * (xq[r] . W13[e][I + c]) (fp32)
+//                          aq[r], sa[:, r] = quant_1x128(h[r])                          c < I
+//   moe_fp8_down           c2[r] = aq[r] . W2[e]^T  (bf16)                              [*, H]
+// then moe_combine (moe.cu) applies the routing weights, as for bf16.
+//
+// Quantization is quant_act_fp8's (kernels/quant.cu) operation for operation: scale =
+// max(amax, 1e-10) / 448 in fp32, one IEEE division per value, cvt.rn.satfinite to e4m3. The
+// CPU reference (exec::cpu::ops::moe) quantizes each expert's token rows and its fp32
+// act-and-multiply output the same way, so the down GEMM's input codes differ from the CPU's
+// only where h itself differs (fp32 summation order, expf), never by the quantizer. h is
+// quantized from the fp32 accumulators in the gate/up epilogue: no bf16 rounding in between,
+// as on the CPU.
+//
+// Each GEMM: out tile 64 rows x 2 consumers x 128 columns, K 128 bytes per stage (one swizzle
+// row of e4m3), both consumers on the same 64 rows (so padding costs tensor time at 64-row
+// granularity, and an all-padding slab is skipped outright). Per 128-deep K block a consumer
+// runs 4 m64n128k32 into a fresh accumulator and promotes it, acc * sa[kb, row] * sw[e, rb, kb],
+// into its fp32 total (fp8_block.cuh, shared with kernels/gemm_fp8.cu). B stages are four TMA boxes of 64
+// weight rows from a 4-D map (k, rows per half, halves, experts):
+//   gate/up: consumer q gets gate rows c0 + 64q .. +64 then the same up rows, so each thread
+//            holds gate and up of the same channels (accumulator column j and j + 64); the
+//            tile's 128 channels are one weight scale block of the gate half and one of the up
+//            half, and one activation quantization group of h. The group's amax is reduced
+//            over each consumer's 64 channels in registers, then across the two consumers
+//            through shared memory.
+//   down:    consumer q gets rows n0 + 128q .. +128 of W2, one weight scale block.
+// Raster as moe_wgmma.cu: groups of MOE_FP8_GROUP_M slabs across all n-tiles, slabs fastest, so
+// the CTAs that share an expert's weight tile run together (weights read once from HBM).
+// 384 threads: a producer warpgroup (one TMA thread, 40 registers), two consumers (232).
+//
+// Cost per GEMM: FLOPs 2 * rows * n_w * k with padding rows of live slabs; bytes: touched
+// experts' FP8 weights once, A codes once plus L2 re-reads, outputs once.
+#include <cuda_fp8.h>
+
+#include "fp8_block.cuh"
+#include "kern_util.cuh"
+
+using namespace hopper;
+
+namespace {
+constexpr int SLAB = 64;   // rows of one CTA tile: one m64 wgmma slab
+constexpr int BK = 128;    // bytes of e4m3 per stage: one 128-byte swizzle row
+constexpr int WN = 128;    // columns per consumer
+constexpr int BOX = 64;    // weight rows per TMA box
+constexpr int STAGES = MOE_FP8_STAGES;
+constexpr int CONSUMER_WARPS = 8;
+// TmaRing counts bf16-sized elements: 64 x 128 bytes of A, 4 boxes of 64 x 128 bytes of B.
+constexpr int A_STAGE = SLAB * BK / 2, B_STAGE = 4 * BOX * BK / 2;
+
+__device__ __forceinline__ float group_scale(float amax) {
+    return fmaxf(amax, static_cast<float>(QUANT_AMAX_EPS)) / static_cast<float>(QUANT_E4M3_MAX);
+}
+
+// Two values to two e4m3 codes (the first in the low byte), rounded as quant.cu rounds one.
+__device__ __forceinline__ uint16_t e4m3x2(float lo, float hi) {
+    return static_cast<uint16_t>(__nv_cvt_float2_to_fp8x2(make_float2(lo, hi), __NV_SATFINITE, __NV_E4M3));
+}
+}  // namespace
+
+// ------------------------------------------------------------------------------------
+// moe_fp8_quant_permute: one CTA per sorted row, one warp per 128-column group (4 values a
+// lane); hidden % 128 == 0 (checked on the host).
+
+extern "C" __global__ void __launch_bounds__(MOE_FP8_PERMUTE_THREADS) moe_fp8_quant_permute(const MoeFp8PermuteParams p) {
+    const int r = blockIdx.x;
+    if (r >= p.total_padded[0]) return;
+    const int slot = p.sorted_slots[r];
+    const int lane = threadIdx.x % 32, groups = p.hidden / QUANT_BLOCK;
+    unsigned char* codes = static_cast<unsigned char*>(p.codes) + static_cast<long long>(r) * p.hidden;
+    for (int g = threadIdx.x / 32; g < groups; g += blockDim.x / 32) {
+        const int c0 = g * QUANT_BLOCK + lane * 4;
+        float v[4] = {0.f, 0.f, 0.f, 0.f};
+        if (slot >= 0) {
+            const bf16* src = p.x + static_cast<long long>(slot / p.top_k) * p.x_ld + c0;
+#pragma unroll
+            for (int j = 0; j < 4; ++j) v[j] = to_f32(src[j]);
+        }
+        float amax = 0.f;
+#pragma unroll
+        for (int j = 0; j < 4; ++j) amax = fmaxf(amax, fabsf(v[j]));
+        // Padding rows: zero codes and a zero scale, so their products are exactly zero.
+        const float scale = slot >= 0 ? group_scale(warp_max(amax)) : 0.f;
+        uint32_t word = 0;
+        if (slot >= 0) word = e4m3x2(v[0] / scale, v[1] / scale) | (uint32_t(e4m3x2(v[2] / scale, v[3] / scale)) << 16);
+        *reinterpret_cast<uint32_t*>(codes + c0) = word;
+        if (lane == 0) p.scales[static_cast<long long>(g) * p.rows + r] = scale;
+    }
+}
+
+// ------------------------------------------------------------------------------------
+// The grouped GEMMs.
+
+template <bool GATE_UP>
+__device__ __forceinline__ void moe_fp8(const MoeFp8Params& p) {
+    const int n_tiles = p.n_tiles, slabs = gridDim.x / n_tiles;
+    const int group_first = blockIdx.x / (MOE_FP8_GROUP_M * n_tiles) * MOE_FP8_GROUP_M;
+    const int group_rows = min(MOE_FP8_GROUP_M, slabs - group_first);
+    const int in_group = blockIdx.x - group_first * n_tiles;
+    const int slab = group_first + in_group % group_rows, n_block = in_group / group_rows;
+    const int r_first = slab * SLAB;
+    // Uniform over the CTA, before any barrier exists: slabs past the used rows, and slabs of
+    // padding only (groups are padded at their end, so a slab starting on padding is all
+    // padding; the down GEMM skips the same slabs, and combine never reads their rows).
+    if (r_first >= p.total_padded[0] || p.sorted_slots[r_first] < 0) return;
+    const int expert = p.block_expert[r_first / p.block_m];
+    if (expert < 0) return;
+
+    extern __shared__ unsigned char smem_raw[];
+    __shared__ float amax_x[2][SLAB];
+    const TmaRing<STAGES, A_STAGE, B_STAGE> ring(smem_raw, CONSUMER_WARPS);
+    __syncthreads();
+    const int wg = threadIdx.x / 128, t = threadIdx.x % 128;
+    const int k_blocks = p.k / BK;
+    // Gate/up: 128 channels per tile, rows c0 .. of each half. Down: 256 columns per tile.
+    const int c0 = GATE_UP ? n_block * WN : n_block * 2 * WN;
+
+    if (wg == 0) {
+        setmaxnreg_dec<40>();
+        if (threadIdx.x == 0) {
+            tma_prefetch(&p.a);
+            tma_prefetch(&p.b);
+            for (int kb = 0; kb < k_blocks; ++kb) {
+                const int s = ring.acquire(kb);
+                tma_load_2d(ring.a + s * A_STAGE, &p.a, &ring.full[s], kb * BK, r_first);
+#pragma unroll
+                for (int q = 0; q < 4; ++q) {
+                    const int row = GATE_UP ? c0 + (q / 2) * BOX : c0 + q * BOX;
+                    const int half = GATE_UP ? q % 2 : 0;
+                    tma_load_4d(ring.b + s * B_STAGE + q * BOX * BK / 2, &p.b, &ring.full[s], kb * BK, row, half, expert);
+                }
+            }
+        }
+        return;
+    }
+
+    setmaxnreg_inc<232>();
+    const int q = wg - 1, warp = t / 32, lane = t % 32;
+    // Down: a consumer whose 128 columns lie past H only frees the stages.
+    const int col_first = GATE_UP ? c0 + q * BOX : c0 + q * WN;
+    if (!GATE_UP && col_first >= p.n) {
+        ring.drain(k_blocks);
+        return;
+    }
+    // Accumulator d[4j + 2i + c]: row 16 warp + lane/4 + 8i, column 8j + 2(lane%4) + c.
+    const int row_in_slab = warp * 16 + lane / 4;
+    const int r0 = r_first + row_in_slab, r1 = r0 + 8;
+    // Weight scale rows (128-row blocks of the expert's [n_w, k]): gate/up reads the gate
+    // block and the up block of its channels, down the block of its 128 columns.
+    const float* sw = p.sw + static_cast<long long>(expert) * p.w_row_blocks * p.sw_ld;
+    const float* sw_lo = sw + static_cast<long long>(GATE_UP ? n_block : col_first / WN) * p.sw_ld;
+    const float* sw_hi = GATE_UP ? sw + static_cast<long long>(p.n / WN + n_block) * p.sw_ld : sw_lo;
+    float total[WN / 2];
+#pragma unroll
+    for (int i = 0; i < WN / 2; ++i) total[i] = 0.f;
+    // Gate/up: columns j < 8 are the gate rows' (scale block lo), j >= 8 the up rows' (hi);
+    // down's 128 columns are one block (lo == hi).
+    consume_fp8<WN>(ring, 0, q * 2 * BOX * BK / 2, k_blocks, total, [&](int kb) {
+        const float* sa = p.sa + static_cast<long long>(kb) * p.rows;
+        return Fp8Scales{__ldg(sa + r0), __ldg(sa + r1), __ldg(sw_lo + kb), __ldg(sw_hi + kb)};
+    });
+
+    if constexpr (GATE_UP) {
+        // h for channels col_first + 8j + 2(lane%4) + c, j < 8; gate at j, up at j + 8.
+        float h[8][2][2];
+        float amax[2] = {0.f, 0.f};
+#pragma unroll
+        for (int j = 0; j < 8; ++j)
+#pragma unroll
+            for (int i = 0; i < 2; ++i)
+#pragma unroll
+                for (int c = 0; c < 2; ++c) {
+                    h[j][i][c] = apply_act(total[4 * j + 2 * i + c], p.act) * total[4 * (j + 8) + 2 * i + c];
+                    amax[i] = fmaxf(amax[i], fabsf(h[j][i][c]));
+                }
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {
+            amax[i] = fmaxf(amax[i], __shfl_xor_sync(0xffffffffu, amax[i], 1));
+            amax[i] = fmaxf(amax[i], __shfl_xor_sync(0xffffffffu, amax[i], 2));
+            if (lane % 4 == 0) amax_x[q][row_in_slab + 8 * i] = amax[i];
+        }
+        named_sync(1, 256);  // both consumers' halves of every row's group
+        unsigned char* codes = static_cast<unsigned char*>(p.c);
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {
+            const int row_local = row_in_slab + 8 * i, row = r_first + row_local;
+            const float scale = group_scale(fmaxf(amax_x[0][row_local], amax_x[1][row_local]));
+            unsigned char* dst = codes + static_cast<long long>(row) * p.n + col_first + 2 * (lane % 4);
+#pragma unroll
+            for (int j = 0; j < 8; ++j)
+                *reinterpret_cast<uint16_t*>(dst + 8 * j) = e4m3x2(h[j][i][0] / scale, h[j][i][1] / scale);
+            if (q == 0 && lane % 4 == 0) p.c_scales[static_cast<long long>(n_block) * p.rows + row] = scale;
+        }
+    } else {
+        bf16* out = static_cast<bf16*>(p.c);
+#pragma unroll
+        for (int j = 0; j < WN / 8; ++j) {
+            const int col = col_first + 8 * j + 2 * (lane % 4);
+            if (col >= p.n) continue;
+#pragma unroll
+            for (int i = 0; i < 2; ++i) {
+                bf16* dst = out + static_cast<long long>(i ? r1 : r0) * p.n + col;
+                *reinterpret_cast<__nv_bfloat162*>(dst) = __floats2bfloat162_rn(total[4 * j + 2 * i], total[4 * j + 2 * i + 1]);
+            }
+        }
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(MOE_FP8_THREADS, 1) moe_fp8_gate_up(const __grid_constant__ MoeFp8Params p) {
+    moe_fp8<true>(p);
+}
+extern "C" __global__ void __launch_bounds__(MOE_FP8_THREADS, 1) moe_fp8_down(const __grid_constant__ MoeFp8Params p) {
+    moe_fp8<false>(p);
+}

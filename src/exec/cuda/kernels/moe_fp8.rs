@@ -1,0 +1,325 @@
+//! Launch parameters for `kernels/moe_fp8.cu`: the FP8 experts (e4m3 weights with 128x128
+//! block scales) over moe_align's sorted rows, for every batch size (`block_m` 64 or 128;
+//! moe.rs never picks 16 for FP8 weights).
+//!
+//! With `S` sorted rows, `E` local experts, `H` hidden, `I` intermediate (both multiples of
+//! 128), after `moe_align`:
+//!
+//! 1. `moe_fp8_quant_permute` ([`MOE_FP8_PERMUTE`]): `xq[r] = quant(x[sorted_slots[r] / k])`
+//!    per 128-column group, codes and scales as `Fp8Layout::new(1, S, H)` in the `xs` scratch
+//!    (c2's bytes: c2 is written only by the down GEMM, after the gate/up GEMM read `xq`).
+//! 2. `moe_fp8_gate_up`: `h = act(xq . W13[e][:I]^T) * (xq . W13[e][I:]^T)` in fp32, quantized
+//!    per row and 128 channels into `Fp8Layout::new(1, S, I)` in the `hact` scratch.
+//! 3. `moe_fp8_down`: `c2 = aq . W2[e]^T` (bf16), then moe_combine as for bf16.
+//!
+//! Padding rows come out as zero codes and zero products; 64-row slabs of padding only are
+//! skipped by both GEMMs (combine never reads their rows).
+
+use cudarc::driver::{DeviceRepr, LaunchConfig};
+
+use super::super::tma::{encode_u8, matrix_u8, TensorLayout, BOX_INNER_U8};
+use super::act::{activation_code, Act};
+use super::prepare::{kernel, Call};
+use super::ptr::{ConstBf16Ptr, ConstF32Ptr, ConstI32Ptr, F32Ptr, TensorMap, VoidPtr};
+use crate::config::model::Activation;
+use crate::quant::{Fp8Layout, BLOCK};
+
+/// Threads of a GEMM CTA: a producer warpgroup and two consumer warpgroups.
+pub const MOE_FP8_THREADS: u32 = 384;
+/// Threads of a `moe_fp8_quant_permute` CTA (one row, a warp per 128-column group).
+pub const MOE_FP8_PERMUTE_THREADS: u32 = 128;
+/// 64-row slabs walked together across all n-tiles (the raster; 16 slabs = 8 M-blocks of 128).
+pub const MOE_FP8_GROUP_M: i32 = 16;
+/// TMA ring depth: 5 stages of 8 KiB of A and 32 KiB of B.
+pub const MOE_FP8_STAGES: i32 = 5;
+/// Rows of one CTA tile (one m64 wgmma slab).
+const SLAB: usize = 64;
+/// Weight rows per TMA box (four per stage).
+const BOX_ROWS: u32 = 64;
+
+/// Tensor maps first (128-byte aligned, as in C).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct MoeFp8Params {
+    /// Sorted A codes `[rows, k]`, boxes of 128 bytes x 64 rows.
+    pub a: TensorMap,
+    /// Expert weight codes as `(k, rows per half, halves, experts)` bytes, boxes of 128 x 64 x
+    /// 1 x 1: W13 is `(H, I, 2, E)`, W2 `(I, H, 1, E)`.
+    pub b: TensorMap,
+    /// `[k / 128, rows]` A group scales.
+    pub sa: ConstF32Ptr,
+    /// `[E, w_row_blocks, sw_ld]` weight block scales.
+    pub sw: ConstF32Ptr,
+    pub block_expert: ConstI32Ptr,
+    pub total_padded: ConstI32Ptr,
+    /// `[rows]` from moe_align (-1 for padding).
+    pub sorted_slots: ConstI32Ptr,
+    /// Gate/up: e4m3 codes `[rows, n]`; down: bf16 `[rows, n]`.
+    pub c: VoidPtr,
+    /// Gate/up: `[n / 128, rows]` scales of `c`; unused by down.
+    pub c_scales: F32Ptr,
+    /// Sorted rows of the buffers (`moe_max_sorted`), the stride of every scale column.
+    pub rows: i32,
+    pub block_m: i32,
+    /// Output columns: `I` (gate/up channels) or `H`; depth `H` or `I`.
+    pub n: i32,
+    pub k: i32,
+    pub n_tiles: i32,
+    /// `Act` code of the gate/up epilogue.
+    pub act: i32,
+    pub sw_ld: i32,
+    pub w_row_blocks: i32,
+}
+unsafe impl DeviceRepr for MoeFp8Params {}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MoeFp8PermuteParams {
+    /// `[tokens, x_ld]` bf16.
+    pub x: ConstBf16Ptr,
+    pub x_ld: i32,
+    pub top_k: i32,
+    pub sorted_slots: ConstI32Ptr,
+    pub total_padded: ConstI32Ptr,
+    /// `[rows, hidden]` e4m3 out.
+    pub codes: VoidPtr,
+    /// `[hidden / 128, rows]` out.
+    pub scales: F32Ptr,
+    pub rows: i32,
+    /// A multiple of 128.
+    pub hidden: i32,
+}
+unsafe impl DeviceRepr for MoeFp8PermuteParams {}
+
+pub const MOE_FP8_PERMUTE: (&str, &str) = ("moe_fp8", "moe_fp8_quant_permute");
+pub const MOE_FP8_GATE_UP: (&str, &str) = ("moe_fp8", "moe_fp8_gate_up");
+pub const MOE_FP8_DOWN: (&str, &str) = ("moe_fp8", "moe_fp8_down");
+
+/// The A and B ring, its barriers and 1 KiB of alignment slack (the kernel's static 512
+/// bytes of cross-consumer amax come on top).
+pub const fn moe_fp8_smem_bytes() -> u32 {
+    ((SLAB as i32 + 4 * BOX_ROWS as i32) * BOX_INNER_U8 as i32 * MOE_FP8_STAGES + 16 * MOE_FP8_STAGES + 1024) as u32
+}
+
+/// Device addresses and dimensions of one FP8 `Op::Moe` after moe_align (moe.rs's scratch).
+#[derive(Debug, Clone, Copy)]
+pub struct MoeFp8Pipeline {
+    pub x: u64,
+    pub x_ld: usize,
+    pub top_k: usize,
+    /// `Fp8Layout::new(E, 2I, H)` and `Fp8Layout::new(E, H, I)` buffers.
+    pub w13: u64,
+    pub w2: u64,
+    pub experts: usize,
+    pub hidden: usize,
+    pub inter: usize,
+    pub act: Activation,
+    pub sorted: u64,
+    pub block_expert: u64,
+    pub total: u64,
+    /// Scratch for `xq` (at least [`quantized_bytes`] of `(S, H)`), for the quantized
+    /// activation (of `(S, I)`), and c2 `[S, H]` bf16.
+    pub xs: u64,
+    pub hact: u64,
+    pub c2: u64,
+    pub block_m: usize,
+    pub max_sorted: usize,
+}
+
+/// Bytes of a quantized `[rows, cols]` activation: codes, then `[cols / 128, rows]` scales.
+pub fn quantized_bytes(rows: usize, cols: usize) -> usize {
+    Fp8Layout::new(1, rows, cols).activation_bytes()
+}
+
+/// The grid: every (slab, n-tile) once in one dimension; dead slabs exit at once.
+pub fn gemm_launch(max_sorted: usize, n_tiles: usize) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: ((max_sorted.div_ceil(SLAB) * n_tiles).max(1) as u32, 1, 1),
+        block_dim: (MOE_FP8_THREADS, 1, 1),
+        shared_mem_bytes: moe_fp8_smem_bytes(),
+    }
+}
+
+impl MoeFp8Pipeline {
+    /// What the kernels assume, checked before any driver call.
+    fn check(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.block_m == 64 || self.block_m == 128,
+            "the FP8 MoE GEMMs take block_m 64 or 128, not {}",
+            self.block_m
+        );
+        anyhow::ensure!(
+            self.hidden.is_multiple_of(BLOCK) && self.inter.is_multiple_of(BLOCK),
+            "the FP8 MoE kernels need hidden ({}) and the per-rank expert intermediate size ({}) to be multiples of \
+             {BLOCK} (one scale block); run this model with --quant bf16 or a split that keeps them so",
+            self.hidden,
+            self.inter
+        );
+        Ok(())
+    }
+
+    /// A GEMM's parameters: `a` the quantized A of `(rows, k)`, weights `w` as
+    /// `(k, n_half, halves, E)` with `n_w = halves * n_half` rows per expert.
+    #[allow(clippy::too_many_arguments)]
+    fn gemm(
+        &self,
+        a: u64,
+        w: u64,
+        n: usize,
+        k: usize,
+        halves: usize,
+        c: u64,
+        act: i32,
+    ) -> anyhow::Result<MoeFp8Params> {
+        let s = self.max_sorted;
+        let wl = Fp8Layout::new(self.experts, halves * n, k);
+        let (k64, n64, h64) = (k as u64, n as u64, halves as u64);
+        let layout = TensorLayout {
+            base: w,
+            dims: vec![k64, n64, h64, self.experts as u64],
+            strides: vec![k64, n64 * k64, h64 * n64 * k64],
+        };
+        let gate_up = halves == 2;
+        Ok(MoeFp8Params {
+            a: matrix_u8(a, s, k, k, SLAB as u32)?,
+            b: encode_u8(&layout, &[BOX_INNER_U8, BOX_ROWS, 1, 1])?,
+            sa: a + Fp8Layout::new(1, s, k).scale_offset() as u64,
+            sw: w + wl.scale_offset() as u64,
+            block_expert: self.block_expert,
+            total_padded: self.total,
+            sorted_slots: self.sorted,
+            c,
+            c_scales: if gate_up { c + Fp8Layout::new(1, s, n).scale_offset() as u64 } else { 0 },
+            rows: s as i32,
+            block_m: self.block_m as i32,
+            n: n as i32,
+            k: k as i32,
+            n_tiles: self.n_tiles(gate_up) as i32,
+            act,
+            sw_ld: wl.weight_scale_ld() as i32,
+            w_row_blocks: wl.row_blocks() as i32,
+        })
+    }
+
+    /// Gate/up tiles hold 128 channels (their gate and up rows), down tiles 256 columns.
+    pub fn n_tiles(&self, gate_up: bool) -> usize {
+        if gate_up {
+            self.inter / BLOCK
+        } else {
+            self.hidden.div_ceil(2 * BLOCK)
+        }
+    }
+
+    /// The three calls (quantizing permute, gate/up, down), tensor maps encoded now.
+    pub fn calls(&self) -> anyhow::Result<Vec<Call>> {
+        self.check()?;
+        let permute = MoeFp8PermuteParams {
+            x: self.x,
+            x_ld: self.x_ld as i32,
+            top_k: self.top_k as i32,
+            sorted_slots: self.sorted,
+            total_padded: self.total,
+            codes: self.xs,
+            scales: self.xs + Fp8Layout::new(1, self.max_sorted, self.hidden).scale_offset() as u64,
+            rows: self.max_sorted as i32,
+            hidden: self.hidden as i32,
+        };
+        let cfg = LaunchConfig {
+            grid_dim: (self.max_sorted.max(1) as u32, 1, 1),
+            block_dim: (MOE_FP8_PERMUTE_THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let (h, i) = (self.hidden, self.inter);
+        let gate_up = self.gemm(self.xs, self.w13, i, h, 2, self.hact, activation_code(self.act))?;
+        let down = self.gemm(self.hact, self.w2, h, i, 1, self.c2, Act::None as i32)?;
+        Ok(vec![
+            kernel(MOE_FP8_PERMUTE, cfg, permute),
+            kernel(MOE_FP8_GATE_UP, gemm_launch(self.max_sorted, self.n_tiles(true)), gate_up),
+            kernel(MOE_FP8_DOWN, gemm_launch(self.max_sorted, self.n_tiles(false)), down),
+        ])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exec::cuda::kernels::moe::{choose_block_m_fp8, MoeScratch};
+
+    #[test]
+    fn params_match_the_c_layout() {
+        // Two 128-byte maps, seven pointers, eight i32.
+        assert_eq!(std::mem::align_of::<MoeFp8Params>(), 128);
+        assert_eq!(std::mem::offset_of!(MoeFp8Params, sa), 256);
+        assert_eq!(std::mem::offset_of!(MoeFp8Params, rows), 312);
+        assert_eq!(std::mem::offset_of!(MoeFp8Params, w_row_blocks), 340);
+        assert_eq!(std::mem::size_of::<MoeFp8Params>(), 384);
+        assert_eq!(std::mem::size_of::<MoeFp8PermuteParams>(), 56);
+    }
+
+    #[test]
+    fn ring_fits_with_the_static_amax() {
+        // Counted by hand: 5 * (8 KiB + 32 KiB) + 80 + 1024, plus 512 static bytes.
+        assert_eq!(moe_fp8_smem_bytes(), 5 * 40_960 + 80 + 1024);
+        assert!(moe_fp8_smem_bytes() + 512 <= 227 * 1024);
+    }
+
+    #[test]
+    fn quantized_operands_fit_in_the_bf16_scratch() {
+        // xq lives in c2's bytes ([S, H] bf16), the quantized activation in hact's ([S, I]).
+        for (t, k, local, total, inter, hidden) in [
+            (4096, 8, 256, 256, 2048, 7168),
+            (1, 8, 256, 256, 2048, 7168),
+            (37, 8, 16, 16, 2048, 7168),
+            (517, 8, 128, 128, 1536, 4096),
+            (1, 1, 1, 1, 128, 128),
+        ] {
+            let block_m = choose_block_m_fp8(t, k, total);
+            assert!(block_m >= 64, "FP8 never takes the decode tile");
+            let (s, _) = MoeScratch::with_block_m(block_m, t, k, local, inter, hidden);
+            let rows = s.max_sorted;
+            assert!(quantized_bytes(rows, hidden) <= rows * hidden * 2, "xq of {t} tokens");
+            assert!(quantized_bytes(rows, inter) <= rows * inter * 2, "act of {t} tokens");
+        }
+    }
+
+    fn pipeline(block_m: usize, hidden: usize, inter: usize) -> MoeFp8Pipeline {
+        MoeFp8Pipeline {
+            x: 0,
+            x_ld: hidden,
+            top_k: 8,
+            w13: 0,
+            w2: 0,
+            experts: 256,
+            hidden,
+            inter,
+            act: Activation::Silu,
+            sorted: 0,
+            block_expert: 0,
+            total: 0,
+            xs: 0,
+            hact: 0,
+            c2: 0,
+            block_m,
+            max_sorted: 4096 * 8 + 256 * 127,
+        }
+    }
+
+    #[test]
+    fn shapes_without_a_kernel_are_refused_before_any_driver_call() {
+        let message = |p: MoeFp8Pipeline| p.calls().err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(message(pipeline(16, 7168, 2048)).contains("block_m 64 or 128"));
+        // Qwen3-235B's 1536 split over 8 ranks is 192: not whole scale blocks.
+        assert!(message(pipeline(128, 4096, 192)).contains("multiples of 128"));
+        assert!(message(pipeline(128, 4160, 2048)).contains("multiples of 128"));
+    }
+
+    #[test]
+    fn tiles_cover_channels_and_columns() {
+        // DeepSeek-V3: 2048 channels in tiles of 128, 7168 columns in tiles of 256.
+        let p = pipeline(128, 7168, 2048);
+        assert_eq!((p.n_tiles(true), p.n_tiles(false)), (16, 28));
+        // 64-row slabs: a 128-row M-block is two CTAs per n-tile.
+        let cfg = gemm_launch(128 * 400, 28);
+        assert_eq!((cfg.grid_dim, cfg.block_dim), ((800 * 28, 1, 1), (384, 1, 1)));
+    }
+}
