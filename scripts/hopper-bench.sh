@@ -43,6 +43,28 @@ if [ "$mode" != bench ]; then
   step check_gemm_tma_row $bin kernel check --op linear --m 1 --n 264 --k 72 --gemm tma
 fi
 
+# MLA decode v2 (kernels/mla_decode_wgmma.cu, the fa3 backend's): odd contexts (the step sees
+# seq + 1 keys) and batches at 128 heads (tp1) and 16 (the tp8 shard), the fa2 kernel once,
+# then b64 ctx4096 at both, into the CSV the peers step reads (bmm absorbed peer).
+mla_dec="--model deepseek --op mla_decode_attention --phase decode"
+if [ "$mode" != bench ]; then
+  for dep in tp1 tp8; do
+    for bs in "1 37" "3 1000" "17 4097" "1 4097" "3 63"; do
+      read -r bsz seq <<<"$bs"
+      step "check_mla_decode_${dep}_b${bsz}_s${seq}" $bin kernel check $mla_dec --deploy $dep --bsz $bsz --seq $seq
+    done
+  done
+  step check_mla_decode_fa2_b3_s1000 $bin kernel check $mla_dec --bsz 3 --seq 1000 --attention fa2
+fi
+if [ "$mode" != check ]; then
+  for b in ${BACKENDS:-fa3 fa2}; do
+    for dep in tp1 tp8; do
+      step "bench_${b}_mla_decode_${dep}_b64_s4096" $bin kernel bench --no-check --csv $out/hopper.csv \
+        $mla_dec --mconf full --deploy $dep --bsz 64 --seq 4096 --attention $b
+    done
+  done
+fi
+
 if [ "$mode" != check ]; then
   csv=$out/hopper.csv
   bench="$bin kernel bench --no-check --csv $csv"

@@ -1,5 +1,7 @@
 //! Launch parameters for `kernels/mla.cu`: the latent cache write, the MHA-form key builder
-//! and absorbed-form split-KV MLA decode with its combine.
+//! and absorbed-form split-KV MLA decode with its combine. The `fa3` backend's decode at
+//! DeepSeek's 512 + 64 latent runs `mla_decode_wgmma` instead ([`super::mla_decode`]),
+//! combined by the same `mla_combine`.
 
 use anyhow::Context;
 use cudarc::driver::{DeviceRepr, LaunchConfig};
@@ -7,6 +9,7 @@ use cudarc::driver::{DeviceRepr, LaunchConfig};
 use super::attention_decode::choose_splits;
 use super::attention_fa3::{fa3_prefill_call, Fa3Problem, HeadsOperand};
 use super::attention_prefill::{self, flash_prefill_launch, FlashPrefillParams};
+use super::mla_decode::{mla_wgmma_call, mla_wgmma_num_splits, mla_wgmma_supports};
 use super::prepare::{kernel, Call, Prep};
 use super::ptr::{Bf16Ptr, ConstBf16Ptr, ConstF32Ptr, F32Ptr};
 use crate::config::run_conf::AttentionBackend;
@@ -201,17 +204,25 @@ pub fn mla_combine_launch(batch: i32, heads: i32) -> LaunchConfig {
     LaunchConfig { grid_dim: (heads as u32, batch as u32, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 }
 }
 
-/// Splits of MLA decode over `n_kv = context` cache rows, for `rows` sequences.
-fn decode_splits(plan: &Plan, rows: usize, heads: usize, target: Target) -> i32 {
-    mla_num_splits(rows as i32, heads as i32, plan.shape.context() as i32, target.sm_count)
+/// Splits of MLA decode over `n_kv = context` cache rows, for `rows` sequences: the mma.sync
+/// kernels' count, or the wgmma kernel's when `wgmma`.
+fn decode_splits(plan: &Plan, rows: usize, heads: usize, target: Target, wgmma: bool) -> i32 {
+    let (rows, heads, n_kv) = (rows as i32, heads as i32, plan.shape.context() as i32);
+    if wgmma {
+        mla_wgmma_num_splits(rows, heads, n_kv, target.sm_count)
+    } else {
+        mla_num_splits(rows, heads, n_kv, target.sm_count)
+    }
 }
 
-/// Decode's fp32 partial sums; prefill's MHA-form keys `[tokens, heads, d_nope + d_rope]` bf16.
+/// Decode's fp32 partial sums (enough for either decode kernel: the memory plan does not know
+/// the backend); prefill's MHA-form keys `[tokens, heads, d_nope + d_rope]` bf16.
 pub fn scratch_bytes(plan: &Plan, op: &Op, target: Target) -> usize {
     match op {
         Op::MlaDecodeAttention { q_lat, heads, kv_lora_rank, .. } => {
             let rows = plan.rows(*q_lat);
-            let splits = decode_splits(plan, rows, *heads, target);
+            let splits = [false, true].map(|wgmma| decode_splits(plan, rows, *heads, target, wgmma));
+            let splits = splits.into_iter().max().unwrap_or(1);
             mla_scratch_bytes(rows as i32, *heads as i32, *kv_lora_rank as i32, splits)
         }
         Op::MlaPrefillAttention { q, heads, d_nope, d_rope, .. } => plan.rows(*q) * heads * (d_nope + d_rope) * 2,
@@ -321,7 +332,9 @@ pub fn prepare(cx: &mut Prep, op: &Op) -> anyhow::Result<Vec<Call>> {
         }
         Op::MlaDecodeAttention { q_lat, q_pe, q_pe_stride, cache, out, heads, kv_lora_rank, d_rope, scale } => {
             let rows = cx.rows(*q_lat);
-            let splits = decode_splits(plan, rows as usize, *heads, cx.mem.target);
+            let wgmma =
+                cx.gpu.kernel_choice().attention == AttentionBackend::Fa3 && mla_wgmma_supports(*kv_lora_rank, *d_rope);
+            let splits = decode_splits(plan, rows as usize, *heads, cx.mem.target, wgmma);
             let variant = mla_select(*heads as i32);
             let p = MlaDecodeParams {
                 q_lat: cx.ptr(*q_lat),
@@ -344,7 +357,11 @@ pub fn prepare(cx: &mut Prep, op: &Op) -> anyhow::Result<Vec<Call>> {
                 scratch: cx.scratch,
                 num_splits: splits,
             };
-            let decode = kernel(variant.kernel, mla_decode_launch(&variant, rows, *heads as i32, splits), p);
+            let decode = if wgmma {
+                mla_wgmma_call(&p)?
+            } else {
+                kernel(variant.kernel, mla_decode_launch(&variant, rows, *heads as i32, splits), p)
+            };
             let p = MlaCombineParams {
                 scratch: cx.scratch,
                 o: cx.ptr(*out),

@@ -20,6 +20,7 @@ pub mod init;
 pub mod linear;
 pub mod misc;
 pub mod mla;
+pub mod mla_decode;
 pub mod moe;
 pub mod moe_fp8;
 pub mod moe_wgmma;

@@ -1,0 +1,285 @@
+// MLA decode, absorbed form, FlashMLA class: TMA + wgmma, warp-specialised (the fa3 backend's
+// MLA decode; mla.cu's mma.sync kernels stay the fa2 backend's and serve other latent widths).
+//
+//   For sequence b and head h, one new query [q_lat[b, h] (512) ; q_pe[b, h] (64)] over the
+//   latent cache rows [c_kv (512) ; k_pe (64)] of that sequence:
+//   s(h, j) = scale * ([q_lat ; q_pe] . cache[j]), p = softmax over j < n_kv,
+//   o[b, h, :] = sum_j p(h, j) c_kv[j] (512 wide). bf16 in and out, fp32 scores, softmax
+//   statistics and accumulators; P is rounded to bf16 for P V.
+//   FLOPs 2 * batch * heads * n_kv * (576 + 512); bytes ~ batch * n_kv * 576 * 2 (each cache
+//   row is read once per 64 heads: h16, the TP8 shard, is memory bound, h128 compute bound).
+//
+// One CTA per (split, 64-head tile, sequence); heads past `heads` read as zero (TMA boxes
+// past the tensor map), so 16 heads are padded to the 64 wgmma rows. 384 threads:
+//   warpgroup 0, the producer (24 registers): one thread loads Q (9 boxes of 64 heads x 64
+//     columns) once, then the split's cache tiles of 64 keys x 576 into a 2-stage ring
+//     (72 KiB a stage), each guarded by a full and an empty mbarrier.
+//   warpgroups 1 and 2, the consumers (240 registers), g = 0, 1: warpgroup g computes
+//     S_g = Q[64 x 576] . K[keys 32g..32g+31]^T (SS wgmma, both K-major), so no score is
+//     computed twice; the two exchange row maxima through shared memory (barrier MAX), each
+//     turns its half into P (log2 domain) and writes it, bf16 and 128-byte swizzled, into one
+//     64 x 64 P tile (barriers P_FREE / P_FULL); then warpgroup g accumulates its 256 output
+//     columns, O_g[64 x 256] += P[64 x 64] . V[64 keys x 256g..256g+255], V being the first
+//     512 columns of the same cache tile read MN-major (transpose bit): the cache is read once.
+//   Overlap: tile t's S GEMM is issued together with tile t-1's P V, and tile t's softmax runs
+//   while that P V is still on the tensor cores.
+// Split-KV: split `blockIdx.x` takes keys [split * chunk, +chunk), chunk a multiple of 64;
+// num_splits == 1 writes o, otherwise fp32 partials and log2-domain LSE go to the scratch in
+// mla.cu's layout and mla.cu's mla_combine merges them.
+// Shared memory: Q 72 KiB + 2 x 72 KiB ring + P 8 KiB + row statistics + barriers (~226 KiB).
+#include "hopper.cuh"
+
+using namespace hopper;
+
+namespace mla_wg {
+
+constexpr int DL = 512, DR = 64, DK = DL + DR, CHUNKS = DK / 64;  // 9 column chunks of 64
+constexpr int BM = 64, BN = 64, STAGES = 2;
+constexpr int CHUNK_ELEMS = 64 * 64;                               // one [64 rows][64] chunk
+constexpr int TILE_ELEMS = CHUNKS * CHUNK_ELEMS, TILE_BYTES = TILE_ELEMS * 2;
+constexpr int HALF_KEYS = BN / 2, HALF_COLS = DL / 2;              // per consumer warpgroup
+constexpr int CONSUMER_WARPS = 8, CONSUMER_THREADS = 256;
+constexpr int BAR_MAX = 1, BAR_P_FREE = 2, BAR_P_FULL = 3, BAR_SUM = 4;
+constexpr float LOG2E = 1.4426950408889634f;
+
+// Byte offsets inside the 1024-aligned dynamic shared memory.
+constexpr int Q_OFF = 0, RING_OFF = TILE_BYTES, P_OFF = RING_OFF + STAGES * TILE_BYTES;
+constexpr int MAX_OFF = P_OFF + BM * BN * 2, SUM_OFF = MAX_OFF + 2 * BM * 4, BAR_OFF = SUM_OFF + 2 * BM * 4;
+constexpr int SMEM_BYTES = BAR_OFF + 8 * (1 + 2 * STAGES) + 1024;  // + alignment slack
+static_assert(SMEM_BYTES == MLA_WGMMA_SMEM_BYTES, "mla_decode.rs sizes the launch from the same layout");
+
+// Byte offset of element (row, col) of a 64-column SW128 chunk (16-byte unit XOR row % 8).
+__device__ __forceinline__ uint32_t sw128(int row, int col) {
+    return row * 128 + ((((col >> 3) ^ row) & 7) << 4) + (col & 7) * 2;
+}
+
+__device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;" ::: "memory"); }
+
+__device__ void decode(const MlaDecodeWgmmaParams& p) {
+    extern __shared__ unsigned char smem_raw[];
+    unsigned char* smem = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);
+    bf16* sQ = reinterpret_cast<bf16*>(smem + Q_OFF);
+    bf16* sK = reinterpret_cast<bf16*>(smem + RING_OFF);
+    unsigned char* sP = smem + P_OFF;
+    float* sMax = reinterpret_cast<float*>(smem + MAX_OFF);  // [2 warpgroups][64 rows]
+    float* sSum = reinterpret_cast<float*>(smem + SUM_OFF);  // [2 warpgroups][64 rows]
+    uint64_t* q_full = reinterpret_cast<uint64_t*>(smem + BAR_OFF);
+    uint64_t* k_full = q_full + 1;
+    uint64_t* k_empty = k_full + STAGES;
+
+    const int split = blockIdx.x, h0 = blockIdx.y * BM, b = blockIdx.z;
+    const int per = (p.n_kv + p.num_splits - 1) / p.num_splits;
+    const int chunk = (per + BN - 1) / BN * BN;
+    const int kb = split * chunk, ke = min(p.n_kv, kb + chunk);
+    float* lse_out = p.scratch + (long long)p.batch * p.heads * p.num_splits * DL;
+    if (kb >= ke) {  // an empty split (more splits than 64-key tiles): weight 0 in the combine
+        if (threadIdx.x < BM && h0 + threadIdx.x < p.heads)
+            lse_out[((long long)b * p.heads + h0 + threadIdx.x) * p.num_splits + split] = -INFINITY;
+        return;
+    }
+    const int n_tiles = (ke - kb + BN - 1) / BN;
+
+    if (threadIdx.x == 0) {
+        mbar_init(q_full, 1);
+        for (int s = 0; s < STAGES; ++s) {
+            mbar_init(&k_full[s], 1);
+            mbar_init(&k_empty[s], CONSUMER_WARPS);
+        }
+        mbar_init_fence();
+    }
+    __syncthreads();
+
+    const int wg = threadIdx.x / 128;
+    if (wg == 0) {
+        setmaxnreg_dec<24>();
+        if (threadIdx.x == 0) {
+            tma_prefetch(&p.q_lat);
+            tma_prefetch(&p.q_pe);
+            tma_prefetch(&p.cache);
+            mbar_arrive_expect_tx(q_full, TILE_BYTES);
+#pragma unroll
+            for (int c = 0; c < CHUNKS - 1; ++c) tma_load_4d(sQ + c * CHUNK_ELEMS, &p.q_lat, q_full, 64 * c, h0, b, 0);
+            tma_load_4d(sQ + (CHUNKS - 1) * CHUNK_ELEMS, &p.q_pe, q_full, 0, h0, b, 0);
+            for (int t = 0; t < n_tiles; ++t) {
+                const int s = t % STAGES;
+                mbar_wait(&k_empty[s], ((t / STAGES) & 1) ^ 1);
+                mbar_arrive_expect_tx(&k_full[s], TILE_BYTES);
+                bf16* dst = sK + s * TILE_ELEMS;
+#pragma unroll
+                for (int c = 0; c < CHUNKS; ++c)
+                    tma_load_4d(dst + c * CHUNK_ELEMS, &p.cache, &k_full[s], 64 * c, kb + t * BN, b, 0);
+            }
+        }
+        return;
+    }
+
+    setmaxnreg_inc<240>();
+    const int g = wg - 1, t128 = threadIdx.x % 128, warp = t128 / 32, lane = t128 % 32;
+    const int r0 = 16 * warp + lane / 4;  // this thread's rows in the tile: r0 and r0 + 8
+    const float score_log2 = p.scale * LOG2E;
+
+    // S_g for the tile in stage s: 36 k-steps of 16 over the 9 chunks of Q and of K's half g.
+    auto s_gemm = [&](float (&sc)[HALF_KEYS / 2], int s) {
+        const bf16* k_tile = sK + s * TILE_ELEMS + g * HALF_KEYS * 64;
+#pragma unroll
+        for (int kk = 0; kk < DK / 16; ++kk) {
+            const uint64_t da = desc_sw128(sQ + (kk / 4) * CHUNK_ELEMS, 16, 1024) + 2 * (kk % 4);
+            const uint64_t db = desc_sw128(k_tile + (kk / 4) * CHUNK_ELEMS, 16, 1024) + 2 * (kk % 4);
+            wgmma_ss<HALF_KEYS, 0>(sc, da, db, kk > 0);
+        }
+        wgmma_commit();
+    };
+    // O_g += P . V_g: P K-major from sP, V MN-major (keys are the K dimension) from the
+    // tile's column chunks 4g..4g+3 (leading offset: the next 64 columns, 64 keys further).
+    auto pv_gemm = [&](float (&o)[HALF_COLS / 2], int s) {
+        const bf16* v_tile = sK + s * TILE_ELEMS + g * 4 * CHUNK_ELEMS;
+#pragma unroll
+        for (int kk = 0; kk < BN / 16; ++kk) {
+            const uint64_t da = desc_sw128(sP, 16, 1024) + 2 * kk;
+            const uint64_t db = desc_sw128(v_tile + kk * 16 * 64, BN * 128, 1024);
+            wgmma_ss<HALF_COLS, 1>(o, da, db, 1);
+        }
+        wgmma_commit();
+    };
+
+    float o[HALF_COLS / 2];
+#pragma unroll
+    for (int i = 0; i < HALF_COLS / 2; ++i) o[i] = 0.f;
+    float sc[HALF_KEYS / 2];
+    uint32_t pa[HALF_KEYS / 8][2];  // this thread's P pairs: [column group j][row i]
+    float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.f, 0.f}, corr[2];
+
+    // Tile t's scores -> P (in pa) and the rescale factors of what O holds, with the other
+    // warpgroup's half of the keys through sMax. Keys past the split's end score -inf.
+    auto softmax = [&](int t) {
+        const int key0 = kb + t * BN + g * HALF_KEYS + 2 * (lane % 4);
+        float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+        for (int j = 0; j < HALF_KEYS / 8; ++j)
+#pragma unroll
+            for (int i = 0; i < 2; ++i)
+#pragma unroll
+                for (int c = 0; c < 2; ++c) {
+                    float& x = sc[4 * j + 2 * i + c];
+                    x = key0 + 8 * j + c < ke ? x * score_log2 : -INFINITY;
+                    mx[i] = fmaxf(mx[i], x);
+                }
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {
+            mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 1));
+            mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2));
+            if (lane % 4 == 0) sMax[g * BM + r0 + 8 * i] = mx[i];
+        }
+        named_sync(BAR_MAX, CONSUMER_THREADS);
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {
+            const int r = r0 + 8 * i;
+            // The tile's first key is valid and in warpgroup 0's half: m_new is finite.
+            const float m_new = fmaxf(row_max[i], fmaxf(sMax[r], sMax[BM + r]));
+            corr[i] = exp2f(row_max[i] - m_new);
+            row_max[i] = m_new;
+            float rs = 0.f;
+#pragma unroll
+            for (int j = 0; j < HALF_KEYS / 8; ++j) {
+                const float e0 = exp2f(sc[4 * j + 2 * i] - m_new), e1 = exp2f(sc[4 * j + 2 * i + 1] - m_new);
+                rs += e0 + e1;
+                pa[j][i] = pack_bf16x2(e0, e1);
+            }
+            row_sum[i] = row_sum[i] * corr[i] + rs;
+        }
+    };
+    // P into the swizzled 64 x 64 tile (this warpgroup's 32 keys), visible to wgmma for both
+    // warpgroups once P_FULL passes. P_FREE first: the previous P V of both has finished.
+    auto store_p = [&]() {
+        named_sync(BAR_P_FREE, CONSUMER_THREADS);
+#pragma unroll
+        for (int j = 0; j < HALF_KEYS / 8; ++j)
+#pragma unroll
+            for (int i = 0; i < 2; ++i)
+                *reinterpret_cast<uint32_t*>(sP + sw128(r0 + 8 * i, g * HALF_KEYS + 8 * j + 2 * (lane % 4))) =
+                    pa[j][i];
+        fence_proxy_async();
+        named_sync(BAR_P_FULL, CONSUMER_THREADS);
+    };
+    auto rescale = [&]() {
+#pragma unroll
+        for (int j = 0; j < HALF_COLS / 8; ++j)
+#pragma unroll
+            for (int i = 0; i < 2; ++i) {
+                o[4 * j + 2 * i] *= corr[i];
+                o[4 * j + 2 * i + 1] *= corr[i];
+            }
+    };
+
+    mbar_wait(q_full, 0);
+    mbar_wait(&k_full[0], 0);
+    wgmma_fence();
+    s_gemm(sc, 0);
+    wgmma_wait<0>();
+    fence_regs(sc);
+    softmax(0);
+    store_p();
+
+    for (int t = 1; t < n_tiles; ++t) {
+        const int s = t % STAGES, sp = (t - 1) % STAGES;
+        fence_regs(o);
+        mbar_wait(&k_full[s], (t / STAGES) & 1);
+        wgmma_fence();
+        s_gemm(sc, s);
+        pv_gemm(o, sp);
+        wgmma_wait<1>();
+        fence_regs(sc);
+        softmax(t);
+        wgmma_wait<0>();
+        fence_regs(o);
+        if (lane == 0) mbar_arrive(&k_empty[sp]);
+        rescale();
+        store_p();
+    }
+    fence_regs(o);
+    wgmma_fence();
+    pv_gemm(o, (n_tiles - 1) % STAGES);
+    wgmma_wait<0>();
+    fence_regs(o);
+
+    // Row sums: over the quad, then over the two warpgroups' key halves (same row max).
+    float total[2];
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+        float s = row_sum[i];
+        s += __shfl_xor_sync(0xffffffffu, s, 1);
+        s += __shfl_xor_sync(0xffffffffu, s, 2);
+        if (lane % 4 == 0) sSum[g * BM + r0 + 8 * i] = s;
+    }
+    named_sync(BAR_SUM, CONSUMER_THREADS);
+#pragma unroll
+    for (int i = 0; i < 2; ++i) total[i] = sSum[r0 + 8 * i] + sSum[BM + r0 + 8 * i];
+
+    const int col0 = g * HALF_COLS + 2 * (lane % 4);
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+        const int h = h0 + r0 + 8 * i;
+        if (h >= p.heads) continue;
+        const float inv = 1.f / total[i];
+        const long long row = (long long)b * p.heads + h;
+        if (p.num_splits == 1) {
+            bf16* out = p.o + (long long)b * p.o_batch_stride + (long long)h * p.o_head_stride + col0;
+#pragma unroll
+            for (int j = 0; j < HALF_COLS / 8; ++j)
+                *reinterpret_cast<__nv_bfloat162*>(out + 8 * j) =
+                    __floats2bfloat162_rn(o[4 * j + 2 * i] * inv, o[4 * j + 2 * i + 1] * inv);
+        } else {
+            float* part = p.scratch + (row * p.num_splits + split) * DL + col0;
+#pragma unroll
+            for (int j = 0; j < HALF_COLS / 8; ++j)
+                *reinterpret_cast<float2*>(part + 8 * j) = make_float2(o[4 * j + 2 * i] * inv, o[4 * j + 2 * i + 1] * inv);
+            if (g == 0 && lane % 4 == 0) lse_out[row * p.num_splits + split] = row_max[i] + log2f(total[i]);
+        }
+    }
+}
+
+}  // namespace mla_wg
+
+extern "C" __global__ void __launch_bounds__(384, 1) mla_decode_wgmma(const __grid_constant__ MlaDecodeWgmmaParams p) {
+    mla_wg::decode(p);
+}

@@ -1,0 +1,164 @@
+//! Launch parameters for `kernels/mla_decode_wgmma.cu`: absorbed-form MLA decode with TMA and
+//! wgmma, the `fa3` backend's MLA decode for DeepSeek's 512 + 64 latent (other widths, and
+//! the `fa2` backend, run mla.cu's mma.sync kernels). Its split partials use mla.cu's scratch
+//! layout, so mla.cu's `mla_combine` merges them.
+
+use cudarc::driver::{DeviceRepr, LaunchConfig};
+
+use super::super::tma::{encode_bf16, TensorLayout, BOX_INNER};
+use anyhow::ensure;
+
+use super::attention_decode::choose_splits;
+use super::mla::MlaDecodeParams;
+use super::prepare::{kernel, Call};
+use super::ptr::{Bf16Ptr, F32Ptr, TensorMap};
+
+/// Latent and rope widths the kernel is compiled for (its Q and cache tiles are 9 chunks of
+/// 64 columns).
+pub const MLA_WGMMA_KV_LORA_RANK: i32 = 512;
+pub const MLA_WGMMA_ROPE_DIM: i32 = 64;
+/// Heads per CTA: the wgmma M rows (fewer heads are padded with zero rows).
+pub const MLA_WGMMA_HEADS_PER_CTA: i32 = 64;
+/// Cache rows per ring stage.
+pub const MLA_WGMMA_BLOCK_N: i32 = 64;
+/// Dynamic shared memory: Q tile + 2 ring stages (each 64 x 576 bf16), the 64 x 64 bf16 P
+/// tile, two fp32 row arrays of 2 x 64 (maxima, sums), 5 mbarriers, 1 KiB alignment slack.
+/// The kernel static_asserts its own layout against this.
+pub const MLA_WGMMA_SMEM_BYTES: i32 = 3 * 64 * 576 * 2 + 64 * 64 * 2 + 2 * (2 * 64 * 4) + 5 * 8 + 1024;
+// One CTA per SM only if it fits the H200's 227 KiB opt-in shared memory.
+const _: () = assert!(MLA_WGMMA_SMEM_BYTES <= 227 * 1024);
+/// Three warpgroups: the TMA producer and two consumers.
+pub const MLA_WGMMA_THREADS: u32 = 384;
+
+pub const MLA_DECODE_WGMMA: (&str, &str) = ("mla_decode_wgmma", "mla_decode_wgmma");
+
+/// Tensor maps first (128-byte aligned, as in C).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct MlaDecodeWgmmaParams {
+    /// (512, heads, batch, 1), boxes of 64 x 64 x 1 x 1.
+    pub q_lat: TensorMap,
+    /// (64, heads, batch, 1), boxes of 64 x 64 x 1 x 1.
+    pub q_pe: TensorMap,
+    /// The latent cache (576, n_kv, batch, 1), boxes of 64 x 64 x 1 x 1: rows past the
+    /// context read as zero.
+    pub cache: TensorMap,
+    pub o: Bf16Ptr,
+    pub o_batch_stride: i32,
+    pub o_head_stride: i32,
+    /// Partials in mla.cu's layout ([`super::mla::mla_scratch_bytes`]); unused at one split.
+    pub scratch: F32Ptr,
+    pub n_kv: i32,
+    pub batch: i32,
+    pub heads: i32,
+    pub num_splits: i32,
+    pub scale: f32,
+}
+unsafe impl DeviceRepr for MlaDecodeWgmmaParams {}
+
+/// Whether the wgmma kernel serves these latent and rope widths.
+pub fn mla_wgmma_supports(kv_lora_rank: usize, d_rope: usize) -> bool {
+    kv_lora_rank == MLA_WGMMA_KV_LORA_RANK as usize && d_rope == MLA_WGMMA_ROPE_DIM as usize
+}
+
+/// Split count: one resident CTA per SM (the kernel takes ~226 KiB of shared memory), at
+/// least one 64-key tile per split, and a per-split cost of about one tile (Q load, pipeline
+/// fill, partial write and its share of the combine). Every sequence has the same context,
+/// so equal splits are equal work.
+pub fn mla_wgmma_num_splits(batch: i32, heads: i32, n_kv: i32, sm_count: i32) -> i32 {
+    let head_tiles = (heads + MLA_WGMMA_HEADS_PER_CTA - 1) / MLA_WGMMA_HEADS_PER_CTA;
+    let keys = MLA_WGMMA_BLOCK_N;
+    choose_splits(batch as i64 * head_tiles as i64, sm_count as i64, n_kv, keys, keys as i64)
+}
+
+/// Grid (splits, 64-head tiles, batch).
+pub fn mla_wgmma_launch(batch: i32, heads: i32, num_splits: i32) -> LaunchConfig {
+    let tiles = (heads + MLA_WGMMA_HEADS_PER_CTA - 1) / MLA_WGMMA_HEADS_PER_CTA;
+    LaunchConfig {
+        grid_dim: (num_splits.max(1) as u32, tiles.max(0) as u32, batch.max(0) as u32),
+        block_dim: (MLA_WGMMA_THREADS, 1, 1),
+        shared_mem_bytes: MLA_WGMMA_SMEM_BYTES as u32,
+    }
+}
+
+/// The prepared kernel call for the problem mla.cu's kernels take (tensor maps encoded now,
+/// at bind time); `p.kv_lora_rank` and `p.rope_dim` must be the compiled 512 and 64.
+pub fn mla_wgmma_call(p: &MlaDecodeParams) -> anyhow::Result<Call> {
+    ensure!(
+        mla_wgmma_supports(p.kv_lora_rank as usize, p.rope_dim as usize),
+        "mla_decode_wgmma is compiled for a {MLA_WGMMA_KV_LORA_RANK} + {MLA_WGMMA_ROPE_DIM} latent, not {} + {}",
+        p.kv_lora_rank,
+        p.rope_dim
+    );
+    let (dl, dr) = (MLA_WGMMA_KV_LORA_RANK as u64, MLA_WGMMA_ROPE_DIM as u64);
+    let (batch, heads, row, max_seq) = (p.batch as u64, p.heads as u64, dl + dr, p.max_seq as u64);
+    // A (d, heads, batch) operand as a 4-D map (trailing extent 1), boxes of 64 x 64 heads.
+    let heads_map = |base, d, head_stride: i32, batch_stride: i32| {
+        let strides = [head_stride as u64, batch_stride as u64, batch * batch_stride as u64];
+        let layout = TensorLayout { base, dims: vec![d, heads, batch, 1], strides: strides.to_vec() };
+        encode_bf16(&layout, &[BOX_INNER, MLA_WGMMA_HEADS_PER_CTA as u32, 1, 1])
+    };
+    let cache = TensorLayout {
+        base: p.cache,
+        dims: vec![row, p.n_kv as u64, batch, 1],
+        strides: vec![row, max_seq * row, batch * max_seq * row],
+    };
+    let params = MlaDecodeWgmmaParams {
+        q_lat: heads_map(p.q_lat, dl, p.q_lat_head_stride, p.q_lat_batch_stride)?,
+        q_pe: heads_map(p.q_pe, dr, p.q_pe_head_stride, p.q_pe_batch_stride)?,
+        cache: encode_bf16(&cache, &[BOX_INNER, MLA_WGMMA_BLOCK_N as u32, 1, 1])?,
+        o: p.o,
+        o_batch_stride: p.o_batch_stride,
+        o_head_stride: p.o_head_stride,
+        scratch: p.scratch,
+        n_kv: p.n_kv,
+        batch: p.batch,
+        heads: p.heads,
+        num_splits: p.num_splits,
+        scale: p.scale,
+    };
+    Ok(kernel(MLA_DECODE_WGMMA, mla_wgmma_launch(p.batch, p.heads, p.num_splits), params))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn smem_matches_the_kernel_layout() {
+        // 3 x 73,728 + 8,192 + 1,024 + 40 + 1,024, as mla_decode_wgmma.cu lays it out.
+        assert_eq!(MLA_WGMMA_SMEM_BYTES, 231_464);
+    }
+
+    #[test]
+    fn splits_fill_the_sms() {
+        // b64 h128: 128 CTAs already fill one wave of 132.
+        assert_eq!(mla_wgmma_num_splits(64, 128, 4096, 132), 1);
+        // b64 h16 (TP8): 64 CTAs, two splits make one full wave.
+        assert_eq!(mla_wgmma_num_splits(64, 16, 4096, 132), 2);
+        // b1: the context is cut into many splits, never below one tile each.
+        let s = mla_wgmma_num_splits(1, 128, 4096, 132);
+        assert!((32..=64).contains(&s), "{s}");
+        assert_eq!(mla_wgmma_num_splits(1, 16, 37, 132), 1);
+        // Odd sizes: every split still gets a tile.
+        for (b, h, n) in [(3, 128, 1000), (17, 16, 4097), (1, 16, 4097)] {
+            let s = mla_wgmma_num_splits(b, h, n, 132);
+            assert!(s >= 1 && s <= (n + 63) / 64, "{b} {h} {n}: {s}");
+        }
+    }
+
+    #[test]
+    fn launch_shape() {
+        let cfg = mla_wgmma_launch(3, 16, 5);
+        assert_eq!(cfg.grid_dim, (5, 1, 3));
+        assert_eq!(mla_wgmma_launch(2, 128, 1).grid_dim, (1, 2, 2));
+        assert!(mla_wgmma_supports(512, 64));
+        assert!(!mla_wgmma_supports(32, 16));
+    }
+
+    #[test]
+    fn params_match_the_c_layout() {
+        assert_eq!(std::mem::align_of::<MlaDecodeWgmmaParams>(), 128);
+        assert_eq!(std::mem::offset_of!(MlaDecodeWgmmaParams, o), 384);
+    }
+}
