@@ -24,11 +24,13 @@
 // holding max(d_qk, d_v); loads zero-fill columns past d, so any d <= bucket (multiple of 8) works:
 //   decode_attention_d32 / _d64 / _d128 (up to 3-stage ring, BN 64, q in registers), _d256
 //   (up to 2 stages). The ring depth actually used is what fits the launch's dynamic smem, so
-//   DiffQKV tiles that load several V heads per stage run with fewer stages.
+//   DiffQKV tiles that load several V heads per stage run with fewer stages. The per-slice
+//   online softmax and the warp merge are attention_decode.cuh's, shared with the fa3 decode
+//   (attention_decode_tma.cu), which replaces this kernel under fa3 except for DiffQKV.
 //
 // decode_combine: o[b, h, :] = sum_s w_s o_s / sum_s w_s, w_s = exp2(lse_s - max lse).
 //   Launch: grid (q_heads, batch), block 128.
-#include "attention_util.cuh"
+#include "attention_decode.cuh"
 
 namespace attn {
 
@@ -125,7 +127,7 @@ __device__ __forceinline__ void decode_impl(const DecodeAttentionParams& p) {
     float acc[NO][4];
 #pragma unroll
     for (int n = 0; n < NO; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
-    float m_lo = -INFINITY, m_hi = -INFINITY, l_lo = 0.f, l_hi = 0.f;
+    SliceSoftmax st;
 
     for (int tile = 0; tile < n_tiles; ++tile) {
         load_tile(tile + stages - 1);
@@ -146,17 +148,12 @@ __device__ __forceinline__ void decode_impl(const DecodeAttentionParams& p) {
             for (int kk = 0; kk < KSTEPS; ++kk) {
                 if (kk >= ksteps) break;
                 uint32_t a[4];
-                if constexpr (Q_IN_REGS) {
-                    a[0] = qf[kk][0]; a[1] = qf[kk][1]; a[2] = qf[kk][2]; a[3] = qf[kk][3];
-                } else {
-                    load_a_frag(a, sQ + kk * 16, QS, lane);
-                }
+                q_frag<Q_IN_REGS>(a, qf, sQ, QS, kk, lane);
                 uint32_t bk[4];
                 load_kt_frag(bk, tk + kk * 16, KS, lane);
                 mma_bf16(s[0], a, bk[0], bk[1]);
                 mma_bf16(s[1], a, bk[2], bk[3]);
             }
-            float mx_lo = -INFINITY, mx_hi = -INFINITY;
 #pragma unroll
             for (int n = 0; n < 2; ++n) {
 #pragma unroll
@@ -164,39 +161,14 @@ __device__ __forceinline__ void decode_impl(const DecodeAttentionParams& p) {
                     const int key = j0 + n * 8 + 2 * t4 + (e & 1);
                     s[n][e] = key < ke ? score_log2(s[n][e], p.scale, p.softcap) : -INFINITY;
                 }
-                mx_lo = fmaxf(mx_lo, fmaxf(s[n][0], s[n][1]));
-                mx_hi = fmaxf(mx_hi, fmaxf(s[n][2], s[n][3]));
             }
-#pragma unroll
-            for (int o = 1; o <= 2; o <<= 1) {
-                mx_lo = fmaxf(mx_lo, __shfl_xor_sync(0xffffffffu, mx_lo, o));
-                mx_hi = fmaxf(mx_hi, __shfl_xor_sync(0xffffffffu, mx_hi, o));
-            }
-            const float mn_lo = fmaxf(m_lo, mx_lo), mn_hi = fmaxf(m_hi, mx_hi);
-            const float alpha_lo = exp2f(m_lo - mn_lo), alpha_hi = exp2f(m_hi - mn_hi);  // mn finite
-            m_lo = mn_lo; m_hi = mn_hi;
-            float sum_lo = 0.f, sum_hi = 0.f;
-#pragma unroll
-            for (int n = 0; n < 2; ++n) {
-                s[n][0] = exp2f(s[n][0] - mn_lo); s[n][1] = exp2f(s[n][1] - mn_lo);
-                s[n][2] = exp2f(s[n][2] - mn_hi); s[n][3] = exp2f(s[n][3] - mn_hi);
-                sum_lo += s[n][0] + s[n][1];
-                sum_hi += s[n][2] + s[n][3];
-            }
-            l_lo = l_lo * alpha_lo + sum_lo;
-            l_hi = l_hi * alpha_hi + sum_hi;
-#pragma unroll
-            for (int n = 0; n < NO; ++n) {
-                acc[n][0] *= alpha_lo; acc[n][1] *= alpha_lo;
-                acc[n][2] *= alpha_hi; acc[n][3] *= alpha_hi;
-            }
-            const uint32_t p_lo0 = pack_bf16(s[0][0], s[0][1]), p_hi0 = pack_bf16(s[0][2], s[0][3]);
-            const uint32_t p_lo1 = pack_bf16(s[1][0], s[1][1]), p_hi1 = pack_bf16(s[1][2], s[1][3]);
+            uint32_t pa[4];
+            st.update(s, acc, pa);
             for (int vi = 0; vi < nvh; ++vi) {
                 uint32_t a[4];
-                a[0] = vrow_lo == vi ? p_lo0 : 0u; a[1] = vrow_hi == vi ? p_hi0 : 0u;
-                a[2] = vrow_lo == vi ? p_lo1 : 0u; a[3] = vrow_hi == vi ? p_hi1 : 0u;
-                if (nvh == 1) { a[0] = p_lo0; a[1] = p_hi0; a[2] = p_lo1; a[3] = p_hi1; }
+                a[0] = vrow_lo == vi ? pa[0] : 0u; a[1] = vrow_hi == vi ? pa[1] : 0u;
+                a[2] = vrow_lo == vi ? pa[2] : 0u; a[3] = vrow_hi == vi ? pa[3] : 0u;
+                if (nvh == 1) { a[0] = pa[0]; a[1] = pa[1]; a[2] = pa[2]; a[3] = pa[3]; }
                 const bf16* tvh = tv + vi * BN * VS;
 #pragma unroll
                 for (int dn = 0; dn < NO / 2; ++dn) {
@@ -213,42 +185,21 @@ __device__ __forceinline__ void decode_impl(const DecodeAttentionParams& p) {
     cp_async_wait<0>();
 
     // Merge the 4 warps' (m, l, O) through shared memory (the ring is free now).
-#pragma unroll
-    for (int o = 1; o <= 2; o <<= 1) {
-        l_lo += __shfl_xor_sync(0xffffffffu, l_lo, o);
-        l_hi += __shfl_xor_sync(0xffffffffu, l_hi, o);
-    }
+    st.reduce_sums();
     float* sM = reinterpret_cast<float*>(smem);
     float* sL = sM + DECODE_WARPS * 16;
     float* sO = sL + DECODE_WARPS * 16;  // [warp][16][DV]
-    if (t4 == 0) {
-        sM[warp * 16 + g] = m_lo; sM[warp * 16 + g + 8] = m_hi;
-        sL[warp * 16 + g] = l_lo; sL[warp * 16 + g + 8] = l_hi;
-    }
-#pragma unroll
-    for (int n = 0; n < NO; ++n) {
-        float* r0 = sO + (warp * 16 + g) * DV + n * 8 + 2 * t4;
-        r0[0] = acc[n][0]; r0[1] = acc[n][1];
-        r0[8 * DV] = acc[n][2]; r0[8 * DV + 1] = acc[n][3];
-    }
+    store_warp_state(st, acc, sM, sL, sO, warp, lane);
     __syncthreads();
     for (int i = tid; i < nrows * p.d_v; i += NT) {
         const int r = i / p.d_v, c = i % p.d_v;
-        float mx = -INFINITY;
-#pragma unroll
-        for (int w = 0; w < DECODE_WARPS; ++w) mx = fmaxf(mx, sM[w * 16 + r]);
-        float l = 0.f, o = 0.f;
-#pragma unroll
-        for (int w = 0; w < DECODE_WARPS; ++w) {
-            const float wt = sM[w * 16 + r] == -INFINITY ? 0.f : exp2f(sM[w * 16 + r] - mx);
-            l += wt * sL[w * 16 + r];
-            o += wt * sO[(w * 16 + r) * DV + c];
-        }
+        float lse;
+        const float o = merged_row<DECODE_WARPS, DV>(sM, sL, sO, r, c, lse);
         if (p.num_splits == 1) {
-            p.o[(long long)b * p.o_batch_stride + (long long)(h0 + r) * p.o_head_stride + c] = to_bf16(o / l);
+            p.o[(long long)b * p.o_batch_stride + (long long)(h0 + r) * p.o_head_stride + c] = to_bf16(o);
         } else {
-            p.scratch[((part_row0 + r) * p.num_splits + split) * p.d_v + c] = o / l;
-            if (c == 0) lse_out[(part_row0 + r) * p.num_splits + split] = mx + log2f(l);
+            p.scratch[((part_row0 + r) * p.num_splits + split) * p.d_v + c] = o;
+            if (c == 0) lse_out[(part_row0 + r) * p.num_splits + split] = lse;
         }
     }
 }

@@ -41,6 +41,28 @@ if [ "$mode" != bench ]; then
   step check_gemm_tma_odd $bin kernel check --op linear --m 300 --n 520 --k 200 --gemm tma
   step check_gemm_tma_tile $bin kernel check --op linear --m 256 --n 512 --k 128 --gemm tma
   step check_gemm_tma_row $bin kernel check --op linear --m 1 --n 264 --k 72 --gemm tma
+  # Decode attention (fa3: attention_decode_tma.cu; fa2: attention_decode.cu) at odd contexts
+  # (--seq cached tokens + the new one: 37, 1000, 4097) and batches 1, 3, 33; Sigma v1's
+  # DiffQKV runs attention_decode.cu under both backends.
+  dec="--op attention --phase decode"
+  for b in ${BACKENDS:-fa3 fa2}; do
+    step "check_${b}_decode_sigma_b1_ctx4097" $bin kernel check --model sigma $dec --bsz 1 --seq 4096 --attention $b
+    step "check_${b}_decode_sigma_b33_ctx37" $bin kernel check --model sigma $dec --bsz 33 --seq 36 --attention $b
+    step "check_${b}_decode_qwen_b3_ctx1000" $bin kernel check --model qwen $dec --bsz 3 --seq 999 --attention $b
+    step "check_${b}_decode_qwen_b1_ctx4097" $bin kernel check --model qwen $dec --bsz 1 --seq 4096 --attention $b
+    step "check_${b}_decode_grok_softcap_b3_ctx1000" $bin kernel check --model grok $dec --bsz 3 --seq 999 --attention $b
+    step "check_${b}_decode_sigma_v1_diffqkv_b3_ctx1000" $bin kernel check --model sigma_v1 $dec --bsz 3 --seq 999 --attention $b
+    step "check_${b}_decode_d64_b3_ctx1000" $bin kernel check $d64 $dec --bsz 3 --seq 999 --attention $b
+    step "check_${b}_decode_d256_b3_ctx4097" $bin kernel check $d256 $dec --bsz 3 --seq 4096 --attention $b
+    step "check_${b}_decode_sigma_tp8_b33_ctx1000" $bin kernel check --model sigma $dec --bsz 33 --seq 999 --deploy tp8 --attention $b
+  done
+  # s_q > 1 new tokens per sequence (speculative decoding; causal among them): under fa3 a
+  # prefill whose group x tokens fit 16 rows runs the decode kernel.
+  step check_fa3_sq2_sigma $bin kernel check --model sigma --op attention --bsz 3 --seq 2
+  step check_fa3_sq2_grok_softcap $bin kernel check --model grok --op attention --bsz 2 --seq 2
+  step check_fa3_sq1_qwen $bin kernel check --model qwen --op attention --bsz 3 --seq 1
+  step check_fa3_sq5_d128 $bin kernel check $d128 --op attention --bsz 3 --seq 5
+  step check_fa3_sq16_d64 $bin kernel check $d64 --op attention --bsz 2 --seq 16
 fi
 
 # MLA decode v2 (kernels/mla_decode_wgmma.cu, the fa3 backend's): odd contexts (the step sees
@@ -78,6 +100,16 @@ if [ "$mode" != check ]; then
   for g in tma cublaslt; do
     step "bench_gemm_${g}_8192" $bench --op linear --m 8192 --n 8192 --k 8192 --gemm $g
     step "bench_gemm_${g}_4096x18432x7168" $bench --op linear --m 4096 --n 18432 --k 7168 --gemm $g
+  done
+  # Decode attention, GQA 64q/8kv d128 at ctx 4097 (Sigma V2 tp1 and its tp8 shard), and
+  # Qwen's 64q/4kv: the peers are SDPA on the same shapes.
+  dec="--op attention --phase decode --seq 4096"
+  for b in ${BACKENDS:-fa3 fa2}; do
+    for bs in 1 32 64; do
+      step "bench_${b}_decode_sigma_b${bs}" $bench --model sigma --mconf full $dec --bsz $bs --attention $b
+      step "bench_${b}_decode_sigma_tp8_b${bs}" $bench --model sigma --mconf full $dec --bsz $bs --deploy tp8 --attention $b
+    done
+    step "bench_${b}_decode_qwen_b32" $bench --model qwen --mconf full $dec --bsz 32 --attention $b
   done
   step peers python3 python/reference/kernel_peers.py --seed-csv "$csv" --out "$out/peers.csv"
   step side_by_side python3 python/reference/side_by_side.py --seed-csv "$csv" --peers-csv "$out/peers.csv"

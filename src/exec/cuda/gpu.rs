@@ -6,7 +6,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use anyhow::{anyhow, Context};
-use cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute};
+use cudarc::driver::sys::{self, CUdevice_attribute, CUfunction_attribute};
 use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaStream, DeviceRepr, LaunchConfig, PushKernelArg};
 use cudarc::nvrtc::Ptx;
 
@@ -143,6 +143,44 @@ impl Gpu {
         // SAFETY: params mirror the kernel's C struct (size-checked in tests); pointers
         // are live device buffers sized by the plan.
         unsafe { b.launch(cfg) }.with_context(|| format!("launching {}::{}", k.0, k.1))?;
+        Ok(())
+    }
+
+    /// As [`Gpu::launch`], with programmatic dependent launch (PDL): the kernel may start
+    /// while the previous one on the stream is still running, so it must execute
+    /// `griddepcontrol.wait` before reading anything that kernel wrote.
+    pub fn launch_pdl<P: DeviceRepr>(&self, k: KernelName, cfg: LaunchConfig, params: P) -> anyhow::Result<()> {
+        if cfg.grid_dim.0 == 0 || cfg.grid_dim.1 == 0 || cfg.grid_dim.2 == 0 {
+            return Ok(());
+        }
+        let f = self.func(k, cfg.shared_mem_bytes)?;
+        // SAFETY: a zeroed attribute is a valid "ignore" entry; only the PDL value is set.
+        let mut attr: sys::CUlaunchAttribute = unsafe { std::mem::zeroed() };
+        attr.id = sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+        attr.value.programmaticStreamSerializationAllowed = 1;
+        let config = sys::CUlaunchConfig {
+            gridDimX: cfg.grid_dim.0,
+            gridDimY: cfg.grid_dim.1,
+            gridDimZ: cfg.grid_dim.2,
+            blockDimX: cfg.block_dim.0,
+            blockDimY: cfg.block_dim.1,
+            blockDimZ: cfg.block_dim.2,
+            sharedMemBytes: cfg.shared_mem_bytes,
+            hStream: self.stream.cu_stream(),
+            attrs: &mut attr,
+            numAttrs: 1,
+        };
+        let mut args = [&params as *const P as *mut std::ffi::c_void];
+        self.ctx.bind_to_thread().context("binding the CUDA context")?;
+        // SAFETY: as in `launch`: one params struct mirroring the kernel's C struct.
+        let status =
+            unsafe { sys::cuLaunchKernelEx(&config, f.cu_function(), args.as_mut_ptr(), std::ptr::null_mut()) };
+        anyhow::ensure!(
+            status == sys::CUresult::CUDA_SUCCESS,
+            "launching {}::{} with PDL failed ({status:?})",
+            k.0,
+            k.1
+        );
         Ok(())
     }
 

@@ -1,6 +1,9 @@
 //! `Op::Attention`: the KV-cache write, then causal flash attention in prefill
-//! (`attention_prefill.rs`) or split-KV attention with its combine in decode
-//! (`attention_decode.rs`).
+//! (`attention_fa3.rs`, `attention_prefill.rs`) or split-KV attention with its combine in
+//! decode (`attention_decode_tma.rs` under fa3 where it supports the heads,
+//! `attention_decode.rs` otherwise). Under fa3 a prefill whose packed rows fit one 16-row
+//! tile (at most 16 / group tokens per sequence: the speculative-decoding shape) runs the
+//! decode kernel too, whose 16-row tiles waste less than FA3's 128.
 
 use anyhow::Context;
 
@@ -8,12 +11,13 @@ use super::attention_decode::{
     decode_attention_launch, decode_combine_launch, decode_num_splits, decode_scratch_bytes, DecodeAttentionParams,
     DecodeCombineParams, DECODE_COMBINE,
 };
+use super::attention_decode_tma::{decode_tma_calls, DecodeTmaProblem};
 use super::attention_fa3::{fa3_prefill_call, Fa3Problem, HeadsOperand};
 use super::attention_prefill::{
     flash_prefill_launch, kv_cache_write_launch, FlashPrefillParams, KvCacheWriteParams, KV_CACHE_WRITE,
 };
 use super::prepare::{kernel, Call, Prep};
-use super::{attention_decode, attention_prefill};
+use super::{attention_decode, attention_decode_tma, attention_prefill};
 use crate::config::run_conf::AttentionBackend;
 use crate::plan::memory::Target;
 use crate::plan::{Op, Phase, Plan};
@@ -23,16 +27,54 @@ fn decode_splits(plan: &Plan, rows: usize, k_heads: usize, target: Target) -> i3
     decode_num_splits(rows as i32, k_heads as i32, plan.shape.context() as i32, target.sm_count)
 }
 
-/// Decode's fp32 partial sums; prefill needs none.
+/// Decode's fp32 partial sums (the larger of the two decode kernels', since the backend is
+/// chosen after the memory plan); prefill needs none unless it runs the decode kernel.
 pub fn scratch_bytes(plan: &Plan, op: &Op, target: Target) -> usize {
-    match op {
-        Op::Attention { q, q_heads, k_heads, d_v, .. } if plan.shape.phase == Phase::Decode => {
-            let rows = plan.rows(*q);
-            let splits = decode_splits(plan, rows, *k_heads, target);
-            decode_scratch_bytes(rows as i32, *q_heads as i32, *d_v as i32, splits)
-        }
-        _ => 0,
+    let Op::Attention { q, q_heads, k_heads, d_v, .. } = op else { return 0 };
+    let tma = tma_problem(plan, op, target.sm_count).map_or(0, |pr| pr.scratch_bytes());
+    if plan.shape.phase == Phase::Decode {
+        let rows = plan.rows(*q);
+        let splits = decode_splits(plan, rows, *k_heads, target);
+        tma.max(decode_scratch_bytes(rows as i32, *q_heads as i32, *d_v as i32, splits))
+    } else {
+        tma
     }
+}
+
+/// The fa3 decode kernel's problem for `op`, if that kernel takes it: GQA/MHA heads, and in
+/// prefill only when the sequence's packed rows fit one tile. Addresses are left 0 (the
+/// caller fills them); sizes, strides and splits are final.
+fn tma_problem(plan: &Plan, op: &Op, sm_count: i32) -> Option<DecodeTmaProblem> {
+    let Op::Attention { q, out, cache, q_heads, k_heads, v_heads, d_qk, d_v, scale, softcap, .. } = op else {
+        return None;
+    };
+    let s_q = plan.shape.new_tokens_per_seq();
+    let group = q_heads / (*k_heads).max(1);
+    let short = s_q * group <= attention_decode_tma::DECODE_TMA_ROWS as usize;
+    if !attention_decode_tma::supports(*q_heads, *k_heads, *v_heads, *d_qk, *d_v)
+        || (plan.shape.phase == Phase::Prefill && !short)
+    {
+        return None;
+    }
+    Some(DecodeTmaProblem {
+        q: 0,
+        q_row_stride: plan.tensor(q.id).cols,
+        o: 0,
+        o_row_stride: plan.tensor(out.id).cols,
+        k_cache: 0,
+        v_cache: 0,
+        max_seq: plan.caches[cache.0].max_seq,
+        batch: plan.local_batch,
+        s_q,
+        n_kv: plan.shape.past() + s_q,
+        q_heads: *q_heads,
+        k_heads: *k_heads,
+        d: *d_qk,
+        scale: *scale,
+        softcap: softcap.unwrap_or(0.0),
+        scratch: 0,
+        sm_count,
+    })
 }
 
 pub fn prepare(cx: &mut Prep, op: &Op) -> anyhow::Result<Vec<Call>> {
@@ -65,8 +107,15 @@ pub fn prepare(cx: &mut Prep, op: &Op) -> anyhow::Result<Vec<Call>> {
     let mut calls = vec![kernel(KV_CACHE_WRITE, kv_cache_write_launch(rows), p)];
     let (kw, vw) = (info.k_elems_per_token() as i32, info.v_elems_per_token() as i32);
     let softcap = softcap.unwrap_or(0.0);
+    let fa3 = cx.gpu.kernel_choice().attention == AttentionBackend::Fa3;
+    if let Some(pr) = tma_problem(plan, op, cx.sm_count()).filter(|_| fa3) {
+        let pr =
+            DecodeTmaProblem { q: cx.ptr(*q), o: cx.ptr(*out), k_cache: kc, v_cache: vc, scratch: cx.scratch, ..pr };
+        calls.extend(decode_tma_calls(&pr)?);
+        return Ok(calls);
+    }
     match plan.shape.phase {
-        Phase::Prefill if cx.gpu.kernel_choice().attention == AttentionBackend::Fa3 => {
+        Phase::Prefill if fa3 => {
             let (batch, ld_q) = (plan.local_batch, cx.ld(*q) as usize);
             let (n_q, n_kv) = (n_new as usize, (past + n_new) as usize);
             let q_op = HeadsOperand {
@@ -180,4 +229,54 @@ pub fn prepare(cx: &mut Prep, op: &Op) -> anyhow::Result<Vec<Call>> {
         }
     }
     Ok(calls)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::hf::load_model_config;
+    use crate::model::build_plan;
+    use crate::plan::{RankLayout, Shape};
+
+    /// The first attention op's fa3 decode problem for `model`'s 2-layer config at `shape`.
+    fn problem(model: &str, shape: Shape) -> (Plan, Option<DecodeTmaProblem>) {
+        let path = format!("model_conf/{model}/config_2l.json");
+        let cfg = load_model_config(std::path::Path::new(&path), &[]).unwrap();
+        let plan = build_plan(&cfg, RankLayout::single(), shape, Default::default()).unwrap();
+        let op = plan.ops.iter().map(|p| &p.op).find(|op| matches!(op, Op::Attention { .. })).unwrap().clone();
+        let pr = tma_problem(&plan, &op, Target::H200.sm_count);
+        (plan, pr)
+    }
+
+    #[test]
+    fn fa3_decode_takes_gqa_and_short_prefills() {
+        // Sigma V2: 64q/8kv d128. Decode of b3 with 36 cached tokens sees 37 keys.
+        let (plan, pr) = problem("sigma", Shape::decode(3, 36));
+        let pr = pr.expect("GQA decode runs the TMA kernel");
+        assert_eq!((pr.batch, pr.s_q, pr.n_kv, pr.q_heads, pr.k_heads, pr.d), (3, 1, 37, 64, 8, 128));
+        assert!(pr.max_seq >= 37);
+        let Some(Op::Attention { q, .. }) = plan.ops.iter().map(|p| &p.op).find(|o| matches!(o, Op::Attention { .. }))
+        else {
+            unreachable!()
+        };
+        assert_eq!(pr.q_row_stride, plan.tensor(q.id).cols, "q sits in the fused qkv rows");
+        // Two new tokens x 8 q heads fill one 16-row tile; three do not.
+        let (_, pr) = problem("sigma", Shape::prefill(3, 2));
+        assert_eq!(pr.map(|p| (p.s_q, p.n_kv)), Some((2, 2)));
+        assert!(problem("sigma", Shape::prefill(3, 3)).1.is_none());
+        // Sigma v1's DiffQKV stays on attention_decode.cu.
+        assert!(problem("sigma_v1", Shape::decode(3, 36)).1.is_none());
+    }
+
+    #[test]
+    fn scratch_covers_both_decode_kernels() {
+        let (plan, pr) = problem("sigma", Shape::decode(1, 4096));
+        let op = plan.ops.iter().map(|p| &p.op).find(|op| matches!(op, Op::Attention { .. })).unwrap();
+        let bytes = scratch_bytes(&plan, op, Target::H200);
+        assert!(bytes >= pr.unwrap().scratch_bytes() && bytes > 0);
+        assert_eq!(scratch_bytes(&plan, op, Target::H200), bytes);
+        let (plan, _) = problem("sigma", Shape::prefill(1, 64));
+        let op = plan.ops.iter().map(|p| &p.op).find(|op| matches!(op, Op::Attention { .. })).unwrap();
+        assert_eq!(scratch_bytes(&plan, op, Target::H200), 0);
+    }
 }

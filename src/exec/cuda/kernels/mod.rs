@@ -10,6 +10,7 @@
 pub mod act;
 pub mod attention;
 pub mod attention_decode;
+pub mod attention_decode_tma;
 pub mod attention_fa3;
 pub mod attention_prefill;
 pub mod collective;

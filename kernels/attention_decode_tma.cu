@@ -1,0 +1,332 @@
+// Decode attention v2 (the fa3 backend's decode): GQA over the KV cache with a TMA-fed,
+// warp-specialised ring, split-KV, and a combine that overlaps through PDL.
+//
+//   s_q new tokens per sequence b (s_q = 1 for plain decode; several for speculative decoding):
+//   query token i sits at position n_kv - s_q + i and sees keys 0..=that position (causal among
+//   the new tokens; the caller has already written their K/V, so n_kv includes them).
+//   Query head h reads K and V head h / (q_heads / k_heads): GQA and MHA with d_qk == d_v and
+//   k_heads == v_heads (Sigma v1's DiffQKV stays on attention_decode.cu).
+//   s = scale * q.k; if softcap > 0: s = softcap * tanh(s / softcap); o = softmax(s) V.
+//   bf16 in/out, fp32 scores, online softmax (log2 domain) and accumulators.
+//   Bytes: batch * n_kv * k_heads * 2d * 2 (each cached byte read once per CTA row tile);
+//   FLOPs: 2 * batch * s_q * q_heads * n_kv * 2d (minus the causal corner).
+//
+// Launch (src/exec/cuda/kernels/attention_decode_tma.rs): grid (num_splits, k_heads *
+// row_tiles, batch), 160 threads, dynamic smem `DecodeTmaTile::smem_bytes`, with PDL
+// (programmatic stream serialization): every thread waits on griddepcontrol before reading
+// q or the cache, so the prologue overlaps the previous kernel.
+//   Rows: the (token, head) pairs of one K head, head fastest (FA3's PackGQA), 16 per CTA
+//   (the m16 of mma.sync: 8 for 64q/8kv, 16 for 64q/4kv); row_tiles = ceil(group * s_q / 16).
+//   Warp 4, one lane: producer. K and V tiles of 16 keys (one box of 64 columns x 16 keys per
+//   64-column chunk, 128-byte swizzle, EVICT_FIRST) into a ring of 4 * SPW stages; stage
+//   (w, j % SPW) belongs to consumer warp w, which takes tiles w, w + 4, ... of its split, so
+//   each stage has one consumer and its phases can never alias. The tensor maps' token extent
+//   is n_kv: keys past the cache's end read as zero.
+//   Warps 0-3: consumers. S = Q K^T and O += P V on mma.sync m16n8k16 (decode is bandwidth
+//   bound; wgmma's 64-row M would be mostly padding), ldmatrix through the swizzle, per-warp
+//   online softmax; the four warps merge (m, l, O) through shared memory at the end.
+//   num_splits == 1: o is written directly. Otherwise fp32 partials and log2-LSE go to scratch
+//   (attention_decode.rs `decode_scratch_bytes`, rows (b, token, head)) and decode_tma_combine
+//   merges them.
+//
+// Versions: _d64 / _d128 / _d256 for any d <= the bucket (multiple of 8); SPW 6 / 3 / 1 keep
+// the ring at 96 / 96 / 64 KiB, two CTAs per SM (about 190 KiB of KV in flight per SM).
+//
+// decode_tma_combine: the split merge (`combine_row`) behind griddepcontrol.wait, launched with
+// PDL so its launch and scheduling overlap the main kernel's tail. Grid (q_heads, batch * s_q),
+// block 128; d_v a multiple of 4 and at most 512.
+#include "attention_decode.cuh"
+#include "hopper.cuh"
+
+namespace dtma {
+
+constexpr int BN = DECODE_TMA_BLOCK_N;         // keys per stage: one warp's mma slice
+constexpr int CW = DECODE_TMA_CONSUMER_WARPS;  // consumer warps
+constexpr int ROWS = DECODE_TMA_ROWS;          // packed (token, head) rows per CTA
+
+__device__ __forceinline__ void grid_dependency_wait() { asm volatile("griddepcontrol.wait;" ::: "memory"); }
+__device__ __forceinline__ void allow_dependents() { asm volatile("griddepcontrol.launch_dependents;" ::: "memory"); }
+
+// KV is read exactly once: let it leave L2 first.
+__device__ __forceinline__ uint64_t evict_first_policy() {
+    uint64_t policy;
+    asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(policy));
+    return policy;
+}
+
+__device__ __forceinline__ void tma_load_4d_evict_first(void* dst, const TensorMap* map, uint64_t* bar, int c0,
+                                                        int c1, int c2, int c3, uint64_t policy) {
+    asm volatile(
+        "cp.async.bulk.tensor.4d.shared::cluster.global.tile.mbarrier::complete_tx::bytes.L2::cache_hint"
+        " [%0], [%1, {%3, %4, %5, %6}], [%2], %7;" ::"r"(hopper::smem_addr(dst)),
+        "l"(reinterpret_cast<uint64_t>(map)), "r"(hopper::smem_addr(bar)), "r"(c0), "r"(c1), "r"(c2), "r"(c3),
+        "l"(policy)
+        : "memory");
+}
+
+// Element (row, col) of a [rows][64] chunk written by TMA with the 128-byte swizzle (the
+// 16-byte column group XOR row % 8); col a multiple of 8. Conflict-free for ldmatrix: the 8
+// rows of one phase land in 8 different bank groups.
+__device__ __forceinline__ const bf16* swizzled(const bf16* chunk, int row, int col) {
+    return reinterpret_cast<const bf16*>(reinterpret_cast<const char*>(chunk) + row * 128 +
+                                         (((col >> 3) ^ (row & 7)) << 4));
+}
+
+// Shared memory, from a 1024-byte aligned base: the ring (reused for the warps' O at the end),
+// the q tile (rows padded by 8 bf16, attention_util.cuh's ldmatrix layout), per-warp m and l,
+// then the full and empty barriers. attention_decode_tma.rs `DecodeTmaTile::smem_bytes` is
+// the same sum.
+template <int D, int SPW>
+struct Layout {
+    static constexpr int STAGES = CW * SPW;
+    static constexpr int TILE_ELEMS = BN * D;  // one K (or V) tile of a stage
+    static constexpr int RING_BYTES = STAGES * 2 * TILE_ELEMS * 2;
+    static constexpr int MERGE_BYTES = CW * ROWS * D * 4;
+    static constexpr int AREA = RING_BYTES > MERGE_BYTES ? RING_BYTES : MERGE_BYTES;
+    static constexpr int QS = D + 8;
+    static constexpr int Q_BYTES = ROWS * QS * 2;
+    static constexpr int STATS_BYTES = 2 * CW * ROWS * 4;
+};
+
+template <int D, int SPW, bool Q_IN_REGS>
+__device__ __forceinline__ void decode_tma(const DecodeTmaParams& p) {
+    using L = Layout<D, SPW>;
+    constexpr int STAGES = L::STAGES, KSTEPS = D / 16, NO = D / 8, QS = L::QS;
+    extern __shared__ __align__(1024) unsigned char smem_raw[];
+    unsigned char* base = smem_raw + ((1024 - (hopper::smem_addr(smem_raw) & 1023)) & 1023);
+    bf16* ring = reinterpret_cast<bf16*>(base);
+    bf16* sQ = reinterpret_cast<bf16*>(base + L::AREA);
+    float* sM = reinterpret_cast<float*>(base + L::AREA + L::Q_BYTES);
+    float* sL = sM + CW * ROWS;
+    uint64_t* full = reinterpret_cast<uint64_t*>(base + L::AREA + L::Q_BYTES + L::STATS_BYTES);
+    uint64_t* empty = full + STAGES;
+
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    const int split = blockIdx.x, b = blockIdx.z;
+    const int group = p.q_heads / p.k_heads;
+    const int packed = group * p.s_q;
+    const int row_tiles = (packed + ROWS - 1) / ROWS;
+    const int kh = blockIdx.y / row_tiles, r0 = (blockIdx.y % row_tiles) * ROWS;
+    const int nrows = min(ROWS, packed - r0);
+    // Keys per split in whole tiles, so every split but the last starts and ends on a tile.
+    const int per_split = (p.n_kv + p.num_splits - 1) / p.num_splits;
+    const int chunk = (per_split + BN - 1) / BN * BN;
+    const int kb = split * chunk, ke = min(p.n_kv, kb + chunk);
+    const int n_tiles = kb < ke ? (ke - kb + BN - 1) / BN : 0;
+    const int chunks = (p.d + 63) / 64;  // 64-column TMA boxes per key row actually in range
+
+    // Packed row r -> (token row b * s_q + i, q head, scratch row), and its causal limit.
+    auto token_of = [&](int r) { return (r0 + r) / group; };
+    auto head_of = [&](int r) { return kh * group + (r0 + r) % group; };
+    float* lse_out = p.scratch + (long long)p.batch * p.s_q * p.q_heads * p.num_splits * p.d;
+    auto scratch_row = [&](int r) {
+        return ((long long)b * p.s_q + token_of(r)) * p.q_heads + head_of(r);
+    };
+
+    if (tid == 0) {
+        for (int s = 0; s < STAGES; ++s) {
+            hopper::mbar_init(&full[s], 1);
+            hopper::mbar_init(&empty[s], 1);
+        }
+        hopper::mbar_init_fence();
+    }
+    if (warp == CW && lane == 0) {
+        hopper::tma_prefetch(&p.k);
+        hopper::tma_prefetch(&p.v);
+    }
+    __syncthreads();
+    // Everything above overlapped the previous kernel; q and the cache it wrote are read below.
+    grid_dependency_wait();
+    allow_dependents();
+
+    if (n_tiles == 0) {  // a split past n_kv (n_kv small for num_splits): contributes nothing
+        if (p.num_splits > 1 && tid < nrows) lse_out[scratch_row(tid) * p.num_splits + split] = -INFINITY;
+        return;
+    }
+
+    if (warp == CW) {  // producer
+        if (lane == 0) {
+            const uint64_t policy = evict_first_policy();
+            for (int t = 0; t < n_tiles; ++t) {
+                const int j = t / CW, s = (t % CW) * SPW + j % SPW;
+                hopper::mbar_wait(&empty[s], ((j / SPW) & 1) ^ 1);
+                hopper::mbar_arrive_expect_tx(&full[s], 2 * chunks * BN * 64 * 2);
+                bf16* dk = ring + s * 2 * L::TILE_ELEMS;
+                bf16* dv = dk + L::TILE_ELEMS;
+                const int key0 = kb + t * BN;
+                for (int c = 0; c < chunks; ++c) {
+                    tma_load_4d_evict_first(dk + c * BN * 64, &p.k, &full[s], c * 64, kh, key0, b, policy);
+                    tma_load_4d_evict_first(dv + c * BN * 64, &p.v, &full[s], c * 64, kh, key0, b, policy);
+                }
+            }
+        }
+        return;
+    }
+
+    // Consumers: the q tile, zero past nrows and d.
+    for (int i = tid; i < ROWS * (D / 8); i += CW * 32) {
+        const int r = i / (D / 8), c = (i % (D / 8)) * 8;
+        uint4 val = make_uint4(0u, 0u, 0u, 0u);
+        if (r < nrows && c < p.d) {
+            const long long row = (long long)b * p.s_q + token_of(r);
+            val = *reinterpret_cast<const uint4*>(p.q + row * p.q_row_stride + (long long)head_of(r) * p.q_head_stride + c);
+        }
+        *reinterpret_cast<uint4*>(sQ + r * QS + c) = val;
+    }
+    hopper::named_sync(1, CW * 32);
+
+    const int g = lane >> 2, t4 = lane & 3;
+    // Last key rows g and g + 8 may see (-1: a padding row, fully masked).
+    const int lim_lo = g < nrows ? p.n_kv - p.s_q + token_of(g) : -1;
+    const int lim_hi = g + 8 < nrows ? p.n_kv - p.s_q + token_of(g + 8) : -1;
+    const int ksteps = (p.d + 15) / 16;
+
+    uint32_t qf[Q_IN_REGS ? KSTEPS : 1][4];
+    if constexpr (Q_IN_REGS) {
+#pragma unroll
+        for (int kk = 0; kk < KSTEPS; ++kk) attn::load_a_frag(qf[kk], sQ + kk * 16, QS, lane);
+    }
+    float acc[NO][4];
+#pragma unroll
+    for (int n = 0; n < NO; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
+    attn::SliceSoftmax st;
+    // ldmatrix row/column of this lane within a 16 x 16 block: K^T (non-transposed) and V
+    // (transposed) fragments, as attention_util.cuh's load_kt_frag / load_v_frag.
+    const int k_row = (lane & 7) + ((lane >> 4) << 3), k_col = ((lane >> 3) & 1) * 8;
+    const int v_row = (lane & 7) + (((lane >> 3) & 1) << 3), v_col = (lane >> 4) * 8;
+
+    for (int j = 0, t = warp; t < n_tiles; ++j, t += CW) {
+        const int s = warp * SPW + j % SPW;
+        hopper::mbar_wait(&full[s], (j / SPW) & 1);
+        const bf16* tk = ring + s * 2 * L::TILE_ELEMS;
+        const bf16* tv = tk + L::TILE_ELEMS;
+        const int key0 = kb + t * BN;
+
+        float sc[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
+#pragma unroll
+        for (int kk = 0; kk < KSTEPS; ++kk) {
+            if (kk >= ksteps) break;
+            uint32_t a[4];
+            attn::q_frag<Q_IN_REGS>(a, qf, sQ, QS, kk, lane);
+            const int col = kk * 16 + k_col;
+            uint32_t bk[4];
+            attn::ldsm_x4(bk[0], bk[1], bk[2], bk[3], swizzled(tk + (col >> 6) * BN * 64, k_row, col & 63));
+            attn::mma_bf16(sc[0], a, bk[0], bk[1]);
+            attn::mma_bf16(sc[1], a, bk[2], bk[3]);
+        }
+#pragma unroll
+        for (int n = 0; n < 2; ++n) {
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const int key = key0 + n * 8 + 2 * t4 + (e & 1);
+                const bool seen = key < ke && key <= (e < 2 ? lim_lo : lim_hi);
+                sc[n][e] = seen ? attn::score_log2(sc[n][e], p.scale, p.softcap) : -INFINITY;
+            }
+        }
+        uint32_t pa[4];
+        st.update(sc, acc, pa);
+#pragma unroll
+        for (int dn = 0; dn < NO / 2; ++dn) {
+            if (dn >= ksteps) break;
+            const int col = dn * 16 + v_col;
+            uint32_t bv[4];
+            attn::ldsm_x4_t(bv[0], bv[1], bv[2], bv[3], swizzled(tv + (col >> 6) * BN * 64, v_row, col & 63));
+            attn::mma_bf16(acc[2 * dn], pa, bv[0], bv[1]);
+            attn::mma_bf16(acc[2 * dn + 1], pa, bv[2], bv[3]);
+        }
+        __syncwarp();  // every lane's ldmatrix of this stage is done before it is refilled
+        if (lane == 0) hopper::mbar_arrive(&empty[s]);
+    }
+
+    // Merge the four warps' (m, l, O): the ring is idle once every consumer is past its loop.
+    st.reduce_sums();
+    hopper::named_sync(1, CW * 32);
+    float* sO = reinterpret_cast<float*>(ring);  // [warp][ROWS][D]
+    attn::store_warp_state(st, acc, sM, sL, sO, warp, lane);
+    hopper::named_sync(1, CW * 32);
+    for (int i = tid; i < nrows * p.d; i += CW * 32) {
+        const int r = i / p.d, c = i % p.d;
+        float lse;
+        const float val = attn::merged_row<CW, D>(sM, sL, sO, r, c, lse);
+        if (p.num_splits == 1) {
+            const long long row = (long long)b * p.s_q + token_of(r);
+            p.o[row * p.o_row_stride + (long long)head_of(r) * p.o_head_stride + c] = to_bf16(val);
+        } else {
+            const long long srow = scratch_row(r);
+            p.scratch[(srow * p.num_splits + split) * p.d + c] = val;
+            if (c == 0) lse_out[srow * p.num_splits + split] = lse;
+        }
+    }
+}
+
+// One (token row, head) of the split-KV merge per 128-thread block:
+//   o = sum_s w_s o_s, w_s = exp2(lse_s - max lse) / sum w (-inf lse: an empty split, w = 0).
+// The splits' weights are computed once per block, then the block's threads split into
+// 128 / (d / 4) slices that each sum every slices-th split over float4 columns, so a b1
+// decode's 33 splits cost ~9 dependent loads per thread instead of 33 (attention_util.cuh's
+// combine_splits walks all splits in 32 threads at d128).
+__device__ __forceinline__ void combine_row(const DecodeCombineParams& p) {
+    constexpr int THREADS = 128;
+    __shared__ float s_w[THREADS];  // num_splits <= 128 (choose_splits' cap)
+    __shared__ float s_red[THREADS / 32];
+    __shared__ float4 s_acc[THREADS];
+    const int h = blockIdx.x, b = blockIdx.y, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const long long row = (long long)b * p.q_heads + h;
+    const float* o_part = p.scratch + row * p.num_splits * p.d_v;
+    const float* lse = p.scratch + (long long)p.batch * p.q_heads * p.num_splits * p.d_v + row * p.num_splits;
+
+    const float my_lse = tid < p.num_splits ? lse[tid] : -INFINITY;
+    float mx = warp_max(my_lse);
+    if (lane == 0) s_red[warp] = mx;
+    __syncthreads();
+    mx = fmaxf(fmaxf(s_red[0], s_red[1]), fmaxf(s_red[2], s_red[3]));
+    const float w = my_lse == -INFINITY ? 0.f : exp2f(my_lse - mx);
+    const float wsum = block_sum(w, s_red);  // syncs before reusing s_red
+    s_w[tid] = w / wsum;
+    __syncthreads();
+
+    const int vecs = p.d_v / 4, slices = THREADS / vecs;
+    const int vec = tid % vecs, slice = tid / vecs;
+    float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+    if (slice < slices) {
+        for (int s = slice; s < p.num_splits; s += slices) {
+            const float ws = s_w[s];
+            if (ws == 0.f) continue;  // an empty split's partials were never written
+            const float4 v = *reinterpret_cast<const float4*>(o_part + (long long)s * p.d_v + vec * 4);
+            acc.x += ws * v.x; acc.y += ws * v.y; acc.z += ws * v.z; acc.w += ws * v.w;
+        }
+    }
+    s_acc[tid] = acc;
+    __syncthreads();
+    if (slice == 0) {
+        for (int k = 1; k < slices; ++k) {
+            const float4 v = s_acc[k * vecs + vec];
+            acc.x += v.x; acc.y += v.y; acc.z += v.z; acc.w += v.w;
+        }
+        bf16* out = p.o + b * (long long)p.o_batch_stride + (long long)h * p.o_head_stride + vec * 4;
+        out[0] = to_bf16(acc.x); out[1] = to_bf16(acc.y);
+        out[2] = to_bf16(acc.z); out[3] = to_bf16(acc.w);
+    }
+}
+
+}  // namespace dtma
+
+// One entry per DecodeTmaTile of attention_decode_tma.rs; q stays in registers up to d128
+// (d256 would spill). Two CTAs per SM is the occupancy the split heuristic assumes: d64 and
+// d128 ask ptxas for it; d256 gets it without asking (about 184 registers x 160 threads, 75
+// KiB of smem), and asking would cap it at 168 registers and spill.
+#define DECODE_TMA_ENTRY(NAME, TILE, QREG, MIN_CTAS)                                              \
+    extern "C" __global__ void __launch_bounds__((DECODE_TMA_CONSUMER_WARPS + 1) * 32, MIN_CTAS)    \
+        NAME(const __grid_constant__ DecodeTmaParams p) {                                          \
+        dtma::decode_tma<TILE.d, TILE.stages_per_warp, QREG>(p);                                   \
+    }
+DECODE_TMA_ENTRY(decode_tma_d64, DECODE_TMA_TILE_D64, true, 2)
+DECODE_TMA_ENTRY(decode_tma_d128, DECODE_TMA_TILE_D128, true, 2)
+DECODE_TMA_ENTRY(decode_tma_d256, DECODE_TMA_TILE_D256, false, 1)
+
+extern "C" __global__ void __launch_bounds__(128) decode_tma_combine(const DecodeCombineParams p) {
+    // Wait even with nothing to merge: the kernels after this one are ordered only behind it.
+    dtma::grid_dependency_wait();
+    if (p.num_splits <= 1) return;  // decode_tma already wrote o
+    dtma::combine_row(p);
+}

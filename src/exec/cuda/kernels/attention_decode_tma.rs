@@ -1,0 +1,321 @@
+//! Launch parameters for `kernels/attention_decode_tma.cu`, the fa3 backend's decode
+//! attention: GQA/MHA over the KV cache with a TMA ring per CTA, `s_q >= 1` new tokens per
+//! sequence (causal among them), split-KV, and the combine, both launched with PDL.
+//! [`supports`] says which shapes it takes; the rest (Sigma v1's DiffQKV) stays on
+//! `attention_decode.rs`.
+
+use anyhow::Context;
+use cudarc::driver::{DeviceRepr, LaunchConfig};
+
+use super::attention_decode::{choose_splits, decode_combine_launch, decode_scratch_bytes, DecodeCombineParams};
+use super::attention_fa3::HeadsOperand;
+use super::prepare::Call;
+use super::ptr::{Bf16Ptr, ConstBf16Ptr, F32Ptr, TensorMap};
+
+/// Keys per ring stage: one consumer warp's m16n8k16 slice.
+pub const DECODE_TMA_BLOCK_N: i32 = 16;
+/// Consumer warps per CTA (plus one producer warp).
+pub const DECODE_TMA_CONSUMER_WARPS: i32 = 4;
+/// Packed (token, q head) rows per CTA: the M of one mma.sync tile.
+pub const DECODE_TMA_ROWS: i32 = 16;
+/// Resident CTAs per SM the entries are built for (`__launch_bounds__(160, 2)`, smem <= 113 KiB).
+const CTAS_PER_SM: i32 = 2;
+
+/// Compile-time shape of one entry (instantiated from these constants through the header).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecodeTmaTile {
+    /// Head dim bucket (a multiple of 64: whole TMA boxes).
+    pub d: i32,
+    /// Ring stages owned by each consumer warp.
+    pub stages_per_warp: i32,
+}
+pub const DECODE_TMA_TILE_D64: DecodeTmaTile = DecodeTmaTile { d: 64, stages_per_warp: 6 };
+pub const DECODE_TMA_TILE_D128: DecodeTmaTile = DecodeTmaTile { d: 128, stages_per_warp: 3 };
+pub const DECODE_TMA_TILE_D256: DecodeTmaTile = DecodeTmaTile { d: 256, stages_per_warp: 1 };
+
+impl DecodeTmaTile {
+    /// The kernel's `Layout`: ring (or the warps' fp32 O at the merge, if larger), the padded
+    /// q tile, per-warp m and l, full and empty barriers, 1 KiB of alignment slack.
+    pub const fn smem_bytes(&self) -> u32 {
+        let (d, warps, rows) = (self.d, DECODE_TMA_CONSUMER_WARPS, DECODE_TMA_ROWS);
+        let stages = warps * self.stages_per_warp;
+        let ring = stages * 2 * DECODE_TMA_BLOCK_N * d * 2;
+        let merge = warps * rows * d * 4;
+        let area = if ring > merge { ring } else { merge };
+        (area + rows * (d + 8) * 2 + 2 * warps * rows * 4 + 16 * stages + 1024) as u32
+    }
+}
+
+/// Tensor maps first (128-byte aligned, as in C).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct DecodeTmaParams {
+    /// K cache (d, k_heads, n_kv, batch), boxes of 64 x 1 x 16 x 1.
+    pub k: TensorMap,
+    /// V cache, same extents and boxes.
+    pub v: TensorMap,
+    /// q [batch * s_q token rows, q_heads * d] with row stride `q_row_stride`.
+    pub q: ConstBf16Ptr,
+    /// o [batch * s_q token rows, q_heads * d], same row order as q.
+    pub o: Bf16Ptr,
+    /// Partials when `num_splits > 1` (`decode_scratch_bytes(batch * s_q, ..)`).
+    pub scratch: F32Ptr,
+    pub q_row_stride: i32,
+    pub q_head_stride: i32,
+    pub o_row_stride: i32,
+    pub o_head_stride: i32,
+    pub batch: i32,
+    pub q_heads: i32,
+    pub k_heads: i32,
+    pub d: i32,
+    pub n_kv: i32,
+    /// New tokens per sequence (1 for plain decode).
+    pub s_q: i32,
+    pub num_splits: i32,
+    pub scale: f32,
+    /// `<= 0` disables the tanh soft cap.
+    pub softcap: f32,
+}
+unsafe impl DeviceRepr for DecodeTmaParams {}
+
+pub const DECODE_TMA_COMBINE: (&str, &str) = ("attention_decode_tma", "decode_tma_combine");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecodeTmaVariant {
+    pub kernel: (&'static str, &'static str),
+    pub tile: DecodeTmaTile,
+}
+
+pub const DECODE_TMA_VARIANTS: [DecodeTmaVariant; 3] = [
+    DecodeTmaVariant { kernel: ("attention_decode_tma", "decode_tma_d64"), tile: DECODE_TMA_TILE_D64 },
+    DecodeTmaVariant { kernel: ("attention_decode_tma", "decode_tma_d128"), tile: DECODE_TMA_TILE_D128 },
+    DecodeTmaVariant { kernel: ("attention_decode_tma", "decode_tma_d256"), tile: DECODE_TMA_TILE_D256 },
+];
+
+/// The smallest bucket holding head dim `d` (a positive multiple of 8, at most 256).
+pub fn select_variant(d: i32) -> Option<DecodeTmaVariant> {
+    if d <= 0 || d % 8 != 0 {
+        return None;
+    }
+    DECODE_TMA_VARIANTS.iter().copied().find(|v| d <= v.tile.d)
+}
+
+/// Whether this kernel computes these heads: GQA or MHA (each K head serves a whole number of
+/// q heads, with the V head of the same index) and one head dim for q/k and v, at least one
+/// 64-column TMA box wide (smaller heads, as in the tiny test fixtures, stay on fa2's kernel
+/// rather than rely on a box wider than the tensor).
+pub fn supports(q_heads: usize, k_heads: usize, v_heads: usize, d_qk: usize, d_v: usize) -> bool {
+    let gqa = k_heads > 0 && k_heads == v_heads && q_heads.is_multiple_of(k_heads);
+    gqa && d_qk == d_v && d_qk >= 64 && select_variant(d_qk as i32).is_some()
+}
+
+/// CTAs per K head: the group's `q_heads / k_heads * s_q` packed rows, 16 per CTA.
+pub fn row_tiles(q_heads: i32, k_heads: i32, s_q: i32) -> i32 {
+    (q_heads / k_heads * s_q + DECODE_TMA_ROWS - 1) / DECODE_TMA_ROWS
+}
+
+/// Split count for `batch * k_heads * row_tiles` CTAs per split on `sm_count` SMs at two CTAs
+/// each (attention_decode.rs's cost: waves x keys per split + a per-CTA overhead), at least
+/// 128 keys per split.
+pub fn num_splits(batch: i32, k_heads: i32, row_tiles: i32, n_kv: i32, sm_count: i32) -> i32 {
+    let ctas = batch as i64 * k_heads as i64 * row_tiles as i64;
+    choose_splits(ctas, CTAS_PER_SM as i64 * sm_count as i64, n_kv, 128, 128)
+}
+
+/// One call: q and o `[batch * s_q, q_heads * d]` token rows (strides in elements), the K/V
+/// cache `[batch, max_seq, heads, d]` with keys `0..n_kv` of each sequence valid.
+#[derive(Debug, Clone, Copy)]
+pub struct DecodeTmaProblem {
+    pub q: u64,
+    pub q_row_stride: usize,
+    pub o: u64,
+    pub o_row_stride: usize,
+    pub k_cache: u64,
+    pub v_cache: u64,
+    pub max_seq: usize,
+    pub batch: usize,
+    pub s_q: usize,
+    pub n_kv: usize,
+    pub q_heads: usize,
+    pub k_heads: usize,
+    pub d: usize,
+    pub scale: f32,
+    pub softcap: f32,
+    pub scratch: u64,
+    pub sm_count: i32,
+}
+
+impl DecodeTmaProblem {
+    pub fn row_tiles(&self) -> i32 {
+        row_tiles(self.q_heads as i32, self.k_heads as i32, self.s_q as i32)
+    }
+    pub fn num_splits(&self) -> i32 {
+        num_splits(self.batch as i32, self.k_heads as i32, self.row_tiles(), self.n_kv as i32, self.sm_count)
+    }
+    /// The scratch [`decode_tma_calls`] needs (0 without splits).
+    pub fn scratch_bytes(&self) -> usize {
+        decode_scratch_bytes((self.batch * self.s_q) as i32, self.q_heads as i32, self.d as i32, self.num_splits())
+    }
+    /// The cache of one of K or V as a TMA operand: only keys `0..n_kv` are in bounds.
+    fn cache_operand(&self, base: u64) -> HeadsOperand {
+        let per_token = self.k_heads * self.d;
+        HeadsOperand {
+            base,
+            d: self.d,
+            heads: self.k_heads,
+            tokens: self.n_kv,
+            batch: self.batch,
+            head_stride: self.d,
+            token_stride: per_token,
+            batch_stride: self.max_seq * per_token,
+        }
+    }
+}
+
+/// Grid (splits, k_heads * row tiles, batch), 160 threads.
+pub fn decode_tma_launch(variant: &DecodeTmaVariant, pr: &DecodeTmaProblem) -> LaunchConfig {
+    let grid_y = pr.k_heads as u32 * pr.row_tiles().max(0) as u32;
+    LaunchConfig {
+        grid_dim: (pr.num_splits() as u32, grid_y, pr.batch as u32),
+        block_dim: (32 * (DECODE_TMA_CONSUMER_WARPS as u32 + 1), 1, 1),
+        shared_mem_bytes: variant.tile.smem_bytes(),
+    }
+}
+
+/// A kernel call launched with programmatic dependent launch (see `Gpu::launch_pdl`).
+fn pdl_kernel<P: DeviceRepr + Copy + 'static>(k: (&'static str, &'static str), cfg: LaunchConfig, p: P) -> Call {
+    Call::Kernel(k, cfg, Box::new(move |gpu, k, cfg| gpu.launch_pdl(k, cfg, p)))
+}
+
+/// The decode kernel and its combine for `pr` (tensor maps encoded now, at bind time).
+pub fn decode_tma_calls(pr: &DecodeTmaProblem) -> anyhow::Result<Vec<Call>> {
+    let variant =
+        select_variant(pr.d as i32).with_context(|| format!("no fa3 decode attention kernel for head dim {}", pr.d))?;
+    let splits = pr.num_splits();
+    let rows = (pr.batch * pr.s_q) as i32;
+    let box_keys = DECODE_TMA_BLOCK_N;
+    let p = DecodeTmaParams {
+        k: pr.cache_operand(pr.k_cache).tensor_map(box_keys)?,
+        v: pr.cache_operand(pr.v_cache).tensor_map(box_keys)?,
+        q: pr.q,
+        o: pr.o,
+        scratch: pr.scratch,
+        q_row_stride: pr.q_row_stride as i32,
+        q_head_stride: pr.d as i32,
+        o_row_stride: pr.o_row_stride as i32,
+        o_head_stride: pr.d as i32,
+        batch: pr.batch as i32,
+        q_heads: pr.q_heads as i32,
+        k_heads: pr.k_heads as i32,
+        d: pr.d as i32,
+        n_kv: pr.n_kv as i32,
+        s_q: pr.s_q as i32,
+        num_splits: splits,
+        scale: pr.scale,
+        softcap: pr.softcap,
+    };
+    let combine = DecodeCombineParams {
+        scratch: pr.scratch,
+        o: pr.o,
+        o_batch_stride: pr.o_row_stride as i32,
+        o_head_stride: pr.d as i32,
+        batch: rows,
+        q_heads: pr.q_heads as i32,
+        d_v: pr.d as i32,
+        num_splits: splits,
+    };
+    Ok(vec![
+        pdl_kernel(variant.kernel, decode_tma_launch(&variant, pr), p),
+        pdl_kernel(DECODE_TMA_COMBINE, decode_combine_launch(rows, pr.q_heads as i32), combine),
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problem(batch: usize, q_heads: usize, k_heads: usize, s_q: usize, n_kv: usize) -> DecodeTmaProblem {
+        DecodeTmaProblem {
+            q: 0,
+            q_row_stride: q_heads * 128,
+            o: 0,
+            o_row_stride: q_heads * 128,
+            k_cache: 0,
+            v_cache: 0,
+            max_seq: n_kv,
+            batch,
+            s_q,
+            n_kv,
+            q_heads,
+            k_heads,
+            d: 128,
+            scale: 1.0,
+            softcap: 0.0,
+            scratch: 0,
+            sm_count: 132,
+        }
+    }
+
+    #[test]
+    fn buckets_and_smem() {
+        let pick = |d| select_variant(d).map(|v| v.kernel.1);
+        assert_eq!(pick(32), Some("decode_tma_d64"));
+        assert_eq!(pick(128), Some("decode_tma_d128"));
+        assert_eq!(pick(136), Some("decode_tma_d256"));
+        assert_eq!(pick(264), None);
+        assert_eq!(pick(12), None);
+        // d128: 12 stages of K + V (16 keys x 128 x 2 B each) = 96 KiB, q 16 x 136 bf16,
+        // m/l 512 B, 24 barriers, 1 KiB slack.
+        assert_eq!(DECODE_TMA_TILE_D128.smem_bytes(), 98_304 + 4_352 + 512 + 192 + 1024);
+        // d256's merge area (4 warps x 16 rows x 256 fp32) equals its 64 KiB ring.
+        assert_eq!(DECODE_TMA_TILE_D256.smem_bytes(), 65_536 + 8_448 + 512 + 64 + 1024);
+        // Two CTAs per SM fit the H200's 228 KiB (1 KiB reserved per CTA).
+        for v in DECODE_TMA_VARIANTS {
+            assert!(2 * (v.tile.smem_bytes() + 1024) <= 228 * 1024, "{:?}", v.kernel);
+        }
+    }
+
+    #[test]
+    fn routing() {
+        assert!(supports(64, 8, 8, 128, 128));
+        assert!(supports(32, 32, 32, 64, 64));
+        assert!(!supports(32, 4, 16, 128, 128), "DiffQKV");
+        assert!(!supports(64, 8, 8, 192, 128), "d_qk != d_v");
+        assert!(!supports(48, 32, 32, 128, 128), "K head serving a fraction of a group");
+        assert!(!supports(8, 2, 2, 32, 32), "narrower than one box");
+        assert!(supports(8, 2, 2, 72, 72));
+    }
+
+    #[test]
+    fn rows_pack_tokens_and_heads() {
+        assert_eq!(row_tiles(64, 8, 1), 1);
+        assert_eq!(row_tiles(64, 8, 2), 1);
+        assert_eq!(row_tiles(64, 8, 3), 2);
+        assert_eq!(row_tiles(64, 4, 1), 1);
+        assert_eq!(row_tiles(32, 32, 17), 2);
+    }
+
+    #[test]
+    fn splits_from_latency_to_bandwidth_bound() {
+        // b1 64q/8kv ctx 4097: fill the 264 CTA slots.
+        assert_eq!(problem(1, 64, 8, 1, 4097).num_splits(), 33);
+        // b32 and b64: one split per CTA already fills the GPU.
+        assert_eq!(problem(32, 64, 8, 1, 4097).num_splits(), 1);
+        assert_eq!(problem(64, 64, 8, 1, 4097).num_splits(), 1);
+        // TP8 shard (8q/1kv) at b32: 32 CTAs per split.
+        assert_eq!(problem(32, 8, 1, 1, 4097).num_splits(), 8);
+        assert_eq!(problem(3, 64, 8, 1, 38).num_splits(), 1);
+        assert_eq!(problem(1, 64, 8, 1, 4097).scratch_bytes(), 64 * 33 * 129 * 4);
+        // s_q = 3: 24 packed rows, two row tiles per K head, 32 CTAs per split.
+        assert_eq!(problem(2, 64, 8, 3, 4097).num_splits(), 8);
+        assert_eq!(problem(2, 64, 8, 3, 4097).scratch_bytes(), 6 * 64 * 8 * 129 * 4);
+    }
+
+    #[test]
+    fn params_match_the_c_layout() {
+        assert_eq!(std::mem::align_of::<DecodeTmaParams>(), 128);
+        assert_eq!(std::mem::offset_of!(DecodeTmaParams, q), 256);
+        assert_eq!(std::mem::size_of::<DecodeTmaParams>(), 384);
+    }
+}
