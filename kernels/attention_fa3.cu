@@ -319,5 +319,6 @@ __device__ __forceinline__ void prefill(const Fa3PrefillParams& p) {
 
 FA3_PREFILL_ENTRY(fa3_prefill_d64, FA3_TILE_D64)
 FA3_PREFILL_ENTRY(fa3_prefill_d128, FA3_TILE_D128)
+FA3_PREFILL_ENTRY(fa3_prefill_d128_long, FA3_TILE_D128_LONG)
 FA3_PREFILL_ENTRY(fa3_prefill_d192_128, FA3_TILE_D192_128)
 FA3_PREFILL_ENTRY(fa3_prefill_d256, FA3_TILE_D256)

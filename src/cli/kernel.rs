@@ -92,9 +92,9 @@ pub struct OpArgs {
     /// attention_backend.
     #[arg(long)]
     pub attention: Option<String>,
-    /// GEMM of linears: cublaslt (cuBLASLt for bf16 and FP8 linears; its block-scaled FP8
-    /// matmul only where the installed cuBLASLt accepts it) or tma (the Hopper layer's gate
-    /// kernel for bf16). Default: cuBLASLt for bf16, kernels/gemm_fp8.cu for FP8.
+    /// GEMM of linears: cublaslt (the default: cuBLASLt for bf16 and its block-scaled
+    /// matmul for FP8) or tma (the Hopper layer's kernels: the gate GEMM for bf16,
+    /// kernels/gemm_fp8.cu for FP8).
     #[arg(long)]
     pub gemm: Option<String>,
 }
@@ -110,7 +110,7 @@ impl OpArgs {
             })?,
         };
         let (linear, fp8_linear) = match self.gemm.as_deref() {
-            None => (LinearKernels::CublasLt, Fp8LinearKernels::Wgmma),
+            None => (LinearKernels::CublasLt, Fp8LinearKernels::CublasLt),
             Some("cublaslt") => (LinearKernels::CublasLt, Fp8LinearKernels::CublasLt),
             Some("tma") => (LinearKernels::TmaGate, Fp8LinearKernels::Wgmma),
             Some(other) => bail!("--gemm {other}: expected cublaslt or tma"),

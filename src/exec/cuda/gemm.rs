@@ -10,9 +10,9 @@
 //! FP8 (`GemmShape::fp8`): e4m3 codes of W (128x128 block scales, `BLK128x128_32F`) and of
 //! x (1x128 group scales from `quant_act_fp8`, `VEC128_32F`), bf16 out: DeepSeek-V3's
 //! block-scaled GEMM through cuBLASLt 12.9+ on Hopper. Each operand's scales follow its
-//! codes in the same buffer (`quant::Fp8Layout`). This path runs only with `--gemm
-//! cublaslt`: FP8 linears use kernels/gemm_fp8.cu by default. A cuBLASLt that rejects the
-//! scale modes fails the plan with that said.
+//! codes in the same buffer (`quant::Fp8Layout`). The default for FP8 linears (`--gemm tma`
+//! picks kernels/gemm_fp8.cu instead). A cuBLASLt that rejects the scale modes fails the
+//! plan with that said.
 
 use std::collections::HashMap;
 use std::ffi::c_void;
@@ -96,7 +96,7 @@ impl Gemm {
                     // SAFETY: a plain version query.
                     let version = unsafe { sys::cublasLtGetVersion() };
                     format!(
-                        "the block-scaled FP8 GEMM (m {} n {} k {}) is not available: cuBLASLt {version} on this GPU rejects 1x128 x 128x128 fp32 block scales (it needs cuBLASLt 12.9 or newer on Hopper, K a multiple of 16); drop --gemm cublaslt to use fwdbench's own FP8 GEMM, or run with --quant bf16",
+                        "the block-scaled FP8 GEMM (m {} n {} k {}) is not available: cuBLASLt {version} on this GPU rejects 1x128 x 128x128 fp32 block scales (it needs cuBLASLt 12.9 or newer on Hopper, K a multiple of 16); pass --gemm tma to use fwdbench's own FP8 GEMM, or run with --quant bf16",
                         s.m, s.n, s.k
                     )
                 })?

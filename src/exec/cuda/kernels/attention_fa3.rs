@@ -26,7 +26,12 @@ pub struct Fa3Tile {
     pub stages: i32,
 }
 pub const FA3_TILE_D64: Fa3Tile = Fa3Tile { d_qk: 64, d_v: 64, block_n: 128, stages: 4 };
-pub const FA3_TILE_D128: Fa3Tile = Fa3Tile { d_qk: 128, d_v: 128, block_n: 128, stages: 3 };
+pub const FA3_TILE_D128: Fa3Tile = Fa3Tile { d_qk: 128, d_v: 128, block_n: 128, stages: 2 };
+/// d128 over long key ranges: a third stage (224 KiB, still one CTA per SM) is 2% faster at
+/// 8192 keys and 3.8% slower at 2048 (same-call A/B, docs/perf.md "FA3 v3.1").
+pub const FA3_TILE_D128_LONG: Fa3Tile = Fa3Tile { d_qk: 128, d_v: 128, block_n: 128, stages: 3 };
+/// Keys from which the d128 bucket takes [`FA3_TILE_D128_LONG`].
+pub const FA3_LONG_KEYS: usize = 4096;
 pub const FA3_TILE_D192_128: Fa3Tile = Fa3Tile { d_qk: 192, d_v: 128, block_n: 128, stages: 2 };
 pub const FA3_TILE_D256: Fa3Tile = Fa3Tile { d_qk: 256, d_v: 256, block_n: 80, stages: 2 };
 
@@ -93,6 +98,8 @@ pub const FA3_VARIANTS: [Fa3Variant; 4] = [
     Fa3Variant { kernel: ("attention_fa3", "fa3_prefill_d192_128"), tile: FA3_TILE_D192_128 },
     Fa3Variant { kernel: ("attention_fa3", "fa3_prefill_d256"), tile: FA3_TILE_D256 },
 ];
+const FA3_D128_LONG: Fa3Variant =
+    Fa3Variant { kernel: ("attention_fa3", "fa3_prefill_d128_long"), tile: FA3_TILE_D128_LONG };
 
 /// The smallest bucket holding the dims, or `None` (a dim above 256 or not a positive
 /// multiple of 8).
@@ -102,6 +109,12 @@ pub fn select_variant(d_qk: i32, d_v: i32) -> Option<Fa3Variant> {
         return None;
     }
     FA3_VARIANTS.iter().copied().find(|v| d_qk <= v.tile.d_qk && d_v <= v.tile.d_v)
+}
+
+/// [`select_variant`], with the deeper-ring d128 entry from [`FA3_LONG_KEYS`] keys on.
+pub fn select_variant_for(d_qk: i32, d_v: i32, n_kv: usize) -> Option<Fa3Variant> {
+    let v = select_variant(d_qk, d_v)?;
+    Some(if v.kernel == FA3_VARIANTS[1].kernel && n_kv >= FA3_LONG_KEYS { FA3_D128_LONG } else { v })
 }
 
 /// A `(d, heads, tokens, batch)` bf16 operand: element strides between heads, tokens and
@@ -154,7 +167,7 @@ pub struct Fa3Problem {
 /// The prepared kernel call for `pr` (tensor maps encoded now, at bind time).
 pub fn fa3_prefill_call(pr: &Fa3Problem) -> anyhow::Result<Call> {
     let (d_qk, d_v) = (pr.q.d as i32, pr.v.d as i32);
-    let variant = select_variant(d_qk, d_v)
+    let variant = select_variant_for(d_qk, d_v, pr.k.tokens)
         .with_context(|| format!("no fa3 prefill attention kernel for head dims {d_qk}/{d_v}"))?;
     let block_n = variant.tile.block_n;
     let p = Fa3PrefillParams {
@@ -196,8 +209,15 @@ mod tests {
         for v in FA3_VARIANTS {
             assert!(v.smem_bytes() <= 227 * 1024, "{:?}: {}", v.kernel, v.smem_bytes());
         }
-        // d128: Q 32 KiB + 3 stages of (K 32 KiB + V 32 KiB), 13 barriers, 1 KiB slack.
-        assert_eq!(FA3_VARIANTS[1].smem_bytes(), 229_376 + 104 + 1024);
+        // d128: Q 32 KiB + 2 stages of (K 32 KiB + V 32 KiB), 9 barriers, 1 KiB slack; the
+        // long-key entry has a third stage and still fits.
+        assert_eq!(FA3_VARIANTS[1].smem_bytes(), 163_840 + 72 + 1024);
+        assert_eq!(FA3_D128_LONG.smem_bytes(), 229_376 + 104 + 1024);
+        assert!(FA3_D128_LONG.smem_bytes() <= 227 * 1024);
+        let long = |n| select_variant_for(128, 128, n).map(|v| v.kernel.1);
+        assert_eq!(long(2048), Some("fa3_prefill_d128"));
+        assert_eq!(long(4096), Some("fa3_prefill_d128_long"));
+        assert_eq!(select_variant_for(64, 64, 8192).map(|v| v.kernel.1), Some("fa3_prefill_d64"));
     }
 
     #[test]

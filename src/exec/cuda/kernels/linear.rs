@@ -2,8 +2,8 @@
 //! router GEMM of `Op::Route`. Each shape's descriptors and algorithm are chosen here, at
 //! bind time, so a forward (or its graph capture) never runs the heuristic. A Linear with
 //! FP8 weights is two calls: `quant_act_fp8` of its input into the scratch region, then the
-//! block-scaled FP8 GEMM on the codes: kernels/gemm_fp8.cu by default, cuBLASLt's when the
-//! kernel choice asks for it (`--gemm cublaslt`).
+//! block-scaled FP8 GEMM on the codes: cuBLASLt's by default, kernels/gemm_fp8.cu when the
+//! kernel choice asks for it (`--gemm tma`).
 
 use super::super::gemm::GemmShape;
 use super::super::gpu::{Fp8LinearKernels, LinearKernels};
