@@ -147,7 +147,8 @@ fn hf_loader_refuses_a_folder_that_does_not_match_its_config() {
     assert!(said.contains("HF's loader reported") && said.contains("model.layers.2."), "{said}");
 }
 
-/// The Python side's own unit tests (ids and jobs validation, hf_latency's arguments).
+/// The Python side's own unit tests: reference_logits.py's ids and jobs, hf_latency.py's arguments,
+/// statistics and CSV rows, the peer table, and the compiled static-cache decode on the CPU.
 #[test]
 fn python_reference_unit_tests_pass() {
     let Some(python) = pyref() else { return };

@@ -8,6 +8,8 @@ config) is tests/hf_crosscheck.rs, which also runs this file through the ./.pyre
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import sys
@@ -21,8 +23,8 @@ import reference_logits as rl  # noqa: E402
 
 
 class NoTorch(unittest.TestCase):
-    def write(self, d, text):
-        path = os.path.join(d, "ids.json")
+    def write(self, d, text, name="ids.json"):
+        path = os.path.join(d, name)
         with open(path, "w") as f:
             f.write(text)
         return path
@@ -53,14 +55,18 @@ class NoTorch(unittest.TestCase):
                 with self.assertRaises(rl.RefError) as e:
                     rl.read_jobs(self.write(d, bad))
                 self.assertIn("--jobs", str(e.exception))
-            jobs = self.write(d, '[{"model": "m", "ids": "i", "out": "o"}]')
+            jobs = self.write(d, '[{"model": "m", "ids": "i", "out": "o"}]', "jobs.json")
             self.assertEqual(rl.read_jobs(jobs), [{"model": "m", "ids": "i", "out": "o"}])
             for argv in [["--jobs", jobs, "--model", "m"], ["--model", "m", "--ids", "i"], []]:
-                with self.assertRaises(SystemExit):
+                with self.assertRaises(SystemExit), contextlib.redirect_stderr(io.StringIO()):
                     rl.main(["--engine", "hf", *argv])
             # A job whose folder has no config.json stops the run with one sentence naming it.
-            missing = self.write(d, json.dumps([{"model": os.path.join(d, "none"), "ids": jobs, "out": "o"}]))
-            self.assertEqual(rl.main(["--engine", "hf", "--jobs", missing]), 2)
+            ids = self.write(d, '{"input_ids": [[1, 2]]}')
+            missing = self.write(d, json.dumps([{"model": os.path.join(d, "none"), "ids": ids, "out": "o"}]), "jobs.json")
+            err = io.StringIO()
+            with contextlib.redirect_stderr(err):
+                self.assertEqual(rl.main(["--engine", "hf", "--jobs", missing]), 2)
+            self.assertIn("none: cannot read config.json", err.getvalue())
 
 
 if __name__ == "__main__":
