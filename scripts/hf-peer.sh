@@ -5,7 +5,7 @@
 # before each iteration, median of 10): MoE prefill 32 x 2048, dense prefill 1 x 8192 (GPT-3:
 # 1 x 2048, its positions end there), decode 8 and 32 over 2048 cached tokens (GPT-3: 2047).
 #   scripts/hf-peer.sh ["qwen deepseek qwen_dense llama3_8b gpt3"]   (expects .device/ from
-#   scripts/build-device.sh; PYTHON picks the interpreter with torch, default python3)
+#   scripts/build-device.sh, or FWDBENCH_BIN; PYTHON picks the interpreter with torch, default python3)
 # Compiles cost device time, so steps that would start after HF_PEER_BUDGET_S (default 240 s)
 # are skipped (SKIP(time) in the summary); run the rest as a second call (inductor's on-disk
 # cache then makes the compiles that already ran fast). Prints the table of speed-ups
@@ -59,7 +59,8 @@ for m in $families; do
 done
 # The compiles last: the figures above do not wait on them.
 for m in $families; do
-  timely "hf_compile_$m" $py $hf $(hf_args $m) --compile
+  # Three compiles (prefill, decode 8, decode 32) in one step: a longer limit than the others.
+  STEP_TIMEOUT_S=${HF_COMPILE_TIMEOUT_S:-240} timely "hf_compile_$m" $py $hf $(hf_args $m) --compile
 done
 csvs=$(ls "$out"/results/csv/*.csv 2>/dev/null)
 step hf_peer_table $py python/reference/hf_peer_table.py --peer "$peer_csv" --fwdbench $csvs

@@ -33,7 +33,8 @@ The LM head is applied to the last position only (as a server does, models.md §
 
 Output: one JSON line per shape on stdout (and with --csv one row appended per shape):
   {"model", "phase", "bsz", "seq", "latency_ms", "p10_ms", "p90_ms", "min_ms", "mode", "impl",
-   "sdpa_backend", "cuda_graph", "compile_s", "graph_breaks", "dtype", "device", "lm_head", "flush"}
+   "sdpa_backend", "cuda_graph", "compile_s", "graph_breaks", "dtype", "device", "lm_head", "flush",
+   "experts"}
 Errors go to stderr as one sentence and the exit status is non-zero.
 """
 
@@ -131,6 +132,9 @@ class Runner:
         self.model.eval()
         init_small_(self.model, args.seed)
         self.is_ref = ref is not None
+        # HF's MoE kernels (eager loop, batched_mm, grouped_mm): meaningful for MoE configs only.
+        moe = any(k in cfg for k in ("num_experts", "n_routed_experts", "num_local_experts"))
+        self.experts = (getattr(self.model.config, "_experts_implementation", None) or "eager") if moe and not self.is_ref else "-"
 
     def _build(self, cfg: dict, ref, args) -> None:
         with torch.device(self.device):
@@ -281,7 +285,7 @@ def parse_args(argv):
 
 
 CSV_COLUMNS = ["model", "phase", "bsz", "seq", "latency_ms", "p10_ms", "p90_ms", "min_ms", "mode", "impl",
-               "sdpa_backend", "cuda_graph", "compile_s", "graph_breaks", "dtype", "device", "lm_head", "flush"]
+               "sdpa_backend", "cuda_graph", "compile_s", "graph_breaks", "dtype", "device", "lm_head", "flush", "experts"]
 
 
 def append_csv(path: str, row: dict) -> None:
@@ -376,7 +380,7 @@ def main(argv=None) -> int:
     try:
         runner = Runner(cfg, args)
         base = {"impl": runner.impl, "dtype": args.dtype, "device": args.device,
-                "flush": "no" if args.no_flush or runner.device.type != "cuda" else "yes"}
+                "flush": "no" if args.no_flush or runner.device.type != "cuda" else "yes", "experts": runner.experts}
         for phase, bsz, seq in shapes:
             stats = measure(runner, args, phase, bsz, seq)
             # Decode: one new token per sequence, its logits are the step's output.
