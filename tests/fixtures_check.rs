@@ -8,19 +8,8 @@ use fwdbench::config::hf::load_model_config;
 use fwdbench::dist::rank_layouts;
 use fwdbench::weights::SafetensorsWeights;
 
-const FIXTURES: [&str; 11] = [
-    "gpt2",
-    "qwen2",
-    "qwen3",
-    "qwen2_moe",
-    "qwen3_moe",
-    "deepseek_v3",
-    "deepseek_v2_lite_style",
-    "grok1",
-    "grok1_hpcai",
-    "sigma_v2",
-    "sigma_v1",
-];
+mod support;
+use support::FIXTURES;
 
 /// Stricter than the 1e-4 `fwdbench check` default: fp32 against fp32 lands near 1e-6,
 /// and Grok's erf/tanh GELU choice alone moves its logits by ~2e-4.

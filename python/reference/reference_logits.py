@@ -3,8 +3,11 @@
     python python/reference/reference_logits.py --engine hf --model DIR --ids IDS.json --out F \
         [--dtype fp32|bf16] [--device cpu|cuda]
     python python/reference/reference_logits.py --engine sglang --model DIR --ids IDS.json --out F
+    python python/reference/reference_logits.py --engine hf --jobs JOBS.json
 
 IDS.json is fwdbench's input format, {"input_ids": [[...], ...]} (equal-length rows).
+JOBS.json, a list of {"model": DIR, "ids": IDS.json, "out": F}, runs several models in one
+process: torch and transformers take seconds to import, far longer than a tiny model's forward.
 
 * `--engine hf`: HF transformers (`AutoModelForCausalLM.from_pretrained`, eager attention)
   for the families transformers ships; Grok-1 and Sigma (V2, v1), which it lacks, run on our
@@ -146,31 +149,55 @@ def sglang_logprobs(model_dir: str, cfg: dict, ids: list[list[int]], dtype: str)
     return {"logprobs": torch.stack(rows).contiguous()}
 
 
+def reference(engine: str, model_dir: str, ids_path: str, out: str, dtype: str, device: str) -> dict:
+    """Writes `out` for one model; returns the JSON line that reports it."""
+    ids = read_ids(ids_path)
+    cfg = read_config(model_dir)
+    check_vocab(ids, int(cfg.get("vocab_size", 0)), ids_path)
+    if engine == "hf":
+        tensors = hf_logits(model_dir, cfg, ids, dtype, device)
+    else:
+        tensors = sglang_logprobs(model_dir, cfg, ids, dtype)
+    from safetensors.torch import save_file
+
+    save_file(tensors, out)
+    (name, t), = tensors.items()
+    return {"engine": engine, "model": model_dir, "out": out, name: list(t.shape)}
+
+
+def read_jobs(path: str) -> list[dict]:
+    try:
+        with open(path) as f:
+            jobs = json.load(f)
+    except (OSError, ValueError) as e:
+        raise RefError(f"--jobs {path}: cannot read a JSON list of {{\"model\", \"ids\", \"out\"}} ({e})") from e
+    keys = {"model", "ids", "out"}
+    if not isinstance(jobs, list) or not jobs or not all(isinstance(j, dict) and set(j) == keys for j in jobs):
+        raise RefError(f"--jobs {path}: must be a non-empty list of objects with exactly the keys model, ids, out")
+    return jobs
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--engine", choices=["hf", "sglang"], required=True)
-    p.add_argument("--model", required=True, help="folder written by fwdbench export")
-    p.add_argument("--ids", required=True, help='{"input_ids": [[...], ...]}')
-    p.add_argument("--out", required=True, help="safetensors file for fwdbench check --expect")
+    p.add_argument("--model", help="folder written by fwdbench export")
+    p.add_argument("--ids", help='{"input_ids": [[...], ...]}')
+    p.add_argument("--out", help="safetensors file for fwdbench check --expect")
+    p.add_argument("--jobs", help='instead of --model/--ids/--out: a JSON list of {"model", "ids", "out"}')
     p.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
     p.add_argument("--device", default="cpu", help="torch device of --engine hf (cpu, cuda)")
     args = p.parse_args(argv)
+    single = (args.model, args.ids, args.out)
+    if (args.jobs is None) == (None in single) or (args.jobs is not None and any(single)):
+        p.error("pass either --model, --ids and --out, or --jobs alone")
     try:
-        ids = read_ids(args.ids)
-        cfg = read_config(args.model)
-        check_vocab(ids, int(cfg.get("vocab_size", 0)), args.ids)
-        if args.engine == "hf":
-            tensors = hf_logits(args.model, cfg, ids, args.dtype, args.device)
-        else:
-            tensors = sglang_logprobs(args.model, cfg, ids, args.dtype)
-        from safetensors.torch import save_file
-
-        save_file(tensors, args.out)
+        jobs = read_jobs(args.jobs) if args.jobs else [dict(zip(("model", "ids", "out"), single))]
+        for job in jobs:
+            line = reference(args.engine, job["model"], job["ids"], job["out"], args.dtype, args.device)
+            print(json.dumps(line), flush=True)
     except RefError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    (name, t), = tensors.items()
-    print(json.dumps({"engine": args.engine, "model": args.model, "out": args.out, name: list(t.shape)}))
     return 0
 
 

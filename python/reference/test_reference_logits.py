@@ -1,40 +1,30 @@
-"""export -> HF transformers / references -> `fwdbench check`, for every fixture config.
+"""reference_logits.py's own checks: ids and jobs validation, the SGLang message.
 
-Needs torch + transformers (the reference venv) and a built fwdbench binary, so it runs on
-the GPU box, not in CI (the CI machine has no torch):
+The cross-check itself (export -> HF / references -> `fwdbench check` for every fixture
+config) is tests/hf_crosscheck.rs, which also runs this file through the ./.pyref venv:
 
-    FWDBENCH=target/release/fwdbench python python/reference/test_reference_logits.py
-
-For each family: `fwdbench export` of the fixture config (random weights, bf16), HF's
-loader must load the folder with no missing, unexpected or mismatched keys (references:
-strict load), HF / the reference in fp32 on the CPU writes expected logits, and
-`fwdbench check` on the CPU must PASS against them. The cases that need no torch (ids
-validation, the SGLang message) also run alone: `python ... NoTorch`.
+    .pyref/bin/python -m unittest discover -s python/reference -p 'test_*.py'
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
-import shutil
-import subprocess
 import sys
 import tempfile
 import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
 import reference_logits as rl  # noqa: E402
 
-FIXTURES = ["gpt2", "qwen2", "qwen3", "qwen2_moe", "qwen3_moe", "deepseek_v3", "deepseek_v2_lite_style",
-            "grok1", "grok1_hpcai", "sigma_v2", "sigma_v1"]
-
 
 class NoTorch(unittest.TestCase):
-    def write(self, d, text):
-        path = os.path.join(d, "ids.json")
+    def write(self, d, text, name="ids.json"):
+        path = os.path.join(d, name)
         with open(path, "w") as f:
             f.write(text)
         return path
@@ -59,29 +49,24 @@ class NoTorch(unittest.TestCase):
                 rl.sglang_logprobs("dir", {"vocab_size": 8}, [[1]], "fp32")
             self.assertIn("needs SGLang", str(e.exception))
 
-
-class ExportThroughHf(unittest.TestCase):
-    def test_every_fixture_passes_fwdbench_check(self):
-        binary = os.environ.get("FWDBENCH", os.path.join(ROOT, "target", "release", "fwdbench"))
-        failures = []
-        for name in FIXTURES:
-            fixture = os.path.join(ROOT, "tests", "fixtures", name)
-            with tempfile.TemporaryDirectory() as d:
-                model_dir = os.path.join(d, "models", name)
-                os.makedirs(model_dir)
-                shutil.copy(os.path.join(fixture, "config.json"), os.path.join(model_dir, "config_fx.json"))
-                out = os.path.join(d, "export")
-                subprocess.run([binary, "export", "--model", name, "--mconf", "fx", "--model-dir",
-                                os.path.join(d, "models"), "--out", out, "--seed", "3"], check=True)
-                ids = os.path.join(fixture, "input.json")
-                expect = os.path.join(d, "expect.safetensors")
-                self.assertEqual(rl.main(["--engine", "hf", "--model", out, "--ids", ids, "--out", expect]), 0)
-                check = subprocess.run([binary, "check", "--config", os.path.join(out, "config.json"), "--weights", out,
-                                        "--input", ids, "--expect", expect], capture_output=True, text=True)
-                print(name, check.stdout.strip(), check.stderr.strip())
-                if check.returncode != 0:
-                    failures.append(name)
-        self.assertEqual(failures, [])
+    def test_jobs_are_validated_and_exclude_single_flags(self):
+        with tempfile.TemporaryDirectory() as d:
+            for bad in ["[]", '[{"model": "m", "ids": "i"}]', '{"model": "m"}', "nope"]:
+                with self.assertRaises(rl.RefError) as e:
+                    rl.read_jobs(self.write(d, bad))
+                self.assertIn("--jobs", str(e.exception))
+            jobs = self.write(d, '[{"model": "m", "ids": "i", "out": "o"}]', "jobs.json")
+            self.assertEqual(rl.read_jobs(jobs), [{"model": "m", "ids": "i", "out": "o"}])
+            for argv in [["--jobs", jobs, "--model", "m"], ["--model", "m", "--ids", "i"], []]:
+                with self.assertRaises(SystemExit), contextlib.redirect_stderr(io.StringIO()):
+                    rl.main(["--engine", "hf", *argv])
+            # A job whose folder has no config.json stops the run with one sentence naming it.
+            ids = self.write(d, '{"input_ids": [[1, 2]]}')
+            missing = self.write(d, json.dumps([{"model": os.path.join(d, "none"), "ids": ids, "out": "o"}]), "jobs.json")
+            err = io.StringIO()
+            with contextlib.redirect_stderr(err):
+                self.assertEqual(rl.main(["--engine", "hf", "--jobs", missing]), 2)
+            self.assertIn("none: cannot read config.json", err.getvalue())
 
 
 if __name__ == "__main__":

@@ -3,6 +3,22 @@
 
 use std::process::Output;
 
+/// Every model fixture of tests/fixtures (one per family and dialect): the HF families,
+/// then those only our references cover.
+pub const FIXTURES: [&str; 11] = [
+    "gpt2",
+    "qwen2",
+    "qwen3",
+    "qwen2_moe",
+    "qwen3_moe",
+    "deepseek_v3",
+    "deepseek_v2_lite_style",
+    "grok1",
+    "grok1_hpcai",
+    "sigma_v2",
+    "sigma_v1",
+];
+
 /// ||a - b|| / ||b||.
 pub fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
     let num: f64 = a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
