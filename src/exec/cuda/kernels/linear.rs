@@ -78,27 +78,36 @@ fn fp8_linear_calls(
     };
     // The GEMM reads the dense codes `[m, k]`, not x in place.
     let shape = GemmShape { ldx: k, fp8: true, ..linear_shape(cx, x, weight, bias, out) };
+    let ours = || -> anyhow::Result<Call> {
+        anyhow::ensure!(
+            !shape.out_f32,
+            "the FP8 GEMM writes bf16, and this FP8 linear has an f32 output: keep its weight bf16"
+        );
+        let g = Fp8Gemm {
+            x: codes,
+            w: cx.w(weight),
+            bias: bias.map(|b| cx.w(b)),
+            out: cx.ptr(out),
+            ldo: shape.ldo,
+            m,
+            n: shape.n,
+            k,
+            alpha,
+        };
+        let (p, cfg) = gemm_fp8(&g)?;
+        Ok(kernel(GEMM_FP8, cfg, p))
+    };
     let gemm = match cx.gpu.kernel_choice().fp8_linear {
-        Fp8LinearKernels::CublasLt => gemm_call(cx, shape, codes, weight, out, bias.map(|b| cx.w(b)), alpha)?,
-        Fp8LinearKernels::Wgmma => {
-            anyhow::ensure!(
-                !shape.out_f32,
-                "the FP8 GEMM writes bf16, and this FP8 linear has an f32 output: keep its weight bf16"
-            );
-            let g = Fp8Gemm {
-                x: codes,
-                w: cx.w(weight),
-                bias: bias.map(|b| cx.w(b)),
-                out: cx.ptr(out),
-                ldo: shape.ldo,
-                m,
-                n: shape.n,
-                k,
-                alpha,
-            };
-            let (p, cfg) = gemm_fp8(&g)?;
-            kernel(GEMM_FP8, cfg, p)
-        }
+        // cuBLASLt 13.1 has no block-scaled algorithm for some shapes (M = 1 among them, on
+        // the H200): those take our kernel, and say so once per shape at bind time.
+        Fp8LinearKernels::CublasLt => match gemm_call(cx, shape, codes, weight, out, bias.map(|b| cx.w(b)), alpha) {
+            Ok(call) => call,
+            Err(e) => {
+                eprintln!("note: FP8 GEMM m {m} n {} k {k}: cuBLASLt has no block-scaled algorithm ({}); running kernels/gemm_fp8.cu instead", shape.n, e.root_cause());
+                ours()?
+            }
+        },
+        Fp8LinearKernels::Wgmma => ours()?,
     };
     Ok(vec![kernel(QUANT_ACT_FP8, quant_act_launch(m, k), quant), gemm])
 }
