@@ -13,20 +13,25 @@
 // past the tensor map), so 16 heads are padded to the 64 wgmma rows. 384 threads:
 //   warpgroup 0, the producer (24 registers): one thread loads Q (9 boxes of 64 heads x 64
 //     columns) once, then the split's cache tiles of 64 keys x 576 into a 2-stage ring
-//     (72 KiB a stage), each guarded by a full and an empty mbarrier.
+//     (72 KiB a stage), each stage guarded by a full mbarrier per 64-column chunk (S starts on
+//     the first chunk that lands) and one empty mbarrier.
 //   warpgroups 1 and 2, the consumers (240 registers), g = 0, 1: warpgroup g computes
 //     S_g = Q[64 x 576] . K[keys 32g..32g+31]^T (SS wgmma, both K-major), so no score is
 //     computed twice; the two exchange row maxima through shared memory (barrier MAX), each
 //     turns its half into P (log2 domain) and writes it, bf16 and 128-byte swizzled, into one
-//     64 x 64 P tile (barriers P_FREE / P_FULL); then warpgroup g accumulates its 256 output
-//     columns, O_g[64 x 256] += P[64 x 64] . V[64 keys x 256g..256g+255], V being the first
-//     512 columns of the same cache tile read MN-major (transpose bit): the cache is read once.
-//   Overlap: tile t's S GEMM is issued together with tile t-1's P V, and tile t's softmax runs
-//   while that P V is still on the tensor cores.
+//     64 x 64 P tile for the other; then warpgroup g accumulates its 256 output columns,
+//     O_g[64 x 256] += P[64 x 64] . V[64 keys x 256g..256g+255], V being the first 512 columns
+//     of the same cache tile read MN-major (transpose bit): the cache is read once. Its own
+//     32 keys go first, P from registers (RS wgmma), while the other half crosses (P_FULL).
+//   Schedule (v3): softmax(t), P V(t), and S(t + 1) issued right behind it; stage t is
+//     released when P V(t) retires, so the load of tile t + 2 has a whole tile of compute to
+//     land in. v2 issued S(t) with P V(t - 1) to hide the softmax, but the stage of t - 1 then
+//     freed just before S(t + 1) needed the next tile: every tile's load was exposed.
 // Split-KV: split `blockIdx.x` takes keys [split * chunk, +chunk), chunk a multiple of 64;
 // num_splits == 1 writes o, otherwise fp32 partials and log2-domain LSE go to the scratch in
 // mla.cu's layout and mla.cu's mla_combine merges them.
 // Shared memory: Q 72 KiB + 2 x 72 KiB ring + P 8 KiB + row statistics + barriers (~226 KiB).
+// docs/perf.md "MLA decode v2" and "v3" record each version's prediction and measurement.
 #include "hopper.cuh"
 
 using namespace hopper;
@@ -39,13 +44,13 @@ constexpr int CHUNK_ELEMS = 64 * 64;                               // one [64 ro
 constexpr int TILE_ELEMS = CHUNKS * CHUNK_ELEMS, TILE_BYTES = TILE_ELEMS * 2;
 constexpr int HALF_KEYS = BN / 2, HALF_COLS = DL / 2;              // per consumer warpgroup
 constexpr int CONSUMER_WARPS = 8, CONSUMER_THREADS = 256;
-constexpr int BAR_MAX = 1, BAR_P_FREE = 2, BAR_P_FULL = 3, BAR_SUM = 4;
+constexpr int BAR_MAX = 1, BAR_P_FULL = 2, BAR_SUM = 3;
 constexpr float LOG2E = 1.4426950408889634f;
 
 // Byte offsets inside the 1024-aligned dynamic shared memory.
 constexpr int Q_OFF = 0, RING_OFF = TILE_BYTES, P_OFF = RING_OFF + STAGES * TILE_BYTES;
 constexpr int MAX_OFF = P_OFF + BM * BN * 2, SUM_OFF = MAX_OFF + 2 * BM * 4, BAR_OFF = SUM_OFF + 2 * BM * 4;
-constexpr int SMEM_BYTES = BAR_OFF + 8 * (1 + 2 * STAGES) + 1024;  // + alignment slack
+constexpr int SMEM_BYTES = BAR_OFF + 8 * (1 + STAGES * CHUNKS + STAGES) + 1024;  // + alignment slack
 static_assert(SMEM_BYTES == MLA_WGMMA_SMEM_BYTES, "mla_decode.rs sizes the launch from the same layout");
 
 // Byte offset of element (row, col) of a 64-column SW128 chunk (16-byte unit XOR row % 8).
@@ -65,7 +70,7 @@ __device__ void decode(const MlaDecodeWgmmaParams& p) {
     float* sSum = reinterpret_cast<float*>(smem + SUM_OFF);  // [2 warpgroups][64 rows]
     uint64_t* q_full = reinterpret_cast<uint64_t*>(smem + BAR_OFF);
     uint64_t* k_full = q_full + 1;
-    uint64_t* k_empty = k_full + STAGES;
+    uint64_t* k_empty = k_full + STAGES * CHUNKS;  // k_full: [stage][chunk]
 
     const int split = blockIdx.x, h0 = blockIdx.y * BM, b = blockIdx.z;
     const int per = (p.n_kv + p.num_splits - 1) / p.num_splits;
@@ -82,7 +87,7 @@ __device__ void decode(const MlaDecodeWgmmaParams& p) {
     if (threadIdx.x == 0) {
         mbar_init(q_full, 1);
         for (int s = 0; s < STAGES; ++s) {
-            mbar_init(&k_full[s], 1);
+            for (int c = 0; c < CHUNKS; ++c) mbar_init(&k_full[s * CHUNKS + c], 1);
             mbar_init(&k_empty[s], CONSUMER_WARPS);
         }
         mbar_init_fence();
@@ -103,11 +108,13 @@ __device__ void decode(const MlaDecodeWgmmaParams& p) {
             for (int t = 0; t < n_tiles; ++t) {
                 const int s = t % STAGES;
                 mbar_wait(&k_empty[s], ((t / STAGES) & 1) ^ 1);
-                mbar_arrive_expect_tx(&k_full[s], TILE_BYTES);
                 bf16* dst = sK + s * TILE_ELEMS;
 #pragma unroll
-                for (int c = 0; c < CHUNKS; ++c)
-                    tma_load_4d(dst + c * CHUNK_ELEMS, &p.cache, &k_full[s], 64 * c, kb + t * BN, b, 0);
+                for (int c = 0; c < CHUNKS; ++c) {
+                    uint64_t* full = &k_full[s * CHUNKS + c];
+                    mbar_arrive_expect_tx(full, CHUNK_ELEMS * 2);
+                    tma_load_4d(dst + c * CHUNK_ELEMS, &p.cache, full, 64 * c, kb + t * BN, b, 0);
+                }
             }
         }
         return;
@@ -118,35 +125,33 @@ __device__ void decode(const MlaDecodeWgmmaParams& p) {
     const int r0 = 16 * warp + lane / 4;  // this thread's rows in the tile: r0 and r0 + 8
     const float score_log2 = p.scale * LOG2E;
 
-    // S_g for the tile in stage s: 36 k-steps of 16 over the 9 chunks of Q and of K's half g.
-    auto s_gemm = [&](float (&sc)[HALF_KEYS / 2], int s) {
+    // S_g for the tile in stage s: 36 k-steps of 16 over the 9 chunks of Q and of K's half g,
+    // each chunk's k-steps issued as soon as that chunk has landed.
+    auto s_gemm = [&](float (&sc)[HALF_KEYS / 2], int t) {
+        const int s = t % STAGES;
         const bf16* k_tile = sK + s * TILE_ELEMS + g * HALF_KEYS * 64;
 #pragma unroll
         for (int kk = 0; kk < DK / 16; ++kk) {
+            if (kk % 4 == 0) mbar_wait(&k_full[s * CHUNKS + kk / 4], (t / STAGES) & 1);
             const uint64_t da = desc_sw128(sQ + (kk / 4) * CHUNK_ELEMS, 16, 1024) + 2 * (kk % 4);
             const uint64_t db = desc_sw128(k_tile + (kk / 4) * CHUNK_ELEMS, 16, 1024) + 2 * (kk % 4);
             wgmma_ss<HALF_KEYS, 0>(sc, da, db, kk > 0);
         }
         wgmma_commit();
     };
-    // O_g += P . V_g: P K-major from sP, V MN-major (keys are the K dimension) from the
-    // tile's column chunks 4g..4g+3 (leading offset: the next 64 columns, 64 keys further).
-    auto pv_gemm = [&](float (&o)[HALF_COLS / 2], int s) {
-        const bf16* v_tile = sK + s * TILE_ELEMS + g * 4 * CHUNK_ELEMS;
-#pragma unroll
-        for (int kk = 0; kk < BN / 16; ++kk) {
-            const uint64_t da = desc_sw128(sP, 16, 1024) + 2 * kk;
-            const uint64_t db = desc_sw128(v_tile + kk * 16 * 64, BN * 128, 1024);
-            wgmma_ss<HALF_COLS, 1>(o, da, db, 1);
-        }
-        wgmma_commit();
+    // V_g's k-step kk (keys 16kk..16kk+15) of the tile in stage s: MN-major (keys are the K
+    // dimension) from the tile's column chunks 4g..4g+3 (leading offset: the next 64 columns).
+    auto v_desc = [&](int s, int kk) {
+        return desc_sw128(sK + s * TILE_ELEMS + g * 4 * CHUNK_ELEMS + kk * 16 * 64, BN * 128, 1024);
     };
 
     float o[HALF_COLS / 2];
 #pragma unroll
     for (int i = 0; i < HALF_COLS / 2; ++i) o[i] = 0.f;
     float sc[HALF_KEYS / 2];
-    uint32_t pa[HALF_KEYS / 8][2];  // this thread's P pairs: [column group j][row i]
+    // This warpgroup's P as wgmma A fragments, [k-step][4]: S's accumulator and the A
+    // fragment share the thread mapping, so P V on its own keys reads P from registers.
+    uint32_t pa[HALF_KEYS / 16][4];
     float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.f, 0.f}, corr[2];
 
     // Tile t's scores -> P (in pa) and the rescale factors of what O holds, with the other
@@ -183,25 +188,27 @@ __device__ void decode(const MlaDecodeWgmmaParams& p) {
             for (int j = 0; j < HALF_KEYS / 8; ++j) {
                 const float e0 = exp2f(sc[4 * j + 2 * i] - m_new), e1 = exp2f(sc[4 * j + 2 * i + 1] - m_new);
                 rs += e0 + e1;
-                pa[j][i] = pack_bf16x2(e0, e1);
+                pa[j / 2][2 * (j % 2) + i] = pack_bf16x2(e0, e1);
             }
             row_sum[i] = row_sum[i] * corr[i] + rs;
         }
     };
-    // P into the swizzled 64 x 64 tile (this warpgroup's 32 keys), visible to wgmma for both
-    // warpgroups once P_FULL passes. P_FREE first: the previous P V of both has finished.
+    // This warpgroup's P into its 32 key columns of the swizzled 64 x 64 tile, for the other
+    // warpgroup. No barrier before: the other one passed BAR_MAX of this tile, so its P V of
+    // the previous tile (the last reader) has finished.
     auto store_p = [&]() {
-        named_sync(BAR_P_FREE, CONSUMER_THREADS);
 #pragma unroll
         for (int j = 0; j < HALF_KEYS / 8; ++j)
 #pragma unroll
             for (int i = 0; i < 2; ++i)
                 *reinterpret_cast<uint32_t*>(sP + sw128(r0 + 8 * i, g * HALF_KEYS + 8 * j + 2 * (lane % 4))) =
-                    pa[j][i];
+                    pa[j / 2][2 * (j % 2) + i];
         fence_proxy_async();
-        named_sync(BAR_P_FULL, CONSUMER_THREADS);
     };
+    // After the first tiles the running maximum rarely moves: skip the 128 multiplies when
+    // every row of the warp keeps its maximum.
     auto rescale = [&]() {
+        if (!__any_sync(0xffffffffu, corr[0] != 1.f || corr[1] != 1.f)) return;
 #pragma unroll
         for (int j = 0; j < HALF_COLS / 8; ++j)
 #pragma unroll
@@ -211,36 +218,54 @@ __device__ void decode(const MlaDecodeWgmmaParams& p) {
             }
     };
 
+    // P V(t) has retired: its registers are ours again and stage s may be refilled.
+    auto release = [&](int s) {
+        fence_regs(o);
+#pragma unroll
+        for (int kk = 0; kk < HALF_KEYS / 16; ++kk) fence_regs(pa[kk]);
+        if (lane == 0) mbar_arrive(&k_empty[s]);
+    };
+
+    // Per tile t: softmax(t), then O += P V(t) (own keys from registers, then, once the other
+    // warpgroup's P half is in sP, its keys), then S(t + 1) right behind on the tensor cores.
+    // Stage t is released as soon as P V(t) completes, so the load of tile t + 2 overlaps
+    // S(t + 1), softmax(t + 1) and P V(t + 1): a whole tile of compute.
     mbar_wait(q_full, 0);
-    mbar_wait(&k_full[0], 0);
     wgmma_fence();
     s_gemm(sc, 0);
     wgmma_wait<0>();
     fence_regs(sc);
-    softmax(0);
-    store_p();
-
-    for (int t = 1; t < n_tiles; ++t) {
-        const int s = t % STAGES, sp = (t - 1) % STAGES;
-        fence_regs(o);
-        mbar_wait(&k_full[s], (t / STAGES) & 1);
-        wgmma_fence();
-        s_gemm(sc, s);
-        pv_gemm(o, sp);
-        wgmma_wait<1>();
-        fence_regs(sc);
+    for (int t = 0; t < n_tiles; ++t) {
+        const int s = t % STAGES;
         softmax(t);
-        wgmma_wait<0>();
-        fence_regs(o);
-        if (lane == 0) mbar_arrive(&k_empty[sp]);
         rescale();
         store_p();
+        fence_regs(o);
+#pragma unroll
+        for (int kk = 0; kk < HALF_KEYS / 16; ++kk) fence_regs(pa[kk]);
+        wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < HALF_KEYS / 16; ++kk) wgmma_rs<HALF_COLS, 1>(o, pa[kk], v_desc(s, 2 * g + kk), 1);
+        wgmma_commit();
+        named_sync(BAR_P_FULL, CONSUMER_THREADS);
+#pragma unroll
+        for (int kk = 0; kk < HALF_KEYS / 16; ++kk) {
+            const int k_other = 2 * (1 - g) + kk;
+            wgmma_ss<HALF_COLS, 1>(o, desc_sw128(sP, 16, 1024) + 2 * k_other, v_desc(s, k_other), 1);
+        }
+        wgmma_commit();
+        // One branch holds each path's waits, so ptxas sees every wgmma retired on both.
+        if (t + 1 < n_tiles) {
+            s_gemm(sc, t + 1);
+            wgmma_wait<1>();
+            release(s);
+            wgmma_wait<0>();
+            fence_regs(sc);
+        } else {
+            wgmma_wait<0>();
+            release(s);
+        }
     }
-    fence_regs(o);
-    wgmma_fence();
-    pv_gemm(o, (n_tiles - 1) % STAGES);
-    wgmma_wait<0>();
-    fence_regs(o);
 
     // Row sums: over the quad, then over the two warpgroups' key halves (same row max).
     float total[2];
