@@ -76,31 +76,65 @@ __device__ __forceinline__ int block_sum_int(int v, int* scratch) {
     return v;
 }
 
+// Exclusive prefix sum of v over the CTA (warp shuffles, then the warp totals); also returns
+// the CTA's total. Two __syncthreads, so every thread must call it.
+__device__ __forceinline__ int block_exclusive_scan_int(int v, int* scratch, int& total) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
+    int inclusive = v;
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+        const int n = __shfl_up_sync(0xffffffffu, inclusive, o);
+        if (lane >= o) inclusive += n;
+    }
+    __syncthreads();  // scratch may still be read by a previous call
+    if (lane == 31) scratch[warp] = inclusive;
+    __syncthreads();
+    int before = 0;
+    total = 0;
+    for (int w = 0; w < nwarps; ++w) {
+        const int c = scratch[w];
+        before += w < warp ? c : 0;
+        total += c;
+    }
+    return before + inclusive - v;
+}
+
+// Slots each thread reads per round of the two passes: independent loads in flight, so a
+// round costs about one L2 latency instead of one per 512 slots (the passes are latency-
+// bound: DeepSeek at 16384 tokens has 131072 slots, each CTA scans all of them twice).
+constexpr int ALIGN_ITEMS = 16;
+
 extern "C" __global__ void __launch_bounds__(ALIGN_THREADS) moe_align(const MoeAlignParams p) {
     extern __shared__ int s_count[];  // [num_local_experts]
     __shared__ int s_scratch[32];
-    __shared__ int s_warp_count[ALIGN_THREADS / 32];
 
-    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int tid = threadIdx.x, lane = tid & 31;
     const int num_local = p.num_local_experts, me = blockIdx.x, bm = p.block_m;
     const int slots = p.tokens * p.top_k;
-    const int nchunks = (slots + blockDim.x - 1) / blockDim.x;
+    const int per_round = ALIGN_ITEMS * blockDim.x;
+    const int rounds = (slots + per_round - 1) / per_round;
 
     for (int e = tid; e < num_local; e += blockDim.x) s_count[e] = 0;
     __syncthreads();
 
-    // Pass 1: per-expert counts. Lanes holding the same expert add once per warp.
-    for (int chunk = 0; chunk < nchunks; ++chunk) {
-        const int slot = chunk * blockDim.x + tid;
-        int local = -1;
-        if (slot < slots) {
-            local = p.topk_ids[slot] - p.expert_start;
-            if (local < 0 || local >= num_local) local = -1;
+    // Pass 1: per-expert counts. Item i of a round covers one coalesced row of blockDim
+    // slots; lanes holding the same expert add once per warp.
+    for (int round = 0; round < rounds; ++round) {
+        int local[ALIGN_ITEMS];
+#pragma unroll
+        for (int i = 0; i < ALIGN_ITEMS; ++i) {
+            const int slot = (round * ALIGN_ITEMS + i) * blockDim.x + tid;
+            local[i] = slot < slots ? p.topk_ids[slot] - p.expert_start : -1;
         }
-        const unsigned peers = __match_any_sync(0xffffffffu, local);
-        if (local >= 0 && lane == __ffs(peers) - 1) atomicAdd(&s_count[local], __popc(peers));
-        // Non-local slots get -1; chunks are shared out round-robin over the CTAs.
-        if (slot < slots && local < 0 && chunk % gridDim.x == me) p.slot_to_sorted[slot] = -1;
+#pragma unroll
+        for (int i = 0; i < ALIGN_ITEMS; ++i) {
+            const int chunk = round * ALIGN_ITEMS + i, slot = chunk * blockDim.x + tid;
+            const int l = local[i] >= 0 && local[i] < num_local ? local[i] : -1;
+            const unsigned peers = __match_any_sync(0xffffffffu, l);
+            if (l >= 0 && lane == __ffs(peers) - 1) atomicAdd(&s_count[l], __popc(peers));
+            // Non-local slots get -1; chunks are shared out round-robin over the CTAs.
+            if (slot < slots && l < 0 && chunk % gridDim.x == me) p.slot_to_sorted[slot] = -1;
+        }
     }
     __syncthreads();
 
@@ -126,27 +160,29 @@ extern "C" __global__ void __launch_bounds__(ALIGN_THREADS) moe_align(const MoeA
     for (int r = total + me * blockDim.x + tid; r < p.max_sorted; r += gridDim.x * blockDim.x)
         p.sorted_slots[r] = -1;
 
-    // Pass 2: my slots in slot order. `placed` is block-uniform, so the early exit is too.
+    // Pass 2: my slots in slot order. Each thread owns ALIGN_ITEMS consecutive slots of a
+    // round, so one CTA-wide scan of the per-thread counts places a whole round.
+    // `placed` is block-uniform, so the early exit is too.
     int placed = 0;
-    for (int chunk = 0; chunk < nchunks && placed < my_count; ++chunk) {
-        const int slot = chunk * blockDim.x + tid;
-        const bool mine = slot < slots && p.topk_ids[slot] - p.expert_start == me;
-        const unsigned ballot = __ballot_sync(0xffffffffu, mine);
-        if (lane == 0) s_warp_count[warp] = __popc(ballot);
-        __syncthreads();
-        int warp_base = 0, chunk_total = 0;
-        for (int w = 0; w < (int)(blockDim.x >> 5); ++w) {
-            const int c = s_warp_count[w];
-            warp_base += w < warp ? c : 0;
-            chunk_total += c;
+    for (int round = 0; round < rounds && placed < my_count; ++round) {
+        const int first = round * per_round + tid * ALIGN_ITEMS;
+        unsigned mine = 0;
+#pragma unroll
+        for (int i = 0; i < ALIGN_ITEMS; ++i) {
+            const int slot = first + i;
+            if (slot < slots && p.topk_ids[slot] - p.expert_start == me) mine |= 1u << i;
         }
-        if (mine) {
-            const int pos = offset + placed + warp_base + __popc(ballot & ((1u << lane) - 1u));
-            p.sorted_slots[pos] = slot;
-            p.slot_to_sorted[slot] = pos;
+        int round_total;
+        int pos = offset + placed + block_exclusive_scan_int(__popc(mine), s_scratch, round_total);
+#pragma unroll
+        for (int i = 0; i < ALIGN_ITEMS; ++i) {
+            if (mine >> i & 1u) {
+                p.sorted_slots[pos] = first + i;
+                p.slot_to_sorted[first + i] = pos;
+                ++pos;
+            }
         }
-        placed += chunk_total;
-        __syncthreads();  // s_warp_count is rewritten by the next chunk
+        placed += round_total;
     }
 }
 

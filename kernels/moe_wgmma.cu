@@ -35,10 +35,17 @@
 // the matching up rows; each thread then holds gate and up of the same channels (accumulator
 // column j and j + box) and the activation runs in registers. Rows past I (or past H) are
 // zero-filled by TMA, so no channel tail reads the other half. W2 is (I, H, 1, E).
-// Each CTA's expert comes from block_expert[m_block]; CTAs of M-blocks past total_padded exit
-// at once, so the grid is the worst case and nothing is read back (graph-capturable).
 //
-// Raster: a 1-D grid walked in groups of MOE_WGMMA_GROUP_M M-blocks across all n-tiles, M
+// v2: persistent. The grid is one CTA per SM; each CTA walks the live tiles (M-blocks below
+// total_padded, read on the device, times the n-tiles) with a stride of the grid, and the
+// ring's K-tile counter runs on across tiles: the producer fills the next tile's stages
+// while the consumers run this tile's epilogue, so HBM stays busy at tile boundaries and no
+// CTA pays a launch, barrier set-up and pipeline fill per tile (v1 did, one CTA per tile:
+// ~1-2 us against 20-90 us of mainloop). Each tile's expert comes from
+// block_expert[m_block]; the grid is sized from the worst case, and nothing is read back
+// (graph-capturable).
+//
+// Raster: tiles numbered in groups of MOE_WGMMA_GROUP_M M-blocks across all n-tiles, M
 // fastest. The M-blocks of one expert are adjacent, so the CTAs that read the same weight
 // tile run at about the same time (one HBM read, L2 hits after): weights are read once, which
 // is the bound at ~128 rows per expert (DeepSeek-V3 at 4096 tokens x top-8).
@@ -55,6 +62,26 @@ constexpr int BK = 64;  // one 128-byte swizzle span of bf16
 constexpr int CONSUMER_WARPS = 8;
 constexpr int GROUP_M = MOE_WGMMA_GROUP_M;
 }  // namespace
+
+// L2 policy for the weight boxes: evict first. Each weight tile is read by the few CTAs of
+// one expert's M-blocks, which the raster runs side by side, and then never again; the
+// stream of weights (22.5 GB per DeepSeek-V3 layer) would otherwise push the A rows out of
+// L2, which every n-tile of the group re-reads (PTX ISA "createpolicy").
+__device__ __forceinline__ uint64_t l2_evict_first_policy() {
+    uint64_t policy;
+    asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(policy));
+    return policy;
+}
+
+// hopper.cuh's tma_load_4d with an L2 cache policy.
+__device__ __forceinline__ void tma_load_4d_hint(void* dst, const TensorMap* map, uint64_t* bar, int c0, int c1,
+                                                 int c2, int c3, uint64_t policy) {
+    asm volatile(
+        "cp.async.bulk.tensor.4d.shared::cluster.global.tile.mbarrier::complete_tx::bytes.L2::cache_hint [%0], [%1, "
+        "{%3, %4, %5, %6}], [%2], %7;" ::"r"(smem_addr(dst)),
+        "l"(reinterpret_cast<uint64_t>(map)), "r"(smem_addr(bar)), "r"(c0), "r"(c1), "r"(c2), "r"(c3), "l"(policy)
+        : "memory");
+}
 
 // ------------------------------------------------------------------------------------
 // moe_permute: one CTA per sorted row, 16 bytes per thread per step (hidden % 8 == 0 and
@@ -77,6 +104,26 @@ extern "C" __global__ void __launch_bounds__(MOE_PERMUTE_THREADS) moe_permute(co
 // ------------------------------------------------------------------------------------
 // The grouped GEMM.
 
+// One output tile of the persistent schedule: its M-block, n-tile and expert.
+struct MoeTile {
+    int m_block, n_block, expert;
+};
+
+// Tile `linear` of the raster (see the header) over the live M-blocks: M-blocks of a group
+// fastest, then n-tiles. Producer and consumers walk the same sequence, so they agree on
+// every tile without talking.
+__device__ __forceinline__ MoeTile moe_tile(const MoeWgmmaParams& p, int linear, int m_blocks) {
+    const int n_tiles = p.n_tiles;
+    const int group_first = linear / (GROUP_M * n_tiles) * GROUP_M;
+    const int group_rows = min(GROUP_M, m_blocks - group_first);
+    const int in_group = linear - group_first * n_tiles;
+    MoeTile tile;
+    tile.m_block = group_first + in_group % group_rows;
+    tile.n_block = in_group / group_rows;
+    tile.expert = p.block_expert[tile.m_block];
+    return tile;
+}
+
 template <const MoeWgmmaTile& T, bool GATE_UP>
 __device__ __forceinline__ void moe_wgmma(const MoeWgmmaParams& p) {
     constexpr int BM = T.block_m, BN = T.block_n, STAGES = T.stages;
@@ -86,21 +133,18 @@ __device__ __forceinline__ void moe_wgmma(const MoeWgmmaParams& p) {
     constexpr int A_STAGE = BM * BK, B_STAGE = BN * BK;  // elements
     static_assert(BM == 64 || BM == 128, "one or two m64 slabs per M-block");
     static_assert(BOX % 8 == 0 && BOX <= 256, "B boxes start on 1024-byte swizzle atoms");
+    using Ring = TmaRing<STAGES, A_STAGE, B_STAGE>;
 
-    // Raster (see the header): M-blocks of a group fastest, then n-tiles.
-    const int n_tiles = p.n_tiles, m_blocks = gridDim.x / n_tiles;
-    const int linear = blockIdx.x;
-    const int group_first = linear / (GROUP_M * n_tiles) * GROUP_M;
-    const int group_rows = min(GROUP_M, m_blocks - group_first);
-    const int in_group = linear - group_first * n_tiles;
-    const int m_block = group_first + in_group % group_rows, n_block = in_group / group_rows;
-    // Uniform over the CTA: every thread leaves before any barrier is initialised.
-    if (m_block * BM >= p.total_padded[0]) return;
-    const int expert = p.block_expert[m_block];
-    if (expert < 0) return;
+    // Persistent: the tiles of the live M-blocks (total_padded, written by moe_align) are
+    // dealt out round-robin over the grid (one CTA per SM). The ring's K-tile counter `it`
+    // runs on across tiles, so the producer fills the next tile's stages while the
+    // consumers are still in this tile's epilogue.
+    const int m_blocks = p.total_padded[0] / BM;
+    const int tiles = m_blocks * p.n_tiles;
+    if (static_cast<int>(blockIdx.x) >= tiles) return;  // uniform over the CTA
 
     extern __shared__ unsigned char smem_raw[];
-    const TmaRing<STAGES, A_STAGE, B_STAGE> ring(smem_raw, CONSUMER_WARPS);
+    const Ring ring(smem_raw, CONSUMER_WARPS);
     __syncthreads();
     const int wg = threadIdx.x / 128, t = threadIdx.x % 128;
     const int k_tiles = (p.k + BK - 1) / BK;
@@ -110,17 +154,24 @@ __device__ __forceinline__ void moe_wgmma(const MoeWgmmaParams& p) {
         if (threadIdx.x == 0) {
             tma_prefetch(&p.a);
             tma_prefetch(&p.b);
-            for (int kt = 0; kt < k_tiles; ++kt) {
-                const int s = ring.acquire(kt);
-                tma_load_2d(ring.a + s * A_STAGE, &p.a, &ring.full[s], kt * BK, m_block * BM);
+            const uint64_t weights_policy = l2_evict_first_policy();
+            int it = 0;
+            for (int linear = blockIdx.x; linear < tiles; linear += gridDim.x) {
+                const MoeTile tile = moe_tile(p, linear, m_blocks);
+                if (tile.expert < 0) continue;
+                for (int kt = 0; kt < k_tiles; ++kt, ++it) {
+                    const int s = ring.acquire(it);
+                    tma_load_2d(ring.a + s * A_STAGE, &p.a, &ring.full[s], kt * BK, tile.m_block * BM);
 #pragma unroll
-                for (int q = 0; q < 2 * GROUPS_N; ++q) {
-                    // Gate/up: per consumer, its gate rows (half 0) then the same up rows
-                    // (half 1). Down: consecutive boxes of W2 rows.
-                    const int row = GATE_UP ? n_block * (BN / 2) + (q / 2) * BOX : n_block * BN + q * BOX;
-                    const int half = GATE_UP ? q % 2 : 0;
-                    bf16* dst = ring.b + s * B_STAGE + q * BOX * BK;
-                    tma_load_4d(dst, &p.b, &ring.full[s], kt * BK, row, half, expert);
+                    for (int q = 0; q < 2 * GROUPS_N; ++q) {
+                        // Gate/up: per consumer, its gate rows (half 0) then the same up
+                        // rows (half 1). Down: consecutive boxes of W2 rows.
+                        const int row =
+                            GATE_UP ? tile.n_block * (BN / 2) + (q / 2) * BOX : tile.n_block * BN + q * BOX;
+                        const int half = GATE_UP ? q % 2 : 0;
+                        bf16* dst = ring.b + s * B_STAGE + q * BOX * BK;
+                        tma_load_4d_hint(dst, &p.b, &ring.full[s], kt * BK, row, half, tile.expert, weights_policy);
+                    }
                 }
             }
         }
@@ -130,41 +181,71 @@ __device__ __forceinline__ void moe_wgmma(const MoeWgmmaParams& p) {
     setmaxnreg_inc<232>();
     const int consumer = wg - 1, warp = t / 32, lane = t % 32;
     const int wm = GROUPS_N == 1 ? consumer : 0, wn = GROUPS_N == 1 ? 0 : consumer;
-    float acc[WN / 2];
-#pragma unroll
-    for (int i = 0; i < WN / 2; ++i) acc[i] = 0.f;
-    // Groups are padded to BM at their end, so a 64-row slab that starts on a padding row is
-    // all padding: with BM 128 that is the second slab of an expert's last block whenever
-    // its tail is <= 64 rows. Skipping it keeps the compute of padding at 64-row granularity
-    // while the weight tile is still shared by 128 rows; its rows are written as zeros.
-    const bool all_padding = GROUPS_N == 1 && p.sorted_slots[m_block * BM + wm * 64] < 0;
-    if (all_padding) {
-        ring.drain(k_tiles);
-    } else {
-        ring.template consume<WN>(acc, wm * 64 * BK, wn * WN * BK, k_tiles);
-    }
-
-    // Accumulator d[4j + 2i + c]: row 16 warp + lane/4 + 8i, column 8j + 2(lane%4) + c.
-    // Every row of a live M-block is < total_padded <= the buffer's rows; n % 8 == 0, so a
-    // column pair is all in or all out. Gate/up: columns j < BOX are gate, j + BOX the up
-    // of the same channel; down: all WN columns are outputs.
-    const int row_base = m_block * BM + wm * 64 + warp * 16 + lane / 4;
-    const int col0 = (GATE_UP ? n_block * (BN / 2) + wn * BOX : n_block * BN + wn * WN) + 2 * (lane % 4);
-    constexpr int OUT_COLS = GATE_UP ? BOX : WN;
     const int act = p.act;
+    constexpr int OUT_COLS = GATE_UP ? BOX : WN;
+    int it = 0;
+    for (int linear = blockIdx.x; linear < tiles; linear += gridDim.x) {
+        const MoeTile tile = moe_tile(p, linear, m_blocks);
+        if (tile.expert < 0) continue;
+        // Groups are padded to BM at their end, so a 64-row slab that starts on a padding
+        // row is all padding: with BM 128 that is the second slab of an expert's last block
+        // whenever its tail is <= 64 rows. Skipping it keeps the compute of padding at
+        // 64-row granularity while the weight tile is still shared by 128 rows; its rows
+        // are written as zeros.
+        const bool all_padding = GROUPS_N == 1 && p.sorted_slots[tile.m_block * BM + wm * 64] < 0;
+        float acc[WN / 2];
 #pragma unroll
-    for (int j = 0; j < OUT_COLS / 8; ++j) {
-        const int col = col0 + 8 * j;
-        if (col >= p.n) continue;
-#pragma unroll
-        for (int i = 0; i < 2; ++i) {
-            float v0 = acc[4 * j + 2 * i], v1 = acc[4 * j + 2 * i + 1];
-            if constexpr (GATE_UP) {
-                v0 = apply_act(v0, act) * acc[4 * (j + BOX / 8) + 2 * i];
-                v1 = apply_act(v1, act) * acc[4 * (j + BOX / 8) + 2 * i + 1];
+        for (int i = 0; i < WN / 2; ++i) acc[i] = 0.f;
+        if (all_padding) {
+            for (int kt = 0; kt < k_tiles; ++kt, ++it) {
+                const int s = it % STAGES;
+                mbar_wait(&ring.full[s], (it / STAGES) & 1);
+                if (lane == 0) mbar_arrive(&ring.empty[s]);
             }
-            bf16* dst = p.c + static_cast<long long>(row_base + 8 * i) * p.c_ld + col;
-            *reinterpret_cast<__nv_bfloat162*>(dst) = __floats2bfloat162_rn(v0, v1);
+        } else {
+            // As TmaRing::consume, on the running counter: one stage's wgmma group stays in
+            // flight while the next stage is waited for; the tile's last stage is freed
+            // after the final wait, before the epilogue, so the producer can refill it.
+            const uint32_t a_offset = wm * 64 * BK, b_offset = wn * WN * BK;
+            for (int kt = 0; kt < k_tiles; ++kt, ++it) {
+                const int s = it % STAGES;
+                mbar_wait(&ring.full[s], (it / STAGES) & 1);
+                const uint64_t da = desc_sw128(ring.a + s * A_STAGE + a_offset, 16, 1024);
+                const uint64_t db = desc_sw128(ring.b + s * B_STAGE + b_offset, 16, 1024);
+                wgmma_fence();
+#pragma unroll
+                for (int kk = 0; kk < 4; ++kk) wgmma_ss<WN, 0>(acc, da + 2 * kk, db + 2 * kk, 1);
+                wgmma_commit();
+                wgmma_wait<1>();
+                fence_regs(acc);
+                if (kt > 0 && lane == 0) mbar_arrive(&ring.empty[(it - 1) % STAGES]);
+            }
+            wgmma_wait<0>();
+            fence_regs(acc);
+            if (lane == 0) mbar_arrive(&ring.empty[(it - 1) % STAGES]);
+        }
+
+        // Accumulator d[4j + 2i + c]: row 16 warp + lane/4 + 8i, column 8j + 2(lane%4) + c.
+        // Every row of a live M-block is < total_padded <= the buffer's rows; n % 8 == 0, so
+        // a column pair is all in or all out. Gate/up: columns j < BOX are gate, j + BOX the
+        // up of the same channel; down: all WN columns are outputs.
+        const int row_base = tile.m_block * BM + wm * 64 + warp * 16 + lane / 4;
+        const int col0 =
+            (GATE_UP ? tile.n_block * (BN / 2) + wn * BOX : tile.n_block * BN + wn * WN) + 2 * (lane % 4);
+#pragma unroll
+        for (int j = 0; j < OUT_COLS / 8; ++j) {
+            const int col = col0 + 8 * j;
+            if (col >= p.n) continue;
+#pragma unroll
+            for (int i = 0; i < 2; ++i) {
+                float v0 = acc[4 * j + 2 * i], v1 = acc[4 * j + 2 * i + 1];
+                if constexpr (GATE_UP) {
+                    v0 = apply_act(v0, act) * acc[4 * (j + BOX / 8) + 2 * i];
+                    v1 = apply_act(v1, act) * acc[4 * (j + BOX / 8) + 2 * i + 1];
+                }
+                bf16* dst = p.c + static_cast<long long>(row_base + 8 * i) * p.c_ld + col;
+                *reinterpret_cast<__nv_bfloat162*>(dst) = __floats2bfloat162_rn(v0, v1);
+            }
         }
     }
 }

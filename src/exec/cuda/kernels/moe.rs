@@ -414,6 +414,7 @@ struct MoeGemms {
     c2: u64,
     xs: u64,
     s: MoeScratch,
+    sm_count: usize,
 }
 
 impl MoeGemms {
@@ -503,6 +504,7 @@ impl MoeGemms {
             block_expert: self.block_expert,
             total_padded: self.total,
             max_blocks: s.blocks,
+            sm_count: self.sm_count,
         };
         let gate_up = MoeWgmmaGemm::GateUp(self.act);
         let gate_up = problem(gate_up, self.xs, self.w13, self.inter, self.hidden, self.hact);
@@ -561,6 +563,7 @@ pub fn prepare(cx: &mut Prep, op: &Op) -> anyhow::Result<Vec<Call>> {
         c2: at(s.c2),
         xs: at(s.xs),
         s,
+        sm_count: cx.sm_count().max(1) as usize,
     };
     let mut calls = vec![align];
     calls.extend(if cx.plan.weight(*w13).dtype == crate::plan::DType::F8E4M3 {

@@ -149,6 +149,8 @@ pub struct MoeWgmmaProblem {
     pub total_padded: u64,
     /// M-blocks of the worst case (`moe_max_blocks`).
     pub max_blocks: usize,
+    /// The device's SMs: the persistent grid's size (one CTA per SM).
+    pub sm_count: usize,
 }
 
 impl MoeWgmmaProblem {
@@ -174,11 +176,13 @@ impl MoeWgmmaProblem {
     }
 }
 
-/// Grid: `n_tiles * max_blocks` CTAs in one dimension (the kernel rasters them); CTAs of
-/// M-blocks past `total_padded` exit at once.
-pub fn gemm_launch(tile: MoeWgmmaTile, n_tiles: usize, max_blocks: usize) -> LaunchConfig {
+/// Persistent grid: one CTA per SM (the ring takes most of an SM's shared memory), never more
+/// CTAs than the worst case has tiles. Each CTA walks the live tiles (`total_padded` rows'
+/// M-blocks times `n_tiles`) with a stride of the grid; CTAs without a tile exit at once.
+pub fn gemm_launch(tile: MoeWgmmaTile, n_tiles: usize, max_blocks: usize, sm_count: usize) -> LaunchConfig {
+    let worst_tiles = n_tiles * max_blocks.max(1);
     LaunchConfig {
-        grid_dim: ((n_tiles * max_blocks.max(1)) as u32, 1, 1),
+        grid_dim: (worst_tiles.min(sm_count.max(1)) as u32, 1, 1),
         block_dim: (MOE_WGMMA_THREADS, 1, 1),
         shared_mem_bytes: tile.smem_bytes(),
     }
@@ -212,7 +216,7 @@ pub fn gemm_call(pr: &MoeWgmmaProblem) -> anyhow::Result<Call> {
         act,
         sorted_slots: pr.sorted_slots,
     };
-    Ok(kernel(name, gemm_launch(tile, n_tiles, pr.max_blocks), p))
+    Ok(kernel(name, gemm_launch(tile, n_tiles, pr.max_blocks, pr.sm_count), p))
 }
 
 /// `moe_permute`: one CTA per row of the worst case; rows past `total_padded` exit.
@@ -277,6 +281,7 @@ mod tests {
             block_expert: 0,
             total_padded: 0,
             max_blocks: 0,
+            sm_count: 132,
         }
     }
 
@@ -295,8 +300,11 @@ mod tests {
         assert_eq!(2048usize.div_ceil(up.columns_per_tile(MOE_WGMMA_TILE_M128)), 16);
         let down = problem(MoeWgmmaGemm::Down, 128, 7168, 2048);
         assert_eq!(7168usize.div_ceil(down.columns_per_tile(MOE_WGMMA_TILE_M128)), 28);
-        let cfg = gemm_launch(MOE_WGMMA_TILE_M128, 28, 400);
-        assert_eq!(cfg.grid_dim, (11_200, 1, 1));
+        // Persistent: one CTA per SM, fewer when the worst case has fewer tiles.
+        let cfg = gemm_launch(MOE_WGMMA_TILE_M128, 28, 400, 132);
+        assert_eq!(cfg.grid_dim, (132, 1, 1));
         assert_eq!(cfg.block_dim, (384, 1, 1));
+        assert_eq!(gemm_launch(MOE_WGMMA_TILE_M64, 3, 5, 132).grid_dim, (15, 1, 1));
+        assert_eq!(gemm_launch(MOE_WGMMA_TILE_M64, 3, 0, 132).grid_dim, (3, 1, 1));
     }
 }
