@@ -1,4 +1,4 @@
-// Decode attention v2 (the fa3 backend's decode): GQA over the KV cache with a TMA-fed,
+// Decode attention v3 (the fa3 backend's decode): GQA over the KV cache with a TMA-fed,
 // warp-specialised ring, split-KV, and a combine that overlaps through PDL.
 //
 //   s_q new tokens per sequence b (s_q = 1 for plain decode; several for speculative decoding):
@@ -11,26 +11,35 @@
 //   Bytes: batch * n_kv * k_heads * 2d * 2 (each cached byte read once per CTA row tile);
 //   FLOPs: 2 * batch * s_q * q_heads * n_kv * 2d (minus the causal corner).
 //
-// Launch (src/exec/cuda/kernels/attention_decode_tma.rs): grid (num_splits, k_heads *
-// row_tiles, batch), 160 threads, dynamic smem `DecodeTmaTile::smem_bytes`, with PDL
-// (programmatic stream serialization): every thread waits on griddepcontrol before reading
-// q or the cache, so the prologue overlaps the previous kernel.
-//   Rows: the (token, head) pairs of one K head, head fastest (FA3's PackGQA), 16 per CTA
-//   (the m16 of mma.sync: 8 for 64q/8kv, 16 for 64q/4kv); row_tiles = ceil(group * s_q / 16).
-//   Warp 4, one lane: producer. K and V tiles of 16 keys (one box of 64 columns x 16 keys per
-//   64-column chunk, 128-byte swizzle, EVICT_FIRST) into a ring of 4 * SPW stages; stage
-//   (w, j % SPW) belongs to consumer warp w, which takes tiles w, w + 4, ... of its split, so
-//   each stage has one consumer and its phases can never alias. The tensor maps' token extent
-//   is n_kv: keys past the cache's end read as zero.
-//   Warps 0-3: consumers. S = Q K^T and O += P V on mma.sync m16n8k16 (decode is bandwidth
-//   bound; wgmma's 64-row M would be mostly padding), ldmatrix through the swizzle, per-warp
-//   online softmax; the four warps merge (m, l, O) through shared memory at the end.
+// Launch (src/exec/cuda/kernels/attention_decode_tma.rs): grid (num_splits, k_heads /
+// heads_per_cta * row_tiles, batch), 160 threads, dynamic smem `DecodeTmaTile::smem_bytes`,
+// with PDL (programmatic stream serialization): every thread waits on griddepcontrol before
+// reading q or the cache, so the prologue overlaps the previous kernel.
+//   Heads: a CTA serves HB = heads_per_cta (1, 2 or 4) consecutive K heads, so each key's K
+//   and V of all of them, one contiguous run of the [batch, seq, heads, d] cache, are
+//   requested together (one head's 256 bytes at a heads * 256 byte stride, with the other
+//   heads read by other SMs at their own pace, leave DRAM pages mostly unused).
+//   Rows: the (token, head) pairs of one K head, head fastest (FA3's PackGQA), 16 per row
+//   tile (the m16 of mma.sync: 8 for 64q/8kv, 16 for 64q/4kv); row_tiles = ceil(group * s_q
+//   / 16); a CTA takes the same row tile of each of its heads.
+//   Warp 4, one lane: producer. Stages of 16 keys x HB heads of K and V (one box of 64
+//   columns x 16 keys per head and 64-column chunk, 128-byte swizzle, EVICT_FIRST); the ring
+//   holds 4 * SPW head tiles, so 4 * SPW / HB stages. Each head has WPH = 4 / HB consumer
+//   warps that take turns on its tiles: tile t goes to turn t % WPH of every head and stage
+//   turn * SPW + (t / WPH) % SPW, so a stage has one consumer per head and its phases can
+//   never alias. The tensor maps' token extent is n_kv: keys past the cache's end read as
+//   zero.
+//   Warps 0-3: consumers, warp w on head w / WPH. S = Q K^T and O += P V on mma.sync
+//   m16n8k16 (decode is bandwidth bound; wgmma's 64-row M would be mostly padding), ldmatrix
+//   through the swizzle, per-warp online softmax; each head's WPH warps merge (m, l, O)
+//   through shared memory at the end.
 //   num_splits == 1: o is written directly. Otherwise fp32 partials and log2-LSE go to scratch
 //   (attention_decode.rs `decode_scratch_bytes`, rows (b, token, head)) and decode_tma_combine
 //   merges them.
 //
 // Versions: _d64 / _d128 / _d256 for any d <= the bucket (multiple of 8); SPW 6 / 3 / 1 keep
-// the ring at 96 / 96 / 64 KiB, two CTAs per SM (about 190 KiB of KV in flight per SM).
+// the ring at 96 / 96 / 64 KiB, two CTAs per SM (about 190 KiB of KV in flight per SM); HB
+// up to 4 / 4 / 1 (d256's ring of 4 head tiles would be one stage at 4 heads).
 //
 // decode_tma_combine: the split merge (`combine_row`) behind griddepcontrol.wait, launched with
 // PDL so its launch and scheduling overlap the main kernel's tail. Grid (q_heads, batch * s_q),
@@ -72,26 +81,37 @@ __device__ __forceinline__ const bf16* swizzled(const bf16* chunk, int row, int 
                                          (((col >> 3) ^ (row & 7)) << 4));
 }
 
-// Shared memory, from a 1024-byte aligned base: the ring (reused for the warps' O at the end),
-// the q tile (rows padded by 8 bf16, attention_util.cuh's ldmatrix layout), per-warp m and l,
-// then the full and empty barriers. attention_decode_tma.rs `DecodeTmaTile::smem_bytes` is
-// the same sum.
-template <int D, int SPW>
+// Shared memory, from a 1024-byte aligned base: the ring of CW * SPW head tiles (a stage is
+// HB consecutive ones, one per head of the CTA's block; reused for the warps' O at the end),
+// the q tiles when q is not held in registers (QHEADS heads, rows padded by 8 bf16,
+// attention_util.cuh's ldmatrix layout), per-warp m and l, then the full and empty barriers
+// (one per stage of the largest count, HB = 1). attention_decode_tma.rs
+// `DecodeTmaTile::smem_bytes` is the same sum.
+template <int D, int SPW, int QHEADS>
 struct Layout {
-    static constexpr int STAGES = CW * SPW;
-    static constexpr int TILE_ELEMS = BN * D;  // one K (or V) tile of a stage
-    static constexpr int RING_BYTES = STAGES * 2 * TILE_ELEMS * 2;
+    static constexpr int HEAD_TILES = CW * SPW;
+    static constexpr int TILE_ELEMS = BN * D;  // one K (or V) tile of one head
+    static constexpr int RING_BYTES = HEAD_TILES * 2 * TILE_ELEMS * 2;
     static constexpr int MERGE_BYTES = CW * ROWS * D * 4;
     static constexpr int AREA = RING_BYTES > MERGE_BYTES ? RING_BYTES : MERGE_BYTES;
     static constexpr int QS = D + 8;
-    static constexpr int Q_BYTES = ROWS * QS * 2;
+    static constexpr int Q_BYTES = QHEADS * ROWS * QS * 2;
     static constexpr int STATS_BYTES = 2 * CW * ROWS * 4;
 };
 
-template <int D, int SPW, bool Q_IN_REGS>
+// The merged (o, lse) of row r, column c over the `wph` warps that shared one head's tiles.
+template <int D>
+__device__ __forceinline__ float merged_head_row(const float* sM, const float* sL, const float* sO, int wph, int r,
+                                                 int c, float& lse) {
+    if (wph == 1) return attn::merged_row<1, D>(sM, sL, sO, r, c, lse);
+    if (wph == 2) return attn::merged_row<2, D>(sM, sL, sO, r, c, lse);
+    return attn::merged_row<CW, D>(sM, sL, sO, r, c, lse);
+}
+
+template <int D, int SPW, bool Q_IN_REGS, int HB_MAX>
 __device__ __forceinline__ void decode_tma(const DecodeTmaParams& p) {
-    using L = Layout<D, SPW>;
-    constexpr int STAGES = L::STAGES, KSTEPS = D / 16, NO = D / 8, QS = L::QS;
+    using L = Layout<D, SPW, Q_IN_REGS ? 0 : HB_MAX>;
+    constexpr int HEAD_TILES = L::HEAD_TILES, KSTEPS = D / 16, NO = D / 8, QS = L::QS;
     extern __shared__ __align__(1024) unsigned char smem_raw[];
     unsigned char* base = smem_raw + ((1024 - (hopper::smem_addr(smem_raw) & 1023)) & 1023);
     bf16* ring = reinterpret_cast<bf16*>(base);
@@ -99,14 +119,16 @@ __device__ __forceinline__ void decode_tma(const DecodeTmaParams& p) {
     float* sM = reinterpret_cast<float*>(base + L::AREA + L::Q_BYTES);
     float* sL = sM + CW * ROWS;
     uint64_t* full = reinterpret_cast<uint64_t*>(base + L::AREA + L::Q_BYTES + L::STATS_BYTES);
-    uint64_t* empty = full + STAGES;
+    uint64_t* empty = full + HEAD_TILES;
 
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     const int split = blockIdx.x, b = blockIdx.z;
+    // HB K heads per CTA, each served by WPH consumer warps that take turns on its tiles.
+    const int hb = p.heads_per_cta, wph = CW / hb, stages = HEAD_TILES / hb;
     const int group = p.q_heads / p.k_heads;
     const int packed = group * p.s_q;
     const int row_tiles = (packed + ROWS - 1) / ROWS;
-    const int kh = blockIdx.y / row_tiles, r0 = (blockIdx.y % row_tiles) * ROWS;
+    const int kh0 = blockIdx.y / row_tiles * hb, r0 = (blockIdx.y % row_tiles) * ROWS;
     const int nrows = min(ROWS, packed - r0);
     // Keys per split in whole tiles, so every split but the last starts and ends on a tile.
     const int per_split = (p.n_kv + p.num_splits - 1) / p.num_splits;
@@ -115,18 +137,19 @@ __device__ __forceinline__ void decode_tma(const DecodeTmaParams& p) {
     const int n_tiles = kb < ke ? (ke - kb + BN - 1) / BN : 0;
     const int chunks = (p.d + 63) / 64;  // 64-column TMA boxes per key row actually in range
 
-    // Packed row r -> (token row b * s_q + i, q head, scratch row), and its causal limit.
+    // Packed row r of K head kh -> (token row b * s_q + i, q head, scratch row), and its
+    // causal limit; the rows are the same for every head of the block.
     auto token_of = [&](int r) { return (r0 + r) / group; };
-    auto head_of = [&](int r) { return kh * group + (r0 + r) % group; };
+    auto head_of = [&](int kh, int r) { return kh * group + (r0 + r) % group; };
     float* lse_out = p.scratch + (long long)p.batch * p.s_q * p.q_heads * p.num_splits * p.d;
-    auto scratch_row = [&](int r) {
-        return ((long long)b * p.s_q + token_of(r)) * p.q_heads + head_of(r);
+    auto scratch_row = [&](int kh, int r) {
+        return ((long long)b * p.s_q + token_of(r)) * p.q_heads + head_of(kh, r);
     };
 
     if (tid == 0) {
-        for (int s = 0; s < STAGES; ++s) {
+        for (int s = 0; s < stages; ++s) {
             hopper::mbar_init(&full[s], 1);
-            hopper::mbar_init(&empty[s], 1);
+            hopper::mbar_init(&empty[s], hb);  // one warp per head of the block frees a stage
         }
         hopper::mbar_init_fence();
     }
@@ -140,52 +163,79 @@ __device__ __forceinline__ void decode_tma(const DecodeTmaParams& p) {
     allow_dependents();
 
     if (n_tiles == 0) {  // a split past n_kv (n_kv small for num_splits): contributes nothing
-        if (p.num_splits > 1 && tid < nrows) lse_out[scratch_row(tid) * p.num_splits + split] = -INFINITY;
+        if (p.num_splits > 1 && tid < hb * nrows)
+            lse_out[scratch_row(kh0 + tid / nrows, tid % nrows) * p.num_splits + split] = -INFINITY;
         return;
     }
 
+    // Tile t of the split goes to turn t % wph of every head and stage turn * SPW + j % SPW,
+    // j = t / wph: each stage has one consumer warp per head, and its phases never alias.
     if (warp == CW) {  // producer
         if (lane == 0) {
             const uint64_t policy = evict_first_policy();
+            const int tx = hb * 2 * chunks * BN * 64 * 2;
             for (int t = 0; t < n_tiles; ++t) {
-                const int j = t / CW, s = (t % CW) * SPW + j % SPW;
+                const int j = t / wph, s = (t % wph) * SPW + j % SPW;
                 hopper::mbar_wait(&empty[s], ((j / SPW) & 1) ^ 1);
-                hopper::mbar_arrive_expect_tx(&full[s], 2 * chunks * BN * 64 * 2);
-                bf16* dk = ring + s * 2 * L::TILE_ELEMS;
-                bf16* dv = dk + L::TILE_ELEMS;
+                hopper::mbar_arrive_expect_tx(&full[s], tx);
+                bf16* stage = ring + s * hb * 2 * L::TILE_ELEMS;
                 const int key0 = kb + t * BN;
-                for (int c = 0; c < chunks; ++c) {
-                    tma_load_4d_evict_first(dk + c * BN * 64, &p.k, &full[s], c * 64, kh, key0, b, policy);
-                    tma_load_4d_evict_first(dv + c * BN * 64, &p.v, &full[s], c * 64, kh, key0, b, policy);
-                }
+                // Heads then columns: per key, the block's K (then V) is one contiguous run of
+                // hb * d * 2 bytes of the [batch, seq, heads, d] cache, requested together.
+                for (int h = 0; h < hb; ++h)
+                    for (int c = 0; c < chunks; ++c)
+                        tma_load_4d_evict_first(stage + h * 2 * L::TILE_ELEMS + c * BN * 64, &p.k, &full[s], c * 64,
+                                                kh0 + h, key0, b, policy);
+                for (int h = 0; h < hb; ++h)
+                    for (int c = 0; c < chunks; ++c)
+                        tma_load_4d_evict_first(stage + (h * 2 + 1) * L::TILE_ELEMS + c * BN * 64, &p.v, &full[s],
+                                                c * 64, kh0 + h, key0, b, policy);
             }
         }
         return;
     }
 
-    // Consumers: the q tile, zero past nrows and d.
-    for (int i = tid; i < ROWS * (D / 8); i += CW * 32) {
-        const int r = i / (D / 8), c = (i % (D / 8)) * 8;
-        uint4 val = make_uint4(0u, 0u, 0u, 0u);
-        if (r < nrows && c < p.d) {
-            const long long row = (long long)b * p.s_q + token_of(r);
-            val = *reinterpret_cast<const uint4*>(p.q + row * p.q_row_stride + (long long)head_of(r) * p.q_head_stride + c);
-        }
-        *reinterpret_cast<uint4*>(sQ + r * QS + c) = val;
-    }
-    hopper::named_sync(1, CW * 32);
-
+    const int hh = warp / wph, turn = warp % wph, kh = kh0 + hh;
     const int g = lane >> 2, t4 = lane & 3;
+    const int ksteps = (p.d + 15) / 16;
+    auto q_row = [&](int r) {
+        return p.q + ((long long)b * p.s_q + token_of(r)) * p.q_row_stride + (long long)head_of(kh, r) * p.q_head_stride;
+    };
+
+    // q's A fragments: straight from global into registers (rows g and g + 8, columns 2 t4
+    // and 2 t4 + 8 of each k-step, zero past nrows and d), or through shared memory for d256.
+    uint32_t qf[Q_IN_REGS ? KSTEPS : 1][4];
+    if constexpr (Q_IN_REGS) {
+        const bf16* q_lo = g < nrows ? q_row(g) : nullptr;
+        const bf16* q_hi = g + 8 < nrows ? q_row(g + 8) : nullptr;
+        auto pair = [&](const bf16* row, int c) {
+            return row != nullptr && c < p.d ? *reinterpret_cast<const uint32_t*>(row + c) : 0u;
+        };
+#pragma unroll
+        for (int kk = 0; kk < KSTEPS; ++kk) {
+            const int c = kk * 16 + 2 * t4;
+            qf[kk][0] = pair(q_lo, c); qf[kk][1] = pair(q_hi, c);
+            qf[kk][2] = pair(q_lo, c + 8); qf[kk][3] = pair(q_hi, c + 8);
+        }
+    } else {
+        // Every consumer thread loads part of the block's hb q tiles; sQ is [hb][ROWS][QS].
+        for (int i = tid; i < hb * ROWS * (D / 8); i += CW * 32) {
+            const int h = i / (ROWS * (D / 8)), r = i / (D / 8) % ROWS, c = (i % (D / 8)) * 8;
+            uint4 val = make_uint4(0u, 0u, 0u, 0u);
+            if (r < nrows && c < p.d) {
+                const long long row = (long long)b * p.s_q + token_of(r);
+                val = *reinterpret_cast<const uint4*>(p.q + row * p.q_row_stride +
+                                                      (long long)head_of(kh0 + h, r) * p.q_head_stride + c);
+            }
+            *reinterpret_cast<uint4*>(sQ + (h * ROWS + r) * QS + c) = val;
+        }
+        hopper::named_sync(1, CW * 32);
+        sQ += hh * ROWS * QS;
+    }
+
     // Last key rows g and g + 8 may see (-1: a padding row, fully masked).
     const int lim_lo = g < nrows ? p.n_kv - p.s_q + token_of(g) : -1;
     const int lim_hi = g + 8 < nrows ? p.n_kv - p.s_q + token_of(g + 8) : -1;
-    const int ksteps = (p.d + 15) / 16;
-
-    uint32_t qf[Q_IN_REGS ? KSTEPS : 1][4];
-    if constexpr (Q_IN_REGS) {
-#pragma unroll
-        for (int kk = 0; kk < KSTEPS; ++kk) attn::load_a_frag(qf[kk], sQ + kk * 16, QS, lane);
-    }
     float acc[NO][4];
 #pragma unroll
     for (int n = 0; n < NO; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
@@ -195,10 +245,10 @@ __device__ __forceinline__ void decode_tma(const DecodeTmaParams& p) {
     const int k_row = (lane & 7) + ((lane >> 4) << 3), k_col = ((lane >> 3) & 1) * 8;
     const int v_row = (lane & 7) + (((lane >> 3) & 1) << 3), v_col = (lane >> 4) * 8;
 
-    for (int j = 0, t = warp; t < n_tiles; ++j, t += CW) {
-        const int s = warp * SPW + j % SPW;
+    for (int j = 0, t = turn; t < n_tiles; ++j, t += wph) {
+        const int s = turn * SPW + j % SPW;
         hopper::mbar_wait(&full[s], (j / SPW) & 1);
-        const bf16* tk = ring + s * 2 * L::TILE_ELEMS;
+        const bf16* tk = ring + (s * hb + hh) * 2 * L::TILE_ELEMS;
         const bf16* tv = tk + L::TILE_ELEMS;
         const int key0 = kb + t * BN;
 
@@ -238,21 +288,23 @@ __device__ __forceinline__ void decode_tma(const DecodeTmaParams& p) {
         if (lane == 0) hopper::mbar_arrive(&empty[s]);
     }
 
-    // Merge the four warps' (m, l, O): the ring is idle once every consumer is past its loop.
+    // Merge each head's wph warps' (m, l, O): the ring is idle once every consumer is past its
+    // loop. Warps hh * wph .. hh * wph + wph - 1 hold head hh, so its state is contiguous.
     st.reduce_sums();
     hopper::named_sync(1, CW * 32);
     float* sO = reinterpret_cast<float*>(ring);  // [warp][ROWS][D]
     attn::store_warp_state(st, acc, sM, sL, sO, warp, lane);
     hopper::named_sync(1, CW * 32);
-    for (int i = tid; i < nrows * p.d; i += CW * 32) {
-        const int r = i / p.d, c = i % p.d;
+    for (int i = tid; i < hb * nrows * p.d; i += CW * 32) {
+        const int h = i / (nrows * p.d), r = i / p.d % nrows, c = i % p.d;
+        const int w0 = h * wph;
         float lse;
-        const float val = attn::merged_row<CW, D>(sM, sL, sO, r, c, lse);
+        const float val = merged_head_row<D>(sM + w0 * ROWS, sL + w0 * ROWS, sO + w0 * ROWS * D, wph, r, c, lse);
         if (p.num_splits == 1) {
             const long long row = (long long)b * p.s_q + token_of(r);
-            p.o[row * p.o_row_stride + (long long)head_of(r) * p.o_head_stride + c] = to_bf16(val);
+            p.o[row * p.o_row_stride + (long long)head_of(kh0 + h, r) * p.o_head_stride + c] = to_bf16(val);
         } else {
-            const long long srow = scratch_row(r);
+            const long long srow = scratch_row(kh0 + h, r);
             p.scratch[(srow * p.num_splits + split) * p.d + c] = val;
             if (c == 0) lse_out[srow * p.num_splits + split] = lse;
         }
@@ -315,14 +367,14 @@ __device__ __forceinline__ void combine_row(const DecodeCombineParams& p) {
 // (d256 would spill). Two CTAs per SM is the occupancy the split heuristic assumes: d64 and
 // d128 ask ptxas for it; d256 gets it without asking (about 184 registers x 160 threads, 75
 // KiB of smem), and asking would cap it at 168 registers and spill.
-#define DECODE_TMA_ENTRY(NAME, TILE, QREG, MIN_CTAS)                                              \
-    extern "C" __global__ void __launch_bounds__((DECODE_TMA_CONSUMER_WARPS + 1) * 32, MIN_CTAS)    \
-        NAME(const __grid_constant__ DecodeTmaParams p) {                                          \
-        dtma::decode_tma<TILE.d, TILE.stages_per_warp, QREG>(p);                                   \
+#define DECODE_TMA_ENTRY(NAME, TILE, MIN_CTAS)                                                      \
+    extern "C" __global__ void __launch_bounds__((DECODE_TMA_CONSUMER_WARPS + 1) * 32, MIN_CTAS)            \
+        NAME(const __grid_constant__ DecodeTmaParams p) {                                                  \
+        dtma::decode_tma<TILE.d, TILE.stages_per_warp, TILE.q_in_regs, TILE.max_heads_per_cta>(p);       \
     }
-DECODE_TMA_ENTRY(decode_tma_d64, DECODE_TMA_TILE_D64, true, 2)
-DECODE_TMA_ENTRY(decode_tma_d128, DECODE_TMA_TILE_D128, true, 2)
-DECODE_TMA_ENTRY(decode_tma_d256, DECODE_TMA_TILE_D256, false, 1)
+DECODE_TMA_ENTRY(decode_tma_d64, DECODE_TMA_TILE_D64, 2)
+DECODE_TMA_ENTRY(decode_tma_d128, DECODE_TMA_TILE_D128, 2)
+DECODE_TMA_ENTRY(decode_tma_d256, DECODE_TMA_TILE_D256, 1)
 
 extern "C" __global__ void __launch_bounds__(128) decode_tma_combine(const DecodeCombineParams p) {
     // Wait even with nothing to merge: the kernels after this one are ordered only behind it.

@@ -56,6 +56,14 @@ if [ "$mode" != bench ]; then
     step "check_${b}_decode_d256_b3_ctx4097" $bin kernel check $d256 $dec --bsz 3 --seq 4096 --attention $b
     step "check_${b}_decode_sigma_tp8_b33_ctx1000" $bin kernel check --model sigma $dec --bsz 33 --seq 999 --deploy tp8 --attention $b
   done
+  # fa3 with four K heads per CTA (batches that fill the GPU; the small-batch checks above
+  # take one or two): split (b33 ctx1000, Qwen's 16-row groups at b64, d64), unsplit (b160
+  # ctx37), and two new tokens per sequence (b160).
+  step check_fa3_decode_sigma_b33_ctx1000 $bin kernel check --model sigma $dec --bsz 33 --seq 999
+  step check_fa3_decode_sigma_b160_ctx37 $bin kernel check --model sigma $dec --bsz 160 --seq 36
+  step check_fa3_decode_qwen_b64_ctx1000 $bin kernel check --model qwen $dec --bsz 64 --seq 999
+  step check_fa3_decode_d64_b33_ctx1000 $bin kernel check $d64 $dec --bsz 33 --seq 999
+  step check_fa3_sq2_sigma_b160 $bin kernel check --model sigma --op attention --bsz 160 --seq 2
   # s_q > 1 new tokens per sequence (speculative decoding; causal among them): under fa3 a
   # prefill whose group x tokens fit 16 rows runs the decode kernel.
   step check_fa3_sq2_sigma $bin kernel check --model sigma --op attention --bsz 3 --seq 2
@@ -110,7 +118,10 @@ if [ "$mode" != check ]; then
       step "bench_${b}_decode_sigma_tp8_b${bs}" $bench --model sigma --mconf full $dec --bsz $bs --deploy tp8 --attention $b
     done
     step "bench_${b}_decode_qwen_b32" $bench --model qwen --mconf full $dec --bsz 32 --attention $b
+    step "bench_${b}_decode_qwen_b64" $bench --model qwen --mconf full $dec --bsz 64 --attention $b
   done
+  step bench_fa3_decode_sigma_b128 $bench --model sigma --mconf full $dec --bsz 128
+  step bench_fa3_decode_sigma_b32_ctx8192 $bench --model sigma --mconf full --op attention --phase decode --seq 8192 --bsz 32
   step peers python3 python/reference/kernel_peers.py --seed-csv "$csv" --out "$out/peers.csv"
   step side_by_side python3 python/reference/side_by_side.py --seed-csv "$csv" --peers-csv "$out/peers.csv"
   cat "$out/side_by_side.log"

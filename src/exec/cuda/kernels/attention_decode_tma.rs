@@ -27,23 +27,37 @@ const CTAS_PER_SM: i32 = 2;
 pub struct DecodeTmaTile {
     /// Head dim bucket (a multiple of 64: whole TMA boxes).
     pub d: i32,
-    /// Ring stages owned by each consumer warp.
+    /// Ring stages each consumer warp has in flight (stages of one head tile at one head per
+    /// CTA; a stage spans all the CTA's heads, so the ring holds this many per warp in any case).
     pub stages_per_warp: i32,
+    /// Most K heads one CTA reads per key ([`heads_per_cta`]): 4 streams a 1 KiB run of the
+    /// `[batch, seq, heads, d]` cache per key at d128. d256 keeps 1, since its 4-tile ring
+    /// would otherwise be a single stage.
+    pub max_heads_per_cta: i32,
+    /// q's mma fragments stay in registers (d256's would spill: it reads them from shared
+    /// memory each tile, `max_heads_per_cta` q tiles of smem).
+    pub q_in_regs: bool,
 }
-pub const DECODE_TMA_TILE_D64: DecodeTmaTile = DecodeTmaTile { d: 64, stages_per_warp: 6 };
-pub const DECODE_TMA_TILE_D128: DecodeTmaTile = DecodeTmaTile { d: 128, stages_per_warp: 3 };
-pub const DECODE_TMA_TILE_D256: DecodeTmaTile = DecodeTmaTile { d: 256, stages_per_warp: 1 };
+pub const DECODE_TMA_TILE_D64: DecodeTmaTile =
+    DecodeTmaTile { d: 64, stages_per_warp: 6, max_heads_per_cta: 4, q_in_regs: true };
+pub const DECODE_TMA_TILE_D128: DecodeTmaTile =
+    DecodeTmaTile { d: 128, stages_per_warp: 3, max_heads_per_cta: 4, q_in_regs: true };
+pub const DECODE_TMA_TILE_D256: DecodeTmaTile =
+    DecodeTmaTile { d: 256, stages_per_warp: 1, max_heads_per_cta: 1, q_in_regs: false };
 
 impl DecodeTmaTile {
-    /// The kernel's `Layout`: ring (or the warps' fp32 O at the merge, if larger), the padded
-    /// q tile, per-warp m and l, full and empty barriers, 1 KiB of alignment slack.
+    /// The kernel's `Layout`: ring of head tiles (or the warps' fp32 O at the merge, if
+    /// larger), the padded q tiles unless q is in registers, per-warp m and l, full and empty
+    /// barriers (one pair per head tile: the stage count at one head per CTA), 1 KiB of
+    /// alignment slack.
     pub const fn smem_bytes(&self) -> u32 {
         let (d, warps, rows) = (self.d, DECODE_TMA_CONSUMER_WARPS, DECODE_TMA_ROWS);
-        let stages = warps * self.stages_per_warp;
-        let ring = stages * 2 * DECODE_TMA_BLOCK_N * d * 2;
+        let head_tiles = warps * self.stages_per_warp;
+        let ring = head_tiles * 2 * DECODE_TMA_BLOCK_N * d * 2;
         let merge = warps * rows * d * 4;
         let area = if ring > merge { ring } else { merge };
-        (area + rows * (d + 8) * 2 + 2 * warps * rows * 4 + 16 * stages + 1024) as u32
+        let q = if self.q_in_regs { 0 } else { self.max_heads_per_cta * rows * (d + 8) * 2 };
+        (area + q + 2 * warps * rows * 4 + 16 * head_tiles + 1024) as u32
     }
 }
 
@@ -73,6 +87,8 @@ pub struct DecodeTmaParams {
     /// New tokens per sequence (1 for plain decode).
     pub s_q: i32,
     pub num_splits: i32,
+    /// K heads per CTA ([`heads_per_cta`]): divides `k_heads` and the consumer warps.
+    pub heads_per_cta: i32,
     pub scale: f32,
     /// `<= 0` disables the tanh soft cap.
     pub softcap: f32,
@@ -110,17 +126,38 @@ pub fn supports(q_heads: usize, k_heads: usize, v_heads: usize, d_qk: usize, d_v
     gqa && d_qk == d_v && d_qk >= 64 && select_variant(d_qk as i32).is_some()
 }
 
+/// Fewest keys per split ([`num_splits`]).
+const MIN_SPLIT_KEYS: i32 = 128;
+
+/// K heads one CTA of `tile` serves: the most (up to its `max_heads_per_cta`, a power of two
+/// no more than the consumer warps) that divide `k_heads` and still leave enough CTAs, split
+/// down to [`MIN_SPLIT_KEYS`], to fill the `2 x sm_count` slots. A CTA requests each key's K
+/// and V of all its heads together: one contiguous run of the `[batch, seq, heads, d]` cache
+/// instead of `d * 2` bytes at a `heads * d * 2` stride, so the DRAM pages it opens serve the
+/// whole run. Small batches (b1) keep one head per CTA: their bound is latency, not DRAM.
+pub fn heads_per_cta(tile: &DecodeTmaTile, k_heads: i32, batch: i32, row_tiles: i32, n_kv: i32, sm_count: i32) -> i32 {
+    let max_splits = ((n_kv + MIN_SPLIT_KEYS - 1) / MIN_SPLIT_KEYS).clamp(1, 128) as i64;
+    let fills = |hb: i32| {
+        batch as i64 * (k_heads / hb) as i64 * row_tiles as i64 * max_splits >= (CTAS_PER_SM * sm_count) as i64
+    };
+    let mut hb = tile.max_heads_per_cta.clamp(1, DECODE_TMA_CONSUMER_WARPS);
+    while hb > 1 && (k_heads % hb != 0 || !fills(hb)) {
+        hb /= 2;
+    }
+    hb
+}
+
 /// CTAs per K head: the group's `q_heads / k_heads * s_q` packed rows, 16 per CTA.
 pub fn row_tiles(q_heads: i32, k_heads: i32, s_q: i32) -> i32 {
     (q_heads / k_heads * s_q + DECODE_TMA_ROWS - 1) / DECODE_TMA_ROWS
 }
 
-/// Split count for `batch * k_heads * row_tiles` CTAs per split on `sm_count` SMs at two CTAs
-/// each (attention_decode.rs's cost: waves x keys per split + a per-CTA overhead), at least
-/// 128 keys per split.
-pub fn num_splits(batch: i32, k_heads: i32, row_tiles: i32, n_kv: i32, sm_count: i32) -> i32 {
-    let ctas = batch as i64 * k_heads as i64 * row_tiles as i64;
-    choose_splits(ctas, CTAS_PER_SM as i64 * sm_count as i64, n_kv, 128, 128)
+/// Split count for `batch * head_blocks * row_tiles` CTAs per split on `sm_count` SMs at two
+/// CTAs each (attention_decode.rs's cost: waves x keys per split + a per-CTA overhead), at
+/// least 128 keys per split.
+pub fn num_splits(batch: i32, head_blocks: i32, row_tiles: i32, n_kv: i32, sm_count: i32) -> i32 {
+    let ctas = batch as i64 * head_blocks as i64 * row_tiles as i64;
+    choose_splits(ctas, CTAS_PER_SM as i64 * sm_count as i64, n_kv, MIN_SPLIT_KEYS, 128)
 }
 
 /// One call: q and o `[batch * s_q, q_heads * d]` token rows (strides in elements), the K/V
@@ -150,8 +187,19 @@ impl DecodeTmaProblem {
     pub fn row_tiles(&self) -> i32 {
         row_tiles(self.q_heads as i32, self.k_heads as i32, self.s_q as i32)
     }
+    /// K heads per CTA for this shape's bucket (1 when no bucket holds `d`).
+    pub fn heads_per_cta(&self) -> i32 {
+        select_variant(self.d as i32).map_or(1, |v| {
+            let (k_heads, batch, n_kv) = (self.k_heads as i32, self.batch as i32, self.n_kv as i32);
+            heads_per_cta(&v.tile, k_heads, batch, self.row_tiles(), n_kv, self.sm_count)
+        })
+    }
+    /// CTAs per (row tile, split, sequence): the K heads in blocks of [`Self::heads_per_cta`].
+    pub fn head_blocks(&self) -> i32 {
+        self.k_heads as i32 / self.heads_per_cta()
+    }
     pub fn num_splits(&self) -> i32 {
-        num_splits(self.batch as i32, self.k_heads as i32, self.row_tiles(), self.n_kv as i32, self.sm_count)
+        num_splits(self.batch as i32, self.head_blocks(), self.row_tiles(), self.n_kv as i32, self.sm_count)
     }
     /// The scratch [`decode_tma_calls`] needs (0 without splits).
     pub fn scratch_bytes(&self) -> usize {
@@ -212,6 +260,7 @@ pub fn decode_tma_calls(pr: &DecodeTmaProblem) -> anyhow::Result<Vec<Call>> {
         n_kv: pr.n_kv as i32,
         s_q: pr.s_q as i32,
         num_splits: splits,
+        heads_per_cta: pr.heads_per_cta(),
         scale: pr.scale,
         softcap: pr.softcap,
     };
@@ -265,10 +314,11 @@ mod tests {
         assert_eq!(pick(136), Some("decode_tma_d256"));
         assert_eq!(pick(264), None);
         assert_eq!(pick(12), None);
-        // d128: 12 stages of K + V (16 keys x 128 x 2 B each) = 96 KiB, q 16 x 136 bf16,
+        // d128: 12 head tiles of K + V (16 keys x 128 x 2 B each) = 96 KiB, q in registers,
         // m/l 512 B, 24 barriers, 1 KiB slack.
-        assert_eq!(DECODE_TMA_TILE_D128.smem_bytes(), 98_304 + 4_352 + 512 + 192 + 1024);
-        // d256's merge area (4 warps x 16 rows x 256 fp32) equals its 64 KiB ring.
+        assert_eq!(DECODE_TMA_TILE_D128.smem_bytes(), 98_304 + 512 + 192 + 1024);
+        // d256's merge area (4 warps x 16 rows x 256 fp32) equals its 64 KiB ring; one q tile
+        // of 16 x 264 bf16.
         assert_eq!(DECODE_TMA_TILE_D256.smem_bytes(), 65_536 + 8_448 + 512 + 64 + 1024);
         // Two CTAs per SM fit the H200's 228 KiB (1 KiB reserved per CTA).
         for v in DECODE_TMA_VARIANTS {
@@ -297,19 +347,42 @@ mod tests {
     }
 
     #[test]
+    fn head_blocks_when_the_batch_fills_the_gpu() {
+        // b1 (and Qwen's b3): too few CTAs even at 128 keys per split, one head per CTA.
+        assert_eq!(problem(1, 64, 8, 1, 4097).heads_per_cta(), 1);
+        assert_eq!(problem(3, 64, 4, 1, 1000).heads_per_cta(), 1);
+        // b9 64q/8kv ctx 1000: 9 x 2 blocks x 8 splits < 264 slots, 9 x 4 x 8 fills them.
+        assert_eq!(problem(9, 64, 8, 1, 1000).heads_per_cta(), 2);
+        assert_eq!(problem(3, 64, 8, 1, 1000).heads_per_cta(), 1);
+        assert_eq!(problem(32, 64, 8, 1, 4097).heads_per_cta(), 4);
+        assert_eq!(problem(32, 64, 4, 1, 4097).heads_per_cta(), 4);
+        // The tp8 shard has one K head; 6 K heads take pairs.
+        assert_eq!(problem(64, 8, 1, 1, 4097).heads_per_cta(), 1);
+        assert_eq!(problem(64, 48, 6, 1, 4097).heads_per_cta(), 2);
+        // d256 keeps one head (its ring would be a single stage).
+        let d256 = DecodeTmaProblem { d: 256, ..problem(64, 64, 8, 1, 4097) };
+        assert_eq!(d256.heads_per_cta(), 1);
+        assert_eq!(d256.head_blocks(), 8);
+    }
+
+    #[test]
     fn splits_from_latency_to_bandwidth_bound() {
         // b1 64q/8kv ctx 4097: fill the 264 CTA slots.
         assert_eq!(problem(1, 64, 8, 1, 4097).num_splits(), 33);
-        // b32 and b64: one split per CTA already fills the GPU.
-        assert_eq!(problem(32, 64, 8, 1, 4097).num_splits(), 1);
-        assert_eq!(problem(64, 64, 8, 1, 4097).num_splits(), 1);
+        // b32: 64 CTAs of four K heads, 4 splits of 1025 keys (256 CTAs); b64: 2 splits.
+        assert_eq!(problem(32, 64, 8, 1, 4097).num_splits(), 4);
+        assert_eq!(problem(64, 64, 8, 1, 4097).num_splits(), 2);
+        // Qwen3 64q/4kv b32: one CTA per sequence and split, 8 splits.
+        assert_eq!(problem(32, 64, 4, 1, 4097).num_splits(), 8);
+        // b128 fills the slots unsplit.
+        assert_eq!(problem(128, 64, 8, 1, 4097).num_splits(), 1);
         // TP8 shard (8q/1kv) at b32: 32 CTAs per split.
         assert_eq!(problem(32, 8, 1, 1, 4097).num_splits(), 8);
         assert_eq!(problem(3, 64, 8, 1, 38).num_splits(), 1);
         assert_eq!(problem(1, 64, 8, 1, 4097).scratch_bytes(), 64 * 33 * 129 * 4);
-        // s_q = 3: 24 packed rows, two row tiles per K head, 32 CTAs per split.
-        assert_eq!(problem(2, 64, 8, 3, 4097).num_splits(), 8);
-        assert_eq!(problem(2, 64, 8, 3, 4097).scratch_bytes(), 6 * 64 * 8 * 129 * 4);
+        // s_q = 3: 24 packed rows, two row tiles per block of four K heads, 8 CTAs per split.
+        assert_eq!(problem(2, 64, 8, 3, 4097).num_splits(), 33);
+        assert_eq!(problem(2, 64, 8, 3, 4097).scratch_bytes(), 6 * 64 * 33 * 129 * 4);
     }
 
     #[test]
