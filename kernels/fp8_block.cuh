@@ -1,51 +1,64 @@
 // The mainloop the block-scaled FP8 GEMMs share (kernels/gemm_fp8.cu, kernels/moe_fp8.cu):
-// one consumer warpgroup's DeepGEMM-style promotion over a hopper::TmaRing of e4m3 tiles.
+// one consumer warpgroup's DeepGEMM-style promotion over a hopper::TmaRing of e4m3 tiles, for
+// a 64-row slab against HALVES x 128 weight rows (one weight scale block per half).
 //
-// Per 128-deep K block kb: wait for its stage, 4 wgmma m64nNk32 into a fresh fp32
-// accumulator, wait for them, free the stage, then total += acc * sx[row, kb] * sw[col block,
-// kb] in fp32 (the FP8 tensor cores accumulate with ~14 mantissa bits, so sums are promoted
-// once per scale block, never carried across blocks in the tensor cores). The scales of block
-// kb + 1 are loaded while block kb's tiles and wgmma are in flight.
+// Per 128-deep K block kb and half h: 4 wgmma m64n128k32 into a fresh fp32 accumulator, wait
+// for them, then total[h] += acc * sx[row, kb] * sw[h, kb] in fp32 (the FP8 tensor cores
+// accumulate with ~14 mantissa bits, so sums are promoted once per scale block, never carried
+// across blocks in the tensor cores). The stage is freed after the last half's wgmma, before
+// its promotion, and the scales of block kb + 1 are loaded while block kb is in flight.
+//
+// Why halves and not one m64n256 group: total (HALVES x 64 fp32) plus a 64-register
+// accumulator is 192 registers at HALVES = 2, where two n256 accumulators would need 256. The
+// tile's bytes per FLOP are what the half split buys: a 128 x 256 CTA tile reads 48 KiB from
+// L2 per 8.4 MFLOP (170 FLOP/B) where 128 x 128 read 32 KiB per 4.2 (128 FLOP/B), and L2
+// bandwidth, not the tensor cores, capped the 128 x 128 kernels (~6.5 TB/s x 128 = 830
+// TFLOP/s, docs/perf.md "FP8 GEMMs"). The other consumer warpgroup's wgmma covers this one's
+// wait and promotion FMAs (64 per half per thread).
 #pragma once
 #include "hopper.cuh"
 
 namespace hopper {
 
 // Scales of one K block for one thread: its two accumulator rows (16 warp + lane/4 + 8i) and
-// the weight blocks of its columns below and from `N / 2` (gate and up halves of a gate/up
-// tile; the same block for a plain tile).
+// the weight blocks of its two 128-row halves (w1 unused with one half).
 struct Fp8Scales {
-    float x0, x1, w_lo, w_hi;
+    float x0, x1, w0, w1;
 };
 
-// total[N/2] += the promoted products of K blocks 0..k_blocks over the stages of `ring` (A at
-// a_offset, B at b_offset into each stage, in the ring's bf16-sized elements; both K-major,
-// 128-byte rows). `scales(kb)` returns block kb's Fp8Scales.
-template <int N, int STAGES, int A_STAGE, int B_STAGE, class ScalesOf>
+// total[HALVES * 64] += the promoted products of K blocks 0..k_blocks over the stages of
+// `ring` (A at a_offset, B half h at b_offset + h * 128 rows into each stage, in the ring's
+// bf16-sized elements; both K-major, 128-byte rows). `scales(kb)` returns block kb's
+// Fp8Scales. total[64 h + 4j + 2i + c]: row i, column 128 h + 8j + 2(lane%4) + c.
+template <int HALVES, int STAGES, int A_STAGE, int B_STAGE, class ScalesOf>
 __device__ __forceinline__ void consume_fp8(const TmaRing<STAGES, A_STAGE, B_STAGE>& ring, int a_offset, int b_offset,
-                                            int k_blocks, float (&total)[N / 2], ScalesOf scales) {
+                                            int k_blocks, float (&total)[HALVES * 64], ScalesOf scales) {
+    static_assert(HALVES == 1 || HALVES == 2, "one or two 128-row weight halves");
+    constexpr int HALF_ELEMS = 128 * 128 / 2;  // 128 rows of 128 bytes, in bf16-sized elements
     const int lane = threadIdx.x % 32;
-    float acc[N / 2];
+    float acc[64];
     Fp8Scales cur = scales(0);
     for (int kb = 0; kb < k_blocks; ++kb) {
         const int s = kb % STAGES;
         const Fp8Scales next = kb + 1 < k_blocks ? scales(kb + 1) : cur;
         mbar_wait(&ring.full[s], (kb / STAGES) & 1);
         const uint64_t da = desc_sw128(ring.a + s * A_STAGE + a_offset, 16, 1024);
-        const uint64_t db = desc_sw128(ring.b + s * B_STAGE + b_offset, 16, 1024);
-        wgmma_fence();
 #pragma unroll
-        for (int kk = 0; kk < 4; ++kk) wgmma_ss_e4m3<N>(acc, da + 2 * kk, db + 2 * kk, kk > 0);
-        wgmma_commit();
-        wgmma_wait<0>();
-        fence_regs(acc);
-        // The tiles are in registers now: the producer refills the stage during promotion.
-        if (lane == 0) mbar_arrive(&ring.empty[s]);
-        // d[4j + 2i + c]: row i (bit 1 of the index), column block by j < N / 16.
+        for (int h = 0; h < HALVES; ++h) {
+            const uint64_t db = desc_sw128(ring.b + s * B_STAGE + b_offset + h * HALF_ELEMS, 16, 1024);
+            wgmma_fence();
 #pragma unroll
-        for (int i = 0; i < N / 2; ++i) {
-            const float w = (i / 4) < N / 16 ? cur.w_lo : cur.w_hi;
-            total[i] = fmaf(acc[i], ((i & 2) ? cur.x1 : cur.x0) * w, total[i]);
+            for (int kk = 0; kk < 4; ++kk) wgmma_ss_e4m3<128>(acc, da + 2 * kk, db + 2 * kk, kk > 0);
+            wgmma_commit();
+            wgmma_wait<0>();
+            fence_regs(acc);
+            // The last half's tiles are in registers: the producer refills during promotion.
+            if (h == HALVES - 1 && lane == 0) mbar_arrive(&ring.empty[s]);
+            const float w = h == 0 ? cur.w0 : cur.w1;
+            const float s0 = cur.x0 * w, s1 = cur.x1 * w;
+            // acc[4j + 2i + c]: row i (bit 1 of the index).
+#pragma unroll
+            for (int i = 0; i < 64; ++i) total[64 * h + i] = fmaf(acc[i], (i & 2) ? s1 : s0, total[64 * h + i]);
         }
         cur = next;
     }

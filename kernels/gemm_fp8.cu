@@ -9,20 +9,21 @@
 //   N*K + 2*M*N at best, plus the scales.
 //
 // Promotion as DeepSeek's DeepGEMM does it: the FP8 tensor cores accumulate with ~14 bits of
-// mantissa, so each 128-deep K block runs 4 wgmma m64n128k32 into a fresh fp32 accumulator,
-// and the consumer then adds acc * sx[row, kb] * sw[nb, kb] into its running total in full
-// fp32. That is the same per-K-block sum the CPU reference forms (exec::cpu::ops::quant), so
+// mantissa, so each 128-deep K block runs, per 128-column half of the tile, 4 wgmma
+// m64n128k32 into a fresh fp32 accumulator, and the consumer then adds acc * sx[row, kb] *
+// sw[nb, kb] into its running total in full fp32. That is the same per-K-block sum the CPU reference forms (exec::cpu::ops::quant), so
 // the two differ only by fp32 summation order and the tensor cores' internal accumulation.
 //
-// Tile 128 x 128 x 128: BK 128 bytes is one 128-byte swizzle row of e4m3, BN 128 is exactly
-// one weight scale block, so every thread needs one weight scale per K block and two
-// activation scales (its two rows). 384 threads, one CTA per tile: warpgroup 0 is the
-// producer (one thread issues TMA into a 6-stage ring, 40 registers), warpgroups 1-2 each own
-// 64 rows (232 registers: 64 for the K block's accumulator, 64 for the total), running
-// fp8_block.cuh's promotion loop. Each consumer waits for its own K block's wgmma before
-// promoting; the two consumers interleave on the tensor cores, which hides most of that wait
-// (DeepGEMM's structure, without its persistent scheduler). The ring is hopper.cuh's TmaRing, whose stages count bf16 elements: a 128 x
-// 128-byte FP8 tile is 128 x 64 of them, the same swizzled layout.
+// Tile 128 x 256 x 128: BK 128 bytes is one 128-byte swizzle row of e4m3, BN 256 is two
+// weight scale blocks (fp8_block.cuh's halves), so every thread needs two weight scales per K
+// block and two activation scales (its two rows). 128 x 128 tiles read 128 FLOP per byte of
+// L2 and topped out at 755-852 TFLOP/s, L2-bound; 128 x 256 reads 170. 384 threads, one CTA
+// per tile: warpgroup 0 is the producer (one thread issues TMA into a 4-stage ring, 40
+// registers), warpgroups 1-2 each own 64 rows (232 registers: 64 for a half's accumulator, 128
+// for the total), running fp8_block.cuh's promotion loop; the two consumers interleave on the
+// tensor cores, which hides each one's wait and promotion (DeepGEMM's structure, without its
+// persistent scheduler). The ring is hopper.cuh's TmaRing, whose stages count bf16 elements:
+// a 128 x 128-byte FP8 tile is 128 x 64 of them, the same swizzled layout.
 //
 // Raster: a 1-D grid walked in groups of GEMM_FP8_GROUP_M M-blocks across all n-tiles, so a
 // wave's CTAs share A and B tiles in L2 instead of streaming all of W once per M-block.
@@ -37,7 +38,7 @@ constexpr int BM = GEMM_FP8_TILE.m, BN = GEMM_FP8_TILE.n, BK = GEMM_FP8_TILE.k, 
 constexpr int GROUP_M = GEMM_FP8_GROUP_M;
 constexpr int CONSUMER_WARPS = 8;
 constexpr int A_STAGE = BM * BK / 2, B_STAGE = BN * BK / 2;  // bf16-sized elements of TmaRing
-static_assert(BK == 128 && BN == 128, "one swizzle row of e4m3 and one weight scale block per tile");
+static_assert(BK == 128 && BN == 256, "one swizzle row of e4m3 and two weight scale blocks per tile");
 }  // namespace
 
 extern "C" __global__ void __launch_bounds__(384, 1) gemm_fp8_block(const __grid_constant__ GemmFp8Params p) {
@@ -77,21 +78,23 @@ extern "C" __global__ void __launch_bounds__(384, 1) gemm_fp8_block(const __grid
     // Accumulator d[4j + 2i + c]: row 16 warp + lane/4 + 8i, column 8j + 2(lane%4) + c.
     const int r0 = m0 + g * 64 + warp * 16 + lane / 4, r1 = r0 + 8;
     const bool live0 = r0 < p.m, live1 = r1 < p.m;
-    const float* sw = p.sw + static_cast<long long>(n_block) * p.sw_ld;
+    // The tile's two 128-column weight scale blocks; past N the second is clamped to the
+    // last block (its columns are zero-filled and never stored).
+    const float* sw0 = p.sw + static_cast<long long>(2 * n_block) * p.sw_ld;
+    const float* sw1 = p.sw + static_cast<long long>(min(2 * n_block + 1, (p.n - 1) / 128)) * p.sw_ld;
     float total[BN / 2];
 #pragma unroll
     for (int i = 0; i < BN / 2; ++i) total[i] = 0.f;
-    // The tile's 128 columns are one weight scale block.
-    consume_fp8<BN>(ring, g * 64 * BK / 2, 0, k_blocks, total, [&](int kb) {
+    consume_fp8<BN / 128>(ring, g * 64 * BK / 2, 0, k_blocks, total, [&](int kb) {
         const float* sx = p.sx + static_cast<long long>(kb) * p.m;
-        const float w = __ldg(sw + kb);
-        return Fp8Scales{live0 ? __ldg(sx + r0) : 0.f, live1 ? __ldg(sx + r1) : 0.f, w, w};
+        return Fp8Scales{live0 ? __ldg(sx + r0) : 0.f, live1 ? __ldg(sx + r1) : 0.f, __ldg(sw0 + kb), __ldg(sw1 + kb)};
     });
 
     const bool pairs = (p.ldo & 1) == 0;
 #pragma unroll
     for (int j = 0; j < BN / 8; ++j) {
-        const int col = n0 + 8 * j + 2 * (lane % 4);
+        // total[64h + 4j' + 2i + c] holds column 128h + 8j' + 2(lane%4) + c.
+        const int col = n0 + (j / 16) * 128 + 8 * (j % 16) + 2 * (lane % 4);
         if (col >= p.n) continue;
         const bool two = col + 1 < p.n;
         const float b0 = p.bias ? to_f32(p.bias[col]) : 0.f;

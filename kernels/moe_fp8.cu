@@ -17,21 +17,22 @@
 // quantized from the fp32 accumulators in the gate/up epilogue: no bf16 rounding in between,
 // as on the CPU.
 //
-// Each GEMM: out tile 64 rows x 2 consumers x 128 columns, K 128 bytes per stage (one swizzle
-// row of e4m3), both consumers on the same 64 rows (so padding costs tensor time at 64-row
-// granularity, and an all-padding slab is skipped outright). Per 128-deep K block a consumer
-// runs 4 m64n128k32 into a fresh accumulator and promotes it, acc * sa[kb, row] * sw[e, rb, kb],
-// into its fp32 total (fp8_block.cuh, shared with kernels/gemm_fp8.cu). B stages are four TMA boxes of 64
-// weight rows from a 4-D map (k, rows per half, halves, experts):
-//   gate/up: consumer q gets gate rows c0 + 64q .. +64 then the same up rows, so each thread
-//            holds gate and up of the same channels (accumulator column j and j + 64); the
-//            tile's 128 channels are one weight scale block of the gate half and one of the up
-//            half, and one activation quantization group of h. The group's amax is reduced
-//            over each consumer's 64 channels in registers, then across the two consumers
-//            through shared memory.
-//   down:    consumer q gets rows n0 + 128q .. +128 of W2, one weight scale block.
-// Raster as moe_wgmma.cu: groups of MOE_FP8_GROUP_M slabs across all n-tiles, slabs fastest, so
-// the CTAs that share an expert's weight tile run together (weights read once from HBM).
+// Each GEMM: a consumer warpgroup owns 64 rows against 256 weight rows, K 128 bytes per stage
+// (one swizzle row of e4m3); block_m 128 stacks the two consumers on one M-block (CTA tile
+// 128 x 256, both consumers on one weight tile, so it is read from L2 once per M-block), block_m
+// 64 puts them side by side (64 x 512). Per 128-deep K block a consumer runs two groups of 4
+// m64n128k32, one per 128-row weight half, each into a fresh accumulator promoted as
+// acc * sa[kb, row] * sw[e, rb, kb] into its fp32 total (fp8_block.cuh, shared with
+// kernels/gemm_fp8.cu). A slab of padding only is skipped (a whole tile outright, the second
+// slab of a 128-row tile by its consumer). B stages are TMA boxes of 64 weight rows from a 4-D
+// map (k, rows per half, halves, experts):
+//   gate/up: a consumer's halves are gate rows c0 .. c0 + 128 and the same up rows, so each
+//            thread holds gate and up of the same channels (total[i] and total[64 + i]); the
+//            128 channels are one weight scale block of each half and one activation
+//            quantization group of h, whose amax reduces over the four lanes of a quad.
+//   down:    a consumer's halves are rows n0 .. n0 + 256 of W2, two weight scale blocks.
+// Raster as moe_wgmma.cu: groups of MOE_FP8_GROUP_M M-tiles across all n-tiles, M-tiles fastest,
+// so the CTAs that share an expert's A rows and weight tiles run together.
 // 384 threads: a producer warpgroup (one TMA thread, 40 registers), two consumers (232).
 //
 // Cost per GEMM: FLOPs 2 * rows * n_w * k with padding rows of live slabs; bytes: touched
@@ -46,12 +47,9 @@ using namespace hopper;
 namespace {
 constexpr int SLAB = 64;   // rows of one CTA tile: one m64 wgmma slab
 constexpr int BK = 128;    // bytes of e4m3 per stage: one 128-byte swizzle row
-constexpr int WN = 128;    // columns per consumer
+constexpr int WN = 128;    // weight rows of one half: one scale block
 constexpr int BOX = 64;    // weight rows per TMA box
-constexpr int STAGES = MOE_FP8_STAGES;
 constexpr int CONSUMER_WARPS = 8;
-// TmaRing counts bf16-sized elements: 64 x 128 bytes of A, 4 boxes of 64 x 128 bytes of B.
-constexpr int A_STAGE = SLAB * BK / 2, B_STAGE = 4 * BOX * BK / 2;
 
 __device__ __forceinline__ float group_scale(float amax) {
     return fmaxf(amax, static_cast<float>(QUANT_AMAX_EPS)) / static_cast<float>(QUANT_E4M3_MAX);
@@ -94,31 +92,38 @@ extern "C" __global__ void __launch_bounds__(MOE_FP8_PERMUTE_THREADS) moe_fp8_qu
 }
 
 // ------------------------------------------------------------------------------------
-// The grouped GEMMs.
+// The grouped GEMMs. SLABS = block_m / 64 slabs per CTA tile; each consumer owns one 64-row
+// slab against 256 weight rows (two 128-row halves, fp8_block.cuh):
+//   SLABS 2 (block_m 128): the consumers stack along M on one M-block and share its 256
+//            weight rows, so an expert's weight tile is read from L2 once per M-block;
+//   SLABS 1 (block_m 64): the consumers sit side by side along N on one 64-row block.
 
-template <bool GATE_UP>
+template <bool GATE_UP, int SLABS>
 __device__ __forceinline__ void moe_fp8(const MoeFp8Params& p) {
-    const int n_tiles = p.n_tiles, slabs = gridDim.x / n_tiles;
+    constexpr int NPARTS = 2 / SLABS;  // consumers along N
+    constexpr int STAGES = SLABS == 2 ? MOE_FP8_STAGES_M128 : MOE_FP8_STAGES_M64;
+    constexpr int A_STAGE = SLABS * SLAB * BK / 2, B_STAGE = NPARTS * 4 * BOX * BK / 2;
+    const int n_tiles = p.n_tiles, m_tiles = gridDim.x / n_tiles;
     const int group_first = blockIdx.x / (MOE_FP8_GROUP_M * n_tiles) * MOE_FP8_GROUP_M;
-    const int group_rows = min(MOE_FP8_GROUP_M, slabs - group_first);
+    const int group_rows = min(MOE_FP8_GROUP_M, m_tiles - group_first);
     const int in_group = blockIdx.x - group_first * n_tiles;
-    const int slab = group_first + in_group % group_rows, n_block = in_group / group_rows;
-    const int r_first = slab * SLAB;
-    // Uniform over the CTA, before any barrier exists: slabs past the used rows, and slabs of
-    // padding only (groups are padded at their end, so a slab starting on padding is all
-    // padding; the down GEMM skips the same slabs, and combine never reads their rows).
+    const int m_tile = group_first + in_group % group_rows, n_block = in_group / group_rows;
+    const int r_first = m_tile * SLABS * SLAB;
+    // Uniform over the CTA, before any barrier exists: tiles past the used rows, and tiles of
+    // padding only (groups are padded at their end, so a tile starting on padding is all
+    // padding; the down GEMM skips the same tiles, and combine never reads their rows).
     if (r_first >= p.total_padded[0] || p.sorted_slots[r_first] < 0) return;
     const int expert = p.block_expert[r_first / p.block_m];
     if (expert < 0) return;
 
     extern __shared__ unsigned char smem_raw[];
-    __shared__ float amax_x[2][SLAB];
     const TmaRing<STAGES, A_STAGE, B_STAGE> ring(smem_raw, CONSUMER_WARPS);
     __syncthreads();
     const int wg = threadIdx.x / 128, t = threadIdx.x % 128;
     const int k_blocks = p.k / BK;
-    // Gate/up: 128 channels per tile, rows c0 .. of each half. Down: 256 columns per tile.
-    const int c0 = GATE_UP ? n_block * WN : n_block * 2 * WN;
+    // Gate/up: 128 channels per consumer (its gate rows, then the same up rows); down: 256
+    // columns per consumer.
+    const int unit_first = n_block * NPARTS;
 
     if (wg == 0) {
         setmaxnreg_dec<40>();
@@ -129,9 +134,10 @@ __device__ __forceinline__ void moe_fp8(const MoeFp8Params& p) {
                 const int s = ring.acquire(kb);
                 tma_load_2d(ring.a + s * A_STAGE, &p.a, &ring.full[s], kb * BK, r_first);
 #pragma unroll
-                for (int q = 0; q < 4; ++q) {
-                    const int row = GATE_UP ? c0 + (q / 2) * BOX : c0 + q * BOX;
-                    const int half = GATE_UP ? q % 2 : 0;
+                for (int q = 0; q < 4 * NPARTS; ++q) {
+                    const int unit = unit_first + q / 4, box = q % 4;
+                    const int row = GATE_UP ? unit * WN + (box % 2) * BOX : unit * 2 * WN + box * BOX;
+                    const int half = GATE_UP ? box / 2 : 0;
                     tma_load_4d(ring.b + s * B_STAGE + q * BOX * BK / 2, &p.b, &ring.full[s], kb * BK, row, half, expert);
                 }
             }
@@ -141,66 +147,63 @@ __device__ __forceinline__ void moe_fp8(const MoeFp8Params& p) {
 
     setmaxnreg_inc<232>();
     const int q = wg - 1, warp = t / 32, lane = t % 32;
-    // Down: a consumer whose 128 columns lie past H only frees the stages.
-    const int col_first = GATE_UP ? c0 + q * BOX : c0 + q * WN;
-    if (!GATE_UP && col_first >= p.n) {
+    const int slab = SLABS == 2 ? q : 0, unit = unit_first + (SLABS == 2 ? 0 : q);
+    const int slab_first = r_first + slab * SLAB;
+    // A consumer whose columns lie past the output, or whose slab is padding only (the last
+    // slab of an expert's M-block), only frees the stages.
+    const int col_first = GATE_UP ? unit * WN : unit * 2 * WN;
+    if (col_first >= p.n || (slab > 0 && (slab_first >= p.rows || p.sorted_slots[slab_first] < 0))) {
         ring.drain(k_blocks);
         return;
     }
-    // Accumulator d[4j + 2i + c]: row 16 warp + lane/4 + 8i, column 8j + 2(lane%4) + c.
+    // Accumulator d[64h + 4j + 2i + c]: row 16 warp + lane/4 + 8i, column 128h + 8j + 2(lane%4) + c.
     const int row_in_slab = warp * 16 + lane / 4;
-    const int r0 = r_first + row_in_slab, r1 = r0 + 8;
+    const int r0 = slab_first + row_in_slab, r1 = r0 + 8;
     // Weight scale rows (128-row blocks of the expert's [n_w, k]): gate/up reads the gate
-    // block and the up block of its channels, down the block of its 128 columns.
+    // block and the up block of its channels, down the two blocks of its 256 columns (the
+    // second clamped to the last: past H its products are zero-filled and never stored).
     const float* sw = p.sw + static_cast<long long>(expert) * p.w_row_blocks * p.sw_ld;
-    const float* sw_lo = sw + static_cast<long long>(GATE_UP ? n_block : col_first / WN) * p.sw_ld;
-    const float* sw_hi = GATE_UP ? sw + static_cast<long long>(p.n / WN + n_block) * p.sw_ld : sw_lo;
-    float total[WN / 2];
+    const int w0_block = GATE_UP ? unit : 2 * unit;
+    const int w1_block = GATE_UP ? p.n / WN + unit : min(2 * unit + 1, p.w_row_blocks - 1);
+    const float* sw0 = sw + static_cast<long long>(w0_block) * p.sw_ld;
+    const float* sw1 = sw + static_cast<long long>(w1_block) * p.sw_ld;
+    float total[2 * WN / 2];
 #pragma unroll
-    for (int i = 0; i < WN / 2; ++i) total[i] = 0.f;
-    // Gate/up: columns j < 8 are the gate rows' (scale block lo), j >= 8 the up rows' (hi);
-    // down's 128 columns are one block (lo == hi).
-    consume_fp8<WN>(ring, 0, q * 2 * BOX * BK / 2, k_blocks, total, [&](int kb) {
+    for (int i = 0; i < WN; ++i) total[i] = 0.f;
+    consume_fp8<2>(ring, slab * SLAB * BK / 2, (SLABS == 2 ? 0 : q) * 4 * BOX * BK / 2, k_blocks, total, [&](int kb) {
         const float* sa = p.sa + static_cast<long long>(kb) * p.rows;
-        return Fp8Scales{__ldg(sa + r0), __ldg(sa + r1), __ldg(sw_lo + kb), __ldg(sw_hi + kb)};
+        return Fp8Scales{__ldg(sa + r0), __ldg(sa + r1), __ldg(sw0 + kb), __ldg(sw1 + kb)};
     });
 
     if constexpr (GATE_UP) {
-        // h for channels col_first + 8j + 2(lane%4) + c, j < 8; gate at j, up at j + 8.
-        float h[8][2][2];
+        // h for channels col_first + 8j + 2(lane%4) + c, j < 16: gate at total[4j + 2i + c],
+        // up 64 further; h overwrites the gate values. The row's 128-channel group lies in
+        // the four lanes of a quad.
         float amax[2] = {0.f, 0.f};
 #pragma unroll
-        for (int j = 0; j < 8; ++j)
-#pragma unroll
-            for (int i = 0; i < 2; ++i)
-#pragma unroll
-                for (int c = 0; c < 2; ++c) {
-                    h[j][i][c] = apply_act(total[4 * j + 2 * i + c], p.act) * total[4 * (j + 8) + 2 * i + c];
-                    amax[i] = fmaxf(amax[i], fabsf(h[j][i][c]));
-                }
+        for (int i = 0; i < WN / 2; ++i) {
+            total[i] = apply_act(total[i], p.act) * total[WN / 2 + i];
+            amax[(i >> 1) & 1] = fmaxf(amax[(i >> 1) & 1], fabsf(total[i]));
+        }
+        unsigned char* codes = static_cast<unsigned char*>(p.c);
 #pragma unroll
         for (int i = 0; i < 2; ++i) {
             amax[i] = fmaxf(amax[i], __shfl_xor_sync(0xffffffffu, amax[i], 1));
             amax[i] = fmaxf(amax[i], __shfl_xor_sync(0xffffffffu, amax[i], 2));
-            if (lane % 4 == 0) amax_x[q][row_in_slab + 8 * i] = amax[i];
-        }
-        named_sync(1, 256);  // both consumers' halves of every row's group
-        unsigned char* codes = static_cast<unsigned char*>(p.c);
-#pragma unroll
-        for (int i = 0; i < 2; ++i) {
-            const int row_local = row_in_slab + 8 * i, row = r_first + row_local;
-            const float scale = group_scale(fmaxf(amax_x[0][row_local], amax_x[1][row_local]));
+            const int row = i ? r1 : r0;
+            const float scale = group_scale(amax[i]);
             unsigned char* dst = codes + static_cast<long long>(row) * p.n + col_first + 2 * (lane % 4);
 #pragma unroll
-            for (int j = 0; j < 8; ++j)
-                *reinterpret_cast<uint16_t*>(dst + 8 * j) = e4m3x2(h[j][i][0] / scale, h[j][i][1] / scale);
-            if (q == 0 && lane % 4 == 0) p.c_scales[static_cast<long long>(n_block) * p.rows + row] = scale;
+            for (int j = 0; j < WN / 8; ++j)
+                *reinterpret_cast<uint16_t*>(dst + 8 * j) =
+                    e4m3x2(total[4 * j + 2 * i] / scale, total[4 * j + 2 * i + 1] / scale);
+            if (lane % 4 == 0) p.c_scales[static_cast<long long>(unit) * p.rows + row] = scale;
         }
     } else {
         bf16* out = static_cast<bf16*>(p.c);
 #pragma unroll
-        for (int j = 0; j < WN / 8; ++j) {
-            const int col = col_first + 8 * j + 2 * (lane % 4);
+        for (int j = 0; j < WN / 4; ++j) {
+            const int col = col_first + (j / 16) * WN + 8 * (j % 16) + 2 * (lane % 4);
             if (col >= p.n) continue;
 #pragma unroll
             for (int i = 0; i < 2; ++i) {
@@ -211,9 +214,11 @@ __device__ __forceinline__ void moe_fp8(const MoeFp8Params& p) {
     }
 }
 
-extern "C" __global__ void __launch_bounds__(MOE_FP8_THREADS, 1) moe_fp8_gate_up(const __grid_constant__ MoeFp8Params p) {
-    moe_fp8<true>(p);
-}
-extern "C" __global__ void __launch_bounds__(MOE_FP8_THREADS, 1) moe_fp8_down(const __grid_constant__ MoeFp8Params p) {
-    moe_fp8<false>(p);
-}
+#define MOE_FP8_ENTRY(name, gate_up, slabs)                                                                  \
+    extern "C" __global__ void __launch_bounds__(MOE_FP8_THREADS, 1) name(const __grid_constant__ MoeFp8Params p) { \
+        moe_fp8<gate_up, slabs>(p);                                                                          \
+    }
+MOE_FP8_ENTRY(moe_fp8_gate_up_m128, true, 2)
+MOE_FP8_ENTRY(moe_fp8_gate_up_m64, true, 1)
+MOE_FP8_ENTRY(moe_fp8_down_m128, false, 2)
+MOE_FP8_ENTRY(moe_fp8_down_m64, false, 1)

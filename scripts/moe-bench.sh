@@ -54,6 +54,12 @@ if [ "$mode" != bench ]; then
   step check_fp8_gemm_m300_n520_k384 $fp8_gemm --m 300 --n 520 --k 384
   step check_fp8_gemm_m1_n576_k7168 $fp8_gemm --m 1 --n 576 --k 7168
   step check_fp8_gemm_m129_n2112_k1536 $fp8_gemm --m 129 --n 2112 --k 1536
+  # The same shapes on our gemm_fp8.cu (--gemm tma; cuBLASLt is the default): 128 x 256 tiles,
+  # so n 520 and 576 end in a tile whose second 128-column half lies wholly past N.
+  step check_fp8_tma_gemm_m300_n520_k384 $fp8_gemm --gemm tma --m 300 --n 520 --k 384
+  step check_fp8_tma_gemm_m1_n576_k7168 $fp8_gemm --gemm tma --m 1 --n 576 --k 7168
+  step check_fp8_tma_gemm_m129_n2112_k1536 $fp8_gemm --gemm tma --m 129 --n 2112 --k 1536
+  step check_fp8_tma_ds_o_proj_t517 $bin kernel check --model deepseek --mconf 2l --quant fp8 --gemm tma --op attn.o_proj --tokens 517
   fp8_site="$bin kernel check --model deepseek --mconf 2l --quant fp8"
   step check_fp8_ds_qkv_a_t300 $fp8_site --op attn.qkv_a --tokens 300
   step check_fp8_ds_kv_b_t37 $fp8_site --op attn.kv_b --tokens 37
@@ -68,6 +74,11 @@ if [ "$mode" != bench ]; then
   step check_fp8_ds16_decode_b3 $check $ds16 --quant fp8 --phase decode --bsz 3 --seq 63
   step check_fp8_one_expert_t517 $check $one_expert --quant fp8 --tokens 517
   step check_fp8_qwen16_t300 $check --model qwen --mconf 2l --set num_experts=16 --quant fp8 --tokens 300
+  # Odd scale-block counts: I 1408 (11 channel blocks: at block_m 64 the last tile's second
+  # consumer drains) and H 4224 (33 column blocks: the last down tile's second half lies past H).
+  odd_fp8="--model qwen --mconf 2l --set num_experts=16 --set moe_intermediate_size=1408 --set hidden_size=4224 --quant fp8"
+  step check_fp8_qwen16_odd_blocks_t37 $check $odd_fp8 --tokens 37
+  step check_fp8_qwen16_odd_blocks_t300 $check $odd_fp8 --tokens 300
   step check_fp8_ds_ep8_rank3_t600 $check --model deepseek --mconf 2l --quant fp8 --tokens 600 --deploy tp8ep8 --rank 3
   # Every op of an FP8 DeepSeek forward, prefill and decode, against the CPU's FP8 reference.
   step check_fp8_ds16_all_ops $bin kernel check $ds16 --quant fp8 --bsz 2 --seq 37

@@ -8,12 +8,13 @@
 //! 1. `moe_fp8_quant_permute` ([`MOE_FP8_PERMUTE`]): `xq[r] = quant(x[sorted_slots[r] / k])`
 //!    per 128-column group, codes and scales as `Fp8Layout::new(1, S, H)` in the `xs` scratch
 //!    (c2's bytes: c2 is written only by the down GEMM, after the gate/up GEMM read `xq`).
-//! 2. `moe_fp8_gate_up`: `h = act(xq . W13[e][:I]^T) * (xq . W13[e][I:]^T)` in fp32, quantized
-//!    per row and 128 channels into `Fp8Layout::new(1, S, I)` in the `hact` scratch.
-//! 3. `moe_fp8_down`: `c2 = aq . W2[e]^T` (bf16), then moe_combine as for bf16.
+//! 2. `moe_fp8_gate_up_m{128,64}`: `h = act(xq . W13[e][:I]^T) * (xq . W13[e][I:]^T)` in fp32,
+//!    quantized per row and 128 channels into `Fp8Layout::new(1, S, I)` in the `hact` scratch.
+//! 3. `moe_fp8_down_m{128,64}`: `c2 = aq . W2[e]^T` (bf16), then moe_combine as for bf16.
 //!
-//! Padding rows come out as zero codes and zero products; 64-row slabs of padding only are
-//! skipped by both GEMMs (combine never reads their rows).
+//! CTA tiles are one M-block: 128 x 256 weight rows at `block_m` 128, 64 x 512 at 64 (each
+//! consumer warpgroup 64 rows x 256). Padding rows come out as zero codes and zero products;
+//! 64-row slabs of padding only are skipped by both GEMMs (combine never reads their rows).
 
 use cudarc::driver::{DeviceRepr, LaunchConfig};
 
@@ -28,10 +29,12 @@ use crate::quant::{Fp8Layout, BLOCK};
 pub const MOE_FP8_THREADS: u32 = 384;
 /// Threads of a `moe_fp8_quant_permute` CTA (one row, a warp per 128-column group).
 pub const MOE_FP8_PERMUTE_THREADS: u32 = 128;
-/// 64-row slabs walked together across all n-tiles (the raster; 16 slabs = 8 M-blocks of 128).
-pub const MOE_FP8_GROUP_M: i32 = 16;
-/// TMA ring depth: 5 stages of 8 KiB of A and 32 KiB of B.
-pub const MOE_FP8_STAGES: i32 = 5;
+/// M-tiles (one M-block each) walked together across all n-tiles (the raster).
+pub const MOE_FP8_GROUP_M: i32 = 8;
+/// TMA ring depth at block_m 128: 4 stages of 16 KiB of A and 32 KiB of B.
+pub const MOE_FP8_STAGES_M128: i32 = 4;
+/// TMA ring depth at block_m 64: 3 stages of 8 KiB of A and 64 KiB of B.
+pub const MOE_FP8_STAGES_M64: i32 = 3;
 /// Rows of one CTA tile (one m64 wgmma slab).
 const SLAB: usize = 64;
 /// Weight rows per TMA box (four per stage).
@@ -92,13 +95,32 @@ pub struct MoeFp8PermuteParams {
 unsafe impl DeviceRepr for MoeFp8PermuteParams {}
 
 pub const MOE_FP8_PERMUTE: (&str, &str) = ("moe_fp8", "moe_fp8_quant_permute");
-pub const MOE_FP8_GATE_UP: (&str, &str) = ("moe_fp8", "moe_fp8_gate_up");
-pub const MOE_FP8_DOWN: (&str, &str) = ("moe_fp8", "moe_fp8_down");
 
-/// The A and B ring, its barriers and 1 KiB of alignment slack (the kernel's static 512
-/// bytes of cross-consumer amax come on top).
-pub const fn moe_fp8_smem_bytes() -> u32 {
-    ((SLAB as i32 + 4 * BOX_ROWS as i32) * BOX_INNER_U8 as i32 * MOE_FP8_STAGES + 16 * MOE_FP8_STAGES + 1024) as u32
+/// The gate/up or down GEMM entry for a `block_m` (64 or 128, checked by the caller).
+pub fn gemm_entry(gate_up: bool, block_m: usize) -> (&'static str, &'static str) {
+    let name = match (gate_up, block_m) {
+        (true, 128) => "moe_fp8_gate_up_m128",
+        (true, _) => "moe_fp8_gate_up_m64",
+        (false, 128) => "moe_fp8_down_m128",
+        (false, _) => "moe_fp8_down_m64",
+    };
+    ("moe_fp8", name)
+}
+
+/// Weight rows a consumer warpgroup covers (two 128-row scale blocks).
+const CONSUMER_ROWS: usize = 256;
+
+/// Consumer warpgroups side by side along N: two at `block_m` 64, one column of two stacked
+/// along M at 128.
+const fn n_parts(block_m: usize) -> usize {
+    2 * SLAB / block_m
+}
+
+/// The A and B ring at a `block_m`, its barriers and 1 KiB of alignment slack.
+pub const fn moe_fp8_smem_bytes(block_m: usize) -> u32 {
+    let stages = if block_m == 128 { MOE_FP8_STAGES_M128 } else { MOE_FP8_STAGES_M64 } as usize;
+    let rows = block_m + n_parts(block_m) * CONSUMER_ROWS;
+    (rows * BOX_INNER_U8 as usize * stages + 16 * stages + 1024) as u32
 }
 
 /// Device addresses and dimensions of one FP8 `Op::Moe` after moe_align (moe.rs's scratch).
@@ -131,12 +153,12 @@ pub fn quantized_bytes(rows: usize, cols: usize) -> usize {
     Fp8Layout::new(1, rows, cols).activation_bytes()
 }
 
-/// The grid: every (slab, n-tile) once in one dimension; dead slabs exit at once.
-pub fn gemm_launch(max_sorted: usize, n_tiles: usize) -> LaunchConfig {
+/// The grid: every (M-block, n-tile) once in one dimension; dead M-blocks exit at once.
+pub fn gemm_launch(max_sorted: usize, block_m: usize, n_tiles: usize) -> LaunchConfig {
     LaunchConfig {
-        grid_dim: ((max_sorted.div_ceil(SLAB) * n_tiles).max(1) as u32, 1, 1),
+        grid_dim: ((max_sorted.div_ceil(block_m) * n_tiles).max(1) as u32, 1, 1),
         block_dim: (MOE_FP8_THREADS, 1, 1),
-        shared_mem_bytes: moe_fp8_smem_bytes(),
+        shared_mem_bytes: moe_fp8_smem_bytes(block_m),
     }
 }
 
@@ -181,7 +203,7 @@ impl MoeFp8Pipeline {
         };
         let gate_up = halves == 2;
         Ok(MoeFp8Params {
-            a: matrix_u8(a, s, k, k, SLAB as u32)?,
+            a: matrix_u8(a, s, k, k, self.block_m as u32)?,
             b: encode_u8(&layout, &[BOX_INNER_U8, BOX_ROWS, 1, 1])?,
             sa: a + Fp8Layout::new(1, s, k).scale_offset() as u64,
             sw: w + wl.scale_offset() as u64,
@@ -201,12 +223,14 @@ impl MoeFp8Pipeline {
         })
     }
 
-    /// Gate/up tiles hold 128 channels (their gate and up rows), down tiles 256 columns.
+    /// A consumer covers 128 channels (their gate and up rows) or 256 columns; a tile one or
+    /// two consumers' worth along N.
     pub fn n_tiles(&self, gate_up: bool) -> usize {
+        let per_tile = n_parts(self.block_m) * CONSUMER_ROWS / 2;
         if gate_up {
-            self.inter / BLOCK
+            self.inter.div_ceil(per_tile)
         } else {
-            self.hidden.div_ceil(2 * BLOCK)
+            self.hidden.div_ceil(2 * per_tile)
         }
     }
 
@@ -229,13 +253,13 @@ impl MoeFp8Pipeline {
             block_dim: (MOE_FP8_PERMUTE_THREADS, 1, 1),
             shared_mem_bytes: 0,
         };
-        let (h, i) = (self.hidden, self.inter);
+        let (h, i, bm) = (self.hidden, self.inter, self.block_m);
         let gate_up = self.gemm(self.xs, self.w13, i, h, 2, self.hact, activation_code(self.act))?;
         let down = self.gemm(self.hact, self.w2, h, i, 1, self.c2, Act::None as i32)?;
         Ok(vec![
             kernel(MOE_FP8_PERMUTE, cfg, permute),
-            kernel(MOE_FP8_GATE_UP, gemm_launch(self.max_sorted, self.n_tiles(true)), gate_up),
-            kernel(MOE_FP8_DOWN, gemm_launch(self.max_sorted, self.n_tiles(false)), down),
+            kernel(gemm_entry(true, bm), gemm_launch(self.max_sorted, bm, self.n_tiles(true)), gate_up),
+            kernel(gemm_entry(false, bm), gemm_launch(self.max_sorted, bm, self.n_tiles(false)), down),
         ])
     }
 }
@@ -257,10 +281,11 @@ mod tests {
     }
 
     #[test]
-    fn ring_fits_with_the_static_amax() {
-        // Counted by hand: 5 * (8 KiB + 32 KiB) + 80 + 1024, plus 512 static bytes.
-        assert_eq!(moe_fp8_smem_bytes(), 5 * 40_960 + 80 + 1024);
-        assert!(moe_fp8_smem_bytes() + 512 <= 227 * 1024);
+    fn rings_fit() {
+        // Counted by hand: 4 * (16 KiB + 32 KiB) and 3 * (8 KiB + 64 KiB), barriers, 1 KiB.
+        assert_eq!(moe_fp8_smem_bytes(128), 4 * 49_152 + 64 + 1024);
+        assert_eq!(moe_fp8_smem_bytes(64), 3 * 73_728 + 48 + 1024);
+        assert!(moe_fp8_smem_bytes(64) <= 227 * 1024);
     }
 
     #[test]
@@ -315,11 +340,17 @@ mod tests {
 
     #[test]
     fn tiles_cover_channels_and_columns() {
-        // DeepSeek-V3: 2048 channels in tiles of 128, 7168 columns in tiles of 256.
+        // DeepSeek-V3 at block_m 128: 2048 channels in tiles of 128, 7168 columns in tiles of 256.
         let p = pipeline(128, 7168, 2048);
         assert_eq!((p.n_tiles(true), p.n_tiles(false)), (16, 28));
-        // 64-row slabs: a 128-row M-block is two CTAs per n-tile.
-        let cfg = gemm_launch(128 * 400, 28);
-        assert_eq!((cfg.grid_dim, cfg.block_dim), ((800 * 28, 1, 1), (384, 1, 1)));
+        // block_m 64: tiles twice as wide; odd channel blocks (I 1408) and H 4096 round up.
+        assert_eq!((pipeline(64, 7168, 2048).n_tiles(true), pipeline(64, 7168, 2048).n_tiles(false)), (8, 14));
+        let narrow = pipeline(64, 4096, 1408);
+        assert_eq!((narrow.n_tiles(true), narrow.n_tiles(false)), (6, 8));
+        // One CTA per M-block and n-tile.
+        let cfg = gemm_launch(128 * 400, 128, 28);
+        assert_eq!((cfg.grid_dim, cfg.block_dim), ((400 * 28, 1, 1), (384, 1, 1)));
+        assert_eq!(gemm_launch(64 * 5, 64, 14).grid_dim, (5 * 14, 1, 1));
+        assert_eq!(gemm_entry(false, 64), ("moe_fp8", "moe_fp8_down_m64"));
     }
 }
