@@ -221,9 +221,9 @@ impl DecodeTmaProblem {
     }
 }
 
-/// Grid (splits, k_heads * row tiles, batch), 160 threads.
+/// Grid (splits, head blocks * row tiles, batch), 160 threads.
 pub fn decode_tma_launch(variant: &DecodeTmaVariant, pr: &DecodeTmaProblem) -> LaunchConfig {
-    let grid_y = pr.k_heads as u32 * pr.row_tiles().max(0) as u32;
+    let grid_y = pr.head_blocks().max(0) as u32 * pr.row_tiles().max(0) as u32;
     LaunchConfig {
         grid_dim: (pr.num_splits() as u32, grid_y, pr.batch as u32),
         block_dim: (32 * (DECODE_TMA_CONSUMER_WARPS as u32 + 1), 1, 1),
@@ -363,6 +363,12 @@ mod tests {
         let d256 = DecodeTmaProblem { d: 256, ..problem(64, 64, 8, 1, 4097) };
         assert_eq!(d256.heads_per_cta(), 1);
         assert_eq!(d256.head_blocks(), 8);
+        // The grid has one CTA per head block (the kernel reads its heads_per_cta heads from
+        // blockIdx.y / row_tiles * heads_per_cta).
+        let variant = select_variant(128).unwrap();
+        assert_eq!(decode_tma_launch(&variant, &problem(32, 64, 8, 1, 4097)).grid_dim, (4, 2, 32));
+        assert_eq!(decode_tma_launch(&variant, &problem(2, 64, 8, 3, 4097)).grid_dim, (33, 4, 2));
+        assert_eq!(decode_tma_launch(&variant, &problem(1, 64, 8, 1, 4097)).grid_dim, (33, 8, 1));
     }
 
     #[test]
