@@ -63,13 +63,22 @@ constexpr int CONSUMER_WARPS = 8;
 constexpr int GROUP_M = MOE_WGMMA_GROUP_M;
 }  // namespace
 
-// L2 policy for the weight boxes: evict first. Each weight tile is read by the few CTAs of
-// one expert's M-blocks, which the raster runs side by side, and then never again; the
-// stream of weights (22.5 GB per DeepSeek-V3 layer) would otherwise push the A rows out of
-// L2, which every n-tile of the group re-reads (PTX ISA "createpolicy").
+// L2 policies for the weight boxes (PTX ISA "createpolicy"). A weight tile of an expert with
+// a single M-block (DeepSeek-V3 at 4096 tokens: 128 rows per expert) is read once: evict it
+// first, so the stream of weights (22.5 GB per layer) does not push out the A rows that
+// every n-tile of the raster group re-reads. An expert with several M-blocks has its tile
+// read by each of them, by CTAs that drift apart over a persistent run: keep it normal
+// (with evict-first on every tile, 16384 tokens, 4 M-blocks per expert, ran 1% slower than
+// v1 while 4096 tokens ran 3-9% faster; which of the policy and the drift cost it is not
+// isolated).
 __device__ __forceinline__ uint64_t l2_evict_first_policy() {
     uint64_t policy;
     asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(policy));
+    return policy;
+}
+__device__ __forceinline__ uint64_t l2_evict_normal_policy() {
+    uint64_t policy;
+    asm volatile("createpolicy.fractional.L2::evict_normal.b64 %0, 1.0;" : "=l"(policy));
     return policy;
 }
 
@@ -154,11 +163,15 @@ __device__ __forceinline__ void moe_wgmma(const MoeWgmmaParams& p) {
         if (threadIdx.x == 0) {
             tma_prefetch(&p.a);
             tma_prefetch(&p.b);
-            const uint64_t weights_policy = l2_evict_first_policy();
+            const uint64_t read_once = l2_evict_first_policy(), shared = l2_evict_normal_policy();
             int it = 0;
             for (int linear = blockIdx.x; linear < tiles; linear += gridDim.x) {
                 const MoeTile tile = moe_tile(p, linear, m_blocks);
                 if (tile.expert < 0) continue;
+                const bool expert_has_other_blocks =
+                    (tile.m_block > 0 && p.block_expert[tile.m_block - 1] == tile.expert) ||
+                    (tile.m_block + 1 < m_blocks && p.block_expert[tile.m_block + 1] == tile.expert);
+                const uint64_t weights_policy = expert_has_other_blocks ? shared : read_once;
                 for (int kt = 0; kt < k_tiles; ++kt, ++it) {
                     const int s = ring.acquire(it);
                     tma_load_2d(ring.a + s * A_STAGE, &p.a, &ring.full[s], kt * BK, tile.m_block * BM);
