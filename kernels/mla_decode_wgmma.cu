@@ -26,7 +26,9 @@
 //   Schedule (v3): softmax(t), P V(t), and S(t + 1) issued right behind it; stage t is
 //     released when P V(t) retires, so the load of tile t + 2 has a whole tile of compute to
 //     land in. v2 issued S(t) with P V(t - 1) to hide the softmax, but the stage of t - 1 then
-//     freed just before S(t + 1) needed the next tile: every tile's load was exposed.
+//     freed just before S(t + 1) needed the next tile: every tile's load was exposed. Above
+//     64 heads (compute bound) S(t + 1) goes between the two halves of P V(t), so softmax(t + 1)
+//     runs under the second half.
 // Split-KV: split `blockIdx.x` takes keys [split * chunk, +chunk), chunk a multiple of 64;
 // num_splits == 1 writes o, otherwise fp32 partials and log2-domain LSE go to the scratch in
 // mla.cu's layout and mla.cu's mla_combine merges them.
@@ -44,7 +46,7 @@ constexpr int CHUNK_ELEMS = 64 * 64;                               // one [64 ro
 constexpr int TILE_ELEMS = CHUNKS * CHUNK_ELEMS, TILE_BYTES = TILE_ELEMS * 2;
 constexpr int HALF_KEYS = BN / 2, HALF_COLS = DL / 2;              // per consumer warpgroup
 constexpr int CONSUMER_WARPS = 8, CONSUMER_THREADS = 256;
-constexpr int BAR_MAX = 1, BAR_P_FULL = 2, BAR_SUM = 3;
+constexpr int BAR_MAX = 1, BAR_P_FREE = 2, BAR_P_FULL = 3, BAR_SUM = 4;
 constexpr float LOG2E = 1.4426950408889634f;
 
 // Byte offsets inside the 1024-aligned dynamic shared memory.
@@ -194,8 +196,8 @@ __device__ void decode(const MlaDecodeWgmmaParams& p) {
         }
     };
     // This warpgroup's P into its 32 key columns of the swizzled 64 x 64 tile, for the other
-    // warpgroup. No barrier before: the other one passed BAR_MAX of this tile, so its P V of
-    // the previous tile (the last reader) has finished.
+    // warpgroup (after BAR_P_FREE: the other one's P V of the previous tile, the last reader,
+    // has retired).
     auto store_p = [&]() {
 #pragma unroll
         for (int j = 0; j < HALF_KEYS / 8; ++j)
@@ -218,6 +220,15 @@ __device__ void decode(const MlaDecodeWgmmaParams& p) {
             }
     };
 
+    // The other warpgroup's 32 keys of P V(t), P from sP.
+    auto pv_other = [&](int s) {
+#pragma unroll
+        for (int kk = 0; kk < HALF_KEYS / 16; ++kk) {
+            const int k_other = 2 * (1 - g) + kk;
+            wgmma_ss<HALF_COLS, 1>(o, desc_sw128(sP, 16, 1024) + 2 * k_other, v_desc(s, k_other), 1);
+        }
+        wgmma_commit();
+    };
     // P V(t) has retired: its registers are ours again and stage s may be refilled.
     auto release = [&](int s) {
         fence_regs(o);
@@ -235,9 +246,16 @@ __device__ void decode(const MlaDecodeWgmmaParams& p) {
     s_gemm(sc, 0);
     wgmma_wait<0>();
     fence_regs(sc);
+    softmax(0);
+    // Several 64-head tiles read each cache tile (through L2), so the kernel is compute bound:
+    // S(t + 1) goes ahead of the other half's P V(t) and softmax(t + 1) runs under the latter,
+    // at the price of releasing stage t one softmax later. With one head tile (the TP8 shard)
+    // loads are the bound, and S(t + 1), which may wait for its chunks, goes last instead.
+    const bool softmax_under_pv = p.heads > BM;
     for (int t = 0; t < n_tiles; ++t) {
         const int s = t % STAGES;
-        softmax(t);
+        // Both warpgroups' P V(t - 1) have retired: sP may be overwritten.
+        named_sync(BAR_P_FREE, CONSUMER_THREADS);
         rescale();
         store_p();
         fence_regs(o);
@@ -248,20 +266,27 @@ __device__ void decode(const MlaDecodeWgmmaParams& p) {
         for (int kk = 0; kk < HALF_KEYS / 16; ++kk) wgmma_rs<HALF_COLS, 1>(o, pa[kk], v_desc(s, 2 * g + kk), 1);
         wgmma_commit();
         named_sync(BAR_P_FULL, CONSUMER_THREADS);
+        // Each branch holds its path's waits, so ptxas sees every wgmma retired on all of them.
+        if (t + 1 < n_tiles && softmax_under_pv) {
+            s_gemm(sc, t + 1);
+            pv_other(s);
+            wgmma_wait<1>();
+            fence_regs(sc);
 #pragma unroll
-        for (int kk = 0; kk < HALF_KEYS / 16; ++kk) {
-            const int k_other = 2 * (1 - g) + kk;
-            wgmma_ss<HALF_COLS, 1>(o, desc_sw128(sP, 16, 1024) + 2 * k_other, v_desc(s, k_other), 1);
-        }
-        wgmma_commit();
-        // One branch holds each path's waits, so ptxas sees every wgmma retired on both.
-        if (t + 1 < n_tiles) {
+            for (int kk = 0; kk < HALF_KEYS / 16; ++kk) fence_regs(pa[kk]);
+            softmax(t + 1);
+            wgmma_wait<0>();
+            release(s);
+        } else if (t + 1 < n_tiles) {
+            pv_other(s);
             s_gemm(sc, t + 1);
             wgmma_wait<1>();
             release(s);
             wgmma_wait<0>();
             fence_regs(sc);
+            softmax(t + 1);
         } else {
+            pv_other(s);
             wgmma_wait<0>();
             release(s);
         }
