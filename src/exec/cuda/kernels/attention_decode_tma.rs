@@ -38,10 +38,13 @@ pub struct DecodeTmaTile {
     /// memory each tile, `max_heads_per_cta` q tiles of smem).
     pub q_in_regs: bool,
 }
+// One K head per CTA at d64/d128: four heads per CTA (one contiguous cache run per key)
+// checked correct on the H200 but measured 7-25% slower at b32/b64 than one head with splits
+// (same call, docs/perf.md "GQA decode v3"), so the mechanism stays, capped at one.
 pub const DECODE_TMA_TILE_D64: DecodeTmaTile =
-    DecodeTmaTile { d: 64, stages_per_warp: 6, max_heads_per_cta: 4, q_in_regs: true };
+    DecodeTmaTile { d: 64, stages_per_warp: 6, max_heads_per_cta: 1, q_in_regs: true };
 pub const DECODE_TMA_TILE_D128: DecodeTmaTile =
-    DecodeTmaTile { d: 128, stages_per_warp: 3, max_heads_per_cta: 4, q_in_regs: true };
+    DecodeTmaTile { d: 128, stages_per_warp: 3, max_heads_per_cta: 1, q_in_regs: true };
 pub const DECODE_TMA_TILE_D256: DecodeTmaTile =
     DecodeTmaTile { d: 256, stages_per_warp: 1, max_heads_per_cta: 1, q_in_regs: false };
 
@@ -348,26 +351,31 @@ mod tests {
 
     #[test]
     fn head_blocks_when_the_batch_fills_the_gpu() {
+        // The shipped d64/d128 tiles serve one K head per CTA: four per CTA checked correct on
+        // the H200 but ran 7-25% slower at b32/b64 (docs/perf.md, "GQA decode v3"). The
+        // mechanism, with a tile that allows four:
+        let four = DecodeTmaTile { max_heads_per_cta: 4, ..DECODE_TMA_TILE_D128 };
+        let hpc = |k, b, rt, n| heads_per_cta(&four, k, b, rt, n, 132);
         // b1 (and Qwen's b3): too few CTAs even at 128 keys per split, one head per CTA.
-        assert_eq!(problem(1, 64, 8, 1, 4097).heads_per_cta(), 1);
-        assert_eq!(problem(3, 64, 4, 1, 1000).heads_per_cta(), 1);
+        assert_eq!(hpc(8, 1, 1, 4097), 1);
+        assert_eq!(hpc(4, 3, 1, 1000), 1);
         // b9 64q/8kv ctx 1000: 9 x 2 blocks x 8 splits < 264 slots, 9 x 4 x 8 fills them.
-        assert_eq!(problem(9, 64, 8, 1, 1000).heads_per_cta(), 2);
-        assert_eq!(problem(3, 64, 8, 1, 1000).heads_per_cta(), 1);
-        assert_eq!(problem(32, 64, 8, 1, 4097).heads_per_cta(), 4);
-        assert_eq!(problem(32, 64, 4, 1, 4097).heads_per_cta(), 4);
+        assert_eq!(hpc(8, 9, 1, 1000), 2);
+        assert_eq!(hpc(8, 32, 1, 4097), 4);
         // The tp8 shard has one K head; 6 K heads take pairs.
-        assert_eq!(problem(64, 8, 1, 1, 4097).heads_per_cta(), 1);
-        assert_eq!(problem(64, 48, 6, 1, 4097).heads_per_cta(), 2);
-        // d256 keeps one head (its ring would be a single stage).
+        assert_eq!(hpc(1, 64, 1, 4097), 1);
+        assert_eq!(hpc(6, 64, 1, 4097), 2);
+        for (b, k) in [(1, 8), (32, 8), (64, 4), (128, 8)] {
+            assert_eq!(problem(b, 64, k, 1, 4097).heads_per_cta(), 1);
+        }
         let d256 = DecodeTmaProblem { d: 256, ..problem(64, 64, 8, 1, 4097) };
         assert_eq!(d256.heads_per_cta(), 1);
         assert_eq!(d256.head_blocks(), 8);
-        // The grid has one CTA per head block (the kernel reads its heads_per_cta heads from
+        // The grid has one CTA per head block and row tile (the kernel reads its heads from
         // blockIdx.y / row_tiles * heads_per_cta).
         let variant = select_variant(128).unwrap();
-        assert_eq!(decode_tma_launch(&variant, &problem(32, 64, 8, 1, 4097)).grid_dim, (4, 2, 32));
-        assert_eq!(decode_tma_launch(&variant, &problem(2, 64, 8, 3, 4097)).grid_dim, (33, 4, 2));
+        assert_eq!(decode_tma_launch(&variant, &problem(32, 64, 8, 1, 4097)).grid_dim, (1, 8, 32));
+        assert_eq!(decode_tma_launch(&variant, &problem(2, 64, 8, 3, 4097)).grid_dim, (8, 16, 2));
         assert_eq!(decode_tma_launch(&variant, &problem(1, 64, 8, 1, 4097)).grid_dim, (33, 8, 1));
     }
 
@@ -375,20 +383,18 @@ mod tests {
     fn splits_from_latency_to_bandwidth_bound() {
         // b1 64q/8kv ctx 4097: fill the 264 CTA slots.
         assert_eq!(problem(1, 64, 8, 1, 4097).num_splits(), 33);
-        // b32: 64 CTAs of four K heads, 4 splits of 1025 keys (256 CTAs); b64: 2 splits.
-        assert_eq!(problem(32, 64, 8, 1, 4097).num_splits(), 4);
-        assert_eq!(problem(64, 64, 8, 1, 4097).num_splits(), 2);
-        // Qwen3 64q/4kv b32: one CTA per sequence and split, 8 splits.
-        assert_eq!(problem(32, 64, 4, 1, 4097).num_splits(), 8);
-        // b128 fills the slots unsplit.
-        assert_eq!(problem(128, 64, 8, 1, 4097).num_splits(), 1);
+        // b32 and b64: 256 and 512 CTAs already fill them unsplit.
+        assert_eq!(problem(32, 64, 8, 1, 4097).num_splits(), 1);
+        assert_eq!(problem(64, 64, 8, 1, 4097).num_splits(), 1);
+        // Qwen3 64q/4kv b32: 128 CTAs, 2 splits.
+        assert_eq!(problem(32, 64, 4, 1, 4097).num_splits(), 2);
         // TP8 shard (8q/1kv) at b32: 32 CTAs per split.
         assert_eq!(problem(32, 8, 1, 1, 4097).num_splits(), 8);
         assert_eq!(problem(3, 64, 8, 1, 38).num_splits(), 1);
         assert_eq!(problem(1, 64, 8, 1, 4097).scratch_bytes(), 64 * 33 * 129 * 4);
-        // s_q = 3: 24 packed rows, two row tiles per block of four K heads, 8 CTAs per split.
-        assert_eq!(problem(2, 64, 8, 3, 4097).num_splits(), 33);
-        assert_eq!(problem(2, 64, 8, 3, 4097).scratch_bytes(), 6 * 64 * 33 * 129 * 4);
+        // s_q = 3: 24 packed rows, two row tiles per K head, 16 CTAs per split.
+        assert_eq!(problem(2, 64, 8, 3, 4097).num_splits(), 8);
+        assert_eq!(problem(2, 64, 8, 3, 4097).scratch_bytes(), 6 * 64 * 8 * 129 * 4);
     }
 
     #[test]
