@@ -114,7 +114,7 @@ pub fn select_variant(d_qk: i32, d_v: i32) -> Option<Fa3Variant> {
 /// [`select_variant`], with the deeper-ring d128 entry from [`FA3_LONG_KEYS`] keys on.
 pub fn select_variant_for(d_qk: i32, d_v: i32, n_kv: usize) -> Option<Fa3Variant> {
     let v = select_variant(d_qk, d_v)?;
-    Some(if v.kernel == FA3_VARIANTS[1].kernel && n_kv >= FA3_LONG_KEYS { FA3_D128_LONG } else { v })
+    Some(if v.tile == FA3_TILE_D128 && n_kv >= FA3_LONG_KEYS { FA3_D128_LONG } else { v })
 }
 
 /// A `(d, heads, tokens, batch)` bf16 operand: element strides between heads, tokens and

@@ -99,7 +99,7 @@ fn fp8_linear_calls(
     };
     let gemm = match cx.gpu.kernel_choice().fp8_linear {
         // cuBLASLt 13.1 has no block-scaled algorithm for some shapes (M = 1 among them, on
-        // the H200): those take our kernel, and say so once per shape at bind time.
+        // the H200): those take our kernel, with a note each time such a linear is bound.
         Fp8LinearKernels::CublasLt => match gemm_call(cx, shape, codes, weight, out, bias.map(|b| cx.w(b)), alpha) {
             Ok(call) => call,
             Err(e) => {
