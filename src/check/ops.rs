@@ -97,7 +97,10 @@ pub fn check_op(
         dut.write_tensor(id, &cpu.acts[id.0])?;
     }
     // Only ops that touch a KV cache need the CPU's caches mirrored first.
-    if matches!(op, Op::Attention { .. } | Op::MlaCacheWrite { .. } | Op::MlaDecodeAttention { .. }) {
+    if matches!(
+        op,
+        Op::KvCacheWrite { .. } | Op::Attention { .. } | Op::MlaCacheWrite { .. } | Op::MlaDecodeAttention { .. }
+    ) {
         cpu_caches.k.iter_mut().chain(cpu_caches.v.iter_mut()).for_each(|c| bf16_round(c));
         dut.write_caches(cpu_caches)?;
     }
@@ -119,7 +122,7 @@ pub fn check_op(
         }
     }
     // Cache writes are checked on the cache itself.
-    if let Op::Attention { cache, .. } | Op::MlaCacheWrite { cache, .. } = op {
+    if let Op::KvCacheWrite { cache, .. } | Op::MlaCacheWrite { cache, .. } = op {
         let (k, v) = dut.read_cache(cache.0)?;
         worst.add(&k, &cpu_caches.k[cache.0], k.len());
         if !v.is_empty() {

@@ -139,10 +139,13 @@ pub fn op_cost(plan: &Plan, op: &Op, num_experts: usize) -> OpCost {
             let info = &plan.caches[cache.0];
             c.flops = 2.0 * (*q_heads * (d_qk + d_v)) as f64 * visible_pairs(plan);
             let per_token = ((info.k_elems_per_token() + info.v_elems_per_token()) * 2) as f64;
-            // Reads every visible cached key/value once per sequence, writes the new ones.
-            let context = plan.shape.context() as f64;
-            c.kv_bytes = plan.local_batch as f64 * (context + plan.shape.new_tokens_per_seq() as f64) * per_token;
+            // Reads every visible cached key/value once per sequence.
+            c.kv_bytes = plan.local_batch as f64 * plan.shape.context() as f64 * per_token;
             c.act_bytes = view_bytes(plan, q) + view_bytes(plan, out);
+        }
+        Op::KvCacheWrite { k, v, .. } => {
+            c.act_bytes = view_bytes(plan, k) + view_bytes(plan, v);
+            c.kv_bytes = c.act_bytes;
         }
         Op::MlaPrefillAttention { q, kv, k_pe, out, heads, d_nope, d_rope, d_v, .. } => {
             c.flops = 2.0 * (*heads * (d_nope + d_rope + d_v)) as f64 * visible_pairs(plan);

@@ -39,6 +39,12 @@ fn matches(p: &PlannedOp, name: &str) -> bool {
     p.op.family() == name || p.op.kind_name() == name || p.site.name == name
 }
 
+/// A kind or site names an op more narrowly than a family does, so it wins: `--op attention`
+/// is the attention kernel, not the cache write of the same family that runs before it.
+fn matches_exactly(p: &PlannedOp, name: &str) -> bool {
+    p.op.kind_name() == name || p.site.name == name
+}
+
 fn joined<'a>(items: impl Iterator<Item = &'a str>) -> String {
     items.collect::<BTreeSet<_>>().into_iter().collect::<Vec<_>>().join(", ")
 }
@@ -46,7 +52,12 @@ fn joined<'a>(items: impl Iterator<Item = &'a str>) -> String {
 impl Plan {
     /// Index of the op `q` names.
     pub fn find_op(&self, q: &OpQuery) -> Result<usize, OpQueryError> {
-        let hits: Vec<usize> = (0..self.ops.len()).filter(|&i| matches(&self.ops[i], &q.name)).collect();
+        let exact: Vec<usize> = (0..self.ops.len()).filter(|&i| matches_exactly(&self.ops[i], &q.name)).collect();
+        let hits = if exact.is_empty() {
+            (0..self.ops.len()).filter(|&i| matches(&self.ops[i], &q.name)).collect()
+        } else {
+            exact
+        };
         let Some(&first) = hits.first() else {
             return Err(OpQueryError::Unknown {
                 name: q.name.clone(),
@@ -349,6 +360,17 @@ mod tests {
             "{unknown}"
         );
         assert!(matches!(q("moe", Some(9)), Err(OpQueryError::NotInLayer { layer: 9, .. })));
+    }
+
+    #[test]
+    fn a_kind_wins_over_a_family_that_comes_first() {
+        let plan =
+            build_plan(&tiny_dense(), RankLayout::single(), Shape::prefill(2, 5), PlanOptions::default()).unwrap();
+        let q = |name: &str| &plan.ops[plan.find_op(&OpQuery { name: name.into(), layer: None }).unwrap()];
+        // The cache write (family attention too) runs first; `attention` still names the kernel.
+        assert!(matches!(q("attention").op, Op::Attention { .. }));
+        assert!(matches!(q("kv_cache_write").op, Op::KvCacheWrite { .. }));
+        assert_eq!(q("attn.cache_write").site.name, "attn.cache_write");
     }
 
     #[test]

@@ -58,13 +58,15 @@ pub enum Op {
     /// Rotary embedding in place on `heads` heads spaced `head_stride` apart; each head's
     /// rotary part starts `rope_offset` columns into the head. Positions: `Plan::positions`.
     Rope { x: View, heads: usize, head_stride: usize, rope_offset: usize, rope: RopeConfig },
-    /// Causal attention over the cache: writes this forward's K/V into `cache` at the
-    /// positions after `past`, then each query attends to every cached key up to its own
+    /// Writes this forward's K `[tokens, k_heads * d_k]` and V `[tokens, v_heads * d_v]`
+    /// into `cache` at the positions after `past` (its own op, as a serving engine's cache
+    /// store is its own kernel, so the attention row times attention alone).
+    KvCacheWrite { k: View, v: View, cache: CacheId },
+    /// Causal attention over the cache (this forward's K/V already written by the
+    /// `KvCacheWrite` before it): each query attends to every cached key up to its own
     /// position. Query head h uses K head `h*k_heads/q_heads`, V head `h*v_heads/q_heads`.
     Attention {
         q: View,
-        k: View,
-        v: View,
         cache: CacheId,
         out: View,
         q_heads: usize,
@@ -159,6 +161,7 @@ impl Op {
             Op::Add { .. } => "add",
             Op::HeadNorm { .. } => "head_norm",
             Op::Rope { .. } => "rope",
+            Op::KvCacheWrite { .. } => "kv_cache_write",
             Op::Attention { .. } => "attention",
             Op::MlaCacheWrite { .. } => "mla_cache_write",
             Op::MlaPrefillAttention { .. } => "mla_prefill_attention",
@@ -183,7 +186,7 @@ impl Op {
             Op::Linear { .. } | Op::HeadMatmul { .. } => "linear",
             Op::BiasAct { .. } | Op::ActMul { .. } | Op::Add { .. } => "act",
             Op::Rope { .. } => "rope",
-            Op::Attention { .. } => "attention",
+            Op::KvCacheWrite { .. } | Op::Attention { .. } => "attention",
             Op::MlaCacheWrite { .. } | Op::MlaPrefillAttention { .. } | Op::MlaDecodeAttention { .. } => "mla",
             Op::Route { .. } => "route",
             Op::Moe { .. } => "moe",
@@ -201,7 +204,8 @@ impl Op {
             Op::Linear { x, .. } | Op::BiasAct { x, .. } | Op::ActMul { x, .. } => vec![v(x)],
             Op::Add { acc, x, gate } => [acc.id, x.id].into_iter().chain(gate.map(|g| g.id)).collect(),
             Op::HeadNorm { x, .. } | Op::Rope { x, .. } => vec![v(x)],
-            Op::Attention { q, k, v: vv, .. } => vec![q.id, k.id, vv.id],
+            Op::KvCacheWrite { k, v: vv, .. } => vec![k.id, vv.id],
+            Op::Attention { q, .. } => vec![q.id],
             Op::MlaCacheWrite { latent, k_pe, .. } => vec![latent.id, k_pe.id],
             Op::MlaPrefillAttention { q, kv, k_pe, .. } => vec![q.id, kv.id, k_pe.id],
             Op::MlaDecodeAttention { q_lat, q_pe, .. } => vec![q_lat.id, q_pe.id],
@@ -235,7 +239,7 @@ impl Op {
             }
             Op::BiasAct { x, .. } | Op::HeadNorm { x, .. } | Op::Rope { x, .. } => vec![x.id],
             Op::Add { acc, .. } => vec![acc.id],
-            Op::MlaCacheWrite { .. } => vec![],
+            Op::KvCacheWrite { .. } | Op::MlaCacheWrite { .. } => vec![],
             Op::Route { logits, ids, weights, .. } => vec![logits.id, ids.id, weights.id],
         }
     }
@@ -307,10 +311,13 @@ impl Op {
                 w(weight, f);
             }
             Op::Rope { x, heads: _, head_stride: _, rope_offset: _, rope: _ } => t(x, f),
+            Op::KvCacheWrite { k, v, cache } => {
+                t(k, f);
+                t(v, f);
+                f(IdRef::Cache(cache));
+            }
             Op::Attention {
                 q,
-                k,
-                v,
                 cache,
                 out,
                 q_heads: _,
@@ -321,7 +328,7 @@ impl Op {
                 scale: _,
                 softcap: _,
             } => {
-                [q, k, v].into_iter().for_each(|x| t(x, f));
+                t(q, f);
                 f(IdRef::Cache(cache));
                 t(out, f);
             }

@@ -101,6 +101,7 @@ impl<'a> CpuRun<'a> {
             Op::Linear { .. } | Op::HeadMatmul { .. } => ops::linear::run(self, op),
             Op::BiasAct { .. } | Op::ActMul { .. } | Op::Add { .. } => ops::act::run(self, op),
             Op::Rope { .. } => ops::rope::run(self, op),
+            Op::KvCacheWrite { .. } => ops::attention::write_cache(self, op, caches),
             Op::Attention { .. } => ops::attention::run(self, op, caches),
             Op::MlaCacheWrite { .. } | Op::MlaPrefillAttention { .. } | Op::MlaDecodeAttention { .. } => {
                 ops::mla::run(self, op, caches)

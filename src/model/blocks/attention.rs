@@ -125,13 +125,12 @@ pub fn attention(b: &mut Builder, x: View, names: &AttnNames, spec: &AttnSpec) -
         v_heads: nv,
         d_v: dh,
     });
+    b.op("attn.cache_write", Op::KvCacheWrite { k, v, cache });
     let attn_out = b.act("attn.core", tokens, nq * dh);
     b.op(
         "attn.core",
         Op::Attention {
             q,
-            k,
-            v,
             cache,
             out: attn_out,
             q_heads: nq,

@@ -72,25 +72,37 @@ pub fn attention(
     out
 }
 
-/// `Op::Attention`: writes this forward's K/V into the cache after `past`, then every
-/// sequence's queries attend to the cache up to their own position.
-pub fn run(r: &mut CpuRun, op: &Op, caches: &mut KvCaches) {
-    let Op::Attention { q, k, v, cache, out, q_heads, k_heads, v_heads, d_qk, d_v, scale, softcap } = op else {
+/// `Op::KvCacheWrite`: this forward's K/V into the cache, after `past` in each sequence.
+pub fn write_cache(r: &mut CpuRun, op: &Op, caches: &mut KvCaches) {
+    let Op::KvCacheWrite { k, v, cache } = op else { unreachable!("attention::write_cache got {op:?}") };
+    let plan = r.plan;
+    let info = &plan.caches[cache.0];
+    let (ks, vs) = (r.read(*k), r.read(*v));
+    let (kw, vw) = (info.k_elems_per_token(), info.v_elems_per_token());
+    let n = plan.shape.new_tokens_per_seq();
+    let past = plan.shape.past();
+    for b in 0..plan.local_batch {
+        let kc = &mut caches.k[cache.0][b * info.max_seq * kw..(b + 1) * info.max_seq * kw];
+        kc[past * kw..(past + n) * kw].copy_from_slice(&ks[b * n * kw..(b + 1) * n * kw]);
+        let vc = &mut caches.v[cache.0][b * info.max_seq * vw..(b + 1) * info.max_seq * vw];
+        vc[past * vw..(past + n) * vw].copy_from_slice(&vs[b * n * vw..(b + 1) * n * vw]);
+    }
+}
+
+/// `Op::Attention`: every sequence's queries attend to the cache up to their own position.
+pub fn run(r: &mut CpuRun, op: &Op, caches: &KvCaches) {
+    let Op::Attention { q, cache, out, q_heads, k_heads, v_heads, d_qk, d_v, scale, softcap } = op else {
         unreachable!("attention::run got {op:?}")
     };
     let plan = r.plan;
     let info = &plan.caches[cache.0];
-    let (qs, ks, vs) = (r.read(*q), r.read(*k), r.read(*v));
+    let qs = r.read(*q);
     let (kw, vw) = (k_heads * d_qk, v_heads * d_v);
     let n = plan.shape.new_tokens_per_seq();
     let past = plan.shape.past();
     let shape = AttnShape { q_heads: *q_heads, k_heads: *k_heads, v_heads: *v_heads, d_qk: *d_qk, d_v: *d_v };
     let mut result = Vec::with_capacity(plan.rows(*q) * q_heads * d_v);
     for b in 0..plan.local_batch {
-        let kc = &mut caches.k[cache.0][b * info.max_seq * kw..(b + 1) * info.max_seq * kw];
-        kc[past * kw..(past + n) * kw].copy_from_slice(&ks[b * n * kw..(b + 1) * n * kw]);
-        let vc = &mut caches.v[cache.0][b * info.max_seq * vw..(b + 1) * info.max_seq * vw];
-        vc[past * vw..(past + n) * vw].copy_from_slice(&vs[b * n * vw..(b + 1) * n * vw]);
         let qb = &qs[b * n * q.cols..(b + 1) * n * q.cols];
         let kc = &caches.k[cache.0][b * info.max_seq * kw..];
         let vc = &caches.v[cache.0][b * info.max_seq * vw..];

@@ -77,8 +77,37 @@ fn tma_problem(plan: &Plan, op: &Op, sm_count: i32) -> Option<DecodeTmaProblem> 
     })
 }
 
+/// `Op::KvCacheWrite`: one kernel copies each new token's K and V heads into the cache.
+pub fn prepare_cache_write(cx: &mut Prep, op: &Op) -> anyhow::Result<Vec<Call>> {
+    let Op::KvCacheWrite { k, v, cache } = op else { unreachable!("attention::prepare_cache_write got {op:?}") };
+    // The kernel reads both from one row: k and v are windows of the fused qkv buffer.
+    anyhow::ensure!(k.id == v.id, "kv_cache_write: K and V must be windows of one tensor (the fused qkv buffer)");
+    let info = &cx.plan.caches[cache.0];
+    let (kc, vc) = cx.cache(*cache);
+    let rows = cx.rows(*k);
+    let p = KvCacheWriteParams {
+        src: cx.base(*k),
+        src_ld: cx.ld(*k),
+        rows,
+        k_col: k.col as i32,
+        v_col: v.col as i32,
+        k_heads: info.k_heads as i32,
+        v_heads: info.v_heads as i32,
+        d_k: info.d_k as i32,
+        d_v: info.d_v as i32,
+        k_cache: kc,
+        v_cache: vc,
+        max_seq: info.max_seq as i32,
+        tokens_per_seq: cx.plan.shape.new_tokens_per_seq() as i32,
+        past: cx.plan.shape.past() as i32,
+    };
+    Ok(vec![kernel(KV_CACHE_WRITE, kv_cache_write_launch(rows), p)])
+}
+
+/// `Op::Attention`: causal flash attention over the cache in prefill, split-KV decode
+/// attention (and its combine) in decode, from the backend the run conf picks.
 pub fn prepare(cx: &mut Prep, op: &Op) -> anyhow::Result<Vec<Call>> {
-    let Op::Attention { q, k, v, cache, out, q_heads, k_heads, v_heads, d_qk, d_v, scale, softcap } = op else {
+    let Op::Attention { q, cache, out, q_heads, k_heads, v_heads, d_qk, d_v, scale, softcap } = op else {
         unreachable!("attention::prepare got {op:?}")
     };
     let plan = cx.plan;
@@ -87,24 +116,7 @@ pub fn prepare(cx: &mut Prep, op: &Op) -> anyhow::Result<Vec<Call>> {
     let n_new = plan.shape.new_tokens_per_seq() as i32;
     let past = plan.shape.past() as i32;
     let rows = cx.rows(*q);
-    // k and v are windows of the fused qkv buffer (same tensor as q).
-    let p = KvCacheWriteParams {
-        src: cx.base(*k),
-        src_ld: cx.ld(*k),
-        rows,
-        k_col: k.col as i32,
-        v_col: v.col as i32,
-        k_heads: *k_heads as i32,
-        v_heads: *v_heads as i32,
-        d_k: *d_qk as i32,
-        d_v: *d_v as i32,
-        k_cache: kc,
-        v_cache: vc,
-        max_seq: info.max_seq as i32,
-        tokens_per_seq: n_new,
-        past,
-    };
-    let mut calls = vec![kernel(KV_CACHE_WRITE, kv_cache_write_launch(rows), p)];
+    let mut calls = Vec::new();
     let (kw, vw) = (info.k_elems_per_token() as i32, info.v_elems_per_token() as i32);
     let softcap = softcap.unwrap_or(0.0);
     let fa3 = cx.gpu.kernel_choice().attention == AttentionBackend::Fa3;

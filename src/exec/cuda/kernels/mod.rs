@@ -58,6 +58,7 @@ pub fn prepare(cx: &mut prepare::Prep, op: &Op) -> anyhow::Result<Vec<prepare::C
         Op::BiasAct { .. } | Op::ActMul { .. } | Op::Add { .. } => act::prepare(cx, op),
         Op::Rope { .. } => rope::prepare(cx, op),
         Op::Attention { .. } => attention::prepare(cx, op),
+        Op::KvCacheWrite { .. } => attention::prepare_cache_write(cx, op),
         Op::MlaCacheWrite { .. } | Op::MlaPrefillAttention { .. } | Op::MlaDecodeAttention { .. } => {
             mla::prepare(cx, op)
         }
