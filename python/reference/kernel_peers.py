@@ -17,7 +17,8 @@ The FP8 peers time the GEMMs only (inputs quantized beforehand, outside the even
 guarded: a torch without the op, or whose op refuses the scaling, writes 'not available in
 this torch' (and the reason) instead of failing.
 Each: 3 warm-ups, then 25 iterations, each after a 256 MB L2 flush outside the events,
-timed with CUDA events; the median is reported. TFLOP/s and GB/s use fwdbench's own FLOP
+timed with CUDA events (the GPU held busy by a spin kernel while the host enqueues them, so
+Python's dispatch time stays outside); the median is reported. TFLOP/s and GB/s use fwdbench's own FLOP
 and byte counts of the row, so the ratio of times is the ratio of rates. A peer that
 cannot run a shape (a backend without support, out of memory) writes its error instead.
 
@@ -33,11 +34,14 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 WARMUP, ITERS = 3, 25
+# ~200 us at the H200's ~2 GHz: longer than any peer's host-side dispatch.
+SPIN_CYCLES = 400_000
 FLUSH = None
 
 
-def timed(fn):
-    """Median milliseconds of fn() over ITERS runs, L2 flushed before each."""
+def timed(fn, spin=True):
+    """Median milliseconds of fn() over ITERS runs, L2 flushed before each (and, with spin,
+    the GPU held busy while the host enqueues the run)."""
     global FLUSH
     if FLUSH is None:
         FLUSH = torch.empty(256 << 20, dtype=torch.int8, device="cuda")
@@ -48,6 +52,11 @@ def timed(fn):
     for _ in range(ITERS):
         FLUSH.zero_()
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        # Hold the GPU busy while Python enqueues the events and fn's kernels, so the host's
+        # dispatch time (tens of microseconds through SDPA's backend selection) never sits
+        # between the events: a 20 us kernel was otherwise timed anywhere from 17 to 48 us.
+        if spin:
+            torch.cuda._sleep(SPIN_CYCLES)
         start.record()
         fn()
         end.record()
