@@ -11,7 +11,7 @@ export NCCL_NVLS_ENABLE=0
 final=${OUT:-results/hopper}
 out=$(mktemp -d)
 mkdir -p "$final"
-bin=.device/fwdbench
+bin=${FWDBENCH_BIN:-.device/fwdbench}
 mode=${1:-all}
 source scripts/steps.sh
 # Synthetic MHA shapes on the GPT-3 block: head dim = n_embd / n_head.

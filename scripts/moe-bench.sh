@@ -13,7 +13,7 @@ export NCCL_NVLS_ENABLE=0
 final=${OUT:-results/moe}
 out=$(mktemp -d)
 mkdir -p "$final"
-bin=.device/fwdbench
+bin=${FWDBENCH_BIN:-.device/fwdbench}
 mode=${1:-all}
 source scripts/steps.sh
 check="$bin kernel check --op moe"

@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 export NCCL_NVLS_ENABLE=0
 final=${OUT:-results/ncu}/ncu
 mkdir -p "$final"
-bin=.device/fwdbench
+bin=${FWDBENCH_BIN:-.device/fwdbench}
 ncu=${NCU:-$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)}
 pos="--set n_positions=16384 --set n_ctx=16384"
 h64="--model gpt3 $pos --set n_embd=8192 --set n_head=64"
