@@ -77,6 +77,9 @@ pub struct Gemm {
     handle: sys::cublasLtHandle_t,
     workspace: DeviceBuffer,
     cache: HashMap<GemmShape, Prepared>,
+    /// Shapes cuBLASLt had no algorithm for, with the reason: asked once, not once per
+    /// layer that binds the same shape.
+    refused: HashMap<GemmShape, String>,
 }
 
 fn lt_err(e: cudarc::cublaslt::result::CublasError) -> anyhow::Error {
@@ -86,12 +89,25 @@ fn lt_err(e: cudarc::cublaslt::result::CublasError) -> anyhow::Error {
 impl Gemm {
     pub fn new() -> anyhow::Result<Self> {
         let handle = lt::create_handle().map_err(lt_err).context("creating the cuBLASLt handle")?;
-        Ok(Gemm { handle, workspace: DeviceBuffer::new(CUBLASLT_WORKSPACE_BYTES)?, cache: HashMap::new() })
+        Ok(Gemm {
+            handle,
+            workspace: DeviceBuffer::new(CUBLASLT_WORKSPACE_BYTES)?,
+            cache: HashMap::new(),
+            refused: HashMap::new(),
+        })
+    }
+
+    /// Whether cuBLASLt already said it has no algorithm for `s`.
+    pub fn refuses(&self, s: &GemmShape) -> bool {
+        self.refused.contains_key(s)
     }
 
     fn prepare(&mut self, s: &GemmShape) -> anyhow::Result<&Prepared> {
+        if let Some(why) = self.refused.get(s) {
+            return Err(anyhow!("{why}"));
+        }
         if !self.cache.contains_key(s) {
-            let p = if s.fp8 {
+            let built = if s.fp8 {
                 self.build_fp8(s).with_context(|| {
                     // SAFETY: a plain version query.
                     let version = unsafe { sys::cublasLtGetVersion() };
@@ -99,11 +115,19 @@ impl Gemm {
                         "the block-scaled FP8 GEMM (m {} n {} k {}) is not available: cuBLASLt {version} on this GPU rejects 1x128 x 128x128 fp32 block scales (it needs cuBLASLt 12.9 or newer on Hopper, K a multiple of 16); pass --gemm tma to use fwdbench's own FP8 GEMM, or run with --quant bf16",
                         s.m, s.n, s.k
                     )
-                })?
+                })
             } else {
-                self.build(s).with_context(|| format!("no cuBLASLt algorithm for {s:?}"))?
+                self.build(s).with_context(|| format!("no cuBLASLt algorithm for {s:?}"))
             };
-            self.cache.insert(*s, p);
+            match built {
+                Ok(p) => {
+                    self.cache.insert(*s, p);
+                }
+                Err(e) => {
+                    self.refused.insert(*s, format!("{e:#}"));
+                    return Err(e);
+                }
+            }
         }
         Ok(&self.cache[s])
     }

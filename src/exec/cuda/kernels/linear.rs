@@ -99,14 +99,19 @@ fn fp8_linear_calls(
     };
     let gemm = match cx.gpu.kernel_choice().fp8_linear {
         // cuBLASLt 13.1 has no block-scaled algorithm for some shapes (M = 1 among them, on
-        // the H200): those take our kernel, with a note each time such a linear is bound.
-        Fp8LinearKernels::CublasLt => match gemm_call(cx, shape, codes, weight, out, bias.map(|b| cx.w(b)), alpha) {
-            Ok(call) => call,
-            Err(e) => {
-                eprintln!("note: FP8 GEMM m {m} n {} k {k}: cuBLASLt has no block-scaled algorithm ({}); running kernels/gemm_fp8.cu instead", shape.n, e.root_cause());
-                ours()?
+        // the H200): those take our kernel, with a note the first time a shape is refused.
+        Fp8LinearKernels::CublasLt => {
+            let known = cx.gpu.gemm.borrow().refuses(&shape);
+            match gemm_call(cx, shape, codes, weight, out, bias.map(|b| cx.w(b)), alpha) {
+                Ok(call) => call,
+                Err(e) => {
+                    if !known {
+                        eprintln!("note: FP8 GEMM m {m} n {} k {k}: cuBLASLt has no block-scaled algorithm ({}); running kernels/gemm_fp8.cu instead", shape.n, e.root_cause());
+                    }
+                    ours()?
+                }
             }
-        },
+        }
         Fp8LinearKernels::Wgmma => ours()?,
     };
     Ok(vec![kernel(QUANT_ACT_FP8, quant_act_launch(m, k), quant), gemm])
