@@ -25,6 +25,8 @@
 //   issuing their GEMMs (pingpong named barriers), so one's softmax hides under the other's.
 //   v3 (this): L2 sections (above) instead of a (head, batch, block) grid; d256 on 128 x 80.
 // Not yet: a persistent scheduler, packed GQA, 3 consumer warpgroups for d64.
+#include <type_traits>
+
 #include "hopper.cuh"
 
 using namespace hopper;
@@ -61,13 +63,13 @@ struct RowState {
 
     // Soft-caps and masks the scores `sc` of key block `kb`, turns them into P (relative to
     // the new row max) and returns each row's rescale factor for what was accumulated before.
-    __device__ __forceinline__ void update(float (&sc)[BN / 2], const Fa3PrefillParams& p, int kb, const int (&pos)[2],
-                                           bool masked, float score_log2, float (&corr)[2]) {
+    // `inv_cap` is scale / softcap (the division hoisted out of the loop).
+    __device__ __forceinline__ void update(float (&sc)[BN / 2], float softcap, float inv_cap, int kb,
+                                           const int (&pos)[2], bool masked, float score_log2, float (&corr)[2]) {
         const int lane = threadIdx.x % 32;
-        if (p.softcap > 0.f) {
-            const float inv_cap = p.scale / p.softcap;
+        if (softcap > 0.f) {
 #pragma unroll
-            for (int i = 0; i < BN / 2; ++i) sc[i] = p.softcap * tanh_approx(sc[i] * inv_cap);
+            for (int i = 0; i < BN / 2; ++i) sc[i] = softcap * tanh_approx(sc[i] * inv_cap);
         }
         if (masked) {
 #pragma unroll
@@ -103,6 +105,26 @@ struct RowState {
         }
     }
 };
+
+// wgmma_wait<0>, kept after the instructions that compute `a` and `b`. ptxas schedules a
+// wgmma wait as early as its basic block allows (data dependences on registers other than
+// the accumulators do not hold it back), so without this it hoisted the wait for P V above
+// the whole softmax and the softmax never overlapped P V. A branch on a and b (never taken:
+// both are row sums, >= 0 or NaN) ends the block after them; both paths wait.
+__device__ __forceinline__ void wgmma_wait_all_after(float a, float b) {
+    asm volatile(
+        "{\n.reg .pred p;\n.reg .f32 t;\n"
+        "add.f32 t, %0, %1;\n"
+        "setp.lt.f32 p, t, 0f00000000;\n"
+        "@p bra.uni WAIT_B%=;\n"
+        "wgmma.wait_group.sync.aligned 0;\n"
+        "bra.uni WAIT_END%=;\n"
+        "WAIT_B%=:\n"
+        "wgmma.wait_group.sync.aligned 0;\n"
+        "WAIT_END%=:\n}\n" ::"f"(a),
+        "f"(b)
+        : "memory");
+}
 
 // P (fp32 accumulators of S) as the A fragments of P V: the layouts coincide, so this only
 // rounds pairs to bf16x2.
@@ -204,6 +226,7 @@ __device__ __forceinline__ void prefill(const Fa3PrefillParams& p) {
     const int pos[2] = {past + row0, past + row0 + 8};
     const int wg_first_pos = past + q0 + 64 * g;
     const float score_log2 = p.softcap > 0.f ? LOG2E : p.scale * LOG2E;
+    const float inv_cap = p.softcap > 0.f ? p.scale / p.softcap : 0.f;
     // Pingpong: each consumer warpgroup issues its GEMMs only in its turn (named barrier
     // 1 + g), then hands the turn over, so one warpgroup's softmax runs under the other's
     // GEMMs. Warpgroup 0 has the first turn.
@@ -246,12 +269,14 @@ __device__ __forceinline__ void prefill(const Fa3PrefillParams& p) {
     wgmma_wait<0>();
     fence_regs(sc);
     if (lane == 0) mbar_arrive(&k_empty[0]);
-    st.update(sc, p, n_blocks - 1, pos, masked(n_blocks - 1), score_log2, corr);
+    st.update(sc, p.softcap, inv_cap, n_blocks - 1, pos, masked(n_blocks - 1), score_log2, corr);
     to_a_fragments<BN>(sc, pa);
 
     // Block it: S_it = Q K_it^T is issued ahead of O += P_{it-1} V_{it-1}, and the softmax of
-    // S_it runs while P V is still on the tensor cores.
-    for (int it = 1; it < n_blocks; ++it) {
+    // S_it runs while P V is still on the tensor cores. MASKED is a template flag so the
+    // mask-free blocks run a straight-line body.
+    auto step = [&](int it, auto masked_tag) {
+        constexpr bool MASKED = decltype(masked_tag)::value;
         const int kb = n_blocks - 1 - it, s = it % STAGES, sp = (it - 1) % STAGES;
         // Finish writing P and the rescaled O before the fence that hands them to wgmma.
         fence_regs(o);
@@ -269,13 +294,17 @@ __device__ __forceinline__ void prefill(const Fa3PrefillParams& p) {
         wgmma_wait<1>();
         fence_regs(sc);
         if (lane == 0) mbar_arrive(&k_empty[s]);
-        st.update(sc, p, kb, pos, masked(kb), score_log2, corr);
-        wgmma_wait<0>();
+        st.update(sc, p.softcap, inv_cap, kb, pos, MASKED, score_log2, corr);
+        fence_regs(sc);
+        wgmma_wait_all_after(st.sum[0], st.sum[1]);
         fence_regs(o);
         if (lane == 0) mbar_arrive(&v_empty[sp]);
         rescale<DV>(o, corr);
         to_a_fragments<BN>(sc, pa);
-    }
+    };
+    int it = 1;
+    for (; it < n_blocks && masked(n_blocks - 1 - it); ++it) step(it, std::true_type{});
+    for (; it < n_blocks; ++it) step(it, std::false_type{});
 
     // The last P V.
     const int sl = (n_blocks - 1) % STAGES;
