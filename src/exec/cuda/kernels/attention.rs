@@ -149,6 +149,7 @@ pub fn prepare(cx: &mut Prep, op: &Op) -> anyhow::Result<Vec<Call>> {
                 o_head_stride: *d_v,
                 scale: *scale,
                 softcap,
+                sm_count: cx.sm_count(),
             })?);
         }
         Phase::Prefill => {

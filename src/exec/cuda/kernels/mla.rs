@@ -291,6 +291,7 @@ pub fn prepare(cx: &mut Prep, op: &Op) -> anyhow::Result<Vec<Call>> {
                     o_head_stride: *d_v,
                     scale: *scale,
                     softcap: 0.0,
+                    sm_count: cx.sm_count(),
                 })?;
                 return Ok(vec![build_k, call]);
             }
