@@ -193,7 +193,9 @@ __device__ __forceinline__ void rescale(float (&o)[DV / 2], const float (&corr)[
 // loads a tile's Q into one of QBUF buffers as soon as the consumers have finished that
 // buffer's last S GEMM, and the K/V ring runs on across tiles, so the next tile's Q and
 // first K/V land while the consumers finish the current one. Otherwise one CTA per tile.
-template <int DQK, int DV, int BN, int STAGES, int QBUF, bool PERSISTENT>
+// PINGPONG: the consumer warpgroups take turns issuing their GEMMs (see below); without it
+// they issue as they are ready.
+template <int DQK, int DV, int BN, int STAGES, int QBUF, bool PERSISTENT, bool PINGPONG = true>
 __device__ __forceinline__ void prefill(const Fa3PrefillParams& p) {
     using S = Smem<DQK, DV, BN, STAGES, QBUF>;
     constexpr int QC = DQK / 64, VC = DV / 64;
@@ -288,7 +290,13 @@ __device__ __forceinline__ void prefill(const Fa3PrefillParams& p) {
     // GEMMs. Warpgroup 0 has the first turn. Both take n_blocks + 1 turns per tile, so the
     // alternation carries over from tile to tile.
     const int my_turn = 1 + g, other_turn = 2 - g;
-    if (g == 1) named_arrive(other_turn, 256);
+    auto take_turn = [&]() {
+        if (PINGPONG) named_sync(my_turn, 256);
+    };
+    auto pass_turn = [&]() {
+        if (PINGPONG) named_arrive(other_turn, 256);
+    };
+    if (g == 1) pass_turn();
 
     auto pv_gemm = [&](float (&o)[DV / 2], const uint32_t (&pa)[BN / 16][4], int s) {
         const bf16* v_tile = sV + s * BN * DV;
@@ -340,10 +348,10 @@ __device__ __forceinline__ void prefill(const Fa3PrefillParams& p) {
         {
             const int s = ring % STAGES;
             mbar_wait(&k_full[s], (ring / STAGES) & 1);
-            named_sync(my_turn, 256);
+            take_turn();
             wgmma_fence();
             s_gemm(sc, s);
-            named_arrive(other_turn, 256);
+            pass_turn();
             wgmma_wait<0>();
             fence_regs(sc);
             if (lane == 0) mbar_arrive(&k_empty[s]);
@@ -366,11 +374,11 @@ __device__ __forceinline__ void prefill(const Fa3PrefillParams& p) {
             // V_{it-1} landed long ago; waiting here keeps control flow out of the issue window
             // (ptxas would insert another wgmma fence after a branch).
             mbar_wait(&v_full[sp], ((r - 1) / STAGES) & 1);
-            named_sync(my_turn, 256);
+            take_turn();
             wgmma_fence();
             s_gemm(sc, s);
             pv_gemm(o, pa, sp);
-            named_arrive(other_turn, 256);
+            pass_turn();
             wgmma_wait<1>();
             fence_regs(sc);
             if (lane == 0) mbar_arrive(&k_empty[s]);
@@ -393,10 +401,10 @@ __device__ __forceinline__ void prefill(const Fa3PrefillParams& p) {
 #pragma unroll
         for (int kk = 0; kk < BN / 16; ++kk) fence_regs(pa[kk]);
         mbar_wait(&v_full[sl], (rl / STAGES) & 1);
-        named_sync(my_turn, 256);
+        take_turn();
         wgmma_fence();
         pv_gemm(o, pa, sl);
-        named_arrive(other_turn, 256);
+        pass_turn();
         wgmma_wait<0>();
         fence_regs(o);
         if (PERSISTENT && lane == 0) mbar_arrive(&v_empty[sl]);
@@ -441,6 +449,10 @@ FA3_PREFILL_ENTRY(fa3_prefill_d128, FA3_TILE_D128)
 FA3_PREFILL_ENTRY(fa3_prefill_d128_long, FA3_TILE_D128_LONG)
 FA3_PREFILL_ENTRY(fa3_prefill_d192_128, FA3_TILE_D192_128)
 FA3_PREFILL_ENTRY(fa3_prefill_d256, FA3_TILE_D256)
+// d256 without pingpong (FA3 turns it off above d128), for a same-call A/B.
+extern "C" __global__ void __launch_bounds__(384, 1) fa3_prefill_d256_nopp(const __grid_constant__ Fa3PrefillParams p) {
+    fa3::prefill<FA3_TILE_D256.d_qk, FA3_TILE_D256.d_v, FA3_TILE_D256.block_n, FA3_TILE_D256.stages, 1, false, false>(p);
+}
 FA3_PREFILL_PERSISTENT_ENTRY(fa3_prefill_d64_persistent, FA3_TILE_D64)
 FA3_PREFILL_PERSISTENT_ENTRY(fa3_prefill_d128_persistent, FA3_TILE_D128)
 FA3_PREFILL_PERSISTENT_ENTRY(fa3_prefill_d128_long_persistent, FA3_TILE_D128_LONG)

@@ -171,12 +171,36 @@ pub fn fa3_prefill_launch(variant: &Fa3Variant, tiles: u32, persistent: bool, sm
     LaunchConfig { grid_dim: (ctas, 1, 1), block_dim: (384, 1, 1), shared_mem_bytes: variant.smem_bytes(persistent) }
 }
 
+/// Device A/B switches, read from the environment at bind time (docs/perf.md "FA3 v6"):
+/// `FWDBENCH_FA3_GRID=tiles` runs one CTA per tile everywhere, `FWDBENCH_FA3_LONG=0` keeps
+/// long key ranges on the 2-stage d128 entry, `FWDBENCH_FA3_D256=nopp` runs d256 without
+/// pingpong.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Fa3Overrides {
+    pub tiles_grid: bool,
+    pub no_long: bool,
+    pub d256_no_pingpong: bool,
+}
+
+impl Fa3Overrides {
+    pub fn from_env() -> Self {
+        let is = |key: &str, value: &str| std::env::var(key).is_ok_and(|v| v == value);
+        Fa3Overrides {
+            tiles_grid: is("FWDBENCH_FA3_GRID", "tiles"),
+            no_long: is("FWDBENCH_FA3_LONG", "0"),
+            d256_no_pingpong: is("FWDBENCH_FA3_D256", "nopp"),
+        }
+    }
+}
+
 /// The entry a bucket runs and whether it is the persistent one: the persistent entry where
-/// there is one, unless `FWDBENCH_FA3_GRID=tiles` (same-call A/B runs on the device).
-pub fn fa3_entry(variant: &Fa3Variant) -> ((&'static str, &'static str), bool) {
-    let tiles = std::env::var("FWDBENCH_FA3_GRID").is_ok_and(|g| g == "tiles");
+/// there is one, unless overridden.
+pub fn fa3_entry(variant: &Fa3Variant, ov: Fa3Overrides) -> ((&'static str, &'static str), bool) {
+    if ov.d256_no_pingpong && variant.tile == FA3_TILE_D256 {
+        return (("attention_fa3", "fa3_prefill_d256_nopp"), false);
+    }
     match variant.persistent_kernel {
-        Some(k) if !tiles => (k, true),
+        Some(k) if !ov.tiles_grid => (k, true),
         _ => (variant.kernel, false),
     }
 }
@@ -201,7 +225,9 @@ pub struct Fa3Problem {
 /// The prepared kernel call for `pr` (tensor maps encoded now, at bind time).
 pub fn fa3_prefill_call(pr: &Fa3Problem) -> anyhow::Result<Call> {
     let (d_qk, d_v) = (pr.q.d as i32, pr.v.d as i32);
-    let variant = select_variant_for(d_qk, d_v, pr.k.tokens)
+    let ov = Fa3Overrides::from_env();
+    let n_kv_for_tile = if ov.no_long { 0 } else { pr.k.tokens };
+    let variant = select_variant_for(d_qk, d_v, n_kv_for_tile)
         .with_context(|| format!("no fa3 prefill attention kernel for head dims {d_qk}/{d_v}"))?;
     let block_n = variant.tile.block_n;
     let p = Fa3PrefillParams {
@@ -224,7 +250,7 @@ pub fn fa3_prefill_call(pr: &Fa3Problem) -> anyhow::Result<Call> {
         softcap: pr.softcap,
     };
     let tiles = fa3_tiles(pr.q.batch as i32, pr.q.tokens as i32, pr.q.heads as i32);
-    let (entry, persistent) = fa3_entry(&variant);
+    let (entry, persistent) = fa3_entry(&variant, ov);
     let cfg = fa3_prefill_launch(&variant, tiles, persistent, pr.sm_count);
     Ok(kernel(entry, cfg, p))
 }
@@ -275,6 +301,20 @@ mod tests {
         assert_eq!(fa3_prefill_launch(&v, 1024, false, 132).grid_dim, (1024, 1, 1));
         assert_eq!(fa3_prefill_launch(&v, 5, true, 132).grid_dim, (5, 1, 1));
         assert_eq!(fa3_prefill_launch(&v, 5, true, 132).shared_mem_bytes, v.smem_bytes(true));
+    }
+
+    #[test]
+    fn entries_and_overrides() {
+        let none = Fa3Overrides::default();
+        let d128 = FA3_VARIANTS[1];
+        assert_eq!(fa3_entry(&d128, none), (("attention_fa3", "fa3_prefill_d128_persistent"), true));
+        let tiles = Fa3Overrides { tiles_grid: true, ..none };
+        assert_eq!(fa3_entry(&d128, tiles), (("attention_fa3", "fa3_prefill_d128"), false));
+        let d256 = FA3_VARIANTS[3];
+        assert_eq!(fa3_entry(&d256, none), (("attention_fa3", "fa3_prefill_d256"), false));
+        let nopp = Fa3Overrides { d256_no_pingpong: true, ..none };
+        assert_eq!(fa3_entry(&d256, nopp).0 .1, "fa3_prefill_d256_nopp");
+        assert_eq!(fa3_entry(&d128, nopp).0 .1, "fa3_prefill_d128_persistent");
     }
 
     #[test]
