@@ -86,6 +86,11 @@ pub fn heads_per_section(n_kv: usize, d_qk: usize, d_v: usize, q_per_kv_head: us
 pub struct Fa3Variant {
     pub kernel: (&'static str, &'static str),
     pub persistent_kernel: Option<(&'static str, &'static str)>,
+    /// Whether the persistent entry runs unless overridden. Measured (docs/perf.md "FA3 v6"):
+    /// persistent is 7% faster than one CTA per tile on h64 1x2048 (d128), 0.7% on MLA
+    /// 192/128 at 4096 keys, and 2.8% / 3.7% slower with the 3-stage long-key d128 entry
+    /// (one Q buffer) on the 8192-key MHA h32 and Sigma GQA rows.
+    pub persistent_by_default: bool,
     pub tile: Fa3Tile,
 }
 
@@ -105,7 +110,8 @@ const fn variant(name: &'static str, persistent_name: Option<&'static str>, tile
         Some(n) => Some(("attention_fa3", n)),
         None => None,
     };
-    Fa3Variant { kernel: ("attention_fa3", name), persistent_kernel, tile }
+    let persistent_by_default = persistent_kernel.is_some();
+    Fa3Variant { kernel: ("attention_fa3", name), persistent_kernel, persistent_by_default, tile }
 }
 
 pub const FA3_VARIANTS: [Fa3Variant; 4] = [
@@ -114,8 +120,10 @@ pub const FA3_VARIANTS: [Fa3Variant; 4] = [
     variant("fa3_prefill_d192_128", Some("fa3_prefill_d192_128_persistent"), FA3_TILE_D192_128),
     variant("fa3_prefill_d256", None, FA3_TILE_D256),
 ];
-const FA3_D128_LONG: Fa3Variant =
-    variant("fa3_prefill_d128_long", Some("fa3_prefill_d128_long_persistent"), FA3_TILE_D128_LONG);
+const FA3_D128_LONG: Fa3Variant = Fa3Variant {
+    persistent_by_default: false,
+    ..variant("fa3_prefill_d128_long", Some("fa3_prefill_d128_long_persistent"), FA3_TILE_D128_LONG)
+};
 
 /// The smallest bucket holding the dims, or `None` (a dim above 256 or not a positive
 /// multiple of 8).
@@ -172,35 +180,41 @@ pub fn fa3_prefill_launch(variant: &Fa3Variant, tiles: u32, persistent: bool, sm
 }
 
 /// Device A/B switches, read from the environment at bind time (docs/perf.md "FA3 v6"):
-/// `FWDBENCH_FA3_GRID=tiles` runs one CTA per tile everywhere, `FWDBENCH_FA3_LONG=0` keeps
-/// long key ranges on the 2-stage d128 entry, `FWDBENCH_FA3_D256=nopp` runs d256 without
-/// pingpong.
+/// `FWDBENCH_FA3_GRID=tiles|persistent` forces one grid wherever there is a choice,
+/// `FWDBENCH_FA3_LONG=0` keeps long key ranges on the 2-stage d128 entry,
+/// `FWDBENCH_FA3_D256=nopp` runs d256 without pingpong.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Fa3Overrides {
-    pub tiles_grid: bool,
+    /// `Some(true)`: persistent wherever an entry exists; `Some(false)`: one CTA per tile.
+    pub persistent: Option<bool>,
     pub no_long: bool,
     pub d256_no_pingpong: bool,
 }
 
 impl Fa3Overrides {
     pub fn from_env() -> Self {
-        let is = |key: &str, value: &str| std::env::var(key).is_ok_and(|v| v == value);
+        let var = |key: &str| std::env::var(key).ok();
         Fa3Overrides {
-            tiles_grid: is("FWDBENCH_FA3_GRID", "tiles"),
-            no_long: is("FWDBENCH_FA3_LONG", "0"),
-            d256_no_pingpong: is("FWDBENCH_FA3_D256", "nopp"),
+            persistent: match var("FWDBENCH_FA3_GRID").as_deref() {
+                Some("tiles") => Some(false),
+                Some("persistent") => Some(true),
+                _ => None,
+            },
+            no_long: var("FWDBENCH_FA3_LONG").as_deref() == Some("0"),
+            d256_no_pingpong: var("FWDBENCH_FA3_D256").as_deref() == Some("nopp"),
         }
     }
 }
 
 /// The entry a bucket runs and whether it is the persistent one: the persistent entry where
-/// there is one, unless overridden.
+/// the bucket prefers it ([`Fa3Variant::persistent_by_default`]), unless overridden.
 pub fn fa3_entry(variant: &Fa3Variant, ov: Fa3Overrides) -> ((&'static str, &'static str), bool) {
     if ov.d256_no_pingpong && variant.tile == FA3_TILE_D256 {
         return (("attention_fa3", "fa3_prefill_d256_nopp"), false);
     }
+    let persistent = ov.persistent.unwrap_or(variant.persistent_by_default);
     match variant.persistent_kernel {
-        Some(k) if !ov.tiles_grid => (k, true),
+        Some(k) if persistent => (k, true),
         _ => (variant.kernel, false),
     }
 }
@@ -307,14 +321,22 @@ mod tests {
     fn entries_and_overrides() {
         let none = Fa3Overrides::default();
         let d128 = FA3_VARIANTS[1];
+        let name = |v: &Fa3Variant, ov| fa3_entry(v, ov).0 .1;
         assert_eq!(fa3_entry(&d128, none), (("attention_fa3", "fa3_prefill_d128_persistent"), true));
-        let tiles = Fa3Overrides { tiles_grid: true, ..none };
+        assert_eq!(name(&FA3_VARIANTS[0], none), "fa3_prefill_d64_persistent");
+        assert_eq!(name(&FA3_VARIANTS[2], none), "fa3_prefill_d192_128_persistent");
+        // The 3-stage long-key d128 entry runs one CTA per tile (measured faster there).
+        assert_eq!(fa3_entry(&FA3_D128_LONG, none), (("attention_fa3", "fa3_prefill_d128_long"), false));
+        let tiles = Fa3Overrides { persistent: Some(false), ..none };
         assert_eq!(fa3_entry(&d128, tiles), (("attention_fa3", "fa3_prefill_d128"), false));
+        let forced = Fa3Overrides { persistent: Some(true), ..none };
+        assert_eq!(name(&FA3_D128_LONG, forced), "fa3_prefill_d128_long_persistent");
         let d256 = FA3_VARIANTS[3];
         assert_eq!(fa3_entry(&d256, none), (("attention_fa3", "fa3_prefill_d256"), false));
+        assert!(!fa3_entry(&d256, forced).1, "d256 has no persistent entry");
         let nopp = Fa3Overrides { d256_no_pingpong: true, ..none };
-        assert_eq!(fa3_entry(&d256, nopp).0 .1, "fa3_prefill_d256_nopp");
-        assert_eq!(fa3_entry(&d128, nopp).0 .1, "fa3_prefill_d128_persistent");
+        assert_eq!(name(&d256, nopp), "fa3_prefill_d256_nopp");
+        assert_eq!(name(&d128, nopp), "fa3_prefill_d128_persistent");
     }
 
     #[test]
