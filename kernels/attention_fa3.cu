@@ -9,6 +9,8 @@
 //   Q, K and V come through TMA tensor maps (src/exec/cuda/kernels/attention_fa3.rs) over any
 //   (batch, token, head) strides: q inside the fused qkv buffer, K/V in the [batch, max_seq,
 //   heads, d] cache. Boxes past n_q / n_kv / d read as zero, so odd sizes need no load masks.
+//   K columns from p.k_rope_col on may come from a second map with one head (MLA's shared
+//   rope key: K = [k_nope per head ; k_pe] is read in place, not built).
 //
 // Tiles are (q head, batch, 128-query block), in L2 sections of heads with the heaviest
 // (latest) query blocks first; 384 threads: warpgroup 0 is the producer (one thread issues
@@ -238,6 +240,7 @@ __device__ __forceinline__ void prefill(const Fa3PrefillParams& p) {
             tma_prefetch(&p.q);
             tma_prefetch(&p.k);
             tma_prefetch(&p.v);
+            tma_prefetch(&p.k_rope);
             int tile = PERSISTENT ? claim_tile(tiles) : static_cast<int>(blockIdx.x);
             for (int j = 0, ring = 0;; ++j) {  // ring: K/V tiles loaded so far by this CTA
                 const int qb = j % QBUF;
@@ -265,8 +268,12 @@ __device__ __forceinline__ void prefill(const Fa3PrefillParams& p) {
                     mbar_wait(&k_empty[s], free_parity);
                     mbar_arrive_expect_tx(&k_full[s], S::K_BYTES);
 #pragma unroll
-                    for (int c = 0; c < QC; ++c)
-                        tma_load_4d(k_dst + c * BN * 64, &p.k, &k_full[s], c * 64, kh, kb * BN, tc.b);
+                    for (int c = 0; c < QC; ++c) {
+                        // Columns from k_rope_col on come from the shared rope key (MLA).
+                        const bool rope = c * 64 >= p.k_rope_col;
+                        tma_load_4d(k_dst + c * BN * 64, rope ? &p.k_rope : &p.k, &k_full[s],
+                                    rope ? c * 64 - p.k_rope_col : c * 64, rope ? 0 : kh, kb * BN, tc.b);
+                    }
                     mbar_wait(&v_empty[s], free_parity);
                     mbar_arrive_expect_tx(&v_full[s], S::V_BYTES);
 #pragma unroll

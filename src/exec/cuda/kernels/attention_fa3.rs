@@ -5,7 +5,7 @@
 
 use cudarc::driver::{DeviceRepr, LaunchConfig};
 
-use anyhow::Context;
+use anyhow::{ensure, Context};
 
 use super::super::tma::{encode_bf16, TensorLayout, BOX_INNER};
 use super::prepare::{kernel, Call};
@@ -48,6 +48,9 @@ pub struct Fa3PrefillParams {
     pub k: TensorMap,
     /// (d_v, v_heads, n_kv, batch), boxes of 64 x 1 x block_n x 1.
     pub v: TensorMap,
+    /// K columns from `k_rope_col` on (MLA's rope key, one head shared by all): (d_rope, 1,
+    /// n_kv, batch), boxes as for k. A copy of `k` when unused.
+    pub k_rope: TensorMap,
     pub o: Bf16Ptr,
     pub o_batch_stride: i64,
     pub o_token_stride: i32,
@@ -64,6 +67,8 @@ pub struct Fa3PrefillParams {
     pub scale: f32,
     /// `<= 0` disables the tanh soft cap.
     pub softcap: f32,
+    /// First K column read through `k_rope` (a multiple of 64), `i32::MAX` for none.
+    pub k_rope_col: i32,
 }
 unsafe impl DeviceRepr for Fa3PrefillParams {}
 
@@ -226,6 +231,10 @@ pub struct Fa3Problem {
     pub q: HeadsOperand,
     pub k: HeadsOperand,
     pub v: HeadsOperand,
+    /// The K columns past `k.d` when they live elsewhere, with one head for all q heads
+    /// (MLA: K = [k_nope per head ; k_pe shared], read in place instead of built); `k.d`
+    /// must then be a multiple of 64 and `k.d + k_rope.d == q.d`.
+    pub k_rope: Option<HeadsOperand>,
     pub o: u64,
     pub o_batch_stride: usize,
     pub o_token_stride: usize,
@@ -244,10 +253,27 @@ pub fn fa3_prefill_call(pr: &Fa3Problem) -> anyhow::Result<Call> {
     let variant = select_variant_for(d_qk, d_v, n_kv_for_tile)
         .with_context(|| format!("no fa3 prefill attention kernel for head dims {d_qk}/{d_v}"))?;
     let block_n = variant.tile.block_n;
+    let k = pr.k.tensor_map(block_n)?;
+    let (k_rope, k_rope_col) = match &pr.k_rope {
+        Some(r) => {
+            ensure!(
+                pr.k.d.is_multiple_of(64) && r.heads == 1 && pr.k.d + r.d == pr.q.d,
+                "fa3 split K: {} + {} columns (one rope head: {}) for a {}-wide q",
+                pr.k.d,
+                r.d,
+                r.heads,
+                pr.q.d
+            );
+            (r.tensor_map(block_n)?, pr.k.d as i32)
+        }
+        None => (k, i32::MAX),
+    };
     let p = Fa3PrefillParams {
         q: pr.q.tensor_map(FA3_BLOCK_M)?,
-        k: pr.k.tensor_map(block_n)?,
+        k,
         v: pr.v.tensor_map(block_n)?,
+        k_rope,
+        k_rope_col,
         o: pr.o,
         o_batch_stride: pr.o_batch_stride as i64,
         o_token_stride: pr.o_token_stride as i32,
@@ -352,6 +378,6 @@ mod tests {
     #[test]
     fn params_match_the_c_layout() {
         assert_eq!(std::mem::align_of::<Fa3PrefillParams>(), 128);
-        assert_eq!(std::mem::offset_of!(Fa3PrefillParams, o), 384);
+        assert_eq!(std::mem::offset_of!(Fa3PrefillParams, o), 512);
     }
 }
