@@ -155,12 +155,14 @@ pub fn prepare(cx: &mut Prep, op: &Op) -> anyhow::Result<Vec<Call>> {
                 q: q_op,
                 k: kv(kc, *d_qk, *k_heads, kw),
                 v: kv(vc, *d_v, *v_heads, vw),
+                k_rope: None,
                 o: cx.ptr(*out),
                 o_batch_stride: n_q * ld_o,
                 o_token_stride: ld_o,
                 o_head_stride: *d_v,
                 scale: *scale,
                 softcap,
+                sm_count: cx.sm_count(),
             })?);
         }
         Phase::Prefill => {

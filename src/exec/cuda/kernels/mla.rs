@@ -281,17 +281,39 @@ pub fn prepare(cx: &mut Prep, op: &Op) -> anyhow::Result<Vec<Call>> {
                     token_stride,
                     batch_stride: n * token_stride,
                 };
-                let call = fa3_prefill_call(&Fa3Problem {
+                let problem = |k, k_rope| Fa3Problem {
                     q: operand(cx.ptr(*q), d_nope + d_rope, d_nope + d_rope, ldq),
-                    k: operand(cx.scratch, d_nope + d_rope, d_nope + d_rope, k_row),
+                    k,
                     v: operand(cx.ptr(*kv) + (*d_nope * 2) as u64, *d_v, d_nope + d_v, ldkv),
+                    k_rope,
                     o: cx.ptr(*out),
                     o_batch_stride: n * ldo,
                     o_token_stride: ldo,
                     o_head_stride: *d_v,
                     scale: *scale,
                     softcap: 0.0,
-                })?;
+                    sm_count: cx.sm_count(),
+                };
+                // K read in place (k_nope per head out of kv, the shared k_pe through a one-head
+                // map) when k_nope is whole 64-column chunks and k_pe can be a TMA operand: no
+                // mla_build_k pass (~200 MB written and read back at DeepSeek 4096 tokens).
+                let ld_pe = cx.ld(*k_pe) as usize;
+                if d_nope.is_multiple_of(64) && cx.ptr(*k_pe).is_multiple_of(16) && ld_pe.is_multiple_of(8) {
+                    let k_nope = operand(cx.ptr(*kv), *d_nope, d_nope + d_v, ldkv);
+                    let k_pe_op = HeadsOperand {
+                        base: cx.ptr(*k_pe),
+                        d: *d_rope,
+                        heads: 1,
+                        tokens: n,
+                        batch,
+                        head_stride: *d_rope,
+                        token_stride: ld_pe,
+                        batch_stride: n * ld_pe,
+                    };
+                    return Ok(vec![fa3_prefill_call(&problem(k_nope, Some(k_pe_op)))?]);
+                }
+                let call =
+                    fa3_prefill_call(&problem(operand(cx.scratch, d_nope + d_rope, d_nope + d_rope, k_row), None))?;
                 return Ok(vec![build_k, call]);
             }
             let variant = attention_prefill::select_variant(dqk, *d_v as i32)
