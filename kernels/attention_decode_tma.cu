@@ -50,9 +50,11 @@
 // instructions per unmasked tile at d128, down from ~500) and a combine that requests all
 // of its inputs at once.
 //
-// decode_tma_combine: the split merge (`combine_row`) behind griddepcontrol.wait, launched with
-// PDL so its launch and scheduling overlap the main kernel's tail. Grid (q_heads, batch * s_q),
-// block 128; d_v a multiple of 4 and at most 512.
+// decode_tma_combine: the split merge (`combine_rows`) behind griddepcontrol.wait, launched
+// with PDL so its launch and scheduling overlap the main kernel's tail, and only when there
+// are splits (every PDL kernel of ours waits on griddepcontrol before reading, so the kernel
+// after the decode is ordered behind it directly). Grid ceil(batch * s_q * q_heads / (4 /
+// slices)), block 128; d_v a multiple of 4 and at most 256.
 #include "attention_decode.cuh"
 #include "hopper.cuh"
 
@@ -125,14 +127,6 @@ template <bool B>
 struct Flag {
     static constexpr bool value = B;
 };
-
-// Score transform into the log2 domain: scale, then the optional tanh soft cap (Grok),
-// chosen at compile time so the common path is one multiply per score.
-template <bool SOFTCAP>
-__device__ __forceinline__ float score(float qk, float scale_log2, float cap_in, float cap_out) {
-    if constexpr (SOFTCAP) return cap_out * tanhf(qk * cap_in);
-    else return qk * scale_log2;
-}
 
 template <int D, int SPW, bool Q_IN_REGS, int HB_MAX>
 __device__ __forceinline__ void decode_tma(const DecodeTmaParams& p) {
@@ -267,7 +261,8 @@ __device__ __forceinline__ void decode_tma(const DecodeTmaParams& p) {
     // scores of 0, harmless since they are never written.
     const int unmasked_end = min(ke, p.n_kv - p.s_q + token_of(0) + 1);
     const float scale_log2 = p.scale * attn::LOG2E;
-    const float cap_in = p.softcap > 0.f ? p.scale / p.softcap : 0.f, cap_out = p.softcap * attn::LOG2E;
+    const bool softcapped = p.softcap > 0.f;
+    const float cap_in = softcapped ? p.scale / p.softcap : 0.f, cap_out = p.softcap * attn::LOG2E;
     float acc[NO][4];
 #pragma unroll
     for (int n = 0; n < NO; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
@@ -287,9 +282,13 @@ __device__ __forceinline__ void decode_tma(const DecodeTmaParams& p) {
     }
 
     // One 16-key tile: S = Q K^T in two independent chains per n8 half (even and odd
-    // k-steps, so four HMMAs deep at d128 instead of eight), the score transform (masked
-    // only in edge tiles), the lazy online softmax, O += P V.
-    auto tile = [&](uint32_t tk, uint32_t tv, int key0, auto masked, auto softcap) {
+    // k-steps, so four HMMAs deep at d128 instead of eight), the score transform, the lazy
+    // online softmax, O += P V. Two instantiations: FAST for interior tiles without a soft
+    // cap (one multiply per score), the generic one for edge tiles (split end, causal
+    // corner) and Grok's soft cap; two, not four, keep the code that every SM fetches anew
+    // after the timing's L2 flush small.
+    auto tile = [&](uint32_t tk, uint32_t tv, int key0, auto fast) {
+        constexpr bool FAST = decltype(fast)::value;
         float sc[2][2][4] = {};  // [n8 half][k-step parity][element]
 #pragma unroll
         for (int kk = 0; kk < KSTEPS; ++kk) {
@@ -305,12 +304,13 @@ __device__ __forceinline__ void decode_tma(const DecodeTmaParams& p) {
         for (int n = 0; n < 2; ++n) {
 #pragma unroll
             for (int e = 0; e < 4; ++e) {
-                const float v = score<decltype(softcap)::value>(sc[n][0][e] + sc[n][1][e], scale_log2, cap_in, cap_out);
-                if constexpr (decltype(masked)::value) {
+                const float x = sc[n][0][e] + sc[n][1][e];
+                if constexpr (FAST) {
+                    s[n][e] = x * scale_log2;
+                } else {
+                    const float v = softcapped ? cap_out * tanhf(x * cap_in) : x * scale_log2;
                     const int key = key0 + n * 8 + 2 * t4 + (e & 1);
                     s[n][e] = key < ke && key <= (e < 2 ? lim_lo : lim_hi) ? v : -INFINITY;
-                } else {
-                    s[n][e] = v;
                 }
             }
         }
@@ -324,9 +324,6 @@ __device__ __forceinline__ void decode_tma(const DecodeTmaParams& p) {
             attn::mma_bf16(acc[2 * dn + 1], pa, bv[2], bv[3]);
         }
     };
-    using yes = Flag<true>;
-    using no = Flag<false>;
-    const bool softcapped = p.softcap > 0.f;
 
     const uint32_t ring_addr = hopper::smem_addr(ring);
     // This warp's stages are turn * SPW + slot; the phase flips each time slot wraps.
@@ -338,13 +335,8 @@ __device__ __forceinline__ void decode_tma(const DecodeTmaParams& p) {
         const uint32_t tk = ring_addr + (s * hb + hh) * 2 * L::TILE_ELEMS * 2;
         const uint32_t tv = tk + L::TILE_ELEMS * 2;
         const int key0 = kb + t * BN;
-        if (key0 + BN <= unmasked_end) {
-            if (softcapped) tile(tk, tv, key0, no{}, yes{});
-            else tile(tk, tv, key0, no{}, no{});
-        } else {
-            if (softcapped) tile(tk, tv, key0, yes{}, yes{});
-            else tile(tk, tv, key0, yes{}, no{});
-        }
+        if (!softcapped && key0 + BN <= unmasked_end) tile(tk, tv, key0, Flag<true>{});
+        else tile(tk, tv, key0, Flag<false>{});
         __syncwarp();  // every lane's ldmatrix of this stage is done before it is refilled
         if (lane == 0) hopper::mbar_arrive(&empty[s]);
         if (++slot == SPW) slot = 0, phase ^= 1;
@@ -398,73 +390,104 @@ __device__ __forceinline__ void decode_tma(const DecodeTmaParams& p) {
     }
 }
 
-// One (token row, head) of the split-KV merge per 128-thread block:
+// The split-KV merge of one (token row, q head) pair per `slices` warps:
 //   o = sum_s w_s o_s, w_s = exp2(lse_s - max lse) / sum w (-inf lse: an empty split, w = 0).
-// The block's threads split into 128 / (d / 4) slices that each take every slices-th split
-// over float4 columns. Everything is requested at once, before any reduction: each lane's
-// share of all the lse (every warp reduces max and sum over all splits itself, so no block
-// barrier precedes the weights), and its slice's first COMBINE_BATCH partials with their lse.
-// A b1 decode's 33 splits then cost about one L2 round trip instead of one per split. An
-// empty split's partials, never written, are loaded but weighted out by a select.
+// slices = 1, 2 or 4 warps per pair by split count (combine_slices; attention_decode_tma.rs
+// `combine_slices` sizes the grid with the same rule), 4 / slices pairs per 128-thread
+// block; warp `slice` of a pair takes every slices-th split, lane l columns 4l.. (and 4l +
+// 128.. at d256). Everything is requested at once, before any reduction: each lane's share of
+// all the lse (every warp reduces max and sum over all splits itself and keeps the weights
+// in shared memory) and its first COMBINE_BATCH partials, so a b1 decode's 33 splits cost
+// about one L2 round trip, and few splits (Qwen3 b32's two) take few, small blocks (rows x
+// q_heads / 4 of them, one wave). An empty split's partials, never written, are loaded but
+// weighted out by a select, so garbage cannot leak.
+constexpr int COMBINE_THREADS = 128;
 constexpr int COMBINE_BATCH = 16;
 
-__device__ __forceinline__ void combine_row(const DecodeCombineParams& p) {
-    constexpr int THREADS = 128;
-    __shared__ float4 s_acc[THREADS];
-    const int h = blockIdx.x, b = blockIdx.y, tid = threadIdx.x, lane = tid & 31;
-    const long long row = (long long)b * p.q_heads + h;
-    const float* o_part = p.scratch + row * p.num_splits * p.d_v;
-    const float* lse = p.scratch + (long long)p.batch * p.q_heads * p.num_splits * p.d_v + row * p.num_splits;
-    const int vecs = p.d_v / 4, slices = THREADS / vecs;
-    const int vec = tid % vecs, slice = tid / vecs;
-    const bool active = slice < slices;
+__device__ __forceinline__ int combine_slices(int num_splits) {
+    return num_splits <= COMBINE_BATCH ? 1 : num_splits <= 2 * COMBINE_BATCH ? 2 : 4;
+}
 
-    float all_lse[THREADS / 32];  // splits lane, lane + 32, ... (num_splits <= 128)
+__device__ __forceinline__ void combine_rows(const DecodeCombineParams& p) {
+    constexpr int WARPS = COMBINE_THREADS / 32;
+    __shared__ float s_w[WARPS][128];  // each warp's split weights (num_splits <= 128)
+    __shared__ float4 s_acc[WARPS][32];
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int slices = combine_slices(p.num_splits), pairs_per_block = WARPS / slices;
+    const int slice = warp % slices;
+    const long long pair = (long long)blockIdx.x * pairs_per_block + warp / slices;  // b * q_heads + h
+    const bool valid = pair < (long long)p.batch * p.q_heads;
+    const float* o_part = p.scratch + pair * p.num_splits * p.d_v;
+    const float* lse = p.scratch + (long long)p.batch * p.q_heads * p.num_splits * p.d_v + pair * p.num_splits;
+    const int vecs = p.d_v / 4;
+
+    // One round trip: this lane's lse (splits lane, lane + 32, ..) and its first batch of
+    // partials (columns 4 * lane..) are all in flight before anything waits on them.
+    float all_lse[4];
 #pragma unroll
-    for (int k = 0; k < THREADS / 32; ++k) all_lse[k] = lane + 32 * k < p.num_splits ? lse[lane + 32 * k] : -INFINITY;
-    float part_lse[COMBINE_BATCH];
+    for (int k = 0; k < 4; ++k) all_lse[k] = valid && lane + 32 * k < p.num_splits ? lse[lane + 32 * k] : -INFINITY;
     float4 part[COMBINE_BATCH];
+    auto load_batch = [&](int vec) {
 #pragma unroll
-    for (int u = 0; u < COMBINE_BATCH; ++u) {
-        const int s = slice + u * slices;
-        const bool in = active && s < p.num_splits;
-        part_lse[u] = in ? lse[s] : -INFINITY;
-        part[u] = in ? *reinterpret_cast<const float4*>(o_part + (long long)s * p.d_v + vec * 4)
-                     : make_float4(0.f, 0.f, 0.f, 0.f);
-    }
-
-    float mx = -INFINITY;
-#pragma unroll
-    for (int k = 0; k < THREADS / 32; ++k) mx = fmaxf(mx, all_lse[k]);
-    mx = warp_max(mx);
-    float wsum = 0.f;
-#pragma unroll
-    for (int k = 0; k < THREADS / 32; ++k) wsum += all_lse[k] == -INFINITY ? 0.f : exp2f(all_lse[k] - mx);
-    const float inv = 1.f / warp_sum(wsum);
-
-    float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
-    auto add = [&](float split_lse, const float4& v) {
-        if (split_lse != -INFINITY) {  // a select, not a multiply: an empty split's partials may be garbage
-            const float ws = exp2f(split_lse - mx) * inv;
-            acc.x += ws * v.x; acc.y += ws * v.y; acc.z += ws * v.z; acc.w += ws * v.w;
+        for (int u = 0; u < COMBINE_BATCH; ++u) {
+            const int s = slice + u * slices;
+            part[u] = valid && vec < vecs && s < p.num_splits
+                          ? *reinterpret_cast<const float4*>(o_part + (long long)s * p.d_v + vec * 4)
+                          : make_float4(0.f, 0.f, 0.f, 0.f);
         }
     };
+    load_batch(lane);
+
+    float mx = fmaxf(fmaxf(all_lse[0], all_lse[1]), fmaxf(all_lse[2], all_lse[3]));
+    mx = warp_max(mx);
+    float w[4], wsum = 0.f;
 #pragma unroll
-    for (int u = 0; u < COMBINE_BATCH; ++u) add(part_lse[u], part[u]);
-    // More splits than one batch covers (d256 with over 32 splits, d128 over 64).
-    if (active) {
-        for (int s = slice + COMBINE_BATCH * slices; s < p.num_splits; s += slices)
-            add(lse[s], *reinterpret_cast<const float4*>(o_part + (long long)s * p.d_v + vec * 4));
+    for (int k = 0; k < 4; ++k) {
+        w[k] = all_lse[k] == -INFINITY ? 0.f : exp2f(all_lse[k] - mx);
+        wsum += w[k];
     }
-    s_acc[tid] = acc;
-    __syncthreads();
-    if (slice == 0) {
-        for (int k = 1; k < slices; ++k) {
-            const float4 v = s_acc[k * vecs + vec];
-            acc.x += v.x; acc.y += v.y; acc.z += v.z; acc.w += v.w;
+    wsum = warp_sum(wsum);
+    const float inv = wsum > 0.f ? 1.f / wsum : 0.f;  // 0: a block's spare warp (no pair)
+#pragma unroll
+    for (int k = 0; k < 4; ++k) s_w[warp][lane + 32 * k] = w[k] * inv;
+    __syncwarp();
+
+#pragma unroll 1
+    for (int v0 = 0; v0 < vecs; v0 += 32) {  // block-uniform trip count (d_v is)
+        const int vec = v0 + lane;
+        const bool active = valid && vec < vecs;
+        if (v0 > 0) load_batch(vec);
+        float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+        auto add = [&](float ws, const float4& v) {
+            if (ws != 0.f) {  // a select, not a multiply: empty splits' partials may be garbage
+                acc.x += ws * v.x; acc.y += ws * v.y; acc.z += ws * v.z; acc.w += ws * v.w;
+            }
+        };
+#pragma unroll
+        for (int u = 0; u < COMBINE_BATCH; ++u) {
+            const int s = slice + u * slices;
+            add(s < p.num_splits ? s_w[warp][min(s, 127)] : 0.f, part[u]);
         }
-        bf16* out = p.o + b * (long long)p.o_batch_stride + (long long)h * p.o_head_stride + vec * 4;
-        *reinterpret_cast<uint2*>(out) = make_uint2(attn::pack_bf16(acc.x, acc.y), attn::pack_bf16(acc.z, acc.w));
+        if (active) {  // more splits than one batch covers (over 64 at four slices)
+            for (int s = slice + COMBINE_BATCH * slices; s < p.num_splits; s += slices)
+                add(s_w[warp][s], *reinterpret_cast<const float4*>(o_part + (long long)s * p.d_v + vec * 4));
+        }
+        if (slices > 1) {  // block-uniform: the pair's other warps add into its first
+            s_acc[warp][lane] = acc;
+            __syncthreads();
+            if (slice == 0) {
+                for (int k = 1; k < slices; ++k) {
+                    const float4 v = s_acc[warp + k][lane];
+                    acc.x += v.x; acc.y += v.y; acc.z += v.z; acc.w += v.w;
+                }
+            }
+            __syncthreads();  // s_acc is reused by the next column block
+        }
+        if (active && slice == 0) {
+            const long long b = pair / p.q_heads, h = pair % p.q_heads;
+            bf16* out = p.o + b * p.o_batch_stride + h * p.o_head_stride + vec * 4;
+            *reinterpret_cast<uint2*>(out) = make_uint2(attn::pack_bf16(acc.x, acc.y), attn::pack_bf16(acc.z, acc.w));
+        }
     }
 }
 
@@ -487,6 +510,6 @@ DECODE_TMA_ENTRY(decode_tma_d256, DECODE_TMA_TILE_D256, 1)
 extern "C" __global__ void __launch_bounds__(128) decode_tma_combine(const DecodeCombineParams p) {
     // Wait even with nothing to merge: the kernels after this one are ordered only behind it.
     dtma::grid_dependency_wait();
-    if (p.num_splits <= 1) return;  // decode_tma already wrote o
-    dtma::combine_row(p);
+    if (p.num_splits <= 1) return;  // decode_tma already wrote o (and the launch is skipped then)
+    dtma::combine_rows(p);
 }
