@@ -1,7 +1,8 @@
 // Split-KV decode pieces shared by attention_decode.cu (fa2) and attention_decode_tma.cu (fa3):
 // one warp's online softmax over a 16-row x 16-key score slice held in mma.sync fragments
-// (attention_util.cuh's layout: a thread owns rows g and g + 8, g = lane / 4), and the merge
-// of several warps' (m, l, O) through shared memory.
+// (attention_util.cuh's layout: a thread owns rows g and g + 8, g = lane / 4; `update` for
+// fa2, `update_lazy` for fa3), and the merge of several warps' (m, l, O) through shared
+// memory.
 #pragma once
 #include "attention_util.cuh"
 
@@ -17,6 +18,14 @@ __device__ __forceinline__ void q_frag(uint32_t (&a)[4], const uint32_t (&qf)[QF
     } else {
         load_a_frag(a, sQ + kk * 16, qs, lane);
     }
+}
+
+// 2^x on the SFU, denormal results flushed to zero (exp2f adds a range fix-up around the
+// same instruction); exp2(-inf) = 0. For softmax weights, where nothing below 2^-126 matters.
+__device__ __forceinline__ float fast_exp2(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
 }
 
 // Running max (log2 domain) and this thread's share of the row sum, for rows g and g + 8.
@@ -55,6 +64,51 @@ struct SliceSoftmax {
             acc[n][0] *= alpha_lo; acc[n][1] *= alpha_lo;
             acc[n][2] *= alpha_hi; acc[n][3] *= alpha_hi;
         }
+        pa[0] = pack_bf16(s[0][0], s[0][1]); pa[1] = pack_bf16(s[0][2], s[0][3]);
+        pa[2] = pack_bf16(s[1][0], s[1][1]); pa[3] = pack_bf16(s[1][2], s[1][3]);
+    }
+
+    // update() with a lazy rescale (attention_decode_tma.cu): the running max is only a
+    // reference, moved (and acc and the sums rescaled) when some row's slice max exceeds it
+    // by more than RESCALE_LOG2, so P = exp2(s - m) stays <= 2^RESCALE_LOG2 (exact in the
+    // final o / l, well inside bf16 and fp32). After the first slices the max rarely moves
+    // that far: most slices skip the NO x 4 multiplies and two exp2, which sit on the
+    // consumer's dependent chain. The branch is warp-uniform (one vote).
+    static constexpr float RESCALE_LOG2 = 8.f;
+    template <int NO>
+    __device__ __forceinline__ void update_lazy(float (&s)[2][4], float (&acc)[NO][4], uint32_t (&pa)[4]) {
+        float mx_lo = fmaxf(fmaxf(s[0][0], s[0][1]), fmaxf(s[1][0], s[1][1]));
+        float mx_hi = fmaxf(fmaxf(s[0][2], s[0][3]), fmaxf(s[1][2], s[1][3]));
+#pragma unroll
+        for (int o = 1; o <= 2; o <<= 1) {
+            mx_lo = fmaxf(mx_lo, __shfl_xor_sync(0xffffffffu, mx_lo, o));
+            mx_hi = fmaxf(mx_hi, __shfl_xor_sync(0xffffffffu, mx_hi, o));
+        }
+        // -inf + 8 is -inf: a row whose first visible key arrives always moves its reference.
+        const bool grow = mx_lo > m_lo + RESCALE_LOG2 || mx_hi > m_hi + RESCALE_LOG2;
+        if (__any_sync(0xffffffffu, grow)) {
+            const float mn_lo = fmaxf(m_lo, mx_lo), mn_hi = fmaxf(m_hi, mx_hi);
+            const float ref_lo = mn_lo == -INFINITY ? 0.f : mn_lo, ref_hi = mn_hi == -INFINITY ? 0.f : mn_hi;
+            const float alpha_lo = fast_exp2(m_lo - ref_lo), alpha_hi = fast_exp2(m_hi - ref_hi);
+            m_lo = mn_lo; m_hi = mn_hi;
+            l_lo *= alpha_lo; l_hi *= alpha_hi;
+#pragma unroll
+            for (int n = 0; n < NO; ++n) {
+                acc[n][0] *= alpha_lo; acc[n][1] *= alpha_lo;
+                acc[n][2] *= alpha_hi; acc[n][3] *= alpha_hi;
+            }
+        }
+        const float ref_lo = m_lo == -INFINITY ? 0.f : m_lo, ref_hi = m_hi == -INFINITY ? 0.f : m_hi;
+        float sum_lo = 0.f, sum_hi = 0.f;
+#pragma unroll
+        for (int n = 0; n < 2; ++n) {
+            s[n][0] = fast_exp2(s[n][0] - ref_lo); s[n][1] = fast_exp2(s[n][1] - ref_lo);
+            s[n][2] = fast_exp2(s[n][2] - ref_hi); s[n][3] = fast_exp2(s[n][3] - ref_hi);
+            sum_lo += s[n][0] + s[n][1];
+            sum_hi += s[n][2] + s[n][3];
+        }
+        l_lo += sum_lo;
+        l_hi += sum_hi;
         pa[0] = pack_bf16(s[0][0], s[0][1]); pa[1] = pack_bf16(s[0][2], s[0][3]);
         pa[2] = pack_bf16(s[1][0], s[1][1]); pa[3] = pack_bf16(s[1][2], s[1][3]);
     }

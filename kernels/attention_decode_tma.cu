@@ -1,4 +1,4 @@
-// Decode attention v3 (the fa3 backend's decode): GQA over the KV cache with a TMA-fed,
+// Decode attention v4 (the fa3 backend's decode): GQA over the KV cache with a TMA-fed,
 // warp-specialised ring, split-KV, and a combine that overlaps through PDL.
 //
 //   s_q new tokens per sequence b (s_q = 1 for plain decode; several for speculative decoding):
@@ -32,18 +32,29 @@
 //   Warps 0-3: consumers, warp w on head w / WPH. S = Q K^T and O += P V on mma.sync
 //   m16n8k16 (decode is bandwidth bound; wgmma's 64-row M would be mostly padding), ldmatrix
 //   through the swizzle, per-warp online softmax; each head's WPH warps merge (m, l, O)
-//   through shared memory at the end.
+//   through shared memory at the end. The per-tile chain is what bounds a CTA's rate (one
+//   consumer warp per SMSP and CTA), so it is kept short: every k-step runs unguarded (boxes
+//   past d are TMA zero fill), S accumulates in two independent chains per n8 half, only
+//   edge tiles (split end, causal corner) are masked, the soft cap is a compile-time branch,
+//   and the softmax rescales O only when a row's max moves by more than 2^8 (update_lazy).
 //   num_splits == 1: o is written directly. Otherwise fp32 partials and log2-LSE go to scratch
 //   (attention_decode.rs `decode_scratch_bytes`, rows (b, token, head)) and decode_tma_combine
 //   merges them.
 //
-// Versions: _d64 / _d128 / _d256 for any d <= the bucket (multiple of 8); SPW 6 / 3 / 1 keep
-// the ring at 96 / 96 / 64 KiB, two CTAs per SM (about 190 KiB of KV in flight per SM); HB
-// up to 4 / 4 / 1 (d256's ring of 4 head tiles would be one stage at 4 heads).
+// Entries: _d64 / _d128 / _d256 for any d <= the bucket (multiple of 8); SPW 6 / 3 / 1 keep
+// the ring at 96 / 96 / 64 KiB, two CTAs per SM at d64/d128 (about 190 KiB of KV in flight
+// per SM; d256's registers allow one); HB up to 4 / 4 / 1 (d256's ring of 4 head tiles would
+// be one stage at 4 heads), shipped at 1 (docs/perf.md "GQA decode v3").
+// Versions (docs/perf.md): v2 the TMA ring with per-warp stages and the PDL combine; v3 K-head
+// blocks per CTA (kept, capped at one head); v4 the short consumer chain above (ptxas: ~170
+// instructions per unmasked tile at d128, down from ~500) and a combine that requests all
+// of its inputs at once.
 //
-// decode_tma_combine: the split merge (`combine_row`) behind griddepcontrol.wait, launched with
-// PDL so its launch and scheduling overlap the main kernel's tail. Grid (q_heads, batch * s_q),
-// block 128; d_v a multiple of 4 and at most 512.
+// decode_tma_combine: the split merge (`combine_rows`) behind griddepcontrol.wait, launched
+// with PDL so its launch and scheduling overlap the main kernel's tail, and only when there
+// are splits (every PDL kernel of ours waits on griddepcontrol before reading, so the kernel
+// after the decode is ordered behind it directly). Grid ceil(batch * s_q * q_heads / (4 /
+// slices)), block 128; d_v a multiple of 4 and at most 256.
 #include "attention_decode.cuh"
 #include "hopper.cuh"
 
@@ -73,12 +84,24 @@ __device__ __forceinline__ void tma_load_4d_evict_first(void* dst, const TensorM
         : "memory");
 }
 
-// Element (row, col) of a [rows][64] chunk written by TMA with the 128-byte swizzle (the
-// 16-byte column group XOR row % 8); col a multiple of 8. Conflict-free for ldmatrix: the 8
-// rows of one phase land in 8 different bank groups.
-__device__ __forceinline__ const bf16* swizzled(const bf16* chunk, int row, int col) {
-    return reinterpret_cast<const bf16*>(reinterpret_cast<const char*>(chunk) + row * 128 +
-                                         (((col >> 3) ^ (row & 7)) << 4));
+// ldmatrix x4 (plain and transposed) from a shared-space address: the consumer loop adds
+// per-lane constant offsets to a tile's base instead of redoing the swizzle per k-step.
+__device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], uint32_t addr) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr));
+}
+__device__ __forceinline__ void ldsm_x4_t(uint32_t (&r)[4], uint32_t addr) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr));
+}
+
+// Byte offset of element (row, col) in a [rows][64] chunk written by TMA with the 128-byte
+// swizzle (the 16-byte column group XOR row % 8); col a multiple of 8, below 64.
+// Conflict-free for ldmatrix: the 8 rows of one phase land in 8 different bank groups.
+__host__ __device__ constexpr uint32_t swizzle_offset(int row, int col) {
+    return row * 128 + (((col >> 3) ^ (row & 7)) << 4);
 }
 
 // Shared memory, from a 1024-byte aligned base: the ring of CW * SPW head tiles (a stage is
@@ -99,19 +122,16 @@ struct Layout {
     static constexpr int STATS_BYTES = 2 * CW * ROWS * 4;
 };
 
-// The merged (o, lse) of row r, column c over the `wph` warps that shared one head's tiles.
-template <int D>
-__device__ __forceinline__ float merged_head_row(const float* sM, const float* sL, const float* sO, int wph, int r,
-                                                 int c, float& lse) {
-    if (wph == 1) return attn::merged_row<1, D>(sM, sL, sO, r, c, lse);
-    if (wph == 2) return attn::merged_row<2, D>(sM, sL, sO, r, c, lse);
-    return attn::merged_row<CW, D>(sM, sL, sO, r, c, lse);
-}
+// A compile-time bool passed as a value, for the generic tile lambda below.
+template <bool B>
+struct Flag {
+    static constexpr bool value = B;
+};
 
 template <int D, int SPW, bool Q_IN_REGS, int HB_MAX>
 __device__ __forceinline__ void decode_tma(const DecodeTmaParams& p) {
     using L = Layout<D, SPW, Q_IN_REGS ? 0 : HB_MAX>;
-    constexpr int HEAD_TILES = L::HEAD_TILES, KSTEPS = D / 16, NO = D / 8, QS = L::QS;
+    constexpr int HEAD_TILES = L::HEAD_TILES, KSTEPS = D / 16, NO = D / 8, QS = L::QS, CHUNKS = D / 64;
     extern __shared__ __align__(1024) unsigned char smem_raw[];
     unsigned char* base = smem_raw + ((1024 - (hopper::smem_addr(smem_raw) & 1023)) & 1023);
     bf16* ring = reinterpret_cast<bf16*>(base);
@@ -135,7 +155,6 @@ __device__ __forceinline__ void decode_tma(const DecodeTmaParams& p) {
     const int chunk = (per_split + BN - 1) / BN * BN;
     const int kb = split * chunk, ke = min(p.n_kv, kb + chunk);
     const int n_tiles = kb < ke ? (ke - kb + BN - 1) / BN : 0;
-    const int chunks = (p.d + 63) / 64;  // 64-column TMA boxes per key row actually in range
 
     // Packed row r of K head kh -> (token row b * s_q + i, q head, scratch row), and its
     // causal limit; the rows are the same for every head of the block.
@@ -146,11 +165,9 @@ __device__ __forceinline__ void decode_tma(const DecodeTmaParams& p) {
         return ((long long)b * p.s_q + token_of(r)) * p.q_heads + head_of(kh, r);
     };
 
-    if (tid == 0) {
-        for (int s = 0; s < stages; ++s) {
-            hopper::mbar_init(&full[s], 1);
-            hopper::mbar_init(&empty[s], hb);  // one warp per head of the block frees a stage
-        }
+    if (tid < stages) {  // one lane per stage (at most 24)
+        hopper::mbar_init(&full[tid], 1);
+        hopper::mbar_init(&empty[tid], hb);  // one warp per head of the block frees a stage
         hopper::mbar_init_fence();
     }
     if (warp == CW && lane == 0) {
@@ -173,21 +190,25 @@ __device__ __forceinline__ void decode_tma(const DecodeTmaParams& p) {
     if (warp == CW) {  // producer
         if (lane == 0) {
             const uint64_t policy = evict_first_policy();
-            const int tx = hb * 2 * chunks * BN * 64 * 2;
+            // Every 64-column box of the bucket, also those past d: TMA zero-fills them
+            // without reading memory, so the consumers run all D / 16 k-steps unguarded.
+            constexpr int TX = 2 * CHUNKS * BN * 64 * 2;
             for (int t = 0; t < n_tiles; ++t) {
                 const int j = t / wph, s = (t % wph) * SPW + j % SPW;
                 hopper::mbar_wait(&empty[s], ((j / SPW) & 1) ^ 1);
-                hopper::mbar_arrive_expect_tx(&full[s], tx);
+                hopper::mbar_arrive_expect_tx(&full[s], hb * TX);
                 bf16* stage = ring + s * hb * 2 * L::TILE_ELEMS;
                 const int key0 = kb + t * BN;
                 // Heads then columns: per key, the block's K (then V) is one contiguous run of
                 // hb * d * 2 bytes of the [batch, seq, heads, d] cache, requested together.
                 for (int h = 0; h < hb; ++h)
-                    for (int c = 0; c < chunks; ++c)
+#pragma unroll
+                    for (int c = 0; c < CHUNKS; ++c)
                         tma_load_4d_evict_first(stage + h * 2 * L::TILE_ELEMS + c * BN * 64, &p.k, &full[s], c * 64,
                                                 kh0 + h, key0, b, policy);
                 for (int h = 0; h < hb; ++h)
-                    for (int c = 0; c < chunks; ++c)
+#pragma unroll
+                    for (int c = 0; c < CHUNKS; ++c)
                         tma_load_4d_evict_first(stage + (h * 2 + 1) * L::TILE_ELEMS + c * BN * 64, &p.v, &full[s],
                                                 c * 64, kh0 + h, key0, b, policy);
             }
@@ -197,7 +218,6 @@ __device__ __forceinline__ void decode_tma(const DecodeTmaParams& p) {
 
     const int hh = warp / wph, turn = warp % wph, kh = kh0 + hh;
     const int g = lane >> 2, t4 = lane & 3;
-    const int ksteps = (p.d + 15) / 16;
     auto q_row = [&](int r) {
         return p.q + ((long long)b * p.s_q + token_of(r)) * p.q_row_stride + (long long)head_of(kh, r) * p.q_head_stride;
     };
@@ -233,59 +253,93 @@ __device__ __forceinline__ void decode_tma(const DecodeTmaParams& p) {
         sQ += hh * ROWS * QS;
     }
 
-    // Last key rows g and g + 8 may see (-1: a padding row, fully masked).
+    // Last key rows g and g + 8 may see (-1: a padding row, fully masked in masked tiles).
     const int lim_lo = g < nrows ? p.n_kv - p.s_q + token_of(g) : -1;
     const int lim_hi = g + 8 < nrows ? p.n_kv - p.s_q + token_of(g + 8) : -1;
+    // Keys below this are visible to every real row of the CTA (row 0 holds its earliest
+    // token): tiles wholly below it skip the mask. Padding rows (q = 0) then see finite
+    // scores of 0, harmless since they are never written.
+    const int unmasked_end = min(ke, p.n_kv - p.s_q + token_of(0) + 1);
+    const float scale_log2 = p.scale * attn::LOG2E;
+    const bool softcapped = p.softcap > 0.f;
+    const float cap_in = softcapped ? p.scale / p.softcap : 0.f, cap_out = p.softcap * attn::LOG2E;
     float acc[NO][4];
 #pragma unroll
     for (int n = 0; n < NO; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
     attn::SliceSoftmax st;
     // ldmatrix row/column of this lane within a 16 x 16 block: K^T (non-transposed) and V
-    // (transposed) fragments, as attention_util.cuh's load_kt_frag / load_v_frag.
+    // (transposed) fragments, as attention_util.cuh's load_kt_frag / load_v_frag. Within a
+    // tile, k-step kk reads chunk kk / 4 (BN * 128 bytes apart) at this lane's swizzled
+    // offset for column group kk % 4, so four offsets per operand serve every k-step.
     const int k_row = (lane & 7) + ((lane >> 4) << 3), k_col = ((lane >> 3) & 1) * 8;
     const int v_row = (lane & 7) + (((lane >> 3) & 1) << 3), v_col = (lane >> 4) * 8;
+    constexpr uint32_t CHUNK_BYTES = BN * 64 * 2;
+    uint32_t k_off[4], v_off[4];
+#pragma unroll
+    for (int c = 0; c < 4; ++c) {
+        k_off[c] = swizzle_offset(k_row, c * 16 + k_col);
+        v_off[c] = swizzle_offset(v_row, c * 16 + v_col);
+    }
 
-    for (int j = 0, t = turn; t < n_tiles; ++j, t += wph) {
-        const int s = turn * SPW + j % SPW;
-        hopper::mbar_wait(&full[s], (j / SPW) & 1);
-        const bf16* tk = ring + (s * hb + hh) * 2 * L::TILE_ELEMS;
-        const bf16* tv = tk + L::TILE_ELEMS;
-        const int key0 = kb + t * BN;
-
-        float sc[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
+    // One 16-key tile: S = Q K^T in two independent chains per n8 half (even and odd
+    // k-steps, so four HMMAs deep at d128 instead of eight), the score transform, the lazy
+    // online softmax, O += P V. Two instantiations: FAST for interior tiles without a soft
+    // cap (one multiply per score), the generic one for edge tiles (split end, causal
+    // corner) and Grok's soft cap; two, not four, keep the code that every SM fetches anew
+    // after the timing's L2 flush small.
+    auto tile = [&](uint32_t tk, uint32_t tv, int key0, auto fast) {
+        constexpr bool FAST = decltype(fast)::value;
+        float sc[2][2][4] = {};  // [n8 half][k-step parity][element]
 #pragma unroll
         for (int kk = 0; kk < KSTEPS; ++kk) {
-            if (kk >= ksteps) break;
             uint32_t a[4];
             attn::q_frag<Q_IN_REGS>(a, qf, sQ, QS, kk, lane);
-            const int col = kk * 16 + k_col;
             uint32_t bk[4];
-            attn::ldsm_x4(bk[0], bk[1], bk[2], bk[3], swizzled(tk + (col >> 6) * BN * 64, k_row, col & 63));
-            attn::mma_bf16(sc[0], a, bk[0], bk[1]);
-            attn::mma_bf16(sc[1], a, bk[2], bk[3]);
+            ldsm_x4(bk, tk + (kk >> 2) * CHUNK_BYTES + k_off[kk & 3]);
+            attn::mma_bf16(sc[0][kk & 1], a, bk[0], bk[1]);
+            attn::mma_bf16(sc[1][kk & 1], a, bk[2], bk[3]);
         }
+        float s[2][4];
 #pragma unroll
         for (int n = 0; n < 2; ++n) {
 #pragma unroll
             for (int e = 0; e < 4; ++e) {
-                const int key = key0 + n * 8 + 2 * t4 + (e & 1);
-                const bool seen = key < ke && key <= (e < 2 ? lim_lo : lim_hi);
-                sc[n][e] = seen ? attn::score_log2(sc[n][e], p.scale, p.softcap) : -INFINITY;
+                const float x = sc[n][0][e] + sc[n][1][e];
+                if constexpr (FAST) {
+                    s[n][e] = x * scale_log2;
+                } else {
+                    const float v = softcapped ? cap_out * tanhf(x * cap_in) : x * scale_log2;
+                    const int key = key0 + n * 8 + 2 * t4 + (e & 1);
+                    s[n][e] = key < ke && key <= (e < 2 ? lim_lo : lim_hi) ? v : -INFINITY;
+                }
             }
         }
         uint32_t pa[4];
-        st.update(sc, acc, pa);
+        st.update_lazy(s, acc, pa);
 #pragma unroll
         for (int dn = 0; dn < NO / 2; ++dn) {
-            if (dn >= ksteps) break;
-            const int col = dn * 16 + v_col;
             uint32_t bv[4];
-            attn::ldsm_x4_t(bv[0], bv[1], bv[2], bv[3], swizzled(tv + (col >> 6) * BN * 64, v_row, col & 63));
+            ldsm_x4_t(bv, tv + (dn >> 2) * CHUNK_BYTES + v_off[dn & 3]);
             attn::mma_bf16(acc[2 * dn], pa, bv[0], bv[1]);
             attn::mma_bf16(acc[2 * dn + 1], pa, bv[2], bv[3]);
         }
+    };
+
+    const uint32_t ring_addr = hopper::smem_addr(ring);
+    // This warp's stages are turn * SPW + slot; the phase flips each time slot wraps.
+    int slot = 0;
+    uint32_t phase = 0;
+    for (int t = turn; t < n_tiles; t += wph) {
+        const int s = turn * SPW + slot;
+        hopper::mbar_wait(&full[s], phase);
+        const uint32_t tk = ring_addr + (s * hb + hh) * 2 * L::TILE_ELEMS * 2;
+        const uint32_t tv = tk + L::TILE_ELEMS * 2;
+        const int key0 = kb + t * BN;
+        if (!softcapped && key0 + BN <= unmasked_end) tile(tk, tv, key0, Flag<true>{});
+        else tile(tk, tv, key0, Flag<false>{});
         __syncwarp();  // every lane's ldmatrix of this stage is done before it is refilled
         if (lane == 0) hopper::mbar_arrive(&empty[s]);
+        if (++slot == SPW) slot = 0, phase ^= 1;
     }
 
     // Merge each head's wph warps' (m, l, O): the ring is idle once every consumer is past its
@@ -295,69 +349,145 @@ __device__ __forceinline__ void decode_tma(const DecodeTmaParams& p) {
     float* sO = reinterpret_cast<float*>(ring);  // [warp][ROWS][D]
     attn::store_warp_state(st, acc, sM, sL, sO, warp, lane);
     hopper::named_sync(1, CW * 32);
-    for (int i = tid; i < hb * nrows * p.d; i += CW * 32) {
-        const int h = i / (nrows * p.d), r = i / p.d % nrows, c = i % p.d;
+    // Per (head, row), once: each warp's weight exp2(m_w - max) / l over the head's warps
+    // (written over that warp's l) and the row's log2-LSE (over the first warp's m). Each
+    // (head, row) entry is read and written by one thread only.
+    for (int i = tid; i < hb * nrows; i += CW * 32) {
+        const int r = i % nrows, w0 = i / nrows * wph;
+        float mx = -INFINITY;
+        for (int w = w0; w < w0 + wph; ++w) mx = fmaxf(mx, sM[w * ROWS + r]);
+        float l = 0.f;
+        for (int w = w0; w < w0 + wph; ++w) {
+            const float wt = sM[w * ROWS + r] == -INFINITY ? 0.f : exp2f(sM[w * ROWS + r] - mx);
+            l += wt * sL[w * ROWS + r];
+            sL[w * ROWS + r] = wt;
+        }
+        const float inv = l > 0.f ? 1.f / l : 0.f;  // l == 0: no visible key (causal rows of a later split)
+        for (int w = w0; w < w0 + wph; ++w) sL[w * ROWS + r] *= inv;
+        sM[w0 * ROWS + r] = l > 0.f ? mx + log2f(l) : -INFINITY;
+    }
+    hopper::named_sync(1, CW * 32);
+    // o (or the split's partial) four columns per thread.
+    const int vecs = p.d / 4;
+    for (int i = tid; i < hb * nrows * vecs; i += CW * 32) {
+        const int h = i / (nrows * vecs), r = i / vecs % nrows, c = (i % vecs) * 4;
         const int w0 = h * wph;
-        float lse;
-        const float val = merged_head_row<D>(sM + w0 * ROWS, sL + w0 * ROWS, sO + w0 * ROWS * D, wph, r, c, lse);
+        float4 val = make_float4(0.f, 0.f, 0.f, 0.f);
+        for (int w = w0; w < w0 + wph; ++w) {
+            const float wt = sL[w * ROWS + r];
+            const float4 o = *reinterpret_cast<const float4*>(sO + (w * ROWS + r) * D + c);
+            val.x += wt * o.x; val.y += wt * o.y; val.z += wt * o.z; val.w += wt * o.w;
+        }
         if (p.num_splits == 1) {
             const long long row = (long long)b * p.s_q + token_of(r);
-            p.o[row * p.o_row_stride + (long long)head_of(kh0 + h, r) * p.o_head_stride + c] = to_bf16(val);
+            bf16* out = p.o + row * p.o_row_stride + (long long)head_of(kh0 + h, r) * p.o_head_stride + c;
+            *reinterpret_cast<uint2*>(out) = make_uint2(attn::pack_bf16(val.x, val.y), attn::pack_bf16(val.z, val.w));
         } else {
             const long long srow = scratch_row(kh0 + h, r);
-            p.scratch[(srow * p.num_splits + split) * p.d + c] = val;
-            if (c == 0) lse_out[srow * p.num_splits + split] = lse;
+            *reinterpret_cast<float4*>(p.scratch + (srow * p.num_splits + split) * p.d + c) = val;
+            if (c == 0) lse_out[srow * p.num_splits + split] = sM[w0 * ROWS + r];
         }
     }
 }
 
-// One (token row, head) of the split-KV merge per 128-thread block:
+// The split-KV merge of one (token row, q head) pair per `slices` warps:
 //   o = sum_s w_s o_s, w_s = exp2(lse_s - max lse) / sum w (-inf lse: an empty split, w = 0).
-// The splits' weights are computed once per block, then the block's threads split into
-// 128 / (d / 4) slices that each sum every slices-th split over float4 columns, so a b1
-// decode's 33 splits cost ~9 dependent loads per thread instead of 33 (attention_util.cuh's
-// combine_splits walks all splits in 32 threads at d128).
-__device__ __forceinline__ void combine_row(const DecodeCombineParams& p) {
-    constexpr int THREADS = 128;
-    __shared__ float s_w[THREADS];  // num_splits <= 128 (choose_splits' cap)
-    __shared__ float s_red[THREADS / 32];
-    __shared__ float4 s_acc[THREADS];
-    const int h = blockIdx.x, b = blockIdx.y, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-    const long long row = (long long)b * p.q_heads + h;
-    const float* o_part = p.scratch + row * p.num_splits * p.d_v;
-    const float* lse = p.scratch + (long long)p.batch * p.q_heads * p.num_splits * p.d_v + row * p.num_splits;
+// slices = 1, 2 or 4 warps per pair by split count (combine_slices; attention_decode_tma.rs
+// `combine_slices` sizes the grid with the same rule), 4 / slices pairs per 128-thread
+// block; warp `slice` of a pair takes every slices-th split, lane l columns 4l.. (and 4l +
+// 128.. at d256). Everything is requested at once, before any reduction: each lane's share of
+// all the lse (every warp reduces max and sum over all splits itself and keeps the weights
+// in shared memory) and its first COMBINE_BATCH partials, so a b1 decode's 33 splits cost
+// about one L2 round trip, and few splits (Qwen3 b32's two) take few, small blocks (rows x
+// q_heads / 4 of them, one wave). An empty split's partials, never written, are loaded but
+// weighted out by a select, so garbage cannot leak.
+constexpr int COMBINE_THREADS = 128;
+constexpr int COMBINE_BATCH = 16;
 
-    const float my_lse = tid < p.num_splits ? lse[tid] : -INFINITY;
-    float mx = warp_max(my_lse);
-    if (lane == 0) s_red[warp] = mx;
-    __syncthreads();
-    mx = fmaxf(fmaxf(s_red[0], s_red[1]), fmaxf(s_red[2], s_red[3]));
-    const float w = my_lse == -INFINITY ? 0.f : exp2f(my_lse - mx);
-    const float wsum = block_sum(w, s_red);  // syncs before reusing s_red
-    s_w[tid] = w / wsum;
-    __syncthreads();
+__device__ __forceinline__ int combine_slices(int num_splits) {
+    return num_splits <= COMBINE_BATCH ? 1 : num_splits <= 2 * COMBINE_BATCH ? 2 : 4;
+}
 
-    const int vecs = p.d_v / 4, slices = THREADS / vecs;
-    const int vec = tid % vecs, slice = tid / vecs;
-    float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
-    if (slice < slices) {
-        for (int s = slice; s < p.num_splits; s += slices) {
-            const float ws = s_w[s];
-            if (ws == 0.f) continue;  // an empty split's partials were never written
-            const float4 v = *reinterpret_cast<const float4*>(o_part + (long long)s * p.d_v + vec * 4);
-            acc.x += ws * v.x; acc.y += ws * v.y; acc.z += ws * v.z; acc.w += ws * v.w;
+__device__ __forceinline__ void combine_rows(const DecodeCombineParams& p) {
+    constexpr int WARPS = COMBINE_THREADS / 32;
+    __shared__ float s_w[WARPS][128];  // each warp's split weights (num_splits <= 128)
+    __shared__ float4 s_acc[WARPS][32];
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int slices = combine_slices(p.num_splits), pairs_per_block = WARPS / slices;
+    const int slice = warp % slices;
+    const long long pair = (long long)blockIdx.x * pairs_per_block + warp / slices;  // b * q_heads + h
+    const bool valid = pair < (long long)p.batch * p.q_heads;
+    const float* o_part = p.scratch + pair * p.num_splits * p.d_v;
+    const float* lse = p.scratch + (long long)p.batch * p.q_heads * p.num_splits * p.d_v + pair * p.num_splits;
+    const int vecs = p.d_v / 4;
+
+    // One round trip: this lane's lse (splits lane, lane + 32, ..) and its first batch of
+    // partials (columns 4 * lane..) are all in flight before anything waits on them.
+    float all_lse[4];
+#pragma unroll
+    for (int k = 0; k < 4; ++k) all_lse[k] = valid && lane + 32 * k < p.num_splits ? lse[lane + 32 * k] : -INFINITY;
+    float4 part[COMBINE_BATCH];
+    auto load_batch = [&](int vec) {
+#pragma unroll
+        for (int u = 0; u < COMBINE_BATCH; ++u) {
+            const int s = slice + u * slices;
+            part[u] = valid && vec < vecs && s < p.num_splits
+                          ? *reinterpret_cast<const float4*>(o_part + (long long)s * p.d_v + vec * 4)
+                          : make_float4(0.f, 0.f, 0.f, 0.f);
         }
+    };
+    load_batch(lane);
+
+    float mx = fmaxf(fmaxf(all_lse[0], all_lse[1]), fmaxf(all_lse[2], all_lse[3]));
+    mx = warp_max(mx);
+    float w[4], wsum = 0.f;
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+        w[k] = all_lse[k] == -INFINITY ? 0.f : exp2f(all_lse[k] - mx);
+        wsum += w[k];
     }
-    s_acc[tid] = acc;
-    __syncthreads();
-    if (slice == 0) {
-        for (int k = 1; k < slices; ++k) {
-            const float4 v = s_acc[k * vecs + vec];
-            acc.x += v.x; acc.y += v.y; acc.z += v.z; acc.w += v.w;
+    wsum = warp_sum(wsum);
+    const float inv = wsum > 0.f ? 1.f / wsum : 0.f;  // 0: a block's spare warp (no pair)
+#pragma unroll
+    for (int k = 0; k < 4; ++k) s_w[warp][lane + 32 * k] = w[k] * inv;
+    __syncwarp();
+
+#pragma unroll 1
+    for (int v0 = 0; v0 < vecs; v0 += 32) {  // block-uniform trip count (d_v is)
+        const int vec = v0 + lane;
+        const bool active = valid && vec < vecs;
+        if (v0 > 0) load_batch(vec);
+        float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+        auto add = [&](float ws, const float4& v) {
+            if (ws != 0.f) {  // a select, not a multiply: empty splits' partials may be garbage
+                acc.x += ws * v.x; acc.y += ws * v.y; acc.z += ws * v.z; acc.w += ws * v.w;
+            }
+        };
+#pragma unroll
+        for (int u = 0; u < COMBINE_BATCH; ++u) {
+            const int s = slice + u * slices;
+            add(s < p.num_splits ? s_w[warp][min(s, 127)] : 0.f, part[u]);
         }
-        bf16* out = p.o + b * (long long)p.o_batch_stride + (long long)h * p.o_head_stride + vec * 4;
-        out[0] = to_bf16(acc.x); out[1] = to_bf16(acc.y);
-        out[2] = to_bf16(acc.z); out[3] = to_bf16(acc.w);
+        if (active) {  // more splits than one batch covers (over 64 at four slices)
+            for (int s = slice + COMBINE_BATCH * slices; s < p.num_splits; s += slices)
+                add(s_w[warp][s], *reinterpret_cast<const float4*>(o_part + (long long)s * p.d_v + vec * 4));
+        }
+        if (slices > 1) {  // block-uniform: the pair's other warps add into its first
+            s_acc[warp][lane] = acc;
+            __syncthreads();
+            if (slice == 0) {
+                for (int k = 1; k < slices; ++k) {
+                    const float4 v = s_acc[warp + k][lane];
+                    acc.x += v.x; acc.y += v.y; acc.z += v.z; acc.w += v.w;
+                }
+            }
+            __syncthreads();  // s_acc is reused by the next column block
+        }
+        if (active && slice == 0) {
+            const long long b = pair / p.q_heads, h = pair % p.q_heads;
+            bf16* out = p.o + b * p.o_batch_stride + h * p.o_head_stride + vec * 4;
+            *reinterpret_cast<uint2*>(out) = make_uint2(attn::pack_bf16(acc.x, acc.y), attn::pack_bf16(acc.z, acc.w));
+        }
     }
 }
 
@@ -365,8 +495,9 @@ __device__ __forceinline__ void combine_row(const DecodeCombineParams& p) {
 
 // One entry per DecodeTmaTile of attention_decode_tma.rs; q stays in registers up to d128
 // (d256 would spill). Two CTAs per SM is the occupancy the split heuristic assumes: d64 and
-// d128 ask ptxas for it; d256 gets it without asking (about 184 registers x 160 threads, 75
-// KiB of smem), and asking would cap it at 168 registers and spill.
+// d128 ask ptxas for it (at most 168 registers: ten warps put three on some SMSP, 16K
+// registers each). d256 does not: its 128 fp32 accumulators need ~227 registers, so it runs
+// one CTA per SM (as it did at v3's ~182), and asking would spill.
 #define DECODE_TMA_ENTRY(NAME, TILE, MIN_CTAS)                                                      \
     extern "C" __global__ void __launch_bounds__((DECODE_TMA_CONSUMER_WARPS + 1) * 32, MIN_CTAS)            \
         NAME(const __grid_constant__ DecodeTmaParams p) {                                                  \
@@ -379,6 +510,6 @@ DECODE_TMA_ENTRY(decode_tma_d256, DECODE_TMA_TILE_D256, 1)
 extern "C" __global__ void __launch_bounds__(128) decode_tma_combine(const DecodeCombineParams p) {
     // Wait even with nothing to merge: the kernels after this one are ordered only behind it.
     dtma::grid_dependency_wait();
-    if (p.num_splits <= 1) return;  // decode_tma already wrote o
-    dtma::combine_row(p);
+    if (p.num_splits <= 1) return;  // decode_tma already wrote o (and the launch is skipped then)
+    dtma::combine_rows(p);
 }

@@ -7,7 +7,7 @@
 use anyhow::Context;
 use cudarc::driver::{DeviceRepr, LaunchConfig};
 
-use super::attention_decode::{choose_splits, decode_combine_launch, decode_scratch_bytes, DecodeCombineParams};
+use super::attention_decode::{choose_splits, decode_scratch_bytes, DecodeCombineParams};
 use super::attention_fa3::HeadsOperand;
 use super::prepare::Call;
 use super::ptr::{Bf16Ptr, ConstBf16Ptr, F32Ptr, TensorMap};
@@ -234,12 +234,42 @@ pub fn decode_tma_launch(variant: &DecodeTmaVariant, pr: &DecodeTmaProblem) -> L
     }
 }
 
+/// Splits the combine loads in one batch per lane (the kernel's `COMBINE_BATCH`).
+const COMBINE_BATCH: i32 = 16;
+/// Warps of the combine per (token row, q head) pair: one up to 16 splits, two up to 32,
+/// four beyond, so every warp's share fits one batch of loads up to 64 splits. The kernel's
+/// `combine_slices` is the same rule; blocks of 128 threads hold `4 / slices` pairs.
+pub fn combine_slices(num_splits: i32) -> i32 {
+    if num_splits <= COMBINE_BATCH {
+        1
+    } else if num_splits <= 2 * COMBINE_BATCH {
+        2
+    } else {
+        4
+    }
+}
+
+/// The combine's grid: `rows * q_heads` pairs, `4 / combine_slices` per 128-thread block (few
+/// splits take few blocks: one wave where one block per pair took four at Qwen3 b32).
+pub fn decode_tma_combine_launch(rows: i32, q_heads: i32, num_splits: i32) -> LaunchConfig {
+    let pairs_per_block = (4 / combine_slices(num_splits)) as i64;
+    let pairs = rows.max(0) as i64 * q_heads.max(0) as i64;
+    LaunchConfig {
+        grid_dim: (((pairs + pairs_per_block - 1) / pairs_per_block) as u32, 1, 1),
+        block_dim: (128, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
 /// A kernel call launched with programmatic dependent launch (see `Gpu::launch_pdl`).
 fn pdl_kernel<P: DeviceRepr + Copy + 'static>(k: (&'static str, &'static str), cfg: LaunchConfig, p: P) -> Call {
     Call::Kernel(k, cfg, Box::new(move |gpu, k, cfg| gpu.launch_pdl(k, cfg, p)))
 }
 
-/// The decode kernel and its combine for `pr` (tensor maps encoded now, at bind time).
+/// The decode kernel and, with splits, its combine for `pr` (tensor maps encoded now, at bind
+/// time). Unsplit, the decode writes o itself and no combine is launched: every PDL kernel of
+/// ours waits on griddepcontrol before reading, so whatever follows is ordered behind the
+/// decode directly (launching the combine anyway cost a grid of empty blocks per call).
 pub fn decode_tma_calls(pr: &DecodeTmaProblem) -> anyhow::Result<Vec<Call>> {
     let variant =
         select_variant(pr.d as i32).with_context(|| format!("no fa3 decode attention kernel for head dim {}", pr.d))?;
@@ -277,10 +307,12 @@ pub fn decode_tma_calls(pr: &DecodeTmaProblem) -> anyhow::Result<Vec<Call>> {
         d_v: pr.d as i32,
         num_splits: splits,
     };
-    Ok(vec![
-        pdl_kernel(variant.kernel, decode_tma_launch(&variant, pr), p),
-        pdl_kernel(DECODE_TMA_COMBINE, decode_combine_launch(rows, pr.q_heads as i32), combine),
-    ])
+    let mut calls = vec![pdl_kernel(variant.kernel, decode_tma_launch(&variant, pr), p)];
+    if splits > 1 {
+        let cfg = decode_tma_combine_launch(rows, pr.q_heads as i32, splits);
+        calls.push(pdl_kernel(DECODE_TMA_COMBINE, cfg, combine));
+    }
+    Ok(calls)
 }
 
 #[cfg(test)]
@@ -395,6 +427,18 @@ mod tests {
         // s_q = 3: 24 packed rows, two row tiles per K head, 16 CTAs per split.
         assert_eq!(problem(2, 64, 8, 3, 4097).num_splits(), 8);
         assert_eq!(problem(2, 64, 8, 3, 4097).scratch_bytes(), 6 * 64 * 8 * 129 * 4);
+    }
+
+    #[test]
+    fn combine_blocks_hold_pairs_by_split_count() {
+        assert_eq!((combine_slices(2), combine_slices(16), combine_slices(17)), (1, 1, 2));
+        assert_eq!((combine_slices(32), combine_slices(33), combine_slices(128)), (2, 4, 4));
+        // Qwen3 b32 (2 splits): 32 rows x 64 heads, four pairs per block.
+        assert_eq!(decode_tma_combine_launch(32, 64, 2).grid_dim, (512, 1, 1));
+        // Sigma b1 (33 splits): one pair per block, four warps on its splits.
+        assert_eq!(decode_tma_combine_launch(1, 64, 33).grid_dim, (64, 1, 1));
+        // A partial last block: 3 x 7 pairs, two per block.
+        assert_eq!(decode_tma_combine_launch(3, 7, 20).grid_dim, (11, 1, 1));
     }
 
     #[test]
