@@ -9,8 +9,8 @@
 //   FLOPs 2 * batch * heads * n_kv * (576 + 512); bytes ~ batch * n_kv * 576 * 2 (each cache
 //   row is read once per 64 heads: h16, the TP8 shard, is memory bound, h128 compute bound).
 //
-// One CTA per (split, 64-head tile, sequence); heads past `heads` read as zero (TMA boxes
-// past the tensor map), so 16 heads are padded to the 64 wgmma rows. 384 threads:
+// mla_decode_wgmma (above 16 heads): one CTA per (split, 64-head tile, sequence); heads past
+// `heads` read as zero (TMA boxes past the tensor map), up to 64 wgmma rows. 384 threads:
 //   warpgroup 0, the producer (24 registers): one thread loads Q (9 boxes of 64 heads x 64
 //     columns) once, then the split's cache tiles of 64 keys x 576 into a 2-stage ring
 //     (72 KiB a stage), each stage guarded by a full mbarrier per 64-column chunk (S starts on
@@ -29,10 +29,26 @@
 //     freed just before S(t + 1) needed the next tile: every tile's load was exposed. Above
 //     64 heads (compute bound) S(t + 1) goes between the two halves of P V(t), so softmax(t + 1)
 //     runs under the second half.
+//   v4 (session 8): Q's last 3 chunks are held as wgmma A fragments in registers (RS k-steps
+//     in S), the first 6 read from shared memory: each warpgroup re-reads Q for every tile,
+//     and the shared-memory port (TMA writes + Q + K + V reads, ~368 KiB a tile) was the
+//     bound; the register chunks take 48 KiB of it (4 chunks make ptxas serialise the
+//     wgmmas for registers, C7512).
+// mla_decode_wgmma_keys (v4, at most 16 heads: the TP8 shard): keys on the wgmma M rows, so
+//   16 heads are not padded to 64. One producer warp (Q 16 x 576, the same 2-stage ring of
+//   64 x 576 cache tiles) and one consumer warpgroup: S^T[64 keys x 16] = K Q^T (SS, both
+//   K-major), the softmax per head column (maxima across the 4 warps through shared memory),
+//   P^T to shared memory as a K-major [16 heads][64 keys] tile, then
+//   O^T[512 x 16] += V^T P^T as 8 m64n16 row tiles, V^T being the tile's latent chunks read
+//   MN-major (the transpose-A bit): per tile ~1/4 of v3b's MMA work and ~2/3 of its
+//   shared-memory traffic, so the kernel is bound by HBM. The _pair entry runs the two
+//   splits of a sequence as a 2-CTA cluster and merges them through distributed shared
+//   memory (no partials in global memory, no combine kernel).
 // Split-KV: split `blockIdx.x` takes keys [split * chunk, +chunk), chunk a multiple of 64;
 // num_splits == 1 writes o, otherwise fp32 partials and log2-domain LSE go to the scratch in
 // mla.cu's layout and mla.cu's mla_combine merges them.
-// Shared memory: Q 72 KiB + 2 x 72 KiB ring + P 8 KiB + row statistics + barriers (~226 KiB).
+// Shared memory: Q 72 KiB + 2 x 72 KiB ring + P 8 KiB + row statistics + barriers (~226 KiB);
+// the keys kernel: Q 18 KiB + the same ring + P^T 2 KiB + statistics (~166 KiB).
 // docs/perf.md "MLA decode v2" and "v3" record each version's prediction and measurement.
 #include "hopper.cuh"
 
@@ -48,6 +64,7 @@ constexpr int HALF_KEYS = BN / 2, HALF_COLS = DL / 2;              // per consum
 constexpr int CONSUMER_WARPS = 8, CONSUMER_THREADS = 256;
 constexpr int BAR_MAX = 1, BAR_P_FREE = 2, BAR_P_FULL = 3, BAR_SUM = 4;
 constexpr float LOG2E = 1.4426950408889634f;
+constexpr int Q_REG_CHUNKS = 3, Q_SMEM_KSTEPS = (CHUNKS - Q_REG_CHUNKS) * 4;
 
 // Byte offsets inside the 1024-aligned dynamic shared memory.
 constexpr int Q_OFF = 0, RING_OFF = TILE_BYTES, P_OFF = RING_OFF + STAGES * TILE_BYTES;
@@ -58,6 +75,15 @@ static_assert(SMEM_BYTES == MLA_WGMMA_SMEM_BYTES, "mla_decode.rs sizes the launc
 // Byte offset of element (row, col) of a 64-column SW128 chunk (16-byte unit XOR row % 8).
 __device__ __forceinline__ uint32_t sw128(int row, int col) {
     return row * 128 + ((((col >> 3) ^ row) & 7) << 4) + (col & 7) * 2;
+}
+
+// Descriptor d moved by `units` 16-byte units (no carry out of the 14-bit address field).
+// The volatile add is recomputed at each use: ptxas would otherwise keep all 36 k-steps'
+// loop-invariant Q descriptors live across the loop and spill.
+__device__ __forceinline__ uint64_t desc_step(uint64_t d, uint32_t units) {
+    uint32_t lo = static_cast<uint32_t>(d), hi = static_cast<uint32_t>(d >> 32);
+    asm volatile("add.u32 %0, %0, %1;" : "+r"(lo) : "r"(units));
+    return (static_cast<uint64_t>(hi) << 32) | lo;
 }
 
 __device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;" ::: "memory"); }
@@ -129,15 +155,23 @@ __device__ void decode(const MlaDecodeWgmmaParams& p) {
 
     // S_g for the tile in stage s: 36 k-steps of 16 over the 9 chunks of Q and of K's half g,
     // each chunk's k-steps issued as soon as that chunk has landed.
+    // v4: Q's last Q_REG_CHUNKS chunks are A fragments in registers (RS wgmma), the rest is
+    // read from shared memory (SS): each warpgroup re-reads Q for every tile, so this takes
+    // Q_REG_CHUNKS x 8 KiB per warpgroup and tile off the shared-memory port.
+    uint32_t qa[Q_REG_CHUNKS * 4][4];
+    const uint64_t q_desc = desc_sw128(sQ, 16, 1024);
     auto s_gemm = [&](float (&sc)[HALF_KEYS / 2], int t) {
         const int s = t % STAGES;
         const bf16* k_tile = sK + s * TILE_ELEMS + g * HALF_KEYS * 64;
 #pragma unroll
         for (int kk = 0; kk < DK / 16; ++kk) {
             if (kk % 4 == 0) mbar_wait(&k_full[s * CHUNKS + kk / 4], (t / STAGES) & 1);
-            const uint64_t da = desc_sw128(sQ + (kk / 4) * CHUNK_ELEMS, 16, 1024) + 2 * (kk % 4);
             const uint64_t db = desc_sw128(k_tile + (kk / 4) * CHUNK_ELEMS, 16, 1024) + 2 * (kk % 4);
-            wgmma_ss<HALF_KEYS, 0>(sc, da, db, kk > 0);
+            if (kk < Q_SMEM_KSTEPS) {
+                wgmma_ss<HALF_KEYS, 0>(sc, desc_step(q_desc, (kk / 4) * CHUNK_ELEMS * 2 / 16 + 2 * (kk % 4)), db, kk > 0);
+            } else {
+                wgmma_rs<HALF_KEYS, 0>(sc, qa[kk - Q_SMEM_KSTEPS], db, kk > 0);
+            }
         }
         wgmma_commit();
     };
@@ -242,6 +276,16 @@ __device__ void decode(const MlaDecodeWgmmaParams& p) {
     // Stage t is released as soon as P V(t) completes, so the load of tile t + 2 overlaps
     // S(t + 1), softmax(t + 1) and P V(t + 1): a whole tile of compute.
     mbar_wait(q_full, 0);
+    // Q's register chunks as wgmma A fragments: word r of k-step kk holds row r0 + 8 (r % 2),
+    // columns 16 kk + 2 (lane % 4) + 8 (r / 2) and the next one.
+#pragma unroll
+    for (int kk = 0; kk < Q_REG_CHUNKS * 4; ++kk)
+#pragma unroll
+        for (int r = 0; r < 4; ++r) {
+            const int chunk = CHUNKS - Q_REG_CHUNKS + kk / 4, col = 16 * (kk % 4) + 2 * (lane % 4) + 8 * (r / 2);
+            qa[kk][r] = *reinterpret_cast<const uint32_t*>(reinterpret_cast<const unsigned char*>(sQ) +
+                                                           chunk * CHUNK_ELEMS * 2 + sw128(r0 + 8 * (r % 2), col));
+        }
     wgmma_fence();
     s_gemm(sc, 0);
     wgmma_wait<0>();
@@ -332,4 +376,345 @@ __device__ void decode(const MlaDecodeWgmmaParams& p) {
 
 extern "C" __global__ void __launch_bounds__(384, 1) mla_decode_wgmma(const __grid_constant__ MlaDecodeWgmmaParams p) {
     mla_wg::decode(p);
+}
+
+// ---- v4: keys on the wgmma M rows, for at most 16 heads (the TP8 shard) ----
+namespace mla_keys {
+
+using mla_wg::fence_proxy_async;
+using mla_wg::sw128;
+
+constexpr int DL = 512, DK = 576, CHUNKS = DK / 64;
+constexpr int BN = 64;                    // keys per tile: the wgmma M of S^T
+constexpr int HN = MLA_WGMMA_KEYS_HEADS;  // head columns: the wgmma N of both GEMMs
+constexpr int STAGES = 2, M_TILES = DL / 64;  // O^T is 8 row tiles of 64 latent columns
+constexpr int KEY_CHUNK_ELEMS = BN * 64, TILE_ELEMS = CHUNKS * KEY_CHUNK_ELEMS, TILE_BYTES = TILE_ELEMS * 2;
+constexpr int Q_CHUNK_ELEMS = HN * 64, Q_BYTES = CHUNKS * Q_CHUNK_ELEMS * 2;
+constexpr int CONSUMER_WARPS = 4, CONSUMER_THREADS = 128;
+constexpr int BAR_MAX = 1, BAR_P_FULL = 2, BAR_SUM = 3, BAR_STAGED = 4;
+constexpr int STAGE_LD = DL + 4;  // fp32 staging rows: fragment stores hit 32 distinct banks
+constexpr float LOG2E = 1.4426950408889634f;
+
+constexpr int Q_OFF = 0, RING_OFF = Q_BYTES, P_OFF = RING_OFF + STAGES * TILE_BYTES;
+constexpr int MAX_OFF = P_OFF + HN * BN * 2, SUM_OFF = MAX_OFF + 2 * CONSUMER_WARPS * HN * 4;
+constexpr int BAR_OFF = SUM_OFF + CONSUMER_WARPS * HN * 4;
+constexpr int SMEM_BYTES = BAR_OFF + 8 * (1 + STAGES * CHUNKS + STAGES) + 1024;  // + alignment slack
+static_assert(SMEM_BYTES == MLA_WGMMA_KEYS_SMEM_BYTES, "mla_decode.rs sizes the launch from the same layout");
+static_assert(RING_OFF % 1024 == 0 && P_OFF % 1024 == 0, "128-byte swizzled tiles need 1024-byte alignment");
+// The epilogue stages fp32 o_s[HN][STAGE_LD] and lse[HN] over ring stage 0.
+static_assert(HN * STAGE_LD * 4 + HN * 4 <= TILE_BYTES, "staging fits one ring stage");
+
+// D[64 x 16] += A[64 x 16] * B[16 x 16], A MN-major (M contiguous: the V tile read as V^T),
+// B K-major, both from shared memory (wgmma.cuh's wrappers read A K-major only).
+__device__ __forceinline__ void wgmma_n16_a_mn(float (&d)[8], uint64_t desc_a, uint64_t desc_b) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %10, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16 "
+        "{%0, %1, %2, %3, %4, %5, %6, %7}, %8, %9, p, 1, 1, 1, 0;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7])
+        : "l"(desc_a), "l"(desc_b), "r"(1));
+}
+
+// Both CTAs of the cluster: release this CTA's shared-memory writes, acquire the peer's.
+__device__ __forceinline__ void cluster_sync() {
+    asm volatile("barrier.cluster.arrive.release;\nbarrier.cluster.wait.acquire;" ::: "memory");
+}
+__device__ __forceinline__ uint32_t cluster_rank() {
+    uint32_t r;
+    asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(r));
+    return r;
+}
+// The address of the same shared-memory location in CTA `rank` of the cluster.
+__device__ __forceinline__ uint32_t peer_addr(const void* p, uint32_t rank) {
+    uint32_t r;
+    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(r) : "r"(smem_addr(p)), "r"(rank));
+    return r;
+}
+__device__ __forceinline__ float4 ld_peer_f32x4(uint32_t addr) {
+    float4 v;
+    asm volatile("ld.shared::cluster.v4.f32 {%0, %1, %2, %3}, [%4];"
+                 : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w)
+                 : "r"(addr)
+                 : "memory");
+    return v;
+}
+__device__ __forceinline__ float ld_peer_f32(uint32_t addr) {
+    float v;
+    asm volatile("ld.shared::cluster.f32 %0, [%1];" : "=f"(v) : "r"(addr) : "memory");
+    return v;
+}
+
+__device__ __forceinline__ void store_bf16x4(bf16* out, float4 v) {
+    *reinterpret_cast<__nv_bfloat162*>(out) = __floats2bfloat162_rn(v.x, v.y);
+    *reinterpret_cast<__nv_bfloat162*>(out + 2) = __floats2bfloat162_rn(v.z, v.w);
+}
+
+// PAIR: the launch is clusters of the two splits of one sequence (num_splits == 2), merged
+// through distributed shared memory; otherwise num_splits == 1 writes o and more splits write
+// mla.cu's partials for mla_combine.
+template <bool PAIR>
+__device__ void decode(const MlaDecodeWgmmaParams& p) {
+    extern __shared__ unsigned char smem_raw[];
+    unsigned char* smem = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);
+    bf16* sQ = reinterpret_cast<bf16*>(smem + Q_OFF);
+    bf16* sK = reinterpret_cast<bf16*>(smem + RING_OFF);
+    unsigned char* sP = smem + P_OFF;                         // P^T as [HN heads][BN keys], K-major
+    float* sMax = reinterpret_cast<float*>(smem + MAX_OFF);  // [tile parity][warp][head]
+    float* sSum = reinterpret_cast<float*>(smem + SUM_OFF);  // [warp][head]
+    float* stage = reinterpret_cast<float*>(smem + RING_OFF);  // epilogue: o_s[HN][STAGE_LD]
+    float* stage_lse = stage + HN * STAGE_LD;                   // and lse[HN], log2 domain
+    uint64_t* q_full = reinterpret_cast<uint64_t*>(smem + BAR_OFF);
+    uint64_t* k_full = q_full + 1;                 // [stage][chunk]
+    uint64_t* k_empty = k_full + STAGES * CHUNKS;  // [stage]
+
+    const int split = blockIdx.x, b = blockIdx.z;
+    const int per = (p.n_kv + p.num_splits - 1) / p.num_splits;
+    const int chunk = (per + BN - 1) / BN * BN;
+    const int kb = split * chunk, ke = min(p.n_kv, kb + chunk);
+    const int n_tiles = kb < ke ? (ke - kb + BN - 1) / BN : 0;
+    float* lse_out = p.scratch + (long long)p.batch * p.heads * p.num_splits * DL;
+    if (!PAIR && n_tiles == 0) {  // an empty split: weight 0 in the combine
+        if (threadIdx.x < p.heads) lse_out[((long long)b * p.heads + threadIdx.x) * p.num_splits + split] = -INFINITY;
+        return;
+    }
+
+    if (threadIdx.x == 0) {
+        mbar_init(q_full, 1);
+        for (int s = 0; s < STAGES; ++s) {
+            for (int c = 0; c < CHUNKS; ++c) mbar_init(&k_full[s * CHUNKS + c], 1);
+            mbar_init(&k_empty[s], CONSUMER_WARPS);
+        }
+        mbar_init_fence();
+    }
+    __syncthreads();
+
+    const int wg = threadIdx.x / 128, t128 = threadIdx.x % 128, warp = t128 / 32, lane = t128 % 32;
+    if (wg == 0) {
+        // The producer: Q once (9 boxes of 16 heads x 64 columns), then the split's tiles.
+        if (threadIdx.x == 0 && n_tiles > 0) {
+            tma_prefetch(&p.q_lat);
+            tma_prefetch(&p.q_pe);
+            tma_prefetch(&p.cache);
+            mbar_arrive_expect_tx(q_full, Q_BYTES);
+#pragma unroll
+            for (int c = 0; c < CHUNKS - 1; ++c) tma_load_4d(sQ + c * Q_CHUNK_ELEMS, &p.q_lat, q_full, 64 * c, 0, b, 0);
+            tma_load_4d(sQ + (CHUNKS - 1) * Q_CHUNK_ELEMS, &p.q_pe, q_full, 0, 0, b, 0);
+            for (int t = 0; t < n_tiles; ++t) {
+                const int s = t % STAGES;
+                mbar_wait(&k_empty[s], ((t / STAGES) & 1) ^ 1);
+                bf16* dst = sK + s * TILE_ELEMS;
+#pragma unroll
+                for (int c = 0; c < CHUNKS; ++c) {
+                    uint64_t* full = &k_full[s * CHUNKS + c];
+                    mbar_arrive_expect_tx(full, KEY_CHUNK_ELEMS * 2);
+                    tma_load_4d(dst + c * KEY_CHUNK_ELEMS, &p.cache, full, 64 * c, kb + t * BN, b, 0);
+                }
+            }
+        }
+        // The cluster barrier counts every thread: the producer's match the consumers' two.
+        if constexpr (PAIR) {
+            cluster_sync();
+            cluster_sync();
+        }
+        return;
+    }
+    {
+        // The consumer warpgroup. This thread's S^T fragment sc[4j + 2i + c] is key row
+        // 16 warp + lane / 4 + 8i of the tile and head column 8j + 2 (lane % 4) + c; its
+        // softmax state is per head column, index k = 2j + c.
+        const float score_log2 = p.scale * LOG2E;
+        float o[M_TILES][8];
+#pragma unroll
+        for (int mt = 0; mt < M_TILES; ++mt)
+#pragma unroll
+            for (int e = 0; e < 8; ++e) o[mt][e] = 0.f;
+        float sc[8], row_max[4], row_sum[4];
+#pragma unroll
+        for (int k = 0; k < 4; ++k) row_max[k] = -INFINITY, row_sum[k] = 0.f;
+        auto head_of = [&](int k) { return 8 * (k / 2) + 2 * (lane % 4) + k % 2; };
+
+        if (n_tiles > 0) mbar_wait(q_full, 0);
+        for (int t = 0; t < n_tiles; ++t) {
+            const int s = t % STAGES;
+            const uint32_t phase = (t / STAGES) & 1;
+            const bf16* tile = sK + s * TILE_ELEMS;
+            // S^T[64 keys x 16 heads] = K Q^T, 36 k-steps once the whole tile has landed (a
+            // wait between the k-steps makes ptxas serialise them here, C7520; the tile's
+            // O^T needs all of it anyway).
+#pragma unroll 1
+            for (int c = 0; c < CHUNKS; ++c) mbar_wait(&k_full[s * CHUNKS + c], phase);
+            wgmma_fence();
+#pragma unroll
+            for (int kk = 0; kk < DK / 16; ++kk) {
+                const uint64_t da = desc_sw128(tile + (kk / 4) * KEY_CHUNK_ELEMS, 16, 1024) + 2 * (kk % 4);
+                const uint64_t db = desc_sw128(sQ + (kk / 4) * Q_CHUNK_ELEMS, 16, 1024) + 2 * (kk % 4);
+                wgmma_ss<HN, 0>(sc, da, db, kk > 0);
+            }
+            wgmma_commit();
+            wgmma_wait<0>();
+            fence_regs(sc);
+
+            // Softmax over the keys (the M rows): per head, max over lanes of equal lane % 4,
+            // then over the 4 warps through sMax (double-buffered by tile parity: a warp
+            // writes tile t + 2's maxima only after all have passed tile t + 1's BAR_MAX).
+            const int key0 = kb + t * BN + 16 * warp + lane / 4;
+            float mx[4] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY};
+#pragma unroll
+            for (int j = 0; j < 2; ++j)
+#pragma unroll
+                for (int i = 0; i < 2; ++i)
+#pragma unroll
+                    for (int c = 0; c < 2; ++c) {
+                        float& x = sc[4 * j + 2 * i + c];
+                        x = key0 + 8 * i < ke ? x * score_log2 : -INFINITY;
+                        mx[2 * j + c] = fmaxf(mx[2 * j + c], x);
+                    }
+            float* smax = sMax + (t & 1) * CONSUMER_WARPS * HN;
+#pragma unroll
+            for (int k = 0; k < 4; ++k) {
+                mx[k] = fmaxf(mx[k], __shfl_xor_sync(0xffffffffu, mx[k], 4));
+                mx[k] = fmaxf(mx[k], __shfl_xor_sync(0xffffffffu, mx[k], 8));
+                mx[k] = fmaxf(mx[k], __shfl_xor_sync(0xffffffffu, mx[k], 16));
+                if (lane < 4) smax[warp * HN + head_of(k)] = mx[k];
+            }
+            // Also orders the previous tile's last read of sP (every warp waited for its
+            // O^T) before this tile's P^T stores.
+            named_sync(BAR_MAX, CONSUMER_THREADS);
+            float corr[4];
+#pragma unroll
+            for (int k = 0; k < 4; ++k) {
+                const int h = head_of(k);
+                // The tile's first key is valid (t < n_tiles): m_new is finite.
+                const float m_new = fmaxf(row_max[k], fmaxf(fmaxf(smax[h], smax[HN + h]), fmaxf(smax[2 * HN + h], smax[3 * HN + h])));
+                corr[k] = exp2f(row_max[k] - m_new);
+                row_max[k] = m_new;
+                row_sum[k] *= corr[k];
+            }
+#pragma unroll
+            for (int j = 0; j < 2; ++j)
+#pragma unroll
+                for (int i = 0; i < 2; ++i)
+#pragma unroll
+                    for (int c = 0; c < 2; ++c) {
+                        const int k = 2 * j + c;
+                        const float e = exp2f(sc[4 * j + 2 * i + c] - row_max[k]);
+                        row_sum[k] += e;
+                        *reinterpret_cast<bf16*>(sP + sw128(head_of(k), 16 * warp + lane / 4 + 8 * i)) = to_bf16(e);
+                    }
+            if (__any_sync(0xffffffffu, corr[0] != 1.f || corr[1] != 1.f || corr[2] != 1.f || corr[3] != 1.f)) {
+#pragma unroll
+                for (int mt = 0; mt < M_TILES; ++mt)
+#pragma unroll
+                    for (int e = 0; e < 8; ++e) o[mt][e] *= corr[2 * (e / 4) + e % 2];
+            }
+            fence_proxy_async();
+            named_sync(BAR_P_FULL, CONSUMER_THREADS);
+
+            // O^T[512 x 16] += V^T[512 x 64 keys] P^T: V^T is the tile's first 8 chunks read
+            // MN-major (latent columns contiguous), one chunk per 64-row tile of O^T.
+#pragma unroll
+            for (int mt = 0; mt < M_TILES; ++mt) fence_regs(o[mt]);
+            wgmma_fence();
+#pragma unroll
+            for (int kk = 0; kk < BN / 16; ++kk)
+#pragma unroll
+                for (int mt = 0; mt < M_TILES; ++mt)
+                    wgmma_n16_a_mn(o[mt], desc_sw128(tile + mt * KEY_CHUNK_ELEMS + kk * 16 * 64, BN * 128, 1024),
+                                   desc_sw128(sP, 16, 1024) + 2 * kk);
+            wgmma_commit();
+            wgmma_wait<0>();
+#pragma unroll
+            for (int mt = 0; mt < M_TILES; ++mt) fence_regs(o[mt]);
+            if (lane == 0) mbar_arrive(&k_empty[s]);
+        }
+
+        // Per-head sums over all keys: lanes of equal lane % 4, then the warps.
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+            float v = row_sum[k];
+            v += __shfl_xor_sync(0xffffffffu, v, 4);
+            v += __shfl_xor_sync(0xffffffffu, v, 8);
+            v += __shfl_xor_sync(0xffffffffu, v, 16);
+            if (lane < 4) sSum[warp * HN + head_of(k)] = v;
+        }
+        // Every warp is past its last tile: ring stage 0 (all loads landed and read) becomes
+        // the staging area.
+        named_sync(BAR_SUM, CONSUMER_THREADS);
+        float inv[4];
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+            const int h = head_of(k);
+            const float total = sSum[h] + sSum[HN + h] + sSum[2 * HN + h] + sSum[3 * HN + h];
+            inv[k] = n_tiles > 0 ? 1.f / total : 0.f;
+            if (warp == 0 && lane < 4) stage_lse[h] = n_tiles > 0 ? row_max[k] + log2f(total) : -INFINITY;
+        }
+#pragma unroll
+        for (int mt = 0; mt < M_TILES; ++mt)
+#pragma unroll
+            for (int e = 0; e < 8; ++e) {
+                const int k = 2 * (e / 4) + e % 2, d = 64 * mt + 16 * warp + lane / 4 + 8 * ((e / 2) % 2);
+                stage[head_of(k) * STAGE_LD + d] = o[mt][e] * inv[k];
+            }
+    }
+
+    const long long row0 = (long long)b * p.heads;
+    if constexpr (PAIR) {
+        // Split r merges heads [8r, 8r + 8) from its own staging and its peer's.
+        cluster_sync();
+        {
+            const uint32_t rank = cluster_rank(), peer = rank ^ 1;
+            const uint32_t peer_stage = peer_addr(stage, peer);
+            constexpr int VECS = DL / 4;
+#pragma unroll 4
+            for (int idx = t128; idx < HN / 2 * VECS; idx += CONSUMER_THREADS) {
+                const int h = rank * (HN / 2) + idx / VECS, d = 4 * (idx % VECS);
+                if (h >= p.heads) continue;
+                const float l_own = stage_lse[h], l_peer = ld_peer_f32(peer_stage + (HN * STAGE_LD + h) * 4);
+                const float m = fmaxf(l_own, l_peer);
+                const float w_own = l_own == -INFINITY ? 0.f : exp2f(l_own - m);
+                const float w_peer = l_peer == -INFINITY ? 0.f : exp2f(l_peer - m);
+                const float inv = 1.f / (w_own + w_peer);
+                float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+                if (w_own > 0.f) {
+                    const float4 a = *reinterpret_cast<const float4*>(stage + h * STAGE_LD + d);
+                    v = make_float4(w_own * a.x, w_own * a.y, w_own * a.z, w_own * a.w);
+                }
+                if (w_peer > 0.f) {
+                    const float4 a = ld_peer_f32x4(peer_stage + (h * STAGE_LD + d) * 4);
+                    v = make_float4(v.x + w_peer * a.x, v.y + w_peer * a.y, v.z + w_peer * a.z, v.w + w_peer * a.w);
+                }
+                store_bf16x4(p.o + (long long)b * p.o_batch_stride + (long long)h * p.o_head_stride + d,
+                             make_float4(v.x * inv, v.y * inv, v.z * inv, v.w * inv));
+            }
+        }
+        // Neither CTA leaves while the other may still read its staging.
+        cluster_sync();
+    } else {
+        named_sync(BAR_STAGED, CONSUMER_THREADS);
+        constexpr int VECS = DL / 4;
+#pragma unroll 4
+        for (int idx = t128; idx < HN * VECS; idx += CONSUMER_THREADS) {
+            const int h = idx / VECS, d = 4 * (idx % VECS);
+            if (h >= p.heads) continue;
+            const float4 v = *reinterpret_cast<const float4*>(stage + h * STAGE_LD + d);
+            if (p.num_splits == 1)
+                store_bf16x4(p.o + (long long)b * p.o_batch_stride + (long long)h * p.o_head_stride + d, v);
+            else
+                *reinterpret_cast<float4*>(p.scratch + ((row0 + h) * p.num_splits + split) * DL + d) = v;
+        }
+        if (p.num_splits > 1 && t128 < HN && t128 < p.heads)
+            lse_out[(row0 + t128) * p.num_splits + split] = stage_lse[t128];
+    }
+}
+
+}  // namespace mla_keys
+
+extern "C" __global__ void __launch_bounds__(256, 1)
+    mla_decode_wgmma_keys(const __grid_constant__ MlaDecodeWgmmaParams p) {
+    mla_keys::decode<false>(p);
+}
+
+extern "C" __global__ void __cluster_dims__(2, 1, 1) __launch_bounds__(256, 1)
+    mla_decode_wgmma_keys_pair(const __grid_constant__ MlaDecodeWgmmaParams p) {
+    mla_keys::decode<true>(p);
 }
