@@ -35,8 +35,10 @@
 //     bound; the register chunks take 48 KiB of it (4 chunks make ptxas serialise the
 //     wgmmas for registers, C7512).
 // mla_decode_wgmma_keys (v4, at most 16 heads: the TP8 shard): keys on the wgmma M rows, so
-//   16 heads are not padded to 64. One producer warp (Q 16 x 576, the same 2-stage ring of
-//   64 x 576 cache tiles) and one consumer warpgroup: S^T[64 keys x 16] = K Q^T (SS, both
+//   16 heads are not padded to 64. One producer warp (Q 16 x 576, then the split's cache tiles
+//   into a ring of 25 chunks of 64 keys x 64 columns, each with its full and empty mbarrier:
+//   2.8 tiles in flight; a tile's rope chunk is refilled as soon as S^T has read it) and one
+//   consumer warpgroup: S^T[64 keys x 16] = K Q^T (SS, both
 //   K-major), the softmax per head column (maxima across the 4 warps through shared memory),
 //   P^T to shared memory as a K-major [16 heads][64 keys] tile, then
 //   O^T[512 x 16] += V^T P^T as 8 m64n16 row tiles, V^T being the tile's latent chunks read
@@ -48,7 +50,7 @@
 // num_splits == 1 writes o, otherwise fp32 partials and log2-domain LSE go to the scratch in
 // mla.cu's layout and mla.cu's mla_combine merges them.
 // Shared memory: Q 72 KiB + 2 x 72 KiB ring + P 8 KiB + row statistics + barriers (~226 KiB);
-// the keys kernel: Q 18 KiB + the same ring + P^T 2 KiB + statistics (~166 KiB).
+// the keys kernel: Q 18 KiB + a 200 KiB chunk ring + P^T 2 KiB + statistics (~222 KiB).
 // docs/perf.md "MLA decode v2" and "v3" record each version's prediction and measurement.
 #include "hopper.cuh"
 
@@ -387,22 +389,25 @@ using mla_wg::sw128;
 constexpr int DL = 512, DK = 576, CHUNKS = DK / 64;
 constexpr int BN = 64;                    // keys per tile: the wgmma M of S^T
 constexpr int HN = MLA_WGMMA_KEYS_HEADS;  // head columns: the wgmma N of both GEMMs
-constexpr int STAGES = 2, M_TILES = DL / 64;  // O^T is 8 row tiles of 64 latent columns
-constexpr int KEY_CHUNK_ELEMS = BN * 64, TILE_ELEMS = CHUNKS * KEY_CHUNK_ELEMS, TILE_BYTES = TILE_ELEMS * 2;
+constexpr int M_TILES = DL / 64;  // O^T is 8 row tiles of 64 latent columns
+// The ring is 25 slots of one 64-key x 64-column chunk (8 KiB), filled in tile-major chunk
+// order i = 9 t + c: 2.8 tiles in flight where whole-tile stages fit only 2 beside Q.
+constexpr int SLOTS = 25;
+constexpr int KEY_CHUNK_ELEMS = BN * 64, CHUNK_BYTES = KEY_CHUNK_ELEMS * 2;
 constexpr int Q_CHUNK_ELEMS = HN * 64, Q_BYTES = CHUNKS * Q_CHUNK_ELEMS * 2;
 constexpr int CONSUMER_WARPS = 4, CONSUMER_THREADS = 128;
 constexpr int BAR_MAX = 1, BAR_P_FULL = 2, BAR_SUM = 3, BAR_STAGED = 4;
 constexpr int STAGE_LD = DL + 4;  // fp32 staging rows: fragment stores hit 32 distinct banks
 constexpr float LOG2E = 1.4426950408889634f;
 
-constexpr int Q_OFF = 0, RING_OFF = Q_BYTES, P_OFF = RING_OFF + STAGES * TILE_BYTES;
+constexpr int Q_OFF = 0, RING_OFF = Q_BYTES, P_OFF = RING_OFF + SLOTS * CHUNK_BYTES;
 constexpr int MAX_OFF = P_OFF + HN * BN * 2, SUM_OFF = MAX_OFF + 2 * CONSUMER_WARPS * HN * 4;
 constexpr int BAR_OFF = SUM_OFF + CONSUMER_WARPS * HN * 4;
-constexpr int SMEM_BYTES = BAR_OFF + 8 * (1 + STAGES * CHUNKS + STAGES) + 1024;  // + alignment slack
+constexpr int SMEM_BYTES = BAR_OFF + 8 * (1 + 2 * SLOTS) + 1024;  // + alignment slack
 static_assert(SMEM_BYTES == MLA_WGMMA_KEYS_SMEM_BYTES, "mla_decode.rs sizes the launch from the same layout");
 static_assert(RING_OFF % 1024 == 0 && P_OFF % 1024 == 0, "128-byte swizzled tiles need 1024-byte alignment");
-// The epilogue stages fp32 o_s[HN][STAGE_LD] and lse[HN] over ring stage 0.
-static_assert(HN * STAGE_LD * 4 + HN * 4 <= TILE_BYTES, "staging fits one ring stage");
+// The epilogue stages fp32 o_s[HN][STAGE_LD] and lse[HN] over the ring.
+static_assert(HN * STAGE_LD * 4 + HN * 4 <= SLOTS * CHUNK_BYTES, "staging fits the ring");
 
 // D[64 x 16] += A[64 x 16] * B[16 x 16], A MN-major (M contiguous: the V tile read as V^T),
 // B K-major, both from shared memory (wgmma.cuh's wrappers read A K-major only).
@@ -464,8 +469,8 @@ __device__ void decode(const MlaDecodeWgmmaParams& p) {
     float* stage = reinterpret_cast<float*>(smem + RING_OFF);  // epilogue: o_s[HN][STAGE_LD]
     float* stage_lse = stage + HN * STAGE_LD;                   // and lse[HN], log2 domain
     uint64_t* q_full = reinterpret_cast<uint64_t*>(smem + BAR_OFF);
-    uint64_t* k_full = q_full + 1;                 // [stage][chunk]
-    uint64_t* k_empty = k_full + STAGES * CHUNKS;  // [stage]
+    uint64_t* k_full = q_full + 1;      // [slot]
+    uint64_t* k_empty = k_full + SLOTS;  // [slot]
 
     const int split = blockIdx.x, b = blockIdx.z;
     const int per = (p.n_kv + p.num_splits - 1) / p.num_splits;
@@ -480,8 +485,8 @@ __device__ void decode(const MlaDecodeWgmmaParams& p) {
 
     if (threadIdx.x == 0) {
         mbar_init(q_full, 1);
-        for (int s = 0; s < STAGES; ++s) {
-            for (int c = 0; c < CHUNKS; ++c) mbar_init(&k_full[s * CHUNKS + c], 1);
+        for (int s = 0; s < SLOTS; ++s) {
+            mbar_init(&k_full[s], 1);
             mbar_init(&k_empty[s], CONSUMER_WARPS);
         }
         mbar_init_fence();
@@ -499,17 +504,13 @@ __device__ void decode(const MlaDecodeWgmmaParams& p) {
 #pragma unroll
             for (int c = 0; c < CHUNKS - 1; ++c) tma_load_4d(sQ + c * Q_CHUNK_ELEMS, &p.q_lat, q_full, 64 * c, 0, b, 0);
             tma_load_4d(sQ + (CHUNKS - 1) * Q_CHUNK_ELEMS, &p.q_pe, q_full, 0, 0, b, 0);
-            for (int t = 0; t < n_tiles; ++t) {
-                const int s = t % STAGES;
-                mbar_wait(&k_empty[s], ((t / STAGES) & 1) ^ 1);
-                bf16* dst = sK + s * TILE_ELEMS;
-#pragma unroll
-                for (int c = 0; c < CHUNKS; ++c) {
-                    uint64_t* full = &k_full[s * CHUNKS + c];
-                    mbar_arrive_expect_tx(full, KEY_CHUNK_ELEMS * 2);
-                    tma_load_4d(dst + c * KEY_CHUNK_ELEMS, &p.cache, full, 64 * c, kb + t * BN, b, 0);
+            for (int t = 0, i = 0; t < n_tiles; ++t)
+                for (int c = 0; c < CHUNKS; ++c, ++i) {
+                    const int slot = i % SLOTS;
+                    mbar_wait(&k_empty[slot], ((i / SLOTS) & 1) ^ 1);
+                    mbar_arrive_expect_tx(&k_full[slot], CHUNK_BYTES);
+                    tma_load_4d(sK + slot * KEY_CHUNK_ELEMS, &p.cache, &k_full[slot], 64 * c, kb + t * BN, b, 0);
                 }
-            }
         }
         // The cluster barrier counts every thread: the producer's match the consumers' two.
         if constexpr (PAIR) {
@@ -535,24 +536,27 @@ __device__ void decode(const MlaDecodeWgmmaParams& p) {
 
         if (n_tiles > 0) mbar_wait(q_full, 0);
         for (int t = 0; t < n_tiles; ++t) {
-            const int s = t % STAGES;
-            const uint32_t phase = (t / STAGES) & 1;
-            const bf16* tile = sK + s * TILE_ELEMS;
+            // Tile t's chunk c is ring chunk 9 t + c.
+            int slot[CHUNKS];
+#pragma unroll
+            for (int c = 0; c < CHUNKS; ++c) slot[c] = (t * CHUNKS + c) % SLOTS;
             // S^T[64 keys x 16 heads] = K Q^T, 36 k-steps once the whole tile has landed (a
             // wait between the k-steps makes ptxas serialise them here, C7520; the tile's
             // O^T needs all of it anyway).
-#pragma unroll 1
-            for (int c = 0; c < CHUNKS; ++c) mbar_wait(&k_full[s * CHUNKS + c], phase);
+#pragma unroll
+            for (int c = 0; c < CHUNKS; ++c) mbar_wait(&k_full[slot[c]], ((t * CHUNKS + c) / SLOTS) & 1);
             wgmma_fence();
 #pragma unroll
             for (int kk = 0; kk < DK / 16; ++kk) {
-                const uint64_t da = desc_sw128(tile + (kk / 4) * KEY_CHUNK_ELEMS, 16, 1024) + 2 * (kk % 4);
+                const uint64_t da = desc_sw128(sK + slot[kk / 4] * KEY_CHUNK_ELEMS, 16, 1024) + 2 * (kk % 4);
                 const uint64_t db = desc_sw128(sQ + (kk / 4) * Q_CHUNK_ELEMS, 16, 1024) + 2 * (kk % 4);
                 wgmma_ss<HN, 0>(sc, da, db, kk > 0);
             }
             wgmma_commit();
             wgmma_wait<0>();
             fence_regs(sc);
+            // The rope chunk is S^T's alone: refill it now.
+            if (lane == 0) mbar_arrive(&k_empty[slot[CHUNKS - 1]]);
 
             // Softmax over the keys (the M rows): per head, max over lanes of equal lane % 4,
             // then over the 4 warps through sMax (double-buffered by tile parity: a warp
@@ -619,13 +623,15 @@ __device__ void decode(const MlaDecodeWgmmaParams& p) {
             for (int kk = 0; kk < BN / 16; ++kk)
 #pragma unroll
                 for (int mt = 0; mt < M_TILES; ++mt)
-                    wgmma_n16_a_mn(o[mt], desc_sw128(tile + mt * KEY_CHUNK_ELEMS + kk * 16 * 64, BN * 128, 1024),
+                    wgmma_n16_a_mn(o[mt], desc_sw128(sK + slot[mt] * KEY_CHUNK_ELEMS + kk * 16 * 64, BN * 128, 1024),
                                    desc_sw128(sP, 16, 1024) + 2 * kk);
             wgmma_commit();
             wgmma_wait<0>();
 #pragma unroll
             for (int mt = 0; mt < M_TILES; ++mt) fence_regs(o[mt]);
-            if (lane == 0) mbar_arrive(&k_empty[s]);
+            if (lane == 0)
+#pragma unroll
+                for (int c = 0; c < CHUNKS - 1; ++c) mbar_arrive(&k_empty[slot[c]]);
         }
 
         // Per-head sums over all keys: lanes of equal lane % 4, then the warps.
@@ -637,8 +643,8 @@ __device__ void decode(const MlaDecodeWgmmaParams& p) {
             v += __shfl_xor_sync(0xffffffffu, v, 16);
             if (lane < 4) sSum[warp * HN + head_of(k)] = v;
         }
-        // Every warp is past its last tile: ring stage 0 (all loads landed and read) becomes
-        // the staging area.
+        // Every warp is past its last tile: the ring (all loads landed and read) becomes the
+        // staging area.
         named_sync(BAR_SUM, CONSUMER_THREADS);
         float inv[4];
 #pragma unroll

@@ -36,11 +36,12 @@ pub const MLA_DECODE_WGMMA: (&str, &str) = ("mla_decode_wgmma", "mla_decode_wgmm
 /// The keys-on-M kernel (v4) serves at most this many heads, its wgmma N (the TP8 shard's 16;
 /// fewer are zero columns).
 pub const MLA_WGMMA_KEYS_HEADS: i32 = 16;
-/// Its dynamic shared memory: Q (16 heads x 576), 2 ring stages of 64 x 576, P^T (16 x 64)
-/// bf16, the per-warp maxima (2 tiles x 4 warps x 16 heads) and sums (4 x 16) in fp32, the
-/// same 21 mbarriers, 1 KiB alignment slack.
+/// Its dynamic shared memory: Q (16 heads x 576), a ring of 25 chunks of 64 keys x 64
+/// columns, P^T (16 x 64) bf16, the per-warp maxima (2 tiles x 4 warps x 16 heads) and sums
+/// (4 x 16) in fp32, 51 mbarriers (Q, a full and an empty one per slot), 1 KiB alignment slack.
 pub const MLA_WGMMA_KEYS_SMEM_BYTES: i32 =
-    (16 * 576 + 2 * 64 * 576 + 16 * 64) * 2 + (2 * 4 * 16 + 4 * 16) * 4 + (1 + 2 * 9 + 2) * 8 + 1024;
+    (16 * 576 + 25 * 64 * 64 + 16 * 64) * 2 + (2 * 4 * 16 + 4 * 16) * 4 + (1 + 2 * 25) * 8 + 1024;
+const _: () = assert!(MLA_WGMMA_KEYS_SMEM_BYTES <= 227 * 1024);
 /// The TMA producer warpgroup and one consumer warpgroup.
 pub const MLA_WGMMA_KEYS_THREADS: u32 = 256;
 /// One CTA per split; the pair entry is launched in clusters of 2 (its two splits merge in
@@ -233,8 +234,8 @@ mod tests {
 
     #[test]
     fn keys_kernel_serves_the_tp8_shard() {
-        // Q 18,432 + 2 x 73,728 + P 2,048 + 768 of statistics + 168 + 1,024.
-        assert_eq!(MLA_WGMMA_KEYS_SMEM_BYTES, 169_896);
+        // Q 18,432 + 25 x 8,192 + P 2,048 + 768 of statistics + 408 + 1,024.
+        assert_eq!(MLA_WGMMA_KEYS_SMEM_BYTES, 227_480);
         assert_eq!(MlaWgmmaKernel::select(128, 1), MlaWgmmaKernel::Heads);
         assert_eq!(MlaWgmmaKernel::select(32, 2), MlaWgmmaKernel::Heads);
         assert_eq!(MlaWgmmaKernel::select(16, 2), MlaWgmmaKernel::KeysPair);
