@@ -29,11 +29,14 @@
 //     freed just before S(t + 1) needed the next tile: every tile's load was exposed. Above
 //     64 heads (compute bound) S(t + 1) goes between the two halves of P V(t), so softmax(t + 1)
 //     runs under the second half.
-//   v4 (session 8): Q's last 3 chunks are held as wgmma A fragments in registers (RS k-steps
-//     in S), the first 6 read from shared memory: each warpgroup re-reads Q for every tile,
-//     and the shared-memory port (TMA writes + Q + K + V reads, ~368 KiB a tile) was the
-//     bound; the register chunks take 48 KiB of it (4 chunks make ptxas serialise the
-//     wgmmas for registers, C7512).
+//   v4 (session 8): Q's last 3 chunks as wgmma A fragments in registers (RS k-steps in S):
+//     each warpgroup re-read all of Q from shared memory for every tile.
+//   v5 (session 8): S is split along its depth instead of its keys: warpgroup g computes
+//     the partial S over k-steps [18g, 18g + 18) for all 64 keys (m64n64: 4 KiB of operands
+//     per 32 clk of MMA, v3b's m64n32 moved 3 KiB per 16), 6 of them with Q from registers,
+//     so Q's shared-memory reads fall to 48 KiB a tile (v3b 144, v4 96); the halves are
+//     summed through two 8 KiB buffers (Q chunks 3 and 8, read only into registers), after
+//     which each warpgroup holds v3b's S layout for its 32 keys.
 // mla_decode_wgmma_keys (v4, at most 16 heads: the TP8 shard): keys on the wgmma M rows, so
 //   16 heads are not padded to 64. One producer warp (Q 16 x 576, then the split's cache tiles
 //   into a ring of 25 chunks of 64 keys x 64 columns, each with its full and empty mbarrier:
@@ -64,9 +67,19 @@ constexpr int CHUNK_ELEMS = 64 * 64;                               // one [64 ro
 constexpr int TILE_ELEMS = CHUNKS * CHUNK_ELEMS, TILE_BYTES = TILE_ELEMS * 2;
 constexpr int HALF_KEYS = BN / 2, HALF_COLS = DL / 2;              // per consumer warpgroup
 constexpr int CONSUMER_WARPS = 8, CONSUMER_THREADS = 256;
-constexpr int BAR_MAX = 1, BAR_P_FREE = 2, BAR_P_FULL = 3, BAR_SUM = 4;
+constexpr int BAR_MAX = 1, BAR_P_FREE = 2, BAR_P_FULL = 3, BAR_SUM = 4, BAR_XCHG = 5;
 constexpr float LOG2E = 1.4426950408889634f;
+// S is split along its depth: warpgroup g takes k-steps [18 g, 18 g + 18) of the 36 for all
+// 64 keys (m64n64), the first 12 with Q from shared memory, the last 6 from registers.
+constexpr int KS_PER_WG = DK / 16 / 2, KS_SMEM = 12, KS_REG = KS_PER_WG - KS_SMEM;
+// Q's chunk 3 (k-steps 12-15) is only ever read by warpgroup 0, from registers, and chunk 8
+// (32-35) only by warpgroup 1, from registers: after the prologue they hold the two 8 KiB
+// partial-score exchange buffers.
+constexpr int XCHG_CHUNK0 = 3, XCHG_CHUNK1 = 8;
+// v4 (DEPTH_SPLIT false): S split by keys (m64n32 over all 36 k-steps), Q's last 3 chunks
+// from registers.
 constexpr int Q_REG_CHUNKS = 3, Q_SMEM_KSTEPS = (CHUNKS - Q_REG_CHUNKS) * 4;
+static_assert(KS_SMEM == XCHG_CHUNK0 * 4 && KS_PER_WG + KS_SMEM + 2 <= XCHG_CHUNK1 * 4, "register-only chunks");
 
 // Byte offsets inside the 1024-aligned dynamic shared memory.
 constexpr int Q_OFF = 0, RING_OFF = TILE_BYTES, P_OFF = RING_OFF + STAGES * TILE_BYTES;
@@ -90,6 +103,8 @@ __device__ __forceinline__ uint64_t desc_step(uint64_t d, uint32_t units) {
 
 __device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;" ::: "memory"); }
 
+// DEPTH_SPLIT: v5's S (split along its depth, partials exchanged); otherwise v4's.
+template <bool DEPTH_SPLIT>
 __device__ void decode(const MlaDecodeWgmmaParams& p) {
     extern __shared__ unsigned char smem_raw[];
     unsigned char* smem = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);
@@ -155,14 +170,16 @@ __device__ void decode(const MlaDecodeWgmmaParams& p) {
     const int r0 = 16 * warp + lane / 4;  // this thread's rows in the tile: r0 and r0 + 8
     const float score_log2 = p.scale * LOG2E;
 
-    // S_g for the tile in stage s: 36 k-steps of 16 over the 9 chunks of Q and of K's half g,
-    // each chunk's k-steps issued as soon as that chunk has landed.
-    // v4: Q's last Q_REG_CHUNKS chunks are A fragments in registers (RS wgmma), the rest is
-    // read from shared memory (SS): each warpgroup re-reads Q for every tile, so this takes
-    // Q_REG_CHUNKS x 8 KiB per warpgroup and tile off the shared-memory port.
-    uint32_t qa[Q_REG_CHUNKS * 4][4];
+    // v5: the partial S_g[64 x 64 keys] of the tile in stage s over warpgroup g's 18 k-steps,
+    // each of its chunks (0-4 or 4-8) waited for just before its first k-step (k-steps 0, 0,
+    // 6, 10, 14 of warpgroup 1; warpgroup 0 needs them no earlier). One m64n64 k-step moves
+    // 4 KiB for 32 clk of MMA where v3b's m64n32 moved 3 KiB for 16, and Q is read once per
+    // tile, not twice.
+    constexpr int Q_REG_KSTEPS = DEPTH_SPLIT ? KS_REG : Q_REG_CHUNKS * 4;
+    uint32_t qa[Q_REG_KSTEPS][4];
     const uint64_t q_desc = desc_sw128(sQ, 16, 1024);
-    auto s_gemm = [&](float (&sc)[HALF_KEYS / 2], int t) {
+    // v4: S_g for keys 32g..32g+31 over all 36 k-steps, each chunk's as soon as it lands.
+    auto s_gemm_keys = [&](float (&sc)[HALF_KEYS / 2], int t) {
         const int s = t % STAGES;
         const bf16* k_tile = sK + s * TILE_ELEMS + g * HALF_KEYS * 64;
 #pragma unroll
@@ -170,12 +187,70 @@ __device__ void decode(const MlaDecodeWgmmaParams& p) {
             if (kk % 4 == 0) mbar_wait(&k_full[s * CHUNKS + kk / 4], (t / STAGES) & 1);
             const uint64_t db = desc_sw128(k_tile + (kk / 4) * CHUNK_ELEMS, 16, 1024) + 2 * (kk % 4);
             if (kk < Q_SMEM_KSTEPS) {
-                wgmma_ss<HALF_KEYS, 0>(sc, desc_step(q_desc, (kk / 4) * CHUNK_ELEMS * 2 / 16 + 2 * (kk % 4)), db, kk > 0);
+                wgmma_ss<HALF_KEYS, 0>(sc, desc_step(q_desc, (kk / 4) * CHUNK_ELEMS * 2 / 16 + 2 * (kk % 4)), db,
+                                       kk > 0);
             } else {
-                wgmma_rs<HALF_KEYS, 0>(sc, qa[kk - Q_SMEM_KSTEPS], db, kk > 0);
+                wgmma_rs<HALF_KEYS, 0>(sc, qa[(kk - Q_SMEM_KSTEPS) % Q_REG_KSTEPS], db, kk > 0);
             }
         }
         wgmma_commit();
+    };
+    auto s_gemm = [&](float (&acc)[BN / 2], int t) {
+        const int s = t % STAGES;
+        uint64_t* full = &k_full[s * CHUNKS + 4 * g];
+        const uint32_t phase = (t / STAGES) & 1;
+        const uint64_t k_desc = desc_sw128(sK + s * TILE_ELEMS, 16, 1024);
+#pragma unroll
+        for (int kl = 0; kl < KS_PER_WG; ++kl) {
+            // Recomputed per k-step (volatile), not 18 loop-invariant offsets kept live.
+            uint32_t kk = KS_PER_WG * g;
+            asm volatile("add.u32 %0, %0, %1;" : "+r"(kk) : "r"(kl));
+            const uint32_t units = (kk / 4) * CHUNK_ELEMS * 2 / 16 + 2 * (kk % 4);  // 16-byte units
+            // Each wait is followed by a fence: otherwise ptxas injects one on the wait's
+            // divergent path and serialises the wgmmas (C7520).
+            if (kl == 0) mbar_wait(&full[0], phase), mbar_wait(&full[1], phase), wgmma_fence();
+            if (kl == 6) mbar_wait(&full[2], phase), wgmma_fence();
+            if (kl == 10) mbar_wait(&full[3], phase), wgmma_fence();
+            if (kl == 14) mbar_wait(&full[4], phase), wgmma_fence();
+            if (kl < KS_SMEM)
+                wgmma_ss<BN, 0>(acc, desc_step(q_desc, units), desc_step(k_desc, units), kl > 0);
+            else
+                wgmma_rs<BN, 0>(acc, qa[(kl - KS_SMEM) % Q_REG_KSTEPS], desc_step(k_desc, units), 1);
+        }
+        wgmma_commit();
+    };
+    // The two partials -> this warpgroup's S half (keys 32g..32g+31, the layout softmax
+    // reads): the other half of its partial goes to buffer g, the other warpgroup's partial
+    // of this half comes from buffer 1 - g. Both read and write [float4 v][thread], so the
+    // same thread of each warpgroup holds the same score positions. A buffer is written again
+    // only after both warpgroups have passed the next BAR_MAX, after this read.
+    auto xchg_buf = [&](int w) {
+        return reinterpret_cast<float4*>(reinterpret_cast<unsigned char*>(sQ) +
+                                         (w == 0 ? XCHG_CHUNK0 : XCHG_CHUNK1) * CHUNK_ELEMS * 2);
+    };
+    float4* const xchg_mine = xchg_buf(g);
+    float4* const xchg_other = xchg_buf(1 - g);
+    auto exchange = [&](const float (&acc)[BN / 2], float (&sc)[HALF_KEYS / 2]) {
+        // Selects on values, not a computed index (that would put acc in local memory).
+        const bool first = g == 0;
+#pragma unroll
+        for (int v = 0; v < 4; ++v) {
+            float4 x;
+            x.x = first ? acc[16 + 4 * v] : acc[4 * v];
+            x.y = first ? acc[17 + 4 * v] : acc[4 * v + 1];
+            x.z = first ? acc[18 + 4 * v] : acc[4 * v + 2];
+            x.w = first ? acc[19 + 4 * v] : acc[4 * v + 3];
+            xchg_mine[v * 128 + t128] = x;
+        }
+        named_sync(BAR_XCHG, CONSUMER_THREADS);
+#pragma unroll
+        for (int v = 0; v < 4; ++v) {
+            const float4 y = xchg_other[v * 128 + t128];
+            sc[4 * v] = (first ? acc[4 * v] : acc[16 + 4 * v]) + y.x;
+            sc[4 * v + 1] = (first ? acc[4 * v + 1] : acc[17 + 4 * v]) + y.y;
+            sc[4 * v + 2] = (first ? acc[4 * v + 2] : acc[18 + 4 * v]) + y.z;
+            sc[4 * v + 3] = (first ? acc[4 * v + 3] : acc[19 + 4 * v]) + y.w;
+        }
     };
     // V_g's k-step kk (keys 16kk..16kk+15) of the tile in stage s: MN-major (keys are the K
     // dimension) from the tile's column chunks 4g..4g+3 (leading offset: the next 64 columns).
@@ -186,7 +261,22 @@ __device__ void decode(const MlaDecodeWgmmaParams& p) {
     float o[HALF_COLS / 2];
 #pragma unroll
     for (int i = 0; i < HALF_COLS / 2; ++i) o[i] = 0.f;
-    float sc[HALF_KEYS / 2];
+    float sc[HALF_KEYS / 2], sacc[BN / 2];
+    // Issue S(t) into sacc (v5) or sc (v4); after its wait, turn it into this warpgroup's sc.
+    auto issue_s = [&](int t) {
+        if constexpr (DEPTH_SPLIT)
+            s_gemm(sacc, t);
+        else
+            s_gemm_keys(sc, t);
+    };
+    auto finish_s = [&]() {
+        if constexpr (DEPTH_SPLIT) {
+            fence_regs(sacc);
+            exchange(sacc, sc);
+        } else {
+            fence_regs(sc);
+        }
+    };
     // This warpgroup's P as wgmma A fragments, [k-step][4]: S's accumulator and the A
     // fragment share the thread mapping, so P V on its own keys reads P from registers.
     uint32_t pa[HALF_KEYS / 16][4];
@@ -278,20 +368,23 @@ __device__ void decode(const MlaDecodeWgmmaParams& p) {
     // Stage t is released as soon as P V(t) completes, so the load of tile t + 2 overlaps
     // S(t + 1), softmax(t + 1) and P V(t + 1): a whole tile of compute.
     mbar_wait(q_full, 0);
-    // Q's register chunks as wgmma A fragments: word r of k-step kk holds row r0 + 8 (r % 2),
+    // Q's register k-steps as wgmma A fragments: word r of k-step kk holds row r0 + 8 (r % 2),
     // columns 16 kk + 2 (lane % 4) + 8 (r / 2) and the next one.
 #pragma unroll
-    for (int kk = 0; kk < Q_REG_CHUNKS * 4; ++kk)
+    for (int k = 0; k < Q_REG_KSTEPS; ++k)
 #pragma unroll
         for (int r = 0; r < 4; ++r) {
-            const int chunk = CHUNKS - Q_REG_CHUNKS + kk / 4, col = 16 * (kk % 4) + 2 * (lane % 4) + 8 * (r / 2);
-            qa[kk][r] = *reinterpret_cast<const uint32_t*>(reinterpret_cast<const unsigned char*>(sQ) +
-                                                           chunk * CHUNK_ELEMS * 2 + sw128(r0 + 8 * (r % 2), col));
+            const int kk = DEPTH_SPLIT ? KS_PER_WG * g + KS_SMEM + k : Q_SMEM_KSTEPS + k;
+            const int col = 16 * (kk % 4) + 2 * (lane % 4) + 8 * (r / 2);
+            qa[k][r] = *reinterpret_cast<const uint32_t*>(reinterpret_cast<const unsigned char*>(sQ) +
+                                                          (kk / 4) * CHUNK_ELEMS * 2 + sw128(r0 + 8 * (r % 2), col));
         }
+    // Both have read their register chunks before either writes an exchange buffer.
+    if constexpr (DEPTH_SPLIT) named_sync(BAR_XCHG, CONSUMER_THREADS);
     wgmma_fence();
-    s_gemm(sc, 0);
+    issue_s(0);
     wgmma_wait<0>();
-    fence_regs(sc);
+    finish_s();
     softmax(0);
     // Several 64-head tiles read each cache tile (through L2), so the kernel is compute bound:
     // S(t + 1) goes ahead of the other half's P V(t) and softmax(t + 1) runs under the latter,
@@ -314,22 +407,22 @@ __device__ void decode(const MlaDecodeWgmmaParams& p) {
         named_sync(BAR_P_FULL, CONSUMER_THREADS);
         // Each branch holds its path's waits, so ptxas sees every wgmma retired on all of them.
         if (t + 1 < n_tiles && softmax_under_pv) {
-            s_gemm(sc, t + 1);
+            issue_s(t + 1);
             pv_other(s);
             wgmma_wait<1>();
-            fence_regs(sc);
 #pragma unroll
             for (int kk = 0; kk < HALF_KEYS / 16; ++kk) fence_regs(pa[kk]);
+            finish_s();
             softmax(t + 1);
             wgmma_wait<0>();
             release(s);
         } else if (t + 1 < n_tiles) {
             pv_other(s);
-            s_gemm(sc, t + 1);
+            issue_s(t + 1);
             wgmma_wait<1>();
             release(s);
             wgmma_wait<0>();
-            fence_regs(sc);
+            finish_s();
             softmax(t + 1);
         } else {
             pv_other(s);
@@ -377,7 +470,13 @@ __device__ void decode(const MlaDecodeWgmmaParams& p) {
 }  // namespace mla_wg
 
 extern "C" __global__ void __launch_bounds__(384, 1) mla_decode_wgmma(const __grid_constant__ MlaDecodeWgmmaParams p) {
-    mla_wg::decode(p);
+    mla_wg::decode<true>(p);
+}
+
+// v4's S (split by keys): selectable for A/B runs (FWDBENCH_MLA_S_SPLIT=keys, mla_decode.rs).
+extern "C" __global__ void __launch_bounds__(384, 1)
+    mla_decode_wgmma_v4(const __grid_constant__ MlaDecodeWgmmaParams p) {
+    mla_wg::decode<false>(p);
 }
 
 // ---- v4: keys on the wgmma M rows, for at most 16 heads (the TP8 shard) ----

@@ -32,6 +32,10 @@ const _: () = assert!(MLA_WGMMA_SMEM_BYTES <= 227 * 1024);
 pub const MLA_WGMMA_THREADS: u32 = 384;
 
 pub const MLA_DECODE_WGMMA: (&str, &str) = ("mla_decode_wgmma", "mla_decode_wgmma");
+/// The same kernel with v4's S (split by keys, not along its depth), for A/B runs: chosen
+/// when [`MLA_S_SPLIT_ENV`] is `keys`.
+pub const MLA_DECODE_WGMMA_V4: (&str, &str) = ("mla_decode_wgmma", "mla_decode_wgmma_v4");
+pub const MLA_S_SPLIT_ENV: &str = "FWDBENCH_MLA_S_SPLIT";
 
 /// The keys-on-M kernel (v4) serves at most this many heads, its wgmma N (the TP8 shard's 16;
 /// fewer are zero columns).
@@ -126,6 +130,7 @@ impl MlaWgmmaKernel {
 
     fn name(self) -> (&'static str, &'static str) {
         match self {
+            Self::Heads if s_split_by_keys(std::env::var(MLA_S_SPLIT_ENV).ok().as_deref()) => MLA_DECODE_WGMMA_V4,
             Self::Heads => MLA_DECODE_WGMMA,
             Self::Keys => MLA_DECODE_WGMMA_KEYS,
             Self::KeysPair => MLA_DECODE_WGMMA_KEYS_PAIR,
@@ -152,6 +157,11 @@ impl MlaWgmmaKernel {
             },
         }
     }
+}
+
+/// Whether the `FWDBENCH_MLA_S_SPLIT` value asks for v4's S.
+fn s_split_by_keys(value: Option<&str>) -> bool {
+    value.is_some_and(|v| v.trim() == "keys")
 }
 
 /// The prepared kernel call for the problem mla.cu's kernels take (tensor maps encoded now,
@@ -249,6 +259,12 @@ mod tests {
         assert_eq!(cfg.block_dim.0, 256);
         // The check at b64 ctx200 exercises the pair kernel with a partial last tile.
         assert_eq!(mla_wgmma_num_splits(64, 16, 200, 132), 2);
+    }
+
+    #[test]
+    fn s_split_switch() {
+        assert!(s_split_by_keys(Some("keys")) && s_split_by_keys(Some(" keys\n")));
+        assert!(!s_split_by_keys(None) && !s_split_by_keys(Some("depth")) && !s_split_by_keys(Some("")));
     }
 
     #[test]
