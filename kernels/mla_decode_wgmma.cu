@@ -40,10 +40,10 @@
 // mla_decode_wgmma_keys (v4, at most 16 heads: the TP8 shard): keys on the wgmma M rows, so
 //   16 heads are not padded to 64. One producer warp (Q 16 x 576, then the split's cache tiles
 //   into a ring of 25 chunks of 64 keys x 64 columns, each with its full and empty mbarrier:
-//   2.8 tiles in flight, plus L2 prefetches of the tile 3 ahead; a tile's rope chunk is
-//   refilled as soon as S^T has read it) and one consumer warpgroup: S^T[64 keys x 16] =
-//   K Q^T (SS, both K-major), the softmax per head column (maxima across the 4 warps
-//   through shared memory), P^T to shared memory as a K-major [16 heads][64 keys] tile, then
+//   2.8 tiles in flight, plus L2 prefetches of the tile `l2_prefetch_tiles` (3) beyond; a
+//   tile's rope chunk is refilled as soon as S^T has read it) and one consumer warpgroup:
+//   S^T[64 keys x 16] = K Q^T (SS, both K-major), the softmax per head column (maxima across
+//   the 4 warps through shared memory), P^T to shared memory as a K-major [16 heads][64 keys] tile, then
 //   O^T[512 x 16] += V^T P^T as 8 m64n16 row tiles, V^T being the tile's latent chunks read
 //   MN-major (the transpose-A bit): per tile ~1/4 of v3b's MMA work and ~2/3 of its
 //   shared-memory traffic, so the kernel is bound by HBM (v4 measured no faster than v3b's
@@ -493,7 +493,6 @@ constexpr int M_TILES = DL / 64;  // O^T is 8 row tiles of 64 latent columns
 // The ring is 25 slots of one 64-key x 64-column chunk (8 KiB), filled in tile-major chunk
 // order i = 9 t + c: 2.8 tiles in flight where whole-tile stages fit only 2 beside Q.
 constexpr int SLOTS = 25;
-constexpr int PREFETCH_TILES = 3;  // the L2 prefetch runs this many tiles ahead of the ring
 constexpr int KEY_CHUNK_ELEMS = BN * 64, CHUNK_BYTES = KEY_CHUNK_ELEMS * 2;
 constexpr int Q_CHUNK_ELEMS = HN * 64, Q_BYTES = CHUNKS * Q_CHUNK_ELEMS * 2;
 constexpr int CONSUMER_WARPS = 4, CONSUMER_THREADS = 128;
@@ -615,9 +614,11 @@ __device__ void decode(const MlaDecodeWgmmaParams& p) {
             tma_load_4d(sQ + (CHUNKS - 1) * Q_CHUNK_ELEMS, &p.q_pe, q_full, 0, 0, b, 0);
             for (int t = 0, i = 0; t < n_tiles; ++t)
                 for (int c = 0; c < CHUNKS; ++c, ++i) {
-                    // Tile t + PREFETCH_TILES into L2 as tile t starts into the ring: about 3
-                    // more tiles of DRAM reads in flight per SM without shared memory.
-                    if (t + PREFETCH_TILES < n_tiles) tma_prefetch_l2_4d(&p.cache, 64 * c, kb + (t + PREFETCH_TILES) * BN, b, 0);
+                    // Tile t + l2_prefetch_tiles into L2 as tile t starts into the ring: that
+                    // many more tiles of DRAM reads in flight per SM without shared memory.
+                    const int ahead = t + p.l2_prefetch_tiles;
+                    if (p.l2_prefetch_tiles > 0 && ahead < n_tiles)
+                        tma_prefetch_l2_4d(&p.cache, 64 * c, kb + ahead * BN, b, 0);
                     const int slot = i % SLOTS;
                     mbar_wait(&k_empty[slot], ((i / SLOTS) & 1) ^ 1);
                     mbar_arrive_expect_tx(&k_full[slot], CHUNK_BYTES);

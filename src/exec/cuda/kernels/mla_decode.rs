@@ -36,6 +36,10 @@ pub const MLA_DECODE_WGMMA: (&str, &str) = ("mla_decode_wgmma", "mla_decode_wgmm
 /// when [`MLA_S_SPLIT_ENV`] is `keys`.
 pub const MLA_DECODE_WGMMA_V4: (&str, &str) = ("mla_decode_wgmma", "mla_decode_wgmma_v4");
 pub const MLA_S_SPLIT_ENV: &str = "FWDBENCH_MLA_S_SPLIT";
+/// The keys kernel prefetches this many tiles beyond its ring into L2; the environment
+/// variable overrides it (0 turns the prefetch off) for A/B runs.
+pub const MLA_KEYS_L2_PREFETCH_TILES: i32 = 3;
+pub const MLA_L2_PREFETCH_ENV: &str = "FWDBENCH_MLA_L2_PREFETCH";
 
 /// The keys-on-M kernel (v4) serves at most this many heads, its wgmma N (the TP8 shard's 16;
 /// fewer are zero columns).
@@ -74,6 +78,8 @@ pub struct MlaDecodeWgmmaParams {
     pub heads: i32,
     pub num_splits: i32,
     pub scale: f32,
+    /// Keys kernel only: how many tiles beyond its ring the producer prefetches into L2.
+    pub l2_prefetch_tiles: i32,
 }
 unsafe impl DeviceRepr for MlaDecodeWgmmaParams {}
 
@@ -159,6 +165,15 @@ impl MlaWgmmaKernel {
     }
 }
 
+/// The L2 prefetch distance for a `FWDBENCH_MLA_L2_PREFETCH` value (the default if unset or
+/// not a count).
+fn l2_prefetch_tiles(value: Option<&str>) -> i32 {
+    value
+        .and_then(|v| v.trim().parse::<i32>().ok())
+        .filter(|n| (0..=16).contains(n))
+        .unwrap_or(MLA_KEYS_L2_PREFETCH_TILES)
+}
+
 /// Whether the `FWDBENCH_MLA_S_SPLIT` value asks for v4's S.
 fn s_split_by_keys(value: Option<&str>) -> bool {
     value.is_some_and(|v| v.trim() == "keys")
@@ -201,6 +216,7 @@ pub fn mla_wgmma_call(p: &MlaDecodeParams) -> anyhow::Result<(Call, bool)> {
         heads: p.heads,
         num_splits: p.num_splits,
         scale: p.scale,
+        l2_prefetch_tiles: l2_prefetch_tiles(std::env::var(MLA_L2_PREFETCH_ENV).ok().as_deref()),
     };
     let call = kernel(which.name(), which.launch(p.batch, p.heads, p.num_splits), params);
     Ok((call, which.merges_splits()))
@@ -259,6 +275,15 @@ mod tests {
         assert_eq!(cfg.block_dim.0, 256);
         // The check at b64 ctx200 exercises the pair kernel with a partial last tile.
         assert_eq!(mla_wgmma_num_splits(64, 16, 200, 132), 2);
+    }
+
+    #[test]
+    fn l2_prefetch_switch() {
+        assert_eq!(l2_prefetch_tiles(None), 3);
+        assert_eq!(l2_prefetch_tiles(Some("0")), 0);
+        assert_eq!(l2_prefetch_tiles(Some(" 5 ")), 5);
+        assert_eq!(l2_prefetch_tiles(Some("-1")), 3);
+        assert_eq!(l2_prefetch_tiles(Some("x")), 3);
     }
 
     #[test]
