@@ -73,17 +73,19 @@ if [ "$mode" != bench ]; then
   step check_fa3_sq16_d64 $bin kernel check $d64 --op attention --bsz 2 --seq 16
 fi
 
-# MLA decode v2 (kernels/mla_decode_wgmma.cu, the fa3 backend's): odd contexts (the step sees
-# seq + 1 keys) and batches at 128 heads (tp1) and 16 (the tp8 shard), the fa2 kernel once,
-# then b64 ctx4096 at both, into the CSV the peers step reads (bmm absorbed peer).
+# MLA decode v2-v4 (kernels/mla_decode_wgmma.cu, the fa3 backend's): odd contexts (the step sees
+# seq + 1 keys) and batches at 128 heads (tp1) and 16 (the tp8 shard; b64 there runs the 2-CTA
+# cluster kernel), 64 (tp2) once, the fa2 kernel once, then b64 ctx4096 at both, into the CSV
+# the peers step reads (bmm absorbed peer).
 mla_dec="--model deepseek --op mla_decode_attention --phase decode"
 if [ "$mode" != bench ]; then
   for dep in tp1 tp8; do
-    for bs in "1 37" "3 1000" "17 4097" "1 4097" "3 63"; do
+    for bs in "1 37" "3 1000" "17 4097" "1 4097" "3 63" "64 200"; do
       read -r bsz seq <<<"$bs"
       step "check_mla_decode_${dep}_b${bsz}_s${seq}" $bin kernel check $mla_dec --deploy $dep --bsz $bsz --seq $seq
     done
   done
+  step check_mla_decode_tp2_b3_s1000 $bin kernel check $mla_dec --deploy tp2 --bsz 3 --seq 1000
   step check_mla_decode_fa2_b3_s1000 $bin kernel check $mla_dec --bsz 3 --seq 1000 --attention fa2
 fi
 if [ "$mode" != check ]; then
