@@ -4,7 +4,7 @@
 // Decode (block_m 16) stays on moe.cu's mma.sync weight-streaming kernel, which is at copy
 // bandwidth already.
 //
-//   moe_permute        xs[r] = x[sorted_slots[r] / k], zero for padding rows      (r < total)
+//   moe_permute        xs[slot_to_sorted[t k + j]] = x[t], zero for padding rows  (r < total)
 //   moe_wgmma_gate_up  act[r, c] = act(xs[r] . W13[e][c]) * (xs[r] . W13[e][I + c])  c < I
 //   moe_wgmma_down     c2[r] = act[r] . W2[e]^T                                       [*, H]
 // then moe_combine (moe.cu) applies the routing weights, as before.
@@ -45,93 +45,72 @@
 // block_expert[m_block]; the grid is sized from the worst case, and nothing is read back
 // (graph-capturable).
 //
-// Raster: tiles numbered in groups of MOE_WGMMA_GROUP_M M-blocks across all n-tiles, M
-// fastest. The M-blocks of one expert are adjacent, so the CTAs that read the same weight
-// tile run at about the same time (one HBM read, L2 hits after): weights are read once, which
-// is the bound at ~128 rows per expert (DeepSeek-V3 at 4096 tokens x top-8).
+// v3: dynamic tile claiming (kernels/moe_sched.cuh). v2's CTAs took tiles b, b + grid, ... and
+// drifted apart over a run, so the n-tiles of an M-block, which read the same A rows, ran far
+// apart in time and A came back from HBM several times (ncu: 18.2 GB read by DeepSeek-V3's
+// gate/up GEMM at 4096 tokens, 15.5 GB of weights and A). Now CTA b takes tile b, then claims
+// tiles from a global counter in raster order, so tiles that share an operand start together
+// whatever each CTA's history.
+//
+// Raster: tiles numbered in groups of G M-blocks across all n-tiles, M fastest, G the M-blocks
+// per local expert (1..8): one expert's M-blocks read each weight tile together, and one
+// M-block's n-tiles are G claims apart. Weights are read once, which is the bound at ~128
+// rows per expert (DeepSeek-V3 at 4096 tokens x top-8).
 //
 // Cost per GEMM: FLOPs 2 * rows * n_w * k counting padding rows (n_w = 2I or H); bytes:
 // weights of the touched experts once, A once from HBM plus L2 re-reads, C once.
 #include "hopper.cuh"
 #include "kern_util.cuh"
+#include "moe_sched.cuh"
 
 using namespace hopper;
 
 namespace {
 constexpr int BK = 64;  // one 128-byte swizzle span of bf16
 constexpr int CONSUMER_WARPS = 8;
-constexpr int GROUP_M = MOE_WGMMA_GROUP_M;
 }  // namespace
 
-// L2 policies for the weight boxes (PTX ISA "createpolicy"). A weight tile of an expert with
-// a single M-block (DeepSeek-V3 at 4096 tokens: 128 rows per expert) is read once: evict it
-// first, so the stream of weights (22.5 GB per layer) does not push out the A rows that
-// every n-tile of the raster group re-reads. An expert with several M-blocks has its tile
-// read by each of them, by CTAs that drift apart over a persistent run: keep it normal
-// (with evict-first on every tile, 16384 tokens, 4 M-blocks per expert, ran 1% slower than
-// v1 while 4096 tokens ran 3-9% faster; which of the policy and the drift cost it is not
-// isolated).
-__device__ __forceinline__ uint64_t l2_evict_first_policy() {
-    uint64_t policy;
-    asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(policy));
-    return policy;
-}
-__device__ __forceinline__ uint64_t l2_evict_normal_policy() {
-    uint64_t policy;
-    asm volatile("createpolicy.fractional.L2::evict_normal.b64 %0, 1.0;" : "=l"(policy));
-    return policy;
-}
-
-// hopper.cuh's tma_load_4d with an L2 cache policy.
-__device__ __forceinline__ void tma_load_4d_hint(void* dst, const TensorMap* map, uint64_t* bar, int c0, int c1,
-                                                 int c2, int c3, uint64_t policy) {
-    asm volatile(
-        "cp.async.bulk.tensor.4d.shared::cluster.global.tile.mbarrier::complete_tx::bytes.L2::cache_hint [%0], [%1, "
-        "{%3, %4, %5, %6}], [%2], %7;" ::"r"(smem_addr(dst)),
-        "l"(reinterpret_cast<uint64_t>(map)), "r"(smem_addr(bar)), "r"(c0), "r"(c1), "r"(c2), "r"(c3), "l"(policy)
-        : "memory");
-}
-
 // ------------------------------------------------------------------------------------
-// moe_permute: one CTA per sorted row, 16 bytes per thread per step (hidden % 8 == 0 and
-// 16-byte aligned rows, checked on the host).
+// moe_permute, token-major: CTA t < tokens copies x[t] to each of its local sorted rows
+// (slot_to_sorted), so x is read once rather than once per choice (the row-major v2 read x
+// top_k times, from HBM: x is 59 MB at DeepSeek-V3's 4096 tokens, more than L2 keeps across
+// a pass in expert order); CTA tokens + b zeroes the padding rows of M-block b. 16 bytes per
+// thread per step (hidden % 8 == 0 and 16-byte aligned rows, checked on the host).
 
 extern "C" __global__ void __launch_bounds__(MOE_PERMUTE_THREADS) moe_permute(const MoePermuteParams p) {
-    const int r = blockIdx.x;
-    if (r >= p.total_padded[0]) return;
-    const int slot = p.sorted_slots[r];
+    static_assert(MOE_PERMUTE_THREADS >= 128, "a thread per row of a 128-row M-block");
+    __shared__ int s_rows[128];
+    const int b = blockIdx.x, tid = threadIdx.x;
+    // The GEMMs' tile counters (moe_sched.cuh), zeroed here since this kernel runs before
+    // both GEMMs of the op.
+    if (b == 0 && tid < MOE_TILE_COUNTERS) p.tile_counters[tid] = 0;
     const int chunks = p.hidden / 8;
-    uint4* dst = reinterpret_cast<uint4*>(p.xs + static_cast<long long>(r) * p.hidden);
-    if (slot < 0) {
-        for (int c = threadIdx.x; c < chunks; c += blockDim.x) dst[c] = make_uint4(0, 0, 0, 0);
+    const auto row_of = [&](int r) { return reinterpret_cast<uint4*>(p.xs + static_cast<long long>(r) * p.hidden); };
+    if (b < p.tokens) {
+        if (tid < p.top_k) s_rows[tid] = p.slot_to_sorted[b * p.top_k + tid];  // -1: not local
+        __syncthreads();
+        const uint4* src = reinterpret_cast<const uint4*>(p.x + static_cast<long long>(b) * p.x_ld);
+        for (int c = tid; c < chunks; c += blockDim.x) {
+            const uint4 v = __ldg(src + c);
+            for (int j = 0; j < p.top_k; ++j)
+                if (s_rows[j] >= 0) row_of(s_rows[j])[c] = v;
+        }
         return;
     }
-    const uint4* src = reinterpret_cast<const uint4*>(p.x + static_cast<long long>(slot / p.top_k) * p.x_ld);
-    for (int c = threadIdx.x; c < chunks; c += blockDim.x) dst[c] = __ldg(src + c);
+    const int first = (b - p.tokens) * p.block_m;
+    if (first >= p.total_padded[0]) return;  // uniform over the CTA
+    if (tid < p.block_m) s_rows[tid] = p.sorted_slots[first + tid];
+    __syncthreads();
+    // Groups are padded at their end, so the padding rows of a block are its last ones.
+    for (int i = 0; i < p.block_m; ++i) {
+        if (s_rows[i] >= 0) continue;
+        uint4* dst = row_of(first + i);
+        for (int c = tid; c < chunks; c += blockDim.x) dst[c] = make_uint4(0, 0, 0, 0);
+    }
 }
 
 // ------------------------------------------------------------------------------------
 // The grouped GEMM.
-
-// One output tile of the persistent schedule: its M-block, n-tile and expert.
-struct MoeTile {
-    int m_block, n_block, expert;
-};
-
-// Tile `linear` of the raster (see the header) over the live M-blocks: M-blocks of a group
-// fastest, then n-tiles. Producer and consumers walk the same sequence, so they agree on
-// every tile without talking.
-__device__ __forceinline__ MoeTile moe_tile(const MoeWgmmaParams& p, int linear, int m_blocks) {
-    const int n_tiles = p.n_tiles;
-    const int group_first = linear / (GROUP_M * n_tiles) * GROUP_M;
-    const int group_rows = min(GROUP_M, m_blocks - group_first);
-    const int in_group = linear - group_first * n_tiles;
-    MoeTile tile;
-    tile.m_block = group_first + in_group % group_rows;
-    tile.n_block = in_group / group_rows;
-    tile.expert = p.block_expert[tile.m_block];
-    return tile;
-}
 
 template <const MoeWgmmaTile& T, bool GATE_UP>
 __device__ __forceinline__ void moe_wgmma(const MoeWgmmaParams& p) {
@@ -144,16 +123,18 @@ __device__ __forceinline__ void moe_wgmma(const MoeWgmmaParams& p) {
     static_assert(BOX % 8 == 0 && BOX <= 256, "B boxes start on 1024-byte swizzle atoms");
     using Ring = TmaRing<STAGES, A_STAGE, B_STAGE>;
 
-    // Persistent: the tiles of the live M-blocks (total_padded, written by moe_align) are
-    // dealt out round-robin over the grid (one CTA per SM). The ring's K-tile counter `it`
-    // runs on across tiles, so the producer fills the next tile's stages while the
-    // consumers are still in this tile's epilogue.
-    const int m_blocks = p.total_padded[0] / BM;
-    const int tiles = m_blocks * p.n_tiles;
+    // Persistent (moe_sched.cuh): one CTA per SM claims the tiles of the live M-blocks
+    // (total_padded, written by moe_align) in raster order from a global counter. The ring's
+    // K-tile counter `it` runs on across tiles, so the producer fills the next tile's stages
+    // while the consumers are still in this tile's epilogue.
+    const MoeRaster raster(p.block_expert, p.total_padded[0] / BM, p.n_tiles, p.experts);
+    const int tiles = raster.tiles;
     if (static_cast<int>(blockIdx.x) >= tiles) return;  // uniform over the CTA
 
     extern __shared__ unsigned char smem_raw[];
-    const Ring ring(smem_raw, CONSUMER_WARPS);
+    __shared__ MoeTileMailbox mailbox;
+    if (threadIdx.x == 0) mailbox.init(CONSUMER_WARPS);
+    const Ring ring(smem_raw, CONSUMER_WARPS);  // thread 0 fences every barrier init
     __syncthreads();
     const int wg = threadIdx.x / 128, t = threadIdx.x % 128;
     const int k_tiles = (p.k + BK - 1) / BK;
@@ -164,14 +145,17 @@ __device__ __forceinline__ void moe_wgmma(const MoeWgmmaParams& p) {
             tma_prefetch(&p.a);
             tma_prefetch(&p.b);
             const uint64_t read_once = l2_evict_first_policy(), shared = l2_evict_normal_policy();
-            int it = 0;
-            for (int linear = blockIdx.x; linear < tiles; linear += gridDim.x) {
-                const MoeTile tile = moe_tile(p, linear, m_blocks);
+            int it = 0, linear = blockIdx.x;
+            for (int j = 0;; ++j) {
+                mailbox.put(j, linear);
+                if (linear >= tiles) break;
+                // Claimed now, used after this tile's loads: the atomic's latency hides
+                // under them.
+                const int next = moe_claim_tile(p.tile_counter);
+                const MoeTile tile = moe_tile(raster, linear);
+                linear = next;
                 if (tile.expert < 0) continue;
-                const bool expert_has_other_blocks =
-                    (tile.m_block > 0 && p.block_expert[tile.m_block - 1] == tile.expert) ||
-                    (tile.m_block + 1 < m_blocks && p.block_expert[tile.m_block + 1] == tile.expert);
-                const uint64_t weights_policy = expert_has_other_blocks ? shared : read_once;
+                const uint64_t weights_policy = moe_expert_has_other_blocks(raster, tile) ? shared : read_once;
                 for (int kt = 0; kt < k_tiles; ++kt, ++it) {
                     const int s = ring.acquire(it);
                     tma_load_2d(ring.a + s * A_STAGE, &p.a, &ring.full[s], kt * BK, tile.m_block * BM);
@@ -197,8 +181,10 @@ __device__ __forceinline__ void moe_wgmma(const MoeWgmmaParams& p) {
     const int act = p.act;
     constexpr int OUT_COLS = GATE_UP ? BOX : WN;
     int it = 0;
-    for (int linear = blockIdx.x; linear < tiles; linear += gridDim.x) {
-        const MoeTile tile = moe_tile(p, linear, m_blocks);
+    for (int j = 0;; ++j) {
+        const int linear = mailbox.get(j);
+        if (linear >= tiles) break;
+        const MoeTile tile = moe_tile(raster, linear);
         if (tile.expert < 0) continue;
         // Groups are padded to BM at their end, so a 64-row slab that starts on a padding
         // row is all padding: with BM 128 that is the second slab of an expert's last block

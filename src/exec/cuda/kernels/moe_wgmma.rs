@@ -4,8 +4,8 @@
 //!
 //! With `S` sorted rows (see moe.rs), `E` local experts, `H` hidden, `I` intermediate:
 //!
-//! 1. `moe_permute` ([`MOE_PERMUTE`], [`permute_call`]): `xs[r] = x[sorted_slots[r] / k]`, zero
-//!    for padding rows, for `r < total_padded`. `xs` is `[S, H]` and lives in c2's scratch (c2 is
+//! 1. `moe_permute` ([`MOE_PERMUTE`], [`permute_call`]): `xs[slot_to_sorted[t * k + j]] = x[t]`
+//!    for each local choice (x read once per token), zero for padding rows below `total_padded`. `xs` is `[S, H]` and lives in c2's scratch (c2 is
 //!    written only by the down GEMM, after the gate/up GEMM has read `xs`).
 //! 2. gate/up ([`gemm_call`] with [`MoeWgmmaGemm::GateUp`]): `act[r, c] = act(xs[r] . W13[e][c])
 //!    * (xs[r] . W13[e][I + c])`, `c < I`, the activation applied to the fp32 accumulators, one
@@ -20,15 +20,27 @@ use cudarc::driver::{DeviceRepr, LaunchConfig};
 use super::super::tma::{encode_bf16, matrix_bf16, TensorLayout, BOX_INNER};
 use super::act::{activation_code, Act};
 use super::prepare::{kernel, Call};
-use super::ptr::{Bf16Ptr, ConstBf16Ptr, ConstI32Ptr, TensorMap};
+use super::ptr::{Bf16Ptr, ConstBf16Ptr, ConstI32Ptr, I32Ptr, TensorMap};
 use crate::config::model::Activation;
 
 /// Threads of a GEMM CTA: a producer warpgroup and two consumer warpgroups.
 pub const MOE_WGMMA_THREADS: u32 = 384;
-/// Threads of a `moe_permute` CTA (one CTA per sorted row, 16 bytes per thread per step).
+/// Threads of a `moe_permute` CTA (one CTA per token or M-block, 16 bytes per thread per step).
 pub const MOE_PERMUTE_THREADS: u32 = 128;
-/// M-blocks walked together across all n-tiles (the CTA raster, see moe_wgmma.cu).
-pub const MOE_WGMMA_GROUP_M: i32 = 8;
+/// Tile counters of one `Op::Moe` (gate/up, then down; kernels/moe_sched.cuh): i32s in
+/// moe.rs's scratch right after `total_padded`, zeroed by the permute kernel (bf16 or FP8)
+/// that runs before both GEMMs.
+pub const MOE_TILE_COUNTERS: i32 = 2;
+
+/// The counters' address, given `total_padded`'s (see [`MOE_TILE_COUNTERS`]).
+pub fn tile_counters(total_padded: u64) -> u64 {
+    total_padded + 4
+}
+
+/// The counter of the gate/up GEMM (`false`) or the down GEMM (`true`).
+pub fn tile_counter(total_padded: u64, down: bool) -> u64 {
+    tile_counters(total_padded) + 4 * down as u64
+}
 
 /// Compile-time shape of one GEMM entry (the kernel instantiates from these through the
 /// generated header). K per stage is 64, one 128-byte swizzle span.
@@ -85,6 +97,10 @@ pub struct MoeWgmmaParams {
     /// `[S]` from moe_align (-1 for padding): with `block_m` 128, a consumer whose 64 rows
     /// are all padding skips its wgmma and writes zeros.
     pub sorted_slots: ConstI32Ptr,
+    /// This GEMM's tile counter ([`tile_counter`]), zero at launch.
+    pub tile_counter: I32Ptr,
+    /// Local experts: the raster groups `total blocks / experts` M-blocks (moe_sched.cuh).
+    pub experts: i32,
 }
 unsafe impl DeviceRepr for MoeWgmmaParams {}
 
@@ -101,6 +117,14 @@ pub struct MoePermuteParams {
     pub xs: Bf16Ptr,
     /// A multiple of 8.
     pub hidden: i32,
+    /// Tokens of x: CTAs below copy a token's row, the others zero padding rows.
+    pub tokens: i32,
+    /// `[tokens * top_k]` from moe_align: a choice's sorted row, -1 when not local.
+    pub slot_to_sorted: ConstI32Ptr,
+    /// The op's [`MOE_TILE_COUNTERS`] counters, zeroed by the first CTA.
+    pub tile_counters: I32Ptr,
+    /// Rows per M-block (64 or 128): the padding CTAs' unit.
+    pub block_m: i32,
 }
 unsafe impl DeviceRepr for MoePermuteParams {}
 
@@ -149,6 +173,8 @@ pub struct MoeWgmmaProblem {
     pub total_padded: u64,
     /// M-blocks of the worst case (`moe_max_blocks`).
     pub max_blocks: usize,
+    /// This GEMM's tile counter ([`tile_counter`]).
+    pub tile_counter: u64,
     /// The device's SMs: the persistent grid's size (one CTA per SM).
     pub sm_count: usize,
 }
@@ -177,8 +203,9 @@ impl MoeWgmmaProblem {
 }
 
 /// Persistent grid: one CTA per SM (the ring takes most of an SM's shared memory), never more
-/// CTAs than the worst case has tiles. Each CTA walks the live tiles (`total_padded` rows'
-/// M-blocks times `n_tiles`) with a stride of the grid; CTAs without a tile exit at once.
+/// CTAs than the worst case has tiles. CTA `b` takes live tile `b` (of `total_padded` rows'
+/// M-blocks times `n_tiles`), then claims the next from the tile counter until none is left;
+/// CTAs without a first tile exit at once.
 pub fn gemm_launch(tile: MoeWgmmaTile, n_tiles: usize, max_blocks: usize, sm_count: usize) -> LaunchConfig {
     let worst_tiles = n_tiles * max_blocks.max(1);
     LaunchConfig {
@@ -215,14 +242,17 @@ pub fn gemm_call(pr: &MoeWgmmaProblem) -> anyhow::Result<Call> {
         n_tiles: n_tiles as i32,
         act,
         sorted_slots: pr.sorted_slots,
+        tile_counter: pr.tile_counter,
+        experts: pr.experts as i32,
     };
     Ok(kernel(name, gemm_launch(tile, n_tiles, pr.max_blocks, pr.sm_count), p))
 }
 
-/// `moe_permute`: one CTA per row of the worst case; rows past `total_padded` exit.
-pub fn permute_call(p: MoePermuteParams, max_sorted: usize) -> Call {
+/// `moe_permute`: one CTA per token, then one per M-block of the worst case (`max_blocks`;
+/// blocks past `total_padded` exit).
+pub fn permute_call(p: MoePermuteParams, max_blocks: usize) -> Call {
     let cfg = LaunchConfig {
-        grid_dim: (max_sorted.max(1) as u32, 1, 1),
+        grid_dim: ((p.tokens.max(0) as usize + max_blocks).max(1) as u32, 1, 1),
         block_dim: (MOE_PERMUTE_THREADS, 1, 1),
         shared_mem_bytes: 0,
     };
@@ -235,13 +265,19 @@ mod tests {
 
     #[test]
     fn params_match_the_c_layout() {
-        // Two 128-byte maps, three pointers, five i32, a pointer, padded to 128.
+        // Two 128-byte maps, three pointers, five i32, two pointers, an i32, padded to 128.
         assert_eq!(std::mem::align_of::<MoeWgmmaParams>(), 128);
         assert_eq!(std::mem::offset_of!(MoeWgmmaParams, block_expert), 256);
         assert_eq!(std::mem::offset_of!(MoeWgmmaParams, c), 272);
         assert_eq!(std::mem::offset_of!(MoeWgmmaParams, act), 296);
         assert_eq!(std::mem::offset_of!(MoeWgmmaParams, sorted_slots), 304);
+        assert_eq!(std::mem::offset_of!(MoeWgmmaParams, tile_counter), 312);
+        assert_eq!(std::mem::offset_of!(MoeWgmmaParams, experts), 320);
         assert_eq!(std::mem::size_of::<MoeWgmmaParams>(), 384);
+        assert_eq!(std::mem::offset_of!(MoePermuteParams, tokens), 44);
+        assert_eq!(std::mem::offset_of!(MoePermuteParams, slot_to_sorted), 48);
+        assert_eq!(std::mem::offset_of!(MoePermuteParams, tile_counters), 56);
+        assert_eq!(std::mem::size_of::<MoePermuteParams>(), 72);
     }
 
     #[test]
@@ -281,6 +317,7 @@ mod tests {
             block_expert: 0,
             total_padded: 0,
             max_blocks: 0,
+            tile_counter: 0,
             sm_count: 132,
         }
     }
