@@ -129,4 +129,108 @@ struct MoeTileMailbox {
     }
 };
 
+// ---- CTA pairs (2-CTA clusters): one expert weight tile multicast to two M-blocks ----
+//
+// A bf16 128 x 256 tile reads 48 KiB from L2 per 4.2 MFLOP (85 FLOP/B); at the ~6.5-7.8 TB/s
+// the H200's L2 delivered to our GEMMs (docs/perf.md) that caps them at 550-670 TFLOP/s, which
+// is where the compute-bound MoE rows sit. A pair of CTAs on M-blocks m and m + 1 of the same
+// expert and the same n-tile needs the weight tile once: each CTA loads one of its two 128-row
+// boxes and multicasts it to both, so a CTA reads 32 KiB per stage (128 FLOP/B). With one
+// M-block per expert (DeepSeek-V3 at 4096 tokens, DRAM-bound) the pair takes two n-tiles of
+// one M-block instead and multicasts the A rows: the two readers of each A tile then run in
+// lockstep, where claiming alone left ~20% of the A reads missing L2 (ncu, MoE v3). Each
+// stage's empty barrier counts both CTAs' consumer warps, so neither producer refills a stage
+// its peer still reads. Pairs whose M-blocks belong to different experts load their own
+// tiles (same barriers, no multicast).
+
+__device__ __forceinline__ uint32_t cluster_ctarank() {
+    uint32_t r;
+    asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(r));
+    return r;
+}
+
+// The shared::cluster address of `p` (this CTA's shared memory) in CTA `rank` of the cluster.
+__device__ __forceinline__ uint32_t cluster_map(const void* p, uint32_t rank) {
+    uint32_t out;
+    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(out) : "r"(smem_addr(p)), "r"(rank));
+    return out;
+}
+
+__device__ __forceinline__ void mbar_arrive_cluster(uint32_t cluster_addr) {
+    asm volatile("mbarrier.arrive.release.cluster.shared::cluster.b64 _, [%0];" ::"r"(cluster_addr) : "memory");
+}
+
+// mbar_wait with cluster-scope acquire: for data a peer CTA stored before its arrive.
+__device__ __forceinline__ void mbar_wait_cluster(uint64_t* bar, uint32_t parity) {
+    const uint32_t addr = smem_addr(bar);
+    uint32_t done = 0;
+    while (!done) {
+        asm volatile(
+            "{\n.reg .pred p;\n"
+            "mbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 p, [%1], %2;\n"
+            "selp.u32 %0, 1, 0, p;\n}\n"
+            : "=r"(done)
+            : "r"(addr), "r"(parity)
+            : "memory");
+    }
+}
+
+// Every non-exited thread of the cluster (barrier inits visible to the peer; no CTA leaves
+// while its peer may still arrive on its barriers or multicast into it).
+__device__ __forceinline__ void cluster_sync() {
+    asm volatile("barrier.cluster.arrive.release;\nbarrier.cluster.wait.acquire;" ::: "memory");
+}
+
+// tma_load_4d_hint, the box written at the same offset of every CTA in `mask` and completing
+// bytes on each one's barrier at `bar`'s offset.
+__device__ __forceinline__ void tma_load_4d_multicast(void* dst, const TensorMap* map, uint64_t* bar, int c0, int c1,
+                                                      int c2, int c3, uint16_t mask, uint64_t policy) {
+    asm volatile(
+        "cp.async.bulk.tensor.4d.shared::cluster.global.tile.mbarrier::complete_tx::bytes.multicast::cluster.L2::"
+        "cache_hint [%0], [%1, {%3, %4, %5, %6}], [%2], %7, %8;" ::"r"(smem_addr(dst)),
+        "l"(reinterpret_cast<uint64_t>(map)), "r"(smem_addr(bar)), "r"(c0), "r"(c1), "r"(c2), "r"(c3), "h"(mask),
+        "l"(policy)
+        : "memory");
+}
+
+// hopper.cuh's tma_load_2d, multicast as tma_load_4d_multicast.
+__device__ __forceinline__ void tma_load_2d_multicast(void* dst, const TensorMap* map, uint64_t* bar, int c0, int c1,
+                                                      uint16_t mask) {
+    asm volatile(
+        "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes.multicast::cluster [%0], "
+        "[%1, {%3, %4}], [%2], %5;" ::"r"(smem_addr(dst)),
+        "l"(reinterpret_cast<uint64_t>(map)), "r"(smem_addr(bar)), "r"(c0), "r"(c1), "h"(mask)
+        : "memory");
+}
+
+// Rank 0's producer claims the pair's tiles and sends each id to rank 1's producer: a
+// two-slot buffer in rank 1's shared memory, its full barriers there, the empty ones in rank
+// 0 (both CTAs hold the struct at the same offset).
+struct MoePairLink {
+    uint64_t full[2], empty[2];
+    int linear[2];
+
+    __device__ __forceinline__ void init() {
+        for (int s = 0; s < 2; ++s) {
+            mbar_init(&full[s], 1);
+            mbar_init(&empty[s], 1);
+        }
+    }
+
+    __device__ __forceinline__ void send(int j, int value) {
+        const int s = j & 1;
+        mbar_wait(&empty[s], ((j >> 1) & 1) ^ 1);
+        asm volatile("st.shared::cluster.u32 [%0], %1;" ::"r"(cluster_map(&linear[s], 1)), "r"(value) : "memory");
+        mbar_arrive_cluster(cluster_map(&full[s], 1));
+    }
+
+    __device__ __forceinline__ int receive(int j) {
+        const int s = j & 1;
+        mbar_wait_cluster(&full[s], (j >> 1) & 1);
+        const int value = *reinterpret_cast<volatile int*>(&linear[s]);
+        mbar_arrive_cluster(cluster_map(&empty[s], 0));
+        return value;
+    }
+};
+
 }  // namespace hopper

@@ -140,13 +140,17 @@ pub enum MoeWgmmaGemm {
 }
 
 /// The entry and tile for `block_m` (64 or 128; moe.rs routes 16 to moe.cu).
-pub fn entry(block_m: usize, gemm: MoeWgmmaGemm) -> Option<((&'static str, &'static str), MoeWgmmaTile)> {
+/// `pairs` (block_m 128 only) picks the 2-CTA cluster entries that multicast one expert
+/// weight tile to two M-blocks (kernels/moe_sched.cuh, "CTA pairs").
+pub fn entry(block_m: usize, gemm: MoeWgmmaGemm, pairs: bool) -> Option<((&'static str, &'static str), MoeWgmmaTile)> {
     let gate_up = matches!(gemm, MoeWgmmaGemm::GateUp(_));
-    let name = match (block_m, gate_up) {
-        (128, true) => "moe_wgmma_gate_up_m128",
-        (128, false) => "moe_wgmma_down_m128",
-        (64, true) => "moe_wgmma_gate_up_m64",
-        (64, false) => "moe_wgmma_down_m64",
+    let name = match (block_m, gate_up, pairs) {
+        (128, true, false) => "moe_wgmma_gate_up_m128",
+        (128, false, false) => "moe_wgmma_down_m128",
+        (128, true, true) => "moe_wgmma_gate_up_m128_pair",
+        (128, false, true) => "moe_wgmma_down_m128_pair",
+        (64, true, _) => "moe_wgmma_gate_up_m64",
+        (64, false, _) => "moe_wgmma_down_m64",
         _ => return None,
     };
     let tile = if block_m == 128 { MOE_WGMMA_TILE_M128 } else { MOE_WGMMA_TILE_M64 };
@@ -206,18 +210,36 @@ impl MoeWgmmaProblem {
 /// CTAs than the worst case has tiles. CTA `b` takes live tile `b` (of `total_padded` rows'
 /// M-blocks times `n_tiles`), then claims the next from the tile counter until none is left;
 /// CTAs without a first tile exit at once.
-pub fn gemm_launch(tile: MoeWgmmaTile, n_tiles: usize, max_blocks: usize, sm_count: usize) -> LaunchConfig {
-    let worst_tiles = n_tiles * max_blocks.max(1);
+/// Pairs: clusters of two CTAs over units of two M-blocks, an even grid of at most the SMs.
+pub fn gemm_launch(
+    tile: MoeWgmmaTile,
+    n_tiles: usize,
+    max_blocks: usize,
+    sm_count: usize,
+    pairs: bool,
+) -> LaunchConfig {
+    let grid = if pairs {
+        2 * (n_tiles * max_blocks.div_ceil(2).max(1)).min((sm_count / 2).max(1))
+    } else {
+        (n_tiles * max_blocks.max(1)).min(sm_count.max(1))
+    };
     LaunchConfig {
-        grid_dim: (worst_tiles.min(sm_count.max(1)) as u32, 1, 1),
+        grid_dim: (grid as u32, 1, 1),
         block_dim: (MOE_WGMMA_THREADS, 1, 1),
         shared_mem_bytes: tile.smem_bytes(),
     }
 }
 
+/// Whether `FWDBENCH_MOE_PAIRS=1` asks for the 2-CTA pair entries at block_m 128 (off by
+/// default until measured; see docs/perf.md, MoE v3).
+pub fn pairs_requested() -> bool {
+    std::env::var("FWDBENCH_MOE_PAIRS").is_ok_and(|v| v == "1")
+}
+
 /// The prepared GEMM call (tensor maps encoded now, at bind time).
 pub fn gemm_call(pr: &MoeWgmmaProblem) -> anyhow::Result<Call> {
-    let (name, tile) = entry(pr.block_m, pr.gemm)
+    let pairs = pr.block_m == 128 && pairs_requested();
+    let (name, tile) = entry(pr.block_m, pr.gemm, pairs)
         .ok_or_else(|| anyhow::anyhow!("no wgmma MoE GEMM for block_m {} (64 or 128)", pr.block_m))?;
     anyhow::ensure!(
         pr.n.is_multiple_of(8) && pr.k.is_multiple_of(8),
@@ -231,7 +253,8 @@ pub fn gemm_call(pr: &MoeWgmmaProblem) -> anyhow::Result<Call> {
         MoeWgmmaGemm::Down => Act::None as i32,
     };
     let p = MoeWgmmaParams {
-        a: matrix_bf16(pr.a, pr.rows, pr.k, pr.k, tile.block_m as u32)?,
+        // Pairs load A as two 64-row boxes (one of them multicast when the pair shares it).
+        a: matrix_bf16(pr.a, pr.rows, pr.k, pr.k, if pairs { 64 } else { tile.block_m as u32 })?,
         b: pr.weight_map(tile)?,
         block_expert: pr.block_expert,
         total_padded: pr.total_padded,
@@ -245,7 +268,7 @@ pub fn gemm_call(pr: &MoeWgmmaProblem) -> anyhow::Result<Call> {
         tile_counter: pr.tile_counter,
         experts: pr.experts as i32,
     };
-    Ok(kernel(name, gemm_launch(tile, n_tiles, pr.max_blocks, pr.sm_count), p))
+    Ok(kernel(name, gemm_launch(tile, n_tiles, pr.max_blocks, pr.sm_count, pairs), p))
 }
 
 /// `moe_permute`: one CTA per token, then one per M-block of the worst case (`max_blocks`;
@@ -296,10 +319,14 @@ mod tests {
     #[test]
     fn entries_by_block_m_and_gemm() {
         let silu = MoeWgmmaGemm::GateUp(Activation::Silu);
-        assert_eq!(entry(128, silu).unwrap().0 .1, "moe_wgmma_gate_up_m128");
-        assert_eq!(entry(64, MoeWgmmaGemm::Down).unwrap().0 .1, "moe_wgmma_down_m64");
-        assert_eq!(entry(64, MoeWgmmaGemm::Down).unwrap().1, MOE_WGMMA_TILE_M64);
-        assert!(entry(16, silu).is_none());
+        assert_eq!(entry(128, silu, false).unwrap().0 .1, "moe_wgmma_gate_up_m128");
+        assert_eq!(entry(128, silu, true).unwrap().0 .1, "moe_wgmma_gate_up_m128_pair");
+        assert_eq!(entry(128, MoeWgmmaGemm::Down, true).unwrap().0 .1, "moe_wgmma_down_m128_pair");
+        assert_eq!(entry(64, MoeWgmmaGemm::Down, false).unwrap().0 .1, "moe_wgmma_down_m64");
+        // block_m 64 has no pair entry: its tile is one M-block across both consumers.
+        assert_eq!(entry(64, MoeWgmmaGemm::Down, true).unwrap().0 .1, "moe_wgmma_down_m64");
+        assert_eq!(entry(64, MoeWgmmaGemm::Down, false).unwrap().1, MOE_WGMMA_TILE_M64);
+        assert!(entry(16, silu, false).is_none());
     }
 
     fn problem(gemm: MoeWgmmaGemm, block_m: usize, n: usize, k: usize) -> MoeWgmmaProblem {
@@ -338,10 +365,16 @@ mod tests {
         let down = problem(MoeWgmmaGemm::Down, 128, 7168, 2048);
         assert_eq!(7168usize.div_ceil(down.columns_per_tile(MOE_WGMMA_TILE_M128)), 28);
         // Persistent: one CTA per SM, fewer when the worst case has fewer tiles.
-        let cfg = gemm_launch(MOE_WGMMA_TILE_M128, 28, 400, 132);
+        let cfg = gemm_launch(MOE_WGMMA_TILE_M128, 28, 400, 132, false);
         assert_eq!(cfg.grid_dim, (132, 1, 1));
         assert_eq!(cfg.block_dim, (384, 1, 1));
-        assert_eq!(gemm_launch(MOE_WGMMA_TILE_M64, 3, 5, 132).grid_dim, (15, 1, 1));
-        assert_eq!(gemm_launch(MOE_WGMMA_TILE_M64, 3, 0, 132).grid_dim, (3, 1, 1));
+        assert_eq!(gemm_launch(MOE_WGMMA_TILE_M64, 3, 5, 132, false).grid_dim, (15, 1, 1));
+        assert_eq!(gemm_launch(MOE_WGMMA_TILE_M64, 3, 0, 132, false).grid_dim, (3, 1, 1));
+        // Pairs: whole clusters, at most the SMs, at most two CTAs per unit tile (5 blocks
+        // make 3 units).
+        assert_eq!(gemm_launch(MOE_WGMMA_TILE_M128, 28, 400, 132, true).grid_dim, (132, 1, 1));
+        assert_eq!(gemm_launch(MOE_WGMMA_TILE_M128, 28, 400, 131, true).grid_dim, (130, 1, 1));
+        assert_eq!(gemm_launch(MOE_WGMMA_TILE_M128, 3, 5, 132, true).grid_dim, (18, 1, 1));
+        assert_eq!(gemm_launch(MOE_WGMMA_TILE_M128, 3, 0, 132, true).grid_dim, (6, 1, 1));
     }
 }
