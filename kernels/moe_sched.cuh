@@ -156,8 +156,19 @@ __device__ __forceinline__ uint32_t cluster_map(const void* p, uint32_t rank) {
     return out;
 }
 
+// An arrival on a barrier of another CTA of the cluster, with release at cluster scope: for
+// the link below, whose data a plain store wrote to the peer (compiles to a GPU-scope fence,
+// so once per tile only).
 __device__ __forceinline__ void mbar_arrive_cluster(uint32_t cluster_addr) {
     asm volatile("mbarrier.arrive.release.cluster.shared::cluster.b64 _, [%0];" ::"r"(cluster_addr) : "memory");
+}
+
+// The same arrival with the default (CTA-scope) semantics, as CUTLASS's ClusterBarrier::arrive
+// does for consumer releases: what it orders is this thread's completed wgmma reads of its own
+// shared memory before the peer's TMA refills it, which needs no fence. The release.cluster
+// form costs a MEMBAR.ALL.GPU per stage per warp (seen in the SASS).
+__device__ __forceinline__ void mbar_arrive_remote(uint32_t cluster_addr) {
+    asm volatile("mbarrier.arrive.shared::cluster.b64 _, [%0];" ::"r"(cluster_addr) : "memory");
 }
 
 // mbar_wait with cluster-scope acquire: for data a peer CTA stored before its arrive.

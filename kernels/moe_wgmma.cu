@@ -268,7 +268,7 @@ __device__ __forceinline__ void moe_wgmma(const MoeWgmmaParams& p) {
     const auto release = [&](int s) {
         if (lane == 0) {
             mbar_arrive(&ring.empty[s]);
-            if constexpr (PAIR) mbar_arrive_cluster(cluster_map(&ring.empty[s], rank ^ 1));
+            if constexpr (PAIR) mbar_arrive_remote(cluster_map(&ring.empty[s], rank ^ 1));
         }
     };
     int it = 0;
