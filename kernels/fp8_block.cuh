@@ -30,18 +30,21 @@ struct Fp8Scales {
 // `ring` (A at a_offset, B half h at b_offset + h * 128 rows into each stage, in the ring's
 // bf16-sized elements; both K-major, 128-byte rows). `scales(kb)` returns block kb's
 // Fp8Scales. total[64 h + 4j + 2i + c]: row i, column 128 h + 8j + 2(lane%4) + c.
+// `first` is the ring position of block 0 (a persistent kernel's running stage counter;
+// block kb lives in stage (first + kb) % STAGES, phase ((first + kb) / STAGES) & 1).
 template <int HALVES, int STAGES, int A_STAGE, int B_STAGE, class ScalesOf>
 __device__ __forceinline__ void consume_fp8(const TmaRing<STAGES, A_STAGE, B_STAGE>& ring, int a_offset, int b_offset,
-                                            int k_blocks, float (&total)[HALVES * 64], ScalesOf scales) {
+                                            int k_blocks, float (&total)[HALVES * 64], ScalesOf scales,
+                                            int first = 0) {
     static_assert(HALVES == 1 || HALVES == 2, "one or two 128-row weight halves");
     constexpr int HALF_ELEMS = 128 * 128 / 2;  // 128 rows of 128 bytes, in bf16-sized elements
     const int lane = threadIdx.x % 32;
     float acc[64];
     Fp8Scales cur = scales(0);
     for (int kb = 0; kb < k_blocks; ++kb) {
-        const int s = kb % STAGES;
+        const int s = (first + kb) % STAGES;
         const Fp8Scales next = kb + 1 < k_blocks ? scales(kb + 1) : cur;
-        mbar_wait(&ring.full[s], (kb / STAGES) & 1);
+        mbar_wait(&ring.full[s], ((first + kb) / STAGES) & 1);
         const uint64_t da = desc_sw128(ring.a + s * A_STAGE + a_offset, 16, 1024);
 #pragma unroll
         for (int h = 0; h < HALVES; ++h) {

@@ -2,8 +2,8 @@
 // batch, over moe_align's padded per-expert layout (kernels/moe.cu; block_m 64 or 128, the
 // host never picks 16 for FP8), on TMA + wgmma with DeepGEMM-style promotion:
 //
-//   moe_fp8_quant_permute  xq[r], sx[:, r] = quant_1x128(x[sorted_slots[r] / k])    r < total
-//                          (zero codes and scales for padding rows)
+//   moe_fp8_quant_permute  xq[r], sx[:, r] = quant_1x128(x[t]), r = slot_to_sorted[t k + j]
+//                          (zero codes and scales for padding rows below total)
 //   moe_fp8_gate_up        h[r, c]  = act(xq[r] . W13[e][c]) * (xq[r] . W13[e][I + c]) (fp32)
 //                          aq[r], sa[:, r] = quant_1x128(h[r])                          c < I
 //   moe_fp8_down           c2[r] = aq[r] . W2[e]^T  (bf16)                              [*, H]
@@ -31,8 +31,12 @@
 //            128 channels are one weight scale block of each half and one activation
 //            quantization group of h, whose amax reduces over the four lanes of a quad.
 //   down:    a consumer's halves are rows n0 .. n0 + 256 of W2, two weight scale blocks.
-// Raster as moe_wgmma.cu: groups of MOE_FP8_GROUP_M M-tiles across all n-tiles, M-tiles fastest,
-// so the CTAs that share an expert's A rows and weight tiles run together.
+// v3: persistent, as moe_wgmma.cu (kernels/moe_sched.cuh): one CTA per SM claims tiles from a
+// counter in raster order (groups of M-blocks per expert across all n-tiles), the ring's stage
+// counter carried across tiles so tile i+1's loads run under tile i's epilogue; weights of an
+// expert with a single M-block are loaded evict-first. v2 launched one CTA per tile, and every
+// CTA paid an empty ring (a DRAM round trip plus the fill) and an epilogue under which nothing
+// loaded: 15-25% of a down GEMM's CTA (12-16 K blocks).
 // 384 threads: a producer warpgroup (one TMA thread, 40 registers), two consumers (232).
 //
 // Cost per GEMM: FLOPs 2 * rows * n_w * k with padding rows of live slabs; bytes: touched
@@ -41,6 +45,7 @@
 
 #include "fp8_block.cuh"
 #include "kern_util.cuh"
+#include "moe_sched.cuh"
 
 using namespace hopper;
 
@@ -62,32 +67,55 @@ __device__ __forceinline__ uint16_t e4m3x2(float lo, float hi) {
 }  // namespace
 
 // ------------------------------------------------------------------------------------
-// moe_fp8_quant_permute: one CTA per sorted row, one warp per 128-column group (4 values a
-// lane); hidden % 128 == 0 (checked on the host).
+// moe_fp8_quant_permute, token-major: CTA t < tokens quantizes x[t] once, one warp per
+// 128-column group (4 values a lane), and writes its codes and scales to each of the token's
+// local sorted rows (slot_to_sorted); CTA tokens + b writes zero codes and scales into the
+// padding rows of M-block b. v2 ran one CTA per sorted row and read and quantized x top_k
+// times. hidden % 128 == 0 (checked on the host).
 
 extern "C" __global__ void __launch_bounds__(MOE_FP8_PERMUTE_THREADS) moe_fp8_quant_permute(const MoeFp8PermuteParams p) {
-    const int r = blockIdx.x;
-    if (r >= p.total_padded[0]) return;
-    const int slot = p.sorted_slots[r];
-    const int lane = threadIdx.x % 32, groups = p.hidden / QUANT_BLOCK;
-    unsigned char* codes = static_cast<unsigned char*>(p.codes) + static_cast<long long>(r) * p.hidden;
-    for (int g = threadIdx.x / 32; g < groups; g += blockDim.x / 32) {
-        const int c0 = g * QUANT_BLOCK + lane * 4;
-        float v[4] = {0.f, 0.f, 0.f, 0.f};
-        if (slot >= 0) {
-            const bf16* src = p.x + static_cast<long long>(slot / p.top_k) * p.x_ld + c0;
+    static_assert(MOE_FP8_PERMUTE_THREADS >= 128, "a thread per row of a 128-row M-block");
+    __shared__ int s_rows[128];
+    const int b = blockIdx.x, tid = threadIdx.x;
+    // The GEMMs' tile counters (moe_sched.cuh), zeroed before either GEMM runs.
+    if (b == 0 && tid < MOE_TILE_COUNTERS) p.tile_counters[tid] = 0;
+    const int lane = tid % 32, groups = p.hidden / QUANT_BLOCK;
+    unsigned char* codes = static_cast<unsigned char*>(p.codes);
+    if (b < p.tokens) {
+        if (tid < p.top_k) s_rows[tid] = p.slot_to_sorted[b * p.top_k + tid];  // -1: not local
+        __syncthreads();
+        for (int g = tid / 32; g < groups; g += blockDim.x / 32) {
+            const int c0 = g * QUANT_BLOCK + lane * 4;
+            const bf16* src = p.x + static_cast<long long>(b) * p.x_ld + c0;
+            float v[4];
 #pragma unroll
             for (int j = 0; j < 4; ++j) v[j] = to_f32(src[j]);
-        }
-        float amax = 0.f;
+            float amax = 0.f;
 #pragma unroll
-        for (int j = 0; j < 4; ++j) amax = fmaxf(amax, fabsf(v[j]));
-        // Padding rows: zero codes and a zero scale, so their products are exactly zero.
-        const float scale = slot >= 0 ? group_scale(warp_max(amax)) : 0.f;
-        uint32_t word = 0;
-        if (slot >= 0) word = e4m3x2(v[0] / scale, v[1] / scale) | (uint32_t(e4m3x2(v[2] / scale, v[3] / scale)) << 16);
-        *reinterpret_cast<uint32_t*>(codes + c0) = word;
-        if (lane == 0) p.scales[static_cast<long long>(g) * p.rows + r] = scale;
+            for (int j = 0; j < 4; ++j) amax = fmaxf(amax, fabsf(v[j]));
+            const float scale = group_scale(warp_max(amax));
+            const uint32_t word =
+                e4m3x2(v[0] / scale, v[1] / scale) | (uint32_t(e4m3x2(v[2] / scale, v[3] / scale)) << 16);
+            for (int j = 0; j < p.top_k; ++j) {
+                const int r = s_rows[j];
+                if (r < 0) continue;
+                *reinterpret_cast<uint32_t*>(codes + static_cast<long long>(r) * p.hidden + c0) = word;
+                if (lane == 0) p.scales[static_cast<long long>(g) * p.rows + r] = scale;
+            }
+        }
+        return;
+    }
+    // Padding rows: zero codes and a zero scale, so their products are exactly zero.
+    const int first = (b - p.tokens) * p.block_m;
+    if (first >= p.total_padded[0]) return;  // uniform over the CTA
+    if (tid < p.block_m) s_rows[tid] = p.sorted_slots[first + tid];
+    __syncthreads();
+    for (int i = 0; i < p.block_m; ++i) {
+        if (s_rows[i] >= 0) continue;
+        const int r = first + i;
+        for (int c = tid * 16; c < p.hidden; c += blockDim.x * 16)
+            *reinterpret_cast<uint4*>(codes + static_cast<long long>(r) * p.hidden + c) = make_uint4(0, 0, 0, 0);
+        for (int g = tid; g < groups; g += blockDim.x) p.scales[static_cast<long long>(g) * p.rows + r] = 0.f;
     }
 }
 
@@ -103,42 +131,58 @@ __device__ __forceinline__ void moe_fp8(const MoeFp8Params& p) {
     constexpr int NPARTS = 2 / SLABS;  // consumers along N
     constexpr int STAGES = SLABS == 2 ? MOE_FP8_STAGES_M128 : MOE_FP8_STAGES_M64;
     constexpr int A_STAGE = SLABS * SLAB * BK / 2, B_STAGE = NPARTS * 4 * BOX * BK / 2;
-    const int n_tiles = p.n_tiles, m_tiles = gridDim.x / n_tiles;
-    const int group_first = blockIdx.x / (MOE_FP8_GROUP_M * n_tiles) * MOE_FP8_GROUP_M;
-    const int group_rows = min(MOE_FP8_GROUP_M, m_tiles - group_first);
-    const int in_group = blockIdx.x - group_first * n_tiles;
-    const int m_tile = group_first + in_group % group_rows, n_block = in_group / group_rows;
-    const int r_first = m_tile * SLABS * SLAB;
-    // Uniform over the CTA, before any barrier exists: tiles past the used rows, and tiles of
-    // padding only (groups are padded at their end, so a tile starting on padding is all
-    // padding; the down GEMM skips the same tiles, and combine never reads their rows).
-    if (r_first >= p.total_padded[0] || p.sorted_slots[r_first] < 0) return;
-    const int expert = p.block_expert[r_first / p.block_m];
-    if (expert < 0) return;
+    using Ring = TmaRing<STAGES, A_STAGE, B_STAGE>;
+    // Persistent (moe_sched.cuh): one CTA per SM claims the tiles of the live M-blocks (one
+    // M-block of block_m = SLABS * 64 rows per tile) in raster order; the ring's stage
+    // counter `it` runs on across tiles, so the next tile's loads run under this one's
+    // epilogue (v2 launched a CTA per tile, and each exposed its fill and its epilogue).
+    const MoeRaster raster(p.block_expert, p.total_padded[0] / p.block_m, p.n_tiles, p.experts);
+    const int tiles = raster.tiles;
+    if (static_cast<int>(blockIdx.x) >= tiles) return;  // uniform over the CTA
 
     extern __shared__ unsigned char smem_raw[];
-    const TmaRing<STAGES, A_STAGE, B_STAGE> ring(smem_raw, CONSUMER_WARPS);
+    __shared__ MoeTileMailbox mailbox;
+    if (threadIdx.x == 0) mailbox.init(CONSUMER_WARPS);
+    const Ring ring(smem_raw, CONSUMER_WARPS);  // thread 0 fences every barrier init
     __syncthreads();
     const int wg = threadIdx.x / 128, t = threadIdx.x % 128;
     const int k_blocks = p.k / BK;
-    // Gate/up: 128 channels per consumer (its gate rows, then the same up rows); down: 256
-    // columns per consumer.
-    const int unit_first = n_block * NPARTS;
+    // A tile of padding only (groups are padded at their end, so a tile starting on padding
+    // is all padding; combine never reads its rows) or without an expert is skipped by every
+    // role alike.
+    const auto live = [&](const MoeTile& tile) {
+        return tile.expert >= 0 && p.sorted_slots[tile.m_block * p.block_m] >= 0;
+    };
 
     if (wg == 0) {
         setmaxnreg_dec<40>();
         if (threadIdx.x == 0) {
             tma_prefetch(&p.a);
             tma_prefetch(&p.b);
-            for (int kb = 0; kb < k_blocks; ++kb) {
-                const int s = ring.acquire(kb);
-                tma_load_2d(ring.a + s * A_STAGE, &p.a, &ring.full[s], kb * BK, r_first);
+            const uint64_t read_once = l2_evict_first_policy(), shared = l2_evict_normal_policy();
+            int it = 0, linear = blockIdx.x;
+            for (int j = 0;; ++j) {
+                mailbox.put(j, linear);
+                if (linear >= tiles) break;
+                const int next = moe_claim_tile(p.tile_counter);  // latency hidden by the loads
+                const MoeTile tile = moe_tile(raster, linear);
+                linear = next;
+                if (!live(tile)) continue;
+                const uint64_t weights_policy = moe_expert_has_other_blocks(raster, tile) ? shared : read_once;
+                // Gate/up: 128 channels per consumer (its gate rows, then the same up rows);
+                // down: 256 columns per consumer.
+                const int unit_first = tile.n_block * NPARTS, r_first = tile.m_block * p.block_m;
+                for (int kb = 0; kb < k_blocks; ++kb, ++it) {
+                    const int s = ring.acquire(it);
+                    tma_load_2d(ring.a + s * A_STAGE, &p.a, &ring.full[s], kb * BK, r_first);
 #pragma unroll
-                for (int q = 0; q < 4 * NPARTS; ++q) {
-                    const int unit = unit_first + q / 4, box = q % 4;
-                    const int row = GATE_UP ? unit * WN + (box % 2) * BOX : unit * 2 * WN + box * BOX;
-                    const int half = GATE_UP ? box / 2 : 0;
-                    tma_load_4d(ring.b + s * B_STAGE + q * BOX * BK / 2, &p.b, &ring.full[s], kb * BK, row, half, expert);
+                    for (int q = 0; q < 4 * NPARTS; ++q) {
+                        const int unit = unit_first + q / 4, box = q % 4;
+                        const int row = GATE_UP ? unit * WN + (box % 2) * BOX : unit * 2 * WN + box * BOX;
+                        const int half = GATE_UP ? box / 2 : 0;
+                        tma_load_4d_hint(ring.b + s * B_STAGE + q * BOX * BK / 2, &p.b, &ring.full[s], kb * BK, row,
+                                         half, tile.expert, weights_policy);
+                    }
                 }
             }
         }
@@ -147,68 +191,85 @@ __device__ __forceinline__ void moe_fp8(const MoeFp8Params& p) {
 
     setmaxnreg_inc<232>();
     const int q = wg - 1, warp = t / 32, lane = t % 32;
-    const int slab = SLABS == 2 ? q : 0, unit = unit_first + (SLABS == 2 ? 0 : q);
-    const int slab_first = r_first + slab * SLAB;
-    // A consumer whose columns lie past the output, or whose slab is padding only (the last
-    // slab of an expert's M-block), only frees the stages.
-    const int col_first = GATE_UP ? unit * WN : unit * 2 * WN;
-    if (col_first >= p.n || (slab > 0 && (slab_first >= p.rows || p.sorted_slots[slab_first] < 0))) {
-        ring.drain(k_blocks);
-        return;
-    }
-    // Accumulator d[64h + 4j + 2i + c]: row 16 warp + lane/4 + 8i, column 128h + 8j + 2(lane%4) + c.
+    const int slab = SLABS == 2 ? q : 0;
     const int row_in_slab = warp * 16 + lane / 4;
-    const int r0 = slab_first + row_in_slab, r1 = r0 + 8;
-    // Weight scale rows (128-row blocks of the expert's [n_w, k]): gate/up reads the gate
-    // block and the up block of its channels, down the two blocks of its 256 columns (the
-    // second clamped to the last: past H its products are zero-filled and never stored).
-    const float* sw = p.sw + static_cast<long long>(expert) * p.w_row_blocks * p.sw_ld;
-    const int w0_block = GATE_UP ? unit : 2 * unit;
-    const int w1_block = GATE_UP ? p.n / WN + unit : min(2 * unit + 1, p.w_row_blocks - 1);
-    const float* sw0 = sw + static_cast<long long>(w0_block) * p.sw_ld;
-    const float* sw1 = sw + static_cast<long long>(w1_block) * p.sw_ld;
-    float total[2 * WN / 2];
+    int it = 0;
+    for (int j = 0;; ++j) {
+        const int linear = mailbox.get(j);
+        if (linear >= tiles) break;
+        const MoeTile tile = moe_tile(raster, linear);
+        if (!live(tile)) continue;
+        const int expert = tile.expert, r_first = tile.m_block * p.block_m;
+        const int unit = tile.n_block * NPARTS + (SLABS == 2 ? 0 : q);
+        const int slab_first = r_first + slab * SLAB;
+        // A consumer whose columns lie past the output, or whose slab is padding only (the
+        // last slab of an expert's M-block), only frees the stages.
+        const int col_first = GATE_UP ? unit * WN : unit * 2 * WN;
+        if (col_first >= p.n || (slab > 0 && (slab_first >= p.rows || p.sorted_slots[slab_first] < 0))) {
+            for (int kb = 0; kb < k_blocks; ++kb, ++it) {
+                const int s = it % STAGES;
+                mbar_wait(&ring.full[s], (it / STAGES) & 1);
+                if (lane == 0) mbar_arrive(&ring.empty[s]);
+            }
+            continue;
+        }
+        // Accumulator d[64h + 4j + 2i + c]: row 16 warp + lane/4 + 8i, column 128h + 8j + 2(lane%4) + c.
+        const int r0 = slab_first + row_in_slab, r1 = r0 + 8;
+        // Weight scale rows (128-row blocks of the expert's [n_w, k]): gate/up reads the gate
+        // block and the up block of its channels, down the two blocks of its 256 columns (the
+        // second clamped to the last: past H its products are zero-filled and never stored).
+        const float* sw = p.sw + static_cast<long long>(expert) * p.w_row_blocks * p.sw_ld;
+        const int w0_block = GATE_UP ? unit : 2 * unit;
+        const int w1_block = GATE_UP ? p.n / WN + unit : min(2 * unit + 1, p.w_row_blocks - 1);
+        const float* sw0 = sw + static_cast<long long>(w0_block) * p.sw_ld;
+        const float* sw1 = sw + static_cast<long long>(w1_block) * p.sw_ld;
+        float total[2 * WN / 2];
 #pragma unroll
-    for (int i = 0; i < WN; ++i) total[i] = 0.f;
-    consume_fp8<2>(ring, slab * SLAB * BK / 2, (SLABS == 2 ? 0 : q) * 4 * BOX * BK / 2, k_blocks, total, [&](int kb) {
-        const float* sa = p.sa + static_cast<long long>(kb) * p.rows;
-        return Fp8Scales{__ldg(sa + r0), __ldg(sa + r1), __ldg(sw0 + kb), __ldg(sw1 + kb)};
-    });
+        for (int i = 0; i < WN; ++i) total[i] = 0.f;
+        consume_fp8<2>(
+            ring, slab * SLAB * BK / 2, (SLABS == 2 ? 0 : q) * 4 * BOX * BK / 2, k_blocks, total,
+            [&](int kb) {
+                const float* sa = p.sa + static_cast<long long>(kb) * p.rows;
+                return Fp8Scales{__ldg(sa + r0), __ldg(sa + r1), __ldg(sw0 + kb), __ldg(sw1 + kb)};
+            },
+            it);
+        it += k_blocks;
 
-    if constexpr (GATE_UP) {
-        // h for channels col_first + 8j + 2(lane%4) + c, j < 16: gate at total[4j + 2i + c],
-        // up 64 further; h overwrites the gate values. The row's 128-channel group lies in
-        // the four lanes of a quad.
-        float amax[2] = {0.f, 0.f};
+        if constexpr (GATE_UP) {
+            // h for channels col_first + 8j + 2(lane%4) + c, j < 16: gate at total[4j + 2i + c],
+            // up 64 further; h overwrites the gate values. The row's 128-channel group lies in
+            // the four lanes of a quad.
+            float amax[2] = {0.f, 0.f};
 #pragma unroll
-        for (int i = 0; i < WN / 2; ++i) {
-            total[i] = apply_act(total[i], p.act) * total[WN / 2 + i];
-            amax[(i >> 1) & 1] = fmaxf(amax[(i >> 1) & 1], fabsf(total[i]));
-        }
-        unsigned char* codes = static_cast<unsigned char*>(p.c);
-#pragma unroll
-        for (int i = 0; i < 2; ++i) {
-            amax[i] = fmaxf(amax[i], __shfl_xor_sync(0xffffffffu, amax[i], 1));
-            amax[i] = fmaxf(amax[i], __shfl_xor_sync(0xffffffffu, amax[i], 2));
-            const int row = i ? r1 : r0;
-            const float scale = group_scale(amax[i]);
-            unsigned char* dst = codes + static_cast<long long>(row) * p.n + col_first + 2 * (lane % 4);
-#pragma unroll
-            for (int j = 0; j < WN / 8; ++j)
-                *reinterpret_cast<uint16_t*>(dst + 8 * j) =
-                    e4m3x2(total[4 * j + 2 * i] / scale, total[4 * j + 2 * i + 1] / scale);
-            if (lane % 4 == 0) p.c_scales[static_cast<long long>(unit) * p.rows + row] = scale;
-        }
-    } else {
-        bf16* out = static_cast<bf16*>(p.c);
-#pragma unroll
-        for (int j = 0; j < WN / 4; ++j) {
-            const int col = col_first + (j / 16) * WN + 8 * (j % 16) + 2 * (lane % 4);
-            if (col >= p.n) continue;
+            for (int i = 0; i < WN / 2; ++i) {
+                total[i] = apply_act(total[i], p.act) * total[WN / 2 + i];
+                amax[(i >> 1) & 1] = fmaxf(amax[(i >> 1) & 1], fabsf(total[i]));
+            }
+            unsigned char* codes = static_cast<unsigned char*>(p.c);
 #pragma unroll
             for (int i = 0; i < 2; ++i) {
-                bf16* dst = out + static_cast<long long>(i ? r1 : r0) * p.n + col;
-                *reinterpret_cast<__nv_bfloat162*>(dst) = __floats2bfloat162_rn(total[4 * j + 2 * i], total[4 * j + 2 * i + 1]);
+                amax[i] = fmaxf(amax[i], __shfl_xor_sync(0xffffffffu, amax[i], 1));
+                amax[i] = fmaxf(amax[i], __shfl_xor_sync(0xffffffffu, amax[i], 2));
+                const int row = i ? r1 : r0;
+                const float scale = group_scale(amax[i]);
+                unsigned char* dst = codes + static_cast<long long>(row) * p.n + col_first + 2 * (lane % 4);
+#pragma unroll
+                for (int j = 0; j < WN / 8; ++j)
+                    *reinterpret_cast<uint16_t*>(dst + 8 * j) =
+                        e4m3x2(total[4 * j + 2 * i] / scale, total[4 * j + 2 * i + 1] / scale);
+                if (lane % 4 == 0) p.c_scales[static_cast<long long>(unit) * p.rows + row] = scale;
+            }
+        } else {
+            bf16* out = static_cast<bf16*>(p.c);
+#pragma unroll
+            for (int j = 0; j < WN / 4; ++j) {
+                const int col = col_first + (j / 16) * WN + 8 * (j % 16) + 2 * (lane % 4);
+                if (col >= p.n) continue;
+#pragma unroll
+                for (int i = 0; i < 2; ++i) {
+                    bf16* dst = out + static_cast<long long>(i ? r1 : r0) * p.n + col;
+                    *reinterpret_cast<__nv_bfloat162*>(dst) = __floats2bfloat162_rn(total[4 * j + 2 * i], total[4 * j + 2 * i + 1]);
+                }
             }
         }
     }

@@ -4,7 +4,7 @@
 // Decode (block_m 16) stays on moe.cu's mma.sync weight-streaming kernel, which is at copy
 // bandwidth already.
 //
-//   moe_permute        xs[r] = x[sorted_slots[r] / k], zero for padding rows      (r < total)
+//   moe_permute        xs[slot_to_sorted[t k + j]] = x[t], zero for padding rows  (r < total)
 //   moe_wgmma_gate_up  act[r, c] = act(xs[r] . W13[e][c]) * (xs[r] . W13[e][I + c])  c < I
 //   moe_wgmma_down     c2[r] = act[r] . W2[e]^T                                       [*, H]
 // then moe_combine (moe.cu) applies the routing weights, as before.
@@ -45,95 +45,84 @@
 // block_expert[m_block]; the grid is sized from the worst case, and nothing is read back
 // (graph-capturable).
 //
-// Raster: tiles numbered in groups of MOE_WGMMA_GROUP_M M-blocks across all n-tiles, M
-// fastest. The M-blocks of one expert are adjacent, so the CTAs that read the same weight
-// tile run at about the same time (one HBM read, L2 hits after): weights are read once, which
-// is the bound at ~128 rows per expert (DeepSeek-V3 at 4096 tokens x top-8).
+// v3: dynamic tile claiming (kernels/moe_sched.cuh). v2's CTAs took tiles b, b + grid, ... and
+// drifted apart over a run, so the n-tiles of an M-block, which read the same A rows, ran far
+// apart in time and A came back from HBM several times (ncu: 18.2 GB read by DeepSeek-V3's
+// gate/up GEMM at 4096 tokens, 15.5 GB of weights and A). Now CTA b takes tile b, then claims
+// tiles from a global counter in raster order, so tiles that share an operand start together
+// whatever each CTA's history.
+//
+// v3b (FWDBENCH_MOE_PAIRS=1, block_m 128): the _pair entries run 2-CTA clusters on two tiles
+// that share an operand and multicast it (moe_sched.cuh, "CTA pairs"): two M-blocks of one
+// expert share the weight tile (48 -> 32 KiB per stage from L2, for the L2-bound rows), or, with
+// one M-block per expert, two n-tiles share the A rows (their readers then run in lockstep).
+//
+// Raster: tiles numbered in groups of G M-blocks across all n-tiles, M fastest, G the M-blocks
+// per local expert (1..8): one expert's M-blocks read each weight tile together, and one
+// M-block's n-tiles are G claims apart. Weights are read once, which is the bound at ~128
+// rows per expert (DeepSeek-V3 at 4096 tokens x top-8).
 //
 // Cost per GEMM: FLOPs 2 * rows * n_w * k counting padding rows (n_w = 2I or H); bytes:
 // weights of the touched experts once, A once from HBM plus L2 re-reads, C once.
 #include "hopper.cuh"
 #include "kern_util.cuh"
+#include "moe_sched.cuh"
 
 using namespace hopper;
 
 namespace {
 constexpr int BK = 64;  // one 128-byte swizzle span of bf16
 constexpr int CONSUMER_WARPS = 8;
-constexpr int GROUP_M = MOE_WGMMA_GROUP_M;
 }  // namespace
 
-// L2 policies for the weight boxes (PTX ISA "createpolicy"). A weight tile of an expert with
-// a single M-block (DeepSeek-V3 at 4096 tokens: 128 rows per expert) is read once: evict it
-// first, so the stream of weights (22.5 GB per layer) does not push out the A rows that
-// every n-tile of the raster group re-reads. An expert with several M-blocks has its tile
-// read by each of them, by CTAs that drift apart over a persistent run: keep it normal
-// (with evict-first on every tile, 16384 tokens, 4 M-blocks per expert, ran 1% slower than
-// v1 while 4096 tokens ran 3-9% faster; which of the policy and the drift cost it is not
-// isolated).
-__device__ __forceinline__ uint64_t l2_evict_first_policy() {
-    uint64_t policy;
-    asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(policy));
-    return policy;
-}
-__device__ __forceinline__ uint64_t l2_evict_normal_policy() {
-    uint64_t policy;
-    asm volatile("createpolicy.fractional.L2::evict_normal.b64 %0, 1.0;" : "=l"(policy));
-    return policy;
-}
-
-// hopper.cuh's tma_load_4d with an L2 cache policy.
-__device__ __forceinline__ void tma_load_4d_hint(void* dst, const TensorMap* map, uint64_t* bar, int c0, int c1,
-                                                 int c2, int c3, uint64_t policy) {
-    asm volatile(
-        "cp.async.bulk.tensor.4d.shared::cluster.global.tile.mbarrier::complete_tx::bytes.L2::cache_hint [%0], [%1, "
-        "{%3, %4, %5, %6}], [%2], %7;" ::"r"(smem_addr(dst)),
-        "l"(reinterpret_cast<uint64_t>(map)), "r"(smem_addr(bar)), "r"(c0), "r"(c1), "r"(c2), "r"(c3), "l"(policy)
-        : "memory");
-}
-
 // ------------------------------------------------------------------------------------
-// moe_permute: one CTA per sorted row, 16 bytes per thread per step (hidden % 8 == 0 and
-// 16-byte aligned rows, checked on the host).
+// moe_permute, token-major: CTA t < tokens copies x[t] to each of its local sorted rows
+// (slot_to_sorted), so x is read once rather than once per choice (the row-major v2 read x
+// top_k times, from HBM: x is 59 MB at DeepSeek-V3's 4096 tokens, more than L2 keeps across
+// a pass in expert order); CTA tokens + b zeroes the padding rows of M-block b. 16 bytes per
+// thread per step (hidden % 8 == 0 and 16-byte aligned rows, checked on the host).
 
 extern "C" __global__ void __launch_bounds__(MOE_PERMUTE_THREADS) moe_permute(const MoePermuteParams p) {
-    const int r = blockIdx.x;
-    if (r >= p.total_padded[0]) return;
-    const int slot = p.sorted_slots[r];
+    static_assert(MOE_PERMUTE_THREADS >= 128, "a thread per row of a 128-row M-block");
+    __shared__ int s_rows[128];
+    const int b = blockIdx.x, tid = threadIdx.x;
+    // The GEMMs' tile counters (moe_sched.cuh), zeroed here since this kernel runs before
+    // both GEMMs of the op.
+    if (b == 0 && tid < MOE_TILE_COUNTERS) p.tile_counters[tid] = 0;
     const int chunks = p.hidden / 8;
-    uint4* dst = reinterpret_cast<uint4*>(p.xs + static_cast<long long>(r) * p.hidden);
-    if (slot < 0) {
-        for (int c = threadIdx.x; c < chunks; c += blockDim.x) dst[c] = make_uint4(0, 0, 0, 0);
+    const auto row_of = [&](int r) { return reinterpret_cast<uint4*>(p.xs + static_cast<long long>(r) * p.hidden); };
+    if (b < p.tokens) {
+        if (tid < p.top_k) s_rows[tid] = p.slot_to_sorted[b * p.top_k + tid];  // -1: not local
+        __syncthreads();
+        const uint4* src = reinterpret_cast<const uint4*>(p.x + static_cast<long long>(b) * p.x_ld);
+        for (int c = tid; c < chunks; c += blockDim.x) {
+            const uint4 v = __ldg(src + c);
+            for (int j = 0; j < p.top_k; ++j)
+                if (s_rows[j] >= 0) row_of(s_rows[j])[c] = v;
+        }
         return;
     }
-    const uint4* src = reinterpret_cast<const uint4*>(p.x + static_cast<long long>(slot / p.top_k) * p.x_ld);
-    for (int c = threadIdx.x; c < chunks; c += blockDim.x) dst[c] = __ldg(src + c);
+    const int first = (b - p.tokens) * p.block_m;
+    if (first >= p.total_padded[0]) return;  // uniform over the CTA
+    if (tid < p.block_m) s_rows[tid] = p.sorted_slots[first + tid];
+    __syncthreads();
+    // Groups are padded at their end, so the padding rows of a block are its last ones.
+    for (int i = 0; i < p.block_m; ++i) {
+        if (s_rows[i] >= 0) continue;
+        uint4* dst = row_of(first + i);
+        for (int c = tid; c < chunks; c += blockDim.x) dst[c] = make_uint4(0, 0, 0, 0);
+    }
 }
 
 // ------------------------------------------------------------------------------------
 // The grouped GEMM.
 
-// One output tile of the persistent schedule: its M-block, n-tile and expert.
-struct MoeTile {
-    int m_block, n_block, expert;
-};
-
-// Tile `linear` of the raster (see the header) over the live M-blocks: M-blocks of a group
-// fastest, then n-tiles. Producer and consumers walk the same sequence, so they agree on
-// every tile without talking.
-__device__ __forceinline__ MoeTile moe_tile(const MoeWgmmaParams& p, int linear, int m_blocks) {
-    const int n_tiles = p.n_tiles;
-    const int group_first = linear / (GROUP_M * n_tiles) * GROUP_M;
-    const int group_rows = min(GROUP_M, m_blocks - group_first);
-    const int in_group = linear - group_first * n_tiles;
-    MoeTile tile;
-    tile.m_block = group_first + in_group % group_rows;
-    tile.n_block = in_group / group_rows;
-    tile.expert = p.block_expert[tile.m_block];
-    return tile;
-}
-
-template <const MoeWgmmaTile& T, bool GATE_UP>
+// PAIR (block_m 128 only): 2-CTA clusters (moe_sched.cuh, "CTA pairs") on a unit of two tiles
+// that share an operand, multicast to both CTAs. With two or more M-blocks per local expert the
+// unit is M-blocks 2u and 2u + 1 at one n-tile (one weight tile; units whose two blocks belong
+// to different experts load their own); otherwise it is one M-block at n-tiles 2v and 2v + 1
+// (one A tile, each CTA loading and multicasting 64 of its 128 rows). The raster runs over units.
+template <const MoeWgmmaTile& T, bool GATE_UP, bool PAIR>
 __device__ __forceinline__ void moe_wgmma(const MoeWgmmaParams& p) {
     constexpr int BM = T.block_m, BN = T.block_n, STAGES = T.stages;
     constexpr int GROUPS_N = 2 / (BM / 64);  // consumers side by side along N
@@ -142,21 +131,63 @@ __device__ __forceinline__ void moe_wgmma(const MoeWgmmaParams& p) {
     constexpr int A_STAGE = BM * BK, B_STAGE = BN * BK;  // elements
     static_assert(BM == 64 || BM == 128, "one or two m64 slabs per M-block");
     static_assert(BOX % 8 == 0 && BOX <= 256, "B boxes start on 1024-byte swizzle atoms");
+    static_assert(!PAIR || GROUPS_N == 1, "pairs: 128-row M-blocks, A loaded as two 64-row boxes");
     using Ring = TmaRing<STAGES, A_STAGE, B_STAGE>;
 
-    // Persistent: the tiles of the live M-blocks (total_padded, written by moe_align) are
-    // dealt out round-robin over the grid (one CTA per SM). The ring's K-tile counter `it`
-    // runs on across tiles, so the producer fills the next tile's stages while the
-    // consumers are still in this tile's epilogue.
+    // Persistent (moe_sched.cuh): one CTA per SM claims the tiles of the live M-blocks
+    // (total_padded, written by moe_align) in raster order from a global counter. The ring's
+    // K-tile counter `it` runs on across tiles, so the producer fills the next tile's stages
+    // while the consumers are still in this tile's epilogue.
     const int m_blocks = p.total_padded[0] / BM;
-    const int tiles = m_blocks * p.n_tiles;
-    if (static_cast<int>(blockIdx.x) >= tiles) return;  // uniform over the CTA
+    const bool along_m = PAIR && m_blocks >= 2 * p.experts;
+    const MoeRaster raster(p.block_expert, along_m ? (m_blocks + 1) / 2 : m_blocks,
+                           PAIR && !along_m ? (p.n_tiles + 1) / 2 : p.n_tiles, p.experts);
+    const int tiles = raster.tiles;
+    if (static_cast<int>(blockIdx.x) / (PAIR ? 2 : 1) >= tiles) return;  // uniform over the cluster
+    const int rank = PAIR ? static_cast<int>(cluster_ctarank()) : 0;
 
     extern __shared__ unsigned char smem_raw[];
-    const Ring ring(smem_raw, CONSUMER_WARPS);
-    __syncthreads();
+    __shared__ MoeTileMailbox mailbox;
+    __shared__ MoePairLink link;
+    if (threadIdx.x == 0) {
+        mailbox.init(CONSUMER_WARPS);
+        if (PAIR) link.init();
+    }
+    // Pairs: each stage's empty barrier counts both CTAs' consumer warps.
+    const Ring ring(smem_raw, CONSUMER_WARPS * (PAIR ? 2 : 1));  // thread 0 fences every init
+    if constexpr (PAIR) cluster_sync();
+    else __syncthreads();
     const int wg = threadIdx.x / 128, t = threadIdx.x % 128;
     const int k_tiles = (p.k + BK - 1) / BK;
+
+    // This CTA's tile of a raster unit: its M-block (pairs along M: 2u + rank, which may be
+    // one past the last for an odd count: `valid` false, and the CTA reloads its peer's rows
+    // and drains), its n-tile (pairs along N: 2v + rank, possibly past N: zero-filled weights,
+    // nothing stored), its expert, and what the pair multicasts.
+    struct Work {
+        int m_block, n_block, expert;
+        bool valid, share_b, share_a;
+    };
+    const auto work_of = [&](const MoeTile& unit) {
+        Work w;
+        w.share_b = w.share_a = false;
+        if (along_m) {
+            const int m0 = 2 * unit.m_block;
+            const int e0 = p.block_expert[m0], e1 = m0 + 1 < m_blocks ? p.block_expert[m0 + 1] : -1;
+            w.m_block = m0 + rank;
+            w.n_block = unit.n_block;
+            w.valid = w.m_block < m_blocks && (rank ? e1 : e0) >= 0;
+            w.expert = rank && w.valid ? e1 : e0;
+            w.share_b = e0 >= 0 && e0 == e1;
+        } else {
+            w.m_block = unit.m_block;
+            w.n_block = PAIR ? 2 * unit.n_block + rank : unit.n_block;
+            w.expert = unit.expert;
+            w.valid = unit.expert >= 0;
+            w.share_a = PAIR;
+        }
+        return w;
+    };
 
     if (wg == 0) {
         setmaxnreg_dec<40>();
@@ -164,29 +195,66 @@ __device__ __forceinline__ void moe_wgmma(const MoeWgmmaParams& p) {
             tma_prefetch(&p.a);
             tma_prefetch(&p.b);
             const uint64_t read_once = l2_evict_first_policy(), shared = l2_evict_normal_policy();
-            int it = 0;
-            for (int linear = blockIdx.x; linear < tiles; linear += gridDim.x) {
-                const MoeTile tile = moe_tile(p, linear, m_blocks);
-                if (tile.expert < 0) continue;
-                const bool expert_has_other_blocks =
-                    (tile.m_block > 0 && p.block_expert[tile.m_block - 1] == tile.expert) ||
-                    (tile.m_block + 1 < m_blocks && p.block_expert[tile.m_block + 1] == tile.expert);
-                const uint64_t weights_policy = expert_has_other_blocks ? shared : read_once;
+            // Pairs claim every unit (rank 0, then sent to rank 1), none by blockIdx: a
+            // cluster that is not co-resident at first then finds no work instead of running
+            // its first unit after everyone else.
+            int it = 0, linear = PAIR ? (rank == 0 ? atomicAdd(p.tile_counter, 1) : 0) : blockIdx.x;
+            for (int j = 0;; ++j) {
+                if constexpr (PAIR) {
+                    if (rank == 0) link.send(j, linear);
+                    else linear = link.receive(j);
+                }
+                mailbox.put(j, linear);
+                if (linear >= tiles) break;
+                // Claimed now, used after this tile's loads: the atomic's latency hides
+                // under them.
+                const int next = PAIR ? (rank == 0 ? atomicAdd(p.tile_counter, 1) : 0) : moe_claim_tile(p.tile_counter);
+                const Work w = work_of(moe_tile(raster, linear));
+                linear = next;
+                // Pairs load every stage (the peer counts on this CTA's boxes and arrivals).
+                if (!PAIR && !w.valid) continue;
+                const int a_block = w.m_block < m_blocks ? w.m_block : w.m_block - 1;
+                // Evict-first when no other CTA reads this weight tile later: no other M-block
+                // of the expert outside the multicast pair.
+                const int lo = w.share_b ? a_block - rank : a_block, hi = w.share_b ? lo + 1 : a_block;
+                const bool reread = (lo > 0 && p.block_expert[lo - 1] == w.expert) ||
+                                    (hi + 1 < m_blocks && p.block_expert[hi + 1] == w.expert);
+                const uint64_t weights_policy = reread ? shared : read_once;
                 for (int kt = 0; kt < k_tiles; ++kt, ++it) {
                     const int s = ring.acquire(it);
-                    tma_load_2d(ring.a + s * A_STAGE, &p.a, &ring.full[s], kt * BK, tile.m_block * BM);
+                    if constexpr (PAIR) {
+                        // A as two 64-row boxes (the pair entries' A map); sharing A, box h
+                        // comes from rank h into both CTAs.
+#pragma unroll
+                        for (int h = 0; h < 2; ++h) {
+                            bf16* dst = ring.a + s * A_STAGE + h * 64 * BK;
+                            if (!w.share_a)
+                                tma_load_2d(dst, &p.a, &ring.full[s], kt * BK, a_block * BM + h * 64);
+                            else if (h == rank)
+                                tma_load_2d_multicast(dst, &p.a, &ring.full[s], kt * BK, a_block * BM + h * 64, 0x3);
+                        }
+                    } else {
+                        tma_load_2d(ring.a + s * A_STAGE, &p.a, &ring.full[s], kt * BK, a_block * BM);
+                    }
 #pragma unroll
                     for (int q = 0; q < 2 * GROUPS_N; ++q) {
                         // Gate/up: per consumer, its gate rows (half 0) then the same up
                         // rows (half 1). Down: consecutive boxes of W2 rows.
-                        const int row =
-                            GATE_UP ? tile.n_block * (BN / 2) + (q / 2) * BOX : tile.n_block * BN + q * BOX;
+                        const int row = GATE_UP ? w.n_block * (BN / 2) + (q / 2) * BOX : w.n_block * BN + q * BOX;
                         const int half = GATE_UP ? q % 2 : 0;
                         bf16* dst = ring.b + s * B_STAGE + q * BOX * BK;
-                        tma_load_4d_hint(dst, &p.b, &ring.full[s], kt * BK, row, half, tile.expert, weights_policy);
+                        if (PAIR && w.share_b) {
+                            // Box q comes from rank q, into both CTAs.
+                            if (q == rank)
+                                tma_load_4d_multicast(dst, &p.b, &ring.full[s], kt * BK, row, half, w.expert, 0x3,
+                                                      weights_policy);
+                        } else {
+                            tma_load_4d_hint(dst, &p.b, &ring.full[s], kt * BK, row, half, w.expert, weights_policy);
+                        }
                     }
                 }
             }
+            if constexpr (PAIR) cluster_sync();
         }
         return;
     }
@@ -196,16 +264,26 @@ __device__ __forceinline__ void moe_wgmma(const MoeWgmmaParams& p) {
     const int wm = GROUPS_N == 1 ? consumer : 0, wn = GROUPS_N == 1 ? 0 : consumer;
     const int act = p.act;
     constexpr int OUT_COLS = GATE_UP ? BOX : WN;
+    // Frees stage s: for pairs in both CTAs (the peer's producer may multicast into it).
+    const auto release = [&](int s) {
+        if (lane == 0) {
+            mbar_arrive(&ring.empty[s]);
+            if constexpr (PAIR) mbar_arrive_remote(cluster_map(&ring.empty[s], rank ^ 1));
+        }
+    };
     int it = 0;
-    for (int linear = blockIdx.x; linear < tiles; linear += gridDim.x) {
-        const MoeTile tile = moe_tile(p, linear, m_blocks);
-        if (tile.expert < 0) continue;
+    for (int j = 0;; ++j) {
+        const int linear = mailbox.get(j);
+        if (linear >= tiles) break;
+        const Work w = work_of(moe_tile(raster, linear));
+        if (!PAIR && !w.valid) continue;
+        const MoeTile tile{w.m_block, w.n_block, w.expert};
         // Groups are padded to BM at their end, so a 64-row slab that starts on a padding
         // row is all padding: with BM 128 that is the second slab of an expert's last block
         // whenever its tail is <= 64 rows. Skipping it keeps the compute of padding at
         // 64-row granularity while the weight tile is still shared by 128 rows; its rows
-        // are written as zeros.
-        const bool all_padding = GROUPS_N == 1 && p.sorted_slots[tile.m_block * BM + wm * 64] < 0;
+        // are written as zeros. A pair's CTA without a block only frees the stages.
+        const bool all_padding = !w.valid || (GROUPS_N == 1 && p.sorted_slots[tile.m_block * BM + wm * 64] < 0);
         float acc[WN / 2];
 #pragma unroll
         for (int i = 0; i < WN / 2; ++i) acc[i] = 0.f;
@@ -213,8 +291,9 @@ __device__ __forceinline__ void moe_wgmma(const MoeWgmmaParams& p) {
             for (int kt = 0; kt < k_tiles; ++kt, ++it) {
                 const int s = it % STAGES;
                 mbar_wait(&ring.full[s], (it / STAGES) & 1);
-                if (lane == 0) mbar_arrive(&ring.empty[s]);
+                release(s);
             }
+            if (!w.valid) continue;
         } else {
             // As TmaRing::consume, on the running counter: one stage's wgmma group stays in
             // flight while the next stage is waited for; the tile's last stage is freed
@@ -231,11 +310,11 @@ __device__ __forceinline__ void moe_wgmma(const MoeWgmmaParams& p) {
                 wgmma_commit();
                 wgmma_wait<1>();
                 fence_regs(acc);
-                if (kt > 0 && lane == 0) mbar_arrive(&ring.empty[(it - 1) % STAGES]);
+                if (kt > 0) release((it - 1) % STAGES);
             }
             wgmma_wait<0>();
             fence_regs(acc);
-            if (lane == 0) mbar_arrive(&ring.empty[(it - 1) % STAGES]);
+            release((it - 1) % STAGES);
         }
 
         // Accumulator d[4j + 2i + c]: row 16 warp + lane/4 + 8i, column 8j + 2(lane%4) + c.
@@ -261,13 +340,21 @@ __device__ __forceinline__ void moe_wgmma(const MoeWgmmaParams& p) {
             }
         }
     }
+    if constexpr (PAIR) cluster_sync();
 }
 
 #define MOE_WGMMA_ENTRY(name, tile, gate_up)                                                      \
     extern "C" __global__ void __launch_bounds__(MOE_WGMMA_THREADS, 1) name(const __grid_constant__ MoeWgmmaParams p) { \
-        moe_wgmma<tile, gate_up>(p);                                                              \
+        moe_wgmma<tile, gate_up, false>(p);                                                       \
+    }
+#define MOE_WGMMA_PAIR_ENTRY(name, gate_up)                                                       \
+    extern "C" __global__ void __cluster_dims__(2, 1, 1) __launch_bounds__(MOE_WGMMA_THREADS, 1)    \
+        name(const __grid_constant__ MoeWgmmaParams p) {                                          \
+        moe_wgmma<MOE_WGMMA_TILE_M128, gate_up, true>(p);                                         \
     }
 MOE_WGMMA_ENTRY(moe_wgmma_gate_up_m128, MOE_WGMMA_TILE_M128, true)
 MOE_WGMMA_ENTRY(moe_wgmma_down_m128, MOE_WGMMA_TILE_M128, false)
 MOE_WGMMA_ENTRY(moe_wgmma_gate_up_m64, MOE_WGMMA_TILE_M64, true)
 MOE_WGMMA_ENTRY(moe_wgmma_down_m64, MOE_WGMMA_TILE_M64, false)
+MOE_WGMMA_PAIR_ENTRY(moe_wgmma_gate_up_m128_pair, true)
+MOE_WGMMA_PAIR_ENTRY(moe_wgmma_down_m128_pair, false)

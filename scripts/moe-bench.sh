@@ -48,6 +48,21 @@ if [ "$mode" != bench ]; then
   for n in qwen3_moe deepseek_v3 grok1 sigma_v2; do
     step "check_fixture_${n}_t51" $check --config tests/fixtures/$n/config.json --tokens 51
   done
+  # Within the CPU check's 4 GFLOP budget (wider MoE checks above are skipped, rc 0): hidden 64
+  # or 128, I 1024-4096, so the persistent GEMMs run many tiles per CTA and their claiming,
+  # raster groups (G up to 5, remainders) and, with FWDBENCH_MOE_PAIRS=1, both kinds of CTA
+  # pair (M pairs at >= 2 blocks per expert, mixed pairs and an odd block count at 1031 tokens;
+  # N pairs at 220 tokens, the down GEMM's single n-tile leaving rank 1 past N) are compared.
+  narrow="--model qwen --mconf 2l --set num_experts=16"
+  for pairs in 0 1; do
+    with="env FWDBENCH_MOE_PAIRS=$pairs"
+    step "check_narrow_i2048_t512_pairs$pairs" $with $check $narrow --set hidden_size=64 --set moe_intermediate_size=2048 --tokens 512
+    step "check_narrow_i1024_t1031_pairs$pairs" $with $check $narrow --set hidden_size=64 --set moe_intermediate_size=1024 --tokens 1031
+    step "check_narrow_i2048_t220_pairs$pairs" $with $check $narrow --set hidden_size=64 --set moe_intermediate_size=2048 --tokens 220
+  done
+  step check_narrow_i2048_t60_m64 $check $narrow --set hidden_size=64 --set moe_intermediate_size=2048 --tokens 60
+  step check_fp8_narrow_h128_t256 $check $narrow --set hidden_size=128 --set moe_intermediate_size=2048 --tokens 256 --quant fp8
+  step check_fp8_narrow_h128_t100_m64 $check $narrow --set hidden_size=128 --set moe_intermediate_size=4096 --tokens 100 --quant fp8
   # FP8 dense (kernels/gemm_fp8.cu, the default for FP8 linears): M and N tails of a tile,
   # M = 1, kv_a's 2112 rows (half a scale block at the end), DeepSeek's sites in prefill/decode.
   fp8_gemm="$bin kernel check --op linear --quant fp8"

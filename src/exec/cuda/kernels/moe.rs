@@ -14,7 +14,7 @@
 //! | `sorted_slots` | i32 | `S = moe_max_sorted(T, k, E, bm)` |
 //! | `block_expert` | i32 | `moe_max_blocks(T, k, E, bm)` = `S / bm` |
 //! | `slot_to_sorted` | i32 | `T * k` |
-//! | `total_padded` | i32 | 1 |
+//! | `total_padded`, then the GEMMs' tile counters | i32 | 1 + `MOE_TILE_COUNTERS` |
 //! | `h13` (gate ‖ up) | bf16 | `S * 2I` for `bm = 16`, else none |
 //! | `act` | bf16 | `S * I` |
 //! | `c2` (expert outputs, sorted; `xs` before the down GEMM) | bf16 | `S * H` |
@@ -362,7 +362,8 @@ impl MoeScratch {
             sorted: carve(max_sorted * 4),
             block_expert: carve(blocks * 4),
             slot_to_sorted: carve(tokens * top_k * 4),
-            total: carve(4),
+            // total_padded, then the GEMMs' tile counters (moe_wgmma::MOE_TILE_COUNTERS).
+            total: carve(4 * (1 + moe_wgmma::MOE_TILE_COUNTERS as usize)),
             h13: carve(h13_rows * 2 * inter * 2),
             hact: carve(max_sorted * inter * 2),
             c2: carve(max_sorted * hidden * 2),
@@ -399,6 +400,8 @@ pub fn uses_wgmma(block_m: usize) -> bool {
 struct MoeGemms {
     x: u64,
     x_ld: usize,
+    tokens: usize,
+    slot_to_sorted: u64,
     w13: u64,
     w2: u64,
     experts: usize,
@@ -453,6 +456,8 @@ impl MoeGemms {
         MoeFp8Pipeline {
             x: self.x,
             x_ld: self.x_ld,
+            tokens: self.tokens,
+            slot_to_sorted: self.slot_to_sorted,
             top_k: self.top_k,
             w13: self.w13,
             w2: self.w2,
@@ -468,6 +473,8 @@ impl MoeGemms {
             c2: self.c2,
             block_m: self.s.block_m,
             max_sorted: self.s.max_sorted,
+            blocks: self.s.blocks,
+            sm_count: self.sm_count,
         }
         .calls()
     }
@@ -489,6 +496,10 @@ impl MoeGemms {
             total_padded: self.total,
             xs: self.xs,
             hidden: self.hidden as i32,
+            tokens: self.tokens as i32,
+            slot_to_sorted: self.slot_to_sorted,
+            tile_counters: moe_wgmma::tile_counters(self.total),
+            block_m: s.block_m as i32,
         };
         let problem = |gemm, a, w, n, k, c| MoeWgmmaProblem {
             gemm,
@@ -504,13 +515,14 @@ impl MoeGemms {
             block_expert: self.block_expert,
             total_padded: self.total,
             max_blocks: s.blocks,
+            tile_counter: moe_wgmma::tile_counter(self.total, matches!(gemm, MoeWgmmaGemm::Down)),
             sm_count: self.sm_count,
         };
         let gate_up = MoeWgmmaGemm::GateUp(self.act);
         let gate_up = problem(gate_up, self.xs, self.w13, self.inter, self.hidden, self.hact);
         let down = problem(MoeWgmmaGemm::Down, self.hact, self.w2, self.hidden, self.inter, self.c2);
         Ok(vec![
-            moe_wgmma::permute_call(permute, s.max_sorted),
+            moe_wgmma::permute_call(permute, s.blocks),
             moe_wgmma::gemm_call(&gate_up)?,
             moe_wgmma::gemm_call(&down)?,
         ])
@@ -548,6 +560,8 @@ pub fn prepare(cx: &mut Prep, op: &Op) -> anyhow::Result<Vec<Call>> {
     let gemms = MoeGemms {
         x: cx.ptr(*x),
         x_ld: cx.ld(*x) as usize,
+        tokens: t,
+        slot_to_sorted,
         w13: cx.w(*w13),
         w2: cx.w(*w2),
         experts: *local_experts,

@@ -5,32 +5,33 @@
 //! With `S` sorted rows, `E` local experts, `H` hidden, `I` intermediate (both multiples of
 //! 128), after `moe_align`:
 //!
-//! 1. `moe_fp8_quant_permute` ([`MOE_FP8_PERMUTE`]): `xq[r] = quant(x[sorted_slots[r] / k])`
-//!    per 128-column group, codes and scales as `Fp8Layout::new(1, S, H)` in the `xs` scratch
-//!    (c2's bytes: c2 is written only by the down GEMM, after the gate/up GEMM read `xq`).
+//! 1. `moe_fp8_quant_permute` ([`MOE_FP8_PERMUTE`]): `xq[r] = quant(x[t])` per 128-column group
+//!    for each local choice `r = slot_to_sorted[t * k + j]` (x quantized once per token), zero
+//!    for padding rows; codes and scales as `Fp8Layout::new(1, S, H)` in the `xs` scratch (c2's
+//!    bytes: c2 is written only by the down GEMM, after the gate/up GEMM read `xq`).
 //! 2. `moe_fp8_gate_up_m{128,64}`: `h = act(xq . W13[e][:I]^T) * (xq . W13[e][I:]^T)` in fp32,
 //!    quantized per row and 128 channels into `Fp8Layout::new(1, S, I)` in the `hact` scratch.
 //! 3. `moe_fp8_down_m{128,64}`: `c2 = aq . W2[e]^T` (bf16), then moe_combine as for bf16.
 //!
 //! CTA tiles are one M-block: 128 x 256 weight rows at `block_m` 128, 64 x 512 at 64 (each
-//! consumer warpgroup 64 rows x 256). Padding rows come out as zero codes and zero products;
+//! consumer warpgroup 64 rows x 256). The GEMMs are persistent (one CTA per SM claiming tiles
+//! from the op's tile counters, kernels/moe_sched.cuh), which the permute zeroes. Padding rows come out as zero codes and zero products;
 //! 64-row slabs of padding only are skipped by both GEMMs (combine never reads their rows).
 
 use cudarc::driver::{DeviceRepr, LaunchConfig};
 
 use super::super::tma::{encode_u8, matrix_u8, TensorLayout, BOX_INNER_U8};
 use super::act::{activation_code, Act};
+use super::moe_wgmma::{tile_counter, tile_counters};
 use super::prepare::{kernel, Call};
-use super::ptr::{ConstBf16Ptr, ConstF32Ptr, ConstI32Ptr, F32Ptr, TensorMap, VoidPtr};
+use super::ptr::{ConstBf16Ptr, ConstF32Ptr, ConstI32Ptr, F32Ptr, I32Ptr, TensorMap, VoidPtr};
 use crate::config::model::Activation;
 use crate::quant::{Fp8Layout, BLOCK};
 
 /// Threads of a GEMM CTA: a producer warpgroup and two consumer warpgroups.
 pub const MOE_FP8_THREADS: u32 = 384;
-/// Threads of a `moe_fp8_quant_permute` CTA (one row, a warp per 128-column group).
+/// Threads of a `moe_fp8_quant_permute` CTA (one token or M-block, a warp per 128-column group).
 pub const MOE_FP8_PERMUTE_THREADS: u32 = 128;
-/// M-tiles (one M-block each) walked together across all n-tiles (the raster).
-pub const MOE_FP8_GROUP_M: i32 = 8;
 /// TMA ring depth at block_m 128: 4 stages of 16 KiB of A and 32 KiB of B.
 pub const MOE_FP8_STAGES_M128: i32 = 4;
 /// TMA ring depth at block_m 64: 3 stages of 8 KiB of A and 64 KiB of B.
@@ -72,6 +73,10 @@ pub struct MoeFp8Params {
     pub act: i32,
     pub sw_ld: i32,
     pub w_row_blocks: i32,
+    /// This GEMM's tile counter (`moe_wgmma::tile_counter`), zero at launch.
+    pub tile_counter: I32Ptr,
+    /// Local experts: the raster groups `total blocks / experts` M-blocks (moe_sched.cuh).
+    pub experts: i32,
 }
 unsafe impl DeviceRepr for MoeFp8Params {}
 
@@ -91,6 +96,14 @@ pub struct MoeFp8PermuteParams {
     pub rows: i32,
     /// A multiple of 128.
     pub hidden: i32,
+    /// The op's `MOE_TILE_COUNTERS` tile counters, zeroed by the first CTA.
+    pub tile_counters: I32Ptr,
+    /// `[tokens * top_k]` from moe_align: a choice's sorted row, -1 when not local.
+    pub slot_to_sorted: ConstI32Ptr,
+    /// Tokens of x: CTAs below quantize a token's row, the others zero padding rows.
+    pub tokens: i32,
+    /// Rows per M-block: the padding CTAs' unit.
+    pub block_m: i32,
 }
 unsafe impl DeviceRepr for MoeFp8PermuteParams {}
 
@@ -128,6 +141,9 @@ pub const fn moe_fp8_smem_bytes(block_m: usize) -> u32 {
 pub struct MoeFp8Pipeline {
     pub x: u64,
     pub x_ld: usize,
+    pub tokens: usize,
+    /// moe_align's `[tokens * top_k]` sorted rows (-1: not local).
+    pub slot_to_sorted: u64,
     pub top_k: usize,
     /// `Fp8Layout::new(E, 2I, H)` and `Fp8Layout::new(E, H, I)` buffers.
     pub w13: u64,
@@ -146,6 +162,10 @@ pub struct MoeFp8Pipeline {
     pub c2: u64,
     pub block_m: usize,
     pub max_sorted: usize,
+    /// M-blocks of the worst case (`moe_max_blocks`).
+    pub blocks: usize,
+    /// The device's SMs: the persistent grid's size.
+    pub sm_count: usize,
 }
 
 /// Bytes of a quantized `[rows, cols]` activation: codes, then `[cols / 128, rows]` scales.
@@ -153,10 +173,11 @@ pub fn quantized_bytes(rows: usize, cols: usize) -> usize {
     Fp8Layout::new(1, rows, cols).activation_bytes()
 }
 
-/// The grid: every (M-block, n-tile) once in one dimension; dead M-blocks exit at once.
-pub fn gemm_launch(max_sorted: usize, block_m: usize, n_tiles: usize) -> LaunchConfig {
+/// Persistent grid: one CTA per SM, never more than the worst case's tiles (M-blocks times
+/// n-tiles); CTA `b` takes live tile `b`, then claims tiles until none is left.
+pub fn gemm_launch(block_m: usize, max_blocks: usize, n_tiles: usize, sm_count: usize) -> LaunchConfig {
     LaunchConfig {
-        grid_dim: ((max_sorted.div_ceil(block_m) * n_tiles).max(1) as u32, 1, 1),
+        grid_dim: ((max_blocks * n_tiles).clamp(1, sm_count.max(1)) as u32, 1, 1),
         block_dim: (MOE_FP8_THREADS, 1, 1),
         shared_mem_bytes: moe_fp8_smem_bytes(block_m),
     }
@@ -220,6 +241,8 @@ impl MoeFp8Pipeline {
             act,
             sw_ld: wl.weight_scale_ld() as i32,
             w_row_blocks: wl.row_blocks() as i32,
+            tile_counter: tile_counter(self.total, !gate_up),
+            experts: self.experts as i32,
         })
     }
 
@@ -247,9 +270,14 @@ impl MoeFp8Pipeline {
             scales: self.xs + Fp8Layout::new(1, self.max_sorted, self.hidden).scale_offset() as u64,
             rows: self.max_sorted as i32,
             hidden: self.hidden as i32,
+            tile_counters: tile_counters(self.total),
+            slot_to_sorted: self.slot_to_sorted,
+            tokens: self.tokens as i32,
+            block_m: self.block_m as i32,
         };
+        // One CTA per token, then one per M-block of the worst case.
         let cfg = LaunchConfig {
-            grid_dim: (self.max_sorted.max(1) as u32, 1, 1),
+            grid_dim: ((self.tokens + self.blocks).max(1) as u32, 1, 1),
             block_dim: (MOE_FP8_PERMUTE_THREADS, 1, 1),
             shared_mem_bytes: 0,
         };
@@ -258,8 +286,8 @@ impl MoeFp8Pipeline {
         let down = self.gemm(self.hact, self.w2, h, i, 1, self.c2, Act::None as i32)?;
         Ok(vec![
             kernel(MOE_FP8_PERMUTE, cfg, permute),
-            kernel(gemm_entry(true, bm), gemm_launch(self.max_sorted, bm, self.n_tiles(true)), gate_up),
-            kernel(gemm_entry(false, bm), gemm_launch(self.max_sorted, bm, self.n_tiles(false)), down),
+            kernel(gemm_entry(true, bm), gemm_launch(bm, self.blocks, self.n_tiles(true), self.sm_count), gate_up),
+            kernel(gemm_entry(false, bm), gemm_launch(bm, self.blocks, self.n_tiles(false), self.sm_count), down),
         ])
     }
 }
@@ -271,13 +299,17 @@ mod tests {
 
     #[test]
     fn params_match_the_c_layout() {
-        // Two 128-byte maps, seven pointers, eight i32.
+        // Two 128-byte maps, seven pointers, eight i32, a pointer, an i32.
         assert_eq!(std::mem::align_of::<MoeFp8Params>(), 128);
         assert_eq!(std::mem::offset_of!(MoeFp8Params, sa), 256);
         assert_eq!(std::mem::offset_of!(MoeFp8Params, rows), 312);
         assert_eq!(std::mem::offset_of!(MoeFp8Params, w_row_blocks), 340);
+        assert_eq!(std::mem::offset_of!(MoeFp8Params, tile_counter), 344);
+        assert_eq!(std::mem::offset_of!(MoeFp8Params, experts), 352);
         assert_eq!(std::mem::size_of::<MoeFp8Params>(), 384);
-        assert_eq!(std::mem::size_of::<MoeFp8PermuteParams>(), 56);
+        assert_eq!(std::mem::offset_of!(MoeFp8PermuteParams, tile_counters), 56);
+        assert_eq!(std::mem::offset_of!(MoeFp8PermuteParams, tokens), 72);
+        assert_eq!(std::mem::size_of::<MoeFp8PermuteParams>(), 80);
     }
 
     #[test]
@@ -311,6 +343,8 @@ mod tests {
         MoeFp8Pipeline {
             x: 0,
             x_ld: hidden,
+            tokens: 4096,
+            slot_to_sorted: 0,
             top_k: 8,
             w13: 0,
             w2: 0,
@@ -326,6 +360,8 @@ mod tests {
             c2: 0,
             block_m,
             max_sorted: 4096 * 8 + 256 * 127,
+            blocks: (4096 * 8 + 256 * 127) / block_m,
+            sm_count: 132,
         }
     }
 
@@ -347,10 +383,11 @@ mod tests {
         assert_eq!((pipeline(64, 7168, 2048).n_tiles(true), pipeline(64, 7168, 2048).n_tiles(false)), (8, 14));
         let narrow = pipeline(64, 4096, 1408);
         assert_eq!((narrow.n_tiles(true), narrow.n_tiles(false)), (6, 8));
-        // One CTA per M-block and n-tile.
-        let cfg = gemm_launch(128 * 400, 128, 28);
-        assert_eq!((cfg.grid_dim, cfg.block_dim), ((400 * 28, 1, 1), (384, 1, 1)));
-        assert_eq!(gemm_launch(64 * 5, 64, 14).grid_dim, (5 * 14, 1, 1));
+        // Persistent: one CTA per SM, fewer when the worst case has fewer tiles.
+        let cfg = gemm_launch(128, 400, 28, 132);
+        assert_eq!((cfg.grid_dim, cfg.block_dim), ((132, 1, 1), (384, 1, 1)));
+        assert_eq!(gemm_launch(64, 5, 14, 132).grid_dim, (5 * 14, 1, 1));
+        assert_eq!(gemm_launch(64, 0, 14, 132).grid_dim, (1, 1, 1));
         assert_eq!(gemm_entry(false, 64), ("moe_fp8", "moe_fp8_down_m64"));
     }
 }

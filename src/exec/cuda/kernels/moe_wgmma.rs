@@ -4,8 +4,8 @@
 //!
 //! With `S` sorted rows (see moe.rs), `E` local experts, `H` hidden, `I` intermediate:
 //!
-//! 1. `moe_permute` ([`MOE_PERMUTE`], [`permute_call`]): `xs[r] = x[sorted_slots[r] / k]`, zero
-//!    for padding rows, for `r < total_padded`. `xs` is `[S, H]` and lives in c2's scratch (c2 is
+//! 1. `moe_permute` ([`MOE_PERMUTE`], [`permute_call`]): `xs[slot_to_sorted[t * k + j]] = x[t]`
+//!    for each local choice (x read once per token), zero for padding rows below `total_padded`. `xs` is `[S, H]` and lives in c2's scratch (c2 is
 //!    written only by the down GEMM, after the gate/up GEMM has read `xs`).
 //! 2. gate/up ([`gemm_call`] with [`MoeWgmmaGemm::GateUp`]): `act[r, c] = act(xs[r] . W13[e][c])
 //!    * (xs[r] . W13[e][I + c])`, `c < I`, the activation applied to the fp32 accumulators, one
@@ -20,15 +20,27 @@ use cudarc::driver::{DeviceRepr, LaunchConfig};
 use super::super::tma::{encode_bf16, matrix_bf16, TensorLayout, BOX_INNER};
 use super::act::{activation_code, Act};
 use super::prepare::{kernel, Call};
-use super::ptr::{Bf16Ptr, ConstBf16Ptr, ConstI32Ptr, TensorMap};
+use super::ptr::{Bf16Ptr, ConstBf16Ptr, ConstI32Ptr, I32Ptr, TensorMap};
 use crate::config::model::Activation;
 
 /// Threads of a GEMM CTA: a producer warpgroup and two consumer warpgroups.
 pub const MOE_WGMMA_THREADS: u32 = 384;
-/// Threads of a `moe_permute` CTA (one CTA per sorted row, 16 bytes per thread per step).
+/// Threads of a `moe_permute` CTA (one CTA per token or M-block, 16 bytes per thread per step).
 pub const MOE_PERMUTE_THREADS: u32 = 128;
-/// M-blocks walked together across all n-tiles (the CTA raster, see moe_wgmma.cu).
-pub const MOE_WGMMA_GROUP_M: i32 = 8;
+/// Tile counters of one `Op::Moe` (gate/up, then down; kernels/moe_sched.cuh): i32s in
+/// moe.rs's scratch right after `total_padded`, zeroed by the permute kernel (bf16 or FP8)
+/// that runs before both GEMMs.
+pub const MOE_TILE_COUNTERS: i32 = 2;
+
+/// The counters' address, given `total_padded`'s (see [`MOE_TILE_COUNTERS`]).
+pub fn tile_counters(total_padded: u64) -> u64 {
+    total_padded + 4
+}
+
+/// The counter of the gate/up GEMM (`false`) or the down GEMM (`true`).
+pub fn tile_counter(total_padded: u64, down: bool) -> u64 {
+    tile_counters(total_padded) + 4 * down as u64
+}
 
 /// Compile-time shape of one GEMM entry (the kernel instantiates from these through the
 /// generated header). K per stage is 64, one 128-byte swizzle span.
@@ -85,6 +97,10 @@ pub struct MoeWgmmaParams {
     /// `[S]` from moe_align (-1 for padding): with `block_m` 128, a consumer whose 64 rows
     /// are all padding skips its wgmma and writes zeros.
     pub sorted_slots: ConstI32Ptr,
+    /// This GEMM's tile counter ([`tile_counter`]), zero at launch.
+    pub tile_counter: I32Ptr,
+    /// Local experts: the raster groups `total blocks / experts` M-blocks (moe_sched.cuh).
+    pub experts: i32,
 }
 unsafe impl DeviceRepr for MoeWgmmaParams {}
 
@@ -101,6 +117,14 @@ pub struct MoePermuteParams {
     pub xs: Bf16Ptr,
     /// A multiple of 8.
     pub hidden: i32,
+    /// Tokens of x: CTAs below copy a token's row, the others zero padding rows.
+    pub tokens: i32,
+    /// `[tokens * top_k]` from moe_align: a choice's sorted row, -1 when not local.
+    pub slot_to_sorted: ConstI32Ptr,
+    /// The op's [`MOE_TILE_COUNTERS`] counters, zeroed by the first CTA.
+    pub tile_counters: I32Ptr,
+    /// Rows per M-block (64 or 128): the padding CTAs' unit.
+    pub block_m: i32,
 }
 unsafe impl DeviceRepr for MoePermuteParams {}
 
@@ -116,13 +140,17 @@ pub enum MoeWgmmaGemm {
 }
 
 /// The entry and tile for `block_m` (64 or 128; moe.rs routes 16 to moe.cu).
-pub fn entry(block_m: usize, gemm: MoeWgmmaGemm) -> Option<((&'static str, &'static str), MoeWgmmaTile)> {
+/// `pairs` (block_m 128 only) picks the 2-CTA cluster entries that multicast one expert
+/// weight tile to two M-blocks (kernels/moe_sched.cuh, "CTA pairs").
+pub fn entry(block_m: usize, gemm: MoeWgmmaGemm, pairs: bool) -> Option<((&'static str, &'static str), MoeWgmmaTile)> {
     let gate_up = matches!(gemm, MoeWgmmaGemm::GateUp(_));
-    let name = match (block_m, gate_up) {
-        (128, true) => "moe_wgmma_gate_up_m128",
-        (128, false) => "moe_wgmma_down_m128",
-        (64, true) => "moe_wgmma_gate_up_m64",
-        (64, false) => "moe_wgmma_down_m64",
+    let name = match (block_m, gate_up, pairs) {
+        (128, true, false) => "moe_wgmma_gate_up_m128",
+        (128, false, false) => "moe_wgmma_down_m128",
+        (128, true, true) => "moe_wgmma_gate_up_m128_pair",
+        (128, false, true) => "moe_wgmma_down_m128_pair",
+        (64, true, _) => "moe_wgmma_gate_up_m64",
+        (64, false, _) => "moe_wgmma_down_m64",
         _ => return None,
     };
     let tile = if block_m == 128 { MOE_WGMMA_TILE_M128 } else { MOE_WGMMA_TILE_M64 };
@@ -149,6 +177,8 @@ pub struct MoeWgmmaProblem {
     pub total_padded: u64,
     /// M-blocks of the worst case (`moe_max_blocks`).
     pub max_blocks: usize,
+    /// This GEMM's tile counter ([`tile_counter`]).
+    pub tile_counter: u64,
     /// The device's SMs: the persistent grid's size (one CTA per SM).
     pub sm_count: usize,
 }
@@ -177,20 +207,39 @@ impl MoeWgmmaProblem {
 }
 
 /// Persistent grid: one CTA per SM (the ring takes most of an SM's shared memory), never more
-/// CTAs than the worst case has tiles. Each CTA walks the live tiles (`total_padded` rows'
-/// M-blocks times `n_tiles`) with a stride of the grid; CTAs without a tile exit at once.
-pub fn gemm_launch(tile: MoeWgmmaTile, n_tiles: usize, max_blocks: usize, sm_count: usize) -> LaunchConfig {
-    let worst_tiles = n_tiles * max_blocks.max(1);
+/// CTAs than the worst case has tiles. CTA `b` takes live tile `b` (of `total_padded` rows'
+/// M-blocks times `n_tiles`), then claims the next from the tile counter until none is left;
+/// CTAs without a first tile exit at once.
+/// Pairs: clusters of two CTAs over units of two M-blocks, an even grid of at most the SMs.
+pub fn gemm_launch(
+    tile: MoeWgmmaTile,
+    n_tiles: usize,
+    max_blocks: usize,
+    sm_count: usize,
+    pairs: bool,
+) -> LaunchConfig {
+    let grid = if pairs {
+        2 * (n_tiles * max_blocks.div_ceil(2).max(1)).min((sm_count / 2).max(1))
+    } else {
+        (n_tiles * max_blocks.max(1)).min(sm_count.max(1))
+    };
     LaunchConfig {
-        grid_dim: (worst_tiles.min(sm_count.max(1)) as u32, 1, 1),
+        grid_dim: (grid as u32, 1, 1),
         block_dim: (MOE_WGMMA_THREADS, 1, 1),
         shared_mem_bytes: tile.smem_bytes(),
     }
 }
 
+/// Whether `FWDBENCH_MOE_PAIRS=1` asks for the 2-CTA pair entries at block_m 128 (off by
+/// default until measured; see docs/perf.md, MoE v3).
+pub fn pairs_requested() -> bool {
+    std::env::var("FWDBENCH_MOE_PAIRS").is_ok_and(|v| v == "1")
+}
+
 /// The prepared GEMM call (tensor maps encoded now, at bind time).
 pub fn gemm_call(pr: &MoeWgmmaProblem) -> anyhow::Result<Call> {
-    let (name, tile) = entry(pr.block_m, pr.gemm)
+    let pairs = pr.block_m == 128 && pairs_requested();
+    let (name, tile) = entry(pr.block_m, pr.gemm, pairs)
         .ok_or_else(|| anyhow::anyhow!("no wgmma MoE GEMM for block_m {} (64 or 128)", pr.block_m))?;
     anyhow::ensure!(
         pr.n.is_multiple_of(8) && pr.k.is_multiple_of(8),
@@ -204,7 +253,8 @@ pub fn gemm_call(pr: &MoeWgmmaProblem) -> anyhow::Result<Call> {
         MoeWgmmaGemm::Down => Act::None as i32,
     };
     let p = MoeWgmmaParams {
-        a: matrix_bf16(pr.a, pr.rows, pr.k, pr.k, tile.block_m as u32)?,
+        // Pairs load A as two 64-row boxes (one of them multicast when the pair shares it).
+        a: matrix_bf16(pr.a, pr.rows, pr.k, pr.k, if pairs { 64 } else { tile.block_m as u32 })?,
         b: pr.weight_map(tile)?,
         block_expert: pr.block_expert,
         total_padded: pr.total_padded,
@@ -215,14 +265,17 @@ pub fn gemm_call(pr: &MoeWgmmaProblem) -> anyhow::Result<Call> {
         n_tiles: n_tiles as i32,
         act,
         sorted_slots: pr.sorted_slots,
+        tile_counter: pr.tile_counter,
+        experts: pr.experts as i32,
     };
-    Ok(kernel(name, gemm_launch(tile, n_tiles, pr.max_blocks, pr.sm_count), p))
+    Ok(kernel(name, gemm_launch(tile, n_tiles, pr.max_blocks, pr.sm_count, pairs), p))
 }
 
-/// `moe_permute`: one CTA per row of the worst case; rows past `total_padded` exit.
-pub fn permute_call(p: MoePermuteParams, max_sorted: usize) -> Call {
+/// `moe_permute`: one CTA per token, then one per M-block of the worst case (`max_blocks`;
+/// blocks past `total_padded` exit).
+pub fn permute_call(p: MoePermuteParams, max_blocks: usize) -> Call {
     let cfg = LaunchConfig {
-        grid_dim: (max_sorted.max(1) as u32, 1, 1),
+        grid_dim: ((p.tokens.max(0) as usize + max_blocks).max(1) as u32, 1, 1),
         block_dim: (MOE_PERMUTE_THREADS, 1, 1),
         shared_mem_bytes: 0,
     };
@@ -235,13 +288,19 @@ mod tests {
 
     #[test]
     fn params_match_the_c_layout() {
-        // Two 128-byte maps, three pointers, five i32, a pointer, padded to 128.
+        // Two 128-byte maps, three pointers, five i32, two pointers, an i32, padded to 128.
         assert_eq!(std::mem::align_of::<MoeWgmmaParams>(), 128);
         assert_eq!(std::mem::offset_of!(MoeWgmmaParams, block_expert), 256);
         assert_eq!(std::mem::offset_of!(MoeWgmmaParams, c), 272);
         assert_eq!(std::mem::offset_of!(MoeWgmmaParams, act), 296);
         assert_eq!(std::mem::offset_of!(MoeWgmmaParams, sorted_slots), 304);
+        assert_eq!(std::mem::offset_of!(MoeWgmmaParams, tile_counter), 312);
+        assert_eq!(std::mem::offset_of!(MoeWgmmaParams, experts), 320);
         assert_eq!(std::mem::size_of::<MoeWgmmaParams>(), 384);
+        assert_eq!(std::mem::offset_of!(MoePermuteParams, tokens), 44);
+        assert_eq!(std::mem::offset_of!(MoePermuteParams, slot_to_sorted), 48);
+        assert_eq!(std::mem::offset_of!(MoePermuteParams, tile_counters), 56);
+        assert_eq!(std::mem::size_of::<MoePermuteParams>(), 72);
     }
 
     #[test]
@@ -260,10 +319,14 @@ mod tests {
     #[test]
     fn entries_by_block_m_and_gemm() {
         let silu = MoeWgmmaGemm::GateUp(Activation::Silu);
-        assert_eq!(entry(128, silu).unwrap().0 .1, "moe_wgmma_gate_up_m128");
-        assert_eq!(entry(64, MoeWgmmaGemm::Down).unwrap().0 .1, "moe_wgmma_down_m64");
-        assert_eq!(entry(64, MoeWgmmaGemm::Down).unwrap().1, MOE_WGMMA_TILE_M64);
-        assert!(entry(16, silu).is_none());
+        assert_eq!(entry(128, silu, false).unwrap().0 .1, "moe_wgmma_gate_up_m128");
+        assert_eq!(entry(128, silu, true).unwrap().0 .1, "moe_wgmma_gate_up_m128_pair");
+        assert_eq!(entry(128, MoeWgmmaGemm::Down, true).unwrap().0 .1, "moe_wgmma_down_m128_pair");
+        assert_eq!(entry(64, MoeWgmmaGemm::Down, false).unwrap().0 .1, "moe_wgmma_down_m64");
+        // block_m 64 has no pair entry: its tile is one M-block across both consumers.
+        assert_eq!(entry(64, MoeWgmmaGemm::Down, true).unwrap().0 .1, "moe_wgmma_down_m64");
+        assert_eq!(entry(64, MoeWgmmaGemm::Down, false).unwrap().1, MOE_WGMMA_TILE_M64);
+        assert!(entry(16, silu, false).is_none());
     }
 
     fn problem(gemm: MoeWgmmaGemm, block_m: usize, n: usize, k: usize) -> MoeWgmmaProblem {
@@ -281,6 +344,7 @@ mod tests {
             block_expert: 0,
             total_padded: 0,
             max_blocks: 0,
+            tile_counter: 0,
             sm_count: 132,
         }
     }
@@ -301,10 +365,16 @@ mod tests {
         let down = problem(MoeWgmmaGemm::Down, 128, 7168, 2048);
         assert_eq!(7168usize.div_ceil(down.columns_per_tile(MOE_WGMMA_TILE_M128)), 28);
         // Persistent: one CTA per SM, fewer when the worst case has fewer tiles.
-        let cfg = gemm_launch(MOE_WGMMA_TILE_M128, 28, 400, 132);
+        let cfg = gemm_launch(MOE_WGMMA_TILE_M128, 28, 400, 132, false);
         assert_eq!(cfg.grid_dim, (132, 1, 1));
         assert_eq!(cfg.block_dim, (384, 1, 1));
-        assert_eq!(gemm_launch(MOE_WGMMA_TILE_M64, 3, 5, 132).grid_dim, (15, 1, 1));
-        assert_eq!(gemm_launch(MOE_WGMMA_TILE_M64, 3, 0, 132).grid_dim, (3, 1, 1));
+        assert_eq!(gemm_launch(MOE_WGMMA_TILE_M64, 3, 5, 132, false).grid_dim, (15, 1, 1));
+        assert_eq!(gemm_launch(MOE_WGMMA_TILE_M64, 3, 0, 132, false).grid_dim, (3, 1, 1));
+        // Pairs: whole clusters, at most the SMs, at most two CTAs per unit tile (5 blocks
+        // make 3 units).
+        assert_eq!(gemm_launch(MOE_WGMMA_TILE_M128, 28, 400, 132, true).grid_dim, (132, 1, 1));
+        assert_eq!(gemm_launch(MOE_WGMMA_TILE_M128, 28, 400, 131, true).grid_dim, (130, 1, 1));
+        assert_eq!(gemm_launch(MOE_WGMMA_TILE_M128, 3, 5, 132, true).grid_dim, (18, 1, 1));
+        assert_eq!(gemm_launch(MOE_WGMMA_TILE_M128, 3, 0, 132, true).grid_dim, (6, 1, 1));
     }
 }

@@ -1,0 +1,247 @@
+// The persistent tile schedule the MoE grouped GEMMs share (kernels/moe_wgmma.cu bf16,
+// kernels/moe_fp8.cu FP8): dynamic tile claiming, the raster that keeps the CTAs sharing an
+// operand together, and the L2 policies of the weight boxes.
+//
+// Claiming. One CTA per SM. CTA b takes tile b first; every later tile comes from a global
+// counter (`gridDim.x + atomicAdd(counter, 1)`), so tiles start in raster order as SMs free
+// up, whatever each CTA's history. With a static stride (tile b + i * grid, v2) the CTAs that
+// read the same A rows drift apart over a run (their per-tile times differ by a few per cent,
+// and the differences add up over 30-50 tiles), and an A tile read by the 16-28 n-tiles of its
+// M-block came from HBM ~6.7 times instead of once: ncu measured 18.2 GB of DRAM reads in
+// DeepSeek-V3's gate/up GEMM against 15.5 GB of weights and A (docs/perf.md, MoE v3). The
+// counter lives in moe.rs's scratch right after total_padded and is zeroed by the permute
+// kernel that runs before the gate/up GEMM (one i32 per GEMM), so nothing needs a memset node
+// and the sequence stays graph-capturable.
+//
+// Mailbox. The producer thread claims; the consumers learn each tile id from a two-slot
+// mailbox in shared memory guarded by full/empty mbarriers (mbarrier.arrive releases and
+// try_wait acquires at CTA scope, so the plain store of the id is visible after the wait).
+// An id >= tiles tells everyone to stop.
+//
+// Raster. Tiles are numbered in groups of G M-blocks across all n-tiles, the M-blocks of a
+// group fastest: tile (m, n) and (m + 1, n) of one expert read the same weight tile, tile (m,
+// n) and (m, n + 1) the same A rows, and with claiming in raster order both pairs run within
+// about G * n_tiles / grid of a tile's time of each other. G = M-blocks per local expert
+// (total blocks / experts, 1..8): 1 for DeepSeek-V3 at 4096 tokens (nothing to share along
+// M, so an M-block's n-tiles are consecutive), 2 for Qwen3-235B at 4096, 4 and 8 at 16384.
+#pragma once
+#include "hopper.cuh"
+
+namespace hopper {
+
+constexpr int MOE_GROUP_M_MAX = 8;
+
+// L2 policies for the weight boxes (PTX ISA "createpolicy"). A weight tile of an expert with
+// a single M-block (DeepSeek-V3 at 4096 tokens: 128 rows per expert) is read once: evict it
+// first, so the stream of weights (22.5 GB per layer in bf16) does not push out the A rows
+// that every n-tile re-reads. An expert with several M-blocks keeps the normal policy for
+// its second reader.
+__device__ __forceinline__ uint64_t l2_evict_first_policy() {
+    uint64_t policy;
+    asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(policy));
+    return policy;
+}
+__device__ __forceinline__ uint64_t l2_evict_normal_policy() {
+    uint64_t policy;
+    asm volatile("createpolicy.fractional.L2::evict_normal.b64 %0, 1.0;" : "=l"(policy));
+    return policy;
+}
+
+// hopper.cuh's tma_load_4d with an L2 cache policy.
+__device__ __forceinline__ void tma_load_4d_hint(void* dst, const TensorMap* map, uint64_t* bar, int c0, int c1,
+                                                 int c2, int c3, uint64_t policy) {
+    asm volatile(
+        "cp.async.bulk.tensor.4d.shared::cluster.global.tile.mbarrier::complete_tx::bytes.L2::cache_hint [%0], [%1, "
+        "{%3, %4, %5, %6}], [%2], %7;" ::"r"(smem_addr(dst)),
+        "l"(reinterpret_cast<uint64_t>(map)), "r"(smem_addr(bar)), "r"(c0), "r"(c1), "r"(c2), "r"(c3), "l"(policy)
+        : "memory");
+}
+
+// The raster over the live M-blocks of one GEMM launch (every thread computes the same).
+struct MoeRaster {
+    const int* block_expert;
+    int m_blocks, n_tiles, group_m, tiles;
+
+    __device__ __forceinline__ MoeRaster(const int* block_expert_, int m_blocks_, int n_tiles_, int experts)
+        : block_expert(block_expert_), m_blocks(m_blocks_), n_tiles(n_tiles_) {
+        group_m = max(1, min(MOE_GROUP_M_MAX, m_blocks / max(experts, 1)));
+        tiles = m_blocks * n_tiles;
+    }
+};
+
+// One output tile: its M-block, n-tile and expert (< 0: no expert, nothing to do).
+struct MoeTile {
+    int m_block, n_block, expert;
+};
+
+__device__ __forceinline__ MoeTile moe_tile(const MoeRaster& r, int linear) {
+    const int group_first = linear / (r.group_m * r.n_tiles) * r.group_m;
+    const int group_rows = min(r.group_m, r.m_blocks - group_first);
+    const int in_group = linear - group_first * r.n_tiles;
+    MoeTile tile;
+    tile.m_block = group_first + in_group % group_rows;
+    tile.n_block = in_group / group_rows;
+    tile.expert = r.block_expert[tile.m_block];
+    return tile;
+}
+
+// Whether the tile's expert has another M-block beside this one (its weight tile is read
+// again by that block's CTA): the weight policy's choice.
+__device__ __forceinline__ bool moe_expert_has_other_blocks(const MoeRaster& r, const MoeTile& t) {
+    return (t.m_block > 0 && r.block_expert[t.m_block - 1] == t.expert) ||
+           (t.m_block + 1 < r.m_blocks && r.block_expert[t.m_block + 1] == t.expert);
+}
+
+// The producer's next tile: a global claim (the counter starts at 0, so claims begin right
+// after the grid's first tiles).
+__device__ __forceinline__ int moe_claim_tile(int* counter) {
+    return static_cast<int>(gridDim.x) + atomicAdd(counter, 1);
+}
+
+// Producer thread -> consumer warps: the j-th tile id of this CTA.
+struct MoeTileMailbox {
+    uint64_t full[2], empty[2];
+    int linear[2];
+
+    // Thread 0, before the ring's barrier-init fence and the __syncthreads after it.
+    __device__ __forceinline__ void init(int consumer_warps) {
+        for (int s = 0; s < 2; ++s) {
+            mbar_init(&full[s], 1);
+            mbar_init(&empty[s], consumer_warps);
+        }
+    }
+
+    __device__ __forceinline__ void put(int j, int value) {
+        const int s = j & 1;
+        mbar_wait(&empty[s], ((j >> 1) & 1) ^ 1);
+        *reinterpret_cast<volatile int*>(&linear[s]) = value;
+        mbar_arrive(&full[s]);
+    }
+
+    // Every thread of each consumer warp; lane 0 frees the slot once the warp has read it.
+    __device__ __forceinline__ int get(int j) {
+        const int s = j & 1;
+        mbar_wait(&full[s], (j >> 1) & 1);
+        const int value = *reinterpret_cast<volatile int*>(&linear[s]);
+        __syncwarp();
+        if (threadIdx.x % 32 == 0) mbar_arrive(&empty[s]);
+        return value;
+    }
+};
+
+// ---- CTA pairs (2-CTA clusters): one expert weight tile multicast to two M-blocks ----
+//
+// A bf16 128 x 256 tile reads 48 KiB from L2 per 4.2 MFLOP (85 FLOP/B); at the ~6.5-7.8 TB/s
+// the H200's L2 delivered to our GEMMs (docs/perf.md) that caps them at 550-670 TFLOP/s, which
+// is where the compute-bound MoE rows sit. A pair of CTAs on M-blocks m and m + 1 of the same
+// expert and the same n-tile needs the weight tile once: each CTA loads one of its two 128-row
+// boxes and multicasts it to both, so a CTA reads 32 KiB per stage (128 FLOP/B). With one
+// M-block per expert (DeepSeek-V3 at 4096 tokens, DRAM-bound) the pair takes two n-tiles of
+// one M-block instead and multicasts the A rows: the two readers of each A tile then run in
+// lockstep, where claiming alone left ~20% of the A reads missing L2 (ncu, MoE v3). Each
+// stage's empty barrier counts both CTAs' consumer warps, so neither producer refills a stage
+// its peer still reads. Pairs whose M-blocks belong to different experts load their own
+// tiles (same barriers, no multicast).
+
+__device__ __forceinline__ uint32_t cluster_ctarank() {
+    uint32_t r;
+    asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(r));
+    return r;
+}
+
+// The shared::cluster address of `p` (this CTA's shared memory) in CTA `rank` of the cluster.
+__device__ __forceinline__ uint32_t cluster_map(const void* p, uint32_t rank) {
+    uint32_t out;
+    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(out) : "r"(smem_addr(p)), "r"(rank));
+    return out;
+}
+
+// An arrival on a barrier of another CTA of the cluster, with release at cluster scope: for
+// the link below, whose data a plain store wrote to the peer (compiles to a GPU-scope fence,
+// so once per tile only).
+__device__ __forceinline__ void mbar_arrive_cluster(uint32_t cluster_addr) {
+    asm volatile("mbarrier.arrive.release.cluster.shared::cluster.b64 _, [%0];" ::"r"(cluster_addr) : "memory");
+}
+
+// The same arrival with the default (CTA-scope) semantics, as CUTLASS's ClusterBarrier::arrive
+// does for consumer releases: what it orders is this thread's completed wgmma reads of its own
+// shared memory before the peer's TMA refills it, which needs no fence. The release.cluster
+// form costs a MEMBAR.ALL.GPU per stage per warp (seen in the SASS).
+__device__ __forceinline__ void mbar_arrive_remote(uint32_t cluster_addr) {
+    asm volatile("mbarrier.arrive.shared::cluster.b64 _, [%0];" ::"r"(cluster_addr) : "memory");
+}
+
+// mbar_wait with cluster-scope acquire: for data a peer CTA stored before its arrive.
+__device__ __forceinline__ void mbar_wait_cluster(uint64_t* bar, uint32_t parity) {
+    const uint32_t addr = smem_addr(bar);
+    uint32_t done = 0;
+    while (!done) {
+        asm volatile(
+            "{\n.reg .pred p;\n"
+            "mbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 p, [%1], %2;\n"
+            "selp.u32 %0, 1, 0, p;\n}\n"
+            : "=r"(done)
+            : "r"(addr), "r"(parity)
+            : "memory");
+    }
+}
+
+// Every non-exited thread of the cluster (barrier inits visible to the peer; no CTA leaves
+// while its peer may still arrive on its barriers or multicast into it).
+__device__ __forceinline__ void cluster_sync() {
+    asm volatile("barrier.cluster.arrive.release;\nbarrier.cluster.wait.acquire;" ::: "memory");
+}
+
+// tma_load_4d_hint, the box written at the same offset of every CTA in `mask` and completing
+// bytes on each one's barrier at `bar`'s offset.
+__device__ __forceinline__ void tma_load_4d_multicast(void* dst, const TensorMap* map, uint64_t* bar, int c0, int c1,
+                                                      int c2, int c3, uint16_t mask, uint64_t policy) {
+    asm volatile(
+        "cp.async.bulk.tensor.4d.shared::cluster.global.tile.mbarrier::complete_tx::bytes.multicast::cluster.L2::"
+        "cache_hint [%0], [%1, {%3, %4, %5, %6}], [%2], %7, %8;" ::"r"(smem_addr(dst)),
+        "l"(reinterpret_cast<uint64_t>(map)), "r"(smem_addr(bar)), "r"(c0), "r"(c1), "r"(c2), "r"(c3), "h"(mask),
+        "l"(policy)
+        : "memory");
+}
+
+// hopper.cuh's tma_load_2d, multicast as tma_load_4d_multicast.
+__device__ __forceinline__ void tma_load_2d_multicast(void* dst, const TensorMap* map, uint64_t* bar, int c0, int c1,
+                                                      uint16_t mask) {
+    asm volatile(
+        "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes.multicast::cluster [%0], "
+        "[%1, {%3, %4}], [%2], %5;" ::"r"(smem_addr(dst)),
+        "l"(reinterpret_cast<uint64_t>(map)), "r"(smem_addr(bar)), "r"(c0), "r"(c1), "h"(mask)
+        : "memory");
+}
+
+// Rank 0's producer claims the pair's tiles and sends each id to rank 1's producer: a
+// two-slot buffer in rank 1's shared memory, its full barriers there, the empty ones in rank
+// 0 (both CTAs hold the struct at the same offset).
+struct MoePairLink {
+    uint64_t full[2], empty[2];
+    int linear[2];
+
+    __device__ __forceinline__ void init() {
+        for (int s = 0; s < 2; ++s) {
+            mbar_init(&full[s], 1);
+            mbar_init(&empty[s], 1);
+        }
+    }
+
+    __device__ __forceinline__ void send(int j, int value) {
+        const int s = j & 1;
+        mbar_wait(&empty[s], ((j >> 1) & 1) ^ 1);
+        asm volatile("st.shared::cluster.u32 [%0], %1;" ::"r"(cluster_map(&linear[s], 1)), "r"(value) : "memory");
+        mbar_arrive_cluster(cluster_map(&full[s], 1));
+    }
+
+    __device__ __forceinline__ int receive(int j) {
+        const int s = j & 1;
+        mbar_wait_cluster(&full[s], (j >> 1) & 1);
+        const int value = *reinterpret_cast<volatile int*>(&linear[s]);
+        mbar_arrive_cluster(cluster_map(&empty[s], 0));
+        return value;
+    }
+};
+
+}  // namespace hopper
