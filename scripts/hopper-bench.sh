@@ -28,7 +28,7 @@ if [ "$mode" != bench ]; then
     step "check_${b}_d256" $bin kernel check $d256 --op attention --bsz 3 --seq 257 --attention $b
     step "check_${b}_mla"  $bin kernel check --model deepseek --op mla_prefill_attention --bsz 2 --seq 203 --attention $b
     step "check_${b}_grok_softcap" $bin kernel check --model grok --op attention --bsz 2 --seq 190 --attention $b
-    step "check_${b}_qwen_gqa" $bin kernel check --model qwen --op attention --bsz 1 --seq 517 --attention $b
+    step "check_${b}_qwen_gqa" $bin kernel check --model qwen --op attention --bsz 1 --seq 481 --attention $b
     step "check_${b}_sigma_v1_diffqkv" $bin kernel check --model sigma_v1 --op attention --bsz 2 --seq 129 --attention $b
   done
   step check_fa3_d128_one_token $bin kernel check $d128 --op attention --bsz 3 --seq 1
@@ -80,7 +80,7 @@ fi
 mla_dec="--model deepseek --op mla_decode_attention --phase decode"
 if [ "$mode" != bench ]; then
   for dep in tp1 tp8; do
-    for bs in "1 37" "3 1000" "17 4097" "1 4097" "3 63" "64 200"; do
+    for bs in "1 37" "3 1000" "5 2049" "1 4097" "3 63" "64 200"; do
       read -r bsz seq <<<"$bs"
       step "check_mla_decode_${dep}_b${bsz}_s${seq}" $bin kernel check $mla_dec --deploy $dep --bsz $bsz --seq $seq
     done

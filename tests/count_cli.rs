@@ -168,3 +168,15 @@ fn count_check_and_kernel_print_the_same_notes_once() {
     let (_, _, err) = fwdbench(&["kernel", "check", "--model", "qwen", "--mconf", "2l"]);
     assert_eq!(err.matches("note: `kernel` does not use conf keys cuda_graph_max_bs").count(), 1, "{err}");
 }
+
+#[test]
+fn a_kernel_check_too_large_for_the_cpu_reference_fails_instead_of_passing() {
+    // 517 tokens through DeepSeek's experts cost the CPU reference ~364 GFLOP: refused, on any
+    // machine, before a GPU is opened; the narrower shape gets past that point.
+    let ds16 =
+        ["kernel", "check", "--op", "moe", "--model", "deepseek", "--mconf", "2l", "--set", "n_routed_experts=16"];
+    let (ok, _, err) = fwdbench(&[&ds16[..], &["--tokens", "517"]].concat());
+    assert!(!ok && err.contains("the CPU reference would not run") && err.contains("--set hidden_size=64"), "{err}");
+    let (_, _, err) = fwdbench(&[&ds16[..], &["--set", "hidden_size=128", "--tokens", "301"]].concat());
+    assert!(!err.contains("the CPU reference would not run"), "{err}");
+}

@@ -175,6 +175,15 @@ pub fn kernel(args: KernelArgs) -> anyhow::Result<()> {
         KernelCommand::Check(a) if a.op.op.is_none() => check_model(&a.op),
         KernelCommand::Check(a) => {
             let (mut case, choice) = op_case(&a.op)?;
+            // A check that compares nothing must not pass: refuse before touching the GPU.
+            if let Some(why) = case.cpu_check_skip() {
+                bail!(
+                    "{}: the CPU reference would not run ({why}), so there is nothing to check at this size; \
+                     shrink the shape (--tokens, --bsz/--seq, or narrower dims with --set, e.g. --set hidden_size=64) \
+                     or time it with `fwdbench kernel bench --no-check`",
+                    case.case
+                );
+            }
             case.case = format!("{}{}", case.case, fp8_gemm_note(&case, choice));
             let opts = KernelOptions { warmup: 0, iters: 0, flush: false, seed: a.op.seed, check: true };
             let row = run_on_gpu(choice, &case, &opts)?;
