@@ -121,14 +121,15 @@ if [ "$mode" != check ]; then
   # torch._scaled_mm block128 and rowwise) and the grouped experts (moe_fp8.cu; peers
   # torch._scaled_grouped_mm), Qwen3-235B's experts too (against the bf16 rows above).
   fp8_bench="$bin kernel bench --no-check --csv $csv --mconf full --quant fp8 --tokens 4096"
-  for site in attn.qkv_a attn.q_b attn.kv_b attn.o_proj moe.shared.gate_up moe.shared.down; do
+  # FP8_DENSE=0 leaves the dense sites out (a short call that times the grouped GEMMs only).
+  [ "${FP8_DENSE:-1}" = 1 ] && for site in attn.qkv_a attn.q_b attn.kv_b attn.o_proj moe.shared.gate_up moe.shared.down; do
     step "bench_fp8_deepseek_${site}_t4096" $fp8_bench --model deepseek --op $site
   done
-  step bench_fp8_deepseek_mlp.gate_up_t4096 $fp8_bench --model deepseek --op mlp.gate_up --layer 0
-  step bench_fp8_deepseek_mlp.down_t4096 $fp8_bench --model deepseek --op mlp.down --layer 0
+  [ "${FP8_DENSE:-1}" = 1 ] && step bench_fp8_deepseek_mlp.gate_up_t4096 $fp8_bench --model deepseek --op mlp.gate_up --layer 0
+  [ "${FP8_DENSE:-1}" = 1 ] && step bench_fp8_deepseek_mlp.down_t4096 $fp8_bench --model deepseek --op mlp.down --layer 0
   # Our gemm_fp8.cu (--gemm tma) on three of the sites, beside cuBLASLt's block-scaled
   # matmul (the default above), so the choice of default stays measured.
-  for site in attn.o_proj mlp.gate_up mlp.down; do
+  [ "${FP8_DENSE:-1}" = 1 ] && for site in attn.o_proj mlp.gate_up mlp.down; do
     step "bench_fp8_wgmma_deepseek_${site}_t4096" $fp8_bench --model deepseek --op $site --layer 0 --gemm tma
   done
   step bench_fp8_moe_deepseek_t4096 $fp8_bench --model deepseek --op moe --routing balanced
