@@ -73,9 +73,9 @@ if [ "$mode" != bench ]; then
   step check_fa3_sq16_d64 $bin kernel check $d64 --op attention --bsz 2 --seq 16
 fi
 
-# MLA decode v2-v4 (kernels/mla_decode_wgmma.cu, the fa3 backend's): odd contexts (the step sees
-# seq + 1 keys) and batches at 128 heads (tp1) and 16 (the tp8 shard; b64 there runs the 2-CTA
-# cluster kernel), 64 (tp2) once, the fa2 kernel once, then b64 ctx4096 at both, into the CSV
+# MLA decode (kernels/mla_decode_wgmma.cu, the fa3 backend's): odd contexts (the step sees
+# seq + 1 keys) and batches at 128 heads (tp1) and 16 (the tp8 shard), 64 (tp2) once, the fa2
+# kernel once, then b64 ctx4096 at both, into the CSV
 # the peers step reads (bmm absorbed peer).
 mla_dec="--model deepseek --op mla_decode_attention --phase decode"
 if [ "$mode" != bench ]; then

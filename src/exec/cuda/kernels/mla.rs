@@ -379,14 +379,11 @@ pub fn prepare(cx: &mut Prep, op: &Op) -> anyhow::Result<Vec<Call>> {
                 scratch: cx.scratch,
                 num_splits: splits,
             };
-            let (decode, merged) = if wgmma {
+            let decode = if wgmma {
                 mla_wgmma_call(&p)?
             } else {
-                (kernel(variant.kernel, mla_decode_launch(&variant, rows, *heads as i32, splits), p), false)
+                kernel(variant.kernel, mla_decode_launch(&variant, rows, *heads as i32, splits), p)
             };
-            if merged {
-                return Ok(vec![decode]);
-            }
             let p = MlaCombineParams {
                 scratch: cx.scratch,
                 o: cx.ptr(*out),
