@@ -61,7 +61,7 @@ fn a_named_op_reaches_the_gpu_step_only_when_it_exists() {
         "kernel check --model deepseek --mconf 2l --op mla_decode_attention --phase decode --bsz 3 --seq 29",
         "kernel bench --model deepseek --mconf full --op moe --tokens 4096 --deploy tp8ep8",
         "kernel bench --op linear --m 3 --n 40 --k 24",
-        "kernel check --model qwen --op attn.qkv --layer 1",
+        "kernel check --model qwen --op attn.qkv --layer 1 --bsz 1 --seq 16",
     ] {
         let (ok, _, err) = fwdbench(args);
         let no_gpu = err.contains("no CUDA driver") || err.contains("cannot open GPU");
