@@ -116,16 +116,15 @@ pub fn prepare(cx: &mut Prep, op: &Op) -> anyhow::Result<Vec<Call>> {
     let n_new = plan.shape.new_tokens_per_seq() as i32;
     let past = plan.shape.past() as i32;
     let rows = cx.rows(*q);
-    let mut calls = Vec::new();
     let (kw, vw) = (info.k_elems_per_token() as i32, info.v_elems_per_token() as i32);
     let softcap = softcap.unwrap_or(0.0);
     let fa3 = cx.gpu.kernel_choice().attention == AttentionBackend::Fa3;
     if let Some(pr) = tma_problem(plan, op, cx.sm_count()).filter(|_| fa3) {
         let pr =
             DecodeTmaProblem { q: cx.ptr(*q), o: cx.ptr(*out), k_cache: kc, v_cache: vc, scratch: cx.scratch, ..pr };
-        calls.extend(decode_tma_calls(&pr)?);
-        return Ok(calls);
+        return decode_tma_calls(&pr);
     }
+    let mut calls = Vec::new();
     match plan.shape.phase {
         Phase::Prefill if fa3 => {
             let (batch, ld_q) = (plan.local_batch, cx.ld(*q) as usize);
