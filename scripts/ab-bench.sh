@@ -4,7 +4,8 @@
 # drift over the call hits both alike. Prints each run's median ms and the NEW/BASE speed ratio.
 #   BASE=.device/fwdbench_base NEW=.device/fwdbench [BASE_ENV="K=V ..."] [NEW_ENV="K=V ..."] \
 #     scripts/ab-bench.sh [prefill] [decode] [mla] [moe] [fp8]      (default: prefill)
-# BASE_ENV / NEW_ENV are set for that side's runs only (A/B of an env knob on one build).
+# BASE_ENV / NEW_ENV are set for that side's runs only (A/B of an env knob on one build);
+# ONLY (a regex) keeps the rows whose name matches.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export NCCL_NVLS_ENABLE=0
@@ -54,6 +55,7 @@ for s in "${@:-prefill}"; do
   [ -n "${sets[$s]:-}" ] || { echo "ab-bench: unknown set '$s' (prefill decode mla moe fp8)" >&2; exit 2; }
   while IFS= read -r r; do
     name=${r%%|*} args=${r#*|}
+    [[ $name =~ ${ONLY:-.} ]] || continue
     # shellcheck disable=SC2086
     ms=("$(run_one "${BASE_ENV:-}" "$base" $args)" "$(run_one "${NEW_ENV:-}" "$new" $args)"
         "$(run_one "${BASE_ENV:-}" "$base" $args)" "$(run_one "${NEW_ENV:-}" "$new" $args)")
