@@ -53,7 +53,7 @@ namespace {
 constexpr int SLAB = 64;   // rows of one CTA tile: one m64 wgmma slab
 constexpr int BK = 128;    // bytes of e4m3 per stage: one 128-byte swizzle row
 constexpr int WN = 128;    // weight rows of one half: one scale block
-constexpr int BOX = 64;    // weight rows per TMA box
+constexpr int BOX = 64;    // weight rows per 8 KiB of a stage (the B stage's unit of layout)
 constexpr int CONSUMER_WARPS = 8;
 
 __device__ __forceinline__ float group_scale(float amax) {
@@ -252,15 +252,20 @@ __device__ __forceinline__ void moe_fp8(const MoeFp8Params& p) {
                     } else {
                         tma_load_2d(ring.a + s * A_STAGE, &p.a, &ring.full[s], kb * BK, r_first);
                     }
+                    // B: one box per consumer unit (v5; v3 took four boxes of 64 rows): gate/up
+                    // 128 gate rows and the same up rows as one 128 x 2 box of the (k, I, 2, E)
+                    // map, down 256 rows of W2 (moe_fp8.rs, b_box). The box lands as [half][row][k],
+                    // the layout consume_fp8 reads. Each TMA box of 128-byte rows costs the SM's
+                    // copy engine time on top of its bytes (docs/perf.md, FP8 MoE v5).
 #pragma unroll
-                    for (int q = 0; q < 4 * NPARTS; ++q) {
-                        const int unit = unit_first + q / 4, box = q % 4;
-                        const int row = GATE_UP ? unit * WN + (box % 2) * BOX : unit * 2 * WN + box * BOX;
-                        const int half = GATE_UP ? box / 2 : 0;
-                        bf16* dst = ring.b + s * B_STAGE + q * BOX * BK / 2;
+                    for (int q = 0; q < NPARTS; ++q) {
+                        const int unit = unit_first + q;
+                        const int row = GATE_UP ? unit * WN : unit * 2 * WN;
+                        const int half = 0;
+                        bf16* dst = ring.b + s * B_STAGE + q * 4 * BOX * BK / 2;
                         if (PAIR && w.share_b) {
-                            // Boxes 2r and 2r + 1 come from rank r, into both CTAs.
-                            if (q / 2 == rank)
+                            // The unit's box comes from rank 0 into both CTAs.
+                            if (rank == 0)
                                 tma_load_4d_multicast(dst, &p.b, &ring.full[s], kb * BK, row, half, w.expert, 0x3,
                                                       weights_policy);
                         } else {

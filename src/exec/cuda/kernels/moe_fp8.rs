@@ -38,8 +38,20 @@ pub const MOE_FP8_STAGES_M128: i32 = 4;
 pub const MOE_FP8_STAGES_M64: i32 = 3;
 /// Rows of one CTA tile (one m64 wgmma slab).
 const SLAB: usize = 64;
-/// Weight rows per TMA box (four per stage).
-const BOX_ROWS: u32 = 64;
+/// Weight rows of one consumer unit: two 128-row halves (gate and up, or 256 rows of W2).
+const UNIT_ROWS: u32 = 256;
+
+/// (rows, halves) of the one weight box per consumer unit and stage (kernels/moe_fp8.cu, v5):
+/// gate/up 128 channel rows of both halves (gate and up), down 256 rows of W2. v3 loaded the
+/// unit as four boxes of 64 rows, five TMA boxes per stage where the dense FP8 GEMM's stage
+/// takes two (docs/perf.md, FP8 MoE v5).
+pub const fn b_box(gate_up: bool) -> (u32, u32) {
+    if gate_up {
+        (UNIT_ROWS / 2, 2)
+    } else {
+        (UNIT_ROWS, 1)
+    }
+}
 
 /// Tensor maps first (128-byte aligned, as in C).
 #[repr(C)]
@@ -289,10 +301,11 @@ impl MoeFp8Pipeline {
             strides: vec![k64, n64 * k64, h64 * n64 * k64],
         };
         let gate_up = halves == 2;
+        let (box_rows, box_halves) = b_box(gate_up);
         Ok(MoeFp8Params {
             // Pairs load A as two 64-row boxes (one of them multicast when the pair shares it).
             a: matrix_u8(a, s, k, k, if pairs { SLAB as u32 } else { self.block_m as u32 })?,
-            b: encode_u8(&layout, &[BOX_INNER_U8, BOX_ROWS, 1, 1])?,
+            b: encode_u8(&layout, &[BOX_INNER_U8, box_rows, box_halves, 1])?,
             sa: a + Fp8Layout::new(1, s, k).scale_offset() as u64,
             sw: w + wl.scale_offset() as u64,
             block_expert: self.block_expert,
@@ -467,6 +480,17 @@ mod tests {
         assert_eq!(gemm_launch(128, 3, 1, 133, true).grid_dim, (4, 1, 1));
         assert_eq!(gemm_entry(true, 128, true), ("moe_fp8", "moe_fp8_gate_up_m128_pair"));
         assert_eq!(gemm_entry(false, 128, true), ("moe_fp8", "moe_fp8_down_m128_pair"));
+    }
+
+    #[test]
+    fn one_weight_box_is_one_consumer_unit() {
+        // 256 rows of 128 bytes (32 KiB), within TMA's 256-per-dimension limit; the down
+        // GEMM's map has one half.
+        for gate_up in [true, false] {
+            let (rows, halves) = b_box(gate_up);
+            assert_eq!(rows * halves, UNIT_ROWS);
+            assert!(rows <= 256 && (gate_up || halves == 1));
+        }
     }
 
     #[test]
