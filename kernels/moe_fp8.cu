@@ -24,13 +24,18 @@
 // m64n128k32, one per 128-row weight half, each into a fresh accumulator promoted as
 // acc * sa[kb, row] * sw[e, rb, kb] into its fp32 total (fp8_block.cuh, shared with
 // kernels/gemm_fp8.cu). A slab of padding only is skipped (a whole tile outright, the second
-// slab of a 128-row tile by its consumer). B stages are TMA boxes of 64 weight rows from a 4-D
-// map (k, rows per half, halves, experts):
+// slab of a 128-row tile by its consumer). B stages hold one TMA box per consumer unit (v5)
+// from a 4-D map (k, rows per half, halves, experts):
 //   gate/up: a consumer's halves are gate rows c0 .. c0 + 128 and the same up rows, so each
 //            thread holds gate and up of the same channels (total[i] and total[64 + i]); the
 //            128 channels are one weight scale block of each half and one activation
 //            quantization group of h, whose amax reduces over the four lanes of a quad.
 //   down:    a consumer's halves are rows n0 .. n0 + 256 of W2, two weight scale blocks.
+// v5 (session 9): that box is the whole unit (gate/up 128 rows x both halves, down 256 rows),
+// 2 boxes per stage at block_m 128 where v3 took 5 (four of 64 weight rows): +1% Qwen3-235B,
+// +3% DeepSeek-V3 at 4096 tokens (docs/perf.md, FP8 MoE v5). Measured and kept off (v4): CTA
+// pairs (PAIR below, FWDBENCH_MOE_FP8_PAIRS=1: -2% to -6%) and consumer turns (fp8_block.cuh
+// Fp8Turns, FWDBENCH_MOE_FP8_ORDER=1: -1% to -2%).
 // v3: persistent, as moe_wgmma.cu (kernels/moe_sched.cuh): one CTA per SM claims tiles from a
 // counter in raster order (groups of M-blocks per expert across all n-tiles), the ring's stage
 // counter carried across tiles so tile i+1's loads run under tile i's epilogue; weights of an
@@ -129,9 +134,8 @@ extern "C" __global__ void __launch_bounds__(MOE_FP8_PERMUTE_THREADS) moe_fp8_qu
 // PAIR (block_m 128 only, FWDBENCH_MOE_FP8_PAIRS): 2-CTA clusters on a unit of two tiles that
 // share an operand, multicast to both CTAs, as moe_wgmma.cu's v3b (moe_sched.cuh, "CTA
 // pairs"). With two or more M-blocks per local expert (Qwen3-235B at 4096 tokens) the unit is
-// M-blocks 2u and 2u + 1 at one n-tile: one weight tile, each CTA loading two of its four
-// 64-row boxes and multicasting them (L2 -> SM bytes per CTA and K block 48 -> 32 KiB: 170 ->
-// 256 FLOP/B); units whose two blocks belong to different experts load their own. Otherwise
+// M-blocks 2u and 2u + 1 at one n-tile: one weight tile, rank 0 loading the unit's box and
+// multicasting it (L2 -> SM bytes per CTA and K block 48 -> 32 KiB: 170 -> 256 FLOP/B); units whose two blocks belong to different experts load their own. Otherwise
 // (DeepSeek-V3 at 4096: one M-block per expert) it is one M-block at n-tiles 2v and 2v + 1:
 // one A tile, each CTA loading and multicasting 64 of its 128 rows (48 -> 40 KiB), and the
 // A tile's two readers run in lockstep. The raster runs over units; every CTA of a pair loads

@@ -57,10 +57,11 @@ pub const fn b_box(gate_up: bool) -> (u32, u32) {
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct MoeFp8Params {
-    /// Sorted A codes `[rows, k]`, boxes of 128 bytes x 64 rows.
+    /// Sorted A codes `[rows, k]`, boxes of 128 bytes x `block_m` rows (64 for pairs).
     pub a: TensorMap,
-    /// Expert weight codes as `(k, rows per half, halves, experts)` bytes, boxes of 128 x 64 x
-    /// 1 x 1: W13 is `(H, I, 2, E)`, W2 `(I, H, 1, E)`.
+    /// Expert weight codes as `(k, rows per half, halves, experts)` bytes, one box per consumer
+    /// unit ([`b_box`]): W13 is `(H, I, 2, E)` with boxes 128 x 128 x 2 x 1, W2 `(I, H, 1, E)`
+    /// with 128 x 256 x 1 x 1.
     pub b: TensorMap,
     /// `[k / 128, rows]` A group scales.
     pub sa: ConstF32Ptr,
