@@ -20,6 +20,39 @@
 
 namespace hopper {
 
+// Two consumer warpgroups taking turns on the tensor cores (FWDBENCH_MOE_FP8_ORDER=1): consumer
+// 0 issues its wgmma group g only after consumer 1 issued g - 1, consumer 1 its group g only
+// after consumer 0 issued g (named barriers 1 and 2 over both warpgroups, arrive / sync). Both
+// wait for their own group before promoting it, and both are released by the same stage, so
+// without an order they issue together, their groups share the tensor cores and complete
+// together, and both promote (64 FFMA per thread per half) while the tensor cores idle. Taking
+// turns queues one group behind the other: one consumer's promotion runs under the other's
+// group (DeepGEMM gets the same from its SASS post-pass, hopper-kernels.md §4). A consumer
+// that skips a tile's math (a drained slab) still takes its turns, two per K block, so both
+// count the same groups; `finish` takes consumer 1's last arrival before the kernel ends.
+struct Fp8Turns {
+    int consumer;  // 0 or 1; -1: no order
+    int issued = 0;
+
+    __device__ __forceinline__ void before() const {
+        if (consumer == 0 && issued > 0) named_sync(2, 256);
+        else if (consumer == 1) named_sync(1, 256);
+    }
+    __device__ __forceinline__ void after() {
+        if (consumer < 0) return;
+        ++issued;
+        named_arrive(consumer == 0 ? 1 : 2, 256);
+    }
+    // One group's turn without math (a drained stage, per half).
+    __device__ __forceinline__ void skip() {
+        before();
+        after();
+    }
+    __device__ __forceinline__ void finish() const {
+        if (consumer == 0 && issued > 0) named_sync(2, 256);
+    }
+};
+
 // Scales of one K block for one thread: its two accumulator rows (16 warp + lane/4 + 8i) and
 // the weight blocks of its two 128-row halves (w1 unused with one half).
 struct Fp8Scales {
@@ -30,15 +63,17 @@ struct Fp8Scales {
 // `ring` (A at a_offset, B half h at b_offset + h * 128 rows into each stage, in the ring's
 // bf16-sized elements; both K-major, 128-byte rows). `scales(kb)` returns block kb's
 // Fp8Scales. total[64 h + 4j + 2i + c]: row i, column 128 h + 8j + 2(lane%4) + c.
+// `release(s)` frees stage s once its last wgmma has completed (every thread of the warp
+// calls it; lane 0 arrives: on this CTA's empty barrier, and for a CTA pair on the peer's too).
+// `turns` orders the wgmma issue of the CTA's two consumers (Fp8Turns; consumer -1: none).
 // `first` is the ring position of block 0 (a persistent kernel's running stage counter;
 // block kb lives in stage (first + kb) % STAGES, phase ((first + kb) / STAGES) & 1).
-template <int HALVES, int STAGES, int A_STAGE, int B_STAGE, class ScalesOf>
+template <int HALVES, int STAGES, int A_STAGE, int B_STAGE, class ScalesOf, class Release>
 __device__ __forceinline__ void consume_fp8(const TmaRing<STAGES, A_STAGE, B_STAGE>& ring, int a_offset, int b_offset,
                                             int k_blocks, float (&total)[HALVES * 64], ScalesOf scales,
-                                            int first = 0) {
+                                            Release release, Fp8Turns& turns, int first = 0) {
     static_assert(HALVES == 1 || HALVES == 2, "one or two 128-row weight halves");
     constexpr int HALF_ELEMS = 128 * 128 / 2;  // 128 rows of 128 bytes, in bf16-sized elements
-    const int lane = threadIdx.x % 32;
     float acc[64];
     Fp8Scales cur = scales(0);
     for (int kb = 0; kb < k_blocks; ++kb) {
@@ -49,14 +84,16 @@ __device__ __forceinline__ void consume_fp8(const TmaRing<STAGES, A_STAGE, B_STA
 #pragma unroll
         for (int h = 0; h < HALVES; ++h) {
             const uint64_t db = desc_sw128(ring.b + s * B_STAGE + b_offset + h * HALF_ELEMS, 16, 1024);
+            turns.before();
             wgmma_fence();
 #pragma unroll
             for (int kk = 0; kk < 4; ++kk) wgmma_ss_e4m3<128>(acc, da + 2 * kk, db + 2 * kk, kk > 0);
             wgmma_commit();
+            turns.after();
             wgmma_wait<0>();
             fence_regs(acc);
             // The last half's tiles are in registers: the producer refills during promotion.
-            if (h == HALVES - 1 && lane == 0) mbar_arrive(&ring.empty[s]);
+            if (h == HALVES - 1) release(s);
             const float w = h == 0 ? cur.w0 : cur.w1;
             const float s0 = cur.x0 * w, s1 = cur.x1 * w;
             // acc[4j + 2i + c]: row i (bit 1 of the index).

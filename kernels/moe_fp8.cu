@@ -24,13 +24,18 @@
 // m64n128k32, one per 128-row weight half, each into a fresh accumulator promoted as
 // acc * sa[kb, row] * sw[e, rb, kb] into its fp32 total (fp8_block.cuh, shared with
 // kernels/gemm_fp8.cu). A slab of padding only is skipped (a whole tile outright, the second
-// slab of a 128-row tile by its consumer). B stages are TMA boxes of 64 weight rows from a 4-D
-// map (k, rows per half, halves, experts):
+// slab of a 128-row tile by its consumer). B stages hold one TMA box per consumer unit (v5)
+// from a 4-D map (k, rows per half, halves, experts):
 //   gate/up: a consumer's halves are gate rows c0 .. c0 + 128 and the same up rows, so each
 //            thread holds gate and up of the same channels (total[i] and total[64 + i]); the
 //            128 channels are one weight scale block of each half and one activation
 //            quantization group of h, whose amax reduces over the four lanes of a quad.
 //   down:    a consumer's halves are rows n0 .. n0 + 256 of W2, two weight scale blocks.
+// v5 (session 9): that box is the whole unit (gate/up 128 rows x both halves, down 256 rows),
+// 2 boxes per stage at block_m 128 where v3 took 5 (four of 64 weight rows): +1% Qwen3-235B,
+// +3% DeepSeek-V3 at 4096 tokens (docs/perf.md, FP8 MoE v5). Measured and kept off (v4): CTA
+// pairs (PAIR below, FWDBENCH_MOE_FP8_PAIRS=1: -2% to -6%) and consumer turns (fp8_block.cuh
+// Fp8Turns, FWDBENCH_MOE_FP8_ORDER=1: -1% to -2%).
 // v3: persistent, as moe_wgmma.cu (kernels/moe_sched.cuh): one CTA per SM claims tiles from a
 // counter in raster order (groups of M-blocks per expert across all n-tiles), the ring's stage
 // counter carried across tiles so tile i+1's loads run under tile i's epilogue; weights of an
@@ -53,7 +58,7 @@ namespace {
 constexpr int SLAB = 64;   // rows of one CTA tile: one m64 wgmma slab
 constexpr int BK = 128;    // bytes of e4m3 per stage: one 128-byte swizzle row
 constexpr int WN = 128;    // weight rows of one half: one scale block
-constexpr int BOX = 64;    // weight rows per TMA box
+constexpr int BOX = 64;    // weight rows per 8 KiB of a stage (the B stage's unit of layout)
 constexpr int CONSUMER_WARPS = 8;
 
 __device__ __forceinline__ float group_scale(float amax) {
@@ -125,33 +130,80 @@ extern "C" __global__ void __launch_bounds__(MOE_FP8_PERMUTE_THREADS) moe_fp8_qu
 //   SLABS 2 (block_m 128): the consumers stack along M on one M-block and share its 256
 //            weight rows, so an expert's weight tile is read from L2 once per M-block;
 //   SLABS 1 (block_m 64): the consumers sit side by side along N on one 64-row block.
+//
+// PAIR (block_m 128 only, FWDBENCH_MOE_FP8_PAIRS): 2-CTA clusters on a unit of two tiles that
+// share an operand, multicast to both CTAs, as moe_wgmma.cu's v3b (moe_sched.cuh, "CTA
+// pairs"). With two or more M-blocks per local expert (Qwen3-235B at 4096 tokens) the unit is
+// M-blocks 2u and 2u + 1 at one n-tile: one weight tile, rank 0 loading the unit's box and
+// multicasting it (L2 -> SM bytes per CTA and K block 48 -> 32 KiB: 170 -> 256 FLOP/B); units whose two blocks belong to different experts load their own. Otherwise
+// (DeepSeek-V3 at 4096: one M-block per expert) it is one M-block at n-tiles 2v and 2v + 1:
+// one A tile, each CTA loading and multicasting 64 of its 128 rows (48 -> 40 KiB), and the
+// A tile's two readers run in lockstep. The raster runs over units; every CTA of a pair loads
+// and drains every stage of every unit (the peer counts on its boxes and its arrivals).
 
-template <bool GATE_UP, int SLABS>
+template <bool GATE_UP, int SLABS, bool PAIR>
 __device__ __forceinline__ void moe_fp8(const MoeFp8Params& p) {
     constexpr int NPARTS = 2 / SLABS;  // consumers along N
     constexpr int STAGES = SLABS == 2 ? MOE_FP8_STAGES_M128 : MOE_FP8_STAGES_M64;
     constexpr int A_STAGE = SLABS * SLAB * BK / 2, B_STAGE = NPARTS * 4 * BOX * BK / 2;
+    static_assert(!PAIR || SLABS == 2, "pairs: 128-row M-blocks, A loaded as two 64-row boxes");
     using Ring = TmaRing<STAGES, A_STAGE, B_STAGE>;
     // Persistent (moe_sched.cuh): one CTA per SM claims the tiles of the live M-blocks (one
     // M-block of block_m = SLABS * 64 rows per tile) in raster order; the ring's stage
     // counter `it` runs on across tiles, so the next tile's loads run under this one's
     // epilogue (v2 launched a CTA per tile, and each exposed its fill and its epilogue).
-    const MoeRaster raster(p.block_expert, p.total_padded[0] / p.block_m, p.n_tiles, p.experts);
+    const int m_blocks = p.total_padded[0] / p.block_m;
+    const bool along_m = PAIR && m_blocks >= 2 * p.experts;
+    const MoeRaster raster(p.block_expert, along_m ? (m_blocks + 1) / 2 : m_blocks,
+                           PAIR && !along_m ? (p.n_tiles + 1) / 2 : p.n_tiles, p.experts);
     const int tiles = raster.tiles;
-    if (static_cast<int>(blockIdx.x) >= tiles) return;  // uniform over the CTA
+    if (static_cast<int>(blockIdx.x) / (PAIR ? 2 : 1) >= tiles) return;  // uniform over the cluster
+    const int rank = PAIR ? static_cast<int>(cluster_ctarank()) : 0;
 
     extern __shared__ unsigned char smem_raw[];
     __shared__ MoeTileMailbox mailbox;
-    if (threadIdx.x == 0) mailbox.init(CONSUMER_WARPS);
-    const Ring ring(smem_raw, CONSUMER_WARPS);  // thread 0 fences every barrier init
-    __syncthreads();
+    __shared__ MoePairLink link;
+    if (threadIdx.x == 0) {
+        mailbox.init(CONSUMER_WARPS);
+        if (PAIR) link.init();
+    }
+    // Pairs: each stage's empty barrier counts both CTAs' consumer warps.
+    const Ring ring(smem_raw, CONSUMER_WARPS * (PAIR ? 2 : 1));  // thread 0 fences every barrier init
+    if constexpr (PAIR) cluster_sync();
+    else __syncthreads();
     const int wg = threadIdx.x / 128, t = threadIdx.x % 128;
     const int k_blocks = p.k / BK;
-    // A tile of padding only (groups are padded at their end, so a tile starting on padding
-    // is all padding; combine never reads its rows) or without an expert is skipped by every
-    // role alike.
-    const auto live = [&](const MoeTile& tile) {
-        return tile.expert >= 0 && p.sorted_slots[tile.m_block * p.block_m] >= 0;
+
+    // This CTA's tile of a raster unit: its M-block (pairs along M: 2u + rank, which may be
+    // one past the last for an odd count), its n-tile (pairs along N: 2v + rank, possibly past
+    // N: zero-filled weights, nothing stored), its expert, and what the pair multicasts.
+    // `valid` false: nothing to compute. A tile of padding only (groups are padded at their
+    // end, so a tile starting on padding is all padding; combine never reads its rows) or
+    // without an expert is skipped by every role alike, or, in a pair, loaded and drained.
+    struct Work {
+        int m_block, n_block, expert;
+        bool valid, share_b, share_a;
+    };
+    const auto work_of = [&](const MoeTile& unit) {
+        Work w;
+        w.share_b = w.share_a = false;
+        if (along_m) {
+            const int m0 = 2 * unit.m_block;
+            const int e0 = p.block_expert[m0], e1 = m0 + 1 < m_blocks ? p.block_expert[m0 + 1] : -1;
+            w.m_block = m0 + rank;
+            w.n_block = unit.n_block;
+            w.valid = w.m_block < m_blocks && (rank ? e1 : e0) >= 0;
+            w.expert = rank && w.valid ? e1 : e0;
+            w.share_b = e0 >= 0 && e0 == e1;
+        } else {
+            w.m_block = unit.m_block;
+            w.n_block = PAIR ? 2 * unit.n_block + rank : unit.n_block;
+            w.expert = unit.expert;
+            w.valid = unit.expert >= 0;
+            w.share_a = PAIR;
+        }
+        if (w.valid && p.sorted_slots[w.m_block * p.block_m] < 0) w.valid = false;
+        return w;
     };
 
     if (wg == 0) {
@@ -160,31 +212,73 @@ __device__ __forceinline__ void moe_fp8(const MoeFp8Params& p) {
             tma_prefetch(&p.a);
             tma_prefetch(&p.b);
             const uint64_t read_once = l2_evict_first_policy(), shared = l2_evict_normal_policy();
-            int it = 0, linear = blockIdx.x;
+            // Pairs claim every unit (rank 0, then sent to rank 1), none by blockIdx: a cluster
+            // that is not co-resident at first then finds no work instead of running its first
+            // unit after everyone else.
+            int it = 0, linear = PAIR ? (rank == 0 ? atomicAdd(p.tile_counter, 1) : 0) : blockIdx.x;
             for (int j = 0;; ++j) {
+                if constexpr (PAIR) {
+                    if (rank == 0) link.send(j, linear);
+                    else linear = link.receive(j);
+                }
                 mailbox.put(j, linear);
                 if (linear >= tiles) break;
-                const int next = moe_claim_tile(p.tile_counter);  // latency hidden by the loads
-                const MoeTile tile = moe_tile(raster, linear);
+                // Claimed now, used after this tile's loads: the atomic's latency hides under them.
+                const int next =
+                    PAIR ? (rank == 0 ? atomicAdd(p.tile_counter, 1) : 0) : moe_claim_tile(p.tile_counter);
+                const Work w = work_of(moe_tile(raster, linear));
                 linear = next;
-                if (!live(tile)) continue;
-                const uint64_t weights_policy = moe_expert_has_other_blocks(raster, tile) ? shared : read_once;
+                if (!PAIR && !w.valid) continue;
+                // Past the last M-block (odd count, rank 1): reload the peer's rows.
+                const int a_block = w.m_block < m_blocks ? w.m_block : w.m_block - 1;
+                // Evict-first when no other CTA reads this weight tile later: no other M-block
+                // of the expert outside the multicast pair.
+                const int lo = w.share_b ? a_block - rank : a_block, hi = w.share_b ? lo + 1 : a_block;
+                const bool reread = (lo > 0 && p.block_expert[lo - 1] == w.expert) ||
+                                    (hi + 1 < m_blocks && p.block_expert[hi + 1] == w.expert);
+                const uint64_t weights_policy = reread ? shared : read_once;
                 // Gate/up: 128 channels per consumer (its gate rows, then the same up rows);
                 // down: 256 columns per consumer.
-                const int unit_first = tile.n_block * NPARTS, r_first = tile.m_block * p.block_m;
+                const int unit_first = w.n_block * NPARTS, r_first = a_block * p.block_m;
                 for (int kb = 0; kb < k_blocks; ++kb, ++it) {
                     const int s = ring.acquire(it);
-                    tma_load_2d(ring.a + s * A_STAGE, &p.a, &ring.full[s], kb * BK, r_first);
+                    if constexpr (PAIR) {
+                        // A as two 64-row boxes (the pair entries' A map); sharing A, box h
+                        // comes from rank h into both CTAs.
 #pragma unroll
-                    for (int q = 0; q < 4 * NPARTS; ++q) {
-                        const int unit = unit_first + q / 4, box = q % 4;
-                        const int row = GATE_UP ? unit * WN + (box % 2) * BOX : unit * 2 * WN + box * BOX;
-                        const int half = GATE_UP ? box / 2 : 0;
-                        tma_load_4d_hint(ring.b + s * B_STAGE + q * BOX * BK / 2, &p.b, &ring.full[s], kb * BK, row,
-                                         half, tile.expert, weights_policy);
+                        for (int h = 0; h < 2; ++h) {
+                            bf16* dst = ring.a + s * A_STAGE + h * SLAB * BK / 2;
+                            if (!w.share_a)
+                                tma_load_2d(dst, &p.a, &ring.full[s], kb * BK, r_first + h * SLAB);
+                            else if (h == rank)
+                                tma_load_2d_multicast(dst, &p.a, &ring.full[s], kb * BK, r_first + h * SLAB, 0x3);
+                        }
+                    } else {
+                        tma_load_2d(ring.a + s * A_STAGE, &p.a, &ring.full[s], kb * BK, r_first);
+                    }
+                    // B: one box per consumer unit (v5; v3 took four boxes of 64 rows): gate/up
+                    // 128 gate rows and the same up rows as one 128 x 2 box of the (k, I, 2, E)
+                    // map, down 256 rows of W2 (moe_fp8.rs, b_box). The box lands as [half][row][k],
+                    // the layout consume_fp8 reads. Each TMA box of 128-byte rows costs the SM's
+                    // copy engine time on top of its bytes (docs/perf.md, FP8 MoE v5).
+#pragma unroll
+                    for (int q = 0; q < NPARTS; ++q) {
+                        const int unit = unit_first + q;
+                        const int row = GATE_UP ? unit * WN : unit * 2 * WN;
+                        const int half = 0;
+                        bf16* dst = ring.b + s * B_STAGE + q * 4 * BOX * BK / 2;
+                        if (PAIR && w.share_b) {
+                            // The unit's box comes from rank 0 into both CTAs.
+                            if (rank == 0)
+                                tma_load_4d_multicast(dst, &p.b, &ring.full[s], kb * BK, row, half, w.expert, 0x3,
+                                                      weights_policy);
+                        } else {
+                            tma_load_4d_hint(dst, &p.b, &ring.full[s], kb * BK, row, half, w.expert, weights_policy);
+                        }
                     }
                 }
             }
+            if constexpr (PAIR) cluster_sync();
         }
         return;
     }
@@ -193,23 +287,36 @@ __device__ __forceinline__ void moe_fp8(const MoeFp8Params& p) {
     const int q = wg - 1, warp = t / 32, lane = t % 32;
     const int slab = SLABS == 2 ? q : 0;
     const int row_in_slab = warp * 16 + lane / 4;
+    // Frees stage s: for pairs in both CTAs (the peer's producer may multicast into it).
+    const auto release = [&](int s) {
+        if (lane == 0) {
+            mbar_arrive(&ring.empty[s]);
+            if constexpr (PAIR) mbar_arrive_remote(cluster_map(&ring.empty[s], rank ^ 1));
+        }
+    };
+    // Turns (fp8_block.cuh) need both consumers on every tile: block_m 128's stacked pair.
+    Fp8Turns turns{SLABS == 2 && p.order ? q : -1};
     int it = 0;
     for (int j = 0;; ++j) {
         const int linear = mailbox.get(j);
         if (linear >= tiles) break;
-        const MoeTile tile = moe_tile(raster, linear);
-        if (!live(tile)) continue;
-        const int expert = tile.expert, r_first = tile.m_block * p.block_m;
-        const int unit = tile.n_block * NPARTS + (SLABS == 2 ? 0 : q);
+        const Work w = work_of(moe_tile(raster, linear));
+        if (!PAIR && !w.valid) continue;
+        const int expert = w.expert, r_first = w.m_block * p.block_m;
+        const int unit = w.n_block * NPARTS + (SLABS == 2 ? 0 : q);
         const int slab_first = r_first + slab * SLAB;
-        // A consumer whose columns lie past the output, or whose slab is padding only (the
-        // last slab of an expert's M-block), only frees the stages.
+        // A consumer with nothing to compute (a pair's CTA without a tile), whose columns lie
+        // past the output, or whose slab is padding only (the last slab of an expert's
+        // M-block) only frees the stages.
         const int col_first = GATE_UP ? unit * WN : unit * 2 * WN;
-        if (col_first >= p.n || (slab > 0 && (slab_first >= p.rows || p.sorted_slots[slab_first] < 0))) {
+        if (!w.valid || col_first >= p.n ||
+            (slab > 0 && (slab_first >= p.rows || p.sorted_slots[slab_first] < 0))) {
             for (int kb = 0; kb < k_blocks; ++kb, ++it) {
                 const int s = it % STAGES;
+                turns.skip();
                 mbar_wait(&ring.full[s], (it / STAGES) & 1);
-                if (lane == 0) mbar_arrive(&ring.empty[s]);
+                turns.skip();
+                release(s);
             }
             continue;
         }
@@ -232,7 +339,7 @@ __device__ __forceinline__ void moe_fp8(const MoeFp8Params& p) {
                 const float* sa = p.sa + static_cast<long long>(kb) * p.rows;
                 return Fp8Scales{__ldg(sa + r0), __ldg(sa + r1), __ldg(sw0 + kb), __ldg(sw1 + kb)};
             },
-            it);
+            release, turns, it);
         it += k_blocks;
 
         if constexpr (GATE_UP) {
@@ -273,13 +380,22 @@ __device__ __forceinline__ void moe_fp8(const MoeFp8Params& p) {
             }
         }
     }
+    turns.finish();
+    if constexpr (PAIR) cluster_sync();
 }
 
 #define MOE_FP8_ENTRY(name, gate_up, slabs)                                                                  \
     extern "C" __global__ void __launch_bounds__(MOE_FP8_THREADS, 1) name(const __grid_constant__ MoeFp8Params p) { \
-        moe_fp8<gate_up, slabs>(p);                                                                          \
+        moe_fp8<gate_up, slabs, false>(p);                                                                   \
+    }
+#define MOE_FP8_PAIR_ENTRY(name, gate_up)                                                                    \
+    extern "C" __global__ void __cluster_dims__(2, 1, 1) __launch_bounds__(MOE_FP8_THREADS, 1)               \
+        name(const __grid_constant__ MoeFp8Params p) {                                                       \
+        moe_fp8<gate_up, 2, true>(p);                                                                        \
     }
 MOE_FP8_ENTRY(moe_fp8_gate_up_m128, true, 2)
 MOE_FP8_ENTRY(moe_fp8_gate_up_m64, true, 1)
 MOE_FP8_ENTRY(moe_fp8_down_m128, false, 2)
 MOE_FP8_ENTRY(moe_fp8_down_m64, false, 1)
+MOE_FP8_PAIR_ENTRY(moe_fp8_gate_up_m128_pair, true)
+MOE_FP8_PAIR_ENTRY(moe_fp8_down_m128_pair, false)

@@ -99,6 +99,24 @@ if [ "$mode" != bench ]; then
   step check_fp8_ds_ep8_rank3_t600 $check --model deepseek --mconf 2l --set hidden_size=256 --quant fp8 --tokens 600 --deploy tp8ep8 --rank 3
   # Every op of an FP8 DeepSeek forward, prefill and decode, against the CPU's FP8 reference.
   step check_fp8_ds16_all_ops $bin kernel check $ds16 --quant fp8 --bsz 2 --seq 37
+  # FP8 CTA pairs and consumer turns (moe_fp8.cu PAIR, fp8_block.cuh Fp8Turns; block_m 128):
+  # M pairs at two blocks per expert with padded second slabs (ds16 t301), an odd block count
+  # (one expert, 5 blocks: rank 1 of the last pair past the end), mixed pairs and remainders
+  # (1031 tokens), N pairs at about one block per expert (t256: 16 gate/up n-tiles, the down
+  # GEMM's single n-tile leaving rank 1 past H), odd scale blocks (I 640, H 384); each with
+  # the two knobs together, and each knob alone on the drain-heavy loads.
+  fp8_narrow="$narrow --quant fp8 --set hidden_size=128"
+  odd_pairs="--model qwen --mconf 2l --set num_experts=16 --set moe_intermediate_size=640 --set hidden_size=384 --quant fp8"
+  for knobs in "PAIRS=1 ORDER=1" "PAIRS=1 ORDER=0" "PAIRS=0 ORDER=1"; do
+    with="env FWDBENCH_MOE_FP8_${knobs% *} FWDBENCH_MOE_FP8_${knobs#* }"
+    tag=$(echo "$knobs" | tr -d ' =' | tr 'A-Z' 'a-z')
+    step "check_fp8_${tag}_ds16_t301" $with $check $ds16 --quant fp8 --tokens 301
+    step "check_fp8_${tag}_one_expert_t517" $with $check $one_expert --quant fp8 --tokens 517
+    [ "$knobs" = "PAIRS=1 ORDER=1" ] || continue
+    step "check_fp8_${tag}_narrow_i2048_t256" $with $check $fp8_narrow --set moe_intermediate_size=2048 --tokens 256
+    step "check_fp8_${tag}_narrow_i512_t1031" $with $check $fp8_narrow --set moe_intermediate_size=512 --tokens 1031
+    step "check_fp8_${tag}_odd_blocks_t300" $with $check $odd_pairs --tokens 300
+  done
 fi
 
 if [ "$mode" != check ]; then

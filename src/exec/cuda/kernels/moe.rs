@@ -50,7 +50,7 @@
 use cudarc::driver::LaunchConfig;
 
 use super::act::act_mul_call;
-use super::moe_fp8::MoeFp8Pipeline;
+use super::moe_fp8::{order_requested, Fp8Pairs, MoeFp8Pipeline};
 use super::moe_wgmma::{self, MoePermuteParams, MoeWgmmaGemm, MoeWgmmaProblem};
 use super::prepare::{kernel, Call, Prep};
 use super::ptr::{Bf16Ptr, ConstBf16Ptr, ConstF32Ptr, ConstI32Ptr, I32Ptr};
@@ -475,6 +475,8 @@ impl MoeGemms {
             max_sorted: self.s.max_sorted,
             blocks: self.s.blocks,
             sm_count: self.sm_count,
+            pairs: Fp8Pairs::requested(),
+            order: order_requested(),
         }
         .calls()
     }

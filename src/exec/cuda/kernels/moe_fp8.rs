@@ -38,17 +38,30 @@ pub const MOE_FP8_STAGES_M128: i32 = 4;
 pub const MOE_FP8_STAGES_M64: i32 = 3;
 /// Rows of one CTA tile (one m64 wgmma slab).
 const SLAB: usize = 64;
-/// Weight rows per TMA box (four per stage).
-const BOX_ROWS: u32 = 64;
+/// Weight rows of one consumer unit: two 128-row halves (gate and up, or 256 rows of W2).
+const UNIT_ROWS: u32 = 256;
+
+/// (rows, halves) of the one weight box per consumer unit and stage (kernels/moe_fp8.cu, v5):
+/// gate/up 128 channel rows of both halves (gate and up), down 256 rows of W2. v3 loaded the
+/// unit as four boxes of 64 rows, five TMA boxes per stage where the dense FP8 GEMM's stage
+/// takes two (docs/perf.md, FP8 MoE v5).
+pub const fn b_box(gate_up: bool) -> (u32, u32) {
+    if gate_up {
+        (UNIT_ROWS / 2, 2)
+    } else {
+        (UNIT_ROWS, 1)
+    }
+}
 
 /// Tensor maps first (128-byte aligned, as in C).
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct MoeFp8Params {
-    /// Sorted A codes `[rows, k]`, boxes of 128 bytes x 64 rows.
+    /// Sorted A codes `[rows, k]`, boxes of 128 bytes x `block_m` rows (64 for pairs).
     pub a: TensorMap,
-    /// Expert weight codes as `(k, rows per half, halves, experts)` bytes, boxes of 128 x 64 x
-    /// 1 x 1: W13 is `(H, I, 2, E)`, W2 `(I, H, 1, E)`.
+    /// Expert weight codes as `(k, rows per half, halves, experts)` bytes, one box per consumer
+    /// unit ([`b_box`]): W13 is `(H, I, 2, E)` with boxes 128 x 128 x 2 x 1, W2 `(I, H, 1, E)`
+    /// with 128 x 256 x 1 x 1.
     pub b: TensorMap,
     /// `[k / 128, rows]` A group scales.
     pub sa: ConstF32Ptr,
@@ -77,6 +90,9 @@ pub struct MoeFp8Params {
     pub tile_counter: I32Ptr,
     /// Local experts: the raster groups `total blocks / experts` M-blocks (moe_sched.cuh).
     pub experts: i32,
+    /// 1: block_m 128's two consumers take turns issuing their wgmma groups (fp8_block.cuh,
+    /// Fp8Turns; [`order_requested`]).
+    pub order: i32,
 }
 unsafe impl DeviceRepr for MoeFp8Params {}
 
@@ -109,15 +125,60 @@ unsafe impl DeviceRepr for MoeFp8PermuteParams {}
 
 pub const MOE_FP8_PERMUTE: (&str, &str) = ("moe_fp8", "moe_fp8_quant_permute");
 
-/// The gate/up or down GEMM entry for a `block_m` (64 or 128, checked by the caller).
-pub fn gemm_entry(gate_up: bool, block_m: usize) -> (&'static str, &'static str) {
-    let name = match (gate_up, block_m) {
-        (true, 128) => "moe_fp8_gate_up_m128",
-        (true, _) => "moe_fp8_gate_up_m64",
-        (false, 128) => "moe_fp8_down_m128",
-        (false, _) => "moe_fp8_down_m64",
+/// The gate/up or down GEMM entry for a `block_m` (64 or 128, checked by the caller); `pairs`
+/// (block_m 128 only) picks the 2-CTA cluster entries that multicast the operand two tiles
+/// share (kernels/moe_fp8.cu, PAIR).
+pub fn gemm_entry(gate_up: bool, block_m: usize, pairs: bool) -> (&'static str, &'static str) {
+    let name = match (gate_up, block_m, pairs) {
+        (true, 128, true) => "moe_fp8_gate_up_m128_pair",
+        (false, 128, true) => "moe_fp8_down_m128_pair",
+        (true, 128, _) => "moe_fp8_gate_up_m128",
+        (true, _, _) => "moe_fp8_gate_up_m64",
+        (false, 128, _) => "moe_fp8_down_m128",
+        (false, _, _) => "moe_fp8_down_m64",
     };
     ("moe_fp8", name)
+}
+
+/// Which FP8 GEMMs run as CTA pairs (`FWDBENCH_MOE_FP8_PAIRS`): `0` none, `1` every block_m
+/// 128 launch (pairs along M where the routing gives two or more M-blocks per expert, along N
+/// otherwise: the kernel decides from the live block count), `m` only launches whose expected
+/// rows per expert fill two M-blocks (so the kernel pairs along M).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fp8Pairs {
+    Off,
+    All,
+    AlongM,
+}
+
+impl Fp8Pairs {
+    /// The knob's setting; unset or unrecognised: the default.
+    pub fn requested() -> Self {
+        Self::parse(std::env::var("FWDBENCH_MOE_FP8_PAIRS").ok().as_deref())
+    }
+
+    fn parse(value: Option<&str>) -> Self {
+        match value {
+            Some("1") => Self::All,
+            Some("m") => Self::AlongM,
+            Some("0") => Self::Off,
+            _ => Self::DEFAULT,
+        }
+    }
+
+    /// Off until measured (docs/perf.md, "FP8 MoE v4").
+    const DEFAULT: Self = Self::Off;
+
+    /// Whether a launch of `rows` routed (token, choice) pairs over `experts` local experts at
+    /// `block_m` takes the pair entries.
+    pub fn applies(self, block_m: usize, rows: usize, experts: usize) -> bool {
+        block_m == 128
+            && match self {
+                Self::Off => false,
+                Self::All => true,
+                Self::AlongM => rows >= 2 * block_m * experts.max(1),
+            }
+    }
 }
 
 /// Weight rows a consumer warpgroup covers (two 128-row scale blocks).
@@ -166,6 +227,10 @@ pub struct MoeFp8Pipeline {
     pub blocks: usize,
     /// The device's SMs: the persistent grid's size.
     pub sm_count: usize,
+    /// Whether the GEMMs run as CTA pairs ([`Fp8Pairs::requested`] by default).
+    pub pairs: Fp8Pairs,
+    /// Whether the consumers take turns on the tensor cores ([`order_requested`] by default).
+    pub order: bool,
 }
 
 /// Bytes of a quantized `[rows, cols]` activation: codes, then `[cols / 128, rows]` scales.
@@ -173,11 +238,24 @@ pub fn quantized_bytes(rows: usize, cols: usize) -> usize {
     Fp8Layout::new(1, rows, cols).activation_bytes()
 }
 
+/// Whether `FWDBENCH_MOE_FP8_ORDER` asks the block_m 128 GEMMs' two consumers to take turns
+/// issuing their wgmma groups (`1` on, `0` off; off by default until measured, docs/perf.md
+/// "FP8 MoE v4").
+pub fn order_requested() -> bool {
+    std::env::var("FWDBENCH_MOE_FP8_ORDER").is_ok_and(|v| v == "1")
+}
+
 /// Persistent grid: one CTA per SM, never more than the worst case's tiles (M-blocks times
-/// n-tiles); CTA `b` takes live tile `b`, then claims tiles until none is left.
-pub fn gemm_launch(block_m: usize, max_blocks: usize, n_tiles: usize, sm_count: usize) -> LaunchConfig {
+/// n-tiles); CTA `b` takes live tile `b`, then claims tiles until none is left. Pairs: clusters
+/// of two CTAs over units of two tiles, an even grid of at most the SMs.
+pub fn gemm_launch(block_m: usize, max_blocks: usize, n_tiles: usize, sm_count: usize, pairs: bool) -> LaunchConfig {
+    let grid = if pairs {
+        2 * (n_tiles * max_blocks.div_ceil(2).max(1)).min((sm_count / 2).max(1))
+    } else {
+        (max_blocks * n_tiles).clamp(1, sm_count.max(1))
+    };
     LaunchConfig {
-        grid_dim: ((max_blocks * n_tiles).clamp(1, sm_count.max(1)) as u32, 1, 1),
+        grid_dim: (grid as u32, 1, 1),
         block_dim: (MOE_FP8_THREADS, 1, 1),
         shared_mem_bytes: moe_fp8_smem_bytes(block_m),
     }
@@ -213,6 +291,7 @@ impl MoeFp8Pipeline {
         halves: usize,
         c: u64,
         act: i32,
+        pairs: bool,
     ) -> anyhow::Result<MoeFp8Params> {
         let s = self.max_sorted;
         let wl = Fp8Layout::new(self.experts, halves * n, k);
@@ -223,9 +302,11 @@ impl MoeFp8Pipeline {
             strides: vec![k64, n64 * k64, h64 * n64 * k64],
         };
         let gate_up = halves == 2;
+        let (box_rows, box_halves) = b_box(gate_up);
         Ok(MoeFp8Params {
-            a: matrix_u8(a, s, k, k, self.block_m as u32)?,
-            b: encode_u8(&layout, &[BOX_INNER_U8, BOX_ROWS, 1, 1])?,
+            // Pairs load A as two 64-row boxes (one of them multicast when the pair shares it).
+            a: matrix_u8(a, s, k, k, if pairs { SLAB as u32 } else { self.block_m as u32 })?,
+            b: encode_u8(&layout, &[BOX_INNER_U8, box_rows, box_halves, 1])?,
             sa: a + Fp8Layout::new(1, s, k).scale_offset() as u64,
             sw: w + wl.scale_offset() as u64,
             block_expert: self.block_expert,
@@ -243,6 +324,7 @@ impl MoeFp8Pipeline {
             w_row_blocks: wl.row_blocks() as i32,
             tile_counter: tile_counter(self.total, !gate_up),
             experts: self.experts as i32,
+            order: self.order as i32,
         })
     }
 
@@ -282,12 +364,14 @@ impl MoeFp8Pipeline {
             shared_mem_bytes: 0,
         };
         let (h, i, bm) = (self.hidden, self.inter, self.block_m);
-        let gate_up = self.gemm(self.xs, self.w13, i, h, 2, self.hact, activation_code(self.act))?;
-        let down = self.gemm(self.hact, self.w2, h, i, 1, self.c2, Act::None as i32)?;
+        let pairs = self.pairs.applies(bm, self.tokens * self.top_k, self.experts);
+        let gate_up = self.gemm(self.xs, self.w13, i, h, 2, self.hact, activation_code(self.act), pairs)?;
+        let down = self.gemm(self.hact, self.w2, h, i, 1, self.c2, Act::None as i32, pairs)?;
+        let launch = |gate_up| gemm_launch(bm, self.blocks, self.n_tiles(gate_up), self.sm_count, pairs);
         Ok(vec![
             kernel(MOE_FP8_PERMUTE, cfg, permute),
-            kernel(gemm_entry(true, bm), gemm_launch(bm, self.blocks, self.n_tiles(true), self.sm_count), gate_up),
-            kernel(gemm_entry(false, bm), gemm_launch(bm, self.blocks, self.n_tiles(false), self.sm_count), down),
+            kernel(gemm_entry(true, bm, pairs), launch(true), gate_up),
+            kernel(gemm_entry(false, bm, pairs), launch(false), down),
         ])
     }
 }
@@ -306,6 +390,7 @@ mod tests {
         assert_eq!(std::mem::offset_of!(MoeFp8Params, w_row_blocks), 340);
         assert_eq!(std::mem::offset_of!(MoeFp8Params, tile_counter), 344);
         assert_eq!(std::mem::offset_of!(MoeFp8Params, experts), 352);
+        assert_eq!(std::mem::offset_of!(MoeFp8Params, order), 356);
         assert_eq!(std::mem::size_of::<MoeFp8Params>(), 384);
         assert_eq!(std::mem::offset_of!(MoeFp8PermuteParams, tile_counters), 56);
         assert_eq!(std::mem::offset_of!(MoeFp8PermuteParams, tokens), 72);
@@ -362,6 +447,8 @@ mod tests {
             max_sorted: 4096 * 8 + 256 * 127,
             blocks: (4096 * 8 + 256 * 127) / block_m,
             sm_count: 132,
+            pairs: Fp8Pairs::Off,
+            order: false,
         }
     }
 
@@ -384,10 +471,40 @@ mod tests {
         let narrow = pipeline(64, 4096, 1408);
         assert_eq!((narrow.n_tiles(true), narrow.n_tiles(false)), (6, 8));
         // Persistent: one CTA per SM, fewer when the worst case has fewer tiles.
-        let cfg = gemm_launch(128, 400, 28, 132);
+        let cfg = gemm_launch(128, 400, 28, 132, false);
         assert_eq!((cfg.grid_dim, cfg.block_dim), ((132, 1, 1), (384, 1, 1)));
-        assert_eq!(gemm_launch(64, 5, 14, 132).grid_dim, (5 * 14, 1, 1));
-        assert_eq!(gemm_launch(64, 0, 14, 132).grid_dim, (1, 1, 1));
-        assert_eq!(gemm_entry(false, 64), ("moe_fp8", "moe_fp8_down_m64"));
+        assert_eq!(gemm_launch(64, 5, 14, 132, false).grid_dim, (5 * 14, 1, 1));
+        assert_eq!(gemm_launch(64, 0, 14, 132, false).grid_dim, (1, 1, 1));
+        assert_eq!(gemm_entry(false, 64, false), ("moe_fp8", "moe_fp8_down_m64"));
+        // Pairs: an even grid of at most the SMs, the cluster entries at block_m 128 only.
+        assert_eq!(gemm_launch(128, 400, 28, 132, true).grid_dim, (132, 1, 1));
+        assert_eq!(gemm_launch(128, 3, 1, 133, true).grid_dim, (4, 1, 1));
+        assert_eq!(gemm_entry(true, 128, true), ("moe_fp8", "moe_fp8_gate_up_m128_pair"));
+        assert_eq!(gemm_entry(false, 128, true), ("moe_fp8", "moe_fp8_down_m128_pair"));
+    }
+
+    #[test]
+    fn one_weight_box_is_one_consumer_unit() {
+        // 256 rows of 128 bytes (32 KiB), within TMA's 256-per-dimension limit; the down
+        // GEMM's map has one half.
+        for gate_up in [true, false] {
+            let (rows, halves) = b_box(gate_up);
+            assert_eq!(rows * halves, UNIT_ROWS);
+            assert!(rows <= 256 && (gate_up || halves == 1));
+        }
+    }
+
+    #[test]
+    fn pairs_follow_the_knob_and_the_expected_blocks_per_expert() {
+        assert_eq!(Fp8Pairs::parse(None), Fp8Pairs::DEFAULT);
+        assert_eq!(Fp8Pairs::parse(Some("1")), Fp8Pairs::All);
+        assert_eq!(Fp8Pairs::parse(Some("m")), Fp8Pairs::AlongM);
+        assert_eq!(Fp8Pairs::parse(Some("0")), Fp8Pairs::Off);
+        // Qwen3-235B at 4096 tokens: 256 rows per expert, two M-blocks; DeepSeek-V3: one.
+        assert!(Fp8Pairs::AlongM.applies(128, 4096 * 8, 128));
+        assert!(!Fp8Pairs::AlongM.applies(128, 4096 * 8, 256));
+        assert!(Fp8Pairs::All.applies(128, 4096 * 8, 256));
+        assert!(!Fp8Pairs::All.applies(64, 4096 * 8, 256), "block_m 64 has no pair entry");
+        assert!(!Fp8Pairs::Off.applies(128, 4096 * 8, 128));
     }
 }
