@@ -31,7 +31,12 @@
 //     runs under the second half.
 // Split-KV: split `blockIdx.x` takes keys [split * chunk, +chunk), chunk a multiple of 64;
 // num_splits == 1 writes o, otherwise fp32 partials and log2-domain LSE go to the scratch in
-// mla.cu's layout and mla.cu's mla_combine merges them.
+// mla.cu's layout and mla.cu's mla_combine merges them. At num_splits == 2 the `_pair` entry
+// runs the two splits of a sequence as a 2-CTA cluster: each CTA's warpgroup g sends its
+// unnormalised O (fp32) and row statistics into the other CTA's idle ring, the receiving
+// warpgroup merges and writes o, and no combine kernel runs (v4 of session 8, +4% at h16).
+// L2 prefetch (p.l2_prefetch > 0): the producer prefetches the next tiles that wait for a
+// ring stage into L2 (cp.async.bulk.prefetch.tensor), more DRAM reads in flight per SM.
 // Shared memory: Q 72 KiB + 2 x 72 KiB ring + P 8 KiB + row statistics + barriers (~226 KiB).
 // docs/perf.md "MLA decode v2" and "v3" record each version's prediction and measurement.
 #include "hopper.cuh"
@@ -62,6 +67,40 @@ __device__ __forceinline__ uint32_t sw128(int row, int col) {
 
 __device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;" ::: "memory"); }
 
+// Tile box (c0, c1, c2, c3) of `map` into L2 only (no shared memory, no barrier).
+__device__ __forceinline__ void tma_prefetch_l2_4d(const TensorMap* map, int c0, int c1, int c2, int c3) {
+    asm volatile("cp.async.bulk.prefetch.tensor.4d.L2.global.tile [%0, {%1, %2, %3, %4}];" ::"l"(
+                     reinterpret_cast<uint64_t>(map)),
+                 "r"(c0), "r"(c1), "r"(c2), "r"(c3)
+                 : "memory");
+}
+
+// ---- 2-CTA clusters (the _pair entry: the two splits of a sequence merge through DSMEM) ----
+__device__ __forceinline__ uint32_t cluster_rank() {
+    uint32_t r;
+    asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(r));
+    return r;
+}
+// The shared::cluster address of `p` (this CTA's shared memory) in CTA `rank` of the cluster.
+__device__ __forceinline__ uint32_t cluster_addr(const void* p, uint32_t rank) {
+    uint32_t out;
+    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(out) : "r"(smem_addr(p)), "r"(rank));
+    return out;
+}
+__device__ __forceinline__ void st_cluster_v4(uint32_t addr, float a, float b, float c, float d) {
+    asm volatile("st.shared::cluster.v4.f32 [%0], {%1, %2, %3, %4};" ::"r"(addr), "f"(a), "f"(b), "f"(c), "f"(d)
+                 : "memory");
+}
+// Every non-exited thread of the cluster; release/acquire orders the DSMEM stores before it.
+__device__ __forceinline__ void cluster_sync_all() {
+    asm volatile("barrier.cluster.arrive.release;\nbarrier.cluster.wait.acquire;" ::: "memory");
+}
+// Per consumer thread in the exchange buffer: its 128 O values, then row max and sum of its
+// two rows; 132 floats (528 bytes: float4 reads of 8 threads hit distinct banks).
+constexpr int XCH_FLOATS = 132;
+static_assert(CONSUMER_THREADS / 2 * XCH_FLOATS * 4 <= STAGES * TILE_BYTES, "the exchange fits the ring");
+
+template <bool PAIR>
 __device__ void decode(const MlaDecodeWgmmaParams& p) {
     extern __shared__ unsigned char smem_raw[];
     unsigned char* smem = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);
@@ -107,6 +146,10 @@ __device__ void decode(const MlaDecodeWgmmaParams& p) {
 #pragma unroll
             for (int c = 0; c < CHUNKS - 1; ++c) tma_load_4d(sQ + c * CHUNK_ELEMS, &p.q_lat, q_full, 64 * c, h0, b, 0);
             tma_load_4d(sQ + (CHUNKS - 1) * CHUNK_ELEMS, &p.q_pe, q_full, 0, h0, b, 0);
+            // L2 prefetch (p.l2_prefetch tiles, 0 = off): once tile t >= STAGES - 1 is issued,
+            // tiles up to t + l2_prefetch that wait for a stage are fetched into L2, so their
+            // DRAM reads overlap the stage wait and the TMA load later hits L2.
+            int pf = STAGES;
             for (int t = 0; t < n_tiles; ++t) {
                 const int s = t % STAGES;
                 mbar_wait(&k_empty[s], ((t / STAGES) & 1) ^ 1);
@@ -117,6 +160,10 @@ __device__ void decode(const MlaDecodeWgmmaParams& p) {
                     mbar_arrive_expect_tx(full, CHUNK_ELEMS * 2);
                     tma_load_4d(dst + c * CHUNK_ELEMS, &p.cache, full, 64 * c, kb + t * BN, b, 0);
                 }
+                if (t >= STAGES - 1)
+                    for (; pf < n_tiles && pf <= t + p.l2_prefetch; ++pf)
+#pragma unroll
+                        for (int c = 0; c < CHUNKS; ++c) tma_prefetch_l2_4d(&p.cache, 64 * c, kb + pf * BN, b, 0);
             }
         }
         return;
@@ -306,6 +353,61 @@ __device__ void decode(const MlaDecodeWgmmaParams& p) {
     for (int i = 0; i < 2; ++i) total[i] = sSum[r0 + 8 * i] + sSum[BM + r0 + 8 * i];
 
     const int col0 = g * HALF_COLS + 2 * (lane % 4);
+    if constexpr (PAIR) {
+        // The two splits of the sequence are this 2-CTA cluster (num_splits == 2, rank ==
+        // split). Warpgroup g of rank g keeps its 256 columns; warpgroup g of the other rank
+        // sends it its unnormalised O and row statistics for the same rows and columns into
+        // the (now idle) ring, and leaves. No partials, no combine kernel.
+        const uint32_t rank = cluster_rank(), other = rank ^ 1;
+        const int okb = (int)other * chunk;
+        const bool partner = okb < min(p.n_kv, okb + chunk);  // the other split has keys
+        const bool rows_here = h0 + 16 * warp < p.heads;       // this warp holds a real head
+        float* xch = reinterpret_cast<float*>(smem + RING_OFF) + t128 * XCH_FLOATS;
+        cluster_sync_all();  // both CTAs are done reading their rings
+        if (partner && g != (int)rank && rows_here) {
+            const uint32_t dst = cluster_addr(xch, other);
+#pragma unroll
+            for (int q = 0; q < HALF_COLS / 8; ++q) st_cluster_v4(dst + 16 * q, o[4 * q], o[4 * q + 1], o[4 * q + 2], o[4 * q + 3]);
+            st_cluster_v4(dst + 16 * (HALF_COLS / 8), row_max[0], row_max[1], total[0], total[1]);
+        }
+        cluster_sync_all();  // the stores above are visible to their receivers
+        if (partner && g != (int)rank) return;
+        if (!rows_here) return;
+        float ca[2], cb[2];
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {
+            if (partner) {
+                const float4 st = *reinterpret_cast<const float4*>(xch + HALF_COLS / 2);
+                const float m_o = i == 0 ? st.x : st.y, l_o = i == 0 ? st.z : st.w;
+                const float m = fmaxf(row_max[i], m_o);
+                const float a = exp2f(row_max[i] - m), c = exp2f(m_o - m);
+                const float inv = 1.f / (total[i] * a + l_o * c);
+                ca[i] = a * inv;
+                cb[i] = c * inv;
+            } else {
+                ca[i] = 1.f / total[i];
+                cb[i] = 0.f;
+            }
+        }
+#pragma unroll
+        for (int q = 0; q < HALF_COLS / 8; ++q) {
+            const float4 x = partner ? *reinterpret_cast<const float4*>(xch + 4 * q) : make_float4(0.f, 0.f, 0.f, 0.f);
+            o[4 * q] = o[4 * q] * ca[0] + x.x * cb[0];
+            o[4 * q + 1] = o[4 * q + 1] * ca[0] + x.y * cb[0];
+            o[4 * q + 2] = o[4 * q + 2] * ca[1] + x.z * cb[1];
+            o[4 * q + 3] = o[4 * q + 3] * ca[1] + x.w * cb[1];
+        }
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {
+            const int h = h0 + r0 + 8 * i;
+            if (h >= p.heads) continue;
+            bf16* out = p.o + (long long)b * p.o_batch_stride + (long long)h * p.o_head_stride + col0;
+#pragma unroll
+            for (int j = 0; j < HALF_COLS / 8; ++j)
+                *reinterpret_cast<__nv_bfloat162*>(out + 8 * j) = __floats2bfloat162_rn(o[4 * j + 2 * i], o[4 * j + 2 * i + 1]);
+        }
+        return;
+    }
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
         const int h = h0 + r0 + 8 * i;
@@ -331,5 +433,10 @@ __device__ void decode(const MlaDecodeWgmmaParams& p) {
 }  // namespace mla_wg
 
 extern "C" __global__ void __launch_bounds__(384, 1) mla_decode_wgmma(const __grid_constant__ MlaDecodeWgmmaParams p) {
-    mla_wg::decode(p);
+    mla_wg::decode<false>(p);
+}
+// num_splits == 2: the two splits of a sequence as one 2-CTA cluster, merged in the kernel.
+extern "C" __global__ void __cluster_dims__(2, 1, 1) __launch_bounds__(384, 1)
+    mla_decode_wgmma_pair(const __grid_constant__ MlaDecodeWgmmaParams p) {
+    mla_wg::decode<true>(p);
 }

@@ -1,7 +1,8 @@
 //! Launch parameters for `kernels/mla_decode_wgmma.cu`: absorbed-form MLA decode with TMA and
 //! wgmma, the `fa3` backend's MLA decode for DeepSeek's 512 + 64 latent (other widths, and
 //! the `fa2` backend, run mla.cu's mma.sync kernels). Its split partials use mla.cu's scratch
-//! layout, so mla.cu's `mla_combine` merges them.
+//! layout, so mla.cu's `mla_combine` merges them, except at two splits, where the
+//! `_pair` entry runs the two splits of a sequence as a 2-CTA cluster that merges in the kernel.
 
 use cudarc::driver::{DeviceRepr, LaunchConfig};
 
@@ -32,6 +33,9 @@ const _: () = assert!(MLA_WGMMA_SMEM_BYTES <= 227 * 1024);
 pub const MLA_WGMMA_THREADS: u32 = 384;
 
 pub const MLA_DECODE_WGMMA: (&str, &str) = ("mla_decode_wgmma", "mla_decode_wgmma");
+/// Two splits as one 2-CTA cluster (`__cluster_dims__(2, 1, 1)`): the pair merges its halves
+/// through distributed shared memory and writes `o`, so no combine kernel follows.
+pub const MLA_DECODE_WGMMA_PAIR: (&str, &str) = ("mla_decode_wgmma", "mla_decode_wgmma_pair");
 
 /// Tensor maps first (128-byte aligned, as in C).
 #[repr(C)]
@@ -54,8 +58,35 @@ pub struct MlaDecodeWgmmaParams {
     pub heads: i32,
     pub num_splits: i32,
     pub scale: f32,
+    /// Tiles the producer prefetches into L2 ahead of the one waiting for a ring stage
+    /// (0: none); [`MlaWgmmaKnobs`].
+    pub l2_prefetch: i32,
 }
 unsafe impl DeviceRepr for MlaDecodeWgmmaParams {}
+
+/// Same-call A/B switches (environment, read at bind time):
+/// `FWDBENCH_MLA_PAIR=0` keeps two splits on the partials + `mla_combine` path,
+/// `FWDBENCH_MLA_L2_PREFETCH=N` sets [`MlaDecodeWgmmaParams::l2_prefetch`] (default 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MlaWgmmaKnobs {
+    pub pair: bool,
+    pub l2_prefetch: i32,
+}
+
+impl MlaWgmmaKnobs {
+    pub fn from_env() -> Self {
+        let var = |k| std::env::var(k).ok();
+        MlaWgmmaKnobs {
+            pair: var("FWDBENCH_MLA_PAIR").as_deref() != Some("0"),
+            l2_prefetch: var("FWDBENCH_MLA_L2_PREFETCH").and_then(|v| v.parse().ok()).unwrap_or(0i32).clamp(0, 8),
+        }
+    }
+}
+
+/// Whether a launch with `num_splits` takes the 2-CTA pair entry (and needs no combine).
+pub fn mla_wgmma_pairs(num_splits: i32, knobs: MlaWgmmaKnobs) -> bool {
+    num_splits == 2 && knobs.pair
+}
 
 /// Whether the wgmma kernel serves these latent and rope widths.
 pub fn mla_wgmma_supports(kv_lora_rank: usize, d_rope: usize) -> bool {
@@ -83,8 +114,11 @@ pub fn mla_wgmma_launch(batch: i32, heads: i32, num_splits: i32) -> LaunchConfig
 }
 
 /// The prepared kernel call for the problem mla.cu's kernels take (tensor maps encoded now,
-/// at bind time); `p.kv_lora_rank` and `p.rope_dim` must be the compiled 512 and 64.
-pub fn mla_wgmma_call(p: &MlaDecodeParams) -> anyhow::Result<Call> {
+/// at bind time); `p.kv_lora_rank` and `p.rope_dim` must be the compiled 512 and 64. The
+/// flag says whether the call already wrote `o` from all splits (the pair entry), so that no
+/// `mla_combine` must follow.
+pub fn mla_wgmma_call(p: &MlaDecodeParams) -> anyhow::Result<(Call, bool)> {
+    let knobs = MlaWgmmaKnobs::from_env();
     ensure!(
         mla_wgmma_supports(p.kv_lora_rank as usize, p.rope_dim as usize),
         "mla_decode_wgmma is compiled for a {MLA_WGMMA_KV_LORA_RANK} + {MLA_WGMMA_ROPE_DIM} latent, not {} + {}",
@@ -117,8 +151,11 @@ pub fn mla_wgmma_call(p: &MlaDecodeParams) -> anyhow::Result<Call> {
         heads: p.heads,
         num_splits: p.num_splits,
         scale: p.scale,
+        l2_prefetch: knobs.l2_prefetch,
     };
-    Ok(kernel(MLA_DECODE_WGMMA, mla_wgmma_launch(p.batch, p.heads, p.num_splits), params))
+    let pair = mla_wgmma_pairs(p.num_splits, knobs);
+    let entry = if pair { MLA_DECODE_WGMMA_PAIR } else { MLA_DECODE_WGMMA };
+    Ok((kernel(entry, mla_wgmma_launch(p.batch, p.heads, p.num_splits), params), pair))
 }
 
 #[cfg(test)]
@@ -155,6 +192,10 @@ mod tests {
         assert_eq!(mla_wgmma_launch(2, 128, 1).grid_dim, (1, 2, 2));
         assert!(mla_wgmma_supports(512, 64));
         assert!(!mla_wgmma_supports(32, 16));
+        let on = MlaWgmmaKnobs { pair: true, l2_prefetch: 0 };
+        assert!(mla_wgmma_pairs(2, on));
+        assert!(!mla_wgmma_pairs(1, on) && !mla_wgmma_pairs(3, on));
+        assert!(!mla_wgmma_pairs(2, MlaWgmmaKnobs { pair: false, ..on }));
     }
 
     #[test]
