@@ -65,6 +65,15 @@ __device__ __forceinline__ uint32_t sw128(int row, int col) {
     return row * 128 + ((((col >> 3) ^ row) & 7) << 4) + (col & 7) * 2;
 }
 
+// desc_sw128 (K-major, SW128) of a shared address. With the address passed through an empty
+// volatile asm first, ptxas cannot hoist the loop-invariant Q descriptors out of the tile loop
+// (24-36 of them, 2 registers each, live across the loop: with Q's register chunks that spills).
+__device__ __forceinline__ uint64_t desc_kmajor_opaque(uint32_t addr) {
+    asm volatile("" : "+r"(addr));
+    return ((addr & 0x3FFFF) >> 4) | (static_cast<uint64_t>(16 >> 4) << 16) | (static_cast<uint64_t>(1024 >> 4) << 32) |
+           (1ull << 62);
+}
+
 __device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;" ::: "memory"); }
 
 // Tile box (c0, c1, c2, c3) of `map` into L2 only (no shared memory, no barrier).
@@ -100,7 +109,7 @@ __device__ __forceinline__ void cluster_sync_all() {
 constexpr int XCH_FLOATS = 132;
 static_assert(CONSUMER_THREADS / 2 * XCH_FLOATS * 4 <= STAGES * TILE_BYTES, "the exchange fits the ring");
 
-template <bool PAIR>
+template <bool PAIR, bool QREG>
 __device__ void decode(const MlaDecodeWgmmaParams& p) {
     extern __shared__ unsigned char smem_raw[];
     unsigned char* smem = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);
@@ -174,17 +183,29 @@ __device__ void decode(const MlaDecodeWgmmaParams& p) {
     const int r0 = 16 * warp + lane / 4;  // this thread's rows in the tile: r0 and r0 + 8
     const float score_log2 = p.scale * LOG2E;
 
+    // QREG: Q's last QREG_CHUNKS chunks (k-steps QREG_K0..35) as wgmma A fragments in
+    // registers, loaded once, so those k-steps read only K from shared memory (S at n32 is
+    // bound by the shared-memory port: 3 KiB a 16-clock k-step with both operands there).
+    constexpr int QREG_CHUNKS = 3, QREG_K0 = (CHUNKS - QREG_CHUNKS) * 4, QREG_STEPS = QREG ? QREG_CHUNKS * 4 : 1;
+    uint32_t qa[QREG_STEPS][4];
+
     // S_g for the tile in stage s: 36 k-steps of 16 over the 9 chunks of Q and of K's half g,
     // each chunk's k-steps issued as soon as that chunk has landed.
     auto s_gemm = [&](float (&sc)[HALF_KEYS / 2], int t) {
         const int s = t % STAGES;
         const bf16* k_tile = sK + s * TILE_ELEMS + g * HALF_KEYS * 64;
+        // One descriptor per operand and call; k-step kk adds its chunk (8 KiB >> 4) and its
+        // 32 bytes (>> 4) to the address field, which cannot carry (shared addresses < 256 KiB).
+        const uint64_t dq = desc_kmajor_opaque(smem_addr(sQ)), dk = desc_sw128(k_tile, 16, 1024);
 #pragma unroll
         for (int kk = 0; kk < DK / 16; ++kk) {
             if (kk % 4 == 0) mbar_wait(&k_full[s * CHUNKS + kk / 4], (t / STAGES) & 1);
-            const uint64_t da = desc_sw128(sQ + (kk / 4) * CHUNK_ELEMS, 16, 1024) + 2 * (kk % 4);
-            const uint64_t db = desc_sw128(k_tile + (kk / 4) * CHUNK_ELEMS, 16, 1024) + 2 * (kk % 4);
-            wgmma_ss<HALF_KEYS, 0>(sc, da, db, kk > 0);
+            const uint64_t step = (kk / 4) * (CHUNK_ELEMS * 2 / 16) + 2 * (kk % 4);
+            if (QREG && kk >= QREG_K0) {
+                wgmma_rs<HALF_KEYS, 0>(sc, qa[QREG ? kk - QREG_K0 : 0], dk + step, 1);
+            } else {
+                wgmma_ss<HALF_KEYS, 0>(sc, dq + step, dk + step, kk > 0);
+            }
         }
         wgmma_commit();
     };
@@ -289,6 +310,18 @@ __device__ void decode(const MlaDecodeWgmmaParams& p) {
     // Stage t is released as soon as P V(t) completes, so the load of tile t + 2 overlaps
     // S(t + 1), softmax(t + 1) and P V(t + 1): a whole tile of compute.
     mbar_wait(q_full, 0);
+    if constexpr (QREG) {
+        // The A fragment of k-step kk, rows r0 / r0 + 8, columns 2 (lane % 4) (+8) of its 16.
+#pragma unroll
+        for (int ks = 0; ks < QREG_STEPS; ++ks) {
+            const int kk = QREG_K0 + ks, col = 16 * (kk % 4) + 2 * (lane % 4);
+            const unsigned char* chunk_q = reinterpret_cast<const unsigned char*>(sQ + (kk / 4) * CHUNK_ELEMS);
+            qa[ks][0] = *reinterpret_cast<const uint32_t*>(chunk_q + sw128(r0, col));
+            qa[ks][1] = *reinterpret_cast<const uint32_t*>(chunk_q + sw128(r0 + 8, col));
+            qa[ks][2] = *reinterpret_cast<const uint32_t*>(chunk_q + sw128(r0, col + 8));
+            qa[ks][3] = *reinterpret_cast<const uint32_t*>(chunk_q + sw128(r0 + 8, col + 8));
+        }
+    }
     wgmma_fence();
     s_gemm(sc, 0);
     wgmma_wait<0>();
@@ -433,10 +466,18 @@ __device__ void decode(const MlaDecodeWgmmaParams& p) {
 }  // namespace mla_wg
 
 extern "C" __global__ void __launch_bounds__(384, 1) mla_decode_wgmma(const __grid_constant__ MlaDecodeWgmmaParams p) {
-    mla_wg::decode<false>(p);
+    mla_wg::decode<false, false>(p);
 }
 // num_splits == 2: the two splits of a sequence as one 2-CTA cluster, merged in the kernel.
 extern "C" __global__ void __cluster_dims__(2, 1, 1) __launch_bounds__(384, 1)
     mla_decode_wgmma_pair(const __grid_constant__ MlaDecodeWgmmaParams p) {
-    mla_wg::decode<true>(p);
+    mla_wg::decode<true, false>(p);
+}
+// The same two with Q's last 3 chunks in registers (the default above 64 heads).
+extern "C" __global__ void __launch_bounds__(384, 1) mla_decode_wgmma_qreg(const __grid_constant__ MlaDecodeWgmmaParams p) {
+    mla_wg::decode<false, true>(p);
+}
+extern "C" __global__ void __cluster_dims__(2, 1, 1) __launch_bounds__(384, 1)
+    mla_decode_wgmma_qreg_pair(const __grid_constant__ MlaDecodeWgmmaParams p) {
+    mla_wg::decode<true, true>(p);
 }

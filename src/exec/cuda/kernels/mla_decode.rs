@@ -36,6 +36,9 @@ pub const MLA_DECODE_WGMMA: (&str, &str) = ("mla_decode_wgmma", "mla_decode_wgmm
 /// Two splits as one 2-CTA cluster (`__cluster_dims__(2, 1, 1)`): the pair merges its halves
 /// through distributed shared memory and writes `o`, so no combine kernel follows.
 pub const MLA_DECODE_WGMMA_PAIR: (&str, &str) = ("mla_decode_wgmma", "mla_decode_wgmma_pair");
+/// The two above with Q's last 3 column chunks held as wgmma A fragments in registers.
+pub const MLA_DECODE_WGMMA_QREG: (&str, &str) = ("mla_decode_wgmma", "mla_decode_wgmma_qreg");
+pub const MLA_DECODE_WGMMA_QREG_PAIR: (&str, &str) = ("mla_decode_wgmma", "mla_decode_wgmma_qreg_pair");
 
 /// Tensor maps first (128-byte aligned, as in C).
 #[repr(C)]
@@ -66,11 +69,13 @@ unsafe impl DeviceRepr for MlaDecodeWgmmaParams {}
 
 /// Same-call A/B switches (environment, read at bind time):
 /// `FWDBENCH_MLA_PAIR=0` keeps two splits on the partials + `mla_combine` path,
-/// `FWDBENCH_MLA_L2_PREFETCH=N` sets [`MlaDecodeWgmmaParams::l2_prefetch`] (default 0).
+/// `FWDBENCH_MLA_L2_PREFETCH=N` sets [`MlaDecodeWgmmaParams::l2_prefetch`] (default 0),
+/// `FWDBENCH_MLA_QREG=0|1` forces Q's register chunks off or on (default: on above 64 heads).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MlaWgmmaKnobs {
     pub pair: bool,
     pub l2_prefetch: i32,
+    pub qreg: Option<bool>,
 }
 
 impl MlaWgmmaKnobs {
@@ -79,7 +84,25 @@ impl MlaWgmmaKnobs {
         MlaWgmmaKnobs {
             pair: var("FWDBENCH_MLA_PAIR").as_deref() != Some("0"),
             l2_prefetch: var("FWDBENCH_MLA_L2_PREFETCH").and_then(|v| v.parse().ok()).unwrap_or(0i32).clamp(0, 8),
+            qreg: match var("FWDBENCH_MLA_QREG").as_deref() {
+                Some("0") => Some(false),
+                Some("1") => Some(true),
+                _ => None,
+            },
         }
+    }
+}
+
+/// The kernel entry for a launch: pair (two splits merged in the kernel) and Q in registers
+/// (by default above 64 heads, where the kernel is compute bound and S's k-steps are bound by
+/// the shared-memory port; the memory-bound TP8 shard keeps v3b's all-shared-memory S).
+pub fn mla_wgmma_entry(heads: i32, num_splits: i32, knobs: MlaWgmmaKnobs) -> (&'static str, &'static str) {
+    let qreg = knobs.qreg.unwrap_or(heads > MLA_WGMMA_HEADS_PER_CTA);
+    match (mla_wgmma_pairs(num_splits, knobs), qreg) {
+        (false, false) => MLA_DECODE_WGMMA,
+        (true, false) => MLA_DECODE_WGMMA_PAIR,
+        (false, true) => MLA_DECODE_WGMMA_QREG,
+        (true, true) => MLA_DECODE_WGMMA_QREG_PAIR,
     }
 }
 
@@ -154,7 +177,7 @@ pub fn mla_wgmma_call(p: &MlaDecodeParams) -> anyhow::Result<(Call, bool)> {
         l2_prefetch: knobs.l2_prefetch,
     };
     let pair = mla_wgmma_pairs(p.num_splits, knobs);
-    let entry = if pair { MLA_DECODE_WGMMA_PAIR } else { MLA_DECODE_WGMMA };
+    let entry = mla_wgmma_entry(p.heads, p.num_splits, knobs);
     Ok((kernel(entry, mla_wgmma_launch(p.batch, p.heads, p.num_splits), params), pair))
 }
 
@@ -192,10 +215,16 @@ mod tests {
         assert_eq!(mla_wgmma_launch(2, 128, 1).grid_dim, (1, 2, 2));
         assert!(mla_wgmma_supports(512, 64));
         assert!(!mla_wgmma_supports(32, 16));
-        let on = MlaWgmmaKnobs { pair: true, l2_prefetch: 0 };
+        let on = MlaWgmmaKnobs { pair: true, l2_prefetch: 0, qreg: None };
         assert!(mla_wgmma_pairs(2, on));
         assert!(!mla_wgmma_pairs(1, on) && !mla_wgmma_pairs(3, on));
         assert!(!mla_wgmma_pairs(2, MlaWgmmaKnobs { pair: false, ..on }));
+        assert_eq!(mla_wgmma_entry(128, 1, on), MLA_DECODE_WGMMA_QREG);
+        assert_eq!(mla_wgmma_entry(128, 2, on), MLA_DECODE_WGMMA_QREG_PAIR);
+        assert_eq!(mla_wgmma_entry(16, 2, on), MLA_DECODE_WGMMA_PAIR);
+        assert_eq!(mla_wgmma_entry(64, 5, on), MLA_DECODE_WGMMA);
+        assert_eq!(mla_wgmma_entry(16, 1, MlaWgmmaKnobs { qreg: Some(true), ..on }), MLA_DECODE_WGMMA_QREG);
+        assert_eq!(mla_wgmma_entry(128, 1, MlaWgmmaKnobs { qreg: Some(false), ..on }), MLA_DECODE_WGMMA);
     }
 
     #[test]
