@@ -331,7 +331,7 @@ __device__ void decode(const MlaDecodeWgmmaParams& p) {
     // S(t + 1) goes ahead of the other half's P V(t) and softmax(t + 1) runs under the latter,
     // at the price of releasing stage t one softmax later. With one head tile (the TP8 shard)
     // loads are the bound, and S(t + 1), which may wait for its chunks, goes last instead.
-    const bool softmax_under_pv = p.heads > BM;
+    const bool softmax_under_pv = p.softmax_under_pv != 0;  // the launcher: above 64 heads
     for (int t = 0; t < n_tiles; ++t) {
         const int s = t % STAGES;
         // Both warpgroups' P V(t - 1) have retired: sP may be overwritten.

@@ -64,18 +64,25 @@ pub struct MlaDecodeWgmmaParams {
     /// Tiles the producer prefetches into L2 ahead of the one waiting for a ring stage
     /// (0: none); [`MlaWgmmaKnobs`].
     pub l2_prefetch: i32,
+    /// 1: S(t + 1) between the two halves of P V(t), softmax(t + 1) under the second (v3b,
+    /// compute bound, the default above 64 heads); 0: S(t + 1) after P V(t) (v3, the TP8 shard).
+    pub softmax_under_pv: i32,
 }
 unsafe impl DeviceRepr for MlaDecodeWgmmaParams {}
 
 /// Same-call A/B switches (environment, read at bind time):
 /// `FWDBENCH_MLA_PAIR=0` keeps two splits on the partials + `mla_combine` path,
-/// `FWDBENCH_MLA_L2_PREFETCH=N` sets [`MlaDecodeWgmmaParams::l2_prefetch`] (default 0),
-/// `FWDBENCH_MLA_QREG=0|1` forces Q's register chunks off or on (default: on above 64 heads).
+/// `FWDBENCH_MLA_L2_PREFETCH=N` sets [`MlaDecodeWgmmaParams::l2_prefetch`] (default: 1 above
+/// 64 heads, 0 at or below: measured in session 9, call B, +5.5% at h128 and -12% at h16),
+/// `FWDBENCH_MLA_QREG=0|1` forces Q's register chunks off or on (default: on above 64 heads),
+/// `FWDBENCH_MLA_SCHED=pv|after` forces [`MlaDecodeWgmmaParams::softmax_under_pv`] (default:
+/// `pv` above 64 heads).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MlaWgmmaKnobs {
     pub pair: bool,
-    pub l2_prefetch: i32,
+    pub l2_prefetch: Option<i32>,
     pub qreg: Option<bool>,
+    pub softmax_under_pv: Option<bool>,
 }
 
 impl MlaWgmmaKnobs {
@@ -83,13 +90,24 @@ impl MlaWgmmaKnobs {
         let var = |k| std::env::var(k).ok();
         MlaWgmmaKnobs {
             pair: var("FWDBENCH_MLA_PAIR").as_deref() != Some("0"),
-            l2_prefetch: var("FWDBENCH_MLA_L2_PREFETCH").and_then(|v| v.parse().ok()).unwrap_or(0i32).clamp(0, 8),
+            l2_prefetch: var("FWDBENCH_MLA_L2_PREFETCH").and_then(|v| v.parse::<i32>().ok()).map(|n| n.clamp(0, 8)),
             qreg: match var("FWDBENCH_MLA_QREG").as_deref() {
                 Some("0") => Some(false),
                 Some("1") => Some(true),
                 _ => None,
             },
+            softmax_under_pv: match var("FWDBENCH_MLA_SCHED").as_deref() {
+                Some("pv") => Some(true),
+                Some("after") => Some(false),
+                _ => None,
+            },
         }
+    }
+
+    /// (l2_prefetch, softmax_under_pv) for `heads`: the knob, else the measured default.
+    pub fn schedule(&self, heads: i32) -> (i32, bool) {
+        let compute_bound = heads > MLA_WGMMA_HEADS_PER_CTA;
+        (self.l2_prefetch.unwrap_or(if compute_bound { 1 } else { 0 }), self.softmax_under_pv.unwrap_or(compute_bound))
     }
 }
 
@@ -142,6 +160,7 @@ pub fn mla_wgmma_launch(batch: i32, heads: i32, num_splits: i32) -> LaunchConfig
 /// `mla_combine` must follow.
 pub fn mla_wgmma_call(p: &MlaDecodeParams) -> anyhow::Result<(Call, bool)> {
     let knobs = MlaWgmmaKnobs::from_env();
+    let (l2_prefetch, softmax_under_pv) = knobs.schedule(p.heads);
     ensure!(
         mla_wgmma_supports(p.kv_lora_rank as usize, p.rope_dim as usize),
         "mla_decode_wgmma is compiled for a {MLA_WGMMA_KV_LORA_RANK} + {MLA_WGMMA_ROPE_DIM} latent, not {} + {}",
@@ -174,7 +193,8 @@ pub fn mla_wgmma_call(p: &MlaDecodeParams) -> anyhow::Result<(Call, bool)> {
         heads: p.heads,
         num_splits: p.num_splits,
         scale: p.scale,
-        l2_prefetch: knobs.l2_prefetch,
+        l2_prefetch,
+        softmax_under_pv: softmax_under_pv as i32,
     };
     let pair = mla_wgmma_pairs(p.num_splits, knobs);
     let entry = mla_wgmma_entry(p.heads, p.num_splits, knobs);
@@ -215,7 +235,10 @@ mod tests {
         assert_eq!(mla_wgmma_launch(2, 128, 1).grid_dim, (1, 2, 2));
         assert!(mla_wgmma_supports(512, 64));
         assert!(!mla_wgmma_supports(32, 16));
-        let on = MlaWgmmaKnobs { pair: true, l2_prefetch: 0, qreg: None };
+        let on = MlaWgmmaKnobs { pair: true, l2_prefetch: None, qreg: None, softmax_under_pv: None };
+        assert_eq!(on.schedule(128), (1, true));
+        assert_eq!(on.schedule(16), (0, false));
+        assert_eq!(MlaWgmmaKnobs { l2_prefetch: Some(2), softmax_under_pv: Some(true), ..on }.schedule(16), (2, true));
         assert!(mla_wgmma_pairs(2, on));
         assert!(!mla_wgmma_pairs(1, on) && !mla_wgmma_pairs(3, on));
         assert!(!mla_wgmma_pairs(2, MlaWgmmaKnobs { pair: false, ..on }));
