@@ -36,7 +36,9 @@
 // unnormalised O (fp32) and row statistics into the other CTA's idle ring, the receiving
 // warpgroup merges and writes o, and no combine kernel runs (v4 of session 8, +4% at h16).
 // L2 prefetch (p.l2_prefetch > 0): the producer prefetches the next tiles that wait for a
-// ring stage into L2 (cp.async.bulk.prefetch.tensor), more DRAM reads in flight per SM.
+// ring stage into L2 (cp.async.bulk.prefetch.tensor), more DRAM reads in flight per SM. The
+// launcher's defaults (docs/perf.md "MLA decode v6"): above 64 heads prefetch 1 tile, Q's last
+// 3 chunks in registers (`_qreg` entries) and softmax under P V; at the TP8 shard none of them.
 // Shared memory: Q 72 KiB + 2 x 72 KiB ring + P 8 KiB + row statistics + barriers (~226 KiB).
 // docs/perf.md "MLA decode v2" and "v3" record each version's prediction and measurement.
 #include "hopper.cuh"
