@@ -31,7 +31,14 @@
 //     runs under the second half.
 // Split-KV: split `blockIdx.x` takes keys [split * chunk, +chunk), chunk a multiple of 64;
 // num_splits == 1 writes o, otherwise fp32 partials and log2-domain LSE go to the scratch in
-// mla.cu's layout and mla.cu's mla_combine merges them.
+// mla.cu's layout and mla.cu's mla_combine merges them. At num_splits == 2 the `_pair` entry
+// runs the two splits of a sequence as a 2-CTA cluster: each CTA's warpgroup g sends its
+// unnormalised O (fp32) and row statistics into the other CTA's idle ring, the receiving
+// warpgroup merges and writes o, and no combine kernel runs (v4 of session 8, +4% at h16).
+// L2 prefetch (p.l2_prefetch > 0): the producer prefetches the next tiles that wait for a
+// ring stage into L2 (cp.async.bulk.prefetch.tensor), more DRAM reads in flight per SM. The
+// launcher's defaults (docs/perf.md "MLA decode v6"): above 64 heads prefetch 1 tile, Q's last
+// 3 chunks in registers (`_qreg` entries) and softmax under P V; at the TP8 shard none of them.
 // Shared memory: Q 72 KiB + 2 x 72 KiB ring + P 8 KiB + row statistics + barriers (~226 KiB).
 // docs/perf.md "MLA decode v2" and "v3" record each version's prediction and measurement.
 #include "hopper.cuh"
@@ -60,8 +67,51 @@ __device__ __forceinline__ uint32_t sw128(int row, int col) {
     return row * 128 + ((((col >> 3) ^ row) & 7) << 4) + (col & 7) * 2;
 }
 
+// desc_sw128 (K-major, SW128) of a shared address. With the address passed through an empty
+// volatile asm first, ptxas cannot hoist the loop-invariant Q descriptors out of the tile loop
+// (24-36 of them, 2 registers each, live across the loop: with Q's register chunks that spills).
+__device__ __forceinline__ uint64_t desc_kmajor_opaque(uint32_t addr) {
+    asm volatile("" : "+r"(addr));
+    return ((addr & 0x3FFFF) >> 4) | (static_cast<uint64_t>(16 >> 4) << 16) | (static_cast<uint64_t>(1024 >> 4) << 32) |
+           (1ull << 62);
+}
+
 __device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;" ::: "memory"); }
 
+// Tile box (c0, c1, c2, c3) of `map` into L2 only (no shared memory, no barrier).
+__device__ __forceinline__ void tma_prefetch_l2_4d(const TensorMap* map, int c0, int c1, int c2, int c3) {
+    asm volatile("cp.async.bulk.prefetch.tensor.4d.L2.global.tile [%0, {%1, %2, %3, %4}];" ::"l"(
+                     reinterpret_cast<uint64_t>(map)),
+                 "r"(c0), "r"(c1), "r"(c2), "r"(c3)
+                 : "memory");
+}
+
+// ---- 2-CTA clusters (the _pair entry: the two splits of a sequence merge through DSMEM) ----
+__device__ __forceinline__ uint32_t cluster_rank() {
+    uint32_t r;
+    asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(r));
+    return r;
+}
+// The shared::cluster address of `p` (this CTA's shared memory) in CTA `rank` of the cluster.
+__device__ __forceinline__ uint32_t cluster_addr(const void* p, uint32_t rank) {
+    uint32_t out;
+    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(out) : "r"(smem_addr(p)), "r"(rank));
+    return out;
+}
+__device__ __forceinline__ void st_cluster_v4(uint32_t addr, float a, float b, float c, float d) {
+    asm volatile("st.shared::cluster.v4.f32 [%0], {%1, %2, %3, %4};" ::"r"(addr), "f"(a), "f"(b), "f"(c), "f"(d)
+                 : "memory");
+}
+// Every non-exited thread of the cluster; release/acquire orders the DSMEM stores before it.
+__device__ __forceinline__ void cluster_sync_all() {
+    asm volatile("barrier.cluster.arrive.release;\nbarrier.cluster.wait.acquire;" ::: "memory");
+}
+// Per consumer thread in the exchange buffer: its 128 O values, then row max and sum of its
+// two rows; 132 floats (528 bytes: float4 reads of 8 threads hit distinct banks).
+constexpr int XCH_FLOATS = 132;
+static_assert(CONSUMER_THREADS / 2 * XCH_FLOATS * 4 <= STAGES * TILE_BYTES, "the exchange fits the ring");
+
+template <bool PAIR, bool QREG>
 __device__ void decode(const MlaDecodeWgmmaParams& p) {
     extern __shared__ unsigned char smem_raw[];
     unsigned char* smem = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);
@@ -107,6 +157,10 @@ __device__ void decode(const MlaDecodeWgmmaParams& p) {
 #pragma unroll
             for (int c = 0; c < CHUNKS - 1; ++c) tma_load_4d(sQ + c * CHUNK_ELEMS, &p.q_lat, q_full, 64 * c, h0, b, 0);
             tma_load_4d(sQ + (CHUNKS - 1) * CHUNK_ELEMS, &p.q_pe, q_full, 0, h0, b, 0);
+            // L2 prefetch (p.l2_prefetch tiles, 0 = off): once tile t >= STAGES - 1 is issued,
+            // tiles up to t + l2_prefetch that wait for a stage are fetched into L2, so their
+            // DRAM reads overlap the stage wait and the TMA load later hits L2.
+            int pf = STAGES;
             for (int t = 0; t < n_tiles; ++t) {
                 const int s = t % STAGES;
                 mbar_wait(&k_empty[s], ((t / STAGES) & 1) ^ 1);
@@ -117,6 +171,10 @@ __device__ void decode(const MlaDecodeWgmmaParams& p) {
                     mbar_arrive_expect_tx(full, CHUNK_ELEMS * 2);
                     tma_load_4d(dst + c * CHUNK_ELEMS, &p.cache, full, 64 * c, kb + t * BN, b, 0);
                 }
+                if (t >= STAGES - 1)
+                    for (; pf < n_tiles && pf <= t + p.l2_prefetch; ++pf)
+#pragma unroll
+                        for (int c = 0; c < CHUNKS; ++c) tma_prefetch_l2_4d(&p.cache, 64 * c, kb + pf * BN, b, 0);
             }
         }
         return;
@@ -127,17 +185,29 @@ __device__ void decode(const MlaDecodeWgmmaParams& p) {
     const int r0 = 16 * warp + lane / 4;  // this thread's rows in the tile: r0 and r0 + 8
     const float score_log2 = p.scale * LOG2E;
 
+    // QREG: Q's last QREG_CHUNKS chunks (k-steps QREG_K0..35) as wgmma A fragments in
+    // registers, loaded once, so those k-steps read only K from shared memory (S at n32 is
+    // bound by the shared-memory port: 3 KiB a 16-clock k-step with both operands there).
+    constexpr int QREG_CHUNKS = 3, QREG_K0 = (CHUNKS - QREG_CHUNKS) * 4, QREG_STEPS = QREG ? QREG_CHUNKS * 4 : 1;
+    uint32_t qa[QREG_STEPS][4];
+
     // S_g for the tile in stage s: 36 k-steps of 16 over the 9 chunks of Q and of K's half g,
     // each chunk's k-steps issued as soon as that chunk has landed.
     auto s_gemm = [&](float (&sc)[HALF_KEYS / 2], int t) {
         const int s = t % STAGES;
         const bf16* k_tile = sK + s * TILE_ELEMS + g * HALF_KEYS * 64;
+        // One descriptor per operand and call; k-step kk adds its chunk (8 KiB >> 4) and its
+        // 32 bytes (>> 4) to the address field, which cannot carry (shared addresses < 256 KiB).
+        const uint64_t dq = desc_kmajor_opaque(smem_addr(sQ)), dk = desc_sw128(k_tile, 16, 1024);
 #pragma unroll
         for (int kk = 0; kk < DK / 16; ++kk) {
             if (kk % 4 == 0) mbar_wait(&k_full[s * CHUNKS + kk / 4], (t / STAGES) & 1);
-            const uint64_t da = desc_sw128(sQ + (kk / 4) * CHUNK_ELEMS, 16, 1024) + 2 * (kk % 4);
-            const uint64_t db = desc_sw128(k_tile + (kk / 4) * CHUNK_ELEMS, 16, 1024) + 2 * (kk % 4);
-            wgmma_ss<HALF_KEYS, 0>(sc, da, db, kk > 0);
+            const uint64_t step = (kk / 4) * (CHUNK_ELEMS * 2 / 16) + 2 * (kk % 4);
+            if (QREG && kk >= QREG_K0) {
+                wgmma_rs<HALF_KEYS, 0>(sc, qa[QREG ? kk - QREG_K0 : 0], dk + step, 1);
+            } else {
+                wgmma_ss<HALF_KEYS, 0>(sc, dq + step, dk + step, kk > 0);
+            }
         }
         wgmma_commit();
     };
@@ -242,6 +312,18 @@ __device__ void decode(const MlaDecodeWgmmaParams& p) {
     // Stage t is released as soon as P V(t) completes, so the load of tile t + 2 overlaps
     // S(t + 1), softmax(t + 1) and P V(t + 1): a whole tile of compute.
     mbar_wait(q_full, 0);
+    if constexpr (QREG) {
+        // The A fragment of k-step kk, rows r0 / r0 + 8, columns 2 (lane % 4) (+8) of its 16.
+#pragma unroll
+        for (int ks = 0; ks < QREG_STEPS; ++ks) {
+            const int kk = QREG_K0 + ks, col = 16 * (kk % 4) + 2 * (lane % 4);
+            const unsigned char* chunk_q = reinterpret_cast<const unsigned char*>(sQ + (kk / 4) * CHUNK_ELEMS);
+            qa[ks][0] = *reinterpret_cast<const uint32_t*>(chunk_q + sw128(r0, col));
+            qa[ks][1] = *reinterpret_cast<const uint32_t*>(chunk_q + sw128(r0 + 8, col));
+            qa[ks][2] = *reinterpret_cast<const uint32_t*>(chunk_q + sw128(r0, col + 8));
+            qa[ks][3] = *reinterpret_cast<const uint32_t*>(chunk_q + sw128(r0 + 8, col + 8));
+        }
+    }
     wgmma_fence();
     s_gemm(sc, 0);
     wgmma_wait<0>();
@@ -251,7 +333,7 @@ __device__ void decode(const MlaDecodeWgmmaParams& p) {
     // S(t + 1) goes ahead of the other half's P V(t) and softmax(t + 1) runs under the latter,
     // at the price of releasing stage t one softmax later. With one head tile (the TP8 shard)
     // loads are the bound, and S(t + 1), which may wait for its chunks, goes last instead.
-    const bool softmax_under_pv = p.heads > BM;
+    const bool softmax_under_pv = p.softmax_under_pv != 0;  // the launcher: above 64 heads
     for (int t = 0; t < n_tiles; ++t) {
         const int s = t % STAGES;
         // Both warpgroups' P V(t - 1) have retired: sP may be overwritten.
@@ -306,6 +388,61 @@ __device__ void decode(const MlaDecodeWgmmaParams& p) {
     for (int i = 0; i < 2; ++i) total[i] = sSum[r0 + 8 * i] + sSum[BM + r0 + 8 * i];
 
     const int col0 = g * HALF_COLS + 2 * (lane % 4);
+    if constexpr (PAIR) {
+        // The two splits of the sequence are this 2-CTA cluster (num_splits == 2, rank ==
+        // split). Warpgroup g of rank g keeps its 256 columns; warpgroup g of the other rank
+        // sends it its unnormalised O and row statistics for the same rows and columns into
+        // the (now idle) ring, and leaves. No partials, no combine kernel.
+        const uint32_t rank = cluster_rank(), other = rank ^ 1;
+        const int okb = (int)other * chunk;
+        const bool partner = okb < min(p.n_kv, okb + chunk);  // the other split has keys
+        const bool rows_here = h0 + 16 * warp < p.heads;       // this warp holds a real head
+        float* xch = reinterpret_cast<float*>(smem + RING_OFF) + t128 * XCH_FLOATS;
+        cluster_sync_all();  // both CTAs are done reading their rings
+        if (partner && g != (int)rank && rows_here) {
+            const uint32_t dst = cluster_addr(xch, other);
+#pragma unroll
+            for (int q = 0; q < HALF_COLS / 8; ++q) st_cluster_v4(dst + 16 * q, o[4 * q], o[4 * q + 1], o[4 * q + 2], o[4 * q + 3]);
+            st_cluster_v4(dst + 16 * (HALF_COLS / 8), row_max[0], row_max[1], total[0], total[1]);
+        }
+        cluster_sync_all();  // the stores above are visible to their receivers
+        if (partner && g != (int)rank) return;
+        if (!rows_here) return;
+        float ca[2], cb[2];
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {
+            if (partner) {
+                const float4 st = *reinterpret_cast<const float4*>(xch + HALF_COLS / 2);
+                const float m_o = i == 0 ? st.x : st.y, l_o = i == 0 ? st.z : st.w;
+                const float m = fmaxf(row_max[i], m_o);
+                const float a = exp2f(row_max[i] - m), c = exp2f(m_o - m);
+                const float inv = 1.f / (total[i] * a + l_o * c);
+                ca[i] = a * inv;
+                cb[i] = c * inv;
+            } else {
+                ca[i] = 1.f / total[i];
+                cb[i] = 0.f;
+            }
+        }
+#pragma unroll
+        for (int q = 0; q < HALF_COLS / 8; ++q) {
+            const float4 x = partner ? *reinterpret_cast<const float4*>(xch + 4 * q) : make_float4(0.f, 0.f, 0.f, 0.f);
+            o[4 * q] = o[4 * q] * ca[0] + x.x * cb[0];
+            o[4 * q + 1] = o[4 * q + 1] * ca[0] + x.y * cb[0];
+            o[4 * q + 2] = o[4 * q + 2] * ca[1] + x.z * cb[1];
+            o[4 * q + 3] = o[4 * q + 3] * ca[1] + x.w * cb[1];
+        }
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {
+            const int h = h0 + r0 + 8 * i;
+            if (h >= p.heads) continue;
+            bf16* out = p.o + (long long)b * p.o_batch_stride + (long long)h * p.o_head_stride + col0;
+#pragma unroll
+            for (int j = 0; j < HALF_COLS / 8; ++j)
+                *reinterpret_cast<__nv_bfloat162*>(out + 8 * j) = __floats2bfloat162_rn(o[4 * j + 2 * i], o[4 * j + 2 * i + 1]);
+        }
+        return;
+    }
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
         const int h = h0 + r0 + 8 * i;
@@ -331,5 +468,18 @@ __device__ void decode(const MlaDecodeWgmmaParams& p) {
 }  // namespace mla_wg
 
 extern "C" __global__ void __launch_bounds__(384, 1) mla_decode_wgmma(const __grid_constant__ MlaDecodeWgmmaParams p) {
-    mla_wg::decode(p);
+    mla_wg::decode<false, false>(p);
+}
+// num_splits == 2: the two splits of a sequence as one 2-CTA cluster, merged in the kernel.
+extern "C" __global__ void __cluster_dims__(2, 1, 1) __launch_bounds__(384, 1)
+    mla_decode_wgmma_pair(const __grid_constant__ MlaDecodeWgmmaParams p) {
+    mla_wg::decode<true, false>(p);
+}
+// The same two with Q's last 3 chunks in registers (the default above 64 heads).
+extern "C" __global__ void __launch_bounds__(384, 1) mla_decode_wgmma_qreg(const __grid_constant__ MlaDecodeWgmmaParams p) {
+    mla_wg::decode<false, true>(p);
+}
+extern "C" __global__ void __cluster_dims__(2, 1, 1) __launch_bounds__(384, 1)
+    mla_decode_wgmma_qreg_pair(const __grid_constant__ MlaDecodeWgmmaParams p) {
+    mla_wg::decode<true, true>(p);
 }

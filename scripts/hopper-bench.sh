@@ -86,6 +86,21 @@ if [ "$mode" != bench ]; then
     done
   done
   step check_mla_decode_tp2_b3_s1000 $bin kernel check $mla_dec --deploy tp2 --bsz 3 --seq 1000
+  # Two splits run as 2-CTA clusters merged in the kernel (the _pair entry): tp8 at 132 CTAs,
+  # tp1's two head tiles, tp2's 64 heads, a partial last tile; the combine path it replaces
+  # (FWDBENCH_MLA_PAIR=0) and the L2 prefetch knob on both paths.
+  step check_mla_decode_pair_tp8_b66_s999 $bin kernel check $mla_dec --deploy tp8 --bsz 66 --seq 999
+  step check_mla_decode_pair_tp1_b33_s300 $bin kernel check $mla_dec --deploy tp1 --bsz 33 --seq 300
+  step check_mla_decode_pair_tp2_b64_s200 $bin kernel check $mla_dec --deploy tp2 --bsz 64 --seq 200
+  step check_mla_decode_nopair_tp8_b64_s200 env FWDBENCH_MLA_PAIR=0 $bin kernel check $mla_dec --deploy tp8 --bsz 64 --seq 200
+  step check_mla_decode_l2pf2_tp8_b64_s1000 env FWDBENCH_MLA_L2_PREFETCH=2 $bin kernel check $mla_dec --deploy tp8 --bsz 64 --seq 1000
+  step check_mla_decode_l2pf0_tp1_b3_s1000 env FWDBENCH_MLA_L2_PREFETCH=0 $bin kernel check $mla_dec --deploy tp1 --bsz 3 --seq 1000
+  # Q's register chunks (default above 64 heads) forced off at tp1 and on at tp8 (with the pair).
+  step check_mla_decode_noqreg_tp1_b3_s1000 env FWDBENCH_MLA_QREG=0 $bin kernel check $mla_dec --deploy tp1 --bsz 3 --seq 1000
+  step check_mla_decode_qreg_tp8_b64_s200 env FWDBENCH_MLA_QREG=1 $bin kernel check $mla_dec --deploy tp8 --bsz 64 --seq 200
+  # The tile order forced against each regime's default (and tp1 without its L2 prefetch).
+  step check_mla_decode_schedpv_tp8_b64_s1000 env FWDBENCH_MLA_SCHED=pv $bin kernel check $mla_dec --deploy tp8 --bsz 64 --seq 1000
+  step check_mla_decode_schedafter_tp1_b5_s2049 env FWDBENCH_MLA_SCHED=after FWDBENCH_MLA_L2_PREFETCH=0 $bin kernel check $mla_dec --deploy tp1 --bsz 5 --seq 2049
   step check_mla_decode_fa2_b3_s1000 $bin kernel check $mla_dec --bsz 3 --seq 1000 --attention fa2
 fi
 if [ "$mode" != check ]; then

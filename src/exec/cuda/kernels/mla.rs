@@ -379,11 +379,14 @@ pub fn prepare(cx: &mut Prep, op: &Op) -> anyhow::Result<Vec<Call>> {
                 scratch: cx.scratch,
                 num_splits: splits,
             };
-            let decode = if wgmma {
+            let (decode, merged) = if wgmma {
                 mla_wgmma_call(&p)?
             } else {
-                kernel(variant.kernel, mla_decode_launch(&variant, rows, *heads as i32, splits), p)
+                (kernel(variant.kernel, mla_decode_launch(&variant, rows, *heads as i32, splits), p), false)
             };
+            if merged {
+                return Ok(vec![decode]);
+            }
             let p = MlaCombineParams {
                 scratch: cx.scratch,
                 o: cx.ptr(*out),

@@ -1,7 +1,8 @@
 //! Launch parameters for `kernels/mla_decode_wgmma.cu`: absorbed-form MLA decode with TMA and
 //! wgmma, the `fa3` backend's MLA decode for DeepSeek's 512 + 64 latent (other widths, and
 //! the `fa2` backend, run mla.cu's mma.sync kernels). Its split partials use mla.cu's scratch
-//! layout, so mla.cu's `mla_combine` merges them.
+//! layout, so mla.cu's `mla_combine` merges them, except at two splits, where the
+//! `_pair` entry runs the two splits of a sequence as a 2-CTA cluster that merges in the kernel.
 
 use cudarc::driver::{DeviceRepr, LaunchConfig};
 
@@ -32,6 +33,12 @@ const _: () = assert!(MLA_WGMMA_SMEM_BYTES <= 227 * 1024);
 pub const MLA_WGMMA_THREADS: u32 = 384;
 
 pub const MLA_DECODE_WGMMA: (&str, &str) = ("mla_decode_wgmma", "mla_decode_wgmma");
+/// Two splits as one 2-CTA cluster (`__cluster_dims__(2, 1, 1)`): the pair merges its halves
+/// through distributed shared memory and writes `o`, so no combine kernel follows.
+pub const MLA_DECODE_WGMMA_PAIR: (&str, &str) = ("mla_decode_wgmma", "mla_decode_wgmma_pair");
+/// The two above with Q's last 3 column chunks held as wgmma A fragments in registers.
+pub const MLA_DECODE_WGMMA_QREG: (&str, &str) = ("mla_decode_wgmma", "mla_decode_wgmma_qreg");
+pub const MLA_DECODE_WGMMA_QREG_PAIR: (&str, &str) = ("mla_decode_wgmma", "mla_decode_wgmma_qreg_pair");
 
 /// Tensor maps first (128-byte aligned, as in C).
 #[repr(C)]
@@ -54,8 +61,73 @@ pub struct MlaDecodeWgmmaParams {
     pub heads: i32,
     pub num_splits: i32,
     pub scale: f32,
+    /// Tiles the producer prefetches into L2 ahead of the one waiting for a ring stage
+    /// (0: none); [`MlaWgmmaKnobs`].
+    pub l2_prefetch: i32,
+    /// 1: S(t + 1) between the two halves of P V(t), softmax(t + 1) under the second (v3b,
+    /// compute bound, the default above 64 heads); 0: S(t + 1) after P V(t) (v3, the TP8 shard).
+    pub softmax_under_pv: i32,
 }
 unsafe impl DeviceRepr for MlaDecodeWgmmaParams {}
+
+/// Same-call A/B switches (environment, read at bind time):
+/// `FWDBENCH_MLA_PAIR=0` keeps two splits on the partials + `mla_combine` path,
+/// `FWDBENCH_MLA_L2_PREFETCH=N` sets [`MlaDecodeWgmmaParams::l2_prefetch`] (default: 1 above
+/// 64 heads, 0 at or below: measured in session 9, call B, +5.5% at h128 and -12% at h16),
+/// `FWDBENCH_MLA_QREG=0|1` forces Q's register chunks off or on (default: on above 64 heads),
+/// `FWDBENCH_MLA_SCHED=pv|after` forces [`MlaDecodeWgmmaParams::softmax_under_pv`] (default:
+/// `pv` above 64 heads).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MlaWgmmaKnobs {
+    pub pair: bool,
+    pub l2_prefetch: Option<i32>,
+    pub qreg: Option<bool>,
+    pub softmax_under_pv: Option<bool>,
+}
+
+impl MlaWgmmaKnobs {
+    pub fn from_env() -> Self {
+        let var = |k| std::env::var(k).ok();
+        MlaWgmmaKnobs {
+            pair: var("FWDBENCH_MLA_PAIR").as_deref() != Some("0"),
+            l2_prefetch: var("FWDBENCH_MLA_L2_PREFETCH").and_then(|v| v.parse::<i32>().ok()).map(|n| n.clamp(0, 8)),
+            qreg: match var("FWDBENCH_MLA_QREG").as_deref() {
+                Some("0") => Some(false),
+                Some("1") => Some(true),
+                _ => None,
+            },
+            softmax_under_pv: match var("FWDBENCH_MLA_SCHED").as_deref() {
+                Some("pv") => Some(true),
+                Some("after") => Some(false),
+                _ => None,
+            },
+        }
+    }
+
+    /// (l2_prefetch, softmax_under_pv) for `heads`: the knob, else the measured default.
+    pub fn schedule(&self, heads: i32) -> (i32, bool) {
+        let compute_bound = heads > MLA_WGMMA_HEADS_PER_CTA;
+        (self.l2_prefetch.unwrap_or(if compute_bound { 1 } else { 0 }), self.softmax_under_pv.unwrap_or(compute_bound))
+    }
+}
+
+/// The kernel entry for a launch: pair (two splits merged in the kernel) and Q in registers
+/// (by default above 64 heads, where the kernel is compute bound and S's k-steps are bound by
+/// the shared-memory port; the memory-bound TP8 shard keeps v3b's all-shared-memory S).
+pub fn mla_wgmma_entry(heads: i32, num_splits: i32, knobs: MlaWgmmaKnobs) -> (&'static str, &'static str) {
+    let qreg = knobs.qreg.unwrap_or(heads > MLA_WGMMA_HEADS_PER_CTA);
+    match (mla_wgmma_pairs(num_splits, knobs), qreg) {
+        (false, false) => MLA_DECODE_WGMMA,
+        (true, false) => MLA_DECODE_WGMMA_PAIR,
+        (false, true) => MLA_DECODE_WGMMA_QREG,
+        (true, true) => MLA_DECODE_WGMMA_QREG_PAIR,
+    }
+}
+
+/// Whether a launch with `num_splits` takes the 2-CTA pair entry (and needs no combine).
+pub fn mla_wgmma_pairs(num_splits: i32, knobs: MlaWgmmaKnobs) -> bool {
+    num_splits == 2 && knobs.pair
+}
 
 /// Whether the wgmma kernel serves these latent and rope widths.
 pub fn mla_wgmma_supports(kv_lora_rank: usize, d_rope: usize) -> bool {
@@ -83,8 +155,12 @@ pub fn mla_wgmma_launch(batch: i32, heads: i32, num_splits: i32) -> LaunchConfig
 }
 
 /// The prepared kernel call for the problem mla.cu's kernels take (tensor maps encoded now,
-/// at bind time); `p.kv_lora_rank` and `p.rope_dim` must be the compiled 512 and 64.
-pub fn mla_wgmma_call(p: &MlaDecodeParams) -> anyhow::Result<Call> {
+/// at bind time); `p.kv_lora_rank` and `p.rope_dim` must be the compiled 512 and 64. The
+/// flag says whether the call already wrote `o` from all splits (the pair entry), so that no
+/// `mla_combine` must follow.
+pub fn mla_wgmma_call(p: &MlaDecodeParams) -> anyhow::Result<(Call, bool)> {
+    let knobs = MlaWgmmaKnobs::from_env();
+    let (l2_prefetch, softmax_under_pv) = knobs.schedule(p.heads);
     ensure!(
         mla_wgmma_supports(p.kv_lora_rank as usize, p.rope_dim as usize),
         "mla_decode_wgmma is compiled for a {MLA_WGMMA_KV_LORA_RANK} + {MLA_WGMMA_ROPE_DIM} latent, not {} + {}",
@@ -117,8 +193,12 @@ pub fn mla_wgmma_call(p: &MlaDecodeParams) -> anyhow::Result<Call> {
         heads: p.heads,
         num_splits: p.num_splits,
         scale: p.scale,
+        l2_prefetch,
+        softmax_under_pv: softmax_under_pv as i32,
     };
-    Ok(kernel(MLA_DECODE_WGMMA, mla_wgmma_launch(p.batch, p.heads, p.num_splits), params))
+    let pair = mla_wgmma_pairs(p.num_splits, knobs);
+    let entry = mla_wgmma_entry(p.heads, p.num_splits, knobs);
+    Ok((kernel(entry, mla_wgmma_launch(p.batch, p.heads, p.num_splits), params), pair))
 }
 
 #[cfg(test)]
@@ -155,6 +235,19 @@ mod tests {
         assert_eq!(mla_wgmma_launch(2, 128, 1).grid_dim, (1, 2, 2));
         assert!(mla_wgmma_supports(512, 64));
         assert!(!mla_wgmma_supports(32, 16));
+        let on = MlaWgmmaKnobs { pair: true, l2_prefetch: None, qreg: None, softmax_under_pv: None };
+        assert_eq!(on.schedule(128), (1, true));
+        assert_eq!(on.schedule(16), (0, false));
+        assert_eq!(MlaWgmmaKnobs { l2_prefetch: Some(2), softmax_under_pv: Some(true), ..on }.schedule(16), (2, true));
+        assert!(mla_wgmma_pairs(2, on));
+        assert!(!mla_wgmma_pairs(1, on) && !mla_wgmma_pairs(3, on));
+        assert!(!mla_wgmma_pairs(2, MlaWgmmaKnobs { pair: false, ..on }));
+        assert_eq!(mla_wgmma_entry(128, 1, on), MLA_DECODE_WGMMA_QREG);
+        assert_eq!(mla_wgmma_entry(128, 2, on), MLA_DECODE_WGMMA_QREG_PAIR);
+        assert_eq!(mla_wgmma_entry(16, 2, on), MLA_DECODE_WGMMA_PAIR);
+        assert_eq!(mla_wgmma_entry(64, 5, on), MLA_DECODE_WGMMA);
+        assert_eq!(mla_wgmma_entry(16, 1, MlaWgmmaKnobs { qreg: Some(true), ..on }), MLA_DECODE_WGMMA_QREG);
+        assert_eq!(mla_wgmma_entry(128, 1, MlaWgmmaKnobs { qreg: Some(false), ..on }), MLA_DECODE_WGMMA);
     }
 
     #[test]
