@@ -57,6 +57,11 @@
 // expert share the weight tile (48 -> 32 KiB per stage from L2, for the L2-bound rows), or, with
 // one M-block per expert, two n-tiles share the A rows (their readers then run in lockstep).
 //
+// v4 (session 9): pairs by default where the M pairs apply (moe_wgmma.rs, pairs_default:
+// >= 2 M-blocks per local expert expected; measured -4.1% / -2.7% on Qwen3 4096 / EP8, while
+// the N pairs of one-block experts measured +0.5%), and A loaded evict-last (a_hint): the
+// n-tiles of an M-block re-read its A rows from L2, and about a fifth of those reads missed.
+//
 // Raster: tiles numbered in groups of G M-blocks across all n-tiles, M fastest, G the M-blocks
 // per local expert (1..8): one expert's M-blocks read each weight tile together, and one
 // M-block's n-tiles are G claims apart. Weights are read once, which is the bound at ~128
@@ -195,6 +200,7 @@ __device__ __forceinline__ void moe_wgmma(const MoeWgmmaParams& p) {
             tma_prefetch(&p.a);
             tma_prefetch(&p.b);
             const uint64_t read_once = l2_evict_first_policy(), shared = l2_evict_normal_policy();
+            const uint64_t keep = p.a_hint ? l2_evict_last_policy() : shared;
             // Pairs claim every unit (rank 0, then sent to rank 1), none by blockIdx: a
             // cluster that is not co-resident at first then finds no work instead of running
             // its first unit after everyone else.
@@ -220,6 +226,9 @@ __device__ __forceinline__ void moe_wgmma(const MoeWgmmaParams& p) {
                 const bool reread = (lo > 0 && p.block_expert[lo - 1] == w.expert) ||
                                     (hi + 1 < m_blocks && p.block_expert[hi + 1] == w.expert);
                 const uint64_t weights_policy = reread ? shared : read_once;
+                // A: kept (evict-last) for the M-block's later n-tiles; the last n-tile reads
+                // it last (raster order) and demotes it (moe_sched.cuh, l2_evict_last_policy).
+                const uint64_t a_policy = p.a_hint && w.n_block >= p.n_tiles - 1 ? read_once : keep;
                 for (int kt = 0; kt < k_tiles; ++kt, ++it) {
                     const int s = ring.acquire(it);
                     if constexpr (PAIR) {
@@ -229,12 +238,13 @@ __device__ __forceinline__ void moe_wgmma(const MoeWgmmaParams& p) {
                         for (int h = 0; h < 2; ++h) {
                             bf16* dst = ring.a + s * A_STAGE + h * 64 * BK;
                             if (!w.share_a)
-                                tma_load_2d(dst, &p.a, &ring.full[s], kt * BK, a_block * BM + h * 64);
+                                tma_load_2d_hint(dst, &p.a, &ring.full[s], kt * BK, a_block * BM + h * 64, a_policy);
                             else if (h == rank)
-                                tma_load_2d_multicast(dst, &p.a, &ring.full[s], kt * BK, a_block * BM + h * 64, 0x3);
+                                tma_load_2d_multicast_hint(dst, &p.a, &ring.full[s], kt * BK, a_block * BM + h * 64,
+                                                           0x3, a_policy);
                         }
                     } else {
-                        tma_load_2d(ring.a + s * A_STAGE, &p.a, &ring.full[s], kt * BK, a_block * BM);
+                        tma_load_2d_hint(ring.a + s * A_STAGE, &p.a, &ring.full[s], kt * BK, a_block * BM, a_policy);
                     }
 #pragma unroll
                     for (int q = 0; q < 2 * GROUPS_N; ++q) {
