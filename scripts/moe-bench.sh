@@ -54,8 +54,10 @@ if [ "$mode" != bench ]; then
   # raster groups (G up to 5, remainders) and, with FWDBENCH_MOE_PAIRS=1, both kinds of CTA
   # pair (M pairs at >= 2 blocks per expert, mixed pairs and an odd block count at 1031 tokens;
   # N pairs at 220 tokens, the down GEMM's single n-tile leaving rank 1 past N) are compared.
+  # auto: the default choice (moe_wgmma.rs pairs_default: pairs at >= 256 rows per expert, so
+  # on at 512 and 1031 tokens, off at 220), with the L2 hints as shipped.
   narrow="--model qwen --mconf 2l --set num_experts=16"
-  for pairs in 0 1; do
+  for pairs in 0 1 auto; do
     with="env FWDBENCH_MOE_PAIRS=$pairs"
     step "check_narrow_i2048_t512_pairs$pairs" $with $check $narrow --set hidden_size=64 --set moe_intermediate_size=2048 --tokens 512
     step "check_narrow_i1024_t1031_pairs$pairs" $with $check $narrow --set hidden_size=64 --set moe_intermediate_size=1024 --tokens 1031
