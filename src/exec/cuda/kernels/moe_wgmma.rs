@@ -104,6 +104,9 @@ pub struct MoeWgmmaParams {
     /// 1: A boxes evict-last in L2 (evict-first from the M-block's last n-tile), kept for the
     /// other n-tiles that re-read them; 0: the normal policy ([`a_hint_requested`]).
     pub a_hint: i32,
+    /// K-tiles past the ring's loads at which the producer prefetches the next boxes into L2
+    /// (0: none; [`prefetch_requested`]).
+    pub prefetch: i32,
 }
 unsafe impl DeviceRepr for MoeWgmmaParams {}
 
@@ -254,6 +257,14 @@ pub fn pairs_chosen(block_m: usize, expected_rows: usize) -> bool {
     }
 }
 
+/// The L2 prefetch distance in K-tiles ([`MoeWgmmaParams::prefetch`]): 2 unless
+/// `FWDBENCH_MOE_PREFETCH=<k>` sets it (0 turns it off). The ring's loads already run ~3
+/// K-tiles ahead of the wgmma; 2 more put a weight tile's first-touch DRAM read ~5 K-tiles
+/// (~4 us at the compute-bound rate) ahead, at ~96 KB of L2 per SM (~13 MB in all).
+pub fn prefetch_requested() -> i32 {
+    std::env::var("FWDBENCH_MOE_PREFETCH").ok().and_then(|v| v.parse().ok()).unwrap_or(2).clamp(0, 64)
+}
+
 /// The A boxes' evict-last hint ([`MoeWgmmaParams::a_hint`]); `FWDBENCH_MOE_A_HINT=0` turns
 /// it off (an A/B knob).
 pub fn a_hint_requested() -> bool {
@@ -292,6 +303,7 @@ pub fn gemm_call(pr: &MoeWgmmaProblem) -> anyhow::Result<Call> {
         tile_counter: pr.tile_counter,
         experts: pr.experts as i32,
         a_hint: a_hint_requested() as i32,
+        prefetch: prefetch_requested(),
     };
     Ok(kernel(name, gemm_launch(tile, n_tiles, pr.max_blocks, pr.sm_count, pairs), p))
 }
@@ -322,6 +334,7 @@ mod tests {
         assert_eq!(std::mem::offset_of!(MoeWgmmaParams, tile_counter), 312);
         assert_eq!(std::mem::offset_of!(MoeWgmmaParams, experts), 320);
         assert_eq!(std::mem::offset_of!(MoeWgmmaParams, a_hint), 324);
+        assert_eq!(std::mem::offset_of!(MoeWgmmaParams, prefetch), 328);
         assert_eq!(std::mem::size_of::<MoeWgmmaParams>(), 384);
         assert_eq!(std::mem::offset_of!(MoePermuteParams, tokens), 44);
         assert_eq!(std::mem::offset_of!(MoePermuteParams, slot_to_sorted), 48);
