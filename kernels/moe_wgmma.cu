@@ -62,6 +62,11 @@
 // the N pairs of one-block experts measured +0.5%), and A loaded evict-last (a_hint): the
 // n-tiles of an M-block re-read its A rows from L2, and about a fifth of those reads missed.
 //
+// v4b: 8-byte epilogue stores (a lane pair swaps one bf16 pair, so a quad writes a full
+// 32-byte sector of a row per store): +2% on DeepSeek 4096 against v4. The L2 prefetch of
+// the boxes a few K-tiles past the ring's loads (p.prefetch, FWDBENCH_MOE_PREFETCH=k) is off
+// by default: at k = 2 it cost 26% on DeepSeek 4096 and 13% on Qwen3 4096.
+//
 // Raster: tiles numbered in groups of G M-blocks across all n-tiles, M fastest, G the M-blocks
 // per local expert (1..8): one expert's M-blocks read each weight tile together, and one
 // M-block's n-tiles are G claims apart. Weights are read once, which is the bound at ~128
@@ -201,8 +206,8 @@ __device__ __forceinline__ void moe_wgmma(const MoeWgmmaParams& p) {
             tma_prefetch(&p.b);
             const uint64_t read_once = l2_evict_first_policy(), shared = l2_evict_normal_policy();
             const uint64_t keep = p.a_hint ? l2_evict_last_policy() : shared;
-            // L2 prefetch `ahead` K-tiles past the ring's loads (p.prefetch; 0: none), weights
-            // with the normal policy (the ring's load then applies the tile's own), A as kept.
+            // L2 prefetch `ahead` K-tiles past the ring's loads (p.prefetch; 0, the default:
+            // none, it measured much slower), weights with the normal policy, A as kept.
             const int ahead = p.prefetch;
             const auto prefetch = [&](const Work& v, int kt) {
                 if (!v.valid) return;

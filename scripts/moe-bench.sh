@@ -55,7 +55,7 @@ if [ "$mode" != bench ]; then
   # pair (M pairs at >= 2 blocks per expert, mixed pairs and an odd block count at 1031 tokens;
   # N pairs at 220 tokens, the down GEMM's single n-tile leaving rank 1 past N) are compared.
   # auto: the default choice (moe_wgmma.rs pairs_default: pairs at >= 256 rows per expert, so
-  # on at 512 and 1031 tokens, off at 220), with the L2 hints and prefetch as shipped.
+  # on at 512 and 1031 tokens, off at 220), with the L2 hints as shipped.
   narrow="--model qwen --mconf 2l --set num_experts=16"
   for pairs in 0 1 auto; do
     with="env FWDBENCH_MOE_PAIRS=$pairs"
@@ -68,8 +68,9 @@ if [ "$mode" != bench ]; then
   # column group is stored by the odd lane of each lane pair, and the group after it lies past N.
   step check_narrow_h136_i1032_t300 $check $narrow --set hidden_size=136 --set moe_intermediate_size=1032 --tokens 300
   step check_narrow_h136_i1032_t40_m64 $check $narrow --set hidden_size=136 --set moe_intermediate_size=1032 --tokens 40
-  # The L2 prefetch off, and far past a tile's end with pairs (within-tile only) on.
-  step check_narrow_i1024_t1031_prefetch0 env FWDBENCH_MOE_PREFETCH=0 $check $narrow --set hidden_size=64 --set moe_intermediate_size=1024 --tokens 1031
+  # The L2 prefetch (off by default, FWDBENCH_MOE_PREFETCH=k): near, crossing into the next
+  # claimed tile, and far with pairs (within-tile only) on.
+  step check_narrow_i1024_t1031_prefetch2 env FWDBENCH_MOE_PREFETCH=2 $check $narrow --set hidden_size=64 --set moe_intermediate_size=1024 --tokens 1031
   step check_narrow_i1024_t1031_prefetch7_pairs1 env FWDBENCH_MOE_PREFETCH=7 FWDBENCH_MOE_PAIRS=1 $check $narrow --set hidden_size=64 --set moe_intermediate_size=1024 --tokens 1031
   step check_fp8_narrow_h128_t256 $check $narrow --set hidden_size=128 --set moe_intermediate_size=2048 --tokens 256 --quant fp8
   step check_fp8_narrow_h128_t100_m64 $check $narrow --set hidden_size=128 --set moe_intermediate_size=4096 --tokens 100 --quant fp8

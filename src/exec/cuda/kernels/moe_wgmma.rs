@@ -257,12 +257,12 @@ pub fn pairs_chosen(block_m: usize, expected_rows: usize) -> bool {
     }
 }
 
-/// The L2 prefetch distance in K-tiles ([`MoeWgmmaParams::prefetch`]): 2 unless
-/// `FWDBENCH_MOE_PREFETCH=<k>` sets it (0 turns it off). The ring's loads already run ~3
-/// K-tiles ahead of the wgmma; 2 more put a weight tile's first-touch DRAM read ~5 K-tiles
-/// (~4 us at the compute-bound rate) ahead, at ~96 KB of L2 per SM (~13 MB in all).
+/// The L2 prefetch distance in K-tiles ([`MoeWgmmaParams::prefetch`]): 0 (off) unless
+/// `FWDBENCH_MOE_PREFETCH=<k>` sets it. Off by measurement: at distance 2 (weights and A
+/// prefetched 2 K-tiles past the ring's loads) DeepSeek 4096 ran 26% slower and Qwen3 4096
+/// 13% slower than with it off, same binary, same call (docs/perf.md, MoE v4b outcome).
 pub fn prefetch_requested() -> i32 {
-    std::env::var("FWDBENCH_MOE_PREFETCH").ok().and_then(|v| v.parse().ok()).unwrap_or(2).clamp(0, 64)
+    std::env::var("FWDBENCH_MOE_PREFETCH").ok().and_then(|v| v.parse().ok()).unwrap_or(0).clamp(0, 64)
 }
 
 /// The A boxes' evict-last hint ([`MoeWgmmaParams::a_hint`]); `FWDBENCH_MOE_A_HINT=0` turns
