@@ -47,6 +47,27 @@ __device__ __forceinline__ uint64_t l2_evict_normal_policy() {
     return policy;
 }
 
+// Evict-last, for the A rows that every n-tile of an M-block re-reads from L2 (moe_wgmma.cu,
+// session 9): with the normal policy about a fifth of those reads missed L2 although the
+// readers start within ~16 us of each other, the weight stream (evict-first, 4+ TB/s) filling
+// more than L2 in that time. The last n-tile's reads demote the rows to evict-first again, so
+// finished M-blocks do not crowd L2 for the kernels after.
+__device__ __forceinline__ uint64_t l2_evict_last_policy() {
+    uint64_t policy;
+    asm volatile("createpolicy.fractional.L2::evict_last.b64 %0, 1.0;" : "=l"(policy));
+    return policy;
+}
+
+// hopper.cuh's tma_load_2d with an L2 cache policy.
+__device__ __forceinline__ void tma_load_2d_hint(void* dst, const TensorMap* map, uint64_t* bar, int c0, int c1,
+                                                 uint64_t policy) {
+    asm volatile(
+        "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes.L2::cache_hint [%0], [%1, "
+        "{%3, %4}], [%2], %5;" ::"r"(smem_addr(dst)),
+        "l"(reinterpret_cast<uint64_t>(map)), "r"(smem_addr(bar)), "r"(c0), "r"(c1), "l"(policy)
+        : "memory");
+}
+
 // hopper.cuh's tma_load_4d with an L2 cache policy.
 __device__ __forceinline__ void tma_load_4d_hint(void* dst, const TensorMap* map, uint64_t* bar, int c0, int c1,
                                                  int c2, int c3, uint64_t policy) {
@@ -55,6 +76,22 @@ __device__ __forceinline__ void tma_load_4d_hint(void* dst, const TensorMap* map
         "{%3, %4, %5, %6}], [%2], %7;" ::"r"(smem_addr(dst)),
         "l"(reinterpret_cast<uint64_t>(map)), "r"(smem_addr(bar)), "r"(c0), "r"(c1), "r"(c2), "r"(c3), "l"(policy)
         : "memory");
+}
+
+// L2 prefetches of TMA boxes (PTX ISA "cp.async.bulk.prefetch.tensor"): no shared memory, no
+// barrier. The producer of moe_wgmma.cu issues them a few K-tiles ahead of its ring, so the
+// weight tiles that come from DRAM (first touch) are in L2 when the ring's load asks for them.
+__device__ __forceinline__ void tma_prefetch_2d(const TensorMap* map, int c0, int c1, uint64_t policy) {
+    asm volatile("cp.async.bulk.prefetch.tensor.2d.L2.global.tile.L2::cache_hint [%0, {%1, %2}], %3;" ::"l"(
+                     reinterpret_cast<uint64_t>(map)),
+                 "r"(c0), "r"(c1), "l"(policy)
+                 : "memory");
+}
+__device__ __forceinline__ void tma_prefetch_4d(const TensorMap* map, int c0, int c1, int c2, int c3, uint64_t policy) {
+    asm volatile("cp.async.bulk.prefetch.tensor.4d.L2.global.tile.L2::cache_hint [%0, {%1, %2, %3, %4}], %5;" ::"l"(
+                     reinterpret_cast<uint64_t>(map)),
+                 "r"(c0), "r"(c1), "r"(c2), "r"(c3), "l"(policy)
+                 : "memory");
 }
 
 // The raster over the live M-blocks of one GEMM launch (every thread computes the same).
@@ -211,6 +248,16 @@ __device__ __forceinline__ void tma_load_2d_multicast(void* dst, const TensorMap
         "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes.multicast::cluster [%0], "
         "[%1, {%3, %4}], [%2], %5;" ::"r"(smem_addr(dst)),
         "l"(reinterpret_cast<uint64_t>(map)), "r"(smem_addr(bar)), "r"(c0), "r"(c1), "h"(mask)
+        : "memory");
+}
+
+// tma_load_2d_hint, multicast as tma_load_4d_multicast.
+__device__ __forceinline__ void tma_load_2d_multicast_hint(void* dst, const TensorMap* map, uint64_t* bar, int c0,
+                                                           int c1, uint16_t mask, uint64_t policy) {
+    asm volatile(
+        "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes.multicast::cluster.L2::"
+        "cache_hint [%0], [%1, {%3, %4}], [%2], %5, %6;" ::"r"(smem_addr(dst)),
+        "l"(reinterpret_cast<uint64_t>(map)), "r"(smem_addr(bar)), "r"(c0), "r"(c1), "h"(mask), "l"(policy)
         : "memory");
 }
 

@@ -57,6 +57,16 @@
 // expert share the weight tile (48 -> 32 KiB per stage from L2, for the L2-bound rows), or, with
 // one M-block per expert, two n-tiles share the A rows (their readers then run in lockstep).
 //
+// v4 (session 9): pairs by default where the M pairs apply (moe_wgmma.rs, pairs_default:
+// >= 2 M-blocks per local expert expected; measured -4.1% / -2.7% on Qwen3 4096 / EP8, while
+// the N pairs of one-block experts measured +0.5%), and A loaded evict-last (a_hint): the
+// n-tiles of an M-block re-read its A rows from L2, and about a fifth of those reads missed.
+//
+// v4b: 8-byte epilogue stores (a lane pair swaps one bf16 pair, so a quad writes a full
+// 32-byte sector of a row per store): +2% on DeepSeek 4096 against v4. The L2 prefetch of
+// the boxes a few K-tiles past the ring's loads (p.prefetch, FWDBENCH_MOE_PREFETCH=k) is off
+// by default: at k = 2 it cost 26% on DeepSeek 4096 and 13% on Qwen3 4096.
+//
 // Raster: tiles numbered in groups of G M-blocks across all n-tiles, M fastest, G the M-blocks
 // per local expert (1..8): one expert's M-blocks read each weight tile together, and one
 // M-block's n-tiles are G claims apart. Weights are read once, which is the bound at ~128
@@ -195,6 +205,27 @@ __device__ __forceinline__ void moe_wgmma(const MoeWgmmaParams& p) {
             tma_prefetch(&p.a);
             tma_prefetch(&p.b);
             const uint64_t read_once = l2_evict_first_policy(), shared = l2_evict_normal_policy();
+            const uint64_t keep = p.a_hint ? l2_evict_last_policy() : shared;
+            // L2 prefetch `ahead` K-tiles past the ring's loads (p.prefetch; 0, the default:
+            // none, it measured much slower), weights with the normal policy, A as kept.
+            const int ahead = p.prefetch;
+            const auto prefetch = [&](const Work& v, int kt) {
+                if (!v.valid) return;
+                const int ab = v.m_block < m_blocks ? v.m_block : v.m_block - 1;
+                if constexpr (PAIR) {
+#pragma unroll
+                    for (int h = 0; h < 2; ++h)
+                        if (!v.share_a || h == rank) tma_prefetch_2d(&p.a, kt * BK, ab * BM + h * 64, keep);
+                } else {
+                    tma_prefetch_2d(&p.a, kt * BK, ab * BM, keep);
+                }
+#pragma unroll
+                for (int q = 0; q < 2 * GROUPS_N; ++q) {
+                    if (PAIR && v.share_b && q != rank) continue;
+                    const int row = GATE_UP ? v.n_block * (BN / 2) + (q / 2) * BOX : v.n_block * BN + q * BOX;
+                    tma_prefetch_4d(&p.b, kt * BK, row, GATE_UP ? q % 2 : 0, v.expert, shared);
+                }
+            };
             // Pairs claim every unit (rank 0, then sent to rank 1), none by blockIdx: a
             // cluster that is not co-resident at first then finds no work instead of running
             // its first unit after everyone else.
@@ -210,6 +241,10 @@ __device__ __forceinline__ void moe_wgmma(const MoeWgmmaParams& p) {
                 // under them.
                 const int next = PAIR ? (rank == 0 ? atomicAdd(p.tile_counter, 1) : 0) : moe_claim_tile(p.tile_counter);
                 const Work w = work_of(moe_tile(raster, linear));
+                // The next tile, for the L2 prefetches past this tile's last K-tiles (single
+                // CTAs only: rank 1 of a pair learns its next unit later).
+                Work wn{0, 0, -1, false, false, false};
+                if (!PAIR && ahead > 0 && next < tiles) wn = work_of(moe_tile(raster, next));
                 linear = next;
                 // Pairs load every stage (the peer counts on this CTA's boxes and arrivals).
                 if (!PAIR && !w.valid) continue;
@@ -220,8 +255,16 @@ __device__ __forceinline__ void moe_wgmma(const MoeWgmmaParams& p) {
                 const bool reread = (lo > 0 && p.block_expert[lo - 1] == w.expert) ||
                                     (hi + 1 < m_blocks && p.block_expert[hi + 1] == w.expert);
                 const uint64_t weights_policy = reread ? shared : read_once;
+                // A: kept (evict-last) for the M-block's later n-tiles; the last n-tile reads
+                // it last (raster order) and demotes it (moe_sched.cuh, l2_evict_last_policy).
+                const uint64_t a_policy = p.a_hint && w.n_block >= p.n_tiles - 1 ? read_once : keep;
                 for (int kt = 0; kt < k_tiles; ++kt, ++it) {
                     const int s = ring.acquire(it);
+                    if (ahead > 0) {
+                        const int pk = kt + ahead;
+                        if (pk < k_tiles) prefetch(w, pk);
+                        else if (pk - k_tiles < k_tiles) prefetch(wn, pk - k_tiles);
+                    }
                     if constexpr (PAIR) {
                         // A as two 64-row boxes (the pair entries' A map); sharing A, box h
                         // comes from rank h into both CTAs.
@@ -229,12 +272,13 @@ __device__ __forceinline__ void moe_wgmma(const MoeWgmmaParams& p) {
                         for (int h = 0; h < 2; ++h) {
                             bf16* dst = ring.a + s * A_STAGE + h * 64 * BK;
                             if (!w.share_a)
-                                tma_load_2d(dst, &p.a, &ring.full[s], kt * BK, a_block * BM + h * 64);
+                                tma_load_2d_hint(dst, &p.a, &ring.full[s], kt * BK, a_block * BM + h * 64, a_policy);
                             else if (h == rank)
-                                tma_load_2d_multicast(dst, &p.a, &ring.full[s], kt * BK, a_block * BM + h * 64, 0x3);
+                                tma_load_2d_multicast_hint(dst, &p.a, &ring.full[s], kt * BK, a_block * BM + h * 64,
+                                                           0x3, a_policy);
                         }
                     } else {
-                        tma_load_2d(ring.a + s * A_STAGE, &p.a, &ring.full[s], kt * BK, a_block * BM);
+                        tma_load_2d_hint(ring.a + s * A_STAGE, &p.a, &ring.full[s], kt * BK, a_block * BM, a_policy);
                     }
 #pragma unroll
                     for (int q = 0; q < 2 * GROUPS_N; ++q) {
@@ -324,19 +368,34 @@ __device__ __forceinline__ void moe_wgmma(const MoeWgmmaParams& p) {
         const int row_base = tile.m_block * BM + wm * 64 + warp * 16 + lane / 4;
         const int col0 =
             (GATE_UP ? tile.n_block * (BN / 2) + wn * BOX : tile.n_block * BN + wn * WN) + 2 * (lane % 4);
+        // Stores of 8 bytes (v4): lanes 2q and 2q + 1 swap one bf16 pair, so for column groups
+        // j and j + 1 the even lane holds 4 consecutive columns of group j and the odd lane 4
+        // of group j + 1; a quad then writes 32 contiguous bytes of a row (a full sector) per
+        // store, half the store instructions of the 4-byte stores before. The shuffle runs in
+        // every lane; only the store checks the tail (n % 8 == 0: 4 columns all in or out).
+        static_assert(OUT_COLS % 16 == 0, "column groups in pairs");
+        const bool odd = lane & 1;
 #pragma unroll
-        for (int j = 0; j < OUT_COLS / 8; ++j) {
-            const int col = col0 + 8 * j;
-            if (col >= p.n) continue;
+        for (int j = 0; j < OUT_COLS / 8; j += 2) {
 #pragma unroll
             for (int i = 0; i < 2; ++i) {
-                float v0 = acc[4 * j + 2 * i], v1 = acc[4 * j + 2 * i + 1];
-                if constexpr (GATE_UP) {
-                    v0 = apply_act(v0, act) * acc[4 * (j + BOX / 8) + 2 * i];
-                    v1 = apply_act(v1, act) * acc[4 * (j + BOX / 8) + 2 * i + 1];
+                float v[4];
+#pragma unroll
+                for (int h = 0; h < 2; ++h) {
+#pragma unroll
+                    for (int c = 0; c < 2; ++c) {
+                        float x = acc[4 * (j + h) + 2 * i + c];
+                        if constexpr (GATE_UP) x = apply_act(x, act) * acc[4 * (j + h + BOX / 8) + 2 * i + c];
+                        v[2 * h + c] = x;
+                    }
                 }
-                bf16* dst = p.c + static_cast<long long>(row_base + 8 * i) * p.c_ld + col;
-                *reinterpret_cast<__nv_bfloat162*>(dst) = __floats2bfloat162_rn(v0, v1);
+                const uint32_t w0 = pack_bf16x2(v[0], v[1]), w1 = pack_bf16x2(v[2], v[3]);
+                const uint32_t recv = __shfl_xor_sync(0xffffffffu, odd ? w0 : w1, 1);
+                const int col = col0 + 8 * j + (odd ? 6 : 0);
+                if (col < p.n) {
+                    bf16* dst = p.c + static_cast<long long>(row_base + 8 * i) * p.c_ld + col;
+                    *reinterpret_cast<uint2*>(dst) = odd ? make_uint2(recv, w1) : make_uint2(w0, recv);
+                }
             }
         }
     }

@@ -54,14 +54,24 @@ if [ "$mode" != bench ]; then
   # raster groups (G up to 5, remainders) and, with FWDBENCH_MOE_PAIRS=1, both kinds of CTA
   # pair (M pairs at >= 2 blocks per expert, mixed pairs and an odd block count at 1031 tokens;
   # N pairs at 220 tokens, the down GEMM's single n-tile leaving rank 1 past N) are compared.
+  # auto: the default choice (moe_wgmma.rs pairs_default: pairs at >= 256 rows per expert, so
+  # on at 512 and 1031 tokens, off at 220), with the L2 hints as shipped.
   narrow="--model qwen --mconf 2l --set num_experts=16"
-  for pairs in 0 1; do
+  for pairs in 0 1 auto; do
     with="env FWDBENCH_MOE_PAIRS=$pairs"
     step "check_narrow_i2048_t512_pairs$pairs" $with $check $narrow --set hidden_size=64 --set moe_intermediate_size=2048 --tokens 512
     step "check_narrow_i1024_t1031_pairs$pairs" $with $check $narrow --set hidden_size=64 --set moe_intermediate_size=1024 --tokens 1031
     step "check_narrow_i2048_t220_pairs$pairs" $with $check $narrow --set hidden_size=64 --set moe_intermediate_size=2048 --tokens 220
   done
   step check_narrow_i2048_t60_m64 $check $narrow --set hidden_size=64 --set moe_intermediate_size=2048 --tokens 60
+  # The epilogue's 8-byte stores (MoE v4b): with n % 16 == 8 (I 1032, H 136) a tile's last
+  # column group is stored by the odd lane of each lane pair, and the group after it lies past N.
+  step check_narrow_h136_i1032_t300 $check $narrow --set hidden_size=136 --set moe_intermediate_size=1032 --tokens 300
+  step check_narrow_h136_i1032_t40_m64 $check $narrow --set hidden_size=136 --set moe_intermediate_size=1032 --tokens 40
+  # The L2 prefetch (off by default, FWDBENCH_MOE_PREFETCH=k): near, crossing into the next
+  # claimed tile, and far with pairs (within-tile only) on.
+  step check_narrow_i1024_t1031_prefetch2 env FWDBENCH_MOE_PREFETCH=2 $check $narrow --set hidden_size=64 --set moe_intermediate_size=1024 --tokens 1031
+  step check_narrow_i1024_t1031_prefetch7_pairs1 env FWDBENCH_MOE_PREFETCH=7 FWDBENCH_MOE_PAIRS=1 $check $narrow --set hidden_size=64 --set moe_intermediate_size=1024 --tokens 1031
   step check_fp8_narrow_h128_t256 $check $narrow --set hidden_size=128 --set moe_intermediate_size=2048 --tokens 256 --quant fp8
   step check_fp8_narrow_h128_t100_m64 $check $narrow --set hidden_size=128 --set moe_intermediate_size=4096 --tokens 100 --quant fp8
   # FP8 dense (kernels/gemm_fp8.cu, the default for FP8 linears): M and N tails of a tile,

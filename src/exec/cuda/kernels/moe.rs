@@ -405,6 +405,8 @@ struct MoeGemms {
     w13: u64,
     w2: u64,
     experts: usize,
+    /// The model's routed experts (all ranks): with `tokens * top_k` the rows per expert.
+    experts_total: usize,
     top_k: usize,
     hidden: usize,
     inter: usize,
@@ -519,6 +521,7 @@ impl MoeGemms {
             max_blocks: s.blocks,
             tile_counter: moe_wgmma::tile_counter(self.total, matches!(gemm, MoeWgmmaGemm::Down)),
             sm_count: self.sm_count,
+            expected_rows: self.tokens * self.top_k / self.experts_total.max(1),
         };
         let gate_up = MoeWgmmaGemm::GateUp(self.act);
         let gate_up = problem(gate_up, self.xs, self.w13, self.inter, self.hidden, self.hact);
@@ -533,7 +536,10 @@ impl MoeGemms {
 
 /// `Op::Moe`: align, the grouped GEMMs (see [`MoeGemms`]), combine.
 pub fn prepare(cx: &mut Prep, op: &Op) -> anyhow::Result<Vec<Call>> {
-    let Op::Moe { x, ids, weights, w13, w2, expert_start, local_experts, top_k, inter, act, out, .. } = op else {
+    let Op::Moe {
+        x, ids, weights, w13, w2, expert_start, local_experts, top_k, inter, act, out, experts_total, ..
+    } = op
+    else {
         unreachable!("moe::prepare got {op:?}")
     };
     let t = cx.rows(*x) as usize;
@@ -567,6 +573,7 @@ pub fn prepare(cx: &mut Prep, op: &Op) -> anyhow::Result<Vec<Call>> {
         w13: cx.w(*w13),
         w2: cx.w(*w2),
         experts: *local_experts,
+        experts_total: *experts_total,
         top_k: *top_k,
         hidden,
         inter: *inter,

@@ -101,6 +101,12 @@ pub struct MoeWgmmaParams {
     pub tile_counter: I32Ptr,
     /// Local experts: the raster groups `total blocks / experts` M-blocks (moe_sched.cuh).
     pub experts: i32,
+    /// 1: A boxes evict-last in L2 (evict-first from the M-block's last n-tile), kept for the
+    /// other n-tiles that re-read them; 0: the normal policy ([`a_hint_requested`]).
+    pub a_hint: i32,
+    /// K-tiles past the ring's loads at which the producer prefetches the next boxes into L2
+    /// (0: none; [`prefetch_requested`]).
+    pub prefetch: i32,
 }
 unsafe impl DeviceRepr for MoeWgmmaParams {}
 
@@ -181,6 +187,9 @@ pub struct MoeWgmmaProblem {
     pub tile_counter: u64,
     /// The device's SMs: the persistent grid's size (one CTA per SM).
     pub sm_count: usize,
+    /// Routed rows per local expert under balanced routing (`tokens * top_k / experts_total`):
+    /// picks the CTA pairs ([`pairs_chosen`]).
+    pub expected_rows: usize,
 }
 
 impl MoeWgmmaProblem {
@@ -230,15 +239,41 @@ pub fn gemm_launch(
     }
 }
 
-/// Whether `FWDBENCH_MOE_PAIRS=1` asks for the 2-CTA pair entries at block_m 128 (off by
-/// default until measured; see docs/perf.md, MoE v3).
-pub fn pairs_requested() -> bool {
-    std::env::var("FWDBENCH_MOE_PAIRS").is_ok_and(|v| v == "1")
+/// The default choice of the 2-CTA pair entries: at block_m 128 with at least two M-blocks
+/// per local expert expected, where the pairs share the weight tile (M pairs: Qwen3 4096
+/// -4.1%, EP8 -2.7%, session 8); with one block per expert they would pair n-tiles on the A
+/// rows instead, which measured +0.5% (DeepSeek 4096), so those rows stay unpaired.
+pub fn pairs_default(block_m: usize, expected_rows: usize) -> bool {
+    block_m == 128 && expected_rows >= 2 * 128
+}
+
+/// `FWDBENCH_MOE_PAIRS=1` / `=0` forces the pair entries on / off (block_m 128 only);
+/// otherwise [`pairs_default`].
+pub fn pairs_chosen(block_m: usize, expected_rows: usize) -> bool {
+    match std::env::var("FWDBENCH_MOE_PAIRS").as_deref() {
+        Ok("1") => block_m == 128,
+        Ok("0") => false,
+        _ => pairs_default(block_m, expected_rows),
+    }
+}
+
+/// The L2 prefetch distance in K-tiles ([`MoeWgmmaParams::prefetch`]): 0 (off) unless
+/// `FWDBENCH_MOE_PREFETCH=<k>` sets it. Off by measurement: at distance 2 (weights and A
+/// prefetched 2 K-tiles past the ring's loads) DeepSeek 4096 ran 26% slower and Qwen3 4096
+/// 13% slower than with it off, same binary, same call (docs/perf.md, MoE v4b outcome).
+pub fn prefetch_requested() -> i32 {
+    std::env::var("FWDBENCH_MOE_PREFETCH").ok().and_then(|v| v.parse().ok()).unwrap_or(0).clamp(0, 64)
+}
+
+/// The A boxes' evict-last hint ([`MoeWgmmaParams::a_hint`]); `FWDBENCH_MOE_A_HINT=0` turns
+/// it off (an A/B knob).
+pub fn a_hint_requested() -> bool {
+    std::env::var("FWDBENCH_MOE_A_HINT").map_or(true, |v| v != "0")
 }
 
 /// The prepared GEMM call (tensor maps encoded now, at bind time).
 pub fn gemm_call(pr: &MoeWgmmaProblem) -> anyhow::Result<Call> {
-    let pairs = pr.block_m == 128 && pairs_requested();
+    let pairs = pairs_chosen(pr.block_m, pr.expected_rows);
     let (name, tile) = entry(pr.block_m, pr.gemm, pairs)
         .ok_or_else(|| anyhow::anyhow!("no wgmma MoE GEMM for block_m {} (64 or 128)", pr.block_m))?;
     anyhow::ensure!(
@@ -267,6 +302,8 @@ pub fn gemm_call(pr: &MoeWgmmaProblem) -> anyhow::Result<Call> {
         sorted_slots: pr.sorted_slots,
         tile_counter: pr.tile_counter,
         experts: pr.experts as i32,
+        a_hint: a_hint_requested() as i32,
+        prefetch: prefetch_requested(),
     };
     Ok(kernel(name, gemm_launch(tile, n_tiles, pr.max_blocks, pr.sm_count, pairs), p))
 }
@@ -296,6 +333,8 @@ mod tests {
         assert_eq!(std::mem::offset_of!(MoeWgmmaParams, sorted_slots), 304);
         assert_eq!(std::mem::offset_of!(MoeWgmmaParams, tile_counter), 312);
         assert_eq!(std::mem::offset_of!(MoeWgmmaParams, experts), 320);
+        assert_eq!(std::mem::offset_of!(MoeWgmmaParams, a_hint), 324);
+        assert_eq!(std::mem::offset_of!(MoeWgmmaParams, prefetch), 328);
         assert_eq!(std::mem::size_of::<MoeWgmmaParams>(), 384);
         assert_eq!(std::mem::offset_of!(MoePermuteParams, tokens), 44);
         assert_eq!(std::mem::offset_of!(MoePermuteParams, slot_to_sorted), 48);
@@ -346,7 +385,17 @@ mod tests {
             max_blocks: 0,
             tile_counter: 0,
             sm_count: 132,
+            expected_rows: 128,
         }
+    }
+
+    #[test]
+    fn pairs_by_default_only_where_an_expert_has_two_blocks() {
+        // DeepSeek-V3 4096 x 8 / 256 = 128 rows per expert: one block, no pairs; Qwen3-235B
+        // 4096 x 8 / 128 = 256: M pairs; 16384 tokens: 512 / 1024; block_m 64 never.
+        assert!(!pairs_default(128, 128));
+        assert!(pairs_default(128, 256) && pairs_default(128, 1024));
+        assert!(!pairs_default(64, 1024));
     }
 
     #[test]
