@@ -84,6 +84,19 @@ __device__ __forceinline__ void tma_load_4d_evict_first(void* dst, const TensorM
         : "memory");
 }
 
+// v5's stage load: one box of 64 columns x keys x column chunks x heads x 1 sequence (the
+// map's dims (64, n_kv, d / 64, k_heads, batch): the chunk dim's stride is 128 bytes, below the
+// token's, so one op brings every 64-column half of the row, K-head-major in shared memory).
+__device__ __forceinline__ void tma_load_5d_evict_first(void* dst, const TensorMap* map, uint64_t* bar, int c0,
+                                                        int c1, int c2, int c3, int c4, uint64_t policy) {
+    asm volatile(
+        "cp.async.bulk.tensor.5d.shared::cluster.global.tile.mbarrier::complete_tx::bytes.L2::cache_hint"
+        " [%0], [%1, {%3, %4, %5, %6, %7}], [%2], %8;" ::"r"(hopper::smem_addr(dst)),
+        "l"(reinterpret_cast<uint64_t>(map)), "r"(hopper::smem_addr(bar)), "r"(c0), "r"(c1), "r"(c2), "r"(c3),
+        "r"(c4), "l"(policy)
+        : "memory");
+}
+
 // ldmatrix x4 (plain and transposed) from a shared-space address: the consumer loop adds
 // per-lane constant offsets to a tile's base instead of redoing the swizzle per k-step.
 __device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], uint32_t addr) {
@@ -144,7 +157,14 @@ __device__ __forceinline__ void decode_tma(const DecodeTmaParams& p) {
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     const int split = blockIdx.x, b = blockIdx.z;
     // HB K heads per CTA, each served by WPH consumer warps that take turns on its tiles.
-    const int hb = p.heads_per_cta, wph = CW / hb, stages = HEAD_TILES / hb;
+    const int hb = p.heads_per_cta, wph = CW / hb;
+    // v4 (grouped == 0): per-warp stages of 16 keys x hb heads, HEAD_TILES / hb of them, one
+    // box per head and 64-column chunk. v5 (grouped): SPW stages of KPS = 16 * wph keys x hb
+    // heads (CW head tiles each), one 5-D box for K and one for V, shared by all CW warps:
+    // warp (hh, turn) reads keys turn * 16.. of head hh. 8x fewer, 8x larger TMA ops at d128.
+    const bool grouped = p.grouped != 0;
+    const int kps = grouped ? BN * wph : BN;
+    const int stages = grouped ? SPW : HEAD_TILES / hb;
     const int group = p.q_heads / p.k_heads;
     const int packed = group * p.s_q;
     const int row_tiles = (packed + ROWS - 1) / ROWS;
@@ -152,7 +172,7 @@ __device__ __forceinline__ void decode_tma(const DecodeTmaParams& p) {
     const int nrows = min(ROWS, packed - r0);
     // Keys per split in whole tiles, so every split but the last starts and ends on a tile.
     const int per_split = (p.n_kv + p.num_splits - 1) / p.num_splits;
-    const int chunk = (per_split + BN - 1) / BN * BN;
+    const int chunk = (per_split + kps - 1) / kps * kps;
     const int kb = split * chunk, ke = min(p.n_kv, kb + chunk);
     const int n_tiles = kb < ke ? (ke - kb + BN - 1) / BN : 0;
 
@@ -167,7 +187,8 @@ __device__ __forceinline__ void decode_tma(const DecodeTmaParams& p) {
 
     if (tid < stages) {  // one lane per stage (at most 24)
         hopper::mbar_init(&full[tid], 1);
-        hopper::mbar_init(&empty[tid], hb);  // one warp per head of the block frees a stage
+        // v4: one warp per head of the block frees a stage; v5: every consumer warp.
+        hopper::mbar_init(&empty[tid], grouped ? CW : hb);
         hopper::mbar_init_fence();
     }
     if (warp == CW && lane == 0) {
@@ -193,6 +214,20 @@ __device__ __forceinline__ void decode_tma(const DecodeTmaParams& p) {
             // Every 64-column box of the bucket, also those past d: TMA zero-fills them
             // without reading memory, so the consumers run all D / 16 k-steps unguarded.
             constexpr int TX = 2 * CHUNKS * BN * 64 * 2;
+            if (grouped) {
+                constexpr int HALF = CW * L::TILE_ELEMS;  // K (or V) of one stage, elements
+                const int n_stages = (n_tiles + wph - 1) / wph;
+                for (int j = 0; j < n_stages; ++j) {
+                    const int s = j % SPW;
+                    hopper::mbar_wait(&empty[s], ((j / SPW) & 1) ^ 1);
+                    hopper::mbar_arrive_expect_tx(&full[s], 2 * HALF * 2);
+                    bf16* stage = ring + s * 2 * HALF;
+                    const int key0 = kb + j * kps;
+                    tma_load_5d_evict_first(stage, &p.k, &full[s], 0, key0, 0, kh0, b, policy);
+                    tma_load_5d_evict_first(stage + HALF, &p.v, &full[s], 0, key0, 0, kh0, b, policy);
+                }
+                return;
+            }
             for (int t = 0; t < n_tiles; ++t) {
                 const int j = t / wph, s = (t % wph) * SPW + j % SPW;
                 hopper::mbar_wait(&empty[s], ((j / SPW) & 1) ^ 1);
@@ -273,7 +308,7 @@ __device__ __forceinline__ void decode_tma(const DecodeTmaParams& p) {
     // offset for column group kk % 4, so four offsets per operand serve every k-step.
     const int k_row = (lane & 7) + ((lane >> 4) << 3), k_col = ((lane >> 3) & 1) * 8;
     const int v_row = (lane & 7) + (((lane >> 3) & 1) << 3), v_col = (lane >> 4) * 8;
-    constexpr uint32_t CHUNK_BYTES = BN * 64 * 2;
+    const uint32_t chunk_bytes = kps * 64 * 2;  // a 64-column chunk of the tile's head
     uint32_t k_off[4], v_off[4];
 #pragma unroll
     for (int c = 0; c < 4; ++c) {
@@ -295,7 +330,7 @@ __device__ __forceinline__ void decode_tma(const DecodeTmaParams& p) {
             uint32_t a[4];
             attn::q_frag<Q_IN_REGS>(a, qf, sQ, QS, kk, lane);
             uint32_t bk[4];
-            ldsm_x4(bk, tk + (kk >> 2) * CHUNK_BYTES + k_off[kk & 3]);
+            ldsm_x4(bk, tk + (kk >> 2) * chunk_bytes + k_off[kk & 3]);
             attn::mma_bf16(sc[0][kk & 1], a, bk[0], bk[1]);
             attn::mma_bf16(sc[1][kk & 1], a, bk[2], bk[3]);
         }
@@ -319,24 +354,37 @@ __device__ __forceinline__ void decode_tma(const DecodeTmaParams& p) {
 #pragma unroll
         for (int dn = 0; dn < NO / 2; ++dn) {
             uint32_t bv[4];
-            ldsm_x4_t(bv, tv + (dn >> 2) * CHUNK_BYTES + v_off[dn & 3]);
+            ldsm_x4_t(bv, tv + (dn >> 2) * chunk_bytes + v_off[dn & 3]);
             attn::mma_bf16(acc[2 * dn], pa, bv[0], bv[1]);
             attn::mma_bf16(acc[2 * dn + 1], pa, bv[2], bv[3]);
         }
     };
 
+    // The i-th tile of this warp is t = turn + i * wph in both layouts. v4: stage turn * SPW +
+    // slot, K then V per head. v5: stage i % SPW, [K: hb heads][V: hb heads], each head
+    // [chunk][kps keys][64], this warp's keys at turn * 16; every warp waits on every stage
+    // (also past n_tiles in the last one), so no TMA write is pending at the merge below.
+    constexpr uint32_t TILE_BYTES = L::TILE_ELEMS * 2;
     const uint32_t ring_addr = hopper::smem_addr(ring);
-    // This warp's stages are turn * SPW + slot; the phase flips each time slot wraps.
+    const int stage0 = grouped ? 0 : turn * SPW;
+    const uint32_t stage_bytes = grouped ? 2 * CW * TILE_BYTES : hb * 2 * TILE_BYTES;
+    const uint32_t warp_off = grouped ? hh * CHUNKS * chunk_bytes + turn * BN * 128 : hh * 2 * TILE_BYTES;
+    const uint32_t v_delta = grouped ? CW * TILE_BYTES : TILE_BYTES;
+    const int n_iters = grouped ? (n_tiles + wph - 1) / wph : (n_tiles - turn + wph - 1) / wph;
+    // The phase flips each time slot wraps.
     int slot = 0;
     uint32_t phase = 0;
-    for (int t = turn; t < n_tiles; t += wph) {
-        const int s = turn * SPW + slot;
+    for (int i = 0; i < n_iters; ++i) {
+        const int t = turn + i * wph;
+        const int s = stage0 + slot;
         hopper::mbar_wait(&full[s], phase);
-        const uint32_t tk = ring_addr + (s * hb + hh) * 2 * L::TILE_ELEMS * 2;
-        const uint32_t tv = tk + L::TILE_ELEMS * 2;
+        const uint32_t tk = ring_addr + s * stage_bytes + warp_off;
+        const uint32_t tv = tk + v_delta;
         const int key0 = kb + t * BN;
-        if (!softcapped && key0 + BN <= unmasked_end) tile(tk, tv, key0, Flag<true>{});
-        else tile(tk, tv, key0, Flag<false>{});
+        if (t < n_tiles) {
+            if (!softcapped && key0 + BN <= unmasked_end) tile(tk, tv, key0, Flag<true>{});
+            else tile(tk, tv, key0, Flag<false>{});
+        }
         __syncwarp();  // every lane's ldmatrix of this stage is done before it is refilled
         if (lane == 0) hopper::mbar_arrive(&empty[s]);
         if (++slot == SPW) slot = 0, phase ^= 1;

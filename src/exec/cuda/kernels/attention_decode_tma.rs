@@ -7,6 +7,7 @@
 use anyhow::Context;
 use cudarc::driver::{DeviceRepr, LaunchConfig};
 
+use super::super::tma::{encode_bf16, TensorLayout, BOX_INNER};
 use super::attention_decode::{choose_splits, decode_scratch_bytes, DecodeCombineParams};
 use super::attention_fa3::HeadsOperand;
 use super::prepare::Call;
@@ -92,6 +93,9 @@ pub struct DecodeTmaParams {
     pub num_splits: i32,
     /// K heads per CTA ([`heads_per_cta`]): divides `k_heads` and the consumer warps.
     pub heads_per_cta: i32,
+    /// 1: v5's stages ([`grouped_stages`]; `k`/`v` are the 5-D maps of
+    /// [`DecodeTmaProblem::stage_map`]); 0: v4's per-warp 16-key stages (4-D maps).
+    pub grouped: i32,
     pub scale: f32,
     /// `<= 0` disables the tanh soft cap.
     pub softcap: f32,
@@ -127,6 +131,46 @@ pub fn select_variant(d: i32) -> Option<DecodeTmaVariant> {
 pub fn supports(q_heads: usize, k_heads: usize, v_heads: usize, d_qk: usize, d_v: usize) -> bool {
     let gqa = k_heads > 0 && k_heads == v_heads && q_heads.is_multiple_of(k_heads);
     gqa && d_qk == d_v && d_qk >= 64 && select_variant(d_qk as i32).is_some()
+}
+
+/// Device A/B switches, read from the environment at bind time (docs/perf.md "GQA decode
+/// v5"): `FWDBENCH_DECODE_BOX=old` runs v4's per-warp stages of 16-key, 64-column boxes;
+/// `FWDBENCH_DECODE_HEADS=1|2|4` caps the K heads per CTA at that instead of the tile's
+/// `max_heads_per_cta` (d64/d128 only: d256's ring would be one stage).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DecodeOverrides {
+    pub old_box: bool,
+    pub max_heads: Option<i32>,
+}
+
+impl DecodeOverrides {
+    pub fn from_env() -> Self {
+        let var = |key: &str| std::env::var(key).ok();
+        DecodeOverrides {
+            old_box: var("FWDBENCH_DECODE_BOX").as_deref() == Some("old"),
+            max_heads: var("FWDBENCH_DECODE_HEADS")
+                .and_then(|v| v.parse::<i32>().ok())
+                .filter(|h| [1, 2, 4].contains(h)),
+        }
+    }
+
+    /// `tile` with the head cap applied.
+    pub fn tile(&self, tile: DecodeTmaTile) -> DecodeTmaTile {
+        match self.max_heads {
+            Some(h) if tile.stages_per_warp >= 2 => DecodeTmaTile { max_heads_per_cta: h, ..tile },
+            _ => tile,
+        }
+    }
+}
+
+/// Whether a call runs v5's stages: `16 * 4 / heads_per_cta` keys of all the CTA's heads,
+/// shared by the four consumer warps, one 5-D TMA box for K and one for V (both 64-column
+/// halves of a d128 row in one op: 2 ops per 32 KiB stage instead of 16). Needs a ring of at
+/// least two such stages (not d256), a head dim that is exactly the bucket (the chunk dim
+/// reads whole 64-column halves, no zero fill past d) and a context of at least one stage.
+pub fn grouped_stages(tile: &DecodeTmaTile, d: i32, n_kv: i32, heads_per_cta: i32, ov: DecodeOverrides) -> bool {
+    let keys = DECODE_TMA_BLOCK_N * DECODE_TMA_CONSUMER_WARPS / heads_per_cta.max(1);
+    !ov.old_box && tile.stages_per_warp >= 2 && d == tile.d && n_kv >= keys
 }
 
 /// Fewest keys per split ([`num_splits`]).
@@ -190,12 +234,34 @@ impl DecodeTmaProblem {
     pub fn row_tiles(&self) -> i32 {
         row_tiles(self.q_heads as i32, self.k_heads as i32, self.s_q as i32)
     }
-    /// K heads per CTA for this shape's bucket (1 when no bucket holds `d`).
+    /// K heads per CTA for this shape's bucket (1 when no bucket holds `d`), under the
+    /// environment's [`DecodeOverrides`].
     pub fn heads_per_cta(&self) -> i32 {
+        let ov = DecodeOverrides::from_env();
         select_variant(self.d as i32).map_or(1, |v| {
             let (k_heads, batch, n_kv) = (self.k_heads as i32, self.batch as i32, self.n_kv as i32);
-            heads_per_cta(&v.tile, k_heads, batch, self.row_tiles(), n_kv, self.sm_count)
+            heads_per_cta(&ov.tile(v.tile), k_heads, batch, self.row_tiles(), n_kv, self.sm_count)
         })
+    }
+    /// Whether this call runs v5's shared stages ([`grouped_stages`]).
+    pub fn grouped(&self) -> bool {
+        select_variant(self.d as i32).is_some_and(|v| {
+            grouped_stages(&v.tile, self.d as i32, self.n_kv as i32, self.heads_per_cta(), DecodeOverrides::from_env())
+        })
+    }
+    /// v5's map of K or V: dims (64 columns, n_kv keys, d / 64 chunks, heads, batch), the
+    /// chunk's stride 64 elements (below the key's: legal, as long as each is a multiple of 16
+    /// bytes), boxes of 64 x `keys` x d / 64 x `heads` x 1, i.e. one stage's K (or V) of the
+    /// CTA's heads, K-head-major in shared memory as `[head][chunk][key][64]`.
+    fn stage_map(&self, base: u64, keys: i32, heads: i32) -> anyhow::Result<TensorMap> {
+        let per_token = (self.k_heads * self.d) as u64;
+        let chunks = (self.d / 64) as u64;
+        let layout = TensorLayout {
+            base,
+            dims: vec![64, self.n_kv as u64, chunks, self.k_heads as u64, self.batch as u64],
+            strides: vec![per_token, 64, self.d as u64, self.max_seq as u64 * per_token],
+        };
+        encode_bf16(&layout, &[BOX_INNER, keys as u32, chunks as u32, heads as u32, 1])
     }
     /// CTAs per (row tile, split, sequence): the K heads in blocks of [`Self::heads_per_cta`].
     pub fn head_blocks(&self) -> i32 {
@@ -275,10 +341,18 @@ pub fn decode_tma_calls(pr: &DecodeTmaProblem) -> anyhow::Result<Vec<Call>> {
         select_variant(pr.d as i32).with_context(|| format!("no fa3 decode attention kernel for head dim {}", pr.d))?;
     let splits = pr.num_splits();
     let rows = (pr.batch * pr.s_q) as i32;
-    let box_keys = DECODE_TMA_BLOCK_N;
+    let hb = pr.heads_per_cta();
+    let grouped = pr.grouped();
+    let (k, v) = if grouped {
+        let keys = DECODE_TMA_BLOCK_N * DECODE_TMA_CONSUMER_WARPS / hb;
+        (pr.stage_map(pr.k_cache, keys, hb)?, pr.stage_map(pr.v_cache, keys, hb)?)
+    } else {
+        let box_keys = DECODE_TMA_BLOCK_N;
+        (pr.cache_operand(pr.k_cache).tensor_map(box_keys)?, pr.cache_operand(pr.v_cache).tensor_map(box_keys)?)
+    };
     let p = DecodeTmaParams {
-        k: pr.cache_operand(pr.k_cache).tensor_map(box_keys)?,
-        v: pr.cache_operand(pr.v_cache).tensor_map(box_keys)?,
+        k,
+        v,
         q: pr.q,
         o: pr.o,
         scratch: pr.scratch,
@@ -293,7 +367,8 @@ pub fn decode_tma_calls(pr: &DecodeTmaProblem) -> anyhow::Result<Vec<Call>> {
         n_kv: pr.n_kv as i32,
         s_q: pr.s_q as i32,
         num_splits: splits,
-        heads_per_cta: pr.heads_per_cta(),
+        heads_per_cta: hb,
+        grouped: grouped as i32,
         scale: pr.scale,
         softcap: pr.softcap,
     };
@@ -439,6 +514,31 @@ mod tests {
         assert_eq!(decode_tma_combine_launch(1, 64, 33).grid_dim, (64, 1, 1));
         // A partial last block: 3 x 7 pairs, two per block.
         assert_eq!(decode_tma_combine_launch(3, 7, 20).grid_dim, (11, 1, 1));
+    }
+
+    #[test]
+    fn v5_stages_where_the_ring_and_head_dim_allow() {
+        let ov = DecodeOverrides::default();
+        // d128 / d64 exactly: 64-key stages at one head per CTA, 16 at four.
+        assert!(grouped_stages(&DECODE_TMA_TILE_D128, 128, 4097, 1, ov));
+        assert!(grouped_stages(&DECODE_TMA_TILE_D64, 64, 1000, 1, ov));
+        assert!(grouped_stages(&DECODE_TMA_TILE_D128, 128, 16, 4, ov));
+        // d256's ring would be one stage; d72 in the d128 bucket needs the zero fill past d;
+        // a context shorter than one stage keeps v4's 16-key boxes; the A/B switch.
+        assert!(!grouped_stages(&DECODE_TMA_TILE_D256, 256, 4097, 1, ov));
+        assert!(!grouped_stages(&DECODE_TMA_TILE_D128, 72, 4097, 1, ov));
+        assert!(!grouped_stages(&DECODE_TMA_TILE_D128, 128, 37, 1, ov));
+        assert!(!grouped_stages(
+            &DECODE_TMA_TILE_D128,
+            128,
+            4097,
+            1,
+            DecodeOverrides { old_box: true, max_heads: None }
+        ));
+        // The head cap applies to the ringed tiles only.
+        let four = DecodeOverrides { old_box: false, max_heads: Some(4) };
+        assert_eq!(four.tile(DECODE_TMA_TILE_D128).max_heads_per_cta, 4);
+        assert_eq!(four.tile(DECODE_TMA_TILE_D256).max_heads_per_cta, 1);
     }
 
     #[test]
