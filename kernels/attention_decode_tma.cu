@@ -37,9 +37,15 @@
 //   past d are TMA zero fill), S accumulates in two independent chains per n8 half, only
 //   edge tiles (split end, causal corner) are masked, the soft cap is a compile-time branch,
 //   and the softmax rescales O only when a row's max moves by more than 2^8 (update_lazy).
+//   v5 (`p.grouped`, d exactly 64 or 128 and n_kv >= one stage): the stages are shared by the
+//   four consumer warps instead: 16 * 4 / HB keys of the HB heads, one 5-D box for K and one
+//   for V (dims 64 columns, keys, d / 64 chunks at a 128-byte stride, heads, batch), so each
+//   op brings both 64-column halves of every row: 2 TMA ops per 32 KiB stage where v4 issues
+//   16 of 2 KiB; warp w reads keys w * 16.. of its head, the same tiles as v4's turns.
 //   num_splits == 1: o is written directly. Otherwise fp32 partials and log2-LSE go to scratch
-//   (attention_decode.rs `decode_scratch_bytes`, rows (b, token, head)) and decode_tma_combine
-//   merges them.
+//   (attention_decode.rs `decode_scratch_bytes`, rows (b, token, head)); with `p.fused` (v5b)
+//   the last split CTA of each (b, head block, row tile) to take a ticket merges them into o,
+//   else decode_tma_combine does.
 //
 // Entries: _d64 / _d128 / _d256 for any d <= the bucket (multiple of 8); SPW 6 / 3 / 1 keep
 // the ring at 96 / 96 / 64 KiB, two CTAs per SM at d64/d128 (about 190 KiB of KV in flight
@@ -48,7 +54,8 @@
 // Versions (docs/perf.md): v2 the TMA ring with per-warp stages and the PDL combine; v3 K-head
 // blocks per CTA (kept, capped at one head); v4 the short consumer chain above (ptxas: ~170
 // instructions per unmasked tile at d128, down from ~500) and a combine that requests all
-// of its inputs at once.
+// of its inputs at once; v5 the shared stages of one box each; v5b the merge in the last
+// split's CTA.
 //
 // decode_tma_combine: the split merge (`combine_rows`) behind griddepcontrol.wait, launched
 // with PDL so its launch and scheduling overlap the main kernel's tail, and only when there
@@ -135,6 +142,14 @@ struct Layout {
     static constexpr int STATS_BYTES = 2 * CW * ROWS * 4;
 };
 
+// v5b's split tickets (`p.fused`): one counter per (sequence, head block x row tile), zero at
+// module load; each split's CTA takes a ticket after its partials are visible with
+// atomicInc(.., num_splits - 1), which wraps to 0 on the last one: that CTA merges, and every
+// call finds the counters at 0 again, whatever its split count (calls on one stream are
+// ordered: a decode touches them only after griddepcontrol.wait). attention_decode_tma.rs
+// fuses only grids with at most DECODE_TMA_TICKETS such pairs.
+__device__ unsigned int g_split_tickets[DECODE_TMA_TICKETS];
+
 // A compile-time bool passed as a value, for the generic tile lambda below.
 template <bool B>
 struct Flag {
@@ -154,6 +169,7 @@ __device__ __forceinline__ void decode_tma(const DecodeTmaParams& p) {
     uint64_t* full = reinterpret_cast<uint64_t*>(base + L::AREA + L::Q_BYTES + L::STATS_BYTES);
     uint64_t* empty = full + HEAD_TILES;
 
+    __shared__ int s_last;  // v5b: this CTA took its pair's last ticket
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     const int split = blockIdx.x, b = blockIdx.z;
     // HB K heads per CTA, each served by WPH consumer warps that take turns on its tiles.
@@ -200,9 +216,70 @@ __device__ __forceinline__ void decode_tma(const DecodeTmaParams& p) {
     grid_dependency_wait();
     allow_dependents();
 
+    // v5b, fused combine: the split's partials are written; the last of the pair's splits to
+    // take a ticket merges them all into o (the combine kernel's work, without its launch).
+    // Consumer threads only (named barrier 1).
+    auto merge_if_last = [&]() {
+        __threadfence();  // this CTA's partials before its ticket
+        hopper::named_sync(1, CW * 32);
+        const unsigned ticket_idx = blockIdx.z * gridDim.y + blockIdx.y;
+        const unsigned last = p.num_splits - 1;
+        if (tid == 0) s_last = atomicInc(&g_split_tickets[ticket_idx], last) == last;
+        hopper::named_sync(1, CW * 32);
+        if (!s_last) return;
+        __threadfence();  // every other split's partials, after their tickets
+        const int S = p.num_splits, R = hb * nrows, warp_id = tid >> 5;
+        float* sW = reinterpret_cast<float*>(ring);  // [R][S] weights (the ring is idle)
+        for (int i = warp_id; i < R; i += CW) {
+            const long long srow = scratch_row(kh0 + i / nrows, i % nrows);
+            float l[4], w[4];
+#pragma unroll
+            for (int k = 0; k < 4; ++k) l[k] = lane + 32 * k < S ? __ldcg(lse_out + srow * S + lane + 32 * k) : -INFINITY;
+            const float mx = warp_max(fmaxf(fmaxf(l[0], l[1]), fmaxf(l[2], l[3])));
+            float sum = 0.f;
+#pragma unroll
+            for (int k = 0; k < 4; ++k) {
+                w[k] = l[k] == -INFINITY ? 0.f : exp2f(l[k] - mx);
+                sum += w[k];
+            }
+            sum = warp_sum(sum);
+            const float inv = sum > 0.f ? 1.f / sum : 0.f;
+#pragma unroll
+            for (int k = 0; k < 4; ++k)
+                if (lane + 32 * k < S) sW[i * S + lane + 32 * k] = w[k] * inv;
+        }
+        hopper::named_sync(1, CW * 32);
+        const int vecs = p.d / 4;
+        constexpr int BATCH = 16;
+        for (int i = tid; i < R * vecs; i += CW * 32) {
+            const int row = i / vecs, c = (i % vecs) * 4, h = row / nrows, r = row % nrows;
+            const float* part = p.scratch + scratch_row(kh0 + h, r) * S * p.d + c;
+            float4 o = make_float4(0.f, 0.f, 0.f, 0.f);
+            for (int s0 = 0; s0 < S; s0 += BATCH) {
+                float4 v[BATCH];
+#pragma unroll
+                for (int u = 0; u < BATCH; ++u)
+                    v[u] = s0 + u < S ? __ldcg(reinterpret_cast<const float4*>(part + (long long)(s0 + u) * p.d))
+                                      : make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll
+                for (int u = 0; u < BATCH; ++u) {
+                    const float wt = s0 + u < S ? sW[row * S + s0 + u] : 0.f;
+                    if (wt != 0.f) {  // a select: an empty split's partial is never written
+                        o.x += wt * v[u].x; o.y += wt * v[u].y; o.z += wt * v[u].z; o.w += wt * v[u].w;
+                    }
+                }
+            }
+            const long long orow = (long long)b * p.s_q + token_of(r);
+            bf16* out = p.o + orow * p.o_row_stride + (long long)head_of(kh0 + h, r) * p.o_head_stride + c;
+            *reinterpret_cast<uint2*>(out) = make_uint2(attn::pack_bf16(o.x, o.y), attn::pack_bf16(o.z, o.w));
+        }
+    };
+
     if (n_tiles == 0) {  // a split past n_kv (n_kv small for num_splits): contributes nothing
+        if (warp == CW) return;
         if (p.num_splits > 1 && tid < hb * nrows)
             lse_out[scratch_row(kh0 + tid / nrows, tid % nrows) * p.num_splits + split] = -INFINITY;
+        if (p.fused) merge_if_last();
         return;
     }
 
@@ -436,6 +513,7 @@ __device__ __forceinline__ void decode_tma(const DecodeTmaParams& p) {
             if (c == 0) lse_out[srow * p.num_splits + split] = sM[w0 * ROWS + r];
         }
     }
+    if (p.num_splits > 1 && p.fused) merge_if_last();  // its first barrier orders the sO reads before sW
 }
 
 // The split-KV merge of one (token row, q head) pair per `slices` warps:

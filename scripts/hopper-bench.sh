@@ -74,6 +74,11 @@ if [ "$mode" != bench ]; then
   step check_fa3_decode_heads4_grok_softcap_b33_ctx1000 env FWDBENCH_DECODE_HEADS=4 $bin kernel check --model grok $dec --bsz 33 --seq 999
   step check_fa3_decode_boxold_sigma_b1_ctx4097 env FWDBENCH_DECODE_BOX=old $bin kernel check --model sigma $dec --bsz 1 --seq 4096
   step check_fa3_decode_boxold_qwen_b3_ctx1000 env FWDBENCH_DECODE_BOX=old $bin kernel check --model qwen $dec --bsz 3 --seq 999
+  # Splits merge in their last CTA (v5b) by default; the combine kernel behind the knob, and
+  # the 20-split Sigma b1 ctx 2501 (two combine warps per pair) both ways.
+  step check_fa3_decode_sigma_b1_ctx2501 $bin kernel check --model sigma $dec --bsz 1 --seq 2500
+  step check_fa3_decode_combinekernel_sigma_b1_ctx2501 env FWDBENCH_DECODE_COMBINE=kernel $bin kernel check --model sigma $dec --bsz 1 --seq 2500
+  step check_fa3_decode_combinekernel_sigma_b1_ctx4097 env FWDBENCH_DECODE_COMBINE=kernel $bin kernel check --model sigma $dec --bsz 1 --seq 4096
   # s_q > 1 new tokens per sequence (speculative decoding; causal among them): under fa3 a
   # prefill whose group x tokens fit 16 rows runs the decode kernel.
   step check_fa3_sq2_sigma $bin kernel check --model sigma --op attention --bsz 3 --seq 2

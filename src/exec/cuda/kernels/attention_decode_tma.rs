@@ -96,6 +96,9 @@ pub struct DecodeTmaParams {
     /// 1: v5's stages ([`grouped_stages`]; `k`/`v` are the 5-D maps of
     /// [`DecodeTmaProblem::stage_map`]); 0: v4's per-warp 16-key stages (4-D maps).
     pub grouped: i32,
+    /// 1: with splits, the last split of each (sequence, head block, row tile) to finish merges
+    /// them (v5b's tickets, [`fused_combine`]) and no combine kernel runs.
+    pub fused: i32,
     pub scale: f32,
     /// `<= 0` disables the tanh soft cap.
     pub softcap: f32,
@@ -133,14 +136,20 @@ pub fn supports(q_heads: usize, k_heads: usize, v_heads: usize, d_qk: usize, d_v
     gqa && d_qk == d_v && d_qk >= 64 && select_variant(d_qk as i32).is_some()
 }
 
+/// Split tickets in the kernel module (`g_split_tickets`): the most (sequence, head block x
+/// row tile) pairs a fused-combine launch may have.
+pub const DECODE_TMA_TICKETS: i32 = 16384;
+
 /// Device A/B switches, read from the environment at bind time (docs/perf.md "GQA decode
 /// v5"): `FWDBENCH_DECODE_BOX=old` runs v4's per-warp stages of 16-key, 64-column boxes;
 /// `FWDBENCH_DECODE_HEADS=1|2|4` caps the K heads per CTA at that instead of the tile's
-/// `max_heads_per_cta` (d64/d128 only: d256's ring would be one stage).
+/// `max_heads_per_cta` (d64/d128 only: d256's ring would be one stage);
+/// `FWDBENCH_DECODE_COMBINE=kernel` merges splits in the separate combine kernel (v4.1's).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DecodeOverrides {
     pub old_box: bool,
     pub max_heads: Option<i32>,
+    pub combine_kernel: bool,
 }
 
 impl DecodeOverrides {
@@ -151,6 +160,7 @@ impl DecodeOverrides {
             max_heads: var("FWDBENCH_DECODE_HEADS")
                 .and_then(|v| v.parse::<i32>().ok())
                 .filter(|h| [1, 2, 4].contains(h)),
+            combine_kernel: var("FWDBENCH_DECODE_COMBINE").as_deref() == Some("kernel"),
         }
     }
 
@@ -171,6 +181,12 @@ impl DecodeOverrides {
 pub fn grouped_stages(tile: &DecodeTmaTile, d: i32, n_kv: i32, heads_per_cta: i32, ov: DecodeOverrides) -> bool {
     let keys = DECODE_TMA_BLOCK_N * DECODE_TMA_CONSUMER_WARPS / heads_per_cta.max(1);
     !ov.old_box && tile.stages_per_warp >= 2 && d == tile.d && n_kv >= keys
+}
+
+/// Whether a split launch merges in its own last CTA per (sequence, head block, row tile)
+/// instead of launching the combine: always, while the pairs fit the module's tickets.
+pub fn fused_combine(splits: i32, batch: i32, grid_y: i32, ov: DecodeOverrides) -> bool {
+    splits > 1 && !ov.combine_kernel && batch as i64 * grid_y as i64 <= DECODE_TMA_TICKETS as i64
 }
 
 /// Fewest keys per split ([`num_splits`]).
@@ -343,6 +359,8 @@ pub fn decode_tma_calls(pr: &DecodeTmaProblem) -> anyhow::Result<Vec<Call>> {
     let rows = (pr.batch * pr.s_q) as i32;
     let hb = pr.heads_per_cta();
     let grouped = pr.grouped();
+    let launch = decode_tma_launch(&variant, pr);
+    let fused = fused_combine(splits, pr.batch as i32, launch.grid_dim.1 as i32, DecodeOverrides::from_env());
     let (k, v) = if grouped {
         let keys = DECODE_TMA_BLOCK_N * DECODE_TMA_CONSUMER_WARPS / hb;
         (pr.stage_map(pr.k_cache, keys, hb)?, pr.stage_map(pr.v_cache, keys, hb)?)
@@ -369,6 +387,7 @@ pub fn decode_tma_calls(pr: &DecodeTmaProblem) -> anyhow::Result<Vec<Call>> {
         num_splits: splits,
         heads_per_cta: hb,
         grouped: grouped as i32,
+        fused: fused as i32,
         scale: pr.scale,
         softcap: pr.softcap,
     };
@@ -382,8 +401,8 @@ pub fn decode_tma_calls(pr: &DecodeTmaProblem) -> anyhow::Result<Vec<Call>> {
         d_v: pr.d as i32,
         num_splits: splits,
     };
-    let mut calls = vec![pdl_kernel(variant.kernel, decode_tma_launch(&variant, pr), p)];
-    if splits > 1 {
+    let mut calls = vec![pdl_kernel(variant.kernel, launch, p)];
+    if splits > 1 && !fused {
         let cfg = decode_tma_combine_launch(rows, pr.q_heads as i32, splits);
         calls.push(pdl_kernel(DECODE_TMA_COMBINE, cfg, combine));
     }
@@ -533,12 +552,22 @@ mod tests {
             128,
             4097,
             1,
-            DecodeOverrides { old_box: true, max_heads: None }
+            DecodeOverrides { old_box: true, ..Default::default() }
         ));
         // The head cap applies to the ringed tiles only.
-        let four = DecodeOverrides { old_box: false, max_heads: Some(4) };
+        let four = DecodeOverrides { max_heads: Some(4), ..Default::default() };
         assert_eq!(four.tile(DECODE_TMA_TILE_D128).max_heads_per_cta, 4);
         assert_eq!(four.tile(DECODE_TMA_TILE_D256).max_heads_per_cta, 1);
+    }
+
+    #[test]
+    fn splits_merge_in_their_last_cta_while_tickets_last() {
+        let ov = DecodeOverrides::default();
+        assert!(fused_combine(33, 1, 8, ov), "Sigma b1");
+        assert!(!fused_combine(1, 32, 8, ov), "unsplit: no merge at all");
+        assert!(fused_combine(2, 2048, 8, ov));
+        assert!(!fused_combine(2, 2049, 8, ov), "more pairs than tickets: the combine kernel");
+        assert!(!fused_combine(33, 1, 8, DecodeOverrides { combine_kernel: true, ..ov }));
     }
 
     #[test]
