@@ -37,11 +37,11 @@
 //   past d are TMA zero fill), S accumulates in two independent chains per n8 half, only
 //   edge tiles (split end, causal corner) are masked, the soft cap is a compile-time branch,
 //   and the softmax rescales O only when a row's max moves by more than 2^8 (update_lazy).
-//   v5 (`p.grouped`, d exactly 64 or 128 and n_kv >= one stage): the stages are shared by the
-//   four consumer warps instead: 16 * 4 / HB keys of the HB heads, one 5-D box for K and one
+//   v5 (`p.stage_warps` = WS > 0, d exactly 64 or 128 and n_kv >= one stage): WS consumer
+//   warps of a head share a stage of 16 * WS keys of the HB heads, one 5-D box for K and one
 //   for V (dims 64 columns, keys, d / 64 chunks at a 128-byte stride, heads, batch), so each
-//   op brings both 64-column halves of every row: 2 TMA ops per 32 KiB stage where v4 issues
-//   16 of 2 KiB; warp w reads keys w * 16.. of its head, the same tiles as v4's turns.
+//   op brings both 64-column halves of every row (WS = 4 / HB: 2 TMA ops per 32 KiB stage where
+//   v4 issues 16 of 2 KiB); warp u of a group reads keys u * 16.., the same tiles as v4's turns.
 //   num_splits == 1: o is written directly. Otherwise fp32 partials and log2-LSE go to scratch
 //   (attention_decode.rs `decode_scratch_bytes`, rows (b, token, head)); with `p.fused` (v5b)
 //   the last split CTA of each (b, head block, row tile) to take a ticket merges them into o,
@@ -174,13 +174,15 @@ __device__ __forceinline__ void decode_tma(const DecodeTmaParams& p) {
     const int split = blockIdx.x, b = blockIdx.z;
     // HB K heads per CTA, each served by WPH consumer warps that take turns on its tiles.
     const int hb = p.heads_per_cta, wph = CW / hb;
-    // v4 (grouped == 0): per-warp stages of 16 keys x hb heads, HEAD_TILES / hb of them, one
-    // box per head and 64-column chunk. v5 (grouped): SPW stages of KPS = 16 * wph keys x hb
-    // heads (CW head tiles each), one 5-D box for K and one for V, shared by all CW warps:
-    // warp (hh, turn) reads keys turn * 16.. of head hh. 8x fewer, 8x larger TMA ops at d128.
-    const bool grouped = p.grouped != 0;
-    const int kps = grouped ? BN * wph : BN;
-    const int stages = grouped ? SPW : HEAD_TILES / hb;
+    // v4 (stage_warps 0): per-warp stages of 16 keys x hb heads, HEAD_TILES / hb of them, one
+    // box per head and 64-column chunk. v5: WS = stage_warps warps of each head share a stage
+    // of KPS = 16 * WS keys x hb heads (hb * WS head tiles), one 5-D box for K and one for V;
+    // the head's wph / WS groups of WS warps take turns on stages, SPW slots each (WS = wph:
+    // one group, SPW stages of CW head tiles, 8x fewer and larger TMA ops than v4 at d128).
+    const bool grouped = p.stage_warps > 0;
+    const int wsn = grouped ? p.stage_warps : 1, groups = wph / wsn;
+    const int kps = BN * wsn;
+    const int stages = grouped ? HEAD_TILES / (hb * wsn) : HEAD_TILES / hb;
     const int group = p.q_heads / p.k_heads;
     const int packed = group * p.s_q;
     const int row_tiles = (packed + ROWS - 1) / ROWS;
@@ -203,8 +205,8 @@ __device__ __forceinline__ void decode_tma(const DecodeTmaParams& p) {
 
     if (tid < stages) {  // one lane per stage (at most 24)
         hopper::mbar_init(&full[tid], 1);
-        // v4: one warp per head of the block frees a stage; v5: every consumer warp.
-        hopper::mbar_init(&empty[tid], grouped ? CW : hb);
+        // v4: one warp per head of the block frees a stage; v5: the WS warps of every head.
+        hopper::mbar_init(&empty[tid], grouped ? hb * wsn : hb);
         hopper::mbar_init_fence();
     }
     if (warp == CW && lane == 0) {
@@ -292,11 +294,12 @@ __device__ __forceinline__ void decode_tma(const DecodeTmaParams& p) {
             // without reading memory, so the consumers run all D / 16 k-steps unguarded.
             constexpr int TX = 2 * CHUNKS * BN * 64 * 2;
             if (grouped) {
-                constexpr int HALF = CW * L::TILE_ELEMS;  // K (or V) of one stage, elements
-                const int n_stages = (n_tiles + wph - 1) / wph;
+                const int HALF = hb * wsn * L::TILE_ELEMS;  // K (or V) of one stage, elements
+                const int n_stages = (n_tiles + wsn - 1) / wsn;
                 for (int j = 0; j < n_stages; ++j) {
-                    const int s = j % SPW;
-                    hopper::mbar_wait(&empty[s], ((j / SPW) & 1) ^ 1);
+                    // Stage j goes to group j % groups, its slot q % SPW, q = j / groups.
+                    const int q = j / groups, s = (j % groups) * SPW + q % SPW;
+                    hopper::mbar_wait(&empty[s], ((q / SPW) & 1) ^ 1);
                     hopper::mbar_arrive_expect_tx(&full[s], 2 * HALF * 2);
                     bf16* stage = ring + s * 2 * HALF;
                     const int key0 = kb + j * kps;
@@ -443,11 +446,15 @@ __device__ __forceinline__ void decode_tma(const DecodeTmaParams& p) {
     // (also past n_tiles in the last one), so no TMA write is pending at the merge below.
     constexpr uint32_t TILE_BYTES = L::TILE_ELEMS * 2;
     const uint32_t ring_addr = hopper::smem_addr(ring);
-    const int stage0 = grouped ? 0 : turn * SPW;
-    const uint32_t stage_bytes = grouped ? 2 * CW * TILE_BYTES : hb * 2 * TILE_BYTES;
-    const uint32_t warp_off = grouped ? hh * CHUNKS * chunk_bytes + turn * BN * 128 : hh * 2 * TILE_BYTES;
-    const uint32_t v_delta = grouped ? CW * TILE_BYTES : TILE_BYTES;
-    const int n_iters = grouped ? (n_tiles + wph - 1) / wph : (n_tiles - turn + wph - 1) / wph;
+    // Group gi = turn / WS reads slots gi * SPW.., warp u = turn % WS of it keys u * 16.. of
+    // each of its stages j = gi, gi + groups, ..: tile j * WS + u = turn + i * wph (v4: WS 1).
+    const int gi = turn / wsn, u = turn % wsn;
+    const int stage0 = gi * SPW;
+    const uint32_t stage_bytes = grouped ? 2 * hb * wsn * TILE_BYTES : hb * 2 * TILE_BYTES;
+    const uint32_t warp_off = grouped ? hh * CHUNKS * chunk_bytes + u * BN * 128 : hh * 2 * TILE_BYTES;
+    const uint32_t v_delta = grouped ? hb * wsn * TILE_BYTES : TILE_BYTES;
+    const int n_stages = (n_tiles + wsn - 1) / wsn;
+    const int n_iters = grouped ? max(0, (n_stages - gi + groups - 1) / groups) : (n_tiles - turn + wph - 1) / wph;
     // The phase flips each time slot wraps.
     int slot = 0;
     uint32_t phase = 0;

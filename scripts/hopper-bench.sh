@@ -74,6 +74,13 @@ if [ "$mode" != bench ]; then
   step check_fa3_decode_heads4_grok_softcap_b33_ctx1000 env FWDBENCH_DECODE_HEADS=4 $bin kernel check --model grok $dec --bsz 33 --seq 999
   step check_fa3_decode_boxold_sigma_b1_ctx4097 env FWDBENCH_DECODE_BOX=old $bin kernel check --model sigma $dec --bsz 1 --seq 4096
   step check_fa3_decode_boxold_qwen_b3_ctx1000 env FWDBENCH_DECODE_BOX=old $bin kernel check --model qwen $dec --bsz 3 --seq 999
+  # v5 stages of 32 and 16 keys (two warp pairs / four single warps per head taking turns).
+  for k in 16 32; do
+    step "check_fa3_decode_keys${k}_sigma_b1_ctx4097" env FWDBENCH_DECODE_KEYS=$k $bin kernel check --model sigma $dec --bsz 1 --seq 4096
+    step "check_fa3_decode_keys${k}_sigma_tp8_b33_ctx1000" env FWDBENCH_DECODE_KEYS=$k $bin kernel check --model sigma $dec --bsz 33 --seq 999 --deploy tp8
+    step "check_fa3_decode_keys${k}_d64_b3_ctx1000" env FWDBENCH_DECODE_KEYS=$k $bin kernel check $d64 $dec --bsz 3 --seq 999
+  done
+  step check_fa3_decode_keys16_heads2_qwen_b64_ctx1000 env FWDBENCH_DECODE_KEYS=16 FWDBENCH_DECODE_HEADS=2 $bin kernel check --model qwen $dec --bsz 64 --seq 999
   # Splits merge in their last CTA (v5b) by default; the combine kernel behind the knob, and
   # the 20-split Sigma b1 ctx 2501 (two combine warps per pair) both ways.
   step check_fa3_decode_sigma_b1_ctx2501 $bin kernel check --model sigma $dec --bsz 1 --seq 2500

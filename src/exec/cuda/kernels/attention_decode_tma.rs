@@ -93,9 +93,10 @@ pub struct DecodeTmaParams {
     pub num_splits: i32,
     /// K heads per CTA ([`heads_per_cta`]): divides `k_heads` and the consumer warps.
     pub heads_per_cta: i32,
-    /// 1: v5's stages ([`grouped_stages`]; `k`/`v` are the 5-D maps of
-    /// [`DecodeTmaProblem::stage_map`]); 0: v4's per-warp 16-key stages (4-D maps).
-    pub grouped: i32,
+    /// WS > 0: v5's stages of 16 x WS keys shared by WS warps of each head ([`stage_warps`];
+    /// `k`/`v` are the 5-D maps of [`DecodeTmaProblem::stage_map`]); 0: v4's per-warp 16-key
+    /// stages (4-D maps).
+    pub stage_warps: i32,
     /// 1: with splits, the last split of each (sequence, head block, row tile) to finish merges
     /// them (v5b's tickets, [`fused_combine`]) and no combine kernel runs.
     pub fused: i32,
@@ -144,12 +145,14 @@ pub const DECODE_TMA_TICKETS: i32 = 16384;
 /// v5"): `FWDBENCH_DECODE_BOX=old` runs v4's per-warp stages of 16-key, 64-column boxes;
 /// `FWDBENCH_DECODE_HEADS=1|2|4` caps the K heads per CTA at that instead of the tile's
 /// `max_heads_per_cta` (d64/d128 only: d256's ring would be one stage);
-/// `FWDBENCH_DECODE_COMBINE=kernel` merges splits in the separate combine kernel (v4.1's).
+/// `FWDBENCH_DECODE_COMBINE=kernel` merges splits in the separate combine kernel (v4.1's);
+/// `FWDBENCH_DECODE_KEYS=16|32|64` sets v5's keys per stage (at most 64 / heads per CTA).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DecodeOverrides {
     pub old_box: bool,
     pub max_heads: Option<i32>,
     pub combine_kernel: bool,
+    pub stage_keys: Option<i32>,
 }
 
 impl DecodeOverrides {
@@ -161,6 +164,9 @@ impl DecodeOverrides {
                 .and_then(|v| v.parse::<i32>().ok())
                 .filter(|h| [1, 2, 4].contains(h)),
             combine_kernel: var("FWDBENCH_DECODE_COMBINE").as_deref() == Some("kernel"),
+            stage_keys: var("FWDBENCH_DECODE_KEYS")
+                .and_then(|v| v.parse::<i32>().ok())
+                .filter(|k| [16, 32, 64].contains(k)),
         }
     }
 
@@ -173,14 +179,21 @@ impl DecodeOverrides {
     }
 }
 
-/// Whether a call runs v5's stages: `16 * 4 / heads_per_cta` keys of all the CTA's heads,
-/// shared by the four consumer warps, one 5-D TMA box for K and one for V (both 64-column
-/// halves of a d128 row in one op: 2 ops per 32 KiB stage instead of 16). Needs a ring of at
-/// least two such stages (not d256), a head dim that is exactly the bucket (the chunk dim
+/// Warps of each head that share one of v5's stages (0: v4's per-warp stages): a stage is
+/// `16 x WS` keys of all the CTA's heads, one 5-D TMA box for K and one for V (both 64-column
+/// halves of a d128 row in one op). By default WS = 4 / heads_per_cta (all four warps, 2 ops
+/// per 32 KiB stage instead of 16), or `FWDBENCH_DECODE_KEYS / 16`. Needs a ring of at least
+/// two such stages per group (not d256), a head dim that is exactly the bucket (the chunk dim
 /// reads whole 64-column halves, no zero fill past d) and a context of at least one stage.
-pub fn grouped_stages(tile: &DecodeTmaTile, d: i32, n_kv: i32, heads_per_cta: i32, ov: DecodeOverrides) -> bool {
-    let keys = DECODE_TMA_BLOCK_N * DECODE_TMA_CONSUMER_WARPS / heads_per_cta.max(1);
-    !ov.old_box && tile.stages_per_warp >= 2 && d == tile.d && n_kv >= keys
+pub fn stage_warps(tile: &DecodeTmaTile, d: i32, n_kv: i32, heads_per_cta: i32, ov: DecodeOverrides) -> i32 {
+    let wph = DECODE_TMA_CONSUMER_WARPS / heads_per_cta.clamp(1, DECODE_TMA_CONSUMER_WARPS);
+    let ws = ov.stage_keys.map_or(wph, |k| (k / DECODE_TMA_BLOCK_N).clamp(1, wph));
+    let eligible = !ov.old_box && tile.stages_per_warp >= 2 && d == tile.d && n_kv >= DECODE_TMA_BLOCK_N * ws;
+    if eligible {
+        ws
+    } else {
+        0
+    }
 }
 
 /// Whether a split launch merges in its own last CTA per (sequence, head block, row tile)
@@ -259,10 +272,10 @@ impl DecodeTmaProblem {
             heads_per_cta(&ov.tile(v.tile), k_heads, batch, self.row_tiles(), n_kv, self.sm_count)
         })
     }
-    /// Whether this call runs v5's shared stages ([`grouped_stages`]).
-    pub fn grouped(&self) -> bool {
-        select_variant(self.d as i32).is_some_and(|v| {
-            grouped_stages(&v.tile, self.d as i32, self.n_kv as i32, self.heads_per_cta(), DecodeOverrides::from_env())
+    /// Warps per v5 stage for this call ([`stage_warps`]; 0: v4's stages).
+    pub fn stage_warps(&self) -> i32 {
+        select_variant(self.d as i32).map_or(0, |v| {
+            stage_warps(&v.tile, self.d as i32, self.n_kv as i32, self.heads_per_cta(), DecodeOverrides::from_env())
         })
     }
     /// v5's map of K or V: dims (64 columns, n_kv keys, d / 64 chunks, heads, batch), the
@@ -358,11 +371,11 @@ pub fn decode_tma_calls(pr: &DecodeTmaProblem) -> anyhow::Result<Vec<Call>> {
     let splits = pr.num_splits();
     let rows = (pr.batch * pr.s_q) as i32;
     let hb = pr.heads_per_cta();
-    let grouped = pr.grouped();
+    let ws = pr.stage_warps();
     let launch = decode_tma_launch(&variant, pr);
     let fused = fused_combine(splits, pr.batch as i32, launch.grid_dim.1 as i32, DecodeOverrides::from_env());
-    let (k, v) = if grouped {
-        let keys = DECODE_TMA_BLOCK_N * DECODE_TMA_CONSUMER_WARPS / hb;
+    let (k, v) = if ws > 0 {
+        let keys = DECODE_TMA_BLOCK_N * ws;
         (pr.stage_map(pr.k_cache, keys, hb)?, pr.stage_map(pr.v_cache, keys, hb)?)
     } else {
         let box_keys = DECODE_TMA_BLOCK_N;
@@ -386,7 +399,7 @@ pub fn decode_tma_calls(pr: &DecodeTmaProblem) -> anyhow::Result<Vec<Call>> {
         s_q: pr.s_q as i32,
         num_splits: splits,
         heads_per_cta: hb,
-        grouped: grouped as i32,
+        stage_warps: ws,
         fused: fused as i32,
         scale: pr.scale,
         softcap: pr.softcap,
@@ -538,22 +551,25 @@ mod tests {
     #[test]
     fn v5_stages_where_the_ring_and_head_dim_allow() {
         let ov = DecodeOverrides::default();
-        // d128 / d64 exactly: 64-key stages at one head per CTA, 16 at four.
-        assert!(grouped_stages(&DECODE_TMA_TILE_D128, 128, 4097, 1, ov));
-        assert!(grouped_stages(&DECODE_TMA_TILE_D64, 64, 1000, 1, ov));
-        assert!(grouped_stages(&DECODE_TMA_TILE_D128, 128, 16, 4, ov));
+        let ws = |tile: &DecodeTmaTile, d, n_kv, hb, ov| stage_warps(tile, d, n_kv, hb, ov);
+        // d128 / d64 exactly: 64-key stages (four warps) at one head per CTA, 16 at four.
+        assert_eq!(ws(&DECODE_TMA_TILE_D128, 128, 4097, 1, ov), 4);
+        assert_eq!(ws(&DECODE_TMA_TILE_D64, 64, 1000, 1, ov), 4);
+        assert_eq!(ws(&DECODE_TMA_TILE_D128, 128, 16, 4, ov), 1);
+        assert_eq!(ws(&DECODE_TMA_TILE_D128, 128, 4097, 2, ov), 2);
+        // The keys knob, capped by the warps of a head.
+        let keys = |k| DecodeOverrides { stage_keys: Some(k), ..Default::default() };
+        assert_eq!(ws(&DECODE_TMA_TILE_D128, 128, 4097, 1, keys(32)), 2);
+        assert_eq!(ws(&DECODE_TMA_TILE_D128, 128, 4097, 1, keys(16)), 1);
+        assert_eq!(ws(&DECODE_TMA_TILE_D128, 128, 4097, 4, keys(64)), 1);
+        assert_eq!(ws(&DECODE_TMA_TILE_D128, 128, 37, 1, keys(32)), 2);
         // d256's ring would be one stage; d72 in the d128 bucket needs the zero fill past d;
         // a context shorter than one stage keeps v4's 16-key boxes; the A/B switch.
-        assert!(!grouped_stages(&DECODE_TMA_TILE_D256, 256, 4097, 1, ov));
-        assert!(!grouped_stages(&DECODE_TMA_TILE_D128, 72, 4097, 1, ov));
-        assert!(!grouped_stages(&DECODE_TMA_TILE_D128, 128, 37, 1, ov));
-        assert!(!grouped_stages(
-            &DECODE_TMA_TILE_D128,
-            128,
-            4097,
-            1,
-            DecodeOverrides { old_box: true, ..Default::default() }
-        ));
+        assert_eq!(ws(&DECODE_TMA_TILE_D256, 256, 4097, 1, ov), 0);
+        assert_eq!(ws(&DECODE_TMA_TILE_D128, 72, 4097, 1, ov), 0);
+        assert_eq!(ws(&DECODE_TMA_TILE_D128, 128, 37, 1, ov), 0);
+        let old = DecodeOverrides { old_box: true, ..Default::default() };
+        assert_eq!(ws(&DECODE_TMA_TILE_D128, 128, 4097, 1, old), 0);
         // The head cap applies to the ringed tiles only.
         let four = DecodeOverrides { max_heads: Some(4), ..Default::default() };
         assert_eq!(four.tile(DECODE_TMA_TILE_D128).max_heads_per_cta, 4);
