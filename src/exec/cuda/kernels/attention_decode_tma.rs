@@ -145,13 +145,14 @@ pub const DECODE_TMA_TICKETS: i32 = 16384;
 /// v5"): `FWDBENCH_DECODE_BOX=old` runs v4's per-warp stages of 16-key, 64-column boxes;
 /// `FWDBENCH_DECODE_HEADS=1|2|4` caps the K heads per CTA at that instead of the tile's
 /// `max_heads_per_cta` (d64/d128 only: d256's ring would be one stage);
-/// `FWDBENCH_DECODE_COMBINE=kernel` merges splits in the separate combine kernel (v4.1's);
-/// `FWDBENCH_DECODE_KEYS=16|32|64` sets v5's keys per stage (at most 64 / heads per CTA).
+/// `FWDBENCH_DECODE_COMBINE=fused` merges splits in their last CTA (v5b; measured slower, so
+/// the combine kernel stays the default); `FWDBENCH_DECODE_KEYS=16|32|64` sets v5's keys per
+/// stage (at most 64 / heads per CTA) and runs v5 also with splits.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DecodeOverrides {
     pub old_box: bool,
     pub max_heads: Option<i32>,
-    pub combine_kernel: bool,
+    pub fused_combine: bool,
     pub stage_keys: Option<i32>,
 }
 
@@ -163,7 +164,7 @@ impl DecodeOverrides {
             max_heads: var("FWDBENCH_DECODE_HEADS")
                 .and_then(|v| v.parse::<i32>().ok())
                 .filter(|h| [1, 2, 4].contains(h)),
-            combine_kernel: var("FWDBENCH_DECODE_COMBINE").as_deref() == Some("kernel"),
+            fused_combine: var("FWDBENCH_DECODE_COMBINE").as_deref() == Some("fused"),
             stage_keys: var("FWDBENCH_DECODE_KEYS")
                 .and_then(|v| v.parse::<i32>().ok())
                 .filter(|k| [16, 32, 64].contains(k)),
@@ -185,10 +186,23 @@ impl DecodeOverrides {
 /// per 32 KiB stage instead of 16), or `FWDBENCH_DECODE_KEYS / 16`. Needs a ring of at least
 /// two such stages per group (not d256), a head dim that is exactly the bucket (the chunk dim
 /// reads whole 64-column halves, no zero fill past d) and a context of at least one stage.
-pub fn stage_warps(tile: &DecodeTmaTile, d: i32, n_kv: i32, heads_per_cta: i32, ov: DecodeOverrides) -> i32 {
+///
+/// Only unsplit launches take v5 by default: with splits (b1, the tp8 shard, Qwen3 b32) its
+/// stages were measured no faster or slower (tp8 b32 -5% in two calls: a short split's consumer
+/// waits for a whole 32 KiB stage before its first tile), while unsplit ones gained 1.3-2%
+/// (Qwen3 b34 with about one CTA per SM 8.5%; docs/perf.md "GQA decode v5").
+pub fn stage_warps(
+    tile: &DecodeTmaTile,
+    d: i32,
+    n_kv: i32,
+    heads_per_cta: i32,
+    splits: i32,
+    ov: DecodeOverrides,
+) -> i32 {
     let wph = DECODE_TMA_CONSUMER_WARPS / heads_per_cta.clamp(1, DECODE_TMA_CONSUMER_WARPS);
     let ws = ov.stage_keys.map_or(wph, |k| (k / DECODE_TMA_BLOCK_N).clamp(1, wph));
-    let eligible = !ov.old_box && tile.stages_per_warp >= 2 && d == tile.d && n_kv >= DECODE_TMA_BLOCK_N * ws;
+    let wanted = splits <= 1 || ov.stage_keys.is_some();
+    let eligible = wanted && !ov.old_box && tile.stages_per_warp >= 2 && d == tile.d && n_kv >= DECODE_TMA_BLOCK_N * ws;
     if eligible {
         ws
     } else {
@@ -197,9 +211,12 @@ pub fn stage_warps(tile: &DecodeTmaTile, d: i32, n_kv: i32, heads_per_cta: i32, 
 }
 
 /// Whether a split launch merges in its own last CTA per (sequence, head block, row tile)
-/// instead of launching the combine: always, while the pairs fit the module's tickets.
+/// instead of launching the combine: only under `FWDBENCH_DECODE_COMBINE=fused`, while the
+/// pairs fit the module's tickets. Measured (call C): Sigma b1 0.0223 ms against 0.0180 with
+/// the combine kernel, Qwen3 b32 -5.5%, tp8 b32 -4.5%: one CTA per pair reading every split's
+/// partials in dependent L2 trips is slower than the combine kernel's launch it saves.
 pub fn fused_combine(splits: i32, batch: i32, grid_y: i32, ov: DecodeOverrides) -> bool {
-    splits > 1 && !ov.combine_kernel && batch as i64 * grid_y as i64 <= DECODE_TMA_TICKETS as i64
+    splits > 1 && ov.fused_combine && batch as i64 * grid_y as i64 <= DECODE_TMA_TICKETS as i64
 }
 
 /// Fewest keys per split ([`num_splits`]).
@@ -275,7 +292,8 @@ impl DecodeTmaProblem {
     /// Warps per v5 stage for this call ([`stage_warps`]; 0: v4's stages).
     pub fn stage_warps(&self) -> i32 {
         select_variant(self.d as i32).map_or(0, |v| {
-            stage_warps(&v.tile, self.d as i32, self.n_kv as i32, self.heads_per_cta(), DecodeOverrides::from_env())
+            let (d, n_kv) = (self.d as i32, self.n_kv as i32);
+            stage_warps(&v.tile, d, n_kv, self.heads_per_cta(), self.num_splits(), DecodeOverrides::from_env())
         })
     }
     /// v5's map of K or V: dims (64 columns, n_kv keys, d / 64 chunks, heads, batch), the
@@ -551,7 +569,7 @@ mod tests {
     #[test]
     fn v5_stages_where_the_ring_and_head_dim_allow() {
         let ov = DecodeOverrides::default();
-        let ws = |tile: &DecodeTmaTile, d, n_kv, hb, ov| stage_warps(tile, d, n_kv, hb, ov);
+        let ws = |tile: &DecodeTmaTile, d, n_kv, hb, ov| stage_warps(tile, d, n_kv, hb, 1, ov);
         // d128 / d64 exactly: 64-key stages (four warps) at one head per CTA, 16 at four.
         assert_eq!(ws(&DECODE_TMA_TILE_D128, 128, 4097, 1, ov), 4);
         assert_eq!(ws(&DECODE_TMA_TILE_D64, 64, 1000, 1, ov), 4);
@@ -570,6 +588,12 @@ mod tests {
         assert_eq!(ws(&DECODE_TMA_TILE_D128, 128, 37, 1, ov), 0);
         let old = DecodeOverrides { old_box: true, ..Default::default() };
         assert_eq!(ws(&DECODE_TMA_TILE_D128, 128, 4097, 1, old), 0);
+        // Split launches keep v4's stages unless the keys knob asks for v5.
+        assert_eq!(stage_warps(&DECODE_TMA_TILE_D128, 128, 4097, 1, 8, ov), 0);
+        assert_eq!(stage_warps(&DECODE_TMA_TILE_D128, 128, 4097, 1, 8, keys(32)), 2);
+        assert_eq!(problem(32, 64, 8, 1, 4097).stage_warps(), 4, "Sigma b32, unsplit");
+        assert_eq!(problem(1, 64, 8, 1, 4097).stage_warps(), 0, "Sigma b1, 33 splits");
+        assert_eq!(problem(32, 8, 1, 1, 4097).stage_warps(), 0, "tp8 b32, 8 splits");
         // The head cap applies to the ringed tiles only.
         let four = DecodeOverrides { max_heads: Some(4), ..Default::default() };
         assert_eq!(four.tile(DECODE_TMA_TILE_D128).max_heads_per_cta, 4);
@@ -578,12 +602,12 @@ mod tests {
 
     #[test]
     fn splits_merge_in_their_last_cta_while_tickets_last() {
-        let ov = DecodeOverrides::default();
+        let ov = DecodeOverrides { fused_combine: true, ..Default::default() };
         assert!(fused_combine(33, 1, 8, ov), "Sigma b1");
         assert!(!fused_combine(1, 32, 8, ov), "unsplit: no merge at all");
         assert!(fused_combine(2, 2048, 8, ov));
         assert!(!fused_combine(2, 2049, 8, ov), "more pairs than tickets: the combine kernel");
-        assert!(!fused_combine(33, 1, 8, DecodeOverrides { combine_kernel: true, ..ov }));
+        assert!(!fused_combine(33, 1, 8, DecodeOverrides::default()), "off by default");
     }
 
     #[test]
