@@ -37,9 +37,15 @@
 //   past d are TMA zero fill), S accumulates in two independent chains per n8 half, only
 //   edge tiles (split end, causal corner) are masked, the soft cap is a compile-time branch,
 //   and the softmax rescales O only when a row's max moves by more than 2^8 (update_lazy).
+//   v5 (`p.stage_warps` = WS > 0, d exactly 64 or 128 and n_kv >= one stage): WS consumer
+//   warps of a head share a stage of 16 * WS keys of the HB heads, one 5-D box for K and one
+//   for V (dims 64 columns, keys, d / 64 chunks at a 128-byte stride, heads, batch), so each
+//   op brings both 64-column halves of every row (WS = 4 / HB: 2 TMA ops per 32 KiB stage where
+//   v4 issues 16 of 2 KiB); warp u of a group reads keys u * 16.., the same tiles as v4's turns.
 //   num_splits == 1: o is written directly. Otherwise fp32 partials and log2-LSE go to scratch
-//   (attention_decode.rs `decode_scratch_bytes`, rows (b, token, head)) and decode_tma_combine
-//   merges them.
+//   (attention_decode.rs `decode_scratch_bytes`, rows (b, token, head)); with `p.fused` (v5b)
+//   the last split CTA of each (b, head block, row tile) to take a ticket merges them into o,
+//   else decode_tma_combine does.
 //
 // Entries: _d64 / _d128 / _d256 for any d <= the bucket (multiple of 8); SPW 6 / 3 / 1 keep
 // the ring at 96 / 96 / 64 KiB, two CTAs per SM at d64/d128 (about 190 KiB of KV in flight
@@ -48,7 +54,8 @@
 // Versions (docs/perf.md): v2 the TMA ring with per-warp stages and the PDL combine; v3 K-head
 // blocks per CTA (kept, capped at one head); v4 the short consumer chain above (ptxas: ~170
 // instructions per unmasked tile at d128, down from ~500) and a combine that requests all
-// of its inputs at once.
+// of its inputs at once; v5 the shared stages of one box each; v5b the merge in the last
+// split's CTA.
 //
 // decode_tma_combine: the split merge (`combine_rows`) behind griddepcontrol.wait, launched
 // with PDL so its launch and scheduling overlap the main kernel's tail, and only when there
@@ -81,6 +88,19 @@ __device__ __forceinline__ void tma_load_4d_evict_first(void* dst, const TensorM
         " [%0], [%1, {%3, %4, %5, %6}], [%2], %7;" ::"r"(hopper::smem_addr(dst)),
         "l"(reinterpret_cast<uint64_t>(map)), "r"(hopper::smem_addr(bar)), "r"(c0), "r"(c1), "r"(c2), "r"(c3),
         "l"(policy)
+        : "memory");
+}
+
+// v5's stage load: one box of 64 columns x keys x column chunks x heads x 1 sequence (the
+// map's dims (64, n_kv, d / 64, k_heads, batch): the chunk dim's stride is 128 bytes, below the
+// token's, so one op brings every 64-column half of the row, K-head-major in shared memory).
+__device__ __forceinline__ void tma_load_5d_evict_first(void* dst, const TensorMap* map, uint64_t* bar, int c0,
+                                                        int c1, int c2, int c3, int c4, uint64_t policy) {
+    asm volatile(
+        "cp.async.bulk.tensor.5d.shared::cluster.global.tile.mbarrier::complete_tx::bytes.L2::cache_hint"
+        " [%0], [%1, {%3, %4, %5, %6, %7}], [%2], %8;" ::"r"(hopper::smem_addr(dst)),
+        "l"(reinterpret_cast<uint64_t>(map)), "r"(hopper::smem_addr(bar)), "r"(c0), "r"(c1), "r"(c2), "r"(c3),
+        "r"(c4), "l"(policy)
         : "memory");
 }
 
@@ -122,6 +142,14 @@ struct Layout {
     static constexpr int STATS_BYTES = 2 * CW * ROWS * 4;
 };
 
+// v5b's split tickets (`p.fused`): one counter per (sequence, head block x row tile), zero at
+// module load; each split's CTA takes a ticket after its partials are visible with
+// atomicInc(.., num_splits - 1), which wraps to 0 on the last one: that CTA merges, and every
+// call finds the counters at 0 again, whatever its split count (calls on one stream are
+// ordered: a decode touches them only after griddepcontrol.wait). attention_decode_tma.rs
+// fuses only grids with at most DECODE_TMA_TICKETS such pairs.
+__device__ unsigned int g_split_tickets[DECODE_TMA_TICKETS];
+
 // A compile-time bool passed as a value, for the generic tile lambda below.
 template <bool B>
 struct Flag {
@@ -141,10 +169,20 @@ __device__ __forceinline__ void decode_tma(const DecodeTmaParams& p) {
     uint64_t* full = reinterpret_cast<uint64_t*>(base + L::AREA + L::Q_BYTES + L::STATS_BYTES);
     uint64_t* empty = full + HEAD_TILES;
 
+    __shared__ int s_last;  // v5b: this CTA took its pair's last ticket
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     const int split = blockIdx.x, b = blockIdx.z;
     // HB K heads per CTA, each served by WPH consumer warps that take turns on its tiles.
-    const int hb = p.heads_per_cta, wph = CW / hb, stages = HEAD_TILES / hb;
+    const int hb = p.heads_per_cta, wph = CW / hb;
+    // v4 (stage_warps 0): per-warp stages of 16 keys x hb heads, HEAD_TILES / hb of them, one
+    // box per head and 64-column chunk. v5: WS = stage_warps warps of each head share a stage
+    // of KPS = 16 * WS keys x hb heads (hb * WS head tiles), one 5-D box for K and one for V;
+    // the head's wph / WS groups of WS warps take turns on stages, SPW slots each (WS = wph:
+    // one group, SPW stages of CW head tiles, 8x fewer and larger TMA ops than v4 at d128).
+    const bool grouped = p.stage_warps > 0;
+    const int wsn = grouped ? p.stage_warps : 1, groups = wph / wsn;
+    const int kps = BN * wsn;
+    const int stages = grouped ? HEAD_TILES / (hb * wsn) : HEAD_TILES / hb;
     const int group = p.q_heads / p.k_heads;
     const int packed = group * p.s_q;
     const int row_tiles = (packed + ROWS - 1) / ROWS;
@@ -152,7 +190,7 @@ __device__ __forceinline__ void decode_tma(const DecodeTmaParams& p) {
     const int nrows = min(ROWS, packed - r0);
     // Keys per split in whole tiles, so every split but the last starts and ends on a tile.
     const int per_split = (p.n_kv + p.num_splits - 1) / p.num_splits;
-    const int chunk = (per_split + BN - 1) / BN * BN;
+    const int chunk = (per_split + kps - 1) / kps * kps;
     const int kb = split * chunk, ke = min(p.n_kv, kb + chunk);
     const int n_tiles = kb < ke ? (ke - kb + BN - 1) / BN : 0;
 
@@ -167,7 +205,8 @@ __device__ __forceinline__ void decode_tma(const DecodeTmaParams& p) {
 
     if (tid < stages) {  // one lane per stage (at most 24)
         hopper::mbar_init(&full[tid], 1);
-        hopper::mbar_init(&empty[tid], hb);  // one warp per head of the block frees a stage
+        // v4: one warp per head of the block frees a stage; v5: the WS warps of every head.
+        hopper::mbar_init(&empty[tid], grouped ? hb * wsn : hb);
         hopper::mbar_init_fence();
     }
     if (warp == CW && lane == 0) {
@@ -179,9 +218,70 @@ __device__ __forceinline__ void decode_tma(const DecodeTmaParams& p) {
     grid_dependency_wait();
     allow_dependents();
 
+    // v5b, fused combine: the split's partials are written; the last of the pair's splits to
+    // take a ticket merges them all into o (the combine kernel's work, without its launch).
+    // Consumer threads only (named barrier 1).
+    auto merge_if_last = [&]() {
+        __threadfence();  // this CTA's partials before its ticket
+        hopper::named_sync(1, CW * 32);
+        const unsigned ticket_idx = blockIdx.z * gridDim.y + blockIdx.y;
+        const unsigned last = p.num_splits - 1;
+        if (tid == 0) s_last = atomicInc(&g_split_tickets[ticket_idx], last) == last;
+        hopper::named_sync(1, CW * 32);
+        if (!s_last) return;
+        __threadfence();  // every other split's partials, after their tickets
+        const int S = p.num_splits, R = hb * nrows, warp_id = tid >> 5;
+        float* sW = reinterpret_cast<float*>(ring);  // [R][S] weights (the ring is idle)
+        for (int i = warp_id; i < R; i += CW) {
+            const long long srow = scratch_row(kh0 + i / nrows, i % nrows);
+            float l[4], w[4];
+#pragma unroll
+            for (int k = 0; k < 4; ++k) l[k] = lane + 32 * k < S ? __ldcg(lse_out + srow * S + lane + 32 * k) : -INFINITY;
+            const float mx = warp_max(fmaxf(fmaxf(l[0], l[1]), fmaxf(l[2], l[3])));
+            float sum = 0.f;
+#pragma unroll
+            for (int k = 0; k < 4; ++k) {
+                w[k] = l[k] == -INFINITY ? 0.f : exp2f(l[k] - mx);
+                sum += w[k];
+            }
+            sum = warp_sum(sum);
+            const float inv = sum > 0.f ? 1.f / sum : 0.f;
+#pragma unroll
+            for (int k = 0; k < 4; ++k)
+                if (lane + 32 * k < S) sW[i * S + lane + 32 * k] = w[k] * inv;
+        }
+        hopper::named_sync(1, CW * 32);
+        const int vecs = p.d / 4;
+        constexpr int BATCH = 16;
+        for (int i = tid; i < R * vecs; i += CW * 32) {
+            const int row = i / vecs, c = (i % vecs) * 4, h = row / nrows, r = row % nrows;
+            const float* part = p.scratch + scratch_row(kh0 + h, r) * S * p.d + c;
+            float4 o = make_float4(0.f, 0.f, 0.f, 0.f);
+            for (int s0 = 0; s0 < S; s0 += BATCH) {
+                float4 v[BATCH];
+#pragma unroll
+                for (int u = 0; u < BATCH; ++u)
+                    v[u] = s0 + u < S ? __ldcg(reinterpret_cast<const float4*>(part + (long long)(s0 + u) * p.d))
+                                      : make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll
+                for (int u = 0; u < BATCH; ++u) {
+                    const float wt = s0 + u < S ? sW[row * S + s0 + u] : 0.f;
+                    if (wt != 0.f) {  // a select: an empty split's partial is never written
+                        o.x += wt * v[u].x; o.y += wt * v[u].y; o.z += wt * v[u].z; o.w += wt * v[u].w;
+                    }
+                }
+            }
+            const long long orow = (long long)b * p.s_q + token_of(r);
+            bf16* out = p.o + orow * p.o_row_stride + (long long)head_of(kh0 + h, r) * p.o_head_stride + c;
+            *reinterpret_cast<uint2*>(out) = make_uint2(attn::pack_bf16(o.x, o.y), attn::pack_bf16(o.z, o.w));
+        }
+    };
+
     if (n_tiles == 0) {  // a split past n_kv (n_kv small for num_splits): contributes nothing
+        if (warp == CW) return;
         if (p.num_splits > 1 && tid < hb * nrows)
             lse_out[scratch_row(kh0 + tid / nrows, tid % nrows) * p.num_splits + split] = -INFINITY;
+        if (p.fused) merge_if_last();
         return;
     }
 
@@ -193,6 +293,21 @@ __device__ __forceinline__ void decode_tma(const DecodeTmaParams& p) {
             // Every 64-column box of the bucket, also those past d: TMA zero-fills them
             // without reading memory, so the consumers run all D / 16 k-steps unguarded.
             constexpr int TX = 2 * CHUNKS * BN * 64 * 2;
+            if (grouped) {
+                const int HALF = hb * wsn * L::TILE_ELEMS;  // K (or V) of one stage, elements
+                const int n_stages = (n_tiles + wsn - 1) / wsn;
+                for (int j = 0; j < n_stages; ++j) {
+                    // Stage j goes to group j % groups, its slot q % SPW, q = j / groups.
+                    const int q = j / groups, s = (j % groups) * SPW + q % SPW;
+                    hopper::mbar_wait(&empty[s], ((q / SPW) & 1) ^ 1);
+                    hopper::mbar_arrive_expect_tx(&full[s], 2 * HALF * 2);
+                    bf16* stage = ring + s * 2 * HALF;
+                    const int key0 = kb + j * kps;
+                    tma_load_5d_evict_first(stage, &p.k, &full[s], 0, key0, 0, kh0, b, policy);
+                    tma_load_5d_evict_first(stage + HALF, &p.v, &full[s], 0, key0, 0, kh0, b, policy);
+                }
+                return;
+            }
             for (int t = 0; t < n_tiles; ++t) {
                 const int j = t / wph, s = (t % wph) * SPW + j % SPW;
                 hopper::mbar_wait(&empty[s], ((j / SPW) & 1) ^ 1);
@@ -273,7 +388,7 @@ __device__ __forceinline__ void decode_tma(const DecodeTmaParams& p) {
     // offset for column group kk % 4, so four offsets per operand serve every k-step.
     const int k_row = (lane & 7) + ((lane >> 4) << 3), k_col = ((lane >> 3) & 1) * 8;
     const int v_row = (lane & 7) + (((lane >> 3) & 1) << 3), v_col = (lane >> 4) * 8;
-    constexpr uint32_t CHUNK_BYTES = BN * 64 * 2;
+    const uint32_t chunk_bytes = kps * 64 * 2;  // a 64-column chunk of the tile's head
     uint32_t k_off[4], v_off[4];
 #pragma unroll
     for (int c = 0; c < 4; ++c) {
@@ -295,7 +410,7 @@ __device__ __forceinline__ void decode_tma(const DecodeTmaParams& p) {
             uint32_t a[4];
             attn::q_frag<Q_IN_REGS>(a, qf, sQ, QS, kk, lane);
             uint32_t bk[4];
-            ldsm_x4(bk, tk + (kk >> 2) * CHUNK_BYTES + k_off[kk & 3]);
+            ldsm_x4(bk, tk + (kk >> 2) * chunk_bytes + k_off[kk & 3]);
             attn::mma_bf16(sc[0][kk & 1], a, bk[0], bk[1]);
             attn::mma_bf16(sc[1][kk & 1], a, bk[2], bk[3]);
         }
@@ -319,24 +434,41 @@ __device__ __forceinline__ void decode_tma(const DecodeTmaParams& p) {
 #pragma unroll
         for (int dn = 0; dn < NO / 2; ++dn) {
             uint32_t bv[4];
-            ldsm_x4_t(bv, tv + (dn >> 2) * CHUNK_BYTES + v_off[dn & 3]);
+            ldsm_x4_t(bv, tv + (dn >> 2) * chunk_bytes + v_off[dn & 3]);
             attn::mma_bf16(acc[2 * dn], pa, bv[0], bv[1]);
             attn::mma_bf16(acc[2 * dn + 1], pa, bv[2], bv[3]);
         }
     };
 
+    // The i-th tile of this warp is t = turn + i * wph in both layouts. v4: stage turn * SPW +
+    // slot, K then V per head. v5: stage i % SPW, [K: hb heads][V: hb heads], each head
+    // [chunk][kps keys][64], this warp's keys at turn * 16; every warp waits on every stage
+    // (also past n_tiles in the last one), so no TMA write is pending at the merge below.
+    constexpr uint32_t TILE_BYTES = L::TILE_ELEMS * 2;
     const uint32_t ring_addr = hopper::smem_addr(ring);
-    // This warp's stages are turn * SPW + slot; the phase flips each time slot wraps.
+    // Group gi = turn / WS reads slots gi * SPW.., warp u = turn % WS of it keys u * 16.. of
+    // each of its stages j = gi, gi + groups, ..: tile j * WS + u = turn + i * wph (v4: WS 1).
+    const int gi = turn / wsn, u = turn % wsn;
+    const int stage0 = gi * SPW;
+    const uint32_t stage_bytes = grouped ? 2 * hb * wsn * TILE_BYTES : hb * 2 * TILE_BYTES;
+    const uint32_t warp_off = grouped ? hh * CHUNKS * chunk_bytes + u * BN * 128 : hh * 2 * TILE_BYTES;
+    const uint32_t v_delta = grouped ? hb * wsn * TILE_BYTES : TILE_BYTES;
+    const int n_stages = (n_tiles + wsn - 1) / wsn;
+    const int n_iters = grouped ? max(0, (n_stages - gi + groups - 1) / groups) : (n_tiles - turn + wph - 1) / wph;
+    // The phase flips each time slot wraps.
     int slot = 0;
     uint32_t phase = 0;
-    for (int t = turn; t < n_tiles; t += wph) {
-        const int s = turn * SPW + slot;
+    for (int i = 0; i < n_iters; ++i) {
+        const int t = turn + i * wph;
+        const int s = stage0 + slot;
         hopper::mbar_wait(&full[s], phase);
-        const uint32_t tk = ring_addr + (s * hb + hh) * 2 * L::TILE_ELEMS * 2;
-        const uint32_t tv = tk + L::TILE_ELEMS * 2;
+        const uint32_t tk = ring_addr + s * stage_bytes + warp_off;
+        const uint32_t tv = tk + v_delta;
         const int key0 = kb + t * BN;
-        if (!softcapped && key0 + BN <= unmasked_end) tile(tk, tv, key0, Flag<true>{});
-        else tile(tk, tv, key0, Flag<false>{});
+        if (t < n_tiles) {
+            if (!softcapped && key0 + BN <= unmasked_end) tile(tk, tv, key0, Flag<true>{});
+            else tile(tk, tv, key0, Flag<false>{});
+        }
         __syncwarp();  // every lane's ldmatrix of this stage is done before it is refilled
         if (lane == 0) hopper::mbar_arrive(&empty[s]);
         if (++slot == SPW) slot = 0, phase ^= 1;
@@ -388,6 +520,7 @@ __device__ __forceinline__ void decode_tma(const DecodeTmaParams& p) {
             if (c == 0) lse_out[srow * p.num_splits + split] = sM[w0 * ROWS + r];
         }
     }
+    if (p.num_splits > 1 && p.fused) merge_if_last();  // its first barrier orders the sO reads before sW
 }
 
 // The split-KV merge of one (token row, q head) pair per `slices` warps:

@@ -56,14 +56,39 @@ if [ "$mode" != bench ]; then
     step "check_${b}_decode_d256_b3_ctx4097" $bin kernel check $d256 $dec --bsz 3 --seq 4096 --attention $b
     step "check_${b}_decode_sigma_tp8_b33_ctx1000" $bin kernel check --model sigma $dec --bsz 33 --seq 999 --deploy tp8 --attention $b
   done
-  # fa3 with four K heads per CTA (batches that fill the GPU; the small-batch checks above
-  # take one or two): split (b33 ctx1000, Qwen's 16-row groups at b64, d64), unsplit (b160
-  # ctx37), and two new tokens per sequence (b160).
+  # fa3 batches that fill the GPU: split (b33 ctx1000, Qwen's 16-row groups at b64, d64),
+  # unsplit (b160 ctx37), and two new tokens per sequence (b160); unsplit launches run v5's
+  # shared stages (64 keys, one 5-D box for K and one for V) wherever d is the bucket and
+  # n_kv >= 64 (b33 ctx1000, Qwen b64, d64 b33), split ones v4's.
   step check_fa3_decode_sigma_b33_ctx1000 $bin kernel check --model sigma $dec --bsz 33 --seq 999
   step check_fa3_decode_sigma_b160_ctx37 $bin kernel check --model sigma $dec --bsz 160 --seq 36
   step check_fa3_decode_qwen_b64_ctx1000 $bin kernel check --model qwen $dec --bsz 64 --seq 999
   step check_fa3_decode_d64_b33_ctx1000 $bin kernel check $d64 $dec --bsz 33 --seq 999
   step check_fa3_sq2_sigma_b160 $bin kernel check --model sigma --op attention --bsz 160 --seq 2
+  # The A/B knobs (docs/perf.md "GQA decode v5"): two and four K heads per CTA (32- and 16-key
+  # stages of 2 / 4 heads in one box), and v4's per-warp 16-key boxes.
+  for h in 2 4; do
+    step "check_fa3_decode_heads${h}_sigma_b33_ctx1000" env FWDBENCH_DECODE_HEADS=$h $bin kernel check --model sigma $dec --bsz 33 --seq 999
+    step "check_fa3_decode_heads${h}_qwen_b64_ctx1000" env FWDBENCH_DECODE_HEADS=$h $bin kernel check --model qwen $dec --bsz 64 --seq 999
+    step "check_fa3_decode_heads${h}_d64_b33_ctx1000" env FWDBENCH_DECODE_HEADS=$h $bin kernel check $d64 $dec --bsz 33 --seq 999
+  done
+  step check_fa3_decode_heads4_grok_softcap_b33_ctx1000 env FWDBENCH_DECODE_HEADS=4 $bin kernel check --model grok $dec --bsz 33 --seq 999
+  step check_fa3_decode_boxold_sigma_b1_ctx4097 env FWDBENCH_DECODE_BOX=old $bin kernel check --model sigma $dec --bsz 1 --seq 4096
+  step check_fa3_decode_boxold_qwen_b3_ctx1000 env FWDBENCH_DECODE_BOX=old $bin kernel check --model qwen $dec --bsz 3 --seq 999
+  # v5 stages of 32 and 16 keys (two warp pairs / four single warps per head taking turns;
+  # the knob also forces v5 on split launches: b1, tp8).
+  for k in 16 32; do
+    step "check_fa3_decode_keys${k}_sigma_b1_ctx4097" env FWDBENCH_DECODE_KEYS=$k $bin kernel check --model sigma $dec --bsz 1 --seq 4096
+    step "check_fa3_decode_keys${k}_sigma_tp8_b33_ctx1000" env FWDBENCH_DECODE_KEYS=$k $bin kernel check --model sigma $dec --bsz 33 --seq 999 --deploy tp8
+    step "check_fa3_decode_keys${k}_d64_b3_ctx1000" env FWDBENCH_DECODE_KEYS=$k $bin kernel check $d64 $dec --bsz 3 --seq 999
+  done
+  step check_fa3_decode_keys16_heads2_qwen_b64_ctx1000 env FWDBENCH_DECODE_KEYS=16 FWDBENCH_DECODE_HEADS=2 $bin kernel check --model qwen $dec --bsz 64 --seq 999
+  # Splits merge in the combine kernel by default; in their last CTA (v5b, measured slower)
+  # behind the knob; the 20-split Sigma b1 ctx 2501 (two combine warps per pair) both ways.
+  step check_fa3_decode_sigma_b1_ctx2501 $bin kernel check --model sigma $dec --bsz 1 --seq 2500
+  step check_fa3_decode_fused_sigma_b1_ctx2501 env FWDBENCH_DECODE_COMBINE=fused $bin kernel check --model sigma $dec --bsz 1 --seq 2500
+  step check_fa3_decode_fused_sigma_b1_ctx4097 env FWDBENCH_DECODE_COMBINE=fused $bin kernel check --model sigma $dec --bsz 1 --seq 4096
+  step check_fa3_decode_fused_heads4_sigma_b33_ctx1000 env FWDBENCH_DECODE_COMBINE=fused FWDBENCH_DECODE_HEADS=4 $bin kernel check --model sigma $dec --bsz 33 --seq 999
   # s_q > 1 new tokens per sequence (speculative decoding; causal among them): under fa3 a
   # prefill whose group x tokens fit 16 rows runs the decode kernel.
   step check_fa3_sq2_sigma $bin kernel check --model sigma --op attention --bsz 3 --seq 2

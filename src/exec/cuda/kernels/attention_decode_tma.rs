@@ -7,6 +7,7 @@
 use anyhow::Context;
 use cudarc::driver::{DeviceRepr, LaunchConfig};
 
+use super::super::tma::{encode_bf16, TensorLayout, BOX_INNER};
 use super::attention_decode::{choose_splits, decode_scratch_bytes, DecodeCombineParams};
 use super::attention_fa3::HeadsOperand;
 use super::prepare::Call;
@@ -92,6 +93,13 @@ pub struct DecodeTmaParams {
     pub num_splits: i32,
     /// K heads per CTA ([`heads_per_cta`]): divides `k_heads` and the consumer warps.
     pub heads_per_cta: i32,
+    /// WS > 0: v5's stages of 16 x WS keys shared by WS warps of each head ([`stage_warps`];
+    /// `k`/`v` are the 5-D maps of [`DecodeTmaProblem::stage_map`]); 0: v4's per-warp 16-key
+    /// stages (4-D maps).
+    pub stage_warps: i32,
+    /// 1: with splits, the last split of each (sequence, head block, row tile) to finish merges
+    /// them (v5b's tickets, [`fused_combine`]) and no combine kernel runs.
+    pub fused: i32,
     pub scale: f32,
     /// `<= 0` disables the tanh soft cap.
     pub softcap: f32,
@@ -127,6 +135,88 @@ pub fn select_variant(d: i32) -> Option<DecodeTmaVariant> {
 pub fn supports(q_heads: usize, k_heads: usize, v_heads: usize, d_qk: usize, d_v: usize) -> bool {
     let gqa = k_heads > 0 && k_heads == v_heads && q_heads.is_multiple_of(k_heads);
     gqa && d_qk == d_v && d_qk >= 64 && select_variant(d_qk as i32).is_some()
+}
+
+/// Split tickets in the kernel module (`g_split_tickets`): the most (sequence, head block x
+/// row tile) pairs a fused-combine launch may have.
+pub const DECODE_TMA_TICKETS: i32 = 16384;
+
+/// Device A/B switches, read from the environment at bind time (docs/perf.md "GQA decode
+/// v5"): `FWDBENCH_DECODE_BOX=old` runs v4's per-warp stages of 16-key, 64-column boxes;
+/// `FWDBENCH_DECODE_HEADS=1|2|4` caps the K heads per CTA at that instead of the tile's
+/// `max_heads_per_cta` (d64/d128 only: d256's ring would be one stage);
+/// `FWDBENCH_DECODE_COMBINE=fused` merges splits in their last CTA (v5b; measured slower, so
+/// the combine kernel stays the default); `FWDBENCH_DECODE_KEYS=16|32|64` sets v5's keys per
+/// stage (at most 64 / heads per CTA) and runs v5 also with splits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DecodeOverrides {
+    pub old_box: bool,
+    pub max_heads: Option<i32>,
+    pub fused_combine: bool,
+    pub stage_keys: Option<i32>,
+}
+
+impl DecodeOverrides {
+    pub fn from_env() -> Self {
+        let var = |key: &str| std::env::var(key).ok();
+        DecodeOverrides {
+            old_box: var("FWDBENCH_DECODE_BOX").as_deref() == Some("old"),
+            max_heads: var("FWDBENCH_DECODE_HEADS")
+                .and_then(|v| v.parse::<i32>().ok())
+                .filter(|h| [1, 2, 4].contains(h)),
+            fused_combine: var("FWDBENCH_DECODE_COMBINE").as_deref() == Some("fused"),
+            stage_keys: var("FWDBENCH_DECODE_KEYS")
+                .and_then(|v| v.parse::<i32>().ok())
+                .filter(|k| [16, 32, 64].contains(k)),
+        }
+    }
+
+    /// `tile` with the head cap applied.
+    pub fn tile(&self, tile: DecodeTmaTile) -> DecodeTmaTile {
+        match self.max_heads {
+            Some(h) if tile.stages_per_warp >= 2 => DecodeTmaTile { max_heads_per_cta: h, ..tile },
+            _ => tile,
+        }
+    }
+}
+
+/// Warps of each head that share one of v5's stages (0: v4's per-warp stages): a stage is
+/// `16 x WS` keys of all the CTA's heads, one 5-D TMA box for K and one for V (both 64-column
+/// halves of a d128 row in one op). By default WS = 4 / heads_per_cta (all four warps, 2 ops
+/// per 32 KiB stage instead of 16), or `FWDBENCH_DECODE_KEYS / 16`. Needs a ring of at least
+/// two such stages per group (not d256), a head dim that is exactly the bucket (the chunk dim
+/// reads whole 64-column halves, no zero fill past d) and a context of at least one stage.
+///
+/// Only unsplit launches take v5 by default: with splits (b1, the tp8 shard, Qwen3 b32) its
+/// stages were measured no faster or slower (tp8 b32 -5% in two calls: a short split's consumer
+/// waits for a whole 32 KiB stage before its first tile), while unsplit ones gained 1.3-2%
+/// (Qwen3 b34 with about one CTA per SM 8.5%; docs/perf.md "GQA decode v5").
+pub fn stage_warps(
+    tile: &DecodeTmaTile,
+    d: i32,
+    n_kv: i32,
+    heads_per_cta: i32,
+    splits: i32,
+    ov: DecodeOverrides,
+) -> i32 {
+    let wph = DECODE_TMA_CONSUMER_WARPS / heads_per_cta.clamp(1, DECODE_TMA_CONSUMER_WARPS);
+    let ws = ov.stage_keys.map_or(wph, |k| (k / DECODE_TMA_BLOCK_N).clamp(1, wph));
+    let wanted = splits <= 1 || ov.stage_keys.is_some();
+    let eligible = wanted && !ov.old_box && tile.stages_per_warp >= 2 && d == tile.d && n_kv >= DECODE_TMA_BLOCK_N * ws;
+    if eligible {
+        ws
+    } else {
+        0
+    }
+}
+
+/// Whether a split launch merges in its own last CTA per (sequence, head block, row tile)
+/// instead of launching the combine: only under `FWDBENCH_DECODE_COMBINE=fused`, while the
+/// pairs fit the module's tickets. Measured (call C): Sigma b1 0.0223 ms against 0.0180 with
+/// the combine kernel, Qwen3 b32 -5.5%, tp8 b32 -4.5%: one CTA per pair reading every split's
+/// partials in dependent L2 trips is slower than the combine kernel's launch it saves.
+pub fn fused_combine(splits: i32, batch: i32, grid_y: i32, ov: DecodeOverrides) -> bool {
+    splits > 1 && ov.fused_combine && batch as i64 * grid_y as i64 <= DECODE_TMA_TICKETS as i64
 }
 
 /// Fewest keys per split ([`num_splits`]).
@@ -190,12 +280,35 @@ impl DecodeTmaProblem {
     pub fn row_tiles(&self) -> i32 {
         row_tiles(self.q_heads as i32, self.k_heads as i32, self.s_q as i32)
     }
-    /// K heads per CTA for this shape's bucket (1 when no bucket holds `d`).
+    /// K heads per CTA for this shape's bucket (1 when no bucket holds `d`), under the
+    /// environment's [`DecodeOverrides`].
     pub fn heads_per_cta(&self) -> i32 {
+        let ov = DecodeOverrides::from_env();
         select_variant(self.d as i32).map_or(1, |v| {
             let (k_heads, batch, n_kv) = (self.k_heads as i32, self.batch as i32, self.n_kv as i32);
-            heads_per_cta(&v.tile, k_heads, batch, self.row_tiles(), n_kv, self.sm_count)
+            heads_per_cta(&ov.tile(v.tile), k_heads, batch, self.row_tiles(), n_kv, self.sm_count)
         })
+    }
+    /// Warps per v5 stage for this call ([`stage_warps`]; 0: v4's stages).
+    pub fn stage_warps(&self) -> i32 {
+        select_variant(self.d as i32).map_or(0, |v| {
+            let (d, n_kv) = (self.d as i32, self.n_kv as i32);
+            stage_warps(&v.tile, d, n_kv, self.heads_per_cta(), self.num_splits(), DecodeOverrides::from_env())
+        })
+    }
+    /// v5's map of K or V: dims (64 columns, n_kv keys, d / 64 chunks, heads, batch), the
+    /// chunk's stride 64 elements (below the key's: legal, as long as each is a multiple of 16
+    /// bytes), boxes of 64 x `keys` x d / 64 x `heads` x 1, i.e. one stage's K (or V) of the
+    /// CTA's heads, K-head-major in shared memory as `[head][chunk][key][64]`.
+    fn stage_map(&self, base: u64, keys: i32, heads: i32) -> anyhow::Result<TensorMap> {
+        let per_token = (self.k_heads * self.d) as u64;
+        let chunks = (self.d / 64) as u64;
+        let layout = TensorLayout {
+            base,
+            dims: vec![64, self.n_kv as u64, chunks, self.k_heads as u64, self.batch as u64],
+            strides: vec![per_token, 64, self.d as u64, self.max_seq as u64 * per_token],
+        };
+        encode_bf16(&layout, &[BOX_INNER, keys as u32, chunks as u32, heads as u32, 1])
     }
     /// CTAs per (row tile, split, sequence): the K heads in blocks of [`Self::heads_per_cta`].
     pub fn head_blocks(&self) -> i32 {
@@ -275,10 +388,20 @@ pub fn decode_tma_calls(pr: &DecodeTmaProblem) -> anyhow::Result<Vec<Call>> {
         select_variant(pr.d as i32).with_context(|| format!("no fa3 decode attention kernel for head dim {}", pr.d))?;
     let splits = pr.num_splits();
     let rows = (pr.batch * pr.s_q) as i32;
-    let box_keys = DECODE_TMA_BLOCK_N;
+    let hb = pr.heads_per_cta();
+    let ws = pr.stage_warps();
+    let launch = decode_tma_launch(&variant, pr);
+    let fused = fused_combine(splits, pr.batch as i32, launch.grid_dim.1 as i32, DecodeOverrides::from_env());
+    let (k, v) = if ws > 0 {
+        let keys = DECODE_TMA_BLOCK_N * ws;
+        (pr.stage_map(pr.k_cache, keys, hb)?, pr.stage_map(pr.v_cache, keys, hb)?)
+    } else {
+        let box_keys = DECODE_TMA_BLOCK_N;
+        (pr.cache_operand(pr.k_cache).tensor_map(box_keys)?, pr.cache_operand(pr.v_cache).tensor_map(box_keys)?)
+    };
     let p = DecodeTmaParams {
-        k: pr.cache_operand(pr.k_cache).tensor_map(box_keys)?,
-        v: pr.cache_operand(pr.v_cache).tensor_map(box_keys)?,
+        k,
+        v,
         q: pr.q,
         o: pr.o,
         scratch: pr.scratch,
@@ -293,7 +416,9 @@ pub fn decode_tma_calls(pr: &DecodeTmaProblem) -> anyhow::Result<Vec<Call>> {
         n_kv: pr.n_kv as i32,
         s_q: pr.s_q as i32,
         num_splits: splits,
-        heads_per_cta: pr.heads_per_cta(),
+        heads_per_cta: hb,
+        stage_warps: ws,
+        fused: fused as i32,
         scale: pr.scale,
         softcap: pr.softcap,
     };
@@ -307,8 +432,8 @@ pub fn decode_tma_calls(pr: &DecodeTmaProblem) -> anyhow::Result<Vec<Call>> {
         d_v: pr.d as i32,
         num_splits: splits,
     };
-    let mut calls = vec![pdl_kernel(variant.kernel, decode_tma_launch(&variant, pr), p)];
-    if splits > 1 {
+    let mut calls = vec![pdl_kernel(variant.kernel, launch, p)];
+    if splits > 1 && !fused {
         let cfg = decode_tma_combine_launch(rows, pr.q_heads as i32, splits);
         calls.push(pdl_kernel(DECODE_TMA_COMBINE, cfg, combine));
     }
@@ -439,6 +564,50 @@ mod tests {
         assert_eq!(decode_tma_combine_launch(1, 64, 33).grid_dim, (64, 1, 1));
         // A partial last block: 3 x 7 pairs, two per block.
         assert_eq!(decode_tma_combine_launch(3, 7, 20).grid_dim, (11, 1, 1));
+    }
+
+    #[test]
+    fn v5_stages_where_the_ring_and_head_dim_allow() {
+        let ov = DecodeOverrides::default();
+        let ws = |tile: &DecodeTmaTile, d, n_kv, hb, ov| stage_warps(tile, d, n_kv, hb, 1, ov);
+        // d128 / d64 exactly: 64-key stages (four warps) at one head per CTA, 16 at four.
+        assert_eq!(ws(&DECODE_TMA_TILE_D128, 128, 4097, 1, ov), 4);
+        assert_eq!(ws(&DECODE_TMA_TILE_D64, 64, 1000, 1, ov), 4);
+        assert_eq!(ws(&DECODE_TMA_TILE_D128, 128, 16, 4, ov), 1);
+        assert_eq!(ws(&DECODE_TMA_TILE_D128, 128, 4097, 2, ov), 2);
+        // The keys knob, capped by the warps of a head.
+        let keys = |k| DecodeOverrides { stage_keys: Some(k), ..Default::default() };
+        assert_eq!(ws(&DECODE_TMA_TILE_D128, 128, 4097, 1, keys(32)), 2);
+        assert_eq!(ws(&DECODE_TMA_TILE_D128, 128, 4097, 1, keys(16)), 1);
+        assert_eq!(ws(&DECODE_TMA_TILE_D128, 128, 4097, 4, keys(64)), 1);
+        assert_eq!(ws(&DECODE_TMA_TILE_D128, 128, 37, 1, keys(32)), 2);
+        // d256's ring would be one stage; d72 in the d128 bucket needs the zero fill past d;
+        // a context shorter than one stage keeps v4's 16-key boxes; the A/B switch.
+        assert_eq!(ws(&DECODE_TMA_TILE_D256, 256, 4097, 1, ov), 0);
+        assert_eq!(ws(&DECODE_TMA_TILE_D128, 72, 4097, 1, ov), 0);
+        assert_eq!(ws(&DECODE_TMA_TILE_D128, 128, 37, 1, ov), 0);
+        let old = DecodeOverrides { old_box: true, ..Default::default() };
+        assert_eq!(ws(&DECODE_TMA_TILE_D128, 128, 4097, 1, old), 0);
+        // Split launches keep v4's stages unless the keys knob asks for v5.
+        assert_eq!(stage_warps(&DECODE_TMA_TILE_D128, 128, 4097, 1, 8, ov), 0);
+        assert_eq!(stage_warps(&DECODE_TMA_TILE_D128, 128, 4097, 1, 8, keys(32)), 2);
+        assert_eq!(problem(32, 64, 8, 1, 4097).stage_warps(), 4, "Sigma b32, unsplit");
+        assert_eq!(problem(1, 64, 8, 1, 4097).stage_warps(), 0, "Sigma b1, 33 splits");
+        assert_eq!(problem(32, 8, 1, 1, 4097).stage_warps(), 0, "tp8 b32, 8 splits");
+        // The head cap applies to the ringed tiles only.
+        let four = DecodeOverrides { max_heads: Some(4), ..Default::default() };
+        assert_eq!(four.tile(DECODE_TMA_TILE_D128).max_heads_per_cta, 4);
+        assert_eq!(four.tile(DECODE_TMA_TILE_D256).max_heads_per_cta, 1);
+    }
+
+    #[test]
+    fn splits_merge_in_their_last_cta_while_tickets_last() {
+        let ov = DecodeOverrides { fused_combine: true, ..Default::default() };
+        assert!(fused_combine(33, 1, 8, ov), "Sigma b1");
+        assert!(!fused_combine(1, 32, 8, ov), "unsplit: no merge at all");
+        assert!(fused_combine(2, 2048, 8, ov));
+        assert!(!fused_combine(2, 2049, 8, ov), "more pairs than tickets: the combine kernel");
+        assert!(!fused_combine(33, 1, 8, DecodeOverrides::default()), "off by default");
     }
 
     #[test]
