@@ -174,34 +174,13 @@ __device__ __forceinline__ void moe_fp8(const MoeFp8Params& p) {
     const int wg = threadIdx.x / 128, t = threadIdx.x % 128;
     const int k_blocks = p.k / BK;
 
-    // This CTA's tile of a raster unit: its M-block (pairs along M: 2u + rank, which may be
-    // one past the last for an odd count), its n-tile (pairs along N: 2v + rank, possibly past
-    // N: zero-filled weights, nothing stored), its expert, and what the pair multicasts.
+    // This CTA's tile of a raster unit and what its pair multicasts (moe_sched.cuh).
     // `valid` false: nothing to compute. A tile of padding only (groups are padded at their
     // end, so a tile starting on padding is all padding; combine never reads its rows) or
     // without an expert is skipped by every role alike, or, in a pair, loaded and drained.
-    struct Work {
-        int m_block, n_block, expert;
-        bool valid, share_b, share_a;
-    };
+    using Work = MoePairWork;
     const auto work_of = [&](const MoeTile& unit) {
-        Work w;
-        w.share_b = w.share_a = false;
-        if (along_m) {
-            const int m0 = 2 * unit.m_block;
-            const int e0 = p.block_expert[m0], e1 = m0 + 1 < m_blocks ? p.block_expert[m0 + 1] : -1;
-            w.m_block = m0 + rank;
-            w.n_block = unit.n_block;
-            w.valid = w.m_block < m_blocks && (rank ? e1 : e0) >= 0;
-            w.expert = rank && w.valid ? e1 : e0;
-            w.share_b = e0 >= 0 && e0 == e1;
-        } else {
-            w.m_block = unit.m_block;
-            w.n_block = PAIR ? 2 * unit.n_block + rank : unit.n_block;
-            w.expert = unit.expert;
-            w.valid = unit.expert >= 0;
-            w.share_a = PAIR;
-        }
+        Work w = moe_pair_work<PAIR>(unit, along_m, rank, p.block_expert, m_blocks);
         if (w.valid && p.sorted_slots[w.m_block * p.block_m] < 0) w.valid = false;
         return w;
     };

@@ -122,6 +122,40 @@ __device__ __forceinline__ MoeTile moe_tile(const MoeRaster& r, int linear) {
     return tile;
 }
 
+// The tile one CTA of a raster unit works on (moe_wgmma.cu and moe_fp8.cu alike): its M-block
+// (pairs along M: 2u + rank, which may be one past the last for an odd count: `valid` false,
+// and the CTA reloads its peer's rows and drains), its n-tile (pairs along N: 2v + rank,
+// possibly past N: zero-filled weights, nothing stored), its expert, and what the pair
+// multicasts (share_b: both M-blocks use one expert's weight tile; share_a: one A tile).
+struct MoePairWork {
+    int m_block, n_block, expert;
+    bool valid, share_b, share_a;
+};
+
+template <bool PAIR>
+__device__ __forceinline__ MoePairWork moe_pair_work(const MoeTile& unit, bool along_m, int rank,
+                                                     const int* block_expert, int m_blocks) {
+    MoePairWork w;
+    w.share_b = w.share_a = false;
+    if (along_m) {
+        const int m0 = 2 * unit.m_block;
+        const int e0 = block_expert[m0], e1 = m0 + 1 < m_blocks ? block_expert[m0 + 1] : -1;
+        w.m_block = m0 + rank;
+        w.n_block = unit.n_block;
+        w.valid = w.m_block < m_blocks && (rank ? e1 : e0) >= 0;
+        w.expert = rank && w.valid ? e1 : e0;
+        w.share_b = e0 >= 0 && e0 == e1;
+    } else {
+        w.m_block = unit.m_block;
+        w.n_block = PAIR ? 2 * unit.n_block + rank : unit.n_block;
+        w.expert = unit.expert;
+        w.valid = unit.expert >= 0;
+        w.share_a = PAIR;
+    }
+    return w;
+}
+
+
 // Whether the tile's expert has another M-block beside this one (its weight tile is read
 // again by that block's CTA): the weight policy's choice.
 __device__ __forceinline__ bool moe_expert_has_other_blocks(const MoeRaster& r, const MoeTile& t) {
