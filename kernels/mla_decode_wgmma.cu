@@ -76,8 +76,6 @@ __device__ __forceinline__ uint64_t desc_kmajor_opaque(uint32_t addr) {
            (1ull << 62);
 }
 
-__device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;" ::: "memory"); }
-
 // Tile box (c0, c1, c2, c3) of `map` into L2 only (no shared memory, no barrier).
 __device__ __forceinline__ void tma_prefetch_l2_4d(const TensorMap* map, int c0, int c1, int c2, int c3) {
     asm volatile("cp.async.bulk.prefetch.tensor.4d.L2.global.tile [%0, {%1, %2, %3, %4}];" ::"l"(
@@ -87,24 +85,9 @@ __device__ __forceinline__ void tma_prefetch_l2_4d(const TensorMap* map, int c0,
 }
 
 // ---- 2-CTA clusters (the _pair entry: the two splits of a sequence merge through DSMEM) ----
-__device__ __forceinline__ uint32_t cluster_rank() {
-    uint32_t r;
-    asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(r));
-    return r;
-}
-// The shared::cluster address of `p` (this CTA's shared memory) in CTA `rank` of the cluster.
-__device__ __forceinline__ uint32_t cluster_addr(const void* p, uint32_t rank) {
-    uint32_t out;
-    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(out) : "r"(smem_addr(p)), "r"(rank));
-    return out;
-}
 __device__ __forceinline__ void st_cluster_v4(uint32_t addr, float a, float b, float c, float d) {
     asm volatile("st.shared::cluster.v4.f32 [%0], {%1, %2, %3, %4};" ::"r"(addr), "f"(a), "f"(b), "f"(c), "f"(d)
                  : "memory");
-}
-// Every non-exited thread of the cluster; release/acquire orders the DSMEM stores before it.
-__device__ __forceinline__ void cluster_sync_all() {
-    asm volatile("barrier.cluster.arrive.release;\nbarrier.cluster.wait.acquire;" ::: "memory");
 }
 // Per consumer thread in the exchange buffer: its 128 O values, then row max and sum of its
 // two rows; 132 floats (528 bytes: float4 reads of 8 threads hit distinct banks).
@@ -393,19 +376,19 @@ __device__ void decode(const MlaDecodeWgmmaParams& p) {
         // split). Warpgroup g of rank g keeps its 256 columns; warpgroup g of the other rank
         // sends it its unnormalised O and row statistics for the same rows and columns into
         // the (now idle) ring, and leaves. No partials, no combine kernel.
-        const uint32_t rank = cluster_rank(), other = rank ^ 1;
+        const uint32_t rank = cluster_ctarank(), other = rank ^ 1;
         const int okb = (int)other * chunk;
         const bool partner = okb < min(p.n_kv, okb + chunk);  // the other split has keys
         const bool rows_here = h0 + 16 * warp < p.heads;       // this warp holds a real head
         float* xch = reinterpret_cast<float*>(smem + RING_OFF) + t128 * XCH_FLOATS;
-        cluster_sync_all();  // both CTAs are done reading their rings
+        cluster_sync();  // both CTAs are done reading their rings
         if (partner && g != (int)rank && rows_here) {
-            const uint32_t dst = cluster_addr(xch, other);
+            const uint32_t dst = cluster_map(xch, other);
 #pragma unroll
             for (int q = 0; q < HALF_COLS / 8; ++q) st_cluster_v4(dst + 16 * q, o[4 * q], o[4 * q + 1], o[4 * q + 2], o[4 * q + 3]);
             st_cluster_v4(dst + 16 * (HALF_COLS / 8), row_max[0], row_max[1], total[0], total[1]);
         }
-        cluster_sync_all();  // the stores above are visible to their receivers
+        cluster_sync();  // the stores above are visible to their receivers
         if (partner && g != (int)rank) return;
         if (!rows_here) return;
         float ca[2], cb[2];

@@ -210,11 +210,8 @@ __device__ __forceinline__ void moe_fp8(const MoeFp8Params& p) {
                 if (!PAIR && !w.valid) continue;
                 // Past the last M-block (odd count, rank 1): reload the peer's rows.
                 const int a_block = w.m_block < m_blocks ? w.m_block : w.m_block - 1;
-                // Evict-first when no other CTA reads this weight tile later: no other M-block
-                // of the expert outside the multicast pair.
-                const int lo = w.share_b ? a_block - rank : a_block, hi = w.share_b ? lo + 1 : a_block;
-                const bool reread = (lo > 0 && p.block_expert[lo - 1] == w.expert) ||
-                                    (hi + 1 < m_blocks && p.block_expert[hi + 1] == w.expert);
+                // Evict-first when no other CTA reads this weight tile later (moe_sched.cuh).
+                const bool reread = moe_weights_reread(w, a_block, rank, p.block_expert, m_blocks);
                 const uint64_t weights_policy = reread ? shared : read_once;
                 // Gate/up: 128 channels per consumer (its gate rows, then the same up rows);
                 // down: 256 columns per consumer.

@@ -156,11 +156,13 @@ __device__ __forceinline__ MoePairWork moe_pair_work(const MoeTile& unit, bool a
 }
 
 
-// Whether the tile's expert has another M-block beside this one (its weight tile is read
-// again by that block's CTA): the weight policy's choice.
-__device__ __forceinline__ bool moe_expert_has_other_blocks(const MoeRaster& r, const MoeTile& t) {
-    return (t.m_block > 0 && r.block_expert[t.m_block - 1] == t.expert) ||
-           (t.m_block + 1 < r.m_blocks && r.block_expert[t.m_block + 1] == t.expert);
+// Whether another CTA reads this tile's weight tile later, i.e. another M-block of the expert
+// lies outside the multicast pair (evict-first otherwise). `a_block`: the M-block whose A
+// rows the CTA loads (its own, or its peer's past the last block).
+__device__ __forceinline__ bool moe_weights_reread(const MoePairWork& w, int a_block, int rank, const int* block_expert,
+                                                   int m_blocks) {
+    const int lo = w.share_b ? a_block - rank : a_block, hi = w.share_b ? lo + 1 : a_block;
+    return (lo > 0 && block_expert[lo - 1] == w.expert) || (hi + 1 < m_blocks && block_expert[hi + 1] == w.expert);
 }
 
 // The producer's next tile: a global claim (the counter starts at 0, so claims begin right
@@ -214,18 +216,7 @@ struct MoeTileMailbox {
 // its peer still reads. Pairs whose M-blocks belong to different experts load their own
 // tiles (same barriers, no multicast).
 
-__device__ __forceinline__ uint32_t cluster_ctarank() {
-    uint32_t r;
-    asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(r));
-    return r;
-}
 
-// The shared::cluster address of `p` (this CTA's shared memory) in CTA `rank` of the cluster.
-__device__ __forceinline__ uint32_t cluster_map(const void* p, uint32_t rank) {
-    uint32_t out;
-    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(out) : "r"(smem_addr(p)), "r"(rank));
-    return out;
-}
 
 // An arrival on a barrier of another CTA of the cluster, with release at cluster scope: for
 // the link below, whose data a plain store wrote to the peer (compiles to a GPU-scope fence,
@@ -257,11 +248,6 @@ __device__ __forceinline__ void mbar_wait_cluster(uint64_t* bar, uint32_t parity
     }
 }
 
-// Every non-exited thread of the cluster (barrier inits visible to the peer; no CTA leaves
-// while its peer may still arrive on its barriers or multicast into it).
-__device__ __forceinline__ void cluster_sync() {
-    asm volatile("barrier.cluster.arrive.release;\nbarrier.cluster.wait.acquire;" ::: "memory");
-}
 
 // tma_load_4d_hint, the box written at the same offset of every CTA in `mask` and completing
 // bytes on each one's barrier at `bar`'s offset.

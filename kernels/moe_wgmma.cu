@@ -226,11 +226,8 @@ __device__ __forceinline__ void moe_wgmma(const MoeWgmmaParams& p) {
                 // Pairs load every stage (the peer counts on this CTA's boxes and arrivals).
                 if (!PAIR && !w.valid) continue;
                 const int a_block = w.m_block < m_blocks ? w.m_block : w.m_block - 1;
-                // Evict-first when no other CTA reads this weight tile later: no other M-block
-                // of the expert outside the multicast pair.
-                const int lo = w.share_b ? a_block - rank : a_block, hi = w.share_b ? lo + 1 : a_block;
-                const bool reread = (lo > 0 && p.block_expert[lo - 1] == w.expert) ||
-                                    (hi + 1 < m_blocks && p.block_expert[hi + 1] == w.expert);
+                // Evict-first when no other CTA reads this weight tile later (moe_sched.cuh).
+                const bool reread = moe_weights_reread(w, a_block, rank, p.block_expert, m_blocks);
                 const uint64_t weights_policy = reread ? shared : read_once;
                 // A: kept (evict-last) for the M-block's later n-tiles; the last n-tile reads
                 // it last (raster order) and demotes it (moe_sched.cuh, l2_evict_last_policy).
