@@ -5,7 +5,8 @@
 #   BASE=.device/fwdbench_base NEW=.device/fwdbench [BASE_ENV="K=V ..."] [NEW_ENV="K=V ..."] \
 #     scripts/ab-bench.sh [prefill] [decode] [mla] [moe] [fp8]      (default: prefill)
 # BASE_ENV / NEW_ENV are set for that side's runs only (A/B of an env knob on one build);
-# ONLY (a regex) keeps the rows whose name matches.
+# ONLY (a regex) keeps the rows whose name matches; ROWS_FILE adds a set `file` of lines
+# `name|<kernel bench arguments>` (run it as the set name `file`).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export NCCL_NVLS_ENABLE=0
@@ -41,6 +42,7 @@ moe_qw_ep8|$moe --model qwen --tokens 4096 --deploy tp8ep8
 moe_ds_512|$moe --model deepseek --tokens 512"
 sets[fp8]="fp8_ds_4096|$fp8 --model deepseek
 fp8_qw_4096|$fp8 --model qwen"
+[ -n "${ROWS_FILE:-}" ] && sets[file]=$(grep -v '^[[:space:]]*\(#\|$\)' "$ROWS_FILE")
 
 run_one() { # side env, binary, args... -> median ms on stdout
   local side_env=$1 bin=$2; shift 2
@@ -52,7 +54,7 @@ run_one() { # side env, binary, args... -> median ms on stdout
 }
 printf '%-16s %9s %9s %9s %9s %8s\n' row base1 new1 base2 new2 new/base
 for s in "${@:-prefill}"; do
-  [ -n "${sets[$s]:-}" ] || { echo "ab-bench: unknown set '$s' (prefill decode mla moe fp8)" >&2; exit 2; }
+  [ -n "${sets[$s]:-}" ] || { echo "ab-bench: unknown set '$s' (prefill decode mla moe fp8, file with ROWS_FILE)" >&2; exit 2; }
   while IFS= read -r r; do
     name=${r%%|*} args=${r#*|}
     [[ $name =~ ${ONLY:-.} ]] || continue
