@@ -42,7 +42,10 @@ moe_qw_ep8|$moe --model qwen --tokens 4096 --deploy tp8ep8
 moe_ds_512|$moe --model deepseek --tokens 512"
 sets[fp8]="fp8_ds_4096|$fp8 --model deepseek
 fp8_qw_4096|$fp8 --model qwen"
-[ -n "${ROWS_FILE:-}" ] && sets[file]=$(grep -v '^[[:space:]]*\(#\|$\)' "$ROWS_FILE")
+if [ -n "${ROWS_FILE:-}" ]; then
+  sets[file]=$(grep -v '^[[:space:]]*\(#\|$\)' "$ROWS_FILE" 2>/dev/null)
+  [ -n "${sets[file]}" ] || { echo "ab-bench: ROWS_FILE '$ROWS_FILE' is missing, unreadable or has no name|args rows" >&2; exit 2; }
+fi
 
 run_one() { # side env, binary, args... -> median ms on stdout
   local side_env=$1 bin=$2; shift 2
