@@ -154,6 +154,9 @@ pub struct DecodeOverrides {
     pub max_heads: Option<i32>,
     pub fused_combine: bool,
     pub stage_keys: Option<i32>,
+    /// `FWDBENCH_DECODE_SPLITS=N` (1..=128): the split count instead of [`num_splits`]'s, for
+    /// A/B runs on how finer work units change the end-of-launch imbalance.
+    pub splits: Option<i32>,
 }
 
 impl DecodeOverrides {
@@ -168,6 +171,7 @@ impl DecodeOverrides {
             stage_keys: var("FWDBENCH_DECODE_KEYS")
                 .and_then(|v| v.parse::<i32>().ok())
                 .filter(|k| [16, 32, 64].contains(k)),
+            splits: var("FWDBENCH_DECODE_SPLITS").and_then(|v| v.parse::<i32>().ok()).filter(|s| (1..=128).contains(s)),
         }
     }
 
@@ -315,6 +319,9 @@ impl DecodeTmaProblem {
         self.k_heads as i32 / self.heads_per_cta()
     }
     pub fn num_splits(&self) -> i32 {
+        if let Some(s) = DecodeOverrides::from_env().splits {
+            return s.min(((self.n_kv as i32 + MIN_SPLIT_KEYS - 1) / MIN_SPLIT_KEYS).max(1));
+        }
         num_splits(self.batch as i32, self.head_blocks(), self.row_tiles(), self.n_kv as i32, self.sm_count)
     }
     /// The scratch [`decode_tma_calls`] needs (0 without splits).
