@@ -28,7 +28,10 @@
 //     land in. v2 issued S(t) with P V(t - 1) to hide the softmax, but the stage of t - 1 then
 //     freed just before S(t + 1) needed the next tile: every tile's load was exposed. Above
 //     64 heads (compute bound) S(t + 1) goes between the two halves of P V(t), so softmax(t + 1)
-//     runs under the second half.
+//     runs under the second half. Schedule v7 (MLA_SCHEDULE_RELEASE_FIRST, the default at or
+//     below 64 heads since session 11, +1.9% at h16): stage t is released before S(t + 1)
+//     waits for tile t + 1's chunks, so the load of t + 2 does not wait for t + 1 to land;
+//     S(t + 1) then no longer overlaps P V(t).
 // Split-KV: split `blockIdx.x` takes keys [split * chunk, +chunk), chunk a multiple of 64;
 // num_splits == 1 writes o, otherwise fp32 partials and log2-domain LSE go to the scratch in
 // mla.cu's layout and mla.cu's mla_combine merges them. At num_splits == 2 the `_pair` entry
@@ -315,8 +318,12 @@ __device__ void decode(const MlaDecodeWgmmaParams& p) {
     // Several 64-head tiles read each cache tile (through L2), so the kernel is compute bound:
     // S(t + 1) goes ahead of the other half's P V(t) and softmax(t + 1) runs under the latter,
     // at the price of releasing stage t one softmax later. With one head tile (the TP8 shard)
-    // loads are the bound, and S(t + 1), which may wait for its chunks, goes last instead.
-    const bool softmax_under_pv = p.softmax_under_pv != 0;  // the launcher: above 64 heads
+    // loads are the bound, and S(t + 1), which may wait for its chunks, goes last instead
+    // (After, v3). ReleaseFirst (v7, the launcher's default there): P V(t) retires and stage t goes back to the producer before S(t + 1)
+    // waits for its chunks, so the load of tile t + 2 is issued before tile t + 1 has landed
+    // (in the After order the release waits for that landing: one tile in flight per SM).
+    const bool softmax_under_pv = p.schedule == MLA_SCHEDULE_UNDER_PV;
+    const bool release_first = p.schedule == MLA_SCHEDULE_RELEASE_FIRST;
     for (int t = 0; t < n_tiles; ++t) {
         const int s = t % STAGES;
         // Both warpgroups' P V(t - 1) have retired: sP may be overwritten.
@@ -342,6 +349,15 @@ __device__ void decode(const MlaDecodeWgmmaParams& p) {
             softmax(t + 1);
             wgmma_wait<0>();
             release(s);
+        } else if (t + 1 < n_tiles && release_first) {
+            pv_other(s);
+            wgmma_wait<0>();
+            release(s);
+            wgmma_fence();
+            s_gemm(sc, t + 1);
+            wgmma_wait<0>();
+            fence_regs(sc);
+            softmax(t + 1);
         } else if (t + 1 < n_tiles) {
             pv_other(s);
             s_gemm(sc, t + 1);

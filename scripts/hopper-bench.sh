@@ -83,6 +83,12 @@ if [ "$mode" != bench ]; then
     step "check_fa3_decode_keys${k}_d64_b3_ctx1000" env FWDBENCH_DECODE_KEYS=$k $bin kernel check $d64 $dec --bsz 3 --seq 999
   done
   step check_fa3_decode_keys16_heads2_qwen_b64_ctx1000 env FWDBENCH_DECODE_KEYS=16 FWDBENCH_DECODE_HEADS=2 $bin kernel check --model qwen $dec --bsz 64 --seq 999
+  # A forced split count (FWDBENCH_DECODE_SPLITS, the end-of-launch imbalance A/B) where the
+  # default runs unsplit, on v4's stages and (FWDBENCH_DECODE_KEYS=64) v5's.
+  for n in 2 3; do
+    step "check_fa3_decode_splits${n}_sigma_b33_ctx1000" env FWDBENCH_DECODE_SPLITS=$n $bin kernel check --model sigma $dec --bsz 33 --seq 999
+    step "check_fa3_decode_splits${n}_keys64_qwen_b64_ctx1000" env FWDBENCH_DECODE_SPLITS=$n FWDBENCH_DECODE_KEYS=64 $bin kernel check --model qwen $dec --bsz 64 --seq 999
+  done
   # Splits merge in the combine kernel by default; in their last CTA (v5b, measured slower)
   # behind the knob; the 20-split Sigma b1 ctx 2501 (two combine warps per pair) both ways.
   step check_fa3_decode_sigma_b1_ctx2501 $bin kernel check --model sigma $dec --bsz 1 --seq 2500
@@ -126,6 +132,8 @@ if [ "$mode" != bench ]; then
   # The tile order forced against each regime's default (and tp1 without its L2 prefetch).
   step check_mla_decode_schedpv_tp8_b64_s1000 env FWDBENCH_MLA_SCHED=pv $bin kernel check $mla_dec --deploy tp8 --bsz 64 --seq 1000
   step check_mla_decode_schedafter_tp1_b5_s2049 env FWDBENCH_MLA_SCHED=after FWDBENCH_MLA_L2_PREFETCH=0 $bin kernel check $mla_dec --deploy tp1 --bsz 5 --seq 2049
+  step check_mla_decode_schedafter_tp8_b64_s1000 env FWDBENCH_MLA_SCHED=after $bin kernel check $mla_dec --deploy tp8 --bsz 64 --seq 1000
+  step check_mla_decode_schedrelease_tp1_b5_s2049 env FWDBENCH_MLA_SCHED=release $bin kernel check $mla_dec --deploy tp1 --bsz 5 --seq 2049
   step check_mla_decode_fa2_b3_s1000 $bin kernel check $mla_dec --bsz 3 --seq 1000 --attention fa2
 fi
 if [ "$mode" != check ]; then

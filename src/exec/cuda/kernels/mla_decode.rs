@@ -64,25 +64,40 @@ pub struct MlaDecodeWgmmaParams {
     /// Tiles the producer prefetches into L2 ahead of the one waiting for a ring stage
     /// (0: none); [`MlaWgmmaKnobs`].
     pub l2_prefetch: i32,
-    /// 1: S(t + 1) between the two halves of P V(t), softmax(t + 1) under the second (v3b,
-    /// compute bound, the default above 64 heads); 0: S(t + 1) after P V(t) (v3, the TP8 shard).
-    pub softmax_under_pv: i32,
+    /// Order of one tile's work, an [`MlaSchedule`] as i32.
+    pub schedule: i32,
 }
 unsafe impl DeviceRepr for MlaDecodeWgmmaParams {}
+
+/// Where S(t + 1) goes in the tile loop, and when stage t is released to the producer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(i32)]
+pub enum MlaSchedule {
+    /// S(t + 1) after P V(t) (v3): stage t is released once P V(t) retires, which the consumer
+    /// reaches only after S(t + 1) found all its chunks landed.
+    After = 0,
+    /// S(t + 1) between the two halves of P V(t), softmax(t + 1) under the second (v3b,
+    /// compute bound, the default above 64 heads).
+    UnderPv = 1,
+    /// P V(t) retires and stage t is released before S(t + 1) waits for its chunks (v7, the
+    /// default at or below 64 heads, the TP8 shard): the load of tile t + 2 no longer waits
+    /// for tile t + 1 to land. Measured +1.9% at h16 in session 11.
+    ReleaseFirst = 2,
+}
 
 /// Same-call A/B switches (environment, read at bind time):
 /// `FWDBENCH_MLA_PAIR=0` keeps two splits on the partials + `mla_combine` path,
 /// `FWDBENCH_MLA_L2_PREFETCH=N` sets [`MlaDecodeWgmmaParams::l2_prefetch`] (default: 1 above
 /// 64 heads, 0 at or below: measured in session 9, call B, +5.5% at h128 and -12% at h16),
 /// `FWDBENCH_MLA_QREG=0|1` forces Q's register chunks off or on (default: on above 64 heads),
-/// `FWDBENCH_MLA_SCHED=pv|after` forces [`MlaDecodeWgmmaParams::softmax_under_pv`] (default:
-/// `pv` above 64 heads).
+/// `FWDBENCH_MLA_SCHED=pv|after|release` forces the [`MlaSchedule`] (default: `pv` above 64
+/// heads, `release` at or below).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MlaWgmmaKnobs {
     pub pair: bool,
     pub l2_prefetch: Option<i32>,
     pub qreg: Option<bool>,
-    pub softmax_under_pv: Option<bool>,
+    pub schedule: Option<MlaSchedule>,
 }
 
 impl MlaWgmmaKnobs {
@@ -96,18 +111,20 @@ impl MlaWgmmaKnobs {
                 Some("1") => Some(true),
                 _ => None,
             },
-            softmax_under_pv: match var("FWDBENCH_MLA_SCHED").as_deref() {
-                Some("pv") => Some(true),
-                Some("after") => Some(false),
+            schedule: match var("FWDBENCH_MLA_SCHED").as_deref() {
+                Some("pv") => Some(MlaSchedule::UnderPv),
+                Some("after") => Some(MlaSchedule::After),
+                Some("release") => Some(MlaSchedule::ReleaseFirst),
                 _ => None,
             },
         }
     }
 
-    /// (l2_prefetch, softmax_under_pv) for `heads`: the knob, else the measured default.
-    pub fn schedule(&self, heads: i32) -> (i32, bool) {
+    /// (l2_prefetch, schedule) for `heads`: the knob, else the measured default.
+    pub fn schedule(&self, heads: i32) -> (i32, MlaSchedule) {
         let compute_bound = heads > MLA_WGMMA_HEADS_PER_CTA;
-        (self.l2_prefetch.unwrap_or(if compute_bound { 1 } else { 0 }), self.softmax_under_pv.unwrap_or(compute_bound))
+        let default = if compute_bound { MlaSchedule::UnderPv } else { MlaSchedule::ReleaseFirst };
+        (self.l2_prefetch.unwrap_or(if compute_bound { 1 } else { 0 }), self.schedule.unwrap_or(default))
     }
 }
 
@@ -160,7 +177,7 @@ pub fn mla_wgmma_launch(batch: i32, heads: i32, num_splits: i32) -> LaunchConfig
 /// `mla_combine` must follow.
 pub fn mla_wgmma_call(p: &MlaDecodeParams) -> anyhow::Result<(Call, bool)> {
     let knobs = MlaWgmmaKnobs::from_env();
-    let (l2_prefetch, softmax_under_pv) = knobs.schedule(p.heads);
+    let (l2_prefetch, schedule) = knobs.schedule(p.heads);
     ensure!(
         mla_wgmma_supports(p.kv_lora_rank as usize, p.rope_dim as usize),
         "mla_decode_wgmma is compiled for a {MLA_WGMMA_KV_LORA_RANK} + {MLA_WGMMA_ROPE_DIM} latent, not {} + {}",
@@ -194,7 +211,7 @@ pub fn mla_wgmma_call(p: &MlaDecodeParams) -> anyhow::Result<(Call, bool)> {
         num_splits: p.num_splits,
         scale: p.scale,
         l2_prefetch,
-        softmax_under_pv: softmax_under_pv as i32,
+        schedule: schedule as i32,
     };
     let pair = mla_wgmma_pairs(p.num_splits, knobs);
     let entry = mla_wgmma_entry(p.heads, p.num_splits, knobs);
@@ -235,10 +252,11 @@ mod tests {
         assert_eq!(mla_wgmma_launch(2, 128, 1).grid_dim, (1, 2, 2));
         assert!(mla_wgmma_supports(512, 64));
         assert!(!mla_wgmma_supports(32, 16));
-        let on = MlaWgmmaKnobs { pair: true, l2_prefetch: None, qreg: None, softmax_under_pv: None };
-        assert_eq!(on.schedule(128), (1, true));
-        assert_eq!(on.schedule(16), (0, false));
-        assert_eq!(MlaWgmmaKnobs { l2_prefetch: Some(2), softmax_under_pv: Some(true), ..on }.schedule(16), (2, true));
+        let on = MlaWgmmaKnobs { pair: true, l2_prefetch: None, qreg: None, schedule: None };
+        assert_eq!(on.schedule(128), (1, MlaSchedule::UnderPv));
+        assert_eq!(on.schedule(16), (0, MlaSchedule::ReleaseFirst));
+        let forced = MlaWgmmaKnobs { l2_prefetch: Some(2), schedule: Some(MlaSchedule::After), ..on };
+        assert_eq!(forced.schedule(16), (2, MlaSchedule::After));
         assert!(mla_wgmma_pairs(2, on));
         assert!(!mla_wgmma_pairs(1, on) && !mla_wgmma_pairs(3, on));
         assert!(!mla_wgmma_pairs(2, MlaWgmmaKnobs { pair: false, ..on }));
