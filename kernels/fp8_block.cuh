@@ -6,7 +6,8 @@
 // for them, then total[h] += acc * sx[row, kb] * sw[h, kb] in fp32 (the FP8 tensor cores
 // accumulate with ~14 mantissa bits, so sums are promoted once per scale block, never carried
 // across blocks in the tensor cores). The stage is freed after the last half's wgmma, before
-// its promotion, and the scales of block kb + 1 are loaded while block kb is in flight.
+// its promotion. The scales of block kb + 1 are loaded while block kb is in flight, or those
+// the producer copies into shared memory with the stage are read once it has landed.
 //
 // Why halves and not one m64n256 group: total (HALVES x 64 fp32) plus a 64-register
 // accumulator is 192 registers at HALVES = 2, where two n256 accumulators would need 256. The
@@ -62,16 +63,17 @@ struct Fp8Scales {
 // total[HALVES * 64] += the promoted products of K blocks 0..k_blocks over the stages of
 // `ring` (A at a_offset, B half h at b_offset + h * 128 rows into each stage, in the ring's
 // bf16-sized elements; both K-major, 128-byte rows). `scales(kb)` returns block kb's
-// Fp8Scales. total[64 h + 4j + 2i + c]: row i, column 128 h + 8j + 2(lane%4) + c.
+// Fp8Scales, called one block ahead; `landed(kb, s, scales)` may then fill in the ones that
+// arrive with stage s (shared memory), called once its full barrier has completed. total[64 h + 4j + 2i + c]: row i, column 128 h + 8j + 2(lane%4) + c.
 // `release(s)` frees stage s once its last wgmma has completed (every thread of the warp
 // calls it; lane 0 arrives: on this CTA's empty barrier, and for a CTA pair on the peer's too).
 // `turns` orders the wgmma issue of the CTA's two consumers (Fp8Turns; consumer -1: none).
 // `first` is the ring position of block 0 (a persistent kernel's running stage counter;
 // block kb lives in stage (first + kb) % STAGES, phase ((first + kb) / STAGES) & 1).
-template <int HALVES, int STAGES, int A_STAGE, int B_STAGE, class ScalesOf, class Release>
+template <int HALVES, int STAGES, int A_STAGE, int B_STAGE, class ScalesOf, class Landed, class Release>
 __device__ __forceinline__ void consume_fp8(const TmaRing<STAGES, A_STAGE, B_STAGE>& ring, int a_offset, int b_offset,
                                             int k_blocks, float (&total)[HALVES * 64], ScalesOf scales,
-                                            Release release, Fp8Turns& turns, int first = 0) {
+                                            Landed landed, Release release, Fp8Turns& turns, int first = 0) {
     static_assert(HALVES == 1 || HALVES == 2, "one or two 128-row weight halves");
     constexpr int HALF_ELEMS = 128 * 128 / 2;  // 128 rows of 128 bytes, in bf16-sized elements
     float acc[64];
@@ -80,6 +82,7 @@ __device__ __forceinline__ void consume_fp8(const TmaRing<STAGES, A_STAGE, B_STA
         const int s = (first + kb) % STAGES;
         const Fp8Scales next = kb + 1 < k_blocks ? scales(kb + 1) : cur;
         mbar_wait(&ring.full[s], ((first + kb) / STAGES) & 1);
+        landed(kb, s, cur);
         const uint64_t da = desc_sw128(ring.a + s * A_STAGE + a_offset, 16, 1024);
 #pragma unroll
         for (int h = 0; h < HALVES; ++h) {

@@ -89,7 +89,7 @@ extern "C" __global__ void __launch_bounds__(384, 1) gemm_fp8_block(const __grid
     consume_fp8<BN / 128>(ring, g * 64 * BK / 2, 0, k_blocks, total, [&](int kb) {
         const float* sx = p.sx + static_cast<long long>(kb) * p.m;
         return Fp8Scales{live0 ? __ldg(sx + r0) : 0.f, live1 ? __ldg(sx + r1) : 0.f, __ldg(sw0 + kb), __ldg(sw1 + kb)};
-    }, [&](int s) {
+    }, [](int, int, Fp8Scales&) {}, [&](int s) {
         if (threadIdx.x % 32 == 0) mbar_arrive(&ring.empty[s]);
     }, turns);
 

@@ -57,6 +57,15 @@ __device__ __forceinline__ void mbar_wait(uint64_t* bar, uint32_t parity) {
     }
 }
 
+// A 1-D bulk copy global -> this CTA's shared memory (PTX ISA "cp.async.bulk"), its bytes
+// counted on `bar` as transaction bytes: `bytes` a multiple of 16, both addresses 16-byte aligned.
+__device__ __forceinline__ void bulk_load(void* dst, const void* src, uint32_t bytes, uint64_t* bar) {
+    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
+                     smem_addr(dst)),
+                 "l"(src), "r"(bytes), "r"(smem_addr(bar))
+                 : "memory");
+}
+
 // ---- TMA (cp.async.bulk.tensor), tensor maps passed as __grid_constant__ params ----
 
 __device__ __forceinline__ void tma_prefetch(const TensorMap* map) {
@@ -203,11 +212,12 @@ struct TmaRing {
     }
 
     // Producer, one thread: waits until K tile kt's stage is free and arms its full barrier
-    // for a whole A and B tile; returns the stage for the TMA loads.
-    __device__ __forceinline__ int acquire(int kt) const {
+    // for a whole A and B tile plus `extra_bytes` of other copies (bulk_load) completing on it;
+    // returns the stage for the TMA loads.
+    __device__ __forceinline__ int acquire(int kt, uint32_t extra_bytes = 0) const {
         const int s = kt % STAGES;
         mbar_wait(&empty[s], ((kt / STAGES) & 1) ^ 1);
-        mbar_arrive_expect_tx(&full[s], (A_ELEMS + B_ELEMS) * 2);
+        mbar_arrive_expect_tx(&full[s], (A_ELEMS + B_ELEMS) * 2 + extra_bytes);
         return s;
     }
 

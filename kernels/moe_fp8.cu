@@ -148,6 +148,11 @@ __device__ __forceinline__ void moe_fp8(const MoeFp8Params& p) {
     constexpr int A_STAGE = SLABS * SLAB * BK / 2, B_STAGE = NPARTS * 4 * BOX * BK / 2;
     static_assert(!PAIR || SLABS == 2, "pairs: 128-row M-blocks, A loaded as two 64-row boxes");
     using Ring = TmaRing<STAGES, A_STAGE, B_STAGE>;
+    // p.smem_scales: the M-block's activation scales of a K block (block_m floats, contiguous
+    // in sa's [k / 128, rows]) come into shared memory with each stage, one bulk copy on the
+    // stage's full barrier, behind the ring's barriers; consumers read them once the stage has
+    // landed instead of holding __ldg'd values one block ahead in registers.
+    constexpr int SX = SLABS * SLAB, SX_BYTES = SX * 4;
     // Persistent (moe_sched.cuh): one CTA per SM claims the tiles of the live M-blocks (one
     // M-block of block_m = SLABS * 64 rows per tile) in raster order; the ring's stage
     // counter `it` runs on across tiles, so the next tile's loads run under this one's
@@ -169,6 +174,8 @@ __device__ __forceinline__ void moe_fp8(const MoeFp8Params& p) {
     }
     // Pairs: each stage's empty barrier counts both CTAs' consumer warps.
     const Ring ring(smem_raw, CONSUMER_WARPS * (PAIR ? 2 : 1));  // thread 0 fences every barrier init
+    float* const sx = reinterpret_cast<float*>(ring.empty + STAGES);  // STAGES x SX, 16-byte aligned
+    const bool smem_scales = p.smem_scales != 0;
     if constexpr (PAIR) cluster_sync();
     else __syncthreads();
     const int wg = threadIdx.x / 128, t = threadIdx.x % 128;
@@ -217,7 +224,10 @@ __device__ __forceinline__ void moe_fp8(const MoeFp8Params& p) {
                 // down: 256 columns per consumer.
                 const int unit_first = w.n_block * NPARTS, r_first = a_block * p.block_m;
                 for (int kb = 0; kb < k_blocks; ++kb, ++it) {
-                    const int s = ring.acquire(it);
+                    const int s = ring.acquire(it, smem_scales ? SX_BYTES : 0);
+                    if (smem_scales)
+                        bulk_load(sx + s * SX, p.sa + static_cast<long long>(kb) * p.rows + r_first, SX_BYTES,
+                                  &ring.full[s]);
                     if constexpr (PAIR) {
                         // A as two 64-row boxes (the pair entries' A map); sharing A, box h
                         // comes from rank h into both CTAs.
@@ -312,8 +322,15 @@ __device__ __forceinline__ void moe_fp8(const MoeFp8Params& p) {
         consume_fp8<2>(
             ring, slab * SLAB * BK / 2, (SLABS == 2 ? 0 : q) * 4 * BOX * BK / 2, k_blocks, total,
             [&](int kb) {
+                if (smem_scales) return Fp8Scales{0.f, 0.f, __ldg(sw0 + kb), __ldg(sw1 + kb)};
                 const float* sa = p.sa + static_cast<long long>(kb) * p.rows;
                 return Fp8Scales{__ldg(sa + r0), __ldg(sa + r1), __ldg(sw0 + kb), __ldg(sw1 + kb)};
+            },
+            [&](int, int s, Fp8Scales& c) {
+                if (!smem_scales) return;
+                const float* x = sx + s * SX + slab * SLAB + row_in_slab;
+                c.x0 = x[0];
+                c.x1 = x[8];
             },
             release, turns, it);
         it += k_blocks;

@@ -107,6 +107,12 @@ if [ "$mode" != bench ]; then
   step check_fp8_qwen16_odd_blocks_t37 $check $odd_fp8 --tokens 37
   step check_fp8_qwen16_odd_blocks_t140 $check $odd_fp8 --tokens 140
   step check_fp8_ds_ep8_rank3_t600 $check --model deepseek --mconf 2l --set hidden_size=256 --quant fp8 --tokens 600 --deploy tp8ep8 --rank 3
+  # A's scales from registers (FWDBENCH_MOE_FP8_SMEM_SCALES=0, v5's path) where shared memory
+  # is the default: block_m 128 and 64, padded slabs, pairs.
+  noscales="env FWDBENCH_MOE_FP8_SMEM_SCALES=0"
+  step check_fp8_regscales_ds16_t301 $noscales $check $ds16 --quant fp8 --tokens 301
+  step check_fp8_regscales_ds16_t37 $noscales $check $ds16 --quant fp8 --tokens 37
+  step check_fp8_regscales_pairs1_one_expert_t517 $noscales FWDBENCH_MOE_FP8_PAIRS=1 $check $one_expert --quant fp8 --tokens 517
   # Every op of an FP8 DeepSeek forward, prefill and decode, against the CPU's FP8 reference.
   step check_fp8_ds16_all_ops $bin kernel check $ds16 --quant fp8 --bsz 2 --seq 37
   # FP8 CTA pairs and consumer turns (moe_fp8.cu PAIR, fp8_block.cuh Fp8Turns; block_m 128):

@@ -50,7 +50,7 @@
 use cudarc::driver::LaunchConfig;
 
 use super::act::act_mul_call;
-use super::moe_fp8::{order_requested, Fp8Pairs, MoeFp8Pipeline};
+use super::moe_fp8::{order_requested, smem_scales_requested, Fp8Pairs, MoeFp8Pipeline};
 use super::moe_wgmma::{self, MoePermuteParams, MoeWgmmaGemm, MoeWgmmaProblem};
 use super::prepare::{kernel, Call, Prep};
 use super::ptr::{Bf16Ptr, ConstBf16Ptr, ConstF32Ptr, ConstI32Ptr, I32Ptr};
@@ -479,6 +479,7 @@ impl MoeGemms {
             sm_count: self.sm_count,
             pairs: Fp8Pairs::requested(),
             order: order_requested(),
+            smem_scales: smem_scales_requested(),
         }
         .calls()
     }

@@ -93,6 +93,10 @@ pub struct MoeFp8Params {
     /// 1: block_m 128's two consumers take turns issuing their wgmma groups (fp8_block.cuh,
     /// Fp8Turns; [`order_requested`]).
     pub order: i32,
+    /// 1: A's scales come into shared memory with each ring stage (one bulk copy of the
+    /// M-block's `block_m` scales per K block); 0: each consumer thread loads its two rows' a
+    /// block ahead ([`smem_scales_requested`]).
+    pub smem_scales: i32,
 }
 unsafe impl DeviceRepr for MoeFp8Params {}
 
@@ -190,11 +194,12 @@ const fn n_parts(block_m: usize) -> usize {
     2 * SLAB / block_m
 }
 
-/// The A and B ring at a `block_m`, its barriers and 1 KiB of alignment slack.
+/// The A and B ring at a `block_m`, its barriers, 1 KiB of alignment slack and each stage's
+/// `block_m` A scales (kernels/moe_fp8.cu, `sx`).
 pub const fn moe_fp8_smem_bytes(block_m: usize) -> u32 {
     let stages = if block_m == 128 { MOE_FP8_STAGES_M128 } else { MOE_FP8_STAGES_M64 } as usize;
     let rows = block_m + n_parts(block_m) * CONSUMER_ROWS;
-    (rows * BOX_INNER_U8 as usize * stages + 16 * stages + 1024) as u32
+    (rows * BOX_INNER_U8 as usize * stages + 16 * stages + 1024 + stages * block_m * 4) as u32
 }
 
 /// Device addresses and dimensions of one FP8 `Op::Moe` after moe_align (moe.rs's scratch).
@@ -231,6 +236,8 @@ pub struct MoeFp8Pipeline {
     pub pairs: Fp8Pairs,
     /// Whether the consumers take turns on the tensor cores ([`order_requested`] by default).
     pub order: bool,
+    /// Whether A's scales arrive in shared memory with each stage ([`smem_scales_requested`]).
+    pub smem_scales: bool,
 }
 
 /// Bytes of a quantized `[rows, cols]` activation: codes, then `[cols / 128, rows]` scales.
@@ -243,6 +250,12 @@ pub fn quantized_bytes(rows: usize, cols: usize) -> usize {
 /// "FP8 MoE v4").
 pub fn order_requested() -> bool {
     std::env::var("FWDBENCH_MOE_FP8_ORDER").is_ok_and(|v| v == "1")
+}
+
+/// Whether A's scales travel with the ring stages into shared memory
+/// (`FWDBENCH_MOE_FP8_SMEM_SCALES`, `0` off, on otherwise: docs/perf.md "FP8 MoE v6").
+pub fn smem_scales_requested() -> bool {
+    std::env::var("FWDBENCH_MOE_FP8_SMEM_SCALES").map_or(true, |v| v != "0")
 }
 
 /// Persistent grid: one CTA per SM, never more than the worst case's tiles (M-blocks times
@@ -303,11 +316,18 @@ impl MoeFp8Pipeline {
         };
         let gate_up = halves == 2;
         let (box_rows, box_halves) = b_box(gate_up);
+        let sa = a + Fp8Layout::new(1, s, k).scale_offset() as u64;
+        // The per-stage bulk copies of A's scales read 16-byte aligned runs of block_m floats.
+        anyhow::ensure!(
+            !self.smem_scales || (sa.is_multiple_of(16) && s.is_multiple_of(4)),
+            "the FP8 MoE A scales at {sa:#x} (stride {s} rows) are not 16-byte aligned for the per-stage copies; \
+             set FWDBENCH_MOE_FP8_SMEM_SCALES=0"
+        );
         Ok(MoeFp8Params {
             // Pairs load A as two 64-row boxes (one of them multicast when the pair shares it).
             a: matrix_u8(a, s, k, k, if pairs { SLAB as u32 } else { self.block_m as u32 })?,
             b: encode_u8(&layout, &[BOX_INNER_U8, box_rows, box_halves, 1])?,
-            sa: a + Fp8Layout::new(1, s, k).scale_offset() as u64,
+            sa,
             sw: w + wl.scale_offset() as u64,
             block_expert: self.block_expert,
             total_padded: self.total,
@@ -325,6 +345,7 @@ impl MoeFp8Pipeline {
             tile_counter: tile_counter(self.total, !gate_up),
             experts: self.experts as i32,
             order: self.order as i32,
+            smem_scales: self.smem_scales as i32,
         })
     }
 
@@ -383,7 +404,7 @@ mod tests {
 
     #[test]
     fn params_match_the_c_layout() {
-        // Two 128-byte maps, seven pointers, eight i32, a pointer, an i32.
+        // Two 128-byte maps, seven pointers, eight i32, a pointer, three i32.
         assert_eq!(std::mem::align_of::<MoeFp8Params>(), 128);
         assert_eq!(std::mem::offset_of!(MoeFp8Params, sa), 256);
         assert_eq!(std::mem::offset_of!(MoeFp8Params, rows), 312);
@@ -391,6 +412,7 @@ mod tests {
         assert_eq!(std::mem::offset_of!(MoeFp8Params, tile_counter), 344);
         assert_eq!(std::mem::offset_of!(MoeFp8Params, experts), 352);
         assert_eq!(std::mem::offset_of!(MoeFp8Params, order), 356);
+        assert_eq!(std::mem::offset_of!(MoeFp8Params, smem_scales), 360);
         assert_eq!(std::mem::size_of::<MoeFp8Params>(), 384);
         assert_eq!(std::mem::offset_of!(MoeFp8PermuteParams, tile_counters), 56);
         assert_eq!(std::mem::offset_of!(MoeFp8PermuteParams, tokens), 72);
@@ -399,9 +421,10 @@ mod tests {
 
     #[test]
     fn rings_fit() {
-        // Counted by hand: 4 * (16 KiB + 32 KiB) and 3 * (8 KiB + 64 KiB), barriers, 1 KiB.
-        assert_eq!(moe_fp8_smem_bytes(128), 4 * 49_152 + 64 + 1024);
-        assert_eq!(moe_fp8_smem_bytes(64), 3 * 73_728 + 48 + 1024);
+        // Counted by hand: 4 * (16 KiB + 32 KiB) and 3 * (8 KiB + 64 KiB), barriers, 1 KiB,
+        // 4 * 512 and 3 * 256 bytes of A scales.
+        assert_eq!(moe_fp8_smem_bytes(128), 4 * 49_152 + 64 + 1024 + 2048);
+        assert_eq!(moe_fp8_smem_bytes(64), 3 * 73_728 + 48 + 1024 + 768);
         assert!(moe_fp8_smem_bytes(64) <= 227 * 1024);
     }
 
@@ -449,6 +472,7 @@ mod tests {
             sm_count: 132,
             pairs: Fp8Pairs::Off,
             order: false,
+            smem_scales: true,
         }
     }
 
