@@ -148,11 +148,17 @@ __device__ __forceinline__ void moe_fp8(const MoeFp8Params& p) {
     constexpr int A_STAGE = SLABS * SLAB * BK / 2, B_STAGE = NPARTS * 4 * BOX * BK / 2;
     static_assert(!PAIR || SLABS == 2, "pairs: 128-row M-blocks, A loaded as two 64-row boxes");
     using Ring = TmaRing<STAGES, A_STAGE, B_STAGE>;
-    // p.smem_scales: the M-block's activation scales of a K block (block_m floats, contiguous
-    // in sa's [k / 128, rows]) come into shared memory with each stage, one bulk copy on the
-    // stage's full barrier, behind the ring's barriers; consumers read them once the stage has
-    // landed instead of holding __ldg'd values one block ahead in registers.
-    constexpr int SX = SLABS * SLAB, SX_BYTES = SX * 4;
+    // p.smem_scales: a K block's scales come into shared memory with its stage, bulk copies on
+    // the stage's full barrier, behind the ring's barriers: the M-block's activation scales
+    // (block_m floats, contiguous in sa's [k / 128, rows]), then for each consumer unit and
+    // weight half the 16-byte run of its weight-scale row holding block kb (rows padded to 4
+    // blocks, sw_ld). Consumers read them once the stage has landed: no global load is left
+    // in their mainloop (v5 __ldg'd four values a block ahead, and the SASS stall sampling
+    // showed the weight scales' copy waiting on that load before the second half's wgmma).
+    // At block_m 64 the weight scales stay __ldg'd a block ahead: reading them from shared
+    // memory there makes ptxas spill in both entries (12 bytes; their slots stay reserved).
+    constexpr int SX = SLABS * SLAB, SX_STAGE = SX + NPARTS * 2 * 4;
+    constexpr bool W_SMEM = SLABS == 2;
     // Persistent (moe_sched.cuh): one CTA per SM claims the tiles of the live M-blocks (one
     // M-block of block_m = SLABS * 64 rows per tile) in raster order; the ring's stage
     // counter `it` runs on across tiles, so the next tile's loads run under this one's
@@ -174,7 +180,7 @@ __device__ __forceinline__ void moe_fp8(const MoeFp8Params& p) {
     }
     // Pairs: each stage's empty barrier counts both CTAs' consumer warps.
     const Ring ring(smem_raw, CONSUMER_WARPS * (PAIR ? 2 : 1));  // thread 0 fences every barrier init
-    float* const sx = reinterpret_cast<float*>(ring.empty + STAGES);  // STAGES x SX, 16-byte aligned
+    float* const sx = reinterpret_cast<float*>(ring.empty + STAGES);  // STAGES x SX_STAGE, 16-byte aligned
     const bool smem_scales = p.smem_scales != 0;
     if constexpr (PAIR) cluster_sync();
     else __syncthreads();
@@ -220,14 +226,37 @@ __device__ __forceinline__ void moe_fp8(const MoeFp8Params& p) {
                 // Evict-first when no other CTA reads this weight tile later (moe_sched.cuh).
                 const bool reread = moe_weights_reread(w, a_block, rank, p.block_expert, m_blocks);
                 const uint64_t weights_policy = reread ? shared : read_once;
+                // Weight-scale rows of the tile's consumer units (as the consumers pick them,
+                // clamped: a drained unit or a pair's empty tile copies in-bounds bytes it never reads).
+                // As 32-bit float offsets into p.sw (the producer runs on 40 registers).
+                int wrow[NPARTS][2];
+                {
+                    const int e = min(max(w.expert, 0), p.experts - 1);
+#pragma unroll
+                    for (int q = 0; q < NPARTS; ++q) {
+                        const int unit = w.n_block * NPARTS + q;
+                        const int b0 = GATE_UP ? unit : 2 * unit, b1 = GATE_UP ? p.n / WN + unit : 2 * unit + 1;
+                        wrow[q][0] = (e * p.w_row_blocks + min(b0, p.w_row_blocks - 1)) * p.sw_ld;
+                        wrow[q][1] = (e * p.w_row_blocks + min(b1, p.w_row_blocks - 1)) * p.sw_ld;
+                    }
+                }
                 // Gate/up: 128 channels per consumer (its gate rows, then the same up rows);
                 // down: 256 columns per consumer.
                 const int unit_first = w.n_block * NPARTS, r_first = a_block * p.block_m;
                 for (int kb = 0; kb < k_blocks; ++kb, ++it) {
-                    const int s = ring.acquire(it, smem_scales ? SX_BYTES : 0);
-                    if (smem_scales)
-                        bulk_load(sx + s * SX, p.sa + static_cast<long long>(kb) * p.rows + r_first, SX_BYTES,
-                                  &ring.full[s]);
+                    const int s = ring.acquire(it, smem_scales ? (W_SMEM ? SX_STAGE : SX) * 4 : 0);
+                    if (smem_scales) {
+                        float* slot = sx + s * SX_STAGE;
+                        bulk_load(slot, p.sa + static_cast<long long>(kb) * p.rows + r_first, SX * 4, &ring.full[s]);
+                        if constexpr (W_SMEM) {
+#pragma unroll
+                            for (int q = 0; q < NPARTS; ++q)
+#pragma unroll
+                                for (int h = 0; h < 2; ++h)
+                                    bulk_load(slot + SX + (2 * q + h) * 4, p.sw + wrow[q][h] + (kb & ~3), 16,
+                                              &ring.full[s]);
+                        }
+                    }
                     if constexpr (PAIR) {
                         // A as two 64-row boxes (the pair entries' A map); sharing A, box h
                         // comes from rank h into both CTAs.
@@ -322,15 +351,20 @@ __device__ __forceinline__ void moe_fp8(const MoeFp8Params& p) {
         consume_fp8<2>(
             ring, slab * SLAB * BK / 2, (SLABS == 2 ? 0 : q) * 4 * BOX * BK / 2, k_blocks, total,
             [&](int kb) {
+                if (smem_scales && W_SMEM) return Fp8Scales{0.f, 0.f, 0.f, 0.f};
                 if (smem_scales) return Fp8Scales{0.f, 0.f, __ldg(sw0 + kb), __ldg(sw1 + kb)};
                 const float* sa = p.sa + static_cast<long long>(kb) * p.rows;
                 return Fp8Scales{__ldg(sa + r0), __ldg(sa + r1), __ldg(sw0 + kb), __ldg(sw1 + kb)};
             },
-            [&](int, int s, Fp8Scales& c) {
+            [&](int kb, int s, Fp8Scales& c) {
                 if (!smem_scales) return;
-                const float* x = sx + s * SX + slab * SLAB + row_in_slab;
-                c.x0 = x[0];
-                c.x1 = x[8];
+                const float* slot = sx + s * SX_STAGE;
+                c.x0 = slot[slab * SLAB + row_in_slab];
+                c.x1 = slot[slab * SLAB + row_in_slab + 8];
+                if constexpr (W_SMEM) {
+                    c.w0 = slot[SX + (kb & 3)];  // the tile's one consumer unit: halves 0 and 1
+                    c.w1 = slot[SX + 4 + (kb & 3)];
+                }
             },
             release, turns, it);
         it += k_blocks;

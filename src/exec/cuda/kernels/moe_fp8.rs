@@ -93,9 +93,9 @@ pub struct MoeFp8Params {
     /// 1: block_m 128's two consumers take turns issuing their wgmma groups (fp8_block.cuh,
     /// Fp8Turns; [`order_requested`]).
     pub order: i32,
-    /// 1: A's scales come into shared memory with each ring stage (one bulk copy of the
-    /// M-block's `block_m` scales per K block); 0: each consumer thread loads its two rows' a
-    /// block ahead ([`smem_scales_requested`]).
+    /// 1: a K block's scales come into shared memory with its ring stage (bulk copies of the
+    /// M-block's `block_m` A scales and of each weight row's 16 bytes holding the block); 0:
+    /// each consumer thread loads its four a block ahead ([`smem_scales_requested`]).
     pub smem_scales: i32,
 }
 unsafe impl DeviceRepr for MoeFp8Params {}
@@ -195,11 +195,11 @@ const fn n_parts(block_m: usize) -> usize {
 }
 
 /// The A and B ring at a `block_m`, its barriers, 1 KiB of alignment slack and each stage's
-/// `block_m` A scales (kernels/moe_fp8.cu, `sx`).
+/// scales (kernels/moe_fp8.cu, `sx`): `block_m` of A, 4 of each consumer unit's two weight rows.
 pub const fn moe_fp8_smem_bytes(block_m: usize) -> u32 {
     let stages = if block_m == 128 { MOE_FP8_STAGES_M128 } else { MOE_FP8_STAGES_M64 } as usize;
     let rows = block_m + n_parts(block_m) * CONSUMER_ROWS;
-    (rows * BOX_INNER_U8 as usize * stages + 16 * stages + 1024 + stages * block_m * 4) as u32
+    (rows * BOX_INNER_U8 as usize * stages + 16 * stages + 1024 + stages * (block_m + 8 * n_parts(block_m)) * 4) as u32
 }
 
 /// Device addresses and dimensions of one FP8 `Op::Moe` after moe_align (moe.rs's scratch).
@@ -252,7 +252,7 @@ pub fn order_requested() -> bool {
     std::env::var("FWDBENCH_MOE_FP8_ORDER").is_ok_and(|v| v == "1")
 }
 
-/// Whether A's scales travel with the ring stages into shared memory
+/// Whether the A and weight scales travel with the ring stages into shared memory
 /// (`FWDBENCH_MOE_FP8_SMEM_SCALES`, `0` off, on otherwise: docs/perf.md "FP8 MoE v6").
 pub fn smem_scales_requested() -> bool {
     std::env::var("FWDBENCH_MOE_FP8_SMEM_SCALES").map_or(true, |v| v != "0")
@@ -317,18 +317,23 @@ impl MoeFp8Pipeline {
         let gate_up = halves == 2;
         let (box_rows, box_halves) = b_box(gate_up);
         let sa = a + Fp8Layout::new(1, s, k).scale_offset() as u64;
-        // The per-stage bulk copies of A's scales read 16-byte aligned runs of block_m floats.
+        let sw = w + wl.scale_offset() as u64;
+        // The per-stage bulk copies read 16-byte aligned runs: block_m A scales, 4 weight scales.
         anyhow::ensure!(
-            !self.smem_scales || (sa.is_multiple_of(16) && s.is_multiple_of(4)),
-            "the FP8 MoE A scales at {sa:#x} (stride {s} rows) are not 16-byte aligned for the per-stage copies; \
-             set FWDBENCH_MOE_FP8_SMEM_SCALES=0"
+            !self.smem_scales
+                || (sa.is_multiple_of(16)
+                    && s.is_multiple_of(4)
+                    && sw.is_multiple_of(16)
+                    && wl.weight_scale_ld().is_multiple_of(4)),
+            "the FP8 MoE scales (A at {sa:#x}, stride {s} rows; weights at {sw:#x}) are not 16-byte aligned for \
+             the per-stage copies; set FWDBENCH_MOE_FP8_SMEM_SCALES=0"
         );
         Ok(MoeFp8Params {
             // Pairs load A as two 64-row boxes (one of them multicast when the pair shares it).
             a: matrix_u8(a, s, k, k, if pairs { SLAB as u32 } else { self.block_m as u32 })?,
             b: encode_u8(&layout, &[BOX_INNER_U8, box_rows, box_halves, 1])?,
             sa,
-            sw: w + wl.scale_offset() as u64,
+            sw,
             block_expert: self.block_expert,
             total_padded: self.total,
             sorted_slots: self.sorted,
@@ -422,9 +427,9 @@ mod tests {
     #[test]
     fn rings_fit() {
         // Counted by hand: 4 * (16 KiB + 32 KiB) and 3 * (8 KiB + 64 KiB), barriers, 1 KiB,
-        // 4 * 512 and 3 * 256 bytes of A scales.
-        assert_eq!(moe_fp8_smem_bytes(128), 4 * 49_152 + 64 + 1024 + 2048);
-        assert_eq!(moe_fp8_smem_bytes(64), 3 * 73_728 + 48 + 1024 + 768);
+        // 4 * (512 + 32) and 3 * (256 + 64) bytes of A and weight scales.
+        assert_eq!(moe_fp8_smem_bytes(128), 4 * 49_152 + 64 + 1024 + 2176);
+        assert_eq!(moe_fp8_smem_bytes(64), 3 * 73_728 + 48 + 1024 + 960);
         assert!(moe_fp8_smem_bytes(64) <= 227 * 1024);
     }
 
