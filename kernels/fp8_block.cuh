@@ -64,7 +64,8 @@ struct Fp8Scales {
 // `ring` (A at a_offset, B half h at b_offset + h * 128 rows into each stage, in the ring's
 // bf16-sized elements; both K-major, 128-byte rows). `scales(kb)` returns block kb's
 // Fp8Scales, called one block ahead; `landed(kb, s, scales)` may then fill in the ones that
-// arrive with stage s (shared memory), called once its full barrier has completed. total[64 h + 4j + 2i + c]: row i, column 128 h + 8j + 2(lane%4) + c.
+// arrive with stage s (shared memory), called once its full barrier has completed.
+// total[64 h + 4j + 2i + c]: row i, column 128 h + 8j + 2(lane%4) + c.
 // `release(s)` frees stage s once its last wgmma has completed (every thread of the warp
 // calls it; lane 0 arrives: on this CTA's empty barrier, and for a CTA pair on the peer's too).
 // `turns` orders the wgmma issue of the CTA's two consumers (Fp8Turns; consumer -1: none).

@@ -319,9 +319,10 @@ __device__ void decode(const MlaDecodeWgmmaParams& p) {
     // S(t + 1) goes ahead of the other half's P V(t) and softmax(t + 1) runs under the latter,
     // at the price of releasing stage t one softmax later. With one head tile (the TP8 shard)
     // loads are the bound, and S(t + 1), which may wait for its chunks, goes last instead
-    // (After, v3). ReleaseFirst (v7, the launcher's default there): P V(t) retires and stage t goes back to the producer before S(t + 1)
-    // waits for its chunks, so the load of tile t + 2 is issued before tile t + 1 has landed
-    // (in the After order the release waits for that landing: one tile in flight per SM).
+    // (After, v3). ReleaseFirst (v7, the launcher's default there): P V(t) retires and stage t
+    // goes back to the producer before S(t + 1) waits for its chunks, so the load of tile t + 2
+    // is issued before tile t + 1 has landed (in the After order the release waits for that
+    // landing: one tile in flight per SM).
     const bool softmax_under_pv = p.schedule == MLA_SCHEDULE_UNDER_PV;
     const bool release_first = p.schedule == MLA_SCHEDULE_RELEASE_FIRST;
     for (int t = 0; t < n_tiles; ++t) {

@@ -226,6 +226,11 @@ pub fn fused_combine(splits: i32, batch: i32, grid_y: i32, ov: DecodeOverrides) 
 /// Fewest keys per split ([`num_splits`]).
 const MIN_SPLIT_KEYS: i32 = 128;
 
+/// The most splits `n_kv` keys allow, [`MIN_SPLIT_KEYS`] each (unclamped).
+fn max_splits(n_kv: i32) -> i32 {
+    (n_kv + MIN_SPLIT_KEYS - 1) / MIN_SPLIT_KEYS
+}
+
 /// K heads one CTA of `tile` serves: the most (up to its `max_heads_per_cta`, a power of two
 /// no more than the consumer warps) that divide `k_heads` and still leave enough CTAs, split
 /// down to [`MIN_SPLIT_KEYS`], to fill the `2 x sm_count` slots. A CTA requests each key's K
@@ -233,7 +238,7 @@ const MIN_SPLIT_KEYS: i32 = 128;
 /// instead of `d * 2` bytes at a `heads * d * 2` stride, so the DRAM pages it opens serve the
 /// whole run. Small batches (b1) keep one head per CTA: their bound is latency, not DRAM.
 pub fn heads_per_cta(tile: &DecodeTmaTile, k_heads: i32, batch: i32, row_tiles: i32, n_kv: i32, sm_count: i32) -> i32 {
-    let max_splits = ((n_kv + MIN_SPLIT_KEYS - 1) / MIN_SPLIT_KEYS).clamp(1, 128) as i64;
+    let max_splits = max_splits(n_kv).clamp(1, 128) as i64;
     let fills = |hb: i32| {
         batch as i64 * (k_heads / hb) as i64 * row_tiles as i64 * max_splits >= (CTAS_PER_SM * sm_count) as i64
     };
@@ -320,7 +325,7 @@ impl DecodeTmaProblem {
     }
     pub fn num_splits(&self) -> i32 {
         if let Some(s) = DecodeOverrides::from_env().splits {
-            return s.min(((self.n_kv as i32 + MIN_SPLIT_KEYS - 1) / MIN_SPLIT_KEYS).max(1));
+            return s.min(max_splits(self.n_kv as i32).max(1));
         }
         num_splits(self.batch as i32, self.head_blocks(), self.row_tiles(), self.n_kv as i32, self.sm_count)
     }
