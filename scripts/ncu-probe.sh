@@ -10,14 +10,10 @@ cd "$(dirname "$0")/.."
 export NCCL_NVLS_ENABLE=0
 final=${OUT:-results/ncu}/ncu
 mkdir -p "$final"
-bin=${FWDBENCH_BIN:-.device/fwdbench}
-ncu=${NCU:-$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)}
+source scripts/ncu-common.sh
 pos="--set n_positions=16384 --set n_ctx=16384"
 h64="--model gpt3 $pos --set n_embd=8192 --set n_head=64"
 d128="--model gpt3 $pos --set n_embd=4096 --set n_head=32"
-dec="--op attention --phase decode --seq 4096 --mconf full"
-mla="--model deepseek --op mla_decode_attention --phase decode --mconf full --bsz 64 --seq 4096"
-moe="--op moe --mconf full --tokens 4096 --routing balanced"
 # case -> "kernel regex;launches;bench flags"
 declare -A cases=(
   [fa3_h64_s2048]="fa3_prefill;1;$h64 --op attention --tokens 2048"
@@ -39,7 +35,6 @@ metrics="dram__throughput.avg.pct_of_peak_sustained_elapsed,dram__bytes_read.sum
 metrics+=",sm__pipe_tensor_op_gmma_cycles_active.avg.pct_of_peak_sustained_active"
 metrics+=",sm__warps_active.avg.pct_of_peak_sustained_active,sm__throughput.avg.pct_of_peak_sustained_elapsed"
 metrics+=",regex:smsp__average_warps_issue_stalled_.*_per_issue_active.ratio"
-if [ -z "$ncu" ]; then echo "ncu not found"; exit 1; fi
 for c in "${order[@]}"; do
   IFS=';' read -r regex launches flags <<<"${cases[$c]}"
   timeout 120 "$ncu" --clock-control none --kernel-name "regex:$regex" --launch-count "$launches" \

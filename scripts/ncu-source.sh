@@ -11,12 +11,7 @@ cd "$(dirname "$0")/.."
 export NCCL_NVLS_ENABLE=0
 final=${OUT:-results/ncu-source}/ncu-source
 mkdir -p "$final"
-bin=${FWDBENCH_BIN:-.device/fwdbench}
-ncu=${NCU:-$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)}
-[ -n "$ncu" ] || { echo "ncu-source: ncu not found (set NCU=/path/to/ncu)"; exit 1; }
-dec="--op attention --phase decode --seq 4096 --mconf full"
-mla="--model deepseek --op mla_decode_attention --phase decode --mconf full --bsz 64 --seq 4096"
-moe="--op moe --mconf full --tokens 4096 --routing balanced"
+source scripts/ncu-common.sh
 # case -> "kernel regex;bench flags" (the first launch the regex matches is sampled)
 declare -A cases=(
   [gqa_sigma_b32]="decode_tma;--model sigma $dec --bsz 32"
