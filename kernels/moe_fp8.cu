@@ -156,9 +156,17 @@ __device__ __forceinline__ void moe_fp8(const MoeFp8Params& p) {
     // in their mainloop (v5 __ldg'd four values a block ahead, and the SASS stall sampling
     // showed the weight scales' copy waiting on that load before the second half's wgmma).
     // At block_m 64 the weight scales stay __ldg'd a block ahead: reading them from shared
-    // memory there makes ptxas spill in both entries (12 bytes; their slots stay reserved).
-    constexpr int SX = SLABS * SLAB, SX_STAGE = SX + NPARTS * 2 * 4;
+    // memory there makes ptxas spill in both entries (12 bytes).
     constexpr bool W_SMEM = SLABS == 2;
+    static_assert(!W_SMEM || NPARTS == 1, "weight scales in shared memory: one consumer unit per tile");
+    constexpr int SX = SLABS * SLAB, SX_STAGE = SX + (W_SMEM ? 2 * 4 : 0);
+    // Weight-scale row blocks (128-row blocks of the expert's [n_w, k]) of consumer unit
+    // `unit`'s two halves: gate/up the gate block and the up block of its channels, down the
+    // two blocks of its 256 columns (the second clamped to the last: past H its products are
+    // zero-filled and never stored).
+    const auto weight_blocks = [&](int unit) {
+        return int2{GATE_UP ? unit : 2 * unit, GATE_UP ? p.n / WN + unit : min(2 * unit + 1, p.w_row_blocks - 1)};
+    };
     // Persistent (moe_sched.cuh): one CTA per SM claims the tiles of the live M-blocks (one
     // M-block of block_m = SLABS * 64 rows per tile) in raster order; the ring's stage
     // counter `it` runs on across tiles, so the next tile's loads run under this one's
@@ -226,35 +234,28 @@ __device__ __forceinline__ void moe_fp8(const MoeFp8Params& p) {
                 // Evict-first when no other CTA reads this weight tile later (moe_sched.cuh).
                 const bool reread = moe_weights_reread(w, a_block, rank, p.block_expert, m_blocks);
                 const uint64_t weights_policy = reread ? shared : read_once;
-                // Weight-scale rows of the tile's consumer units (as the consumers pick them,
-                // clamped: a drained unit or a pair's empty tile copies in-bounds bytes it never reads).
-                // As 32-bit float offsets into p.sw (the producer runs on 40 registers).
-                int wrow[NPARTS][2];
-                {
+                // The tile's weight-scale rows as the consumer picks them, clamped (a drained
+                // unit or a pair's empty tile copies in-bounds bytes it never reads), as 32-bit
+                // float offsets into p.sw (the producer runs on 40 registers).
+                int wrow[2] = {0, 0};
+                if constexpr (W_SMEM) {
                     const int e = min(max(w.expert, 0), p.experts - 1);
-#pragma unroll
-                    for (int q = 0; q < NPARTS; ++q) {
-                        const int unit = w.n_block * NPARTS + q;
-                        const int b0 = GATE_UP ? unit : 2 * unit, b1 = GATE_UP ? p.n / WN + unit : 2 * unit + 1;
-                        wrow[q][0] = (e * p.w_row_blocks + min(b0, p.w_row_blocks - 1)) * p.sw_ld;
-                        wrow[q][1] = (e * p.w_row_blocks + min(b1, p.w_row_blocks - 1)) * p.sw_ld;
-                    }
+                    const int2 wb = weight_blocks(w.n_block);
+                    wrow[0] = (e * p.w_row_blocks + min(wb.x, p.w_row_blocks - 1)) * p.sw_ld;
+                    wrow[1] = (e * p.w_row_blocks + min(wb.y, p.w_row_blocks - 1)) * p.sw_ld;
                 }
                 // Gate/up: 128 channels per consumer (its gate rows, then the same up rows);
                 // down: 256 columns per consumer.
                 const int unit_first = w.n_block * NPARTS, r_first = a_block * p.block_m;
                 for (int kb = 0; kb < k_blocks; ++kb, ++it) {
-                    const int s = ring.acquire(it, smem_scales ? (W_SMEM ? SX_STAGE : SX) * 4 : 0);
+                    const int s = ring.acquire(it, smem_scales ? SX_STAGE * 4 : 0);
                     if (smem_scales) {
                         float* slot = sx + s * SX_STAGE;
                         bulk_load(slot, p.sa + static_cast<long long>(kb) * p.rows + r_first, SX * 4, &ring.full[s]);
                         if constexpr (W_SMEM) {
 #pragma unroll
-                            for (int q = 0; q < NPARTS; ++q)
-#pragma unroll
-                                for (int h = 0; h < 2; ++h)
-                                    bulk_load(slot + SX + (2 * q + h) * 4, p.sw + wrow[q][h] + (kb & ~3), 16,
-                                              &ring.full[s]);
+                            for (int h = 0; h < 2; ++h)
+                                bulk_load(slot + SX + 4 * h, p.sw + wrow[h] + (kb & ~3), 16, &ring.full[s]);
                         }
                     }
                     if constexpr (PAIR) {
@@ -337,14 +338,10 @@ __device__ __forceinline__ void moe_fp8(const MoeFp8Params& p) {
         }
         // Accumulator d[64h + 4j + 2i + c]: row 16 warp + lane/4 + 8i, column 128h + 8j + 2(lane%4) + c.
         const int r0 = slab_first + row_in_slab, r1 = r0 + 8;
-        // Weight scale rows (128-row blocks of the expert's [n_w, k]): gate/up reads the gate
-        // block and the up block of its channels, down the two blocks of its 256 columns (the
-        // second clamped to the last: past H its products are zero-filled and never stored).
         const float* sw = p.sw + static_cast<long long>(expert) * p.w_row_blocks * p.sw_ld;
-        const int w0_block = GATE_UP ? unit : 2 * unit;
-        const int w1_block = GATE_UP ? p.n / WN + unit : min(2 * unit + 1, p.w_row_blocks - 1);
-        const float* sw0 = sw + static_cast<long long>(w0_block) * p.sw_ld;
-        const float* sw1 = sw + static_cast<long long>(w1_block) * p.sw_ld;
+        const int2 wb = weight_blocks(unit);
+        const float* sw0 = sw + static_cast<long long>(wb.x) * p.sw_ld;
+        const float* sw1 = sw + static_cast<long long>(wb.y) * p.sw_ld;
         float total[2 * WN / 2];
 #pragma unroll
         for (int i = 0; i < WN; ++i) total[i] = 0.f;

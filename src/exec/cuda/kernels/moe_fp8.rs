@@ -195,11 +195,13 @@ const fn n_parts(block_m: usize) -> usize {
 }
 
 /// The A and B ring at a `block_m`, its barriers, 1 KiB of alignment slack and each stage's
-/// scales (kernels/moe_fp8.cu, `sx`): `block_m` of A, 4 of each consumer unit's two weight rows.
+/// scales (kernels/moe_fp8.cu, `sx`): `block_m` of A, and at `block_m` 128 4 of each of the
+/// tile's two weight-scale rows.
 pub const fn moe_fp8_smem_bytes(block_m: usize) -> u32 {
     let stages = if block_m == 128 { MOE_FP8_STAGES_M128 } else { MOE_FP8_STAGES_M64 } as usize;
     let rows = block_m + n_parts(block_m) * CONSUMER_ROWS;
-    (rows * BOX_INNER_U8 as usize * stages + 16 * stages + 1024 + stages * (block_m + 8 * n_parts(block_m)) * 4) as u32
+    let scales = block_m + if block_m == 128 { 8 } else { 0 };
+    (rows * BOX_INNER_U8 as usize * stages + 16 * stages + 1024 + stages * scales * 4) as u32
 }
 
 /// Device addresses and dimensions of one FP8 `Op::Moe` after moe_align (moe.rs's scratch).
@@ -236,7 +238,7 @@ pub struct MoeFp8Pipeline {
     pub pairs: Fp8Pairs,
     /// Whether the consumers take turns on the tensor cores ([`order_requested`] by default).
     pub order: bool,
-    /// Whether A's scales arrive in shared memory with each stage ([`smem_scales_requested`]).
+    /// Whether the scales arrive in shared memory with each stage ([`smem_scales_requested`]).
     pub smem_scales: bool,
 }
 
@@ -427,9 +429,9 @@ mod tests {
     #[test]
     fn rings_fit() {
         // Counted by hand: 4 * (16 KiB + 32 KiB) and 3 * (8 KiB + 64 KiB), barriers, 1 KiB,
-        // 4 * (512 + 32) and 3 * (256 + 64) bytes of A and weight scales.
+        // 4 * (512 + 32) bytes of A and weight scales, 3 * 256 of A scales.
         assert_eq!(moe_fp8_smem_bytes(128), 4 * 49_152 + 64 + 1024 + 2176);
-        assert_eq!(moe_fp8_smem_bytes(64), 3 * 73_728 + 48 + 1024 + 960);
+        assert_eq!(moe_fp8_smem_bytes(64), 3 * 73_728 + 48 + 1024 + 768);
         assert!(moe_fp8_smem_bytes(64) <= 227 * 1024);
     }
 
