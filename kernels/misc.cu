@@ -1,9 +1,15 @@
-// Strided bf16 row gather.
+// Strided bf16 row gather, and the benchmarks' L2 flush.
 //
 //   gather_rows: dst[i, :] = src[rows_idx[i], :]   i < n_rows  (e.g. the last token of each
 //                sequence before the LM head)
 // Widths are `cols` values; src_ld / dst_ld are row strides in elements. src and dst must
 // not overlap (src is read through the read-only cache).
+//
+//   l2_flush_read: reads n_vec16 16-byte vectors of buf into L2 (ld.global.cg) and writes
+//                nothing unless their XOR is `never` (the caller passes a value a zeroed
+//                buffer cannot give): the lines it displaces, dirty or not, are written back
+//                during the sweep, so the timed work after it starts from a clean L2 that
+//                holds none of its own data.
 //
 // dtypes: bf16, bit-exact copies. Bytes per call: 4 * n_rows * cols + 4 * n_rows.
 // Launch: 1-D grid-stride over (row, 8-value chunk), 256 threads; 16-byte vectors when both
@@ -36,4 +42,15 @@ extern "C" __global__ void gather_rows(const GatherRowsParams p) {
     const int* idx = p.rows_idx;
     copy_rows(p.src, p.src_ld, p.dst, p.dst_ld, p.n_rows, p.cols,
               [idx](long long r) { return static_cast<long long>(__ldg(idx + r)); });
+}
+
+extern "C" __global__ void l2_flush_read(const L2FlushParams p) {
+    const uint4* buf = reinterpret_cast<const uint4*>(p.buf);
+    uint32_t acc = 0;
+    for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < p.n_vec16;
+         i += static_cast<long long>(gridDim.x) * blockDim.x) {
+        const uint4 v = __ldcg(buf + i);
+        acc ^= v.x ^ v.y ^ v.z ^ v.w;
+    }
+    if (acc == static_cast<uint32_t>(p.never)) *p.sink = static_cast<int>(acc);
 }

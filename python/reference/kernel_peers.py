@@ -16,7 +16,9 @@ and linear row times the same problem (the row's `dims`) with:
 The FP8 peers time the GEMMs only (inputs quantized beforehand, outside the events). Each is
 guarded: a torch without the op, or whose op refuses the scaling, writes 'not available in
 this torch' (and the reason) instead of failing.
-Each: 3 warm-ups, then 25 iterations, each after a 256 MB L2 flush outside the events,
+Each: 3 warm-ups, then 25 iterations, each after a 256 MB L2 flush outside the events (a
+read of the buffer, as fwdbench's bench::timing flush: a write would leave dirty lines whose
+write-back lands inside the timed region),
 timed with CUDA events (the GPU held busy by a spin kernel while the host enqueues them, so
 Python's dispatch time stays outside); the median is reported. TFLOP/s and GB/s use fwdbench's own FLOP
 and byte counts of the row, so the ratio of times is the ratio of rates. A peer that
@@ -50,7 +52,7 @@ def timed(fn, spin=True):
     torch.cuda.synchronize()
     times = []
     for _ in range(ITERS):
-        FLUSH.zero_()
+        FLUSH.sum(dtype=torch.int32)
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         # Hold the GPU busy while Python enqueues the events and fn's kernels, so the host's
         # dispatch time (tens of microseconds through SDPA's backend selection) never sits

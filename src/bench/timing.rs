@@ -2,20 +2,33 @@
 //! CUDA events on the stream around the timed work only, and before each iteration an L2
 //! flush outside the events, so that a small working set (a 2-layer model, one op's
 //! weights) is timed from HBM as it is inside a real forward, not from the 50 MB L2.
+//! The flush reads (`l2_flush_read`): a flush that wrote (a memset, as until session 13)
+//! left ~50 MB of dirty lines whose write-back then ran inside the timed region, up to a
+//! sixth more DRAM traffic for a 300 MB decode step.
 //! `run --timing seed` selects the seed pipeline's method instead (`TimingMethod`).
 
 use cudarc::driver::sys::CUevent_flags;
 use serde::{Deserialize, Serialize};
 
 use crate::exec::cuda::gpu::Gpu;
+use crate::exec::cuda::kernels::misc::{grid_stride_launch, L2FlushParams, L2_FLUSH_READ};
 use crate::exec::cuda::memory::DeviceBuffer;
 
-/// Bytes written to flush the L2: five times the H200's 50 MB.
+/// Bytes read to flush the L2: five times the H200's 50 MB.
 pub const FLUSH_BYTES: usize = 256 << 20;
 
-/// The buffer a flush writes.
+/// The buffer a flush reads (zeroed, so its XOR is 0 and the flush kernel never writes).
 pub fn flush_buffer() -> anyhow::Result<DeviceBuffer> {
     DeviceBuffer::zeroed(FLUSH_BYTES)
+}
+
+/// Enqueues the flush: every line of `buf` read into L2 (the buffer's last 4 bytes serve as
+/// the kernel's never-written sink).
+fn flush_l2(gpu: &Gpu, buf: &DeviceBuffer) -> anyhow::Result<()> {
+    let vecs = (buf.bytes.min(FLUSH_BYTES) / 16) as u64;
+    let params =
+        L2FlushParams { buf: buf.ptr, n_vec16: vecs as i64, sink: buf.ptr + buf.bytes as u64 - 4, never: 0x5eed_f105 };
+    gpu.launch(L2_FLUSH_READ, grid_stride_launch(vecs.min(132 * 2048)), params)
 }
 
 /// Milliseconds of each of `iters` (at least one) runs of `enqueue`, each timed alone
@@ -33,10 +46,7 @@ pub fn time_iterations(
     let mut times = Vec::with_capacity(iters.max(1));
     for _ in 0..iters.max(1) {
         if let Some(buf) = flush {
-            // SAFETY: writes the buffer's own FLUSH_BYTES (or fewer, if it is smaller).
-            unsafe {
-                cudarc::driver::result::memset_d8_async(buf.ptr, 1, buf.bytes.min(FLUSH_BYTES), gpu.stream.cu_stream())?
-            };
+            flush_l2(gpu, buf)?;
         }
         before_each()?;
         start.record(&gpu.stream)?;

@@ -1,11 +1,12 @@
-//! `kernels/misc.cu`: the strided row gather (`gather_rows`), plus the launch
+//! `kernels/misc.cu`: the strided row gather (`gather_rows`), the benchmarks' read-only L2
+//! flush (`l2_flush_read`, [`L2FlushParams`]), plus the launch
 //! shape shared by every 1-D grid-stride kernel that walks (row, 8-value chunk) pairs
 //! (embed, act, init, misc, rope).
 
 use cudarc::driver::{DeviceRepr, LaunchConfig};
 
 use super::prepare::{kernel, Call, Prep};
-use super::ptr::{Bf16Ptr, ConstBf16Ptr, ConstI32Ptr};
+use super::ptr::{Bf16Ptr, ConstBf16Ptr, ConstI32Ptr, I32Ptr};
 use crate::plan::Op;
 
 /// Threads per block of the chunk-walking kernels.
@@ -25,6 +26,21 @@ pub fn grid_stride_launch(work_items: u64) -> LaunchConfig {
 pub fn chunked_launch(rows: usize, cols: usize) -> LaunchConfig {
     grid_stride_launch((rows as u64).saturating_mul((cols as u64).div_ceil(8)))
 }
+
+/// `l2_flush_read`: reads `n_vec16` 16-byte vectors of `buf` through L2 and writes `sink`
+/// only if their XOR equals `never` (pass a value the buffer's contents cannot give, so the
+/// loads stay and nothing is written).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct L2FlushParams {
+    pub buf: ConstI32Ptr,
+    pub n_vec16: i64,
+    pub sink: I32Ptr,
+    pub never: i32,
+}
+unsafe impl DeviceRepr for L2FlushParams {}
+
+pub const L2_FLUSH_READ: (&str, &str) = ("misc", "l2_flush_read");
 
 /// `dst[i, :] = src[rows_idx[i], :]` for `i < n_rows`, `cols` values per row.
 #[repr(C)]
