@@ -104,10 +104,10 @@ if [ "$mode" != bench ]; then
   step check_fa3_sq16_d64 $bin kernel check $d64 --op attention --bsz 2 --seq 16
 fi
 
-# MLA decode (kernels/mla_decode_wgmma.cu, the fa3 backend's): odd contexts (the step sees
-# seq + 1 keys) and batches at 128 heads (tp1) and 16 (the tp8 shard), 64 (tp2) once, the fa2
-# kernel once, then b64 ctx4096 at both, into the CSV
-# the peers step reads (bmm absorbed peer).
+# MLA decode (the fa3 backend's: kernels/mla_decode_wgmma.cu, and mla_decode_keys.cu at <= 16
+# heads when FWDBENCH_MLA_KEYS=1): odd contexts (the step sees seq + 1 keys) and batches at 128
+# heads (tp1) and 16 (the tp8 shard), 64 (tp2) once, the fa2 kernel once, then b64 ctx4096 at
+# both, into the CSV the peers step reads (bmm absorbed peer).
 mla_dec="--model deepseek --op mla_decode_attention --phase decode"
 if [ "$mode" != bench ]; then
   for dep in tp1 tp8; do
@@ -117,6 +117,15 @@ if [ "$mode" != bench ]; then
     done
   done
   step check_mla_decode_tp2_b3_s1000 $bin kernel check $mla_dec --deploy tp2 --bsz 3 --seq 1000
+  step check_mla_decode_tp16_b3_s1000 $bin kernel check $mla_dec --deploy tp16ep16 --bsz 3 --seq 1000
+  # The keys-on-M kernel (FWDBENCH_MLA_KEYS=1) at the tp8 shard: many splits, a partial last
+  # tile in the pair, 132 CTAs, the combine path at two splits, and 8 heads (tp16).
+  for bs in "1 37" "3 1000" "64 200" "66 999"; do
+    read -r bsz seq <<<"$bs"
+    step "check_mla_decode_keys_tp8_b${bsz}_s${seq}" env FWDBENCH_MLA_KEYS=1 $bin kernel check $mla_dec --deploy tp8 --bsz $bsz --seq $seq
+  done
+  step check_mla_decode_keys_nopair_tp8_b64_s200 env FWDBENCH_MLA_KEYS=1 FWDBENCH_MLA_PAIR=0 $bin kernel check $mla_dec --deploy tp8 --bsz 64 --seq 200
+  step check_mla_decode_keys_tp16_b3_s1000 env FWDBENCH_MLA_KEYS=1 $bin kernel check $mla_dec --deploy tp16ep16 --bsz 3 --seq 1000
   # Two splits run as 2-CTA clusters merged in the kernel (the _pair entry): tp8 at 132 CTAs,
   # tp1's two head tiles, tp2's 64 heads, a partial last tile; the combine path it replaces
   # (FWDBENCH_MLA_PAIR=0) and the L2 prefetch knob on both paths.

@@ -3,6 +3,10 @@
 //! the `fa2` backend, run mla.cu's mma.sync kernels). Its split partials use mla.cu's scratch
 //! layout, so mla.cu's `mla_combine` merges them, except at two splits, where the
 //! `_pair` entry runs the two splits of a sequence as a 2-CTA cluster that merges in the kernel.
+//! `FWDBENCH_MLA_KEYS=1` sends at most 16 heads (the TP8 shard) to `kernels/mla_decode_keys.cu`
+//! instead: keys on the wgmma M rows, a 16-row Q and a ring of 64-column chunks, with the same
+//! parameters (measured 1-2% slower than the 64-row kernel there in session 13, so not the
+//! default: both are bound by the cache stream, docs/perf.md).
 
 use cudarc::driver::{DeviceRepr, LaunchConfig};
 
@@ -39,6 +43,25 @@ pub const MLA_DECODE_WGMMA_PAIR: (&str, &str) = ("mla_decode_wgmma", "mla_decode
 /// The two above with Q's last 3 column chunks held as wgmma A fragments in registers.
 pub const MLA_DECODE_WGMMA_QREG: (&str, &str) = ("mla_decode_wgmma", "mla_decode_wgmma_qreg");
 pub const MLA_DECODE_WGMMA_QREG_PAIR: (&str, &str) = ("mla_decode_wgmma", "mla_decode_wgmma_qreg_pair");
+
+/// `kernels/mla_decode_keys.cu` (keys on the wgmma M rows) serves at most this many heads,
+/// its wgmma N (the TP8 shard's 16; fewer are zero columns).
+pub const MLA_KEYS_HEADS: i32 = 16;
+/// Its ring: chunk slots of 64 keys x 64 columns (a tile is 9 chunks).
+pub const MLA_KEYS_SLOTS: i32 = 25;
+/// Its dynamic shared memory: Q (16 heads x 576), the ring, P^T (16 x 64) bf16, the per-warp
+/// maxima (2 tiles x 4 warps x 16 heads) and sums (4 x 16) in fp32, a full and an empty
+/// mbarrier per slot and Q's, 1 KiB alignment slack.
+pub const MLA_KEYS_SMEM_BYTES: i32 = (16 * 576 + MLA_KEYS_SLOTS * 64 * 64 + 16 * 64) * 2
+    + (2 * 4 * 16 + 4 * 16) * 4
+    + (1 + 2 * MLA_KEYS_SLOTS) * 8
+    + 1024;
+const _: () = assert!(MLA_KEYS_SMEM_BYTES <= 227 * 1024);
+/// The TMA producer warpgroup and one consumer warpgroup.
+pub const MLA_KEYS_THREADS: u32 = 256;
+pub const MLA_DECODE_KEYS: (&str, &str) = ("mla_decode_keys", "mla_decode_keys");
+/// Two splits as one 2-CTA cluster, merged in the kernel (no combine).
+pub const MLA_DECODE_KEYS_PAIR: (&str, &str) = ("mla_decode_keys", "mla_decode_keys_pair");
 
 /// Tensor maps first (128-byte aligned, as in C).
 #[repr(C)]
@@ -91,10 +114,13 @@ pub enum MlaSchedule {
 /// 64 heads, 0 at or below: measured in session 9, call B, +5.5% at h128 and -12% at h16),
 /// `FWDBENCH_MLA_QREG=0|1` forces Q's register chunks off or on (default: on above 64 heads),
 /// `FWDBENCH_MLA_SCHED=pv|after|release` forces the [`MlaSchedule`] (default: `pv` above 64
-/// heads, `release` at or below).
+/// heads, `release` at or below), `FWDBENCH_MLA_KEYS=1` runs at most 16 heads on
+/// `mla_decode_keys` instead of the 64-row kernel (the first three knobs only apply to the
+/// 64-row one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MlaWgmmaKnobs {
     pub pair: bool,
+    pub keys: bool,
     pub l2_prefetch: Option<i32>,
     pub qreg: Option<bool>,
     pub schedule: Option<MlaSchedule>,
@@ -105,6 +131,7 @@ impl MlaWgmmaKnobs {
         let var = |k| std::env::var(k).ok();
         MlaWgmmaKnobs {
             pair: var("FWDBENCH_MLA_PAIR").as_deref() != Some("0"),
+            keys: var("FWDBENCH_MLA_KEYS").as_deref() == Some("1"),
             l2_prefetch: var("FWDBENCH_MLA_L2_PREFETCH").and_then(|v| v.parse::<i32>().ok()).map(|n| n.clamp(0, 8)),
             qreg: match var("FWDBENCH_MLA_QREG").as_deref() {
                 Some("0") => Some(false),
@@ -146,6 +173,21 @@ pub fn mla_wgmma_pairs(num_splits: i32, knobs: MlaWgmmaKnobs) -> bool {
     num_splits == 2 && knobs.pair
 }
 
+/// Whether `mla_decode_keys` serves `heads` (the TP8 shard and narrower, when asked for).
+pub fn mla_keys_serves(heads: i32, knobs: MlaWgmmaKnobs) -> bool {
+    knobs.keys && heads <= MLA_KEYS_HEADS
+}
+
+/// The keys kernel's launch: one CTA per (split, sequence), in 2-CTA clusters for the pair
+/// entry (its `__cluster_dims__`).
+pub fn mla_keys_launch(batch: i32, num_splits: i32) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (num_splits.max(1) as u32, 1, batch.max(0) as u32),
+        block_dim: (MLA_KEYS_THREADS, 1, 1),
+        shared_mem_bytes: MLA_KEYS_SMEM_BYTES as u32,
+    }
+}
+
 /// Whether the wgmma kernel serves these latent and rope widths.
 pub fn mla_wgmma_supports(kv_lora_rank: usize, d_rope: usize) -> bool {
     kv_lora_rank == MLA_WGMMA_KV_LORA_RANK as usize && d_rope == MLA_WGMMA_ROPE_DIM as usize
@@ -184,13 +226,16 @@ pub fn mla_wgmma_call(p: &MlaDecodeParams) -> anyhow::Result<(Call, bool)> {
         p.kv_lora_rank,
         p.rope_dim
     );
+    let keys = mla_keys_serves(p.heads, knobs);
     let (dl, dr) = (MLA_WGMMA_KV_LORA_RANK as u64, MLA_WGMMA_ROPE_DIM as u64);
     let (batch, heads, row, max_seq) = (p.batch as u64, p.heads as u64, dl + dr, p.max_seq as u64);
-    // A (d, heads, batch) operand as a 4-D map (trailing extent 1), boxes of 64 x 64 heads.
+    // A (d, heads, batch) operand as a 4-D map (trailing extent 1), boxes of 64 x the CTA's
+    // heads (heads past `heads` read as zero).
+    let box_heads = if keys { MLA_KEYS_HEADS } else { MLA_WGMMA_HEADS_PER_CTA } as u32;
     let heads_map = |base, d, head_stride: i32, batch_stride: i32| {
         let strides = [head_stride as u64, batch_stride as u64, batch * batch_stride as u64];
         let layout = TensorLayout { base, dims: vec![d, heads, batch, 1], strides: strides.to_vec() };
-        encode_bf16(&layout, &[BOX_INNER, MLA_WGMMA_HEADS_PER_CTA as u32, 1, 1])
+        encode_bf16(&layout, &[BOX_INNER, box_heads, 1, 1])
     };
     let cache = TensorLayout {
         base: p.cache,
@@ -214,8 +259,14 @@ pub fn mla_wgmma_call(p: &MlaDecodeParams) -> anyhow::Result<(Call, bool)> {
         schedule: schedule as i32,
     };
     let pair = mla_wgmma_pairs(p.num_splits, knobs);
-    let entry = mla_wgmma_entry(p.heads, p.num_splits, knobs);
-    Ok((kernel(entry, mla_wgmma_launch(p.batch, p.heads, p.num_splits), params), pair))
+    let call = if keys {
+        let entry = if pair { MLA_DECODE_KEYS_PAIR } else { MLA_DECODE_KEYS };
+        kernel(entry, mla_keys_launch(p.batch, p.num_splits), params)
+    } else {
+        let entry = mla_wgmma_entry(p.heads, p.num_splits, knobs);
+        kernel(entry, mla_wgmma_launch(p.batch, p.heads, p.num_splits), params)
+    };
+    Ok((call, pair))
 }
 
 #[cfg(test)]
@@ -252,7 +303,7 @@ mod tests {
         assert_eq!(mla_wgmma_launch(2, 128, 1).grid_dim, (1, 2, 2));
         assert!(mla_wgmma_supports(512, 64));
         assert!(!mla_wgmma_supports(32, 16));
-        let on = MlaWgmmaKnobs { pair: true, l2_prefetch: None, qreg: None, schedule: None };
+        let on = MlaWgmmaKnobs { pair: true, keys: true, l2_prefetch: None, qreg: None, schedule: None };
         assert_eq!(on.schedule(128), (1, MlaSchedule::UnderPv));
         assert_eq!(on.schedule(16), (0, MlaSchedule::ReleaseFirst));
         let forced = MlaWgmmaKnobs { l2_prefetch: Some(2), schedule: Some(MlaSchedule::After), ..on };
@@ -266,6 +317,22 @@ mod tests {
         assert_eq!(mla_wgmma_entry(64, 5, on), MLA_DECODE_WGMMA);
         assert_eq!(mla_wgmma_entry(16, 1, MlaWgmmaKnobs { qreg: Some(true), ..on }), MLA_DECODE_WGMMA_QREG);
         assert_eq!(mla_wgmma_entry(128, 1, MlaWgmmaKnobs { qreg: Some(false), ..on }), MLA_DECODE_WGMMA);
+    }
+
+    #[test]
+    fn keys_kernel_serves_the_tp8_shard() {
+        // Q 18,432 + 25 x 8,192 + P^T 2,048 + 768 of statistics + 408 of barriers + 1,024.
+        assert_eq!(MLA_KEYS_SMEM_BYTES, 227_480);
+        let on = MlaWgmmaKnobs { pair: true, keys: true, l2_prefetch: None, qreg: None, schedule: None };
+        assert!(mla_keys_serves(16, on) && mla_keys_serves(5, on));
+        assert!(!mla_keys_serves(32, on) && !mla_keys_serves(128, on));
+        assert!(!mla_keys_serves(16, MlaWgmmaKnobs { keys: false, ..on }));
+        // b64 h16 ctx4096: two splits, 64 clusters of 2 on 132 SMs.
+        let splits = mla_wgmma_num_splits(64, 16, 4096, 132);
+        let cfg = mla_keys_launch(64, splits);
+        assert_eq!((cfg.grid_dim, cfg.block_dim.0), ((2, 1, 64), 256));
+        // The check at b64 ctx200 runs the pair entry with a partial last tile.
+        assert_eq!(mla_wgmma_num_splits(64, 16, 200, 132), 2);
     }
 
     #[test]
