@@ -13,25 +13,26 @@
 // flight per SM while the other is computed. Here Q is 16 x 576 (18 KiB) and the ring is 25
 // chunk slots of 64 keys x 64 columns (8 KiB each, 200 KiB): while one tile (9 chunks) is
 // computed, up to 16 more are in flight, and a tile's rope chunk goes back to the producer as
-// soon as S has read it. Measured (docs/perf.md, session 13): with twice the bytes in flight
-// and a quarter of the MMA work it runs 1-2% slower than the 64-row kernel at b64 h16 ctx4096
-// (both ~3.5 TB/s, the consumer waiting on its chunks' full barriers), so it is opt-in
-// (`FWDBENCH_MLA_KEYS=1`): the cache stream itself, not the ring or the MMA, is that bound.
+// soon as S has read it. Two consumer warpgroups take alternate tiles, because one (v8)
+// cannot overlap its own S, softmax and P V: ~2.7 us a tile, above the ~2.3 us the cache
+// stream needs (docs/perf.md, session 13: v8 1-2% slower than the 64-row kernel, v8b +4%).
 //
-// One CTA per (split, sequence), 256 threads:
+// One CTA per (split, sequence), 384 threads:
 //   warpgroup 0, the producer: one thread loads Q (9 boxes of 16 heads x 64 columns; heads past
 //     `heads` read as zero) and then the split's chunks in order, chunk n = 9 t + c of tile t
 //     into slot n % 25, each slot with a full and an empty mbarrier.
-//   warpgroup 1, the consumer: per tile, S^T[64 keys x 16] = K Q^T (36 m64n16k16, both operands
-//     K-major from shared memory), the softmax down each head column (maxima across the 4 warps
-//     through shared memory), P^T to shared memory as a K-major [16 heads][64 keys] tile, then
-//     O^T[512 x 16] += V^T P^T as 8 m64n16 row tiles, V^T being the tile's latent chunks read
-//     MN-major (the transpose-A bit). O^T is 64 registers a thread.
-// Split-KV: split `blockIdx.x` takes keys [split * chunk, +chunk), chunk a multiple of 64. At
-// one split the kernel writes o; at two the `_pair` entry runs both splits of a sequence as one
-// 2-CTA cluster, each stages its normalised O and LSE and each merges 8 heads from its own and
-// its peer's staging (distributed shared memory): no partials, no combine kernel. Other split
-// counts write mla.cu's fp32 partials and log2-domain LSE for mla_combine.
+//   warpgroups 1 and 2, the consumers (v8b), g = 0, 1, on tiles g, g + 2, ..., each with its
+//     own softmax state, P^T tile and O^T (64 registers a thread). Per tile: S^T[64 keys x 16]
+//     = K Q^T (36 m64n16k16, both operands K-major from shared memory), the softmax down each
+//     head column (maxima across the 4 warps through shared memory), P^T to shared memory as a
+//     K-major [16 heads][64 keys] tile, then O^T[512 x 16] += V^T P^T as 8 m64n16 row tiles,
+//     V^T being the tile's latent chunks read MN-major (the transpose-A bit).
+// At the end each consumer stages its normalised O and LSE over the ring, and the stagings are
+// merged by their LSEs. Split-KV: split `blockIdx.x` takes keys [split * chunk, +chunk), chunk
+// a multiple of 64. At one split the kernel writes o; at two the `_pair` entry runs both splits
+// of a sequence as one 2-CTA cluster and each CTA merges 8 heads from its own two stagings and
+// its peer's (distributed shared memory): no partials, no combine kernel. Other split counts
+// write mla.cu's fp32 partials and log2-domain LSE for mla_combine.
 #include "hopper.cuh"
 
 using namespace hopper;
@@ -44,20 +45,25 @@ constexpr int HN = MLA_KEYS_HEADS;  // head columns: the wgmma N of both GEMMs
 constexpr int SLOTS = MLA_KEYS_SLOTS, M_TILES = DL / 64;
 constexpr int CHUNK_ELEMS = BN * 64, CHUNK_BYTES = CHUNK_ELEMS * 2;
 constexpr int Q_CHUNK_ELEMS = HN * 64, Q_BYTES = CHUNKS * Q_CHUNK_ELEMS * 2;
-constexpr int CONSUMER_WARPS = 4, CONSUMER_THREADS = 128;
-constexpr int BAR_MAX = 1, BAR_P_FULL = 2, BAR_SUM = 3, BAR_STAGED = 4;
+constexpr int CONSUMERS = MLA_KEYS_CONSUMERS, CONSUMER_WARPS = 4, CONSUMER_THREADS = 128;
+// Named barriers: per consumer g, its maxima (1 + g), its P^T (3 + g), its sums (5 + g); then
+// both consumers' stagings (7).
+constexpr int BAR_MAX = 1, BAR_P_FULL = 3, BAR_SUM = 5, BAR_STAGED = 7;
 constexpr int STAGE_LD = DL + 4;  // fp32 staging rows: fragment stores hit 32 distinct banks
 constexpr float LOG2E = 1.4426950408889634f;
 
+// Per consumer: its P^T tile, its maxima (2 tile parities x 4 warps x HN) and sums (4 x HN).
+constexpr int P_BYTES = HN * BN * 2, MAX_FLOATS = 2 * CONSUMER_WARPS * HN, SUM_FLOATS = CONSUMER_WARPS * HN;
 constexpr int Q_OFF = 0, RING_OFF = Q_BYTES, P_OFF = RING_OFF + SLOTS * CHUNK_BYTES;
-constexpr int MAX_OFF = P_OFF + HN * BN * 2, SUM_OFF = MAX_OFF + 2 * CONSUMER_WARPS * HN * 4;
-constexpr int BAR_OFF = SUM_OFF + CONSUMER_WARPS * HN * 4;
+constexpr int MAX_OFF = P_OFF + CONSUMERS * P_BYTES, SUM_OFF = MAX_OFF + CONSUMERS * MAX_FLOATS * 4;
+constexpr int BAR_OFF = SUM_OFF + CONSUMERS * SUM_FLOATS * 4;
 constexpr int SMEM_BYTES = BAR_OFF + 8 * (1 + 2 * SLOTS) + 1024;  // + alignment slack
 static_assert(SMEM_BYTES == MLA_KEYS_SMEM_BYTES, "mla_decode.rs sizes the launch from the same layout");
 static_assert(RING_OFF % 1024 == 0 && P_OFF % 1024 == 0, "128-byte swizzled tiles need 1024-byte alignment");
 static_assert(SLOTS >= 2 * CHUNKS - 1, "the ring holds the tile being computed and most of the next");
-// The epilogue stages fp32 o_s[HN][STAGE_LD] and lse[HN] over the ring.
-static_assert(HN * STAGE_LD * 4 + HN * 4 <= SLOTS * CHUNK_BYTES, "staging fits the ring");
+// The epilogue stages each consumer's fp32 o_s[HN][STAGE_LD] and lse[HN] over the ring.
+constexpr int STAGE_FLOATS = HN * STAGE_LD + HN;
+static_assert(CONSUMERS * STAGE_FLOATS * 4 <= SLOTS * CHUNK_BYTES, "staging fits the ring");
 
 // D[64 x 16] += A[64 x 16] * B[16 x 16], A MN-major (M contiguous: a latent chunk read as
 // V^T), B K-major, both from shared memory (wgmma.cuh's wrappers read A K-major only).
@@ -112,11 +118,6 @@ __device__ void decode(const MlaDecodeWgmmaParams& p) {
     unsigned char* smem = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);
     bf16* sQ = reinterpret_cast<bf16*>(smem + Q_OFF);
     bf16* ring = reinterpret_cast<bf16*>(smem + RING_OFF);
-    unsigned char* sP = smem + P_OFF;                          // P^T as [HN heads][BN keys], K-major
-    float* sMax = reinterpret_cast<float*>(smem + MAX_OFF);    // [tile parity][warp][head]
-    float* sSum = reinterpret_cast<float*>(smem + SUM_OFF);    // [warp][head]
-    float* stage = reinterpret_cast<float*>(smem + RING_OFF);  // epilogue: o_s[HN][STAGE_LD]
-    float* stage_lse = stage + HN * STAGE_LD;                  // and lse[HN], log2 domain
     uint64_t* q_full = reinterpret_cast<uint64_t*>(smem + BAR_OFF);
     uint64_t* full = q_full + 1;      // [slot]
     uint64_t* empty = full + SLOTS;  // [slot]
@@ -143,9 +144,10 @@ __device__ void decode(const MlaDecodeWgmmaParams& p) {
     __syncthreads();
 
     const int wg = threadIdx.x / 128, t128 = threadIdx.x % 128, warp = t128 / 32, lane = t128 % 32;
+    const int g = wg - 1;  // the consumer
     if (wg == 0) {
         // The producer: Q once, then chunk n of the split into slot n % SLOTS as soon as the
-        // consumer has released that slot's previous chunk (n - SLOTS).
+        // consumer of its previous chunk (n - SLOTS) has released it.
         if (threadIdx.x == 0 && n_tiles > 0) {
             tma_prefetch(&p.q_lat);
             tma_prefetch(&p.q_pe);
@@ -167,8 +169,12 @@ __device__ void decode(const MlaDecodeWgmmaParams& p) {
         return;
     }
 
-    // The consumer warpgroup. Its softmax state is per head column of its S^T fragment
+    // Consumer g takes tiles g, g + 2, ... with its own P^T tile, statistics and O^T; the
+    // two merge at the end. Its softmax state is per head column of its S^T fragment
     // (each_score), index k = 2j + c.
+    unsigned char* sP = smem + P_OFF + g * P_BYTES;                             // [HN heads][BN keys]
+    float* sMax = reinterpret_cast<float*>(smem + MAX_OFF) + g * MAX_FLOATS;  // [parity][warp][head]
+    float* sSum = reinterpret_cast<float*>(smem + SUM_OFF) + g * SUM_FLOATS;  // [warp][head]
     const float score_log2 = p.scale * LOG2E;
     float o[M_TILES][8];
 #pragma unroll
@@ -183,8 +189,8 @@ __device__ void decode(const MlaDecodeWgmmaParams& p) {
     auto slot_of = [](int t, int c) { return (t * CHUNKS + c) % SLOTS; };
     auto parity_of = [](int t, int c) { return (uint32_t)((t * CHUNKS + c) / SLOTS) & 1u; };
 
-    if (n_tiles > 0) mbar_wait(q_full, 0);
-    for (int t = 0; t < n_tiles; ++t) {
+    if (g < n_tiles) mbar_wait(q_full, 0);
+    for (int t = g; t < n_tiles; t += CONSUMERS) {
         // S^T[64 keys x 16 heads] = K Q^T, 36 k-steps once the whole tile has landed (a wait
         // between the k-steps makes ptxas serialise the wgmmas, C7520; O^T needs all of it).
 #pragma unroll 1
@@ -212,7 +218,7 @@ __device__ void decode(const MlaDecodeWgmmaParams& p) {
             x = key0 + 8 * i < ke ? x * score_log2 : -INFINITY;
             mx[2 * j + c] = fmaxf(mx[2 * j + c], x);
         });
-        float* smax = sMax + (t & 1) * CONSUMER_WARPS * HN;
+        float* smax = sMax + ((t / CONSUMERS) & 1) * CONSUMER_WARPS * HN;
 #pragma unroll
         for (int k = 0; k < 4; ++k) {
             mx[k] = fmaxf(mx[k], __shfl_xor_sync(0xffffffffu, mx[k], 4));
@@ -222,7 +228,7 @@ __device__ void decode(const MlaDecodeWgmmaParams& p) {
         }
         // Also orders the previous tile's last read of sP (every warp waited for its O^T)
         // before this tile's P^T stores.
-        named_sync(BAR_MAX, CONSUMER_THREADS);
+        named_sync(BAR_MAX + g, CONSUMER_THREADS);
         float corr[4];
 #pragma unroll
         for (int k = 0; k < 4; ++k) {
@@ -249,7 +255,7 @@ __device__ void decode(const MlaDecodeWgmmaParams& p) {
                 for (int e = 0; e < 8; ++e) o[mt][e] *= corr[2 * (e / 4) + e % 2];
         }
         fence_proxy_async();
-        named_sync(BAR_P_FULL, CONSUMER_THREADS);
+        named_sync(BAR_P_FULL + g, CONSUMER_THREADS);
 
         // O^T[512 x 16] += V^T[512 x 64 keys] P^T: V^T is the tile's first 8 chunks read
         // MN-major (latent columns contiguous), one chunk per 64-row tile of O^T.
@@ -280,16 +286,20 @@ __device__ void decode(const MlaDecodeWgmmaParams& p) {
         v += __shfl_xor_sync(0xffffffffu, v, 16);
         if (lane < 4) sSum[warp * HN + head_of(k)] = v;
     }
-    // Every warp is past its last tile and every load has landed and been read: the ring
-    // becomes the staging area.
-    named_sync(BAR_SUM, CONSUMER_THREADS);
+    named_sync(BAR_SUM + g, CONSUMER_THREADS);
+    // Each consumer stages over a part of the ring that the other's last tile may still be
+    // reading: both are past their last tile first.
+    named_sync(BAR_STAGED, CONSUMERS * CONSUMER_THREADS);
+    const bool any = g < n_tiles;
+    float* stage = reinterpret_cast<float*>(smem + RING_OFF) + g * STAGE_FLOATS;  // o_s[HN][STAGE_LD]
+    float* stage_lse = stage + HN * STAGE_LD;                                     // lse[HN], log2
     float inv[4];
 #pragma unroll
     for (int k = 0; k < 4; ++k) {
         const int h = head_of(k);
         const float total = sSum[h] + sSum[HN + h] + sSum[2 * HN + h] + sSum[3 * HN + h];
-        inv[k] = n_tiles > 0 ? 1.f / total : 0.f;
-        if (warp == 0 && lane < 4) stage_lse[h] = n_tiles > 0 ? row_max[k] + log2f(total) : -INFINITY;
+        inv[k] = any ? 1.f / total : 0.f;
+        if (warp == 0 && lane < 4) stage_lse[h] = any ? row_max[k] + log2f(total) : -INFINITY;
     }
 #pragma unroll
     for (int mt = 0; mt < M_TILES; ++mt)
@@ -299,60 +309,70 @@ __device__ void decode(const MlaDecodeWgmmaParams& p) {
             stage[head_of(k) * STAGE_LD + d] = o[mt][e] * inv[k];
         }
 
+    // Heads [h_begin, h_end) merged from `n_parts` stagings (shared::cluster addresses: this
+    // CTA's own are valid there too), weighted by their LSEs.
     constexpr int VECS = DL / 4;
+    const int tid = threadIdx.x - CONSUMER_THREADS;  // 0 .. 255 over both consumers
     const long long row0 = (long long)b * p.heads;
-    if constexpr (PAIR) {
-        // Split r merges heads [8r, 8r + 8) from its own staging and its peer's.
-        cluster_sync();
-        const uint32_t rank = cluster_ctarank(), peer_stage = cluster_map(stage, rank ^ 1);
-#pragma unroll 4
-        for (int idx = t128; idx < HN / 2 * VECS; idx += CONSUMER_THREADS) {
-            const int h = rank * (HN / 2) + idx / VECS, d = 4 * (idx % VECS);
+    auto merge = [&](const uint32_t (&parts)[2 * CONSUMERS], int n_parts, int h_begin, int h_end) {
+#pragma unroll 2
+        for (int idx = tid; idx < (h_end - h_begin) * VECS; idx += CONSUMERS * CONSUMER_THREADS) {
+            const int h = h_begin + idx / VECS, d = 4 * (idx % VECS);
             if (h >= p.heads) continue;
-            const float l_own = stage_lse[h], l_peer = ld_cluster_f32(peer_stage + (HN * STAGE_LD + h) * 4);
-            const float m = fmaxf(l_own, l_peer);
-            const float w_own = l_own == -INFINITY ? 0.f : exp2f(l_own - m);
-            const float w_peer = l_peer == -INFINITY ? 0.f : exp2f(l_peer - m);
-            const float inv_w = 1.f / (w_own + w_peer);
+            float l[2 * CONSUMERS], m = -INFINITY;
+#pragma unroll
+            for (int q = 0; q < 2 * CONSUMERS; ++q) {
+                l[q] = q < n_parts ? ld_cluster_f32(parts[q] + (HN * STAGE_LD + h) * 4) : -INFINITY;
+                m = fmaxf(m, l[q]);
+            }
             float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
-            if (w_own > 0.f) {
-                const float4 a = *reinterpret_cast<const float4*>(stage + h * STAGE_LD + d);
-                v = make_float4(w_own * a.x, w_own * a.y, w_own * a.z, w_own * a.w);
+            float w_sum = 0.f;
+#pragma unroll
+            for (int q = 0; q < 2 * CONSUMERS; ++q) {
+                if (l[q] == -INFINITY) continue;
+                const float w = exp2f(l[q] - m);
+                const float4 a = ld_cluster_f32x4(parts[q] + (h * STAGE_LD + d) * 4);
+                v = make_float4(v.x + w * a.x, v.y + w * a.y, v.z + w * a.z, v.w + w * a.w);
+                w_sum += w;
             }
-            if (w_peer > 0.f) {
-                const float4 a = ld_cluster_f32x4(peer_stage + (h * STAGE_LD + d) * 4);
-                v = make_float4(v.x + w_peer * a.x, v.y + w_peer * a.y, v.z + w_peer * a.z, v.w + w_peer * a.w);
+            const float inv_w = w_sum > 0.f ? 1.f / w_sum : 0.f;
+            v = make_float4(v.x * inv_w, v.y * inv_w, v.z * inv_w, v.w * inv_w);
+            if (PAIR || p.num_splits == 1) {
+                store_bf16x4(p.o + (long long)b * p.o_batch_stride + (long long)h * p.o_head_stride + d, v);
+            } else {
+                *reinterpret_cast<float4*>(p.scratch + ((row0 + h) * p.num_splits + split) * DL + d) = v;
+                if (d == 0) lse_out[(row0 + h) * p.num_splits + split] = w_sum > 0.f ? m + log2f(w_sum) : -INFINITY;
             }
-            store_bf16x4(p.o + (long long)b * p.o_batch_stride + (long long)h * p.o_head_stride + d,
-                         make_float4(v.x * inv_w, v.y * inv_w, v.z * inv_w, v.w * inv_w));
         }
+    };
+    uint32_t parts[2 * CONSUMERS];
+    const float* stage0 = reinterpret_cast<const float*>(smem + RING_OFF);
+    if constexpr (PAIR) {
+        // Split r merges heads [8r, 8r + 8) from its own two stagings and its peer's two.
+        cluster_sync();
+        const uint32_t rank = cluster_ctarank();
+        for (int q = 0; q < CONSUMERS; ++q) {
+            parts[q] = smem_addr(stage0 + q * STAGE_FLOATS);
+            parts[CONSUMERS + q] = cluster_map(stage0 + q * STAGE_FLOATS, rank ^ 1);
+        }
+        merge(parts, 2 * CONSUMERS, rank * (HN / 2), (rank + 1) * (HN / 2));
         // Neither CTA leaves while the other may still read its staging.
         cluster_sync();
     } else {
-        named_sync(BAR_STAGED, CONSUMER_THREADS);
-#pragma unroll 4
-        for (int idx = t128; idx < HN * VECS; idx += CONSUMER_THREADS) {
-            const int h = idx / VECS, d = 4 * (idx % VECS);
-            if (h >= p.heads) continue;
-            const float4 v = *reinterpret_cast<const float4*>(stage + h * STAGE_LD + d);
-            if (p.num_splits == 1)
-                store_bf16x4(p.o + (long long)b * p.o_batch_stride + (long long)h * p.o_head_stride + d, v);
-            else
-                *reinterpret_cast<float4*>(p.scratch + ((row0 + h) * p.num_splits + split) * DL + d) = v;
-        }
-        if (p.num_splits > 1 && t128 < HN && t128 < p.heads)
-            lse_out[(row0 + t128) * p.num_splits + split] = stage_lse[t128];
+        named_sync(BAR_STAGED, CONSUMERS * CONSUMER_THREADS);
+        for (int q = 0; q < CONSUMERS; ++q) parts[q] = parts[CONSUMERS + q] = smem_addr(stage0 + q * STAGE_FLOATS);
+        merge(parts, CONSUMERS, 0, HN);
     }
 }
 
 }  // namespace mla_keys
 
-extern "C" __global__ void __launch_bounds__(256, 1) mla_decode_keys(const __grid_constant__ MlaDecodeWgmmaParams p) {
+extern "C" __global__ void __launch_bounds__(128 * (1 + mla_keys::CONSUMERS), 1) mla_decode_keys(const __grid_constant__ MlaDecodeWgmmaParams p) {
     mla_keys::decode<false>(p);
 }
 
 // num_splits == 2: the two splits of a sequence as one 2-CTA cluster, merged in the kernel.
-extern "C" __global__ void __cluster_dims__(2, 1, 1) __launch_bounds__(256, 1)
+extern "C" __global__ void __cluster_dims__(2, 1, 1) __launch_bounds__(128 * (1 + mla_keys::CONSUMERS), 1)
     mla_decode_keys_pair(const __grid_constant__ MlaDecodeWgmmaParams p) {
     mla_keys::decode<true>(p);
 }

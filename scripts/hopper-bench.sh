@@ -105,7 +105,7 @@ if [ "$mode" != bench ]; then
 fi
 
 # MLA decode (the fa3 backend's: kernels/mla_decode_wgmma.cu, and mla_decode_keys.cu at <= 16
-# heads when FWDBENCH_MLA_KEYS=1): odd contexts (the step sees seq + 1 keys) and batches at 128
+# heads, the default; FWDBENCH_MLA_KEYS=0 keeps them on the former): odd contexts (the step sees seq + 1 keys) and batches at 128
 # heads (tp1) and 16 (the tp8 shard), 64 (tp2) once, the fa2 kernel once, then b64 ctx4096 at
 # both, into the CSV the peers step reads (bmm absorbed peer).
 mla_dec="--model deepseek --op mla_decode_attention --phase decode"
@@ -118,14 +118,14 @@ if [ "$mode" != bench ]; then
   done
   step check_mla_decode_tp2_b3_s1000 $bin kernel check $mla_dec --deploy tp2 --bsz 3 --seq 1000
   step check_mla_decode_tp16_b3_s1000 $bin kernel check $mla_dec --deploy tp16ep16 --bsz 3 --seq 1000
-  # The keys-on-M kernel (FWDBENCH_MLA_KEYS=1) at the tp8 shard: many splits, a partial last
-  # tile in the pair, 132 CTAs, the combine path at two splits, and 8 heads (tp16).
-  for bs in "1 37" "3 1000" "64 200" "66 999"; do
+  # The keys-on-M kernel (default at <= 16 heads): 8 heads (tp16), 132 CTAs in pairs; then the
+  # 64-row kernel at the tp8 shard (FWDBENCH_MLA_KEYS=0), with its knobs below.
+  step check_mla_decode_keys_tp16_b3_s1000 $bin kernel check $mla_dec --deploy tp16ep16 --bsz 3 --seq 1000
+  step check_mla_decode_keys_tp8_b66_s999 $bin kernel check $mla_dec --deploy tp8 --bsz 66 --seq 999
+  for bs in "1 37" "3 1000" "64 200"; do
     read -r bsz seq <<<"$bs"
-    step "check_mla_decode_keys_tp8_b${bsz}_s${seq}" env FWDBENCH_MLA_KEYS=1 $bin kernel check $mla_dec --deploy tp8 --bsz $bsz --seq $seq
+    step "check_mla_decode_nokeys_tp8_b${bsz}_s${seq}" env FWDBENCH_MLA_KEYS=0 $bin kernel check $mla_dec --deploy tp8 --bsz $bsz --seq $seq
   done
-  step check_mla_decode_keys_nopair_tp8_b64_s200 env FWDBENCH_MLA_KEYS=1 FWDBENCH_MLA_PAIR=0 $bin kernel check $mla_dec --deploy tp8 --bsz 64 --seq 200
-  step check_mla_decode_keys_tp16_b3_s1000 env FWDBENCH_MLA_KEYS=1 $bin kernel check $mla_dec --deploy tp16ep16 --bsz 3 --seq 1000
   # Two splits run as 2-CTA clusters merged in the kernel (the _pair entry): tp8 at 132 CTAs,
   # tp1's two head tiles, tp2's 64 heads, a partial last tile; the combine path it replaces
   # (FWDBENCH_MLA_PAIR=0) and the L2 prefetch knob on both paths.
@@ -133,15 +133,15 @@ if [ "$mode" != bench ]; then
   step check_mla_decode_pair_tp1_b33_s300 $bin kernel check $mla_dec --deploy tp1 --bsz 33 --seq 300
   step check_mla_decode_pair_tp2_b64_s200 $bin kernel check $mla_dec --deploy tp2 --bsz 64 --seq 200
   step check_mla_decode_nopair_tp8_b64_s200 env FWDBENCH_MLA_PAIR=0 $bin kernel check $mla_dec --deploy tp8 --bsz 64 --seq 200
-  step check_mla_decode_l2pf2_tp8_b64_s1000 env FWDBENCH_MLA_L2_PREFETCH=2 $bin kernel check $mla_dec --deploy tp8 --bsz 64 --seq 1000
+  step check_mla_decode_l2pf2_tp8_b64_s1000 env FWDBENCH_MLA_KEYS=0 FWDBENCH_MLA_L2_PREFETCH=2 $bin kernel check $mla_dec --deploy tp8 --bsz 64 --seq 1000
   step check_mla_decode_l2pf0_tp1_b3_s1000 env FWDBENCH_MLA_L2_PREFETCH=0 $bin kernel check $mla_dec --deploy tp1 --bsz 3 --seq 1000
   # Q's register chunks (default above 64 heads) forced off at tp1 and on at tp8 (with the pair).
   step check_mla_decode_noqreg_tp1_b3_s1000 env FWDBENCH_MLA_QREG=0 $bin kernel check $mla_dec --deploy tp1 --bsz 3 --seq 1000
-  step check_mla_decode_qreg_tp8_b64_s200 env FWDBENCH_MLA_QREG=1 $bin kernel check $mla_dec --deploy tp8 --bsz 64 --seq 200
+  step check_mla_decode_qreg_tp8_b64_s200 env FWDBENCH_MLA_KEYS=0 FWDBENCH_MLA_QREG=1 $bin kernel check $mla_dec --deploy tp8 --bsz 64 --seq 200
   # The tile order forced against each regime's default (and tp1 without its L2 prefetch).
-  step check_mla_decode_schedpv_tp8_b64_s1000 env FWDBENCH_MLA_SCHED=pv $bin kernel check $mla_dec --deploy tp8 --bsz 64 --seq 1000
+  step check_mla_decode_schedpv_tp8_b64_s1000 env FWDBENCH_MLA_KEYS=0 FWDBENCH_MLA_SCHED=pv $bin kernel check $mla_dec --deploy tp8 --bsz 64 --seq 1000
   step check_mla_decode_schedafter_tp1_b5_s2049 env FWDBENCH_MLA_SCHED=after FWDBENCH_MLA_L2_PREFETCH=0 $bin kernel check $mla_dec --deploy tp1 --bsz 5 --seq 2049
-  step check_mla_decode_schedafter_tp8_b64_s1000 env FWDBENCH_MLA_SCHED=after $bin kernel check $mla_dec --deploy tp8 --bsz 64 --seq 1000
+  step check_mla_decode_schedafter_tp8_b64_s1000 env FWDBENCH_MLA_KEYS=0 FWDBENCH_MLA_SCHED=after $bin kernel check $mla_dec --deploy tp8 --bsz 64 --seq 1000
   step check_mla_decode_schedrelease_tp1_b5_s2049 env FWDBENCH_MLA_SCHED=release $bin kernel check $mla_dec --deploy tp1 --bsz 5 --seq 2049
   step check_mla_decode_fa2_b3_s1000 $bin kernel check $mla_dec --bsz 3 --seq 1000 --attention fa2
 fi

@@ -3,10 +3,9 @@
 //! the `fa2` backend, run mla.cu's mma.sync kernels). Its split partials use mla.cu's scratch
 //! layout, so mla.cu's `mla_combine` merges them, except at two splits, where the
 //! `_pair` entry runs the two splits of a sequence as a 2-CTA cluster that merges in the kernel.
-//! `FWDBENCH_MLA_KEYS=1` sends at most 16 heads (the TP8 shard) to `kernels/mla_decode_keys.cu`
-//! instead: keys on the wgmma M rows, a 16-row Q and a ring of 64-column chunks, with the same
-//! parameters (measured 1-2% slower than the 64-row kernel there in session 13, so not the
-//! default: both are bound by the cache stream, docs/perf.md).
+//! At most 16 heads (the TP8 shard) go to `kernels/mla_decode_keys.cu` instead: keys on the
+//! wgmma M rows, a 16-row Q, a ring of 64-column chunks and two consumers on alternate tiles,
+//! with the same parameters (+4% over the 64-row kernel there, docs/perf.md session 13).
 
 use cudarc::driver::{DeviceRepr, LaunchConfig};
 
@@ -49,16 +48,19 @@ pub const MLA_DECODE_WGMMA_QREG_PAIR: (&str, &str) = ("mla_decode_wgmma", "mla_d
 pub const MLA_KEYS_HEADS: i32 = 16;
 /// Its ring: chunk slots of 64 keys x 64 columns (a tile is 9 chunks).
 pub const MLA_KEYS_SLOTS: i32 = 25;
-/// Its dynamic shared memory: Q (16 heads x 576), the ring, P^T (16 x 64) bf16, the per-warp
-/// maxima (2 tiles x 4 warps x 16 heads) and sums (4 x 16) in fp32, a full and an empty
-/// mbarrier per slot and Q's, 1 KiB alignment slack.
-pub const MLA_KEYS_SMEM_BYTES: i32 = (16 * 576 + MLA_KEYS_SLOTS * 64 * 64 + 16 * 64) * 2
-    + (2 * 4 * 16 + 4 * 16) * 4
+/// Its consumer warpgroups, on alternate tiles.
+pub const MLA_KEYS_CONSUMERS: i32 = 2;
+/// Its dynamic shared memory: Q (16 heads x 576), the ring, per consumer P^T (16 x 64) bf16,
+/// the per-warp maxima (2 tiles x 4 warps x 16 heads) and sums (4 x 16) in fp32, a full and an
+/// empty mbarrier per slot and Q's, 1 KiB alignment slack.
+pub const MLA_KEYS_SMEM_BYTES: i32 = (16 * 576 + MLA_KEYS_SLOTS * 64 * 64 + MLA_KEYS_CONSUMERS * 16 * 64) * 2
+    + MLA_KEYS_CONSUMERS * (2 * 4 * 16 + 4 * 16) * 4
     + (1 + 2 * MLA_KEYS_SLOTS) * 8
     + 1024;
 const _: () = assert!(MLA_KEYS_SMEM_BYTES <= 227 * 1024);
-/// The TMA producer warpgroup and one consumer warpgroup.
-pub const MLA_KEYS_THREADS: u32 = 256;
+/// The TMA producer warpgroup and the consumers.
+pub const MLA_KEYS_THREADS: u32 = 384;
+const _: () = assert!(MLA_KEYS_THREADS == 128 * (1 + MLA_KEYS_CONSUMERS as u32));
 pub const MLA_DECODE_KEYS: (&str, &str) = ("mla_decode_keys", "mla_decode_keys");
 /// Two splits as one 2-CTA cluster, merged in the kernel (no combine).
 pub const MLA_DECODE_KEYS_PAIR: (&str, &str) = ("mla_decode_keys", "mla_decode_keys_pair");
@@ -114,9 +116,8 @@ pub enum MlaSchedule {
 /// 64 heads, 0 at or below: measured in session 9, call B, +5.5% at h128 and -12% at h16),
 /// `FWDBENCH_MLA_QREG=0|1` forces Q's register chunks off or on (default: on above 64 heads),
 /// `FWDBENCH_MLA_SCHED=pv|after|release` forces the [`MlaSchedule`] (default: `pv` above 64
-/// heads, `release` at or below), `FWDBENCH_MLA_KEYS=1` runs at most 16 heads on
-/// `mla_decode_keys` instead of the 64-row kernel (the first three knobs only apply to the
-/// 64-row one).
+/// heads, `release` at or below), `FWDBENCH_MLA_KEYS=0` keeps at most 16 heads on the 64-row
+/// kernel instead of `mla_decode_keys` (the first three knobs only apply to the 64-row one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MlaWgmmaKnobs {
     pub pair: bool,
@@ -131,7 +132,7 @@ impl MlaWgmmaKnobs {
         let var = |k| std::env::var(k).ok();
         MlaWgmmaKnobs {
             pair: var("FWDBENCH_MLA_PAIR").as_deref() != Some("0"),
-            keys: var("FWDBENCH_MLA_KEYS").as_deref() == Some("1"),
+            keys: var("FWDBENCH_MLA_KEYS").as_deref() != Some("0"),
             l2_prefetch: var("FWDBENCH_MLA_L2_PREFETCH").and_then(|v| v.parse::<i32>().ok()).map(|n| n.clamp(0, 8)),
             qreg: match var("FWDBENCH_MLA_QREG").as_deref() {
                 Some("0") => Some(false),
@@ -173,7 +174,7 @@ pub fn mla_wgmma_pairs(num_splits: i32, knobs: MlaWgmmaKnobs) -> bool {
     num_splits == 2 && knobs.pair
 }
 
-/// Whether `mla_decode_keys` serves `heads` (the TP8 shard and narrower, when asked for).
+/// Whether `mla_decode_keys` serves `heads` (the TP8 shard and narrower).
 pub fn mla_keys_serves(heads: i32, knobs: MlaWgmmaKnobs) -> bool {
     knobs.keys && heads <= MLA_KEYS_HEADS
 }
@@ -321,8 +322,8 @@ mod tests {
 
     #[test]
     fn keys_kernel_serves_the_tp8_shard() {
-        // Q 18,432 + 25 x 8,192 + P^T 2,048 + 768 of statistics + 408 of barriers + 1,024.
-        assert_eq!(MLA_KEYS_SMEM_BYTES, 227_480);
+        // Q 18,432 + 25 x 8,192 + 2 x (P^T 2,048 + 768 of statistics) + 408 of barriers + 1,024.
+        assert_eq!(MLA_KEYS_SMEM_BYTES, 230_296);
         let on = MlaWgmmaKnobs { pair: true, keys: true, l2_prefetch: None, qreg: None, schedule: None };
         assert!(mla_keys_serves(16, on) && mla_keys_serves(5, on));
         assert!(!mla_keys_serves(32, on) && !mla_keys_serves(128, on));
@@ -330,7 +331,7 @@ mod tests {
         // b64 h16 ctx4096: two splits, 64 clusters of 2 on 132 SMs.
         let splits = mla_wgmma_num_splits(64, 16, 4096, 132);
         let cfg = mla_keys_launch(64, splits);
-        assert_eq!((cfg.grid_dim, cfg.block_dim.0), ((2, 1, 64), 256));
+        assert_eq!((cfg.grid_dim, cfg.block_dim.0), ((2, 1, 64), 384));
         // The check at b64 ctx200 runs the pair entry with a partial last tile.
         assert_eq!(mla_wgmma_num_splits(64, 16, 200, 132), 2);
     }
