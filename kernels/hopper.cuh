@@ -112,6 +112,12 @@ __device__ __forceinline__ void named_arrive(int id, int threads) {
 
 // ---- wgmma (PTX ISA "Asynchronous Warpgroup Level Matrix Multiply-Accumulate") ----
 
+// Byte offset of element (row, col) of a 64-column bf16 tile in the 128-byte swizzle that
+// desc_sw128 describes (16-byte unit XOR row % 8): where threads store into such a tile.
+__device__ __forceinline__ uint32_t sw128(int row, int col) {
+    return row * 128 + ((((col >> 3) ^ row) & 7) << 4) + (col & 7) * 2;
+}
+
 // Shared-memory matrix descriptor with the 128-byte swizzle: start address, leading and
 // stride byte offsets (each >> 4), swizzle mode 1 in bits 62-63.
 //   K-major operand (rows x K, K contiguous): lbo unused, sbo = 1024 (next 8 rows); step K by

@@ -95,11 +95,6 @@ __device__ __forceinline__ void store_bf16x4(bf16* out, float4 v) {
     *reinterpret_cast<__nv_bfloat162*>(out + 2) = __floats2bfloat162_rn(v.z, v.w);
 }
 
-// Byte offset of element (row, col) of a 64-column SW128 tile (16-byte unit XOR row % 8).
-__device__ __forceinline__ uint32_t sw128(int row, int col) {
-    return row * 128 + ((((col >> 3) ^ row) & 7) << 4) + (col & 7) * 2;
-}
-
 // Calls f(j, i, c) for each of a thread's 8 S^T fragment values sc[4j + 2i + c]: key row
 // 16 warp + lane / 4 + 8i of the tile, head column 8j + 2 (lane % 4) + c.
 template <typename F>

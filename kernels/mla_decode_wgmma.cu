@@ -65,11 +65,6 @@ constexpr int MAX_OFF = P_OFF + BM * BN * 2, SUM_OFF = MAX_OFF + 2 * BM * 4, BAR
 constexpr int SMEM_BYTES = BAR_OFF + 8 * (1 + STAGES * CHUNKS + STAGES) + 1024;  // + alignment slack
 static_assert(SMEM_BYTES == MLA_WGMMA_SMEM_BYTES, "mla_decode.rs sizes the launch from the same layout");
 
-// Byte offset of element (row, col) of a 64-column SW128 chunk (16-byte unit XOR row % 8).
-__device__ __forceinline__ uint32_t sw128(int row, int col) {
-    return row * 128 + ((((col >> 3) ^ row) & 7) << 4) + (col & 7) * 2;
-}
-
 // desc_sw128 (K-major, SW128) of a shared address. With the address passed through an empty
 // volatile asm first, ptxas cannot hoist the loop-invariant Q descriptors out of the tile loop
 // (24-36 of them, 2 registers each, live across the loop: with Q's register chunks that spills).

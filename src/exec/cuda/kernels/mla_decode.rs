@@ -117,7 +117,8 @@ pub enum MlaSchedule {
 /// `FWDBENCH_MLA_QREG=0|1` forces Q's register chunks off or on (default: on above 64 heads),
 /// `FWDBENCH_MLA_SCHED=pv|after|release` forces the [`MlaSchedule`] (default: `pv` above 64
 /// heads, `release` at or below), `FWDBENCH_MLA_KEYS=0` keeps at most 16 heads on the 64-row
-/// kernel instead of `mla_decode_keys` (the first three knobs only apply to the 64-row one).
+/// kernel instead of `mla_decode_keys` (the L2 prefetch, Q register and schedule knobs only
+/// apply to the 64-row kernel).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MlaWgmmaKnobs {
     pub pair: bool,
