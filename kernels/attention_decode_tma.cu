@@ -55,7 +55,9 @@
 // blocks per CTA (kept, capped at one head); v4 the short consumer chain above (ptxas: ~170
 // instructions per unmasked tile at d128, down from ~500) and a combine that requests all
 // of its inputs at once; v5 the shared stages of one box each; v5b the merge in the last
-// split's CTA.
+// split's CTA; v6 (p.async_copy, the default wherever v5's layout runs) each consumer warp
+// filling its own tiles of that layout with cp.async (no producer, no barriers: TMA boxes
+// stream this cache at ~4.1 TB/s, LDGSTS at ~4.35, session 14's stream probe).
 //
 // decode_tma_combine: the split merge (`combine_rows`) behind griddepcontrol.wait, launched
 // with PDL so its launch and scheduling overlap the main kernel's tail, and only when there
@@ -102,6 +104,17 @@ __device__ __forceinline__ void tma_load_5d_evict_first(void* dst, const TensorM
         "l"(reinterpret_cast<uint64_t>(map)), "r"(hopper::smem_addr(bar)), "r"(c0), "r"(c1), "r"(c2), "r"(c3),
         "r"(c4), "l"(policy)
         : "memory");
+}
+
+// One 16-byte cp.async (LDGSTS) global -> shared, `src_bytes` of it read (0: all zero fill),
+// L2 only; the thread's copies since the last commit form one group.
+__device__ __forceinline__ void cp_async_16(uint32_t dst, const void* src, uint32_t src_bytes) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(src), "r"(src_bytes) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+    asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
 }
 
 // ldmatrix x4 (plain and transposed) from a shared-space address: the consumer loop adds
@@ -203,6 +216,9 @@ __device__ __forceinline__ void decode_tma(const DecodeTmaParams& p) {
         return ((long long)b * p.s_q + token_of(r)) * p.q_heads + head_of(kh, r);
     };
 
+    // v6 (p.async_copy, v5's layout): every consumer warp copies its own tiles with cp.async,
+    // no producer, no barriers (below).
+    const bool async_fill = grouped && p.async_copy;
     if (tid < stages) {  // one lane per stage (at most 24)
         hopper::mbar_init(&full[tid], 1);
         // v4: one warp per head of the block frees a stage; v5: the WS warps of every head.
@@ -287,6 +303,7 @@ __device__ __forceinline__ void decode_tma(const DecodeTmaParams& p) {
 
     // Tile t of the split goes to turn t % wph of every head and stage turn * SPW + j % SPW,
     // j = t / wph: each stage has one consumer warp per head, and its phases never alias.
+    if (warp == CW && async_fill) return;  // v6: the consumers load their own tiles
     if (warp == CW) {  // producer
         if (lane == 0) {
             const uint64_t policy = evict_first_policy();
@@ -455,10 +472,61 @@ __device__ __forceinline__ void decode_tma(const DecodeTmaParams& p) {
     const uint32_t v_delta = grouped ? hb * wsn * TILE_BYTES : TILE_BYTES;
     const int n_stages = (n_tiles + wsn - 1) / wsn;
     const int n_iters = grouped ? max(0, (n_stages - gi + groups - 1) / groups) : (n_tiles - turn + wph - 1) / wph;
+    if (async_fill) {
+        // v6: warp (hh, turn) is the only reader of its 16-key tile in each of its SPW slots
+        // (the v5 layout: [chunk][key][64] per head, 128-byte lines swizzled by key % 8), so it
+        // fills them itself with 16-byte cp.async copies, SPW tiles in flight, and waits on its
+        // own copy groups: no producer warp, no barriers (session 14's stream probe: TMA boxes
+        // stop at ~4.1 TB/s on this cache, LDGSTS reaches ~4.35; one producer warp per CTA
+        // issuing them all measured 6-7% slower than the boxes, its issue rate the limit).
+        // Lane l copies 16-byte group l % (CHUNKS * 8) of rows l / (CHUNKS * 8) + k * 32 /
+        // (CHUNKS * 8) of the tile (two keys' 256 bytes per instruction at d128); keys at or
+        // past n_kv are zero-filled (src-size 0), as TMA's out-of-bounds fill.
+        constexpr int ROW_UNITS = CHUNKS * 8, ROW_STEP = 32 / ROW_UNITS;
+        static_assert(32 % ROW_UNITS == 0, "v5 / v6 stages are d64 or d128");
+        const int g16 = lane % ROW_UNITS;
+        const uint32_t lane_off = (g16 / 8) * chunk_bytes;
+        const long long token = (long long)p.k_heads * D;
+        const long long col0 = (long long)b * p.max_seq * token + (long long)kh * D + g16 * 8;
+        const bf16* kc = p.k_cache + col0;
+        const bf16* vc = p.v_cache + col0;
+        auto load = [&](int i) {
+            const int t = turn + i * wph;
+            if (i < n_iters && t < n_tiles) {
+                const uint32_t tk = ring_addr + (stage0 + i % SPW) * stage_bytes + warp_off + lane_off;
+                const int key0 = kb + t * BN;
+#pragma unroll
+                for (int r = lane / ROW_UNITS; r < BN; r += ROW_STEP) {
+                    const bool in = key0 + r < p.n_kv;
+                    const long long src = in ? (long long)(key0 + r) * token : 0;
+                    const uint32_t off = r * 128 + (((g16 % 8) ^ (r & 7)) << 4);
+                    cp_async_16(tk + off, kc + src, in ? 16 : 0);
+                    cp_async_16(tk + v_delta + off, vc + src, in ? 16 : 0);
+                }
+            }
+            cp_async_commit();  // one group per iteration, empty or not: the count stays exact
+        };
+#pragma unroll
+        for (int i = 0; i < SPW; ++i) load(i);
+        for (int i = 0; i < n_iters; ++i) {
+            const int t = turn + i * wph;
+            cp_async_wait<SPW - 1>();  // iteration i's copies of this lane have landed
+            __syncwarp();              // and every lane's
+            const uint32_t tk = ring_addr + (stage0 + i % SPW) * stage_bytes + warp_off;
+            const int key0 = kb + t * BN;
+            if (t < n_tiles) {
+                if (!softcapped && key0 + BN <= unmasked_end) tile(tk, tk + v_delta, key0, Flag<true>{});
+                else tile(tk, tk + v_delta, key0, Flag<false>{});
+            }
+            __syncwarp();  // every lane's ldmatrix of the slot is done before it is refilled
+            load(i + SPW);
+        }
+        cp_async_wait<0>();
+    }
     // The phase flips each time slot wraps.
     int slot = 0;
     uint32_t phase = 0;
-    for (int i = 0; i < n_iters; ++i) {
+    for (int i = 0; i < (async_fill ? 0 : n_iters); ++i) {
         const int t = turn + i * wph;
         const int s = stage0 + slot;
         hopper::mbar_wait(&full[s], phase);

@@ -73,6 +73,12 @@ if [ "$mode" != bench ]; then
     step "check_fa3_decode_heads${h}_d64_b33_ctx1000" env FWDBENCH_DECODE_HEADS=$h $bin kernel check $d64 $dec --bsz 33 --seq 999
   done
   step check_fa3_decode_heads4_grok_softcap_b33_ctx1000 env FWDBENCH_DECODE_HEADS=4 $bin kernel check --model grok $dec --bsz 33 --seq 999
+  # v5's stages filled by the producer's TMA boxes (FWDBENCH_DECODE_LOAD=tma) instead of
+  # v6's consumer-issued cp.async copies (the default since session 14): unsplit at one and
+  # four heads, d64. Every other check of v5 stages above runs v6.
+  step check_fa3_decode_loadtma_sigma_b33_ctx1000 env FWDBENCH_DECODE_LOAD=tma $bin kernel check --model sigma $dec --bsz 33 --seq 999
+  step check_fa3_decode_loadtma_heads4_qwen_b64_ctx1000 env FWDBENCH_DECODE_LOAD=tma FWDBENCH_DECODE_HEADS=4 $bin kernel check --model qwen $dec --bsz 64 --seq 999
+  step check_fa3_decode_loadtma_d64_b33_ctx1000 env FWDBENCH_DECODE_LOAD=tma $bin kernel check $d64 $dec --bsz 33 --seq 999
   step check_fa3_decode_boxold_sigma_b1_ctx4097 env FWDBENCH_DECODE_BOX=old $bin kernel check --model sigma $dec --bsz 1 --seq 4096
   step check_fa3_decode_boxold_qwen_b3_ctx1000 env FWDBENCH_DECODE_BOX=old $bin kernel check --model qwen $dec --bsz 3 --seq 999
   # v5 stages of 32 and 16 keys (two warp pairs / four single warps per head taking turns;

@@ -16,10 +16,11 @@ source scripts/ncu-common.sh
 declare -A cases=(
   [gqa_sigma_b32]="decode_tma;--model sigma $dec --bsz 32"
   [mla_tp8_b64]="mla_decode;$mla --deploy tp8"
+  [mla_tp1_b64]="mla_decode;$mla --deploy tp1"
   [moe_fp8_qwen_gate_up]="moe_fp8_gate_up;--model qwen $moe --quant fp8"
   [moe_fp8_ds_gate_up]="moe_fp8_gate_up;--model deepseek $moe --quant fp8"
 )
-order=(gqa_sigma_b32 mla_tp8_b64 moe_fp8_qwen_gate_up moe_fp8_ds_gate_up)
+order=(gqa_sigma_b32 mla_tp8_b64 mla_tp1_b64 moe_fp8_qwen_gate_up moe_fp8_ds_gate_up)
 [ $# -gt 0 ] && order=("$@")
 for c in "${order[@]}"; do
   [ -n "${cases[$c]:-}" ] || { echo "ncu-source: unknown case '$c' (${order[*]})"; exit 2; }

@@ -103,6 +103,16 @@ pub struct DecodeTmaParams {
     pub scale: f32,
     /// `<= 0` disables the tanh soft cap.
     pub softcap: f32,
+    /// 1 (v6): in v5's layout, every consumer warp fills its own tiles with 16-byte `cp.async`
+    /// copies (LDGSTS) from `k_cache` / `v_cache` and waits on its own copy groups, no
+    /// producer and no barriers ([`async_copy`]); 0: the producer's TMA boxes. Unused by v4's
+    /// stages.
+    pub async_copy: i32,
+    /// Row stride of the cache in sequences: `max_seq` keys of `k_heads * d` elements.
+    pub max_seq: i32,
+    /// The caches `[batch, max_seq, k_heads, d]` themselves, for the `cp.async` producer.
+    pub k_cache: ConstBf16Ptr,
+    pub v_cache: ConstBf16Ptr,
 }
 unsafe impl DeviceRepr for DecodeTmaParams {}
 
@@ -147,10 +157,12 @@ pub const DECODE_TMA_TICKETS: i32 = 16384;
 /// `max_heads_per_cta` (d64/d128 only: d256's ring would be one stage);
 /// `FWDBENCH_DECODE_COMBINE=fused` merges splits in their last CTA (v5b; measured slower, so
 /// the combine kernel stays the default); `FWDBENCH_DECODE_KEYS=16|32|64` sets v5's keys per
-/// stage (at most 64 / heads per CTA) and runs v5 also with splits.
+/// stage (at most 64 / heads per CTA) and runs v5 also with splits; `FWDBENCH_DECODE_LOAD=tma`
+/// fills v5's stages with TMA boxes instead of `cp.async` ([`async_copy`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DecodeOverrides {
     pub old_box: bool,
+    pub tma_stages: bool,
     pub max_heads: Option<i32>,
     pub fused_combine: bool,
     pub stage_keys: Option<i32>,
@@ -164,6 +176,7 @@ impl DecodeOverrides {
         let var = |key: &str| std::env::var(key).ok();
         DecodeOverrides {
             old_box: var("FWDBENCH_DECODE_BOX").as_deref() == Some("old"),
+            tma_stages: var("FWDBENCH_DECODE_LOAD").as_deref() == Some("tma"),
             max_heads: var("FWDBENCH_DECODE_HEADS")
                 .and_then(|v| v.parse::<i32>().ok())
                 .filter(|h| [1, 2, 4].contains(h)),
@@ -212,6 +225,16 @@ pub fn stage_warps(
     } else {
         0
     }
+}
+
+/// Whether v5's stages (`stage_warps > 0`) are filled by the consumer warps' own `cp.async`
+/// copies (v6) rather than the producer's TMA boxes. Session 14's stream probe
+/// (`scripts/probes/gqa_stream_probe.cu`, docs/perf.md) read Sigma b32's token-major cache
+/// with no compute at ~4.08 TB/s through the 5-D boxes and ~4.3-4.39 TB/s through 16-byte
+/// `cp.async` copies into the same swizzled layout (the cuDNN peer's kernel is an LDGSTS one,
+/// at 90% of DRAM peak); per-key 256-byte bulk copies managed 2.2 TB/s.
+pub fn async_copy(stage_warps: i32, ov: DecodeOverrides) -> bool {
+    stage_warps > 0 && !ov.tma_stages
 }
 
 /// Whether a split launch merges in its own last CTA per (sequence, head block, row tile)
@@ -433,6 +456,10 @@ pub fn decode_tma_calls(pr: &DecodeTmaProblem) -> anyhow::Result<Vec<Call>> {
         fused: fused as i32,
         scale: pr.scale,
         softcap: pr.softcap,
+        async_copy: async_copy(ws, DecodeOverrides::from_env()) as i32,
+        max_seq: pr.max_seq as i32,
+        k_cache: pr.k_cache,
+        v_cache: pr.v_cache,
     };
     let combine = DecodeCombineParams {
         scratch: pr.scratch,
