@@ -74,14 +74,6 @@ __device__ __forceinline__ uint64_t desc_kmajor_opaque(uint32_t addr) {
            (1ull << 62);
 }
 
-// Tile box (c0, c1, c2, c3) of `map` into L2 only (no shared memory, no barrier).
-__device__ __forceinline__ void tma_prefetch_l2_4d(const TensorMap* map, int c0, int c1, int c2, int c3) {
-    asm volatile("cp.async.bulk.prefetch.tensor.4d.L2.global.tile [%0, {%1, %2, %3, %4}];" ::"l"(
-                     reinterpret_cast<uint64_t>(map)),
-                 "r"(c0), "r"(c1), "r"(c2), "r"(c3)
-                 : "memory");
-}
-
 // ---- 2-CTA clusters (the _pair entry: the two splits of a sequence merge through DSMEM) ----
 __device__ __forceinline__ void st_cluster_v4(uint32_t addr, float a, float b, float c, float d) {
     asm volatile("st.shared::cluster.v4.f32 [%0], {%1, %2, %3, %4};" ::"r"(addr), "f"(a), "f"(b), "f"(c), "f"(d)
@@ -155,7 +147,7 @@ __device__ void decode(const MlaDecodeWgmmaParams& p) {
                 if (t >= STAGES - 1)
                     for (; pf < n_tiles && pf <= t + p.l2_prefetch; ++pf)
 #pragma unroll
-                        for (int c = 0; c < CHUNKS; ++c) tma_prefetch_l2_4d(&p.cache, 64 * c, kb + pf * BN, b, 0);
+                        for (int c = 0; c < CHUNKS; ++c) tma_prefetch_4d(&p.cache, 64 * c, kb + pf * BN, b, 0);
             }
         }
         return;

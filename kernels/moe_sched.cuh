@@ -78,22 +78,6 @@ __device__ __forceinline__ void tma_load_4d_hint(void* dst, const TensorMap* map
         : "memory");
 }
 
-// L2 prefetches of TMA boxes (PTX ISA "cp.async.bulk.prefetch.tensor"): no shared memory, no
-// barrier. The producer of moe_wgmma.cu issues them a few K-tiles ahead of its ring, so the
-// weight tiles that come from DRAM (first touch) are in L2 when the ring's load asks for them.
-__device__ __forceinline__ void tma_prefetch_2d(const TensorMap* map, int c0, int c1, uint64_t policy) {
-    asm volatile("cp.async.bulk.prefetch.tensor.2d.L2.global.tile.L2::cache_hint [%0, {%1, %2}], %3;" ::"l"(
-                     reinterpret_cast<uint64_t>(map)),
-                 "r"(c0), "r"(c1), "l"(policy)
-                 : "memory");
-}
-__device__ __forceinline__ void tma_prefetch_4d(const TensorMap* map, int c0, int c1, int c2, int c3, uint64_t policy) {
-    asm volatile("cp.async.bulk.prefetch.tensor.4d.L2.global.tile.L2::cache_hint [%0, {%1, %2, %3, %4}], %5;" ::"l"(
-                     reinterpret_cast<uint64_t>(map)),
-                 "r"(c0), "r"(c1), "r"(c2), "r"(c3), "l"(policy)
-                 : "memory");
-}
-
 // The raster over the live M-blocks of one GEMM launch (every thread computes the same).
 struct MoeRaster {
     const int* block_expert;

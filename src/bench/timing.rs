@@ -22,13 +22,17 @@ pub fn flush_buffer() -> anyhow::Result<DeviceBuffer> {
     DeviceBuffer::zeroed(FLUSH_BYTES)
 }
 
+/// Most resident threads per SM on Hopper: the flush runs one full wave of them.
+const THREADS_PER_SM: u64 = 2048;
+
 /// Enqueues the flush: every line of `buf` read into L2 (the buffer's last 4 bytes serve as
-/// the kernel's never-written sink).
+/// the kernel's never-written sink), by one resident wave of grid-stride threads.
 fn flush_l2(gpu: &Gpu, buf: &DeviceBuffer) -> anyhow::Result<()> {
     let vecs = (buf.bytes.min(FLUSH_BYTES) / 16) as u64;
     let params =
         L2FlushParams { buf: buf.ptr, n_vec16: vecs as i64, sink: buf.ptr + buf.bytes as u64 - 4, never: 0x5eed_f105 };
-    gpu.launch(L2_FLUSH_READ, grid_stride_launch(vecs.min(132 * 2048)), params)
+    let wave = gpu.sm_count.max(1) as u64 * THREADS_PER_SM;
+    gpu.launch(L2_FLUSH_READ, grid_stride_launch(vecs.min(wave)), params)
 }
 
 /// Milliseconds of each of `iters` (at least one) runs of `enqueue`, each timed alone

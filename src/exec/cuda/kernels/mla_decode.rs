@@ -157,16 +157,44 @@ impl MlaWgmmaKnobs {
     }
 }
 
-/// The kernel entry for a launch: pair (two splits merged in the kernel) and Q in registers
-/// (by default above 64 heads, where the kernel is compute bound and S's k-steps are bound by
-/// the shared-memory port; the memory-bound TP8 shard keeps v3b's all-shared-memory S).
-pub fn mla_wgmma_entry(heads: i32, num_splits: i32, knobs: MlaWgmmaKnobs) -> (&'static str, &'static str) {
-    let qreg = knobs.qreg.unwrap_or(heads > MLA_WGMMA_HEADS_PER_CTA);
-    match (mla_wgmma_pairs(num_splits, knobs), qreg) {
-        (false, false) => MLA_DECODE_WGMMA,
-        (true, false) => MLA_DECODE_WGMMA_PAIR,
-        (false, true) => MLA_DECODE_WGMMA_QREG,
-        (true, true) => MLA_DECODE_WGMMA_QREG_PAIR,
+/// Which of the six MLA decode entries a call runs: the keys kernel (at most 16 heads) or the
+/// 64-row kernel, each alone or as the 2-CTA pair (two splits merged in the kernel), the
+/// latter also with Q in registers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MlaWgmmaEntry {
+    pub keys: bool,
+    pub pair: bool,
+    pub qreg: bool,
+}
+
+impl MlaWgmmaEntry {
+    /// The entry for `heads` and `num_splits` under `knobs`: the keys kernel where it serves
+    /// ([`mla_keys_serves`]); the pair at two splits; Q in registers by default above 64 heads,
+    /// where the kernel is compute bound and S's k-steps are bound by the shared-memory port
+    /// (the memory-bound TP8 shard on the 64-row kernel keeps v3b's all-shared-memory S).
+    pub fn select(heads: i32, num_splits: i32, knobs: MlaWgmmaKnobs) -> Self {
+        let keys = mla_keys_serves(heads, knobs);
+        let qreg = !keys && knobs.qreg.unwrap_or(heads > MLA_WGMMA_HEADS_PER_CTA);
+        MlaWgmmaEntry { keys, pair: mla_wgmma_pairs(num_splits, knobs), qreg }
+    }
+
+    pub fn name(&self) -> (&'static str, &'static str) {
+        match (self.keys, self.pair, self.qreg) {
+            (true, false, _) => MLA_DECODE_KEYS,
+            (true, true, _) => MLA_DECODE_KEYS_PAIR,
+            (false, false, false) => MLA_DECODE_WGMMA,
+            (false, true, false) => MLA_DECODE_WGMMA_PAIR,
+            (false, false, true) => MLA_DECODE_WGMMA_QREG,
+            (false, true, true) => MLA_DECODE_WGMMA_QREG_PAIR,
+        }
+    }
+
+    pub fn launch(&self, batch: i32, heads: i32, num_splits: i32) -> LaunchConfig {
+        if self.keys {
+            mla_keys_launch(batch, num_splits)
+        } else {
+            mla_wgmma_launch(batch, heads, num_splits)
+        }
     }
 }
 
@@ -228,12 +256,12 @@ pub fn mla_wgmma_call(p: &MlaDecodeParams) -> anyhow::Result<(Call, bool)> {
         p.kv_lora_rank,
         p.rope_dim
     );
-    let keys = mla_keys_serves(p.heads, knobs);
+    let entry = MlaWgmmaEntry::select(p.heads, p.num_splits, knobs);
     let (dl, dr) = (MLA_WGMMA_KV_LORA_RANK as u64, MLA_WGMMA_ROPE_DIM as u64);
     let (batch, heads, row, max_seq) = (p.batch as u64, p.heads as u64, dl + dr, p.max_seq as u64);
     // A (d, heads, batch) operand as a 4-D map (trailing extent 1), boxes of 64 x the CTA's
     // heads (heads past `heads` read as zero).
-    let box_heads = if keys { MLA_KEYS_HEADS } else { MLA_WGMMA_HEADS_PER_CTA } as u32;
+    let box_heads = if entry.keys { MLA_KEYS_HEADS } else { MLA_WGMMA_HEADS_PER_CTA } as u32;
     let heads_map = |base, d, head_stride: i32, batch_stride: i32| {
         let strides = [head_stride as u64, batch_stride as u64, batch * batch_stride as u64];
         let layout = TensorLayout { base, dims: vec![d, heads, batch, 1], strides: strides.to_vec() };
@@ -260,15 +288,8 @@ pub fn mla_wgmma_call(p: &MlaDecodeParams) -> anyhow::Result<(Call, bool)> {
         l2_prefetch,
         schedule: schedule as i32,
     };
-    let pair = mla_wgmma_pairs(p.num_splits, knobs);
-    let call = if keys {
-        let entry = if pair { MLA_DECODE_KEYS_PAIR } else { MLA_DECODE_KEYS };
-        kernel(entry, mla_keys_launch(p.batch, p.num_splits), params)
-    } else {
-        let entry = mla_wgmma_entry(p.heads, p.num_splits, knobs);
-        kernel(entry, mla_wgmma_launch(p.batch, p.heads, p.num_splits), params)
-    };
-    Ok((call, pair))
+    let call = kernel(entry.name(), entry.launch(p.batch, p.heads, p.num_splits), params);
+    Ok((call, entry.pair))
 }
 
 #[cfg(test)]
@@ -313,12 +334,22 @@ mod tests {
         assert!(mla_wgmma_pairs(2, on));
         assert!(!mla_wgmma_pairs(1, on) && !mla_wgmma_pairs(3, on));
         assert!(!mla_wgmma_pairs(2, MlaWgmmaKnobs { pair: false, ..on }));
-        assert_eq!(mla_wgmma_entry(128, 1, on), MLA_DECODE_WGMMA_QREG);
-        assert_eq!(mla_wgmma_entry(128, 2, on), MLA_DECODE_WGMMA_QREG_PAIR);
-        assert_eq!(mla_wgmma_entry(16, 2, on), MLA_DECODE_WGMMA_PAIR);
-        assert_eq!(mla_wgmma_entry(64, 5, on), MLA_DECODE_WGMMA);
-        assert_eq!(mla_wgmma_entry(16, 1, MlaWgmmaKnobs { qreg: Some(true), ..on }), MLA_DECODE_WGMMA_QREG);
-        assert_eq!(mla_wgmma_entry(128, 1, MlaWgmmaKnobs { qreg: Some(false), ..on }), MLA_DECODE_WGMMA);
+        let entry = |heads, splits, knobs| MlaWgmmaEntry::select(heads, splits, knobs).name();
+        let rows = MlaWgmmaKnobs { keys: false, ..on };
+        assert_eq!(entry(128, 1, on), MLA_DECODE_WGMMA_QREG);
+        assert_eq!(entry(128, 2, on), MLA_DECODE_WGMMA_QREG_PAIR);
+        assert_eq!(entry(16, 2, on), MLA_DECODE_KEYS_PAIR);
+        assert_eq!(entry(16, 1, on), MLA_DECODE_KEYS);
+        assert_eq!(entry(16, 2, rows), MLA_DECODE_WGMMA_PAIR);
+        assert_eq!(entry(64, 5, on), MLA_DECODE_WGMMA);
+        assert_eq!(entry(16, 1, MlaWgmmaKnobs { qreg: Some(true), ..rows }), MLA_DECODE_WGMMA_QREG);
+        // The keys kernel has no Q-register form: the knob does not move it.
+        assert_eq!(entry(16, 1, MlaWgmmaKnobs { qreg: Some(true), ..on }), MLA_DECODE_KEYS);
+        assert_eq!(entry(128, 1, MlaWgmmaKnobs { qreg: Some(false), ..on }), MLA_DECODE_WGMMA);
+        // Each kernel's own grid: the keys kernel one CTA per (split, sequence).
+        let keys = MlaWgmmaEntry::select(16, 2, on);
+        assert_eq!(keys.launch(64, 16, 2).grid_dim, (2, 1, 64));
+        assert_eq!(MlaWgmmaEntry::select(128, 1, on).launch(2, 128, 1).grid_dim, (1, 2, 2));
     }
 
     #[test]
