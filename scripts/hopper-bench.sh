@@ -57,9 +57,9 @@ if [ "$mode" != bench ]; then
     step "check_${b}_decode_sigma_tp8_b33_ctx1000" $bin kernel check --model sigma $dec --bsz 33 --seq 999 --deploy tp8 --attention $b
   done
   # fa3 batches that fill the GPU: split (b33 ctx1000, Qwen's 16-row groups at b64, d64),
-  # unsplit (b160 ctx37), and two new tokens per sequence (b160); unsplit launches run v5's
-  # shared stages (64 keys, one 5-D box for K and one for V) wherever d is the bucket and
-  # n_kv >= 64 (b33 ctx1000, Qwen b64, d64 b33), split ones v4's.
+  # unsplit (b160 ctx37), and two new tokens per sequence (b160); every launch runs v5's
+  # layout filled by v6's consumer cp.async copies wherever d is the bucket and n_kv >= 64
+  # (b33 ctx1000, Qwen b64, d64 b33, and the split b1 / tp8 rows above), v4's boxes otherwise.
   step check_fa3_decode_sigma_b33_ctx1000 $bin kernel check --model sigma $dec --bsz 33 --seq 999
   step check_fa3_decode_sigma_b160_ctx37 $bin kernel check --model sigma $dec --bsz 160 --seq 36
   step check_fa3_decode_qwen_b64_ctx1000 $bin kernel check --model qwen $dec --bsz 64 --seq 999

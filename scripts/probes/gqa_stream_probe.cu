@@ -245,7 +245,8 @@ int main() {
         int mode;
     };
     const Case cases[] = {{"head/bshd", HEAD_BSHD}, {"head/bhsd", HEAD_BHSD}, {"heads8/bshd", HEADS8_BSHD},
-                          {"bulk/bhsd", BULK_BHSD}, {"ldgsts1/bshd", LDGSTS_BSHD}, {"ldgsts2/bshd", LDGSTS_BSHD}};
+                          {"bulk/bhsd", BULK_BHSD}, {"rows/bshd", ROWS_BSHD}, {"ldgsts1/bshd", LDGSTS_BSHD},
+                          {"ldgsts2/bshd", LDGSTS_BSHD}};
     for (const Case& c : cases) {
         Probe p{};
         p.k = k;

@@ -204,10 +204,12 @@ impl DecodeOverrides {
 /// two such stages per group (not d256), a head dim that is exactly the bucket (the chunk dim
 /// reads whole 64-column halves, no zero fill past d) and a context of at least one stage.
 ///
-/// Only unsplit launches take v5 by default: with splits (b1, the tp8 shard, Qwen3 b32) its
-/// stages were measured no faster or slower (tp8 b32 -5% in two calls: a short split's consumer
-/// waits for a whole 32 KiB stage before its first tile), while unsplit ones gained 1.3-2%
-/// (Qwen3 b34 with about one CTA per SM 8.5%; docs/perf.md "GQA decode v5").
+/// Under v6 (the default, [`async_copy`]) every launch takes this layout: each warp waits only
+/// for its own 16-key tile, and split launches gained 2.7-3.3% on it (b1, the tp8 shard, Qwen3
+/// b32; docs/perf.md session 14, call E). With the TMA boxes (`FWDBENCH_DECODE_LOAD=tma`) only
+/// unsplit launches take it: there a short split's consumers wait for a whole 32 KiB stage
+/// before their first tile (tp8 b32 -5%), while unsplit ones gained 1.3-2% (Qwen3 b34 with
+/// about one CTA per SM 8.5%; docs/perf.md "GQA decode v5").
 pub fn stage_warps(
     tile: &DecodeTmaTile,
     d: i32,
@@ -218,7 +220,7 @@ pub fn stage_warps(
 ) -> i32 {
     let wph = DECODE_TMA_CONSUMER_WARPS / heads_per_cta.clamp(1, DECODE_TMA_CONSUMER_WARPS);
     let ws = ov.stage_keys.map_or(wph, |k| (k / DECODE_TMA_BLOCK_N).clamp(1, wph));
-    let wanted = splits <= 1 || ov.stage_keys.is_some();
+    let wanted = splits <= 1 || ov.stage_keys.is_some() || !ov.tma_stages;
     let eligible = wanted && !ov.old_box && tile.stages_per_warp >= 2 && d == tile.d && n_kv >= DECODE_TMA_BLOCK_N * ws;
     if eligible {
         ws
@@ -627,12 +629,21 @@ mod tests {
         assert_eq!(ws(&DECODE_TMA_TILE_D128, 128, 37, 1, ov), 0);
         let old = DecodeOverrides { old_box: true, ..Default::default() };
         assert_eq!(ws(&DECODE_TMA_TILE_D128, 128, 4097, 1, old), 0);
-        // Split launches keep v4's stages unless the keys knob asks for v5.
-        assert_eq!(stage_warps(&DECODE_TMA_TILE_D128, 128, 4097, 1, 8, ov), 0);
-        assert_eq!(stage_warps(&DECODE_TMA_TILE_D128, 128, 4097, 1, 8, keys(32)), 2);
+        // v6 (the default): split launches take v5's layout too, filled by cp.async; under
+        // the TMA boxes they keep v4's stages unless the keys knob asks for v5.
+        assert_eq!(stage_warps(&DECODE_TMA_TILE_D128, 128, 4097, 1, 8, ov), 4);
+        assert!(async_copy(4, ov) && !async_copy(0, ov));
+        let tma = DecodeOverrides { tma_stages: true, ..Default::default() };
+        assert!(!async_copy(4, tma));
+        assert_eq!(stage_warps(&DECODE_TMA_TILE_D128, 128, 4097, 1, 8, tma), 0);
+        assert_eq!(
+            stage_warps(&DECODE_TMA_TILE_D128, 128, 4097, 1, 8, DecodeOverrides { stage_keys: Some(32), ..tma }),
+            2
+        );
+        assert_eq!(stage_warps(&DECODE_TMA_TILE_D128, 128, 4097, 1, 1, tma), 4, "unsplit");
         assert_eq!(problem(32, 64, 8, 1, 4097).stage_warps(), 4, "Sigma b32, unsplit");
-        assert_eq!(problem(1, 64, 8, 1, 4097).stage_warps(), 0, "Sigma b1, 33 splits");
-        assert_eq!(problem(32, 8, 1, 1, 4097).stage_warps(), 0, "tp8 b32, 8 splits");
+        assert_eq!(problem(1, 64, 8, 1, 4097).stage_warps(), 4, "Sigma b1, 33 splits");
+        assert_eq!(problem(32, 8, 1, 1, 4097).stage_warps(), 4, "tp8 b32, 8 splits");
         // The head cap applies to the ringed tiles only.
         let four = DecodeOverrides { max_heads: Some(4), ..Default::default() };
         assert_eq!(four.tile(DECODE_TMA_TILE_D128).max_heads_per_cta, 4);
