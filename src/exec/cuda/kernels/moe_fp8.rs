@@ -22,7 +22,7 @@ use cudarc::driver::{DeviceRepr, LaunchConfig};
 
 use super::super::tma::{encode_u8, matrix_u8, TensorLayout, BOX_INNER_U8};
 use super::act::{activation_code, Act};
-use super::moe_wgmma::{tile_counter, tile_counters};
+use super::moe_wgmma::{pairs_default, tile_counter, tile_counters};
 use super::prepare::{kernel, Call};
 use super::ptr::{ConstBf16Ptr, ConstF32Ptr, ConstI32Ptr, F32Ptr, I32Ptr, TensorMap, VoidPtr};
 use crate::config::model::Activation;
@@ -180,7 +180,8 @@ impl Fp8Pairs {
             && match self {
                 Self::Off => false,
                 Self::All => true,
-                Self::AlongM => rows >= 2 * block_m * experts.max(1),
+                // Two M-blocks per expert expected: the bf16 kernel's rule for its M pairs.
+                Self::AlongM => pairs_default(block_m, rows / experts.max(1)),
             }
     }
 }
