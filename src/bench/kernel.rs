@@ -11,6 +11,7 @@ use anyhow::Context;
 
 use super::timing::{flush_buffer, time_iterations};
 use crate::check::ops::{check_op, OpCheck};
+use crate::config::knobs;
 use crate::config::model::ModelConfig;
 use crate::exec::cpu::{load_weights, CpuRun, KvCaches};
 use crate::exec::cuda::executor::CudaExecutor;
@@ -351,7 +352,7 @@ pub fn check_against_cpu(dut: &mut dyn Executor, case: &OpCase, ids: &[i32], see
 }
 
 /// The CSV columns of `kernel bench` (and the suite's seed.csv).
-pub const CSV_COLUMNS: &str = "suite,case,model,site,kind,family,phase,bsz,seq,tokens,attn_tp,ep,dims,check,rel_l2,median_ms,p10_ms,p90_ms,min_ms,iters,gflop,mbytes,tflops,gbs,compute_frac,memory_frac,bound,flush,gpu,git_rev,routing,experts_touched,max_expert_tokens";
+pub const CSV_COLUMNS: &str = "suite,case,model,site,kind,family,phase,bsz,seq,tokens,attn_tp,ep,dims,check,rel_l2,median_ms,p10_ms,p90_ms,min_ms,iters,gflop,mbytes,tflops,gbs,compute_frac,memory_frac,bound,flush,gpu,git_rev,routing,experts_touched,max_expert_tokens,knobs";
 
 /// One CSV line (no newline); `row` is None for a case that could not run (`why`).
 pub fn csv_line(suite: &str, case: &OpCase, row: Result<&KernelRow, &str>, flush: bool) -> String {
@@ -398,6 +399,7 @@ pub fn csv_line(suite: &str, case: &OpCase, row: Result<&KernelRow, &str>, flush
         case.routing.mode().name().into(),
         load.as_ref().map(|l| format!("{:.1}", l.experts_touched())).unwrap_or_default(),
         load.as_ref().map(|l| l.max_expert_tokens().to_string()).unwrap_or_default(),
+        knobs::active_label(),
     ];
     fields.iter().map(|f| csv_field(f)).collect::<Vec<_>>().join(",")
 }

@@ -2,6 +2,7 @@
 
 use clap::Args;
 
+use fwdbench::config::knobs;
 use fwdbench::exec::cuda::cubins;
 
 #[derive(Debug, Args)]
@@ -23,6 +24,12 @@ pub fn info(_: InfoArgs) -> anyhow::Result<()> {
     println!("libcuda: {}", if driver { "found" } else { "not found" });
     println!("libcublasLt: {}", if cublas { "found" } else { "not found" });
     println!("libnccl: {}", if nccl { "found" } else { "not found" });
+    println!("kernel knobs (environment; unset = the measured default, docs/perf.md):");
+    let set = knobs::set_in(std::env::vars());
+    for k in knobs::KNOBS {
+        let now = set.iter().find(|(n, _)| n == k.name).map(|(_, v)| format!("  [set: {v}]")).unwrap_or_default();
+        println!("  {:<30} {:<24} {}{now}", k.name, k.values.describe(), k.what);
+    }
     if driver {
         match fwdbench::exec::cuda::device::describe_gpus() {
             Ok(gpus) => gpus.iter().for_each(|g| println!("gpu: {g}")),

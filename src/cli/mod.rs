@@ -15,6 +15,7 @@ mod plot;
 mod run;
 
 use clap::{Parser, Subcommand};
+use fwdbench::config::knobs;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -54,12 +55,12 @@ pub enum Command {
 pub fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run(a) => run::run(a),
+        Command::Run(a) => knobs::check_env().and_then(|()| run::run(a)),
         Command::Count(a) => count::count(a),
-        Command::Check(a) => check::check(a),
+        Command::Check(a) => knobs::check_env().and_then(|()| check::check(a)),
         Command::Info(a) => info::info(a),
-        Command::Kernel(a) => kernel::kernel(a),
-        Command::Comm(a) => comm::comm(a),
+        Command::Kernel(a) => knobs::check_env().and_then(|()| kernel::kernel(a)),
+        Command::Comm(a) => knobs::check_env().and_then(|()| comm::comm(a)),
         Command::Plot(a) => plot::plot(a),
         Command::Compare(a) => compare::compare(a),
         Command::Analyze(a) => analyze::analyze_cmd(a),
