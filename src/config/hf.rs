@@ -295,9 +295,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn set(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
-    }
+    use crate::config::string_pairs as set;
 
     #[test]
     fn overrides_parse_json_else_string_and_reach_nested_objects() {

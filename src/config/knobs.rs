@@ -151,9 +151,7 @@ pub fn check_env() -> anyhow::Result<()> {
 mod tests {
     use super::*;
 
-    fn vars(list: &[(&str, &str)]) -> Vec<(String, String)> {
-        list.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
-    }
+    use crate::config::string_pairs as vars;
 
     #[test]
     fn names_are_unique_and_prefixed() {

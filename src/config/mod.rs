@@ -19,6 +19,12 @@ pub fn did_you_mean<'a>(key: &str, candidates: impl IntoIterator<Item = &'a str>
         .map(|(_, c)| c)
 }
 
+/// `(key, value)` string pairs from literals, as `--set` flags and the environment give them.
+#[cfg(test)]
+pub(crate) fn string_pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+    list.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::did_you_mean;
