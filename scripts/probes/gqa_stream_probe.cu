@@ -36,11 +36,10 @@
 #include <cuda.h>
 #include <cuda_runtime.h>
 
-#include <algorithm>
 #include <cstdio>
-#include <vector>
 
 #include "hopper.cuh"
+#include "probe_common.cuh"
 
 using namespace hopper;
 
@@ -208,24 +207,6 @@ __global__ void __launch_bounds__(224, 2) gqa_ring(const __grid_constant__ Probe
     if (acc == 0x5eedf105u) *p.sink = acc;
 }
 
-__global__ void flush_read(const uint4* buf, long long n, int* sink) {
-    uint32_t acc = 0;
-    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
-        const uint4 v = __ldcg(buf + i);
-        acc ^= v.x ^ v.y ^ v.z ^ v.w;
-    }
-    if (acc == 0x5eedf105u) *sink = acc;
-}
-
-#define CK(x)                                                                             \
-    do {                                                                                  \
-        cudaError_t e = (x);                                                              \
-        if (e != cudaSuccess) {                                                           \
-            std::printf("%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e)); \
-            return 1;                                                                     \
-        }                                                                                 \
-    } while (0)
-
 // A 5-D bf16 map with 128-byte swizzle: dims (64 columns, d1, d2, d3, d4), byte strides of
 // dims 1-4, box (64, b1, b2, b3, b4).
 static int encode(CUtensorMap* map, const void* base, const cuuint64_t (&dims)[5], const cuuint64_t (&strides)[4],
@@ -239,37 +220,17 @@ static int encode(CUtensorMap* map, const void* base, const cuuint64_t (&dims)[5
 }
 
 int main() {
-    unsigned char *k, *v, *flush;
-    int* sink;
-    const long long flush_bytes = 256ll << 20;
+    ProbeTimer timer;
+    if (timer.init()) return 1;
+    unsigned char *k, *v;
     CK(cudaMalloc(&k, TENSOR_BYTES));
     CK(cudaMalloc(&v, TENSOR_BYTES));
-    CK(cudaMalloc(&flush, flush_bytes));
-    CK(cudaMalloc(&sink, 4));
     CK(cudaMemset(k, 0, TENSOR_BYTES));
     CK(cudaMemset(v, 0, TENSOR_BYTES));
-    CK(cudaMemset(flush, 0, flush_bytes));
     const int smem = MAX_STAGES * ROWS_STAGE + 2 * MAX_STAGES * 8 + 1024;
     const int smem2 = 3 * ROWS_STAGE + 2 * MAX_STAGES * 8 + 1024;  // <= 3 stages: two CTAs per SM
     CK(cudaFuncSetAttribute(gqa_ring, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-    cudaEvent_t e0, e1;
-    CK(cudaEventCreate(&e0));
-    CK(cudaEventCreate(&e1));
-    auto time = [&](auto launch) {
-        std::vector<float> ms;
-        for (int it = 0; it < 18; ++it) {
-            flush_read<<<132 * 8, 256>>>(reinterpret_cast<const uint4*>(flush), flush_bytes / 16, sink);
-            cudaEventRecord(e0);
-            launch();
-            cudaEventRecord(e1);
-            cudaEventSynchronize(e1);
-            float t;
-            cudaEventElapsedTime(&t, e0, e1);
-            if (it >= 3) ms.push_back(t);
-        }
-        std::sort(ms.begin(), ms.end());
-        return ms[ms.size() / 2];
-    };
+    auto time = [&](auto launch) { return timer.median_ms(launch); };
     const cuuint64_t row = H * D * 2, seq = (cuuint64_t)S * row;
     // Token-major [b, s, h, d]: (64 cols, keys, 2 chunks, heads, b).
     const cuuint64_t bshd_dims[5] = {64, S, 2, H, B}, bshd_str[4] = {row, 128, D * 2, seq};
@@ -289,7 +250,7 @@ int main() {
         Probe p{};
         p.k = k;
         p.v = v;
-        p.sink = sink;
+        p.sink = timer.sink;
         p.mode = c.mode;
         p.producer_warps = c.name[6] == '2' ? 2 : 1;
         int bad = 0;

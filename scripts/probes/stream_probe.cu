@@ -19,11 +19,10 @@
 #include <cuda.h>
 #include <cuda_runtime.h>
 
-#include <algorithm>
 #include <cstdio>
-#include <vector>
 
 #include "hopper.cuh"
+#include "probe_common.cuh"
 
 using namespace hopper;
 
@@ -108,33 +107,12 @@ __global__ void __launch_bounds__(512) stream_ldg(const unsigned char* cache, in
     if (acc == 0x5eedf105u) *sink = acc;
 }
 
-__global__ void flush_read(const uint4* buf, long long n, int* sink) {
-    uint32_t acc = 0;
-    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
-        const uint4 v = __ldcg(buf + i);
-        acc ^= v.x ^ v.y ^ v.z ^ v.w;
-    }
-    if (acc == 0x5eedf105u) *sink = acc;
-}
-
-#define CK(x)                                                                     \
-    do {                                                                          \
-        cudaError_t e = (x);                                                      \
-        if (e != cudaSuccess) {                                                   \
-            std::printf("%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e)); \
-            return 1;                                                             \
-        }                                                                         \
-    } while (0)
-
 int main() {
-    unsigned char *cache, *flush;
-    int* sink;
-    const long long flush_bytes = 256ll << 20;
+    ProbeTimer timer;
+    if (timer.init()) return 1;
+    unsigned char* cache;
     CK(cudaMalloc(&cache, CACHE_BYTES));
-    CK(cudaMalloc(&flush, flush_bytes));
-    CK(cudaMalloc(&sink, 4));
     CK(cudaMemset(cache, 0, CACHE_BYTES));
-    CK(cudaMemset(flush, 0, flush_bytes));
     Probe p{};
     cuuint64_t dims[3] = {ROW, KEYS, SEQS}, strides[2] = {ROW * 2, (cuuint64_t)KEYS * ROW * 2};
     cuuint32_t box[3] = {64, BN, 1}, estr[3] = {1, 1, 1};
@@ -143,27 +121,10 @@ int main() {
                                         CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
     if (r != CUDA_SUCCESS) return std::printf("cuTensorMapEncodeTiled: %d\n", (int)r), 1;
     p.cache = cache;
-    p.sink = sink;
+    p.sink = timer.sink;
     const int smem = MAX_SLOTS * CHUNK_BYTES + 2 * MAX_SLOTS * 8 + 1024;
     CK(cudaFuncSetAttribute(stream_ring, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-    cudaEvent_t e0, e1;
-    CK(cudaEventCreate(&e0));
-    CK(cudaEventCreate(&e1));
-    auto time = [&](auto launch) {
-        std::vector<float> ms;
-        for (int it = 0; it < 18; ++it) {
-            flush_read<<<132 * 8, 256>>>(reinterpret_cast<const uint4*>(flush), flush_bytes / 16, sink);
-            cudaEventRecord(e0);
-            launch();
-            cudaEventRecord(e1);
-            cudaEventSynchronize(e1);
-            float t;
-            cudaEventElapsedTime(&t, e0, e1);
-            if (it >= 3) ms.push_back(t);
-        }
-        std::sort(ms.begin(), ms.end());
-        return ms[ms.size() / 2];
-    };
+    auto time = [&](auto launch) { return timer.median_ms(launch); };
     const dim3 grid(SPLITS, SEQS);
     auto report = [&](const char* name, float ms) {
         std::printf("%-28s %8.4f ms  %7.1f GB/s\n", name, ms, CACHE_BYTES / (ms * 1e6));
@@ -189,7 +150,7 @@ int main() {
     int clk_khz = 0;
     cudaDeviceGetAttribute(&clk_khz, cudaDevAttrClockRate, 0);
     std::printf("SM clock attribute %d MHz (busy cycles / clock = us per tile)\n", clk_khz / 1000);
-    report("ldg 512 threads", time([&] { stream_ldg<<<grid, 512>>>(cache, sink); }));
+    report("ldg 512 threads", time([&] { stream_ldg<<<grid, 512>>>(cache, timer.sink); }));
     CK(cudaGetLastError());
     CK(cudaDeviceSynchronize());
     return 0;
