@@ -490,10 +490,12 @@ __device__ __forceinline__ void decode_tma(const DecodeTmaParams& p) {
         const long long col0 = (long long)b * p.max_seq * token + (long long)kh * D + g16 * 8;
         const bf16* kc = p.k_cache + col0;
         const bf16* vc = p.v_cache + col0;
+        // Iteration i's tile: slot i % SPW of this warp's group, its K (V at + v_delta).
+        auto tile_addr = [&](int i) { return ring_addr + (stage0 + i % SPW) * stage_bytes + warp_off; };
         auto load = [&](int i) {
             const int t = turn + i * wph;
             if (i < n_iters && t < n_tiles) {
-                const uint32_t tk = ring_addr + (stage0 + i % SPW) * stage_bytes + warp_off + lane_off;
+                const uint32_t tk = tile_addr(i) + lane_off;
                 const int key0 = kb + t * BN;
 #pragma unroll
                 for (int r = lane / ROW_UNITS; r < BN; r += ROW_STEP) {
@@ -512,7 +514,7 @@ __device__ __forceinline__ void decode_tma(const DecodeTmaParams& p) {
             const int t = turn + i * wph;
             cp_async_wait<SPW - 1>();  // iteration i's copies of this lane have landed
             __syncwarp();              // and every lane's
-            const uint32_t tk = ring_addr + (stage0 + i % SPW) * stage_bytes + warp_off;
+            const uint32_t tk = tile_addr(i);
             const int key0 = kb + t * BN;
             if (t < n_tiles) {
                 if (!softcapped && key0 + BN <= unmasked_end) tile(tk, tk + v_delta, key0, Flag<true>{});

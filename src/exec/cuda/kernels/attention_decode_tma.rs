@@ -110,7 +110,7 @@ pub struct DecodeTmaParams {
     pub async_copy: i32,
     /// Row stride of the cache in sequences: `max_seq` keys of `k_heads * d` elements.
     pub max_seq: i32,
-    /// The caches `[batch, max_seq, k_heads, d]` themselves, for the `cp.async` producer.
+    /// The caches `[batch, max_seq, k_heads, d]` themselves, for v6's `cp.async` copies.
     pub k_cache: ConstBf16Ptr,
     pub v_cache: ConstBf16Ptr,
 }
@@ -428,7 +428,8 @@ pub fn decode_tma_calls(pr: &DecodeTmaProblem) -> anyhow::Result<Vec<Call>> {
     let hb = pr.heads_per_cta();
     let ws = pr.stage_warps();
     let launch = decode_tma_launch(&variant, pr);
-    let fused = fused_combine(splits, pr.batch as i32, launch.grid_dim.1 as i32, DecodeOverrides::from_env());
+    let ov = DecodeOverrides::from_env();
+    let fused = fused_combine(splits, pr.batch as i32, launch.grid_dim.1 as i32, ov);
     let (k, v) = if ws > 0 {
         let keys = DECODE_TMA_BLOCK_N * ws;
         (pr.stage_map(pr.k_cache, keys, hb)?, pr.stage_map(pr.v_cache, keys, hb)?)
@@ -458,7 +459,7 @@ pub fn decode_tma_calls(pr: &DecodeTmaProblem) -> anyhow::Result<Vec<Call>> {
         fused: fused as i32,
         scale: pr.scale,
         softcap: pr.softcap,
-        async_copy: async_copy(ws, DecodeOverrides::from_env()) as i32,
+        async_copy: async_copy(ws, ov) as i32,
         max_seq: pr.max_seq as i32,
         k_cache: pr.k_cache,
         v_cache: pr.v_cache,
