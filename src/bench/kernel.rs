@@ -9,7 +9,7 @@ use std::path::Path;
 
 use anyhow::Context;
 
-use super::timing::{flush_buffer, time_iterations};
+use super::timing::{flush_buffer, time_iterations, time_parts};
 use crate::check::ops::{check_op, OpCheck};
 use crate::config::knobs;
 use crate::config::model::ModelConfig;
@@ -265,6 +265,11 @@ pub struct KernelRow {
     pub stats: Option<Stats>,
     pub cost: OpCost,
     pub gpu: String,
+    /// With two or more launches in the op: each launch's own time, in order (kernel name,
+    /// median of the same iterations, each launch between its own events; see
+    /// [`time_parts`]), so the grouped GEMMs of a MoE op can be read apart from its routing,
+    /// permute and combine.
+    pub calls: Vec<(&'static str, Stats)>,
 }
 
 impl KernelRow {
@@ -327,7 +332,16 @@ pub fn run_case(exec: &mut CudaExecutor, case: &OpCase, opts: &KernelOptions) ->
         let times = time_iterations(gpu, flush.as_ref(), opts.iters, || Ok(()), || bound.run_op(gpu, 0))?;
         Some(Stats::of(&times))
     };
-    Ok(KernelRow { check, stats, cost: case.cost(), gpu: exec.gpu().name.clone() })
+    let calls = match stats {
+        Some(_) if exec.bound()?.op_calls(0).len() > 1 => {
+            let (gpu, calls) = (exec.gpu(), exec.bound()?.op_calls(0));
+            let flush = if opts.flush { Some(flush_buffer()?) } else { None };
+            let times = time_parts(gpu, flush.as_ref(), opts.iters, calls.len(), |j| calls[j].enqueue(gpu))?;
+            calls.iter().zip(&times).map(|(c, t)| (c.label(), Stats::of(t))).collect()
+        }
+        _ => Vec::new(),
+    };
+    Ok(KernelRow { check, stats, cost: case.cost(), gpu: exec.gpu().name.clone(), calls })
 }
 
 /// `case` on `dut` (bound, `ids` set) against the CPU reference from random inputs and
@@ -352,7 +366,7 @@ pub fn check_against_cpu(dut: &mut dyn Executor, case: &OpCase, ids: &[i32], see
 }
 
 /// The CSV columns of `kernel bench` (and the suite's seed.csv).
-pub const CSV_COLUMNS: &str = "suite,case,model,site,kind,family,phase,bsz,seq,tokens,attn_tp,ep,dims,check,rel_l2,median_ms,p10_ms,p90_ms,min_ms,iters,gflop,mbytes,tflops,gbs,compute_frac,memory_frac,bound,flush,gpu,git_rev,routing,experts_touched,max_expert_tokens,knobs";
+pub const CSV_COLUMNS: &str = "suite,case,model,site,kind,family,phase,bsz,seq,tokens,attn_tp,ep,dims,check,rel_l2,median_ms,p10_ms,p90_ms,min_ms,iters,gflop,mbytes,tflops,gbs,compute_frac,memory_frac,bound,flush,gpu,git_rev,routing,experts_touched,max_expert_tokens,knobs,calls_ms";
 
 /// One CSV line (no newline); `row` is None for a case that could not run (`why`).
 pub fn csv_line(suite: &str, case: &OpCase, row: Result<&KernelRow, &str>, flush: bool) -> String {
@@ -364,6 +378,9 @@ pub fn csv_line(suite: &str, case: &OpCase, row: Result<&KernelRow, &str>, flush
         Ok(r) => (r.check.to_string(), r.check.rel_l2(), r.stats, r.tflops(), r.gbs(), r.gpu.clone()),
         Err(why) => (format!("skipped({why})"), None, None, None, None, String::new()),
     };
+    // `name=median_ms` per launch, `;`-separated, in launch order (empty for one launch).
+    let calls = row.map(|r| r.calls.iter().map(|(n, s)| format!("{n}={:.5}", s.median_ms)).collect::<Vec<_>>());
+    let calls = calls.map(|c| c.join(";")).unwrap_or_default();
     let s = |f: fn(&Stats) -> f64| opt(stats.as_ref().map(f), 5);
     let fields = [
         suite.to_string(),
@@ -400,6 +417,7 @@ pub fn csv_line(suite: &str, case: &OpCase, row: Result<&KernelRow, &str>, flush
         load.as_ref().map(|l| format!("{:.1}", l.experts_touched())).unwrap_or_default(),
         load.as_ref().map(|l| l.max_expert_tokens().to_string()).unwrap_or_default(),
         knobs::active_label(),
+        calls,
     ];
     fields.iter().map(|f| csv_field(f)).collect::<Vec<_>>().join(",")
 }
@@ -447,6 +465,10 @@ pub fn summary_line(case: &OpCase, row: &KernelRow) -> String {
             100.0 * g / COPY_GBS,
             row.bound()
         );
+    }
+    if !row.calls.is_empty() {
+        let each = row.calls.iter().map(|(n, s)| format!("{n} {:.4}", s.median_ms)).collect::<Vec<_>>();
+        line += &format!("\n  per launch (ms, each between its own events): {}", each.join(", "));
     }
     line
 }
@@ -521,6 +543,7 @@ mod tests {
             stats: Some(Stats::of(&[1.0, 2.0, 3.0])),
             cost: case.cost(),
             gpu: "H200".into(),
+            calls: vec![("moe_permute", Stats::of(&[0.5])), ("moe_wgmma_gate_up_m128", Stats::of(&[1.5]))],
         };
         let line = csv_line("adhoc", case, Ok(&row), true);
         let fields = |l: &str| {
@@ -537,6 +560,7 @@ mod tests {
         };
         assert_eq!(fields(&line), fields(CSV_COLUMNS));
         assert!(line.contains("\"skipped(--no-check, with a comma)\""), "{line}");
+        assert!(line.ends_with(",moe_permute=0.50000;moe_wgmma_gate_up_m128=1.50000"), "{line}");
         let dir = std::env::temp_dir().join(format!("fwdbench-kcsv-{}", std::process::id()));
         let path = dir.join("k.csv");
         append_csv(&path, &line).unwrap();

@@ -61,6 +61,37 @@ pub fn time_iterations(
     Ok(times)
 }
 
+/// Per part, milliseconds of each of `iters` (at least one) runs of `parts` enqueued in order
+/// with an event after each: part j's time is the gap between the events around it (the
+/// L2 flushed once before each run, outside them). An event between two launches ends any
+/// programmatic overlap (PDL) of the second with the first, so the parts can sum to more
+/// than one event pair around all of them measures.
+pub fn time_parts(
+    gpu: &Gpu,
+    flush: Option<&DeviceBuffer>,
+    iters: usize,
+    parts: usize,
+    mut enqueue: impl FnMut(usize) -> anyhow::Result<()>,
+) -> anyhow::Result<Vec<Vec<f64>>> {
+    let events =
+        (0..=parts).map(|_| gpu.ctx.new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))).collect::<Result<Vec<_>, _>>()?;
+    let mut times = vec![Vec::with_capacity(iters.max(1)); parts];
+    for _ in 0..iters.max(1) {
+        if let Some(buf) = flush {
+            flush_l2(gpu, buf)?;
+        }
+        events[0].record(&gpu.stream)?;
+        for (j, event) in events[1..].iter().enumerate() {
+            enqueue(j)?;
+            event.record(&gpu.stream)?;
+        }
+        for (j, t) in times.iter_mut().enumerate() {
+            t.push(events[j].elapsed_ms(&events[j + 1])? as f64);
+        }
+    }
+    Ok(times)
+}
+
 /// Mean milliseconds of `iters` (at least one) runs of `enqueue` enqueued back to back
 /// between one pair of events, after `before` (outside them): the seed pipeline's method,
 /// which hides no launch gap between forwards and flushes nothing.

@@ -75,6 +75,11 @@ impl BoundPlan {
         self.calls[i].iter().try_for_each(|call| call.enqueue(gpu))
     }
 
+    /// Op `i`'s prepared calls, in launch order.
+    pub fn op_calls(&self, i: usize) -> &[Call] {
+        &self.calls[i]
+    }
+
     /// Enqueues the whole forward.
     pub fn forward(&self, gpu: &Gpu) -> anyhow::Result<()> {
         (0..self.calls.len()).try_for_each(|i| self.run_op(gpu, i))

@@ -34,6 +34,16 @@ pub enum Call {
 }
 
 impl Call {
+    /// What the call launches, for per-call timings: the kernel's name, `cublaslt_gemm`,
+    /// or `stream_call` (an NCCL call, a device copy).
+    pub fn label(&self) -> &'static str {
+        match self {
+            Call::Kernel(k, ..) => k.1,
+            Call::Gemm { .. } => "cublaslt_gemm",
+            Call::Custom(_) => "stream_call",
+        }
+    }
+
     /// Enqueues the call on the GPU's stream.
     pub fn enqueue(&self, gpu: &Gpu) -> anyhow::Result<()> {
         match self {
