@@ -58,7 +58,7 @@ constexpr int ALIGN_THREADS = MOE_ALIGN_THREADS, COMBINE_THREADS = MOE_COMBINE_T
 #define MOE_GROUP_M 8
 
 // ------------------------------------------------------------------------------------
-// moe_align: one CTA per local expert. Every CTA counts all experts (cheap: topk_ids is
+// moe_align (v1, the default): one CTA per local expert. Every CTA counts all experts (cheap: topk_ids is
 // T*k ints, L2-resident) so it knows its own offset without a second launch or a grid
 // barrier; then it scans the slots in order and writes its own group, which makes the
 // order inside each group the slot order, independent of scheduling.
@@ -183,6 +183,175 @@ extern "C" __global__ void __launch_bounds__(ALIGN_THREADS) moe_align(const MoeA
             }
         }
         placed += round_total;
+    }
+}
+
+// moe_align v2 (FWDBENCH_MOE_ALIGN=v2), two launches over warp chunks of ALIGN_CHUNK
+// consecutive slots (v1 above scans every slot twice in each of E CTAs: O(E * T * k), 0.5 ms
+// at DeepSeek-V3's 16384 tokens; v2 0.06 ms, docs/perf.md "moe_align v2"):
+//   moe_align_count  warp chunk c counts its slots per local expert into counts[c][e].
+//   moe_align_place  every CTA sums the counts (each expert's total, and what the chunks
+//                    before its own hold), scans the padded totals into group offsets,
+//                    writes its share of block_expert, the padding rows and the unused tail,
+//                    then each warp places its chunk's slots at offset[e] + (slots of e in
+//                    earlier chunks) + (earlier slots of e in its chunk), the rank within a
+//                    round of 32 from the lanes' bit ballots (warp_peers).
+// Within each group the order is the slot order, independent of scheduling, as in v1.
+// ALIGN_THREADS / 32 warps a CTA, one chunk each; the counts are MOE_ALIGN_CHUNK_COUNTS-sized
+// in the scratch (moe.rs). Slots of other ranks' experts get slot_to_sorted -1.
+
+constexpr int ALIGN_CHUNK = MOE_ALIGN_CHUNK, ALIGN_WARPS = ALIGN_THREADS / 32;
+constexpr int ALIGN_ROUNDS = ALIGN_CHUNK / 32;
+static_assert(ALIGN_CHUNK % 32 == 0, "a chunk is whole rounds of a warp");
+
+// The lanes holding the same local expert as this one (-1: not local), as __match_any_sync
+// would give, from one ballot per bit of the id: match.any costs grew with the distinct
+// values of a warp (~1 us a round at 30 experts in 32 lanes), this is `bits` + 1 ballots.
+__device__ __forceinline__ unsigned warp_peers(int l, int bits) {
+    const unsigned valid = __ballot_sync(0xffffffffu, l >= 0);
+    unsigned m = l >= 0 ? valid : ~valid;
+    for (int b = 0; b < bits; ++b) {
+        const bool set = (l >> b) & 1;
+        const unsigned with = __ballot_sync(0xffffffffu, set);
+        m &= set ? with : ~with;
+    }
+    return m;
+}
+
+// Lane `lane`'s slot of every round of chunk `first`: all requested before any is used, so
+// the chunk costs one memory latency (the rounds' __syncwarp would otherwise order them).
+__device__ __forceinline__ void chunk_experts(const MoeAlignParams& p, int first, int slots, int lane,
+                                              int (&l)[ALIGN_ROUNDS]) {
+#pragma unroll
+    for (int r = 0; r < ALIGN_ROUNDS; ++r) {
+        const int slot = first + 32 * r + lane;
+        l[r] = slot < slots ? p.topk_ids[slot] - p.expert_start : -1;
+    }
+#pragma unroll
+    for (int r = 0; r < ALIGN_ROUNDS; ++r) l[r] = l[r] >= 0 && l[r] < p.num_local_experts ? l[r] : -1;
+}
+
+extern "C" __global__ void __launch_bounds__(ALIGN_THREADS) moe_align_count(const MoeAlignParams p) {
+    extern __shared__ int s_hist[];  // [ALIGN_WARPS][num_local]
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, num_local = p.num_local_experts;
+    const int slots = p.tokens * p.top_k, chunk = blockIdx.x * ALIGN_WARPS + warp;
+    const int chunks = (slots + ALIGN_CHUNK - 1) / ALIGN_CHUNK;
+    int* hist = s_hist + warp * num_local;
+    for (int e = lane; e < num_local; e += 32) hist[e] = 0;
+    __syncwarp();
+    if (chunk >= chunks) return;
+    int l[ALIGN_ROUNDS];
+    chunk_experts(p, chunk * ALIGN_CHUNK, slots, lane, l);
+    const int bits = 32 - __clz(max(num_local - 1, 0));
+    // 32 slots a round, one per lane; the lanes of one expert add once (no two leaders of a
+    // round share an expert, and only this warp writes its row).
+#pragma unroll
+    for (int r = 0; r < ALIGN_ROUNDS; ++r) {
+        const unsigned peers = warp_peers(l[r], bits);
+        if (l[r] >= 0 && lane == __ffs(peers) - 1) hist[l[r]] += __popc(peers);
+        __syncwarp();
+    }
+    for (int e = lane; e < num_local; e += 32) p.counts[(long long)chunk * num_local + e] = hist[e];
+}
+
+extern "C" __global__ void __launch_bounds__(ALIGN_THREADS) moe_align_place(const MoeAlignParams p) {
+    // [ALIGN_WARPS][num_local] running positions, [num_local + 1] group offsets (the last:
+    // total_padded), [num_local] group counts.
+    extern __shared__ int s_run[];
+    __shared__ int s_scratch[32];
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int num_local = p.num_local_experts, bm = p.block_m;
+    const int slots = p.tokens * p.top_k, chunks = (slots + ALIGN_CHUNK - 1) / ALIGN_CHUNK;
+    const int c0 = blockIdx.x * ALIGN_WARPS;
+    int* s_off = s_run + ALIGN_WARPS * num_local;
+    int* s_cnt = s_off + num_local + 1;
+
+    // Each thread takes consecutive experts e0 .. e0 + per - 1: totals over all chunks, and
+    // the slots of the chunks before this CTA's.
+    const int per = (num_local + blockDim.x - 1) / blockDim.x, e0 = tid * per;
+    int padded_sum = 0;
+    for (int i = 0; i < per; ++i) {
+        const int e = e0 + i;
+        if (e >= num_local) break;
+        int total = 0, before = 0;
+#pragma unroll 16
+        for (int c = 0; c < chunks; ++c) {
+            const int n = p.counts[(long long)c * num_local + e];
+            total += n;
+            before += c < c0 ? n : 0;
+        }
+        s_run[e] = before;  // row 0 for now: the CTA's base within the group
+        s_cnt[e] = total;
+        padded_sum += (total + bm - 1) / bm * bm;
+    }
+    int all;
+    int off = block_exclusive_scan_int(padded_sum, s_scratch, all);
+    for (int i = 0; i < per; ++i) {
+        const int e = e0 + i;
+        if (e >= num_local) break;
+        s_off[e] = off;
+        off += (s_cnt[e] + bm - 1) / bm * bm;
+        // Warp w of this CTA starts after the group offset, the earlier CTAs' slots and its
+        // own CTA's earlier chunks.
+        int run = s_off[e] + s_run[e];
+#pragma unroll
+        for (int w = 0; w < ALIGN_WARPS; ++w) {
+            s_run[w * num_local + e] = run;
+            const int c = c0 + w;
+            run += c < chunks ? p.counts[(long long)c * num_local + e] : 0;
+        }
+    }
+    if (tid == 0) s_off[num_local] = all;
+    __syncthreads();
+
+    // This CTA's share of the rows and blocks outside the slots: each group's padding rows,
+    // the expert of every block in use and -1 past total, -1 rows past total.
+    const int stride = gridDim.x * blockDim.x, start = blockIdx.x * blockDim.x + tid;
+    if (start == 0) p.total_padded[0] = all;
+    for (int e = blockIdx.x; e < num_local; e += gridDim.x)
+        for (int r = s_off[e] + s_cnt[e] + tid; r < s_off[e + 1]; r += blockDim.x) p.sorted_slots[r] = -1;
+    const int max_blocks = p.max_sorted / bm;
+    for (int b = start; b < max_blocks; b += stride) {
+        int expert = -1;
+        if (b * bm < all) {
+            // The last group whose offset is <= b * bm (offsets ascend; empty groups share
+            // their successor's offset, so take the last).
+            int lo = 0, hi = num_local - 1;
+            while (lo < hi) {
+                const int mid = (lo + hi + 1) / 2;
+                if (s_off[mid] <= b * bm) lo = mid;
+                else hi = mid - 1;
+            }
+            expert = lo;
+        }
+        p.block_expert[b] = expert;
+    }
+    for (int r = all + start; r < p.max_sorted; r += stride) p.sorted_slots[r] = -1;
+
+    // Place this warp's chunk, 32 slots a round in slot order.
+    const int chunk = c0 + warp;
+    if (chunk < chunks) {
+        int* run = s_run + warp * num_local;
+        const int first = chunk * ALIGN_CHUNK;
+        const unsigned below = (1u << lane) - 1u;
+        int l[ALIGN_ROUNDS];
+        chunk_experts(p, first, slots, lane, l);
+        const int bits = 32 - __clz(max(num_local - 1, 0));
+#pragma unroll
+        for (int r = 0; r < ALIGN_ROUNDS; ++r) {
+            const int slot = first + 32 * r + lane;
+            const unsigned peers = warp_peers(l[r], bits);
+            if (l[r] >= 0) {
+                const int pos = run[l[r]] + __popc(peers & below);
+                p.sorted_slots[pos] = slot;
+                p.slot_to_sorted[slot] = pos;
+            } else if (slot < slots) {
+                p.slot_to_sorted[slot] = -1;
+            }
+            __syncwarp();
+            if (l[r] >= 0 && lane == __ffs(peers) - 1) run[l[r]] += __popc(peers);
+            __syncwarp();
+        }
     }
 }
 

@@ -73,6 +73,16 @@ if [ "$mode" != bench ]; then
   step check_narrow_i1024_t1031_prefetch2 env FWDBENCH_MOE_PREFETCH=2 $check $narrow --set hidden_size=64 --set moe_intermediate_size=1024 --tokens 1031
   step check_narrow_i1024_t1031_prefetch7_pairs1 env FWDBENCH_MOE_PREFETCH=7 FWDBENCH_MOE_PAIRS=1 $check $narrow --set hidden_size=64 --set moe_intermediate_size=1024 --tokens 1031
   step check_fp8_narrow_h128_t256 $check $narrow --set hidden_size=128 --set moe_intermediate_size=2048 --tokens 256 --quant fp8
+  # moe_align v2 (FWDBENCH_MOE_ALIGN=v2, off by default): one CTA of chunks (<= 16384 slots)
+  # on odd loads, an EP rank and FP8, then 2 and 3 CTAs (17600 and 40000 slots), the path
+  # no check above reaches.
+  v2="env FWDBENCH_MOE_ALIGN=v2"
+  step check_alignv2_ds16_t301 $v2 $check $ds16 --tokens 301
+  step check_alignv2_one_expert_t517 $v2 $check $one_expert --tokens 517
+  step check_alignv2_qwen16_ep2_rank1_t300 $v2 $check --model qwen --mconf 2l --set num_experts=16 --set hidden_size=256 --tokens 300 --deploy tp2ep2 --rank 1
+  step check_alignv2_fp8_ds16_t37 $v2 $check $ds16 --quant fp8 --tokens 37
+  step check_alignv2_narrow_t2200 $v2 $check $narrow --set hidden_size=64 --set moe_intermediate_size=256 --tokens 2200
+  step check_alignv2_narrow_t5000 $v2 $check $narrow --set hidden_size=64 --set moe_intermediate_size=256 --tokens 5000
   step check_fp8_narrow_h128_t100_m64 $check $narrow --set hidden_size=128 --set moe_intermediate_size=4096 --tokens 100 --quant fp8
   # FP8 dense (kernels/gemm_fp8.cu, the default for FP8 linears): M and N tails of a tile,
   # M = 1, kv_a's 2112 rows (half a scale block at the end), DeepSeek's sites in prefill/decode.

@@ -59,6 +59,11 @@ pub const KNOBS: &[Knob] = &[
     knob("FWDBENCH_MLA_L2_PREFETCH", Int(0, 8), "MLA decode (64-row): tiles prefetched into L2"),
     knob("FWDBENCH_MLA_QREG", OneOf(&["0", "1"]), "MLA decode (64-row): Q's register chunks off / on"),
     knob("FWDBENCH_MLA_SCHED", OneOf(&["pv", "after", "release"]), "MLA decode (64-row): the tile schedule"),
+    knob(
+        "FWDBENCH_MOE_ALIGN",
+        OneOf(&["v1", "v2"]),
+        "MoE: the align in one CTA per expert (v1) or over warp chunks (v2)",
+    ),
     knob("FWDBENCH_MOE_PAIRS", OneOf(&["0", "1", "auto"]), "bf16 MoE: CTA pairs off / on / the default rule"),
     knob("FWDBENCH_MOE_PREFETCH", Int(0, 64), "bf16 MoE: L2 prefetch distance in K-tiles"),
     knob("FWDBENCH_MOE_A_HINT", OneOf(&["0", "1"]), "bf16 MoE: 0 drops the A boxes' evict-last hint"),

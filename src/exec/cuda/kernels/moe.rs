@@ -26,7 +26,9 @@
 //! 1. `moe_align` ([`MOE_ALIGN`], [`moe_align_launch`]): `topk_ids [T, k]` → the slots
 //!    `t*k + j` grouped by local expert in slot order, each group padded to a multiple of
 //!    `bm` (`sorted_slots`, `-1` for padding), `block_expert`, `slot_to_sorted`,
-//!    `total_padded`.
+//!    `total_padded`. Under `FWDBENCH_MOE_ALIGN=v2` ([`align_v2_requested`]) the same from
+//!    two launches, `moe_align_count` and `moe_align_place` ([`moe_align_v2_launch`]), over
+//!    per-chunk expert counts (`align_counts`).
 //! 2. `moe_gemm_m16` ([`moe_gemm_entry`], [`moe_gemm_launch`]) with `a = x` (`a_ld` = x's
 //!    row stride), `a_rows_are_tokens = 1`, `w = W13 [E, 2I, H]`, `w_expert_stride = 2I*H`,
 //!    `n = 2I`, `k = H`, `c = h13`, `c_ld = 2I`.
@@ -57,8 +59,11 @@ use super::ptr::{Bf16Ptr, ConstBf16Ptr, ConstF32Ptr, ConstI32Ptr, I32Ptr};
 use crate::config::model::Activation;
 use crate::plan::{Op, Plan};
 
-/// Threads per CTA of `moe_align` (its launch bounds in moe.cu).
+/// Threads per CTA of the align kernels (their launch bounds in moe.cu).
 pub const MOE_ALIGN_THREADS: u32 = 512;
+/// Consecutive slots one warp of the v2 align kernels counts and places (a row of
+/// `align_counts`).
+pub const MOE_ALIGN_CHUNK: u32 = 1024;
 /// Threads per CTA of `moe_combine`.
 pub const MOE_COMBINE_THREADS: u32 = 256;
 /// Largest `top_k` `moe_combine` accepts (its shared arrays are this long).
@@ -88,6 +93,9 @@ pub struct MoeAlignParams {
     pub total_padded: I32Ptr,
     /// [`moe_max_sorted`] for this batch.
     pub max_sorted: i32,
+    /// `[align_chunks(tokens * top_k), num_local_experts]` (v2 only): `moe_align_count`
+    /// writes each warp chunk's slots per local expert, `moe_align_place` reads them.
+    pub counts: I32Ptr,
 }
 unsafe impl cudarc::driver::DeviceRepr for MoeAlignParams {}
 
@@ -143,6 +151,8 @@ pub struct MoeCombineParams {
 unsafe impl cudarc::driver::DeviceRepr for MoeCombineParams {}
 
 pub const MOE_ALIGN: (&str, &str) = ("moe", "moe_align");
+pub const MOE_ALIGN_COUNT: (&str, &str) = ("moe", "moe_align_count");
+pub const MOE_ALIGN_PLACE: (&str, &str) = ("moe", "moe_align_place");
 pub const MOE_GEMM_M16: (&str, &str) = ("moe", "moe_gemm_m16");
 pub const MOE_COMBINE: (&str, &str) = ("moe", "moe_combine");
 
@@ -263,6 +273,33 @@ pub fn moe_align_launch(num_local_experts: usize) -> LaunchConfig {
     }
 }
 
+/// `FWDBENCH_MOE_ALIGN=v2`: the align in two launches over warp chunks (moe.cu, "moe_align
+/// v2"). Off by default until its multi-CTA path (more than 16 chunks) has been checked on the
+/// GPU, and because its two cold launches cost decode more than v1's one (docs/perf.md).
+pub fn align_v2_requested() -> bool {
+    std::env::var("FWDBENCH_MOE_ALIGN").as_deref() == Ok("v2")
+}
+
+/// Warp chunks of [`MOE_ALIGN_CHUNK`] slots (rows of `align_counts`) for `slots` slots.
+pub fn align_chunks(slots: usize) -> usize {
+    slots.div_ceil(MOE_ALIGN_CHUNK as usize).max(1)
+}
+
+/// The two v2 align launches for `slots` slots over `num_local_experts`: one warp per chunk,
+/// [`MOE_ALIGN_THREADS`] / 32 a CTA; shared memory is a row of counts (then positions) per
+/// warp, and for `moe_align_place` the group offsets and counts.
+pub fn moe_align_v2_launch(slots: usize, num_local_experts: usize) -> (LaunchConfig, LaunchConfig) {
+    let warps = (MOE_ALIGN_THREADS / 32) as usize;
+    let grid = (align_chunks(slots).div_ceil(warps) as u32, 1, 1);
+    let e = num_local_experts.max(1);
+    let cfg = |ints: usize| LaunchConfig {
+        grid_dim: grid,
+        block_dim: (MOE_ALIGN_THREADS, 1, 1),
+        shared_mem_bytes: (4 * ints) as u32,
+    };
+    (cfg(warps * e), cfg(warps * e + 2 * e + 1))
+}
+
 /// Checks what the GEMM assumes: `k`, `a_ld` multiples of 8 and a grid height CUDA accepts.
 pub fn check_moe_gemm(k: usize, a_ld: usize, max_blocks_m: usize) -> Result<(), MoeShapeError> {
     if !k.is_multiple_of(8) {
@@ -308,6 +345,8 @@ pub fn moe_combine_launch(tokens: usize, top_k: usize) -> Result<LaunchConfig, M
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MoeScratch {
     pub sorted: usize,
+    /// `moe_align_count`'s per-chunk expert counts.
+    pub align_counts: usize,
     pub block_expert: usize,
     pub slot_to_sorted: usize,
     pub total: usize,
@@ -360,6 +399,7 @@ impl MoeScratch {
         };
         let layout = MoeScratch {
             sorted: carve(max_sorted * 4),
+            align_counts: carve(align_chunks(tokens * top_k) * local_experts * 4),
             block_expert: carve(blocks * 4),
             slot_to_sorted: carve(tokens * top_k * 4),
             // total_padded, then the GEMMs' tile counters (moe_wgmma::MOE_TILE_COUNTERS).
@@ -564,8 +604,14 @@ pub fn prepare(cx: &mut Prep, op: &Op) -> anyhow::Result<Vec<Call>> {
         slot_to_sorted,
         total_padded: total,
         max_sorted: max_sorted as i32,
+        counts: at(s.align_counts),
     };
-    let align = kernel(MOE_ALIGN, moe_align_launch(*local_experts), p);
+    let align = if align_v2_requested() {
+        let (count, place) = moe_align_v2_launch(t * *top_k, *local_experts);
+        vec![kernel(MOE_ALIGN_COUNT, count, p), kernel(MOE_ALIGN_PLACE, place, p)]
+    } else {
+        vec![kernel(MOE_ALIGN, moe_align_launch(*local_experts), p)]
+    };
     let gemms = MoeGemms {
         x: cx.ptr(*x),
         x_ld: cx.ld(*x) as usize,
@@ -589,7 +635,7 @@ pub fn prepare(cx: &mut Prep, op: &Op) -> anyhow::Result<Vec<Call>> {
         s,
         sm_count: cx.sm_count().max(1) as usize,
     };
-    let mut calls = vec![align];
+    let mut calls = align;
     calls.extend(if cx.plan.weight(*w13).dtype == crate::plan::DType::F8E4M3 {
         gemms.fp8()?
     } else if uses_wgmma(bm) {
@@ -640,6 +686,19 @@ mod tests {
     }
 
     #[test]
+    fn align_launches_one_warp_per_chunk() {
+        // DeepSeek-V3 at 16384 tokens: 131072 slots, 128 chunks, 8 CTAs of 16 warps.
+        assert_eq!(align_chunks(16384 * 8), 128);
+        let (count, place) = moe_align_v2_launch(16384 * 8, 256);
+        assert_eq!((count.grid_dim.0, place.grid_dim.0), (8, 8));
+        assert_eq!((count.shared_mem_bytes, place.shared_mem_bytes), (16 * 256 * 4, (16 * 256 + 2 * 256 + 1) * 4));
+        // One token still gets a chunk and a CTA.
+        assert_eq!((align_chunks(8), moe_align_v2_launch(8, 32).0.grid_dim.0), (1, 1));
+        assert_eq!(moe_align_launch(256).grid_dim.0, 256);
+        assert_eq!(align_chunks(1025), 2);
+    }
+
+    #[test]
     fn decode_buffers_stay_small() {
         // T = 1, k = 8, 256 experts: at most 8 non-empty groups of one 16-row block.
         assert_eq!(moe_max_sorted(1, 8, 256, 16), 128);
@@ -653,6 +712,7 @@ mod tests {
         assert_eq!((s.block_m, s.max_sorted, s.blocks), (16, 128, 8));
         let parts = [
             (s.sorted, 128 * 4),
+            (s.align_counts, 256 * 4),
             (s.block_expert, 8 * 4),
             (s.slot_to_sorted, 8 * 4),
             (s.total, 4),
