@@ -15,12 +15,17 @@ source scripts/ncu-common.sh
 # case -> "kernel regex;bench flags" (the first launch the regex matches is sampled)
 declare -A cases=(
   [gqa_sigma_b32]="decode_tma;--model sigma $dec --bsz 32"
+  [gqa_sigma_b1]="decode_tma_d;--model sigma $dec --bsz 1"
+  [gqa_sigma_b1_ctx16]="decode_tma_d;--model sigma --mconf full --op attention --phase decode --bsz 1 --seq 15"
+  [norm_b1]="rms_norm;--model sigma --mconf full --op norm --phase decode --bsz 1 --seq 15"
+  [moe_align_ds]="^moe_align$;--model deepseek $moe --quant bf16"
+  [moe_align_count_ds]="moe_align_count;--model deepseek $moe --quant bf16"
   [mla_tp8_b64]="mla_decode;$mla --deploy tp8"
   [mla_tp1_b64]="mla_decode;$mla --deploy tp1"
   [moe_fp8_qwen_gate_up]="moe_fp8_gate_up;--model qwen $moe --quant fp8"
   [moe_fp8_ds_gate_up]="moe_fp8_gate_up;--model deepseek $moe --quant fp8"
 )
-order=(gqa_sigma_b32 mla_tp8_b64 mla_tp1_b64 moe_fp8_qwen_gate_up moe_fp8_ds_gate_up)
+order=(gqa_sigma_b32 gqa_sigma_b1 gqa_sigma_b1_ctx16 norm_b1 moe_align_ds moe_align_count_ds mla_tp8_b64 mla_tp1_b64 moe_fp8_qwen_gate_up moe_fp8_ds_gate_up)
 [ $# -gt 0 ] && order=("$@")
 for c in "${order[@]}"; do
   [ -n "${cases[$c]:-}" ] || { echo "ncu-source: unknown case '$c' (${order[*]})"; exit 2; }

@@ -1,9 +1,11 @@
 # Shared by the device suites (hopper-bench.sh, moe-bench.sh): a step runner that logs each
 # command under $out/<name>.log, bounds it by STEP_TIMEOUT_S, and keeps a summary line.
 #   source scripts/steps.sh; out=$(mktemp -d); step NAME COMMAND...; finish_steps DEST PREFIX
+# ONLY (a regex) runs just the steps whose name matches, e.g. ONLY=decode for one kernel's checks.
 declare -a summary
 step() { # name, command...
   local name=$1; shift
+  [[ $name =~ ${ONLY:-.} ]] || return 0
   local t0=$(date +%s)
   if timeout "${STEP_TIMEOUT_S:-90}" "$@" >>"$out/$name.log" 2>&1; then r=PASS; else r="FAIL(rc=$?)"; fi
   summary+=("$(printf '%-44s %-10s %4ss' "$name" "$r" $(( $(date +%s) - t0 )))")
