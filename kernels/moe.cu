@@ -197,8 +197,8 @@ extern "C" __global__ void __launch_bounds__(ALIGN_THREADS) moe_align(const MoeA
 //                    earlier chunks) + (earlier slots of e in its chunk), the rank within a
 //                    round of 32 from the lanes' bit ballots (warp_peers).
 // Within each group the order is the slot order, independent of scheduling, as in v1.
-// ALIGN_THREADS / 32 warps a CTA, one chunk each; the counts are MOE_ALIGN_CHUNK_COUNTS-sized
-// in the scratch (moe.rs). Slots of other ranks' experts get slot_to_sorted -1.
+// ALIGN_THREADS / 32 warps a CTA, one chunk each; the counts are the scratch's align_counts
+// (moe.rs, align_chunks rows of num_local). Slots of other ranks' experts get slot_to_sorted -1.
 
 constexpr int ALIGN_CHUNK = MOE_ALIGN_CHUNK, ALIGN_WARPS = ALIGN_THREADS / 32;
 constexpr int ALIGN_ROUNDS = ALIGN_CHUNK / 32;
