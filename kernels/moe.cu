@@ -231,12 +231,11 @@ __device__ __forceinline__ void chunk_experts(const MoeAlignParams& p, int first
     for (int r = 0; r < ALIGN_ROUNDS; ++r) l[r] = l[r] >= 0 && l[r] < p.num_local_experts ? l[r] : -1;
 }
 
-extern "C" __global__ void __launch_bounds__(ALIGN_THREADS) moe_align_count(const MoeAlignParams p) {
-    extern __shared__ int s_hist[];  // [ALIGN_WARPS][num_local]
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, num_local = p.num_local_experts;
-    const int slots = p.tokens * p.top_k, chunk = blockIdx.x * ALIGN_WARPS + warp;
-    const int chunks = (slots + ALIGN_CHUNK - 1) / ALIGN_CHUNK;
-    int* hist = s_hist + warp * num_local;
+// Warp `chunk`'s slots per local expert into counts[chunk][*], through this warp's `hist`
+// row of shared memory.
+__device__ __forceinline__ void count_chunk(const MoeAlignParams& p, int* hist, int chunk) {
+    const int lane = threadIdx.x & 31, num_local = p.num_local_experts;
+    const int slots = p.tokens * p.top_k, chunks = (slots + ALIGN_CHUNK - 1) / ALIGN_CHUNK;
     for (int e = lane; e < num_local; e += 32) hist[e] = 0;
     __syncwarp();
     if (chunk >= chunks) return;
@@ -254,6 +253,12 @@ extern "C" __global__ void __launch_bounds__(ALIGN_THREADS) moe_align_count(cons
     for (int e = lane; e < num_local; e += 32) p.counts[(long long)chunk * num_local + e] = hist[e];
 }
 
+extern "C" __global__ void __launch_bounds__(ALIGN_THREADS) moe_align_count(const MoeAlignParams p) {
+    extern __shared__ int s_hist[];  // [ALIGN_WARPS][num_local]
+    const int warp = threadIdx.x >> 5;
+    count_chunk(p, s_hist + warp * p.num_local_experts, blockIdx.x * ALIGN_WARPS + warp);
+}
+
 extern "C" __global__ void __launch_bounds__(ALIGN_THREADS) moe_align_place(const MoeAlignParams p) {
     // [ALIGN_WARPS][num_local] running positions, [num_local + 1] group offsets (the last:
     // total_padded), [num_local] group counts.
@@ -265,6 +270,12 @@ extern "C" __global__ void __launch_bounds__(ALIGN_THREADS) moe_align_place(cons
     const int c0 = blockIdx.x * ALIGN_WARPS;
     int* s_off = s_run + ALIGN_WARPS * num_local;
     int* s_cnt = s_off + num_local + 1;
+    // One CTA (<= ALIGN_WARPS chunks): the counts are this launch's own, no moe_align_count
+    // ran; the block barrier makes the warps' global writes visible to the whole CTA.
+    if (p.fused_count) {
+        count_chunk(p, s_run + warp * num_local, warp);
+        __syncthreads();
+    }
 
     // Each thread takes consecutive experts e0 .. e0 + per - 1: totals over all chunks, and
     // the slots of the chunks before this CTA's.

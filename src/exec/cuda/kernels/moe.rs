@@ -96,6 +96,9 @@ pub struct MoeAlignParams {
     /// `[align_chunks(tokens * top_k), num_local_experts]` (v2 only): `moe_align_count`
     /// writes each warp chunk's slots per local expert, `moe_align_place` reads them.
     pub counts: I32Ptr,
+    /// v2, 1: `moe_align_place` counts the chunks itself (one CTA of them, no
+    /// `moe_align_count` launch; [`moe_align_v2_launch`] gives `None` for it).
+    pub fused_count: i32,
 }
 unsafe impl cudarc::driver::DeviceRepr for MoeAlignParams {}
 
@@ -285,10 +288,11 @@ pub fn align_chunks(slots: usize) -> usize {
     slots.div_ceil(MOE_ALIGN_CHUNK as usize).max(1)
 }
 
-/// The two v2 align launches for `slots` slots over `num_local_experts`: one warp per chunk,
+/// The v2 align launches for `slots` slots over `num_local_experts`: one warp per chunk,
 /// [`MOE_ALIGN_THREADS`] / 32 a CTA; shared memory is a row of counts (then positions) per
-/// warp, and for `moe_align_place` the group offsets and counts.
-pub fn moe_align_v2_launch(slots: usize, num_local_experts: usize) -> (LaunchConfig, LaunchConfig) {
+/// warp, and for `moe_align_place` the group offsets and counts. With one CTA of chunks the
+/// count launch is `None`: the placing CTA counts first (`fused_count`), one launch as v1.
+pub fn moe_align_v2_launch(slots: usize, num_local_experts: usize) -> (Option<LaunchConfig>, LaunchConfig) {
     let warps = (MOE_ALIGN_THREADS / 32) as usize;
     let grid = (align_chunks(slots).div_ceil(warps) as u32, 1, 1);
     let e = num_local_experts.max(1);
@@ -297,7 +301,8 @@ pub fn moe_align_v2_launch(slots: usize, num_local_experts: usize) -> (LaunchCon
         block_dim: (MOE_ALIGN_THREADS, 1, 1),
         shared_mem_bytes: (4 * ints) as u32,
     };
-    (cfg(warps * e), cfg(warps * e + 2 * e + 1))
+    let count = (grid.0 > 1).then(|| cfg(warps * e));
+    (count, cfg(warps * e + 2 * e + 1))
 }
 
 /// Checks what the GEMM assumes: `k`, `a_ld` multiples of 8 and a grid height CUDA accepts.
@@ -605,10 +610,13 @@ pub fn prepare(cx: &mut Prep, op: &Op) -> anyhow::Result<Vec<Call>> {
         total_padded: total,
         max_sorted: max_sorted as i32,
         counts: at(s.align_counts),
+        fused_count: 0,
     };
     let align = if align_v2_requested() {
-        let (count, place) = moe_align_v2_launch(t * *top_k, *local_experts);
-        vec![kernel(MOE_ALIGN_COUNT, count, p), kernel(MOE_ALIGN_PLACE, place, p)]
+        match moe_align_v2_launch(t * *top_k, *local_experts) {
+            (Some(count), place) => vec![kernel(MOE_ALIGN_COUNT, count, p), kernel(MOE_ALIGN_PLACE, place, p)],
+            (None, place) => vec![kernel(MOE_ALIGN_PLACE, place, MoeAlignParams { fused_count: 1, ..p })],
+        }
     } else {
         vec![kernel(MOE_ALIGN, moe_align_launch(*local_experts), p)]
     };
@@ -690,10 +698,15 @@ mod tests {
         // DeepSeek-V3 at 16384 tokens: 131072 slots, 128 chunks, 8 CTAs of 16 warps.
         assert_eq!(align_chunks(16384 * 8), 128);
         let (count, place) = moe_align_v2_launch(16384 * 8, 256);
+        let count = count.expect("8 CTAs of chunks: a count launch");
         assert_eq!((count.grid_dim.0, place.grid_dim.0), (8, 8));
         assert_eq!((count.shared_mem_bytes, place.shared_mem_bytes), (16 * 256 * 4, (16 * 256 + 2 * 256 + 1) * 4));
-        // One token still gets a chunk and a CTA.
-        assert_eq!((align_chunks(8), moe_align_v2_launch(8, 32).0.grid_dim.0), (1, 1));
+        // One token still gets a chunk and a CTA, which counts it itself (one launch); so do
+        // 16384 slots, and one more slot needs a second CTA and the count launch.
+        let (count, place) = moe_align_v2_launch(8, 32);
+        assert_eq!((align_chunks(8), count.is_none(), place.grid_dim.0), (1, true, 1));
+        assert!(moe_align_v2_launch(16384, 256).0.is_none());
+        assert_eq!(moe_align_v2_launch(16385, 256).0.map(|c| c.grid_dim.0), Some(2));
         assert_eq!(moe_align_launch(256).grid_dim.0, 256);
         assert_eq!(align_chunks(1025), 2);
     }
