@@ -320,6 +320,7 @@ pub fn run_case(exec: &mut CudaExecutor, case: &OpCase, opts: &KernelOptions) ->
         }
         None => check_against_cpu(exec, case, &ids.concat(), opts.seed)?,
     };
+    let mut per_call = Vec::new();
     let stats = if opts.iters == 0 {
         None
     } else {
@@ -330,18 +331,15 @@ pub fn run_case(exec: &mut CudaExecutor, case: &OpCase, opts: &KernelOptions) ->
         gpu.sync().context("warm-up of the op")?;
         let flush = if opts.flush { Some(flush_buffer()?) } else { None };
         let times = time_iterations(gpu, flush.as_ref(), opts.iters, || Ok(()), || bound.run_op(gpu, 0))?;
+        // Then each launch of a multi-launch op on its own, over the same flush buffer.
+        let calls = bound.op_calls(0);
+        if calls.len() > 1 {
+            let each = time_parts(gpu, flush.as_ref(), opts.iters, calls.len(), || Ok(()), |j| calls[j].enqueue(gpu))?;
+            per_call = calls.iter().zip(&each).map(|(c, t)| (c.label(), Stats::of(t))).collect();
+        }
         Some(Stats::of(&times))
     };
-    let calls = match stats {
-        Some(_) if exec.bound()?.op_calls(0).len() > 1 => {
-            let (gpu, calls) = (exec.gpu(), exec.bound()?.op_calls(0));
-            let flush = if opts.flush { Some(flush_buffer()?) } else { None };
-            let times = time_parts(gpu, flush.as_ref(), opts.iters, calls.len(), |j| calls[j].enqueue(gpu))?;
-            calls.iter().zip(&times).map(|(c, t)| (c.label(), Stats::of(t))).collect()
-        }
-        _ => Vec::new(),
-    };
-    Ok(KernelRow { check, stats, cost: case.cost(), gpu: exec.gpu().name.clone(), calls })
+    Ok(KernelRow { check, stats, cost: case.cost(), gpu: exec.gpu().name.clone(), calls: per_call })
 }
 
 /// `case` on `dut` (bound, `ids` set) against the CPU reference from random inputs and

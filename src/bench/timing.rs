@@ -42,35 +42,24 @@ pub fn time_iterations(
     gpu: &Gpu,
     flush: Option<&DeviceBuffer>,
     iters: usize,
-    mut before_each: impl FnMut() -> anyhow::Result<()>,
+    before_each: impl FnMut() -> anyhow::Result<()>,
     mut enqueue: impl FnMut() -> anyhow::Result<()>,
 ) -> anyhow::Result<Vec<f64>> {
-    let start = gpu.ctx.new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))?;
-    let end = gpu.ctx.new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))?;
-    let mut times = Vec::with_capacity(iters.max(1));
-    for _ in 0..iters.max(1) {
-        if let Some(buf) = flush {
-            flush_l2(gpu, buf)?;
-        }
-        before_each()?;
-        start.record(&gpu.stream)?;
-        enqueue()?;
-        end.record(&gpu.stream)?;
-        times.push(start.elapsed_ms(&end)? as f64);
-    }
-    Ok(times)
+    let mut parts = time_parts(gpu, flush, iters, 1, before_each, |_| enqueue())?;
+    Ok(parts.remove(0))
 }
 
 /// Per part, milliseconds of each of `iters` (at least one) runs of `parts` enqueued in order
 /// with an event after each: part j's time is the gap between the events around it (the
-/// L2 flushed once before each run, outside them). An event between two launches ends any
-/// programmatic overlap (PDL) of the second with the first, so the parts can sum to more
-/// than one event pair around all of them measures.
+/// L2 flushed, then `before_each` run, once before each run, outside them). An event between
+/// two launches ends any programmatic overlap (PDL) of the second with the first, so the
+/// parts can sum to more than one event pair around all of them measures.
 pub fn time_parts(
     gpu: &Gpu,
     flush: Option<&DeviceBuffer>,
     iters: usize,
     parts: usize,
+    mut before_each: impl FnMut() -> anyhow::Result<()>,
     mut enqueue: impl FnMut(usize) -> anyhow::Result<()>,
 ) -> anyhow::Result<Vec<Vec<f64>>> {
     let events =
@@ -80,6 +69,7 @@ pub fn time_parts(
         if let Some(buf) = flush {
             flush_l2(gpu, buf)?;
         }
+        before_each()?;
         events[0].record(&gpu.stream)?;
         for (j, event) in events[1..].iter().enumerate() {
             enqueue(j)?;
