@@ -201,15 +201,23 @@ extern "C" __global__ void __launch_bounds__(ALIGN_THREADS) moe_align(const MoeA
 // (moe.rs, align_chunks rows of num_local). Slots of other ranks' experts get slot_to_sorted -1.
 
 constexpr int ALIGN_CHUNK = MOE_ALIGN_CHUNK, ALIGN_WARPS = ALIGN_THREADS / 32;
-constexpr int ALIGN_ROUNDS = ALIGN_CHUNK / 32;
-static_assert(ALIGN_CHUNK % 32 == 0, "a chunk is whole rounds of a warp");
+// A chunk is read ALIGN_BATCH rounds of 32 slots at a time, the next batch's loads issued
+// before this one is ranked (so a chunk waits on memory about once), and a warp stops after
+// the batch holding its chunk's last slot (decode: one batch). The batches keep the kernels
+// small: all 32 rounds unrolled made moe_align_place 160 KB of code, and after the bench's
+// L2 flush fetching it cost ~45 us a launch (docs/perf.md, session 16); now 29 KB.
+constexpr int ALIGN_BATCH = 4;
+static_assert(ALIGN_CHUNK % (32 * ALIGN_BATCH) == 0, "a chunk is whole batches of rounds");
 
 // The lanes holding the same local expert as this one (-1: not local), as __match_any_sync
 // would give, from one ballot per bit of the id: match.any costs grew with the distinct
-// values of a warp (~1 us a round at 30 experts in 32 lanes), this is `bits` + 1 ballots.
-__device__ __forceinline__ unsigned warp_peers(int l, int bits) {
+// values of a warp (~1 us a round at 30 experts in 32 lanes), this is one ballot for
+// validity and one per bit of the largest id, num_local - 1.
+__device__ __forceinline__ unsigned warp_peers(int l, int num_local) {
+    const int bits = 32 - __clz(max(num_local - 1, 0));
     const unsigned valid = __ballot_sync(0xffffffffu, l >= 0);
     unsigned m = l >= 0 ? valid : ~valid;
+#pragma unroll 1
     for (int b = 0; b < bits; ++b) {
         const bool set = (l >> b) & 1;
         const unsigned with = __ballot_sync(0xffffffffu, set);
@@ -218,17 +226,36 @@ __device__ __forceinline__ unsigned warp_peers(int l, int bits) {
     return m;
 }
 
-// Lane `lane`'s slot of every round of chunk `first`: all requested before any is used, so
-// the chunk costs one memory latency (the rounds' __syncwarp would otherwise order them).
-__device__ __forceinline__ void chunk_experts(const MoeAlignParams& p, int first, int slots, int lane,
-                                              int (&l)[ALIGN_ROUNDS]) {
+// Lane `lane`'s slot of each round of the batch starting at slot `first`, as a local expert
+// (-1: past the slots or another rank's expert). The loads are all issued before any is used.
+__device__ __forceinline__ void batch_experts(const MoeAlignParams& p, int first, int slots, int lane,
+                                              int (&l)[ALIGN_BATCH]) {
 #pragma unroll
-    for (int r = 0; r < ALIGN_ROUNDS; ++r) {
+    for (int r = 0; r < ALIGN_BATCH; ++r) {
         const int slot = first + 32 * r + lane;
         l[r] = slot < slots ? p.topk_ids[slot] - p.expert_start : -1;
     }
+}
+
+// Runs `round(slot, local expert)` over chunk `chunk`'s slots, 32 a round (one per lane) in
+// slot order, ALIGN_BATCH rounds a batch, the next batch in flight while one is ranked.
+template <class Round>
+__device__ __forceinline__ void for_chunk_rounds(const MoeAlignParams& p, int chunk, int lane, Round round) {
+    const int slots = p.tokens * p.top_k, first = chunk * ALIGN_CHUNK;
+    const int end = min(first + ALIGN_CHUNK, slots);  // warp-uniform
+    int l[ALIGN_BATCH], next[ALIGN_BATCH] = {};
+    batch_experts(p, first, slots, lane, l);
+#pragma unroll 1
+    for (int b = first; b < end; b += 32 * ALIGN_BATCH) {
+        if (b + 32 * ALIGN_BATCH < end) batch_experts(p, b + 32 * ALIGN_BATCH, slots, lane, next);
 #pragma unroll
-    for (int r = 0; r < ALIGN_ROUNDS; ++r) l[r] = l[r] >= 0 && l[r] < p.num_local_experts ? l[r] : -1;
+        for (int r = 0; r < ALIGN_BATCH; ++r) {
+            const int e = l[r] >= 0 && l[r] < p.num_local_experts ? l[r] : -1;
+            round(b + 32 * r + lane, e);
+        }
+#pragma unroll
+        for (int r = 0; r < ALIGN_BATCH; ++r) l[r] = next[r];
+    }
 }
 
 // Warp `chunk`'s slots per local expert into counts[chunk][*], through this warp's `hist`
@@ -236,20 +263,18 @@ __device__ __forceinline__ void chunk_experts(const MoeAlignParams& p, int first
 __device__ __forceinline__ void count_chunk(const MoeAlignParams& p, int* hist, int chunk) {
     const int lane = threadIdx.x & 31, num_local = p.num_local_experts;
     const int slots = p.tokens * p.top_k, chunks = (slots + ALIGN_CHUNK - 1) / ALIGN_CHUNK;
+#pragma unroll 1
     for (int e = lane; e < num_local; e += 32) hist[e] = 0;
     __syncwarp();
     if (chunk >= chunks) return;
-    int l[ALIGN_ROUNDS];
-    chunk_experts(p, chunk * ALIGN_CHUNK, slots, lane, l);
-    const int bits = 32 - __clz(max(num_local - 1, 0));
-    // 32 slots a round, one per lane; the lanes of one expert add once (no two leaders of a
-    // round share an expert, and only this warp writes its row).
-#pragma unroll
-    for (int r = 0; r < ALIGN_ROUNDS; ++r) {
-        const unsigned peers = warp_peers(l[r], bits);
-        if (l[r] >= 0 && lane == __ffs(peers) - 1) hist[l[r]] += __popc(peers);
+    // The lanes of one expert add once (no two leaders of a round share an expert, and only
+    // this warp writes its row).
+    for_chunk_rounds(p, chunk, lane, [&](int, int l) {
+        const unsigned peers = warp_peers(l, num_local);
+        if (l >= 0 && lane == __ffs(peers) - 1) hist[l] += __popc(peers);
         __syncwarp();
-    }
+    });
+#pragma unroll 1
     for (int e = lane; e < num_local; e += 32) p.counts[(long long)chunk * num_local + e] = hist[e];
 }
 
@@ -270,28 +295,33 @@ extern "C" __global__ void __launch_bounds__(ALIGN_THREADS) moe_align_place(cons
     const int c0 = blockIdx.x * ALIGN_WARPS;
     int* s_off = s_run + ALIGN_WARPS * num_local;
     int* s_cnt = s_off + num_local + 1;
-    // One CTA (<= ALIGN_WARPS chunks): the counts are this launch's own, no moe_align_count
-    // ran; the block barrier makes the warps' global writes visible to the whole CTA.
+    // This CTA's chunks' counts as the rows of s_run. One CTA (<= ALIGN_WARPS chunks): they
+    // are this launch's own (no moe_align_count ran), counted into those rows.
     if (p.fused_count) {
         count_chunk(p, s_run + warp * num_local, warp);
-        __syncthreads();
+    } else {
+        for (int i = tid; i < ALIGN_WARPS * num_local; i += blockDim.x)
+            s_run[i] = c0 + i / num_local < chunks ? p.counts[(long long)c0 * num_local + i] : 0;
     }
+    __syncthreads();
 
-    // Each thread takes consecutive experts e0 .. e0 + per - 1: totals over all chunks, and
-    // the slots of the chunks before this CTA's.
+    // Each thread takes consecutive experts e0 .. e0 + per - 1: the slots of the chunks of
+    // earlier CTAs (parked in s_off until the scan) and the totals over all chunks.
     const int per = (num_local + blockDim.x - 1) / blockDim.x, e0 = tid * per;
+    const int c1 = min(c0 + ALIGN_WARPS, chunks);
     int padded_sum = 0;
     for (int i = 0; i < per; ++i) {
         const int e = e0 + i;
         if (e >= num_local) break;
-        int total = 0, before = 0;
-#pragma unroll 16
-        for (int c = 0; c < chunks; ++c) {
-            const int n = p.counts[(long long)c * num_local + e];
-            total += n;
-            before += c < c0 ? n : 0;
-        }
-        s_run[e] = before;  // row 0 for now: the CTA's base within the group
+        int before = 0, total = 0;
+#pragma unroll 4
+        for (int c = 0; c < c0; ++c) before += p.counts[(long long)c * num_local + e];
+#pragma unroll 4
+        for (int c = c1; c < chunks; ++c) total += p.counts[(long long)c * num_local + e];
+#pragma unroll 1
+        for (int w = 0; w < ALIGN_WARPS; ++w) total += s_run[w * num_local + e];
+        total += before;
+        s_off[e] = before;
         s_cnt[e] = total;
         padded_sum += (total + bm - 1) / bm * bm;
     }
@@ -300,16 +330,16 @@ extern "C" __global__ void __launch_bounds__(ALIGN_THREADS) moe_align_place(cons
     for (int i = 0; i < per; ++i) {
         const int e = e0 + i;
         if (e >= num_local) break;
+        // Warp w of this CTA starts after the group offset, the earlier CTAs' slots and its
+        // own CTA's earlier chunks; its count row becomes its running positions.
+        int run = off + s_off[e];
         s_off[e] = off;
         off += (s_cnt[e] + bm - 1) / bm * bm;
-        // Warp w of this CTA starts after the group offset, the earlier CTAs' slots and its
-        // own CTA's earlier chunks.
-        int run = s_off[e] + s_run[e];
-#pragma unroll
+#pragma unroll 1
         for (int w = 0; w < ALIGN_WARPS; ++w) {
+            const int n = s_run[w * num_local + e];
             s_run[w * num_local + e] = run;
-            const int c = c0 + w;
-            run += c < chunks ? p.counts[(long long)c * num_local + e] : 0;
+            run += n;
         }
     }
     if (tid == 0) s_off[num_local] = all;
@@ -319,8 +349,9 @@ extern "C" __global__ void __launch_bounds__(ALIGN_THREADS) moe_align_place(cons
     // the expert of every block in use and -1 past total, -1 rows past total.
     const int stride = gridDim.x * blockDim.x, start = blockIdx.x * blockDim.x + tid;
     if (start == 0) p.total_padded[0] = all;
-    for (int e = blockIdx.x; e < num_local; e += gridDim.x)
-        for (int r = s_off[e] + s_cnt[e] + tid; r < s_off[e + 1]; r += blockDim.x) p.sorted_slots[r] = -1;
+    // A warp an expert's padding rows (fewer than block_m), the CTAs' warps over the experts.
+    for (int e = blockIdx.x * ALIGN_WARPS + warp; e < num_local; e += gridDim.x * ALIGN_WARPS)
+        for (int r = s_off[e] + s_cnt[e] + lane; r < s_off[e + 1]; r += 32) p.sorted_slots[r] = -1;
     const int max_blocks = p.max_sorted / bm;
     for (int b = start; b < max_blocks; b += stride) {
         int expert = -1;
@@ -343,26 +374,20 @@ extern "C" __global__ void __launch_bounds__(ALIGN_THREADS) moe_align_place(cons
     const int chunk = c0 + warp;
     if (chunk < chunks) {
         int* run = s_run + warp * num_local;
-        const int first = chunk * ALIGN_CHUNK;
         const unsigned below = (1u << lane) - 1u;
-        int l[ALIGN_ROUNDS];
-        chunk_experts(p, first, slots, lane, l);
-        const int bits = 32 - __clz(max(num_local - 1, 0));
-#pragma unroll
-        for (int r = 0; r < ALIGN_ROUNDS; ++r) {
-            const int slot = first + 32 * r + lane;
-            const unsigned peers = warp_peers(l[r], bits);
-            if (l[r] >= 0) {
-                const int pos = run[l[r]] + __popc(peers & below);
+        for_chunk_rounds(p, chunk, lane, [&](int slot, int l) {
+            const unsigned peers = warp_peers(l, num_local);
+            if (l >= 0) {
+                const int pos = run[l] + __popc(peers & below);
                 p.sorted_slots[pos] = slot;
                 p.slot_to_sorted[slot] = pos;
             } else if (slot < slots) {
                 p.slot_to_sorted[slot] = -1;
             }
             __syncwarp();
-            if (l[r] >= 0 && lane == __ffs(peers) - 1) run[l[r]] += __popc(peers);
+            if (l >= 0 && lane == __ffs(peers) - 1) run[l] += __popc(peers);
             __syncwarp();
-        }
+        });
     }
 }
 

@@ -78,6 +78,7 @@ if [ "$mode" != bench ]; then
   # no check above reaches.
   v2="env FWDBENCH_MOE_ALIGN=v2"
   step check_alignv2_ds16_t301 $v2 $check $ds16 --tokens 301
+  step check_alignv2_ds16_decode_b3 $v2 $check $ds16 --phase decode --bsz 3 --seq 63
   step check_alignv2_one_expert_t517 $v2 $check $one_expert --tokens 517
   step check_alignv2_qwen16_ep2_rank1_t300 $v2 $check --model qwen --mconf 2l --set num_experts=16 --set hidden_size=256 --tokens 300 --deploy tp2ep2 --rank 1
   step check_alignv2_fp8_ds16_t37 $v2 $check $ds16 --quant fp8 --tokens 37

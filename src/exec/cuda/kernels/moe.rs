@@ -277,8 +277,10 @@ pub fn moe_align_launch(num_local_experts: usize) -> LaunchConfig {
 }
 
 /// `FWDBENCH_MOE_ALIGN=v2`: the align in two launches over warp chunks (moe.cu, "moe_align
-/// v2"). Off by default until its multi-CTA path (more than 16 chunks) has been checked on the
-/// GPU, and because its two cold launches cost decode more than v1's one (docs/perf.md).
+/// v2"; one launch up to 16 chunks). Off by default: checked on the GPU (one CTA and several),
+/// faster than v1 from 4096 tokens, but as first measured its code (160 KB, fetched cold
+/// after each L2 flush) cost decode ~45 us a layer; the 29 KB version is yet to be timed
+/// (docs/perf.md, session 16).
 pub fn align_v2_requested() -> bool {
     std::env::var("FWDBENCH_MOE_ALIGN").as_deref() == Ok("v2")
 }
