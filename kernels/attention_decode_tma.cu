@@ -169,7 +169,13 @@ struct Flag {
     static constexpr bool value = B;
 };
 
-template <int D, int SPW, bool Q_IN_REGS, int HB_MAX>
+// V6_ONLY: the entry for v6 launches at their default layout (async_copy set, fused 0, one
+// K head per CTA, stage_warps = CW, d exactly D; attention_decode_tma.rs `v6_entry` picks it
+// only then): the producer, the barriers and the fused merge compiled out and the layout's
+// divisions constant, half the code of the entry that serves every path (a launch fetches
+// its code cold once a decode step's weights have streamed through L2: docs/perf.md, session
+// 16).
+template <int D, int SPW, bool Q_IN_REGS, int HB_MAX, bool V6_ONLY>
 __device__ __forceinline__ void decode_tma(const DecodeTmaParams& p) {
     using L = Layout<D, SPW, Q_IN_REGS ? 0 : HB_MAX>;
     constexpr int HEAD_TILES = L::HEAD_TILES, KSTEPS = D / 16, NO = D / 8, QS = L::QS, CHUNKS = D / 64;
@@ -186,14 +192,17 @@ __device__ __forceinline__ void decode_tma(const DecodeTmaParams& p) {
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     const int split = blockIdx.x, b = blockIdx.z;
     // HB K heads per CTA, each served by WPH consumer warps that take turns on its tiles.
-    const int hb = p.heads_per_cta, wph = CW / hb;
+    const int hb = V6_ONLY ? 1 : p.heads_per_cta, wph = CW / hb;
+    // The head dim (v5's layout, so v6, has d == D); read where used, as p.d was: a copy held
+    // in a register changed the code of the other entries.
+    auto head_dim = [&]() { return V6_ONLY ? D : p.d; };
     // v4 (stage_warps 0): per-warp stages of 16 keys x hb heads, HEAD_TILES / hb of them, one
     // box per head and 64-column chunk. v5: WS = stage_warps warps of each head share a stage
     // of KPS = 16 * WS keys x hb heads (hb * WS head tiles), one 5-D box for K and one for V;
     // the head's wph / WS groups of WS warps take turns on stages, SPW slots each (WS = wph:
     // one group, SPW stages of CW head tiles, 8x fewer and larger TMA ops than v4 at d128).
-    const bool grouped = p.stage_warps > 0;
-    const int wsn = grouped ? p.stage_warps : 1, groups = wph / wsn;
+    const bool grouped = V6_ONLY || p.stage_warps > 0;
+    const int wsn = V6_ONLY ? CW : grouped ? p.stage_warps : 1, groups = wph / wsn;
     const int kps = BN * wsn;
     const int stages = grouped ? HEAD_TILES / (hb * wsn) : HEAD_TILES / hb;
     const int group = p.q_heads / p.k_heads;
@@ -211,25 +220,25 @@ __device__ __forceinline__ void decode_tma(const DecodeTmaParams& p) {
     // causal limit; the rows are the same for every head of the block.
     auto token_of = [&](int r) { return (r0 + r) / group; };
     auto head_of = [&](int kh, int r) { return kh * group + (r0 + r) % group; };
-    float* lse_out = p.scratch + (long long)p.batch * p.s_q * p.q_heads * p.num_splits * p.d;
+    float* lse_out = p.scratch + (long long)p.batch * p.s_q * p.q_heads * p.num_splits * head_dim();
     auto scratch_row = [&](int kh, int r) {
         return ((long long)b * p.s_q + token_of(r)) * p.q_heads + head_of(kh, r);
     };
 
     // v6 (p.async_copy, v5's layout): every consumer warp copies its own tiles with cp.async,
     // no producer, no barriers (below).
-    const bool async_fill = grouped && p.async_copy;
-    if (tid < stages) {  // one lane per stage (at most 24)
+    const bool async_fill = V6_ONLY || (grouped && p.async_copy);
+    if (!V6_ONLY && tid < stages) {  // one lane per stage (at most 24)
         hopper::mbar_init(&full[tid], 1);
         // v4: one warp per head of the block frees a stage; v5: the WS warps of every head.
         hopper::mbar_init(&empty[tid], grouped ? hb * wsn : hb);
         hopper::mbar_init_fence();
     }
-    if (warp == CW && lane == 0) {
+    if (!V6_ONLY && warp == CW && lane == 0) {
         hopper::tma_prefetch(&p.k);
         hopper::tma_prefetch(&p.v);
     }
-    __syncthreads();
+    if (!V6_ONLY) __syncthreads();
     // Everything above overlapped the previous kernel; q and the cache it wrote are read below.
     grid_dependency_wait();
     allow_dependents();
@@ -267,17 +276,17 @@ __device__ __forceinline__ void decode_tma(const DecodeTmaParams& p) {
                 if (lane + 32 * k < S) sW[i * S + lane + 32 * k] = w[k] * inv;
         }
         hopper::named_sync(1, CW * 32);
-        const int vecs = p.d / 4;
+        const int vecs = head_dim() / 4;
         constexpr int BATCH = 16;
         for (int i = tid; i < R * vecs; i += CW * 32) {
             const int row = i / vecs, c = (i % vecs) * 4, h = row / nrows, r = row % nrows;
-            const float* part = p.scratch + scratch_row(kh0 + h, r) * S * p.d + c;
+            const float* part = p.scratch + scratch_row(kh0 + h, r) * S * head_dim() + c;
             float4 o = make_float4(0.f, 0.f, 0.f, 0.f);
             for (int s0 = 0; s0 < S; s0 += BATCH) {
                 float4 v[BATCH];
 #pragma unroll
                 for (int u = 0; u < BATCH; ++u)
-                    v[u] = s0 + u < S ? __ldcg(reinterpret_cast<const float4*>(part + (long long)(s0 + u) * p.d))
+                    v[u] = s0 + u < S ? __ldcg(reinterpret_cast<const float4*>(part + (long long)(s0 + u) * head_dim()))
                                       : make_float4(0.f, 0.f, 0.f, 0.f);
 #pragma unroll
                 for (int u = 0; u < BATCH; ++u) {
@@ -297,7 +306,7 @@ __device__ __forceinline__ void decode_tma(const DecodeTmaParams& p) {
         if (warp == CW) return;
         if (p.num_splits > 1 && tid < hb * nrows)
             lse_out[scratch_row(kh0 + tid / nrows, tid % nrows) * p.num_splits + split] = -INFINITY;
-        if (p.fused) merge_if_last();
+        if (!V6_ONLY && p.fused) merge_if_last();
         return;
     }
 
@@ -361,7 +370,7 @@ __device__ __forceinline__ void decode_tma(const DecodeTmaParams& p) {
         const bf16* q_lo = g < nrows ? q_row(g) : nullptr;
         const bf16* q_hi = g + 8 < nrows ? q_row(g + 8) : nullptr;
         auto pair = [&](const bf16* row, int c) {
-            return row != nullptr && c < p.d ? *reinterpret_cast<const uint32_t*>(row + c) : 0u;
+            return row != nullptr && c < head_dim() ? *reinterpret_cast<const uint32_t*>(row + c) : 0u;
         };
 #pragma unroll
         for (int kk = 0; kk < KSTEPS; ++kk) {
@@ -374,7 +383,7 @@ __device__ __forceinline__ void decode_tma(const DecodeTmaParams& p) {
         for (int i = tid; i < hb * ROWS * (D / 8); i += CW * 32) {
             const int h = i / (ROWS * (D / 8)), r = i / (D / 8) % ROWS, c = (i % (D / 8)) * 8;
             uint4 val = make_uint4(0u, 0u, 0u, 0u);
-            if (r < nrows && c < p.d) {
+            if (r < nrows && c < head_dim()) {
                 const long long row = (long long)b * p.s_q + token_of(r);
                 val = *reinterpret_cast<const uint4*>(p.q + row * p.q_row_stride +
                                                       (long long)head_of(kh0 + h, r) * p.q_head_stride + c);
@@ -508,8 +517,14 @@ __device__ __forceinline__ void decode_tma(const DecodeTmaParams& p) {
             }
             cp_async_commit();  // one group per iteration, empty or not: the count stays exact
         };
+        if constexpr (V6_ONLY) {
+            // One copy of the fill code, not SPW (the first tiles wait on memory anyway).
+#pragma unroll 1
+            for (int i = 0; i < SPW; ++i) load(i);
+        } else {
 #pragma unroll
-        for (int i = 0; i < SPW; ++i) load(i);
+            for (int i = 0; i < SPW; ++i) load(i);
+        }
         for (int i = 0; i < n_iters; ++i) {
             const int t = turn + i * wph;
             cp_async_wait<SPW - 1>();  // iteration i's copies of this lane have landed
@@ -555,7 +570,8 @@ __device__ __forceinline__ void decode_tma(const DecodeTmaParams& p) {
     // (written over that warp's l) and the row's log2-LSE (over the first warp's m). Each
     // (head, row) entry is read and written by one thread only.
     for (int i = tid; i < hb * nrows; i += CW * 32) {
-        const int r = i % nrows, w0 = i / nrows * wph;
+        // One head per CTA (V6_ONLY: hb == 1): i < nrows, no division.
+        const int r = V6_ONLY ? i : i % nrows, w0 = V6_ONLY ? 0 : i / nrows * wph;
         float mx = -INFINITY;
         for (int w = w0; w < w0 + wph; ++w) mx = fmaxf(mx, sM[w * ROWS + r]);
         float l = 0.f;
@@ -570,9 +586,10 @@ __device__ __forceinline__ void decode_tma(const DecodeTmaParams& p) {
     }
     hopper::named_sync(1, CW * 32);
     // o (or the split's partial) four columns per thread.
-    const int vecs = p.d / 4;
+    const int vecs = head_dim() / 4;
     for (int i = tid; i < hb * nrows * vecs; i += CW * 32) {
-        const int h = i / (nrows * vecs), r = i / vecs % nrows, c = (i % vecs) * 4;
+        const int h = V6_ONLY ? 0 : i / (nrows * vecs), r = V6_ONLY ? i / vecs : i / vecs % nrows;
+        const int c = (i % vecs) * 4;
         const int w0 = h * wph;
         float4 val = make_float4(0.f, 0.f, 0.f, 0.f);
         for (int w = w0; w < w0 + wph; ++w) {
@@ -586,11 +603,11 @@ __device__ __forceinline__ void decode_tma(const DecodeTmaParams& p) {
             *reinterpret_cast<uint2*>(out) = make_uint2(attn::pack_bf16(val.x, val.y), attn::pack_bf16(val.z, val.w));
         } else {
             const long long srow = scratch_row(kh0 + h, r);
-            *reinterpret_cast<float4*>(p.scratch + (srow * p.num_splits + split) * p.d + c) = val;
+            *reinterpret_cast<float4*>(p.scratch + (srow * p.num_splits + split) * head_dim() + c) = val;
             if (c == 0) lse_out[srow * p.num_splits + split] = sM[w0 * ROWS + r];
         }
     }
-    if (p.num_splits > 1 && p.fused) merge_if_last();  // its first barrier orders the sO reads before sW
+    if (!V6_ONLY && p.num_splits > 1 && p.fused) merge_if_last();  // its first barrier orders the sO reads before sW
 }
 
 // The split-KV merge of one (token row, q head) pair per `slices` warps:
@@ -701,14 +718,17 @@ __device__ __forceinline__ void combine_rows(const DecodeCombineParams& p) {
 // d128 ask ptxas for it (at most 168 registers: ten warps put three on some SMSP, 16K
 // registers each). d256 does not: its 128 fp32 accumulators need ~227 registers, so it runs
 // one CTA per SM (as it did at v3's ~182), and asking would spill.
-#define DECODE_TMA_ENTRY(NAME, TILE, MIN_CTAS)                                                      \
+// The _v6 entries serve v6 launches only (V6_ONLY above; attention_decode_tma.rs picks them).
+#define DECODE_TMA_ENTRY(NAME, TILE, MIN_CTAS, V6_ONLY)                                                  \
     extern "C" __global__ void __launch_bounds__((DECODE_TMA_CONSUMER_WARPS + 1) * 32, MIN_CTAS)            \
         NAME(const __grid_constant__ DecodeTmaParams p) {                                                  \
-        dtma::decode_tma<TILE.d, TILE.stages_per_warp, TILE.q_in_regs, TILE.max_heads_per_cta>(p);       \
+        dtma::decode_tma<TILE.d, TILE.stages_per_warp, TILE.q_in_regs, TILE.max_heads_per_cta, V6_ONLY>(p); \
     }
-DECODE_TMA_ENTRY(decode_tma_d64, DECODE_TMA_TILE_D64, 2)
-DECODE_TMA_ENTRY(decode_tma_d128, DECODE_TMA_TILE_D128, 2)
-DECODE_TMA_ENTRY(decode_tma_d256, DECODE_TMA_TILE_D256, 1)
+DECODE_TMA_ENTRY(decode_tma_d64, DECODE_TMA_TILE_D64, 2, false)
+DECODE_TMA_ENTRY(decode_tma_d128, DECODE_TMA_TILE_D128, 2, false)
+DECODE_TMA_ENTRY(decode_tma_d256, DECODE_TMA_TILE_D256, 1, false)
+DECODE_TMA_ENTRY(decode_tma_d64_v6, DECODE_TMA_TILE_D64, 2, true)
+DECODE_TMA_ENTRY(decode_tma_d128_v6, DECODE_TMA_TILE_D128, 2, true)
 
 extern "C" __global__ void __launch_bounds__(128) decode_tma_combine(const DecodeCombineParams p) {
     // Wait even with nothing to merge: the kernels after this one are ordered only behind it.

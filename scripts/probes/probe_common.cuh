@@ -6,6 +6,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstdio>
 #include <vector>
 
@@ -47,9 +48,16 @@ struct ProbeTimer {
 
     template <class Launch>
     float median_ms(Launch launch) {
+        return median_ms_after([] {}, launch);
+    }
+
+    // The same, with `before` enqueued untimed between the flush and the start event.
+    template <class Before, class Launch>
+    float median_ms_after(Before before, Launch launch) {
         std::vector<float> ms;
         for (int it = 0; it < 18; ++it) {
             flush_read<<<132 * 8, 256>>>(reinterpret_cast<const uint4*>(flush), FLUSH_BYTES / 16, sink);
+            before();
             cudaEventRecord(e0);
             launch();
             cudaEventRecord(e1);

@@ -120,14 +120,30 @@ pub const DECODE_TMA_COMBINE: (&str, &str) = ("attention_decode_tma", "decode_tm
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DecodeTmaVariant {
+    /// The entry that serves every path (v4, v5, v6, the fused merge).
     pub kernel: (&'static str, &'static str),
+    /// The same tile compiled for v6 launches only ([`v6_entry`]); d256 has none (v5's layout
+    /// needs two stages per group, which its ring does not hold).
+    pub v6_kernel: Option<(&'static str, &'static str)>,
     pub tile: DecodeTmaTile,
 }
 
 pub const DECODE_TMA_VARIANTS: [DecodeTmaVariant; 3] = [
-    DecodeTmaVariant { kernel: ("attention_decode_tma", "decode_tma_d64"), tile: DECODE_TMA_TILE_D64 },
-    DecodeTmaVariant { kernel: ("attention_decode_tma", "decode_tma_d128"), tile: DECODE_TMA_TILE_D128 },
-    DecodeTmaVariant { kernel: ("attention_decode_tma", "decode_tma_d256"), tile: DECODE_TMA_TILE_D256 },
+    DecodeTmaVariant {
+        kernel: ("attention_decode_tma", "decode_tma_d64"),
+        v6_kernel: Some(("attention_decode_tma", "decode_tma_d64_v6")),
+        tile: DECODE_TMA_TILE_D64,
+    },
+    DecodeTmaVariant {
+        kernel: ("attention_decode_tma", "decode_tma_d128"),
+        v6_kernel: Some(("attention_decode_tma", "decode_tma_d128_v6")),
+        tile: DECODE_TMA_TILE_D128,
+    },
+    DecodeTmaVariant {
+        kernel: ("attention_decode_tma", "decode_tma_d256"),
+        v6_kernel: None,
+        tile: DECODE_TMA_TILE_D256,
+    },
 ];
 
 /// The smallest bucket holding head dim `d` (a positive multiple of 8, at most 256).
@@ -158,7 +174,9 @@ pub const DECODE_TMA_TICKETS: i32 = 16384;
 /// `FWDBENCH_DECODE_COMBINE=fused` merges splits in their last CTA (v5b; measured slower, so
 /// the combine kernel stays the default); `FWDBENCH_DECODE_KEYS=16|32|64` sets v5's keys per
 /// stage (at most 64 / heads per CTA) and runs v5 also with splits; `FWDBENCH_DECODE_LOAD=tma`
-/// fills v5's stages with TMA boxes instead of `cp.async` ([`async_copy`]).
+/// fills v5's stages with TMA boxes instead of `cp.async` ([`async_copy`]);
+/// `FWDBENCH_DECODE_ENTRY=v6` launches v6 calls on the entry compiled for v6 alone
+/// ([`v6_entry`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DecodeOverrides {
     pub old_box: bool,
@@ -169,6 +187,7 @@ pub struct DecodeOverrides {
     /// `FWDBENCH_DECODE_SPLITS=N` (1..=128): the split count instead of [`num_splits`]'s, for
     /// A/B runs on how finer work units change the end-of-launch imbalance.
     pub splits: Option<i32>,
+    pub v6_entry: bool,
 }
 
 impl DecodeOverrides {
@@ -185,6 +204,7 @@ impl DecodeOverrides {
                 .and_then(|v| v.parse::<i32>().ok())
                 .filter(|k| [16, 32, 64].contains(k)),
             splits: var("FWDBENCH_DECODE_SPLITS").and_then(|v| v.parse::<i32>().ok()).filter(|s| (1..=128).contains(s)),
+            v6_entry: var("FWDBENCH_DECODE_ENTRY").as_deref() == Some("v6"),
         }
     }
 
@@ -246,6 +266,24 @@ pub fn async_copy(stage_warps: i32, ov: DecodeOverrides) -> bool {
 /// partials in dependent L2 trips is slower than the combine kernel's launch it saves.
 pub fn fused_combine(splits: i32, batch: i32, grid_y: i32, ov: DecodeOverrides) -> bool {
     splits > 1 && ov.fused_combine && batch as i64 * grid_y as i64 <= DECODE_TMA_TICKETS as i64
+}
+
+/// The entry a launch of `p` runs: `variant`'s v6-only one (compiled for v6 at its default
+/// layout: the producer, barriers and fused merge left out, one K head per CTA and
+/// [`DECODE_TMA_CONSUMER_WARPS`] warps per stage as constants; half the code, which a launch
+/// after an L2 flush fetches cold) when `p` is exactly that launch and
+/// `FWDBENCH_DECODE_ENTRY=v6` asks for it; else the entry of every path. Off by default until
+/// checked and timed on the GPU (docs/perf.md, session 16).
+pub fn v6_entry(variant: &DecodeTmaVariant, p: &DecodeTmaParams, ov: DecodeOverrides) -> (&'static str, &'static str) {
+    let v6_default_layout = p.async_copy != 0
+        && p.fused == 0
+        && p.heads_per_cta == 1
+        && p.stage_warps == DECODE_TMA_CONSUMER_WARPS
+        && p.d == variant.tile.d;
+    match variant.v6_kernel {
+        Some(k) if v6_default_layout && ov.v6_entry => k,
+        _ => variant.kernel,
+    }
 }
 
 /// Fewest keys per split ([`num_splits`]).
@@ -474,7 +512,8 @@ pub fn decode_tma_calls(pr: &DecodeTmaProblem) -> anyhow::Result<Vec<Call>> {
         d_v: pr.d as i32,
         num_splits: splits,
     };
-    let mut calls = vec![pdl_kernel(variant.kernel, launch, p)];
+    let kernel = v6_entry(&variant, &p, ov);
+    let mut calls = vec![pdl_kernel(kernel, launch, p)];
     if splits > 1 && !fused {
         let cfg = decode_tma_combine_launch(rows, pr.q_heads as i32, splits);
         calls.push(pdl_kernel(DECODE_TMA_COMBINE, cfg, combine));
@@ -516,6 +555,46 @@ mod tests {
         assert_eq!(pick(136), Some("decode_tma_d256"));
         assert_eq!(pick(264), None);
         assert_eq!(pick(12), None);
+        // The v6-only entry only when asked, and only for v6 launches at its compiled layout.
+        let map = TensorMap { opaque: [0; 16] };
+        let v6 = DecodeTmaParams {
+            k: map,
+            v: map,
+            q: 0,
+            o: 0,
+            scratch: 0,
+            q_row_stride: 1024,
+            q_head_stride: 128,
+            o_row_stride: 1024,
+            o_head_stride: 128,
+            batch: 1,
+            q_heads: 8,
+            k_heads: 1,
+            d: 128,
+            n_kv: 4096,
+            s_q: 1,
+            num_splits: 32,
+            heads_per_cta: 1,
+            stage_warps: DECODE_TMA_CONSUMER_WARPS,
+            fused: 0,
+            scale: 1.0,
+            softcap: 0.0,
+            async_copy: 1,
+            max_seq: 4096,
+            k_cache: 0,
+            v_cache: 0,
+        };
+        let (d128, d256) = (select_variant(128).unwrap(), select_variant(256).unwrap());
+        let ask = DecodeOverrides { v6_entry: true, ..Default::default() };
+        let entry = |p: DecodeTmaParams, ov| v6_entry(&d128, &p, ov).1;
+        assert_eq!(entry(v6, ask), "decode_tma_d128_v6");
+        assert_eq!(entry(v6, DecodeOverrides::default()), "decode_tma_d128");
+        assert_eq!(entry(DecodeTmaParams { async_copy: 0, ..v6 }, ask), "decode_tma_d128");
+        assert_eq!(entry(DecodeTmaParams { fused: 1, ..v6 }, ask), "decode_tma_d128");
+        assert_eq!(entry(DecodeTmaParams { heads_per_cta: 2, stage_warps: 2, ..v6 }, ask), "decode_tma_d128");
+        assert_eq!(entry(DecodeTmaParams { stage_warps: 2, ..v6 }, ask), "decode_tma_d128");
+        assert_eq!(entry(DecodeTmaParams { d: 120, ..v6 }, ask), "decode_tma_d128");
+        assert_eq!(v6_entry(&d256, &DecodeTmaParams { d: 256, ..v6 }, ask).1, "decode_tma_d256");
         // d128: 12 head tiles of K + V (16 keys x 128 x 2 B each) = 96 KiB, q in registers,
         // m/l 512 B, 24 barriers, 1 KiB slack.
         assert_eq!(DECODE_TMA_TILE_D128.smem_bytes(), 98_304 + 512 + 192 + 1024);
