@@ -269,7 +269,17 @@ pub struct KernelRow {
     /// median of the same iterations, each launch between its own events; see
     /// [`time_parts`]), so the grouped GEMMs of a MoE op can be read apart from its routing,
     /// permute and combine.
-    pub calls: Vec<(&'static str, Stats)>,
+    pub calls: Vec<LaunchTime>,
+}
+
+/// One launch of a multi-launch op, timed on its own.
+#[derive(Debug, Clone)]
+pub struct LaunchTime {
+    /// The kernel's name (`Call::label`).
+    pub label: &'static str,
+    /// Its SASS size (`Call::code_bytes`; `None` for cuBLASLt and other stream calls).
+    pub code_bytes: Option<u64>,
+    pub stats: Stats,
 }
 
 impl KernelRow {
@@ -335,7 +345,11 @@ pub fn run_case(exec: &mut CudaExecutor, case: &OpCase, opts: &KernelOptions) ->
         let calls = bound.op_calls(0);
         if calls.len() > 1 {
             let each = time_parts(gpu, flush.as_ref(), opts.iters, calls.len(), || Ok(()), |j| calls[j].enqueue(gpu))?;
-            per_call = calls.iter().zip(&each).map(|(c, t)| (c.label(), Stats::of(t))).collect();
+            per_call = calls
+                .iter()
+                .zip(&each)
+                .map(|(c, t)| LaunchTime { label: c.label(), code_bytes: c.code_bytes(), stats: Stats::of(t) })
+                .collect();
         }
         Some(Stats::of(&times))
     };
@@ -377,7 +391,8 @@ pub fn csv_line(suite: &str, case: &OpCase, row: Result<&KernelRow, &str>, flush
         Err(why) => (format!("skipped({why})"), None, None, None, None, String::new()),
     };
     // `name=median_ms` per launch, `;`-separated, in launch order (empty for one launch).
-    let calls = row.map(|r| r.calls.iter().map(|(n, s)| format!("{n}={:.5}", s.median_ms)).collect::<Vec<_>>());
+    let calls =
+        row.map(|r| r.calls.iter().map(|c| format!("{}={:.5}", c.label, c.stats.median_ms)).collect::<Vec<_>>());
     let calls = calls.map(|c| c.join(";")).unwrap_or_default();
     let s = |f: fn(&Stats) -> f64| opt(stats.as_ref().map(f), 5);
     let fields = [
@@ -465,8 +480,16 @@ pub fn summary_line(case: &OpCase, row: &KernelRow) -> String {
         );
     }
     if !row.calls.is_empty() {
-        let each = row.calls.iter().map(|(n, s)| format!("{n} {:.4}", s.median_ms)).collect::<Vec<_>>();
-        line += &format!("\n  per launch (ms, each between its own events): {}", each.join(", "));
+        // With each kernel's SASS size: after the flush a launch fetches its code cold.
+        let each = row
+            .calls
+            .iter()
+            .map(|c| match c.code_bytes {
+                Some(b) => format!("{} {:.4} ({:.0} KB)", c.label, c.stats.median_ms, b as f64 / 1024.0),
+                None => format!("{} {:.4}", c.label, c.stats.median_ms),
+            })
+            .collect::<Vec<_>>();
+        line += &format!("\n  per launch (ms, each between its own events; KB of SASS): {}", each.join(", "));
     }
     line
 }
@@ -541,7 +564,10 @@ mod tests {
             stats: Some(Stats::of(&[1.0, 2.0, 3.0])),
             cost: case.cost(),
             gpu: "H200".into(),
-            calls: vec![("moe_permute", Stats::of(&[0.5])), ("moe_wgmma_gate_up_m128", Stats::of(&[1.5]))],
+            calls: vec![
+                LaunchTime { label: "moe_permute", code_bytes: Some(3712), stats: Stats::of(&[0.5]) },
+                LaunchTime { label: "moe_wgmma_gate_up_m128", code_bytes: None, stats: Stats::of(&[1.5]) },
+            ],
         };
         let line = csv_line("adhoc", case, Ok(&row), true);
         let fields = |l: &str| {
@@ -558,6 +584,9 @@ mod tests {
         };
         assert_eq!(fields(&line), fields(CSV_COLUMNS));
         assert!(line.contains("\"skipped(--no-check, with a comma)\""), "{line}");
+        // The printed row names each launch with its time and, for our kernels, code size.
+        let text = summary_line(case, &row);
+        assert!(text.contains("moe_permute 0.5000 (4 KB), moe_wgmma_gate_up_m128 1.5000"), "{text}");
         assert!(line.ends_with(",moe_permute=0.50000;moe_wgmma_gate_up_m128=1.50000"), "{line}");
         let dir = std::env::temp_dir().join(format!("fwdbench-kcsv-{}", std::process::id()));
         let path = dir.join("k.csv");

@@ -54,6 +54,7 @@ pub const KNOBS: &[Knob] = &[
     knob("FWDBENCH_DECODE_KEYS", OneOf(&["16", "32", "64"]), "GQA decode: keys per v5 stage"),
     knob("FWDBENCH_DECODE_SPLITS", Int(1, 128), "GQA decode: the split count"),
     knob("FWDBENCH_DECODE_LOAD", OneOf(&["tma", "async"]), "GQA decode: v5's stages by TMA boxes, not v6's cp.async"),
+    knob("FWDBENCH_DECODE_ENTRY", OneOf(&["v6"]), "GQA decode: v6 launches on the entry compiled for v6 alone"),
     knob("FWDBENCH_MLA_PAIR", OneOf(&["0", "1"]), "MLA decode: 0 keeps two splits on the combine kernel"),
     knob("FWDBENCH_MLA_KEYS", OneOf(&["0", "1"]), "MLA decode: 0 keeps <= 16 heads on the 64-row kernel"),
     knob("FWDBENCH_MLA_L2_PREFETCH", Int(0, 8), "MLA decode (64-row): tiles prefetched into L2"),

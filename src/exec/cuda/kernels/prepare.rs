@@ -44,6 +44,15 @@ impl Call {
         }
     }
 
+    /// Bytes of SASS of the kernel the call launches (`None` for a cuBLASLt GEMM or any
+    /// other stream call, whose code is not ours).
+    pub fn code_bytes(&self) -> Option<u64> {
+        match self {
+            Call::Kernel(k, ..) => super::super::cubins::code_bytes(k.0, k.1),
+            _ => None,
+        }
+    }
+
     /// Enqueues the call on the GPU's stream.
     pub fn enqueue(&self, gpu: &Gpu) -> anyhow::Result<()> {
         match self {
