@@ -628,7 +628,10 @@ __device__ __forceinline__ int combine_slices(int num_splits) {
     return num_splits <= COMBINE_BATCH ? 1 : num_splits <= 2 * COMBINE_BATCH ? 2 : 4;
 }
 
-__device__ __forceinline__ void combine_rows(const DecodeCombineParams& p) {
+// dry: the warm pass (`p.warm`), before the decode's results exist: every global load and
+// store is predicated off (no pair is valid), the rest runs as the real pass does. One copy of
+// the code serves both passes (noinline), so the dry one fetches the lines the real one runs.
+__device__ __noinline__ void combine_rows(const DecodeCombineParams& p, bool dry) {
     constexpr int WARPS = COMBINE_THREADS / 32;
     __shared__ float s_w[WARPS][128];  // each warp's split weights (num_splits <= 128)
     __shared__ float4 s_acc[WARPS][32];
@@ -636,7 +639,7 @@ __device__ __forceinline__ void combine_rows(const DecodeCombineParams& p) {
     const int slices = combine_slices(p.num_splits), pairs_per_block = WARPS / slices;
     const int slice = warp % slices;
     const long long pair = (long long)blockIdx.x * pairs_per_block + warp / slices;  // b * q_heads + h
-    const bool valid = pair < (long long)p.batch * p.q_heads;
+    const bool valid = !dry && pair < (long long)p.batch * p.q_heads;
     const float* o_part = p.scratch + pair * p.num_splits * p.d_v;
     const float* lse = p.scratch + (long long)p.batch * p.q_heads * p.num_splits * p.d_v + pair * p.num_splits;
     const int vecs = p.d_v / 4;
@@ -731,8 +734,12 @@ DECODE_TMA_ENTRY(decode_tma_d64_v6, DECODE_TMA_TILE_D64, 2, true)
 DECODE_TMA_ENTRY(decode_tma_d128_v6, DECODE_TMA_TILE_D128, 2, true)
 
 extern "C" __global__ void __launch_bounds__(128) decode_tma_combine(const DecodeCombineParams p) {
+    // p.warm: the merge's code fetched (from DRAM, cold after a decode step's weights have
+    // streamed through L2) while the decode still runs, by a pass that reads and writes no
+    // global memory (docs/perf.md, session 16).
+    if (p.warm && p.num_splits > 1) dtma::combine_rows(p, true);
     // Wait even with nothing to merge: the kernels after this one are ordered only behind it.
     dtma::grid_dependency_wait();
     if (p.num_splits <= 1) return;  // decode_tma already wrote o (and the launch is skipped then)
-    dtma::combine_rows(p);
+    dtma::combine_rows(p, false);
 }

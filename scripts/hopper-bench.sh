@@ -101,6 +101,17 @@ if [ "$mode" != bench ]; then
   step check_fa3_decode_fused_sigma_b1_ctx2501 env FWDBENCH_DECODE_COMBINE=fused $bin kernel check --model sigma $dec --bsz 1 --seq 2500
   step check_fa3_decode_fused_sigma_b1_ctx4097 env FWDBENCH_DECODE_COMBINE=fused $bin kernel check --model sigma $dec --bsz 1 --seq 4096
   step check_fa3_decode_fused_heads4_sigma_b33_ctx1000 env FWDBENCH_DECODE_COMBINE=fused FWDBENCH_DECODE_HEADS=4 $bin kernel check --model sigma $dec --bsz 33 --seq 999
+  # Off by default, for the next A/B: the v6-only entries (FWDBENCH_DECODE_ENTRY=v6) and the
+  # combine's warm pass (FWDBENCH_DECODE_COMBINE=warm): b1 with 20 and 33 splits, a few
+  # sequences unsplit or lightly split, d64, and the tp8 shard.
+  for knob in FWDBENCH_DECODE_ENTRY=v6 FWDBENCH_DECODE_COMBINE=warm; do
+    tag=$(echo "${knob#FWDBENCH_DECODE_}" | tr 'A-Z=' 'a-z_')
+    step "check_fa3_decode_${tag}_sigma_b1_ctx4097" env $knob $bin kernel check --model sigma $dec --bsz 1 --seq 4096
+    step "check_fa3_decode_${tag}_sigma_b1_ctx2501" env $knob $bin kernel check --model sigma $dec --bsz 1 --seq 2500
+    step "check_fa3_decode_${tag}_qwen_b3_ctx1000" env $knob $bin kernel check --model qwen $dec --bsz 3 --seq 999
+    step "check_fa3_decode_${tag}_d64_b3_ctx1000" env $knob $bin kernel check $d64 $dec --bsz 3 --seq 999
+    step "check_fa3_decode_${tag}_sigma_tp8_b33_ctx1000" env $knob $bin kernel check --model sigma $dec --bsz 33 --seq 999 --deploy tp8
+  done
   # s_q > 1 new tokens per sequence (speculative decoding; causal among them): under fa3 a
   # prefill whose group x tokens fit 16 rows runs the decode kernel.
   step check_fa3_sq2_sigma $bin kernel check --model sigma --op attention --bsz 3 --seq 2

@@ -50,7 +50,11 @@ pub const KNOBS: &[Knob] = &[
     knob("FWDBENCH_FA3_D256", OneOf(&["nopp"]), "fa3 prefill d256: no pingpong"),
     knob("FWDBENCH_DECODE_BOX", OneOf(&["old"]), "GQA decode: v4's per-warp 16-key boxes"),
     knob("FWDBENCH_DECODE_HEADS", OneOf(&["1", "2", "4"]), "GQA decode: K heads per CTA (cap)"),
-    knob("FWDBENCH_DECODE_COMBINE", OneOf(&["fused", "kernel"]), "GQA decode: splits merged in their last CTA"),
+    knob(
+        "FWDBENCH_DECODE_COMBINE",
+        OneOf(&["fused", "kernel", "warm"]),
+        "GQA decode: splits merged in their last CTA (fused), or the combine's code fetched early (warm)",
+    ),
     knob("FWDBENCH_DECODE_KEYS", OneOf(&["16", "32", "64"]), "GQA decode: keys per v5 stage"),
     knob("FWDBENCH_DECODE_SPLITS", Int(1, 128), "GQA decode: the split count"),
     knob("FWDBENCH_DECODE_LOAD", OneOf(&["tma", "async"]), "GQA decode: v5's stages by TMA boxes, not v6's cp.async"),

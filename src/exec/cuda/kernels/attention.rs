@@ -237,6 +237,7 @@ pub fn prepare(cx: &mut Prep, op: &Op) -> anyhow::Result<Vec<Call>> {
                 q_heads: *q_heads as i32,
                 d_v: *d_v as i32,
                 num_splits: splits,
+                warm: 0,
             };
             calls.push(kernel(DECODE_COMBINE, decode_combine_launch(rows, *q_heads as i32), p));
         }

@@ -46,6 +46,10 @@ pub struct DecodeCombineParams {
     pub q_heads: i32,
     pub d_v: i32,
     pub num_splits: i32,
+    /// fa3's combine (`decode_tma_combine`) only: 1 runs the merge once with every load and
+    /// store predicated off before it waits on the decode (PDL), so its code is fetched while
+    /// the decode still runs (`FWDBENCH_DECODE_COMBINE=warm`); 0 otherwise.
+    pub warm: i32,
 }
 unsafe impl DeviceRepr for DecodeCombineParams {}
 pub const DECODE_COMBINE: (&str, &str) = ("attention_decode", "decode_combine");

@@ -176,7 +176,9 @@ pub const DECODE_TMA_TICKETS: i32 = 16384;
 /// stage (at most 64 / heads per CTA) and runs v5 also with splits; `FWDBENCH_DECODE_LOAD=tma`
 /// fills v5's stages with TMA boxes instead of `cp.async` ([`async_copy`]);
 /// `FWDBENCH_DECODE_ENTRY=v6` launches v6 calls on the entry compiled for v6 alone
-/// ([`v6_entry`]).
+/// ([`v6_entry`]); `FWDBENCH_DECODE_COMBINE=warm` has the combine kernel run its merge once
+/// with every load and store predicated off before it waits on the decode, so the merge's code
+/// is fetched while the decode runs (`DecodeCombineParams::warm`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DecodeOverrides {
     pub old_box: bool,
@@ -188,6 +190,7 @@ pub struct DecodeOverrides {
     /// A/B runs on how finer work units change the end-of-launch imbalance.
     pub splits: Option<i32>,
     pub v6_entry: bool,
+    pub warm_combine: bool,
 }
 
 impl DecodeOverrides {
@@ -205,6 +208,7 @@ impl DecodeOverrides {
                 .filter(|k| [16, 32, 64].contains(k)),
             splits: var("FWDBENCH_DECODE_SPLITS").and_then(|v| v.parse::<i32>().ok()).filter(|s| (1..=128).contains(s)),
             v6_entry: var("FWDBENCH_DECODE_ENTRY").as_deref() == Some("v6"),
+            warm_combine: var("FWDBENCH_DECODE_COMBINE").as_deref() == Some("warm"),
         }
     }
 
@@ -511,6 +515,7 @@ pub fn decode_tma_calls(pr: &DecodeTmaProblem) -> anyhow::Result<Vec<Call>> {
         q_heads: pr.q_heads as i32,
         d_v: pr.d as i32,
         num_splits: splits,
+        warm: ov.warm_combine as i32,
     };
     let kernel = v6_entry(&variant, &p, ov);
     let mut calls = vec![pdl_kernel(kernel, launch, p)];
