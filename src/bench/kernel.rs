@@ -270,6 +270,9 @@ pub struct KernelRow {
     /// [`time_parts`]), so the grouped GEMMs of a MoE op can be read apart from its routing,
     /// permute and combine.
     pub calls: Vec<LaunchTime>,
+    /// With exactly one launch: that kernel's name and SASS size, so the row says which entry
+    /// ran (an A/B knob may swap it).
+    pub single: Option<(&'static str, Option<u64>)>,
 }
 
 /// One launch of a multi-launch op, timed on its own.
@@ -331,6 +334,10 @@ pub fn run_case(exec: &mut CudaExecutor, case: &OpCase, opts: &KernelOptions) ->
         None => check_against_cpu(exec, case, &ids.concat(), opts.seed)?,
     };
     let mut per_call = Vec::new();
+    let single = match exec.bound()?.op_calls(0) {
+        [only] => Some((only.label(), only.code_bytes())),
+        _ => None,
+    };
     let stats = if opts.iters == 0 {
         None
     } else {
@@ -353,7 +360,7 @@ pub fn run_case(exec: &mut CudaExecutor, case: &OpCase, opts: &KernelOptions) ->
         }
         Some(Stats::of(&times))
     };
-    Ok(KernelRow { check, stats, cost: case.cost(), gpu: exec.gpu().name.clone(), calls: per_call })
+    Ok(KernelRow { check, stats, cost: case.cost(), gpu: exec.gpu().name.clone(), calls: per_call, single })
 }
 
 /// `case` on `dut` (bound, `ids` set) against the CPU reference from random inputs and
@@ -491,6 +498,11 @@ pub fn summary_line(case: &OpCase, row: &KernelRow) -> String {
             .collect::<Vec<_>>();
         line += &format!("\n  per launch (ms, each between its own events; KB of SASS): {}", each.join(", "));
     }
+    match row.single {
+        Some((label, Some(b))) => line += &format!("\n  one launch: {label} ({:.0} KB of SASS)", b as f64 / 1024.0),
+        Some((label, None)) => line += &format!("\n  one launch: {label}"),
+        None => {}
+    }
     line
 }
 
@@ -568,6 +580,7 @@ mod tests {
                 LaunchTime { label: "moe_permute", code_bytes: Some(3712), stats: Stats::of(&[0.5]) },
                 LaunchTime { label: "moe_wgmma_gate_up_m128", code_bytes: None, stats: Stats::of(&[1.5]) },
             ],
+            single: None,
         };
         let line = csv_line("adhoc", case, Ok(&row), true);
         let fields = |l: &str| {
@@ -587,6 +600,9 @@ mod tests {
         // The printed row names each launch with its time and, for our kernels, code size.
         let text = summary_line(case, &row);
         assert!(text.contains("moe_permute 0.5000 (4 KB), moe_wgmma_gate_up_m128 1.5000"), "{text}");
+        assert!(!text.contains("one launch"), "{text}");
+        let one = KernelRow { calls: vec![], single: Some(("decode_tma_d128_v6", Some(36_352))), ..row };
+        assert!(summary_line(case, &one).contains("one launch: decode_tma_d128_v6 (36 KB of SASS)"));
         assert!(line.ends_with(",moe_permute=0.50000;moe_wgmma_gate_up_m128=1.50000"), "{line}");
         let dir = std::env::temp_dir().join(format!("fwdbench-kcsv-{}", std::process::id()));
         let path = dir.join("k.csv");
