@@ -171,10 +171,9 @@ struct Flag {
 
 // V6_ONLY: the entry for v6 launches at their default layout (async_copy set, fused 0, one
 // K head per CTA, stage_warps = CW, d exactly D; attention_decode_tma.rs `v6_entry` picks it
-// only then): the producer, the barriers and the fused merge compiled out and the layout's
-// divisions constant, half the code of the entry that serves every path (a launch fetches
-// its code cold once a decode step's weights have streamed through L2: docs/perf.md, session
-// 16).
+// only then): the producer, the barriers and the fused merge compiled out, the layout's
+// divisions constant, a third of the code of the entry of every path (a launch fetches its
+// code cold once a decode step's weights have streamed through L2: docs/perf.md, session 16).
 template <int D, int SPW, bool Q_IN_REGS, int HB_MAX, bool V6_ONLY>
 __device__ __forceinline__ void decode_tma(const DecodeTmaParams& p) {
     using L = Layout<D, SPW, Q_IN_REGS ? 0 : HB_MAX>;
@@ -218,8 +217,18 @@ __device__ __forceinline__ void decode_tma(const DecodeTmaParams& p) {
 
     // Packed row r of K head kh -> (token row b * s_q + i, q head, scratch row), and its
     // causal limit; the rows are the same for every head of the block.
-    auto token_of = [&](int r) { return (r0 + r) / group; };
-    auto head_of = [&](int kh, int r) { return kh * group + (r0 + r) % group; };
+    // V6_ONLY divides by `group` through its reciprocal, m = floor((2^32 - 1) / group) + 1,
+    // one division instead of one per use: floor(x m / 2^32) = floor(x / group) exactly for
+    // x * group < 2^32 (here x < group * s_q rows).
+    const unsigned long long group_inv = V6_ONLY ? 0xffffffffu / static_cast<unsigned>(group) + 1ull : 0ull;
+    auto token_of = [&](int r) {
+        if constexpr (V6_ONLY) return static_cast<int>((static_cast<unsigned long long>(r0 + r) * group_inv) >> 32);
+        else return (r0 + r) / group;
+    };
+    auto head_of = [&](int kh, int r) {
+        if constexpr (V6_ONLY) return kh * group + (r0 + r) - token_of(r) * group;
+        else return kh * group + (r0 + r) % group;
+    };
     float* lse_out = p.scratch + (long long)p.batch * p.s_q * p.q_heads * p.num_splits * head_dim();
     auto scratch_row = [&](int kh, int r) {
         return ((long long)b * p.s_q + token_of(r)) * p.q_heads + head_of(kh, r);

@@ -274,7 +274,7 @@ pub fn fused_combine(splits: i32, batch: i32, grid_y: i32, ov: DecodeOverrides) 
 
 /// The entry a launch of `p` runs: `variant`'s v6-only one (compiled for v6 at its default
 /// layout: the producer, barriers and fused merge left out, one K head per CTA and
-/// [`DECODE_TMA_CONSUMER_WARPS`] warps per stage as constants; half the code, which a launch
+/// [`DECODE_TMA_CONSUMER_WARPS`] warps per stage as constants; a third of the code, which a launch
 /// after an L2 flush fetches cold) when `p` is exactly that launch and
 /// `FWDBENCH_DECODE_ENTRY=v6` asks for it; else the entry of every path. Off by default until
 /// checked and timed on the GPU (docs/perf.md, session 16).
