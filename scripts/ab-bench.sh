@@ -5,6 +5,8 @@
 #   BASE=.device/fwdbench_base NEW=.device/fwdbench [BASE_ENV="K=V ..."] [NEW_ENV="K=V ..."] \
 #     scripts/ab-bench.sh [prefill] [decode] [mla] [moe] [fp8]      (default: prefill)
 # BASE_ENV / NEW_ENV are set for that side's runs only (A/B of an env knob on one build);
+# NEW2 and/or NEW2_ENV add a third side, "alt" (A B C A B C; its columns and alt/base ratio last),
+# so two variants share one pass of the base runs;
 # ONLY (a regex) keeps the rows whose name matches; ROWS_FILE adds a set `file` of lines
 # `name|<kernel bench arguments>` (run it as the set name `file`).
 set -uo pipefail
@@ -55,12 +57,28 @@ run_one() { # side env, binary, args... -> median ms on stdout
   env $side_env timeout 120 "$bin" kernel bench --no-check --csv "$csv" "$@" >>"$out/$name.log" 2>&1
   python3 -c 'import csv,sys; r=list(csv.DictReader(open(sys.argv[1]))); print(r[-1]["median_ms"] if r else "nan")' "$csv"
 }
-printf '%-16s %9s %9s %9s %9s %8s\n' row base1 new1 base2 new2 new/base
+three=$([ -n "${NEW2:-}${NEW2_ENV:-}" ] && echo 1)
+new2=${NEW2:-$new}
+if [ -n "$three" ]; then
+  printf '%-16s %9s %9s %9s %9s %9s %9s %8s %9s\n' row base1 new1 alt1 base2 new2 alt2 new/base alt/base
+else
+  printf '%-16s %9s %9s %9s %9s %8s\n' row base1 new1 base2 new2 new/base
+fi
 for s in "${@:-prefill}"; do
   [ -n "${sets[$s]:-}" ] || { echo "ab-bench: unknown set '$s' (prefill decode mla moe fp8, file with ROWS_FILE)" >&2; exit 2; }
   while IFS= read -r r; do
     name=${r%%|*} args=${r#*|}
     [[ $name =~ ${ONLY:-.} ]] || continue
+    if [ -n "$three" ]; then
+      # shellcheck disable=SC2086
+      ms=("$(run_one "${BASE_ENV:-}" "$base" $args)" "$(run_one "${NEW_ENV:-}" "$new" $args)"
+          "$(run_one "${NEW2_ENV:-}" "$new2" $args)" "$(run_one "${BASE_ENV:-}" "$base" $args)"
+          "$(run_one "${NEW_ENV:-}" "$new" $args)" "$(run_one "${NEW2_ENV:-}" "$new2" $args)")
+      ratios=$(python3 -c "import sys; v=[float(x) for x in sys.argv[1:]]; b=(v[0]+v[3])/2; print(f'{2*b/(v[1]+v[4]):.3f} {2*b/(v[2]+v[5]):.3f}')" "${ms[@]}" 2>/dev/null || echo "nan nan")
+      # shellcheck disable=SC2086
+      printf '%-16s %9s %9s %9s %9s %9s %9s %8s %9s\n' "$name" "${ms[@]}" $ratios | tee -a "$out/ab.txt"
+      continue
+    fi
     # shellcheck disable=SC2086
     ms=("$(run_one "${BASE_ENV:-}" "$base" $args)" "$(run_one "${NEW_ENV:-}" "$new" $args)"
         "$(run_one "${BASE_ENV:-}" "$base" $args)" "$(run_one "${NEW_ENV:-}" "$new" $args)")
