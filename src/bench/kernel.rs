@@ -333,15 +333,16 @@ pub fn run_case(exec: &mut CudaExecutor, case: &OpCase, opts: &KernelOptions) ->
         }
         None => check_against_cpu(exec, case, &ids.concat(), opts.seed)?,
     };
-    let mut per_call = Vec::new();
-    let single = match exec.bound()?.op_calls(0) {
+    let (gpu, bound) = (exec.gpu(), exec.bound()?);
+    let calls = bound.op_calls(0);
+    let single = match calls {
         [only] => Some((only.label(), only.code_bytes())),
         _ => None,
     };
+    let mut per_call = Vec::new();
     let stats = if opts.iters == 0 {
         None
     } else {
-        let (gpu, bound) = (exec.gpu(), exec.bound()?);
         for _ in 0..opts.warmup.max(1) {
             bound.run_op(gpu, 0)?;
         }
@@ -349,7 +350,6 @@ pub fn run_case(exec: &mut CudaExecutor, case: &OpCase, opts: &KernelOptions) ->
         let flush = if opts.flush { Some(flush_buffer()?) } else { None };
         let times = time_iterations(gpu, flush.as_ref(), opts.iters, || Ok(()), || bound.run_op(gpu, 0))?;
         // Then each launch of a multi-launch op on its own, over the same flush buffer.
-        let calls = bound.op_calls(0);
         if calls.len() > 1 {
             let each = time_parts(gpu, flush.as_ref(), opts.iters, calls.len(), || Ok(()), |j| calls[j].enqueue(gpu))?;
             per_call = calls
@@ -360,7 +360,7 @@ pub fn run_case(exec: &mut CudaExecutor, case: &OpCase, opts: &KernelOptions) ->
         }
         Some(Stats::of(&times))
     };
-    Ok(KernelRow { check, stats, cost: case.cost(), gpu: exec.gpu().name.clone(), calls: per_call, single })
+    Ok(KernelRow { check, stats, cost: case.cost(), gpu: gpu.name.clone(), calls: per_call, single })
 }
 
 /// `case` on `dut` (bound, `ids` set) against the CPU reference from random inputs and
@@ -486,20 +486,21 @@ pub fn summary_line(case: &OpCase, row: &KernelRow) -> String {
             row.bound()
         );
     }
+    // With each kernel's SASS size: after the flush a launch fetches its code cold.
+    let kb = |b: u64| format!("{:.0} KB", b as f64 / 1024.0);
     if !row.calls.is_empty() {
-        // With each kernel's SASS size: after the flush a launch fetches its code cold.
         let each = row
             .calls
             .iter()
             .map(|c| match c.code_bytes {
-                Some(b) => format!("{} {:.4} ({:.0} KB)", c.label, c.stats.median_ms, b as f64 / 1024.0),
+                Some(b) => format!("{} {:.4} ({})", c.label, c.stats.median_ms, kb(b)),
                 None => format!("{} {:.4}", c.label, c.stats.median_ms),
             })
             .collect::<Vec<_>>();
         line += &format!("\n  per launch (ms, each between its own events; KB of SASS): {}", each.join(", "));
     }
     match row.single {
-        Some((label, Some(b))) => line += &format!("\n  one launch: {label} ({:.0} KB of SASS)", b as f64 / 1024.0),
+        Some((label, Some(b))) => line += &format!("\n  one launch: {label} ({} of SASS)", kb(b)),
         Some((label, None)) => line += &format!("\n  one launch: {label}"),
         None => {}
     }
