@@ -258,8 +258,8 @@ __device__ __forceinline__ void for_chunk_rounds(const MoeAlignParams& p, int ch
     }
 }
 
-// Warp `chunk`'s slots per local expert into counts[chunk][*], through this warp's `hist`
-// row of shared memory.
+// Warp `chunk`'s slots per local expert into this warp's `hist` row of shared memory, and
+// into counts[chunk][*] for moe_align_place unless it is the one counting (fused_count).
 __device__ __forceinline__ void count_chunk(const MoeAlignParams& p, int* hist, int chunk) {
     const int lane = threadIdx.x & 31, num_local = p.num_local_experts;
     const int slots = p.tokens * p.top_k, chunks = (slots + ALIGN_CHUNK - 1) / ALIGN_CHUNK;
@@ -274,6 +274,7 @@ __device__ __forceinline__ void count_chunk(const MoeAlignParams& p, int* hist, 
         if (l >= 0 && lane == __ffs(peers) - 1) hist[l] += __popc(peers);
         __syncwarp();
     });
+    if (p.fused_count) return;  // the placing CTA reads its rows of hist directly
 #pragma unroll 1
     for (int e = lane; e < num_local; e += 32) p.counts[(long long)chunk * num_local + e] = hist[e];
 }
