@@ -57,32 +57,31 @@ run_one() { # side env, binary, args... -> median ms on stdout
   env $side_env timeout 120 "$bin" kernel bench --no-check --csv "$csv" "$@" >>"$out/$name.log" 2>&1
   python3 -c 'import csv,sys; r=list(csv.DictReader(open(sys.argv[1]))); print(r[-1]["median_ms"] if r else "nan")' "$csv"
 }
-three=$([ -n "${NEW2:-}${NEW2_ENV:-}" ] && echo 1)
-new2=${NEW2:-$new}
-if [ -n "$three" ]; then
-  printf '%-16s %9s %9s %9s %9s %9s %9s %8s %9s\n' row base1 new1 alt1 base2 new2 alt2 new/base alt/base
-else
-  printf '%-16s %9s %9s %9s %9s %8s\n' row base1 new1 base2 new2 new/base
+# The sides: base, new and (NEW2 / NEW2_ENV) alt, each a binary and its environment.
+names=(base new) bins=("$base" "$new") envs=("${BASE_ENV:-}" "${NEW_ENV:-}")
+if [ -n "${NEW2:-}${NEW2_ENV:-}" ]; then
+  names+=(alt) bins+=("${NEW2:-$new}") envs+=("${NEW2_ENV:-}")
 fi
+header=(row)
+for round in 1 2; do for n in "${names[@]}"; do header+=("$n$round"); done; done
+for n in "${names[@]:1}"; do header+=("$n/base"); done
+printf '%-16s' "${header[0]}"; printf ' %9s' "${header[@]:1}"; printf '\n'
 for s in "${@:-prefill}"; do
   [ -n "${sets[$s]:-}" ] || { echo "ab-bench: unknown set '$s' (prefill decode mla moe fp8, file with ROWS_FILE)" >&2; exit 2; }
   while IFS= read -r r; do
     name=${r%%|*} args=${r#*|}
     [[ $name =~ ${ONLY:-.} ]] || continue
-    if [ -n "$three" ]; then
-      # shellcheck disable=SC2086
-      ms=("$(run_one "${BASE_ENV:-}" "$base" $args)" "$(run_one "${NEW_ENV:-}" "$new" $args)"
-          "$(run_one "${NEW2_ENV:-}" "$new2" $args)" "$(run_one "${BASE_ENV:-}" "$base" $args)"
-          "$(run_one "${NEW_ENV:-}" "$new" $args)" "$(run_one "${NEW2_ENV:-}" "$new2" $args)")
-      ratios=$(python3 -c "import sys; v=[float(x) for x in sys.argv[1:]]; b=(v[0]+v[3])/2; print(f'{2*b/(v[1]+v[4]):.3f} {2*b/(v[2]+v[5]):.3f}')" "${ms[@]}" 2>/dev/null || echo "nan nan")
-      # shellcheck disable=SC2086
-      printf '%-16s %9s %9s %9s %9s %9s %9s %8s %9s\n' "$name" "${ms[@]}" $ratios | tee -a "$out/ab.txt"
-      continue
-    fi
+    # Rounds A B [C] A B [C]: drift over the call hits every side alike.
+    ms=()
+    for round in 1 2; do
+      for i in "${!names[@]}"; do
+        # shellcheck disable=SC2086
+        ms+=("$(run_one "${envs[$i]}" "${bins[$i]}" $args)")
+      done
+    done
+    # Speed of each side against base: mean base time over mean side time, both rounds.
+    ratios=$(python3 -c "import sys; k=int(sys.argv[1]); v=[float(x) for x in sys.argv[2:]]; t=[(v[i]+v[k+i])/2 for i in range(k)]; print(' '.join(f'{t[0]/x:.3f}' for x in t[1:]))" "${#names[@]}" "${ms[@]}" 2>/dev/null || echo nan)
     # shellcheck disable=SC2086
-    ms=("$(run_one "${BASE_ENV:-}" "$base" $args)" "$(run_one "${NEW_ENV:-}" "$new" $args)"
-        "$(run_one "${BASE_ENV:-}" "$base" $args)" "$(run_one "${NEW_ENV:-}" "$new" $args)")
-    ratio=$(python3 -c "import sys; b=(float(sys.argv[1])+float(sys.argv[3]))/2; n=(float(sys.argv[2])+float(sys.argv[4]))/2; print(f'{b/n:.3f}')" "${ms[@]}" 2>/dev/null || echo nan)
-    printf '%-16s %9s %9s %9s %9s %8s\n' "$name" "${ms[@]}" "$ratio" | tee -a "$out/ab.txt"
+    { printf '%-16s' "$name"; printf ' %9s' "${ms[@]}" $ratios; printf '\n'; } | tee -a "$out/ab.txt"
   done <<<"${sets[$s]}"
 done
